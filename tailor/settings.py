@@ -1,0 +1,67 @@
+"""One settings object for the whole service. Every field can be set as ``TAILOR_<NAME>``."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TAILOR_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path("var"), description="Where the store, the embedded Qdrant and caches live.")
+
+    # Qdrant: embedded (local mode, on disk under data_dir) unless a URL is given.
+    qdrant_url: str | None = Field(None, description="A Qdrant server or cluster, e.g. http://127.0.0.1:6333.")
+    qdrant_api_key: SecretStr | None = None
+    qdrant_prefix: str = Field("tailor", description="Collection name prefix, to share one server.")
+
+    embedding_model: str = Field(
+        "all-MiniLM-L6-v2", description="'all-MiniLM-L6-v2' (bundled) or a local sentence-transformers path."
+    )
+    embedding_batch_size: int = Field(64, ge=1)
+
+    # The writer of free text: a deterministic template writer, or any OpenAI-compatible endpoint.
+    writer: Literal["template", "openai"] = "template"
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr = SecretStr("not-needed")
+    llm_model: str = "gpt-4o-mini"
+    llm_timeout_s: float = Field(20.0, gt=0)
+    llm_max_retries: int = Field(1, ge=0, le=5)
+    llm_temperature: float = Field(0.2, ge=0, le=2)
+    llm_max_tokens: int = Field(400, ge=16)
+    llm_unavailable: Literal["fallback", "defer"] = Field(
+        "fallback", description="When the model endpoint is down: use the template writer, or defer the job."
+    )
+
+    brand_config: Path | None = Field(None, description="Brand voice TOML; the bundled default when unset.")
+
+    # Contact policy.
+    frequency_cap_days: int = Field(3, ge=0, description="No two marketing emails within this many days.")
+    max_impressions_30d: int = Field(3, ge=1, description="Show one item to one customer at most this often.")
+    max_per_category: int = Field(4, ge=1, description="Diversity: items of one category in a top-10.")
+
+    # Demo clock: Online Retail ends on 2011-12-09, so "now" defaults to just after it.
+    now: str | None = Field(None, description="ISO timestamp to use as 'now' (demo and evals); wall clock if unset.")
+
+    @cached_property
+    def store_path(self) -> Path:
+        return self.data_dir / "tailor.db"
+
+    @cached_property
+    def ops_path(self) -> Path:
+        return self.data_dir / "ops.db"
+
+    @cached_property
+    def qdrant_path(self) -> Path:
+        return self.data_dir / "qdrant"
+
+    @cached_property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"

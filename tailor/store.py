@@ -1,0 +1,264 @@
+"""The customer data store: catalog, customers and events in one SQLite file.
+
+SQLite is the system of record for what the retailer told us; Qdrant holds the vectors derived from it.
+Writes are transactional per call, so a failed import leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tailor.errors import DataError, NotFoundError
+from tailor.models import Customer, Event, EventKind, Item
+
+__all__ = ["Store"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    id TEXT PRIMARY KEY, doc TEXT NOT NULL, content_hash TEXT NOT NULL, category TEXT NOT NULL,
+    in_stock INTEGER NOT NULL, price REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS customers (id TEXT PRIMARY KEY, doc TEXT NOT NULL, country TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, kind TEXT NOT NULL, item_id TEXT,
+    quantity INTEGER, value REAL, text TEXT, ts TEXT NOT NULL, order_id TEXT
+);
+CREATE INDEX IF NOT EXISTS events_customer ON events(customer_id, ts);
+CREATE INDEX IF NOT EXISTS events_kind_ts ON events(kind, ts);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def event_id(event: Event) -> str:
+    """A stable id from the event's content, so re-importing the same events is idempotent."""
+    raw = "|".join(
+        str(x)
+        for x in (event.customer_id, event.kind.value, event.item_id, event.quantity, event.value,
+                  event.text, event.timestamp.isoformat(), event.order_id)
+    )
+    return "ev_" + hashlib.blake2b(raw.encode(), digest_size=10).hexdigest()
+
+
+def _item_hash(item: Item) -> str:
+    return hashlib.sha256(item.model_dump_json().encode()).hexdigest()
+
+
+class Store:
+    """Thread-safe access to the SQLite store (one connection, serialized; reads are short)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    # -- catalog ---------------------------------------------------------------------------------
+    def upsert_items(self, items: Iterable[Item]) -> int:
+        rows = [
+            (i.id, i.model_dump_json(), _item_hash(i), i.category, int(i.in_stock), i.price) for i in items
+        ]
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO items VALUES (?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET doc=excluded.doc,"
+                " content_hash=excluded.content_hash, category=excluded.category,"
+                " in_stock=excluded.in_stock, price=excluded.price",
+                rows,
+            )
+        return len(rows)
+
+    def get_item(self, item_id: str) -> Item:
+        rows = self._query("SELECT doc FROM items WHERE id=?", (item_id,))
+        if not rows:
+            raise NotFoundError("item", item_id, hint="check the id against `tailor import` output")
+        return Item.model_validate_json(rows[0][0])
+
+    def items(self, ids: Sequence[str] | None = None) -> list[Item]:
+        if ids is None:
+            rows = self._query("SELECT doc FROM items ORDER BY id")
+            return [Item.model_validate_json(r[0]) for r in rows]
+        found = self.item_map(ids)
+        return [found[i] for i in ids if i in found]
+
+    def item_map(self, ids: Sequence[str] | None = None) -> dict[str, Item]:
+        if ids is None:
+            return {i.id: i for i in self.items()}
+        out: dict[str, Item] = {}
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for (doc,) in self._query(f"SELECT doc FROM items WHERE id IN ({marks})", chunk):
+                item = Item.model_validate_json(doc)
+                out[item.id] = item
+        return out
+
+    def item_hashes(self) -> dict[str, str]:
+        return dict(self._query("SELECT id, content_hash FROM items"))  # type: ignore[arg-type]
+
+    # -- customers -------------------------------------------------------------------------------
+    def upsert_customers(self, customers: Iterable[Customer]) -> int:
+        rows = [(c.id, c.model_dump_json(), c.country) for c in customers]
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO customers VALUES (?,?,?) ON CONFLICT(id) DO UPDATE SET doc=excluded.doc,"
+                " country=excluded.country",
+                rows,
+            )
+        return len(rows)
+
+    def get_customer(self, customer_id: str) -> Customer:
+        rows = self._query("SELECT doc FROM customers WHERE id=?", (customer_id,))
+        if not rows:
+            raise NotFoundError("customer", customer_id, hint="list customers with `tailor customers`")
+        return Customer.model_validate_json(rows[0][0])
+
+    def has_customer(self, customer_id: str) -> bool:
+        return bool(self._query("SELECT 1 FROM customers WHERE id=?", (customer_id,)))
+
+    def customers(self, *, limit: int | None = None, offset: int = 0) -> list[Customer]:
+        sql = "SELECT doc FROM customers ORDER BY id LIMIT ? OFFSET ?"
+        rows = self._query(sql, (-1 if limit is None else limit, offset))
+        return [Customer.model_validate_json(r[0]) for r in rows]
+
+    def customer_ids(self) -> list[str]:
+        return [r[0] for r in self._query("SELECT id FROM customers ORDER BY id")]
+
+    # -- events ----------------------------------------------------------------------------------
+    def add_events(self, events: Iterable[Event]) -> list[str]:
+        """Store events (duplicates by id are ignored) and return their ids in input order."""
+        rows = []
+        for e in events:
+            eid = e.id or event_id(e)
+            rows.append((eid, e.customer_id, e.kind.value, e.item_id, e.quantity, e.value, e.text,
+                         e.timestamp.isoformat(), e.order_id))
+        with self.transaction() as db:
+            db.executemany("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?)", rows)
+        return [r[0] for r in rows]
+
+    def events(
+        self,
+        customer_id: str | None = None,
+        *,
+        kinds: Iterable[EventKind] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[Event]:
+        """Events oldest first. ``until`` is exclusive."""
+        where, params = self._event_filter(customer_id, kinds, since, until)
+        sql = f"SELECT * FROM events {where} ORDER BY ts, id"
+        if limit is not None:
+            # The newest ``limit`` events, still returned oldest first.
+            sql = f"SELECT * FROM (SELECT * FROM events {where} ORDER BY ts DESC, id DESC LIMIT ?) ORDER BY ts, id"
+            params.append(limit)
+        return [self._event(r) for r in self._query(sql, params)]
+
+    def get_events(self, ids: Sequence[str]) -> list[Event]:
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        return [self._event(r) for r in self._query(f"SELECT * FROM events WHERE id IN ({marks})", list(ids))]
+
+    def events_frame(
+        self, *, kinds: Iterable[EventKind] = (EventKind.PURCHASE,), until: datetime | None = None
+    ) -> pd.DataFrame:
+        """Events as a DataFrame (customer_id, item_id, kind, quantity, value, timestamp, order_id)."""
+        where, params = self._event_filter(None, kinds, None, until)
+        with self._lock:
+            frame = pd.read_sql_query(
+                f"SELECT id, customer_id, item_id, kind, quantity, value, ts, order_id FROM events {where}",
+                self._db,
+                params=params,
+            )
+        frame["timestamp"] = pd.to_datetime(frame.pop("ts"), utc=True, format="ISO8601")
+        return frame
+
+    @staticmethod
+    def _event_filter(
+        customer_id: str | None,
+        kinds: Iterable[EventKind] | None,
+        since: datetime | None,
+        until: datetime | None,
+    ) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if customer_id is not None:
+            clauses.append("customer_id=?")
+            params.append(customer_id)
+        if kinds is not None:
+            kinds = list(kinds)
+            clauses.append(f"kind IN ({','.join('?' * len(kinds))})")
+            params.extend(k.value for k in kinds)
+        if since is not None:
+            clauses.append("ts>=?")
+            params.append(since.isoformat())
+        if until is not None:
+            clauses.append("ts<?")
+            params.append(until.isoformat())
+        return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    @staticmethod
+    def _event(row: tuple[Any, ...]) -> Event:
+        eid, cid, kind, item, qty, value, text, ts, order = row
+        return Event(id=eid, customer_id=cid, kind=EventKind(kind), item_id=item, quantity=qty, value=value,
+                     text=text, timestamp=datetime.fromisoformat(ts), order_id=order)
+
+    def last_event_time(self) -> datetime | None:
+        rows = self._query("SELECT MAX(ts) FROM events")
+        return datetime.fromisoformat(rows[0][0]) if rows and rows[0][0] else None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def delete_customer(self, customer_id: str) -> dict[str, int]:
+        """Forget a customer: their profile and every event. Returns what was deleted."""
+        with self.transaction() as db:
+            n_events = db.execute("DELETE FROM events WHERE customer_id=?", (customer_id,)).rowcount
+            n_customers = db.execute("DELETE FROM customers WHERE id=?", (customer_id,)).rowcount
+        return {"customers": n_customers, "events": n_events}
+
+    def counts(self) -> dict[str, int]:
+        return {t: self._query(f"SELECT COUNT(*) FROM {t}")[0][0] for t in ("items", "customers", "events")}
+
+    def get_meta(self, key: str) -> Any:
+        rows = self._query("SELECT value FROM meta WHERE key=?", (key,))
+        return json.loads(rows[0][0]) if rows else None
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?,?)", (key, json.dumps(value)))
+
+    def require_data(self) -> None:
+        if self.counts()["items"] == 0:
+            raise DataError("the store is empty", hint="run `tailor import` (or `tailor demo`) first")
