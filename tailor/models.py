@@ -140,8 +140,15 @@ class Evidence(_Model):
     """One fact from the customer's own data (or the catalog) that supports a recommendation."""
 
     kind: Literal[
-        "repeat_purchase", "similar_customers", "text_similarity", "category_affinity", "trending",
-        "popular", "cart", "recent_view", "support_ticket",
+        "repeat_purchase",
+        "similar_customers",
+        "text_similarity",
+        "category_affinity",
+        "trending",
+        "popular",
+        "cart",
+        "recent_view",
+        "support_ticket",
     ]
     summary: str
     event_ids: tuple[str, ...] = ()
@@ -197,8 +204,13 @@ class Refusal(_Model):
 
     customer_id: str
     reason: Literal[
-        "no_marketing_consent", "no_personalization_consent", "quiet_hours", "frequency_cap",
-        "nothing_relevant", "guardrail_blocked", "unknown_customer",
+        "no_marketing_consent",
+        "no_personalization_consent",
+        "quiet_hours",
+        "frequency_cap",
+        "nothing_relevant",
+        "guardrail_blocked",
+        "unknown_customer",
     ]
     detail: str
     data: dict[str, Any] = Field(default_factory=dict)

@@ -18,7 +18,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("var"), description="Where the store, the embedded Qdrant and caches live.")
 
     # Qdrant: embedded (local mode, on disk under data_dir) unless a URL is given.
-    qdrant_url: str | None = Field(None, description="A Qdrant server or cluster, e.g. http://127.0.0.1:6333.")
+    qdrant_url: str | None = Field(
+        None, description="A Qdrant server or cluster, e.g. http://127.0.0.1:6333."
+    )
     qdrant_api_key: SecretStr | None = None
     qdrant_prefix: str = Field("tailor", description="Collection name prefix, to share one server.")
 
@@ -48,7 +50,9 @@ class Settings(BaseSettings):
     max_per_category: int = Field(4, ge=1, description="Diversity: items of one category in a top-10.")
 
     # Demo clock: Online Retail ends on 2011-12-09, so "now" defaults to just after it.
-    now: str | None = Field(None, description="ISO timestamp to use as 'now' (demo and evals); wall clock if unset.")
+    now: str | None = Field(
+        None, description="ISO timestamp to use as 'now' (demo and evals); wall clock if unset."
+    )
 
     @cached_property
     def store_path(self) -> Path:

@@ -43,10 +43,32 @@ def event_id(event: Event) -> str:
     """A stable id from the event's content, so re-importing the same events is idempotent."""
     raw = "|".join(
         str(x)
-        for x in (event.customer_id, event.kind.value, event.item_id, event.quantity, event.value,
-                  event.text, event.timestamp.isoformat(), event.order_id)
+        for x in (
+            event.customer_id,
+            event.kind.value,
+            event.item_id,
+            event.quantity,
+            event.value,
+            event.text,
+            event.timestamp.isoformat(),
+            event.order_id,
+        )
     )
     return "ev_" + hashlib.blake2b(raw.encode(), digest_size=10).hexdigest()
+
+
+def _event_row(e: Event) -> tuple[Any, ...]:
+    return (
+        e.id or event_id(e),
+        e.customer_id,
+        e.kind.value,
+        e.item_id,
+        e.quantity,
+        e.value,
+        e.text,
+        e.timestamp.isoformat(),
+        e.order_id,
+    )
 
 
 def _item_hash(item: Item) -> str:
@@ -126,7 +148,7 @@ class Store:
         return out
 
     def item_hashes(self) -> dict[str, str]:
-        return dict(self._query("SELECT id, content_hash FROM items"))  # type: ignore[arg-type]
+        return {row[0]: row[1] for row in self._query("SELECT id, content_hash FROM items")}
 
     # -- customers -------------------------------------------------------------------------------
     def upsert_customers(self, customers: Iterable[Customer]) -> int:
@@ -159,11 +181,7 @@ class Store:
     # -- events ----------------------------------------------------------------------------------
     def add_events(self, events: Iterable[Event]) -> list[str]:
         """Store events (duplicates by id are ignored) and return their ids in input order."""
-        rows = []
-        for e in events:
-            eid = e.id or event_id(e)
-            rows.append((eid, e.customer_id, e.kind.value, e.item_id, e.quantity, e.value, e.text,
-                         e.timestamp.isoformat(), e.order_id))
+        rows = [_event_row(e) for e in events]
         with self.transaction() as db:
             db.executemany("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?)", rows)
         return [r[0] for r in rows]
@@ -182,7 +200,8 @@ class Store:
         sql = f"SELECT * FROM events {where} ORDER BY ts, id"
         if limit is not None:
             # The newest ``limit`` events, still returned oldest first.
-            sql = f"SELECT * FROM (SELECT * FROM events {where} ORDER BY ts DESC, id DESC LIMIT ?) ORDER BY ts, id"
+            newest = f"SELECT * FROM events {where} ORDER BY ts DESC, id DESC LIMIT ?"
+            sql = f"SELECT * FROM ({newest}) ORDER BY ts, id"
             params.append(limit)
         return [self._event(r) for r in self._query(sql, params)]
 
@@ -233,12 +252,44 @@ class Store:
     @staticmethod
     def _event(row: tuple[Any, ...]) -> Event:
         eid, cid, kind, item, qty, value, text, ts, order = row
-        return Event(id=eid, customer_id=cid, kind=EventKind(kind), item_id=item, quantity=qty, value=value,
-                     text=text, timestamp=datetime.fromisoformat(ts), order_id=order)
+        return Event(
+            id=eid,
+            customer_id=cid,
+            kind=EventKind(kind),
+            item_id=item,
+            quantity=qty,
+            value=value,
+            text=text,
+            timestamp=datetime.fromisoformat(ts),
+            order_id=order,
+        )
 
     def last_event_time(self) -> datetime | None:
         rows = self._query("SELECT MAX(ts) FROM events")
         return datetime.fromisoformat(rows[0][0]) if rows and rows[0][0] else None
+
+    def import_all(
+        self, items: Sequence[Item], customers: Sequence[Customer], events: Sequence[Event]
+    ) -> None:
+        """Write a whole import in one transaction: all of it lands, or none of it."""
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO items VALUES (?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET doc=excluded.doc,"
+                " content_hash=excluded.content_hash, category=excluded.category,"
+                " in_stock=excluded.in_stock, price=excluded.price",
+                [
+                    (i.id, i.model_dump_json(), _item_hash(i), i.category, int(i.in_stock), i.price)
+                    for i in items
+                ],
+            )
+            db.executemany(
+                "INSERT INTO customers VALUES (?,?,?) ON CONFLICT(id) DO UPDATE SET doc=excluded.doc,"
+                " country=excluded.country",
+                [(c.id, c.model_dump_json(), c.country) for c in customers],
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?)", [_event_row(e) for e in events]
+            )
 
     # -- lifecycle -------------------------------------------------------------------------------
     def delete_customer(self, customer_id: str) -> dict[str, int]:

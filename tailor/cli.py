@@ -1,0 +1,353 @@
+"""The `tailor` command line. Each command is small and composes with the others (and with jq)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from tailor.errors import TailorError
+from tailor.settings import Settings
+
+__all__ = ["app", "main"]
+
+# The model ships inside a package; nothing may be fetched from a hub at run time.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+app = typer.Typer(
+    help="Tailor: what should this customer see next, and why.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+keys_app = typer.Typer(help="API keys for the HTTP service.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+out = Console()
+err = Console(stderr=True)
+_state: dict[str, Any] = {"debug": False}
+T = TypeVar("T")
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Overrides TAILOR_DATA_DIR.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False) -> None:
+    _state["debug"] = debug
+
+
+def _settings(data_dir: Path | None) -> Settings:
+    try:
+        return Settings(data_dir=data_dir) if data_dir else Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "TAILOR_" + str(first["loc"][0]).upper() if first["loc"] else "settings"
+        raise TailorError(f"invalid setting {name}: {first['msg']}") from exc
+
+
+def _run(fn: Callable[[], T]) -> T:
+    """Run a command body: a Tailor error becomes one line and exit code 1 (a traceback with --debug)."""
+    try:
+        return fn()
+    except TailorError as exc:
+        if _state["debug"]:
+            raise
+        err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        if exc.hint:
+            err.print(f"  hint: {exc.hint}", highlight=False)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(130) from None
+
+
+@contextmanager
+def _progress(enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]:
+    """A progress callback ``(stage, done, total)`` drawn as rich bars (silent when not a terminal)."""
+    bars = Progress(
+        TextColumn("{task.description:<22}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=not enabled or not err.is_terminal,
+        transient=False,
+    )
+    tasks: dict[str, Any] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bars.add_task(stage, total=total)
+        bars.update(tasks[stage], completed=done, total=total)
+
+    with bars:
+        yield update
+
+
+def _tailor(data_dir: Path | None) -> Any:
+    from tailor.service import Tailor
+
+    return Tailor.open(_settings(data_dir))
+
+
+def _dump(obj: Any) -> None:
+    out.print_json(json.dumps(obj, default=str))
+
+
+@app.command("import")
+def import_(
+    source: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A folder in the canonical format (items/customers/events "
+            ".jsonl or .csv), or a UCI Online Retail .parquet file."
+        ),
+    ] = None,
+    customers_limit: Annotated[
+        int | None, typer.Option(help="UCI only: keep the N busiest customers.")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Re-import even when the input is unchanged.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Validate and load data into the store (all or nothing). Default: the bundled demo store."""
+
+    def body() -> None:
+        from tailor.service import DEMO_SOURCE
+
+        with _tailor(data_dir) as t:
+            path = source or DEMO_SOURCE
+            if path.suffix == ".parquet":
+                report = t.import_uci(path, customers_limit=customers_limit, force=force)
+            else:
+                report = t.import_dir(path, force=force)
+            verb = "unchanged" if report.skipped else "imported"
+            out.print(f"{verb}: {report.items} items, {report.customers} customers, {report.events} events")
+
+    _run(body)
+
+
+@app.command()
+def index(
+    data_dir: DataDir = None, force: Annotated[bool, typer.Option(help="Re-embed everything.")] = False
+) -> None:
+    """Embed the catalog and histories into Qdrant and fit the ranker (only what changed)."""
+
+    def body() -> None:
+        with _tailor(data_dir) as t, _progress() as progress:
+            report = t.index(progress=progress, force=force)
+        out.print(" ".join(f"{k}={v}" for k, v in report.items()))
+
+    _run(body)
+
+
+@app.command()
+def customers(
+    limit: Annotated[int, typer.Option(help="How many.")] = 20,
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """List customers (ids, country, consent)."""
+
+    def body() -> None:
+        with _tailor(data_dir) as t:
+            rows = t.store.customers(limit=limit)
+        if as_json:
+            _dump([c.model_dump(mode="json") for c in rows])
+            return
+        for c in rows:
+            consent = "email" if c.consent.marketing_email else "no-email"
+            out.print(f"{c.id}\t{c.first_name}\t{c.country}\t{consent}")
+
+    _run(body)
+
+
+@app.command()
+def recommend(
+    customer: str,
+    k: Annotated[int, typer.Option("-k", help="How many items.")] = 10,
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """Top recommendations for a customer, with the sources and evidence behind each."""
+
+    def body() -> None:
+        with _tailor(data_dir) as t:
+            recs = t.recommend(customer, k=k)
+        if as_json:
+            _dump([r.model_dump(mode="json") for r in recs])
+            return
+        from tailor.render import print_recommendations
+
+        print_recommendations(out, recs)
+
+    _run(body)
+
+
+@app.command()
+def email(
+    customer: str,
+    trigger: Annotated[
+        str, typer.Option(help="campaign, abandoned_cart, browse, support_contact or win_back.")
+    ] = "campaign",
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """Write a personalized email (or a logged refusal) for a customer."""
+
+    def body() -> None:
+        with _tailor(data_dir) as t:
+            outcome = t.email(customer, trigger=trigger)
+        from tailor.render import outcome_dict, print_outcome
+
+        if as_json:
+            _dump(outcome_dict(outcome))
+        else:
+            print_outcome(out, outcome)
+
+    _run(body)
+
+
+@app.command()
+def why(customer: str, item: str, data_dir: DataDir = None, as_json: AsJson = False) -> None:
+    """Explain why an item is recommended to a customer; every sentence cites its evidence."""
+
+    def body() -> None:
+        with _tailor(data_dir) as t:
+            explanation = t.why(customer, item)
+        if as_json:
+            _dump(explanation.model_dump(mode="json"))
+            return
+        from tailor.render import print_explanation
+
+        print_explanation(out, explanation)
+
+    _run(body)
+
+
+@app.command()
+def support(customer: str, question: str, data_dir: DataDir = None, as_json: AsJson = False) -> None:
+    """Suggestions with talking points for a support agent, grounded in the customer's history."""
+
+    def body() -> None:
+        with _tailor(data_dir) as t:
+            answer = t.support(customer, question)
+        if as_json:
+            _dump(answer.model_dump(mode="json"))
+            return
+        from tailor.render import print_support
+
+        print_support(out, answer)
+
+    _run(body)
+
+
+@app.command()
+def forget(customer: str, data_dir: DataDir = None) -> None:
+    """Delete everything about a customer, everywhere (store, vectors, caches). Prints what was deleted."""
+
+    def body() -> None:
+        with _tailor(data_dir) as t:
+            _dump(t.forget(customer))
+
+    _run(body)
+
+
+@app.command()
+def demo(
+    data_dir: DataDir = None,
+    customers_limit: Annotated[
+        int | None, typer.Option(help="Use only the N busiest customers (faster).")
+    ] = None,
+) -> None:
+    """Load and index the demo store; show recommendations, an email and an explanation for 3 customers."""
+
+    def body() -> None:
+        from tailor.render import run_demo
+
+        settings = _settings(data_dir)
+        if settings.now is None:
+            # The demo store ends on 2011-12-09: make "now" the morning after, so recency means something.
+            settings = settings.model_copy(update={"now": "2011-12-10T10:00:00+00:00"})
+        from tailor.service import Tailor
+
+        with Tailor.open(settings) as t, _progress() as progress:
+            run_demo(t, out, progress=progress, customers_limit=customers_limit)
+
+    _run(body)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    data_dir: DataDir = None,
+) -> None:
+    """Run the HTTP API (FastAPI under uvicorn); OpenAPI at /docs."""
+
+    def body() -> None:
+        from tailor.api import serve as run_server
+
+        run_server(_settings(data_dir), host=host, port=port)
+
+    _run(body)
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option(help="crm or support.")],
+    name: Annotated[str, typer.Option(help="A label.")] = "",
+    data_dir: DataDir = None,
+) -> None:
+    """Create an API key; it is printed once and stored only as a hash."""
+
+    def body() -> None:
+        from tailor.api import create_key
+
+        out.print(create_key(_settings(data_dir), role, name))
+
+    _run(body)
+
+
+@app.command("eval")
+def eval_(
+    suite: Annotated[
+        list[str] | None, typer.Option(help="ranking, generation, safety or policy (repeatable).")
+    ] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where report.html and report.json go.")] = Path(
+        "out/eval"
+    ),
+    compare: Annotated[Path | None, typer.Option(help="An earlier report.json to diff against.")] = None,
+    quick: Annotated[bool, typer.Option(help="A small, fast slice (what CI runs).")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Run the offline evaluation; exits non-zero when a gate in evals/gates.toml fails."""
+
+    def body() -> int:
+        from evals.runner import eval_command
+
+        return eval_command(_settings(data_dir), suite, out_dir, compare, quick)
+
+    code = _run(body)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    try:
+        app()
+    except BrokenPipeError:  # `tailor ... | head` is fine
+        sys.stderr.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,386 @@
+"""Turn UCI Online Retail (Chen, 2015; CC BY 4.0) into Tailor's canonical JSONL format.
+
+The dataset has no names, e-mail addresses, consent or support tickets. Those are generated here,
+deterministically from a seed, and flagged synthetic (``Customer.synthetic``; ticket events carry
+``order_id`` of a real invoice but their text is written here). Everything else is the real data:
+items, prices, countries, purchases and returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tailor.errors import DataError
+from tailor.models import Consent, Customer, Event, EventKind, Item, QuietHours
+
+__all__ = ["ConvertReport", "categorize", "clean_title", "convert", "load_transactions"]
+
+# Postage, fees and manual adjustments are not products.
+NON_PRODUCTS = frozenset(
+    {"POST", "DOT", "M", "m", "BANK CHARGES", "AMAZONFEE", "CRUK", "D", "PADS", "B", "S", "C2"}
+)
+URL_BASE = "https://example-retail.test/p/"
+
+# First matching rule wins: "CHRISTMAS" comes before "CANDLE" so that a Christmas candle is seasonal.
+_CATEGORY_RULES: tuple[tuple[str, str], ...] = (
+    ("Christmas", r"CHRISTMAS|XMAS|ADVENT|SANTA|REINDEER|SNOWFLAKE|NATIVITY"),
+    ("Candles & Lighting", r"CANDLE|T-LIGHT|TLIGHT|LANTERN|LIGHTS?\b|LAMP|NIGHTLIGHT|CHANDELIER"),
+    ("Bags", r"\bBAGS?\b|SHOPPER|TOTE|PURSE|WASHBAG|RUCKSACK|BACKPACK"),
+    (
+        "Kitchen & Dining",
+        r"MUG|CUP|SAUCER|PLATE|BOWL|JUG|TEAPOT|\bTEA\b|CAKE|BAKING|CUTTERS|NAPKIN|COASTER|"
+        r"LUNCH BOX|CUTLERY|SPOON|APRON|OVEN|JAM|TRAY|TUMBLER|GLASS|BOTTLE|RECIPE|KITCHEN|PANTRY|STRAWS",
+    ),
+    (
+        "Stationery & Cards",
+        r"CARD|NOTEBOOK|PENCIL|\bPEN\b|PAPER|STICKER|WRAP|ENVELOPE|TAPE|NOTE|ERASER|"
+        r"CALENDAR|DIARY|JOURNAL|CHALK|BOOK\b|CRAYONS|STAMP|TAGS?\b",
+    ),
+    ("Party & Gifts", r"PARTY|BUNTING|BALLOON|GARLAND|TISSUE|GIFT|RIBBON|CONFETTI|PINATA|BIRTHDAY"),
+    ("Toys & Games", r"TOY|GAME|PUZZLE|DOLL|JIGSAW|SPACEBOY|DOMINO|SKITTLES|PLAYING|TEDDY|NINJA|SOLDIER"),
+    ("Garden & Outdoor", r"GARDEN|PLANT|\bPOT\b|WATERING|BIRD|PARASOL|PICNIC|FLOWER|HEN HOUSE|SEED"),
+    (
+        "Home Decor",
+        r"FRAME|SIGN|CLOCK|MIRROR|HOLDER|DECORATION|HANGING|HOOK|KNOB|DOORSTOP|CUSHION|"
+        r"DOORMAT|WREATH|VASE|ORNAMENT|WALL|SHELF|DRAWER|CABINET|BOX|BASKET|BLANKET|THROW|CURTAIN|STORAGE",
+    ),
+    (
+        "Fashion & Accessories",
+        r"NECKLACE|BRACELET|EARRINGS|RING\b|HAIR|SCARF|UMBRELLA|HAT\b|GLOVES|"
+        r"JEWEL|SLIPPER|KEY.?RING|CHARM|BROOCH|SUNGLASSES|WALLET",
+    ),
+    (
+        "Bath & Beauty",
+        r"SOAP|BATH|TOWEL|MAKE.?UP|COSMETIC|SPONGE|SCENT|FRAGRANCE|INCENSE|OIL BURNER|"
+        r"HOT WATER BOTTLE|HAND WARMER",
+    ),
+)
+_COMPILED = tuple((name, re.compile(pattern)) for name, pattern in _CATEGORY_RULES)
+
+_FIRST_NAMES = (
+    "Alice",
+    "Amelia",
+    "Ava",
+    "Ben",
+    "Charlie",
+    "Chloe",
+    "Daniel",
+    "Eleanor",
+    "Ella",
+    "Emily",
+    "Ethan",
+    "Freya",
+    "George",
+    "Grace",
+    "Hannah",
+    "Harry",
+    "Isla",
+    "Jack",
+    "Jacob",
+    "James",
+    "Lily",
+    "Lucas",
+    "Mia",
+    "Noah",
+    "Olivia",
+    "Oscar",
+    "Poppy",
+    "Rosie",
+    "Ruby",
+    "Sam",
+    "Sophie",
+    "Thomas",
+    "William",
+    "Zara",
+    "Aisha",
+    "Mateo",
+    "Léa",
+    "Hugo",
+    "Sofia",
+    "Lukas",
+    "Emma",
+    "Finn",
+    "Nora",
+    "Liam",
+    "Maya",
+    "Luca",
+    "Anna",
+    "Elias",
+)
+_LAST_NAMES = (
+    "Smith",
+    "Jones",
+    "Taylor",
+    "Brown",
+    "Williams",
+    "Wilson",
+    "Johnson",
+    "Davies",
+    "Patel",
+    "Wright",
+    "Walker",
+    "Roberts",
+    "Evans",
+    "Green",
+    "Hall",
+    "Wood",
+    "Clarke",
+    "Hughes",
+    "Martin",
+    "Müller",
+    "Dubois",
+)
+_TIMEZONES = {
+    "United Kingdom": "Europe/London",
+    "EIRE": "Europe/Dublin",
+    "Germany": "Europe/Berlin",
+    "France": "Europe/Paris",
+    "Spain": "Europe/Madrid",
+    "Netherlands": "Europe/Amsterdam",
+    "Belgium": "Europe/Brussels",
+    "Switzerland": "Europe/Zurich",
+    "Portugal": "Europe/Lisbon",
+    "Australia": "Australia/Sydney",
+    "Norway": "Europe/Oslo",
+    "Italy": "Europe/Rome",
+    "Channel Islands": "Europe/London",
+    "Finland": "Europe/Helsinki",
+    "Cyprus": "Asia/Nicosia",
+    "Sweden": "Europe/Stockholm",
+    "Austria": "Europe/Vienna",
+    "Denmark": "Europe/Copenhagen",
+    "Japan": "Asia/Tokyo",
+    "Poland": "Europe/Warsaw",
+    "USA": "America/New_York",
+    "Israel": "Asia/Jerusalem",
+    "Singapore": "Asia/Singapore",
+    "Iceland": "Atlantic/Reykjavik",
+    "Canada": "America/Toronto",
+    "Greece": "Europe/Athens",
+    "Malta": "Europe/Malta",
+    "United Arab Emirates": "Asia/Dubai",
+    "Lebanon": "Asia/Beirut",
+    "Lithuania": "Europe/Vilnius",
+    "Brazil": "America/Sao_Paulo",
+    "Czech Republic": "Europe/Prague",
+    "Bahrain": "Asia/Bahrain",
+    "Saudi Arabia": "Asia/Riyadh",
+    "RSA": "Africa/Johannesburg",
+}
+_TICKETS = (
+    "My order {order} arrived two days late and one of the {item} was chipped. Not happy.",
+    "Could you tell me when the {item} will be back in stock? I'd like to order more for my shop.",
+    "The {item} from order {order} were lovely, my customers loved them. Do you offer a bulk discount?",
+    "I was charged twice for order {order}. Please refund the duplicate payment.",
+    "The parcel for order {order} was left outside in the rain and the {item} got wet.",
+    "Do you have the {item} in other colours? Looking for something for a Christmas display.",
+)
+
+
+def categorize(title: str) -> str:
+    upper = title.upper()
+    for name, pattern in _COMPILED:
+        if pattern.search(upper):
+            return name
+    return "Other"
+
+
+def clean_title(description: str) -> str:
+    """'WHITE HANGING HEART T-LIGHT HOLDER' -> 'White Hanging Heart T-Light Holder'."""
+    text = re.sub(r"\s+", " ", description).strip().rstrip(".,")
+    words = []
+    # Short codes and sizes ("S/3", "3D", "LED") stay upper-case; words are title-cased.
+    for word in text.split(" "):
+        if word in {"LED", "UK", "USA", "DIY"}:
+            words.append(word)
+        elif any(c.isdigit() for c in word):
+            words.append(re.sub(r"[A-Z]{3,}", lambda m: m.group().capitalize(), word))
+        else:
+            words.append("-".join(p.capitalize() for p in word.lower().split("-")))
+    return " ".join(words)
+
+
+def load_transactions(path: Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read {path}: {exc}", hint="pass the UCI Online Retail parquet file") from exc
+    expected = {
+        "InvoiceNo",
+        "StockCode",
+        "Description",
+        "Quantity",
+        "InvoiceDate",
+        "UnitPrice",
+        "CustomerID",
+        "Country",
+    }
+    missing = expected - set(frame.columns)
+    if missing:
+        raise DataError(f"{path}: missing columns {sorted(missing)}", hint="is this UCI Online Retail?")
+    frame["StockCode"] = frame["StockCode"].astype(str).str.strip()
+    frame["InvoiceNo"] = frame["InvoiceNo"].astype(str).str.strip()
+    return frame[~frame["StockCode"].isin(NON_PRODUCTS) & (frame["UnitPrice"] > 0)]
+
+
+@dataclass(frozen=True)
+class ConvertReport:
+    items: int
+    customers: int
+    events: int
+    out_dir: Path
+
+
+def _items(frame: pd.DataFrame, as_of: pd.Timestamp) -> list[Item]:
+    described = frame.dropna(subset=["Description"])
+    # Upper-case descriptions are product names; lower-case ones are stock notes ("damaged", "check").
+    described = described[
+        described["Description"].str.strip().str.upper() == described["Description"].str.strip()
+    ]
+    name_counts = described.groupby(["StockCode", "Description"]).size().reset_index(name="n")
+    name_counts = name_counts.sort_values(["StockCode", "n", "Description"], ascending=[True, False, True])
+    names = name_counts.drop_duplicates("StockCode").set_index("StockCode")["Description"]
+    variants = name_counts.groupby("StockCode")["Description"].apply(list)
+    sales = frame[frame["Quantity"] > 0]
+    price = sales.groupby("StockCode")["UnitPrice"].median()
+    last_sold = sales.groupby("StockCode")["InvoiceDate"].max()
+    items = []
+    for code, raw in names.items():
+        if code not in price.index:
+            continue
+        title = clean_title(str(raw))
+        other = [clean_title(v) for v in variants[code][1:4]]
+        description = f"{title}. Also listed as: {'; '.join(other)}." if other else ""
+        # Not sold in the last 90 days of the data: treat as discontinued.
+        in_stock = bool(last_sold[code] >= as_of - pd.Timedelta(days=90))
+        items.append(
+            Item(
+                id=str(code),
+                title=title,
+                description=description,
+                category=categorize(title),
+                price=round(float(price[code]), 2),
+                currency="GBP",
+                in_stock=in_stock,
+                url=URL_BASE + str(code),
+            )
+        )
+    return items
+
+
+def _customers(frame: pd.DataFrame, seed: int) -> list[Customer]:
+    known = frame.dropna(subset=["CustomerID"])
+    country = known.groupby("CustomerID")["Country"].agg(lambda s: s.value_counts().index[0])
+    customers = []
+    for cid, ctry in country.items():
+        key = str(int(cid))
+        rng = random.Random(f"{seed}:{key}")
+        first, last = rng.choice(_FIRST_NAMES), rng.choice(_LAST_NAMES)
+        local = f"{first}.{last}".lower().replace("é", "e").replace("ü", "u")
+        customers.append(
+            Customer(
+                id=key,
+                first_name=first,
+                email=f"{local}.{key}@example.com",
+                country=str(ctry),
+                consent=Consent(marketing_email=rng.random() < 0.85, personalization=rng.random() < 0.95),
+                quiet_hours=QuietHours(start=time(21, 0), end=time(8, 0)),
+                locale="en-GB",
+                timezone=_TIMEZONES.get(str(ctry), "Europe/London"),
+                synthetic=True,
+            )
+        )
+    return customers
+
+
+def _events(frame: pd.DataFrame, titles: dict[str, str], seed: int) -> Iterator[Event]:
+    known = frame.dropna(subset=["CustomerID"])
+    known = known[known["StockCode"].isin(titles)]
+    cancelled = known["InvoiceNo"].str.startswith("C")
+    rows = known[["InvoiceNo", "StockCode", "Quantity", "UnitPrice", "InvoiceDate", "CustomerID"]]
+    # The source has identical duplicate lines; the row number keeps each one a distinct event.
+    for (row, invoice, code, qty, unit, when, cid), is_return in zip(
+        rows.itertuples(index=True, name=None), cancelled, strict=True
+    ):
+        if (qty > 0) == is_return:
+            continue  # a positive quantity on a cancellation invoice (or the reverse) is an adjustment
+        kind = EventKind.RETURN if is_return else EventKind.PURCHASE
+        yield Event(
+            id=f"uci-{row}",
+            customer_id=str(int(cid)),
+            kind=kind,
+            item_id=str(code),
+            quantity=abs(int(qty)),
+            value=round(abs(int(qty)) * float(unit), 2),
+            timestamp=when.to_pydatetime().replace(tzinfo=UTC),
+            order_id=str(invoice),
+        )
+    # Synthetic support tickets for one customer in twenty, about a real order of theirs.
+    purchases = known[~cancelled & (known["Quantity"] > 0)]
+    last_orders = purchases.sort_values("InvoiceDate").groupby("CustomerID").tail(1)
+    for invoice, code, when, cid in last_orders[
+        ["InvoiceNo", "StockCode", "InvoiceDate", "CustomerID"]
+    ].itertuples(index=False, name=None):
+        key = str(int(cid))
+        rng = random.Random(f"{seed}:ticket:{key}")
+        if rng.random() >= 0.05:
+            continue
+        template = rng.choice(_TICKETS)
+        yield Event(
+            customer_id=key,
+            kind=EventKind.SUPPORT_TICKET,
+            item_id=str(code),
+            text=template.format(order=invoice, item=titles[str(code)]),
+            timestamp=(when + pd.Timedelta(days=rng.randint(2, 6))).to_pydatetime().replace(tzinfo=UTC),
+            order_id=str(invoice),
+        )
+
+
+def _write_jsonl(path: Path, records: Iterator[Any] | list[Any]) -> int:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    n = 0
+    with tmp.open("w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(record.model_dump_json(exclude_none=True) + "\n")
+            n += 1
+    tmp.replace(path)  # atomic: a reader never sees a half-written file
+    return n
+
+
+def convert(
+    parquet: Path, out_dir: Path, *, seed: int = 7, customers_limit: int | None = None
+) -> ConvertReport:
+    """Write items.jsonl, customers.jsonl and events.jsonl (the canonical format) into ``out_dir``."""
+    frame = load_transactions(parquet)
+    if customers_limit is not None:
+        # A deterministic slice: the customers with the most invoices, for small demos and tests.
+        busiest = frame.dropna(subset=["CustomerID"]).groupby("CustomerID")["InvoiceNo"].nunique()
+        keep = busiest.sort_values(ascending=False, kind="stable").index[:customers_limit]
+        frame = frame[frame["CustomerID"].isin(keep) | frame["CustomerID"].isna()]
+    as_of = frame["InvoiceDate"].max()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    items = _items(frame, as_of)
+    n_items = _write_jsonl(out_dir / "items.jsonl", items)
+    n_customers = _write_jsonl(out_dir / "customers.jsonl", _customers(frame, seed))
+    n_events = _write_jsonl(out_dir / "events.jsonl", _events(frame, {i.id: i.title for i in items}, seed))
+    source = {
+        "dataset": "UCI Online Retail (Chen, 2015), CC BY 4.0, https://doi.org/10.24432/C5BW33",
+        "file": parquet.name,
+        "sha256": hashlib.sha256(parquet.read_bytes()).hexdigest(),
+        "seed": seed,
+        "customers_limit": customers_limit,
+        "synthetic": ["customer names, e-mail addresses, consent flags, quiet hours", "support ticket texts"],
+        "converted_at": datetime.now(UTC).isoformat(),
+    }
+    (out_dir / "SOURCE.json").write_text(json.dumps(source, indent=2) + "\n", encoding="utf-8")
+    return ConvertReport(items=n_items, customers=n_customers, events=n_events, out_dir=out_dir)

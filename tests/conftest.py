@@ -1,0 +1,51 @@
+"""Shared fixtures: a small slice of the real demo data, converted and imported once per session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from tailor.importer import import_dir
+from tailor.settings import Settings
+from tailor.store import Store
+from tailor.uci import convert
+
+REPO = Path(__file__).resolve().parent.parent
+PARQUET = REPO / "data" / "raw" / "online_retail.parquet"
+SLICE_CUSTOMERS = 40
+
+
+@pytest.fixture(scope="session")
+def slice_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The canonical files for the 40 busiest customers of UCI Online Retail (and the whole catalog)."""
+    out = tmp_path_factory.mktemp("canonical")
+    convert(PARQUET, out, customers_limit=SLICE_CUSTOMERS)
+    return out
+
+
+@pytest.fixture(scope="session")
+def slice_store(slice_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    """A read-only store with the slice imported. Tests that write use ``fresh_store``."""
+    store = Store(tmp_path_factory.mktemp("store") / "tailor.db")
+    import_dir(store, slice_dir)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def fresh_store(tmp_path: Path) -> Iterator[Store]:
+    store = Store(tmp_path / "tailor.db")
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", now="2011-12-10T10:00:00+00:00")

@@ -1,0 +1,58 @@
+"""The UCI Online Retail adapter, on the real file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from tailor.models import EventKind
+from tailor.store import Store
+from tailor.uci import categorize, clean_title
+
+from .conftest import PARQUET, SLICE_CUSTOMERS
+
+
+def test_titles_are_cleaned() -> None:
+    assert clean_title("WHITE HANGING HEART T-LIGHT HOLDER") == "White Hanging Heart T-Light Holder"
+    assert clean_title("SET/3 RED  SPOTTY LED LIGHTS.") == "Set/3 Red Spotty LED Lights"
+
+
+def test_categories_come_from_the_description() -> None:
+    assert categorize("White Hanging Heart T-Light Holder") == "Candles & Lighting"
+    assert categorize("Jumbo Bag Red Retrospot") == "Bags"
+    assert categorize("Christmas Candle Set") == "Christmas"
+    assert categorize("Zzz") == "Other"
+
+
+def test_slice_matches_the_source(slice_dir: Path, slice_store: Store) -> None:
+    source = json.loads((slice_dir / "SOURCE.json").read_text())
+    assert "CC BY 4.0" in source["dataset"]
+    assert slice_store.counts()["customers"] == SLICE_CUSTOMERS
+    assert all(c.synthetic for c in slice_store.customers())
+    frame = pd.read_parquet(PARQUET)
+    customer = slice_store.customer_ids()[0]
+    rows = frame[
+        (frame.CustomerID == float(customer)) & (frame.Quantity > 0) & ~frame.InvoiceNo.str.startswith("C")
+    ]
+    rows = rows[~rows.StockCode.isin(["POST", "DOT", "M", "C2"])]
+    purchases = slice_store.events(customer, kinds=[EventKind.PURCHASE])
+    # Every purchase line of the source is an event: duplicates in the source are kept apart by row number.
+    assert len(purchases) == len(rows)
+    assert sum(e.quantity or 0 for e in purchases) == int(rows.Quantity.sum())
+
+
+def test_one_spelling_per_stock_code(slice_store: Store) -> None:
+    item = slice_store.get_item("85123A")
+    assert item.title == "White Hanging Heart T-Light Holder"
+    assert item.url == "https://example-retail.test/p/85123A"
+    assert item.currency == "GBP" and item.price > 0
+
+
+def test_conversion_is_deterministic(slice_dir: Path, tmp_path: Path) -> None:
+    from tailor.uci import convert
+
+    convert(PARQUET, tmp_path, customers_limit=SLICE_CUSTOMERS)
+    for name in ("items.jsonl", "customers.jsonl"):
+        assert (tmp_path / name).read_bytes() == (slice_dir / name).read_bytes()
