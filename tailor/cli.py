@@ -34,7 +34,7 @@ app = typer.Typer(
 keys_app = typer.Typer(help="API keys for the HTTP service.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 _state: dict[str, Any] = {"debug": False}
 T = TypeVar("T")
 
@@ -102,7 +102,8 @@ def _tailor(data_dir: Path | None) -> Any:
 
 
 def _dump(obj: Any) -> None:
-    out.print_json(json.dumps(obj, default=str))
+    # Plain JSON on stdout, so that `tailor ... --json | jq` works.
+    sys.stdout.write(json.dumps(obj, default=str, ensure_ascii=False, indent=2) + "\n")
 
 
 @app.command("import")

@@ -15,7 +15,7 @@ from typing import Any
 
 from tailor.errors import DataError
 from tailor.importer import ImportReport, import_dir
-from tailor.models import Consent, Customer, Event, Explanation, Recommendation
+from tailor.models import Consent, Customer, Event, EventKind, Explanation, Recommendation
 from tailor.settings import Settings
 from tailor.store import Store
 
@@ -86,7 +86,22 @@ class Tailor:
         raise NotImplementedError
 
     def set_consent(self, customer_id: str, consent: Consent) -> Customer:
-        raise NotImplementedError
+        customer = self.store.get_customer(customer_id).model_copy(update={"consent": consent})
+        self.store.upsert_customers([customer])
+        return customer
+
+    def demo_customers(self, n: int = 3) -> list[str]:
+        """Customers worth showing: opted in, with a long history, one of them with a support ticket."""
+        rows = self.store.busiest_customers(limit=200)
+        chosen: list[str] = []
+        with_ticket = set(self.store.customers_with(EventKind.SUPPORT_TICKET))
+        for customer_id in sorted(rows, key=lambda c: (c not in with_ticket, rows.index(c))):
+            customer = self.store.get_customer(customer_id)
+            if customer.consent.marketing_email and customer.consent.personalization:
+                chosen.append(customer_id)
+            if len(chosen) == n:
+                break
+        return chosen
 
     def forget(self, customer_id: str) -> dict[str, int]:
         raise NotImplementedError

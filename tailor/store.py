@@ -264,6 +264,18 @@ class Store:
             order_id=order,
         )
 
+    def busiest_customers(self, limit: int = 10) -> list[str]:
+        """Customers with the most distinct orders, most first (ties by id, so the order is stable)."""
+        rows = self._query(
+            "SELECT customer_id FROM events WHERE kind='purchase' GROUP BY customer_id"
+            " ORDER BY COUNT(DISTINCT order_id) DESC, customer_id LIMIT ?",
+            (limit,),
+        )
+        return [r[0] for r in rows]
+
+    def customers_with(self, kind: EventKind) -> list[str]:
+        return [r[0] for r in self._query("SELECT DISTINCT customer_id FROM events WHERE kind=?", (kind.value,))]
+
     def last_event_time(self) -> datetime | None:
         rows = self._query("SELECT MAX(ts) FROM events")
         return datetime.fromisoformat(rows[0][0]) if rows and rows[0][0] else None

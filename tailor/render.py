@@ -1,0 +1,128 @@
+"""How the CLI shows things to a person: recommendations, emails, refusals, explanations, support answers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from tailor.models import Explanation, Recommendation
+
+__all__ = [
+    "outcome_dict",
+    "print_explanation",
+    "print_outcome",
+    "print_recommendations",
+    "print_support",
+    "run_demo",
+]
+
+
+def print_recommendations(
+    console: Console, recs: Sequence[Recommendation], *, title: str = "Recommendations"
+) -> None:
+    table = Table(title=title, title_justify="left", show_lines=False)
+    table.add_column("#", justify="right")
+    table.add_column("item")
+    table.add_column("title")
+    table.add_column("price", justify="right")
+    table.add_column("why (top evidence)")
+    for rec in recs:
+        reason = rec.evidence[0].summary if rec.evidence else ", ".join(rec.sources)
+        table.add_row(str(rec.rank), rec.item.id, rec.item.title, rec.item.price_text, reason)
+    console.print(table)
+
+
+def print_explanation(console: Console, explanation: Explanation) -> None:
+    lines = Text()
+    for n, sentence in enumerate(explanation.sentences, start=1):
+        lines.append(f"{sentence.text}", style="bold")
+        cited = "; ".join(e.summary for e in sentence.evidence) or "no evidence cited"
+        lines.append(f"\n   [{n}] {cited}\n", style="dim")
+    console.print(
+        Panel(lines, title=f"Why item {explanation.item_id} for customer {explanation.customer_id}")
+    )
+
+
+def outcome_dict(outcome: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "email": outcome.email.model_dump(mode="json") if outcome.email else None,
+        "refusal": outcome.refusal.model_dump(mode="json") if outcome.refusal else None,
+    }
+    plan = getattr(outcome, "plan", None)
+    if plan is not None and hasattr(plan, "model_dump"):
+        data["plan"] = plan.model_dump(mode="json")
+    data["audit"] = getattr(outcome, "audit", [])
+    return data
+
+
+def print_outcome(console: Console, outcome: Any) -> None:
+    if outcome.refusal is not None:
+        r = outcome.refusal
+        console.print(
+            Panel(
+                f"[bold]{r.reason}[/]: {r.detail}",
+                title=f"No email for customer {r.customer_id}",
+                border_style="yellow",
+            )
+        )
+        return
+    email = outcome.email
+    header = Text()
+    header.append("Subject: ", style="dim")
+    header.append(email.subject + "\n", style="bold")
+    header.append("Preheader: ", style="dim")
+    header.append(email.preheader + "\n")
+    meta = f"action={email.action} writer={email.writer}"
+    if email.fallback_parts:
+        meta += f" fallback={','.join(email.fallback_parts)}"
+    console.print(
+        Panel(
+            Group(header, Text(email.body_text)),
+            title=f"Email to customer {email.customer_id}",
+            subtitle=meta,
+            border_style="green",
+        )
+    )
+
+
+def print_support(console: Console, answer: Any) -> None:
+    for n, suggestion in enumerate(answer.suggestions, start=1):
+        body = Text()
+        for point in suggestion.talking_points:
+            body.append(f"• {point}\n")
+        evidence = "; ".join(e.summary for e in suggestion.evidence) or "no evidence"
+        body.append(f"evidence: {evidence}", style="dim")
+        console.print(Panel(body, title=f"{n}. {suggestion.title}"))
+
+
+def run_demo(
+    tailor: Any,
+    console: Console,
+    *,
+    progress: Callable[[str, int, int], None],
+    customers_limit: int | None = None,
+    n_customers: int = 3,
+) -> list[str]:
+    """The main job on embedded defaults: import, index, then three customers end to end."""
+    report = tailor.import_uci(customers_limit=customers_limit)
+    verb = "unchanged" if report.skipped else "imported"
+    console.print(
+        f"[dim]store {verb}: {report.items} items, {report.customers} customers, {report.events} events[/]"
+    )
+    index_report = tailor.index(progress=progress)
+    console.print("[dim]index: " + " ".join(f"{k}={v}" for k, v in index_report.items()) + "[/]")
+    chosen = tailor.demo_customers(n_customers)
+    for customer_id in chosen:
+        customer = tailor.store.get_customer(customer_id)
+        console.rule(f"Customer {customer.id} ({customer.first_name}, {customer.country}; synthetic name)")
+        recs = tailor.recommend(customer_id, k=5)
+        print_recommendations(console, recs, title=f"Top {len(recs)} for customer {customer_id}")
+        print_outcome(console, tailor.email(customer_id, trigger="campaign"))
+        if recs:
+            print_explanation(console, tailor.why(customer_id, recs[0].item.id))
+    return chosen
