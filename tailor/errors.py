@@ -6,6 +6,7 @@
     │   └── RecordError              one record failed validation (names the source, line and field)
     ├── NotFoundError                a customer, item, job or key does not exist
     ├── ConflictError                an idempotency key reused with another body, a state clash
+    ├── ConsentError                 personalized output asked for without the consent it needs
     ├── BackendError                 a real backend failed; library errors are translated into these
     │   ├── VectorStoreError         Qdrant (embedded or server)
     │   ├── EmbeddingError           the sentence-transformer model
@@ -22,6 +23,7 @@ __all__ = [
     "BackendError",
     "ConfigError",
     "ConflictError",
+    "ConsentError",
     "DataError",
     "EmbeddingError",
     "GuardrailError",
@@ -85,6 +87,10 @@ class NotFoundError(TailorError):
 
 
 class ConflictError(TailorError):
+    pass
+
+
+class ConsentError(TailorError):
     pass
 
 

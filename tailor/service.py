@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from tailor.errors import DataError
+from tailor.errors import ConsentError, DataError, NotFoundError
 from tailor.importer import ImportReport, import_dir
 from tailor.models import Consent, Customer, Event, EventKind, Explanation, Recommendation
 from tailor.settings import Settings
@@ -24,6 +24,7 @@ __all__ = ["DEMO_SOURCE", "Tailor"]
 DEMO_SOURCE = Path(__file__).resolve().parent.parent / "data" / "raw" / "online_retail.parquet"
 
 Progress = Callable[[str, int, int], None]
+
 
 
 class Tailor:
@@ -75,15 +76,193 @@ class Tailor:
             self.store.set_meta("uci_source", marker)
         return self.import_dir(out, force=force)
 
-    # -- the rest is filled in as retrieval and the agent land ------------------------------------
+    # -- index ------------------------------------------------------------------------------------
+    @cached_property
+    def embedder(self) -> Any:
+        from retrieval.embeddings import Embedder
+
+        return Embedder.from_settings(self.settings)
+
+    @cached_property
+    def vectors(self) -> Any:
+        from retrieval.vector_store import VectorStore
+
+        return VectorStore.from_settings(self.settings)
+
+    @property
+    def ranker_path(self) -> Path:
+        return self.settings.data_dir / "ranker"
+
+    def index(self, *, progress: Progress | None = None, force: bool = False) -> dict[str, Any]:
+        """Embed what changed into Qdrant, (re)fit the ranker when the data changed, index histories."""
+        from retrieval.indexer import index_catalog, index_history
+
+        self.store.require_data()
+
+        def stage(name: str) -> Callable[[int, int], None] | None:
+            return (lambda done, total: progress(name, done, total)) if progress else None
+
+        catalog = index_catalog(
+            self.store, self.vectors, self.embedder, progress=stage("embedding catalog"), force=force
+        )
+        fingerprint = self.store.get_meta("import_fingerprint")
+        stale = force or self.store.get_meta("ranker_fingerprint") != fingerprint
+        if stale:
+            for suffix in (".npz", ".json"):
+                self.ranker_path.with_suffix(suffix).unlink(missing_ok=True)
+            self.__dict__.pop("recommender", None)
+        if progress:
+            progress("fitting ranker", 0, 1)
+        recommender = self.recommender
+        if progress:
+            progress("fitting ranker", 1, 1)
+        if stale:
+            collab = recommender.ranker.collab_vectors()
+            if collab:
+                ids = [i for i in collab if i in self.vectors.item_ids()]
+                dim = len(next(iter(collab.values())))
+                self.vectors.ensure_collections(collab_dim=dim)
+                self.vectors.set_collab_vectors(ids, [collab[i] for i in ids])
+            self.store.set_meta("ranker_fingerprint", fingerprint)
+        history = index_history(self.store, self.vectors, self.embedder, force=force)
+        return {
+            "items_embedded": catalog.embedded,
+            "items_skipped": catalog.skipped,
+            "items_deleted": catalog.deleted,
+            "ranker": "fitted" if stale else "unchanged",
+            "history_indexed": history.upserted,
+            "seconds": round(catalog.seconds + history.seconds, 2),
+        }
+
+    @cached_property
+    def recommender(self) -> Any:
+        from retrieval.recommender import HybridRecommender
+
+        self.store.require_data()
+        return HybridRecommender.build(
+            self.store, self.settings, embedder=self.embedder, ranker_path=self.ranker_path, now=self.now()
+        )
+
+    # -- answers ----------------------------------------------------------------------------------
+    def _require_personalization(self, customer_id: str) -> Customer:
+        customer = self.store.get_customer(customer_id)
+        if not customer.consent.personalization:
+            raise ConsentError(
+                f"customer {customer_id!r} has not agreed to personalization",
+                hint="no profiling without consent; update it with PUT /v1/customers/ID/consent",
+            )
+        return customer
+
     def recommend(self, customer_id: str, k: int = 10) -> list[Recommendation]:
-        raise NotImplementedError
+        self._require_personalization(customer_id)
+        recs: list[Recommendation] = self.recommender.recommend(customer_id, k, now=self.now())
+        return recs
+
+    @cached_property
+    def writer(self) -> Any:
+        from agent import make_writer
+
+        return make_writer(self.settings)
+
+    @cached_property
+    def brand(self) -> Any:
+        from guardrails.brand_config import load_brand
+
+        return load_brand(self.settings.brand_config)
+
+    def agent_deps(self, *, writer: Any | None = None, contacts: Any | None = None) -> Any:
+        from agent import AgentDeps
+
+        return AgentDeps(
+            store=self.store,
+            recommender=self.recommender,
+            settings=self.settings,
+            writer=writer or self.writer,
+            brand=self.brand,
+            now=self.now(),
+            contacts=contacts,
+            catalog=self.recommender.catalog,
+        )
+
+    def email(
+        self,
+        customer_id: str,
+        trigger: Any = "campaign",
+        *,
+        writer: Any | None = None,
+        contacts: Any | None = None,
+    ) -> Any:
+        """An email that passed every rail, or a refusal; both with the audit trace."""
+        from agent import Trigger, run_email_sync
+
+        if isinstance(trigger, str):
+            try:
+                trigger = Trigger(kind=trigger)
+            except ValueError as exc:
+                raise DataError(
+                    f"unknown trigger {trigger!r}",
+                    hint="use campaign, abandoned_cart, browse, support_contact or win_back",
+                ) from exc
+        if not self.store.has_customer(customer_id):
+            self.store.get_customer(customer_id)  # raises NotFoundError with its hint
+        return run_email_sync(self.agent_deps(writer=writer, contacts=contacts), customer_id, trigger)
 
     def why(self, customer_id: str, item_id: str) -> Explanation:
-        raise NotImplementedError
+        from agent import explain
 
+        self._require_personalization(customer_id)
+        self.store.get_item(item_id)
+        return explain(self.store, self.recommender, self.settings, customer_id, item_id, now=self.now())
+
+    def search_history(self, customer_id: str, text: str, limit: int) -> list[Any]:
+        vector = self.embedder.encode([text])[0]
+        return list(self.vectors.search_history(customer_id, vector, limit))
+
+    def support(self, customer_id: str, question: str) -> Any:
+        from agent import support_suggestions
+
+        if not question.strip():
+            raise DataError("the question is empty", hint="ask about the customer in plain words")
+        self.store.get_customer(customer_id)
+        return support_suggestions(
+            self.store,
+            self.recommender,
+            self.brand,
+            customer_id,
+            question,
+            now=self.now(),
+            search=self.search_history,
+        )
+
+    # -- changes ----------------------------------------------------------------------------------
     def ingest(self, events: Sequence[Event], customers: Sequence[Customer] = ()) -> dict[str, int]:
-        raise NotImplementedError
+        """Store new events (and profiles) and update each customer's taste and history at once."""
+        from retrieval.indexer import update_customer
+
+        with self._lock:
+            if customers:
+                self.store.upsert_customers(customers)
+            for event in events:
+                if not self.store.has_customer(event.customer_id):
+                    raise NotFoundError(
+                        "customer",
+                        event.customer_id,
+                        hint="send an identify call (or the customer record) first",
+                    )
+                if event.item_id is not None:
+                    self.store.get_item(event.item_id)
+            ids = self.store.add_events(events)
+            stored = [e.model_copy(update={"id": i}) for e, i in zip(events, ids, strict=True)]
+            observed = self.recommender.observe(stored) if "recommender" in self.__dict__ else 0
+            touched = sorted({e.customer_id for e in events})
+            for customer_id in touched:
+                update_customer(self.store, self.vectors, self.embedder, customer_id)
+        return {
+            "events": len(ids),
+            "customers": len(customers),
+            "updated_customers": len(touched),
+            "observed": observed,
+        }
 
     def set_consent(self, customer_id: str, consent: Consent) -> Customer:
         customer = self.store.get_customer(customer_id).model_copy(update={"consent": consent})
@@ -91,11 +270,11 @@ class Tailor:
         return customer
 
     def demo_customers(self, n: int = 3) -> list[str]:
-        """Customers worth showing: opted in, with a long history, one of them with a support ticket."""
-        rows = self.store.busiest_customers(limit=200)
-        chosen: list[str] = []
+        """Customers worth showing: opted in, with a long history, those with a support ticket first."""
+        busiest = self.store.busiest_customers(limit=200)
         with_ticket = set(self.store.customers_with(EventKind.SUPPORT_TICKET))
-        for customer_id in sorted(rows, key=lambda c: (c not in with_ticket, rows.index(c))):
+        chosen: list[str] = []
+        for customer_id in sorted(busiest, key=lambda c: (c not in with_ticket, busiest.index(c))):
             customer = self.store.get_customer(customer_id)
             if customer.consent.marketing_email and customer.consent.personalization:
                 chosen.append(customer_id)
@@ -104,11 +283,43 @@ class Tailor:
         return chosen
 
     def forget(self, customer_id: str) -> dict[str, int]:
-        raise NotImplementedError
+        """Delete everything about a customer: store rows, Qdrant points, cached state."""
+        with self._lock:
+            self.store.get_customer(customer_id)
+            deleted = dict(self.store.delete_customer(customer_id))
+            for key, value in self.vectors.delete_customer(customer_id).items():
+                deleted[f"qdrant_{key}"] = value
+            if "recommender" in self.__dict__:
+                self.recommender.forget(customer_id)
+                deleted["cache_entries"] = 1
+        return deleted
 
     def health(self) -> dict[str, bool]:
-        raise NotImplementedError
+        checks = {"store": True, "qdrant": False, "llm": True}
+        try:
+            self.store.counts()
+        except Exception:
+            checks["store"] = False
+        try:
+            checks["qdrant"] = bool(self.vectors.health())
+        except Exception:
+            checks["qdrant"] = False
+        if self.settings.writer == "openai":
+            checks["llm"] = _endpoint_up(self.settings)
+        return checks
 
-    @cached_property
-    def vectors(self) -> Any:
-        raise NotImplementedError
+
+def _endpoint_up(settings: Settings) -> bool:
+    import httpx
+
+    if not settings.llm_base_url:
+        return False
+    try:
+        response = httpx.get(
+            settings.llm_base_url.rstrip("/") + "/models",
+            timeout=2.0,
+            headers={"Authorization": f"Bearer {settings.llm_api_key.get_secret_value()}"},
+        )
+    except httpx.HTTPError:
+        return False
+    return response.status_code < 500
