@@ -54,6 +54,15 @@ class Settings(BaseSettings):
         None, description="ISO timestamp to use as 'now' (demo and evals); wall clock if unset."
     )
 
+    # HTTP service (tailor serve).
+    api_rate_per_s: float = Field(20.0, gt=0, description="Requests per second per API key (token bucket).")
+    api_rate_burst: int = Field(40, ge=1, description="Bucket size: requests a key may send at once.")
+    api_max_body_bytes: int = Field(1_000_000, ge=1024, description="Larger request bodies get 413.")
+    callback_hosts: list[str] = Field(
+        ["127.0.0.1", "localhost"], description="Hosts that job results may be POSTed to."
+    )
+    job_retry_s: float = Field(5.0, gt=0, description="First retry delay of a job whose backend was down.")
+
     @cached_property
     def store_path(self) -> Path:
         return self.data_dir / "tailor.db"

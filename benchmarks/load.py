@@ -1,0 +1,208 @@
+"""Load on the real HTTP service over loopback: latency at a steady rate, and the highest rate held.
+
+The server runs in its own process (``tests.server.ServerProcess``: uvicorn on 127.0.0.1); this process
+sends requests open-loop (at fixed times, whether or not earlier answers came back, so a slow server
+cannot slow the generator down and hide its own latency). ``/healthz`` is the peer measured in the same
+run: the cost of the HTTP stack alone, against which recommendations and explanations are compared.
+
+    .venv/bin/python benchmarks/load.py                      # real Tailor over an imported data dir
+    .venv/bin/python benchmarks/load.py --facade fake        # the scripted facade over a tiny store
+
+Bounded: every phase has a fixed duration, the ramp stops at ``--max-rate`` or at the first rate whose
+p95 is over the target, and the whole run sends at most ``--max-requests``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from tailor.api import create_key  # noqa: E402
+from tailor.settings import Settings  # noqa: E402
+from tailor.store import Store  # noqa: E402
+from tests.server import ServerProcess, seed_store  # noqa: E402
+
+NOW = "2011-12-10T10:00:00+00:00"  # the demo clock: UCI Online Retail ends on 2011-12-09
+
+
+@dataclass
+class Phase:
+    name: str
+    rate: float
+    sent: int
+    errors: int
+    latencies_ms: list[float]
+
+    def pct(self, q: float) -> float:
+        if not self.latencies_ms:
+            return float("nan")
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    def line(self) -> str:
+        return (
+            f"{self.name:<16} rate {self.rate:>6.1f}/s  n {self.sent:>5}  errors {self.errors:>3}  "
+            f"p50 {self.pct(0.50):7.1f} ms  p95 {self.pct(0.95):7.1f} ms"
+        )
+
+
+async def run_phase(
+    client: httpx.AsyncClient,
+    name: str,
+    paths: list[str],
+    rate: float,
+    seconds: float,
+    headers: dict[str, str],
+) -> Phase:
+    n = max(1, int(rate * seconds))
+    latencies: list[float] = []
+    errors = 0
+    start = time.perf_counter()
+
+    async def one(i: int) -> None:
+        nonlocal errors
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        t0 = time.perf_counter()
+        try:
+            r = await client.get(paths[i % len(paths)], headers=headers)
+            ok = r.status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        latencies.append((time.perf_counter() - t0) * 1000)
+        if not ok:
+            errors += 1
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return Phase(name, rate, n, errors, latencies)
+
+
+async def bench(
+    base_url: str, support: dict[str, str], customers: list[str], args: argparse.Namespace
+) -> int:
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    async with httpx.AsyncClient(base_url=base_url, timeout=10, limits=limits) as client:
+        rng = random.Random(7)
+        picks = [customers[rng.randrange(len(customers))] for _ in range(200)]
+        rec_paths = [f"/v1/customers/{c}/recommendations?k=10" for c in picks]
+        why_paths = []
+        for c in picks[:40]:
+            r = await client.get(f"/v1/customers/{c}/recommendations?k=3", headers=support)
+            if r.status_code == 200 and r.json()["recommendations"]:
+                why_paths.append(
+                    f"/v1/customers/{c}/recommendations/{r.json()['recommendations'][0]['item']['id']}/why"
+                )
+        if not why_paths:
+            print("no recommendations came back; is the store imported and indexed?")
+            return 1
+        # Warm-up: lazy model and index loading is not what this measures.
+        await run_phase(client, "warmup", rec_paths[:20] + why_paths[:10], 10, 2, support)
+
+        print(f"steady rate {args.rate}/s for {args.seconds}s each, loopback, server pid separate")
+        peer = await run_phase(client, "healthz (peer)", ["/healthz"], args.rate, args.seconds, support)
+        recs = await run_phase(client, "recommendations", rec_paths, args.rate, args.seconds, support)
+        why = await run_phase(client, "why", why_paths, args.rate, args.seconds, support)
+        for phase in (peer, recs, why):
+            print(phase.line())
+        print(
+            f"ratio p50 vs peer: recommendations {recs.pct(0.5) / peer.pct(0.5):.1f}x, "
+            f"why {why.pct(0.5) / peer.pct(0.5):.1f}x"
+        )
+
+        print(f"\nramp (recommendations, {args.step_seconds}s per step, target p95 < {args.target_ms} ms)")
+        held = 0.0
+        rate = args.start_rate
+        sent = peer.sent + recs.sent + why.sent
+        while rate <= args.max_rate and sent + rate * args.step_seconds <= args.max_requests:
+            phase = await run_phase(client, "recommendations", rec_paths, rate, args.step_seconds, support)
+            sent += phase.sent
+            print(phase.line())
+            if phase.errors or phase.pct(0.95) >= args.target_ms:
+                break
+            held = rate
+            rate *= 2
+        print(f"\nhighest rate held with p95 < {args.target_ms} ms: {held:.0f} req/s")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--facade",
+        choices=["auto", "real", "fake"],
+        default="auto",
+        help="auto: real when --data-dir holds an imported store, else the scripted facade (said so)",
+    )
+    parser.add_argument("--data-dir", type=Path, default=REPO / "var", help="imported data (real facade)")
+    parser.add_argument("--seed", type=int, default=0, help="seed a store of this many customers instead")
+    parser.add_argument("--rate", type=float, default=20.0)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--start-rate", type=float, default=10.0)
+    parser.add_argument("--max-rate", type=float, default=640.0)
+    parser.add_argument("--step-seconds", type=float, default=3.0)
+    parser.add_argument("--max-requests", type=int, default=6000)
+    parser.add_argument("--target-ms", type=float, default=200.0)
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="tailor-load-"))
+    try:
+        if args.facade == "auto" and args.seed:
+            args.facade = "real"
+        if args.facade == "auto":
+            imported = (args.data_dir / "tailor.db").exists()
+            if imported:
+                store = Store(args.data_dir / "tailor.db")
+                imported = store.counts()["customers"] > 0
+                store.close()
+            args.facade = "real" if imported else "fake"
+            if not imported:
+                print(f"note: {args.data_dir} holds no imported store; measuring the scripted facade")
+        if args.seed:
+            # The real facade over a small seeded store, indexed here: real code path, tiny catalog.
+            from tailor.service import Tailor
+
+            data_dir = tmp / "data"
+            customers = seed_store(data_dir, n_customers=args.seed)
+            if args.facade == "real":
+                with Tailor.open(Settings(data_dir=data_dir, now=NOW)) as tailor:
+                    tailor.index()
+        elif args.facade == "fake":
+            data_dir = tmp / "data"
+            customers = seed_store(data_dir, n_customers=50)
+        else:
+            data_dir = args.data_dir
+            store = Store(data_dir / "tailor.db")
+            customers = store.busiest_customers(limit=200)
+            store.close()
+            if not customers:
+                print(f"no customers in {data_dir}; run `tailor import` (or use --facade fake)")
+                return 1
+        token = create_key(Settings(data_dir=data_dir), "support", "load-benchmark")
+        env = {"TAILOR_API_RATE_PER_S": "1000000", "TAILOR_API_RATE_BURST": "1000000", "TAILOR_NOW": NOW}
+        with ServerProcess(data_dir, env, facade=args.facade) as proc:
+            print(f"server {proc.base_url} facade={args.facade} data={data_dir}")
+            return asyncio.run(bench(proc.base_url, {"Authorization": f"Bearer {token}"}, customers, args))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

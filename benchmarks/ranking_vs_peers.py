@@ -1,0 +1,141 @@
+"""Tailor's ranker against the peer libraries on UCI Online Retail, measured in the same run.
+
+Runs the peer script (``../shared/bench/retail_peers.py``: popularity, repeat history, item-kNN, EASE,
+implicit ALS) as a subprocess, then Tailor's ``RankingEval`` on the same protocol, and prints both side by
+side with Tailor's ratio to the best peer of each variant.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/ranking_vs_peers.py [--peers P] [--parquet P] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from evals.ranking import DEFAULT_PARQUET, RankingEval  # noqa: E402
+
+_LINE = re.compile(
+    r"^(?P<name>\S+)\s+(?P<variant>all|new-only)\s+Recall@10 (?P<recall>[\d.]+)\s+NDCG@10 (?P<ndcg>[\d.]+)"
+    r"\s+HitRate@10 (?P<hit>[\d.]+)\s+customers (?P<n>\d+)"
+)
+
+
+def run_peers(script: Path, parquet: Path) -> tuple[dict[tuple[str, str], dict[str, float]], str, float]:
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, str(script), str(parquet)], capture_output=True, text=True, check=False, timeout=1800
+    )
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"peer script failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    rows: dict[tuple[str, str], dict[str, float]] = {}
+    for line in proc.stdout.splitlines():
+        m = _LINE.match(line.strip())
+        if m:
+            rows[(m["name"], m["variant"])] = {
+                "recall@10": float(m["recall"]),
+                "ndcg@10": float(m["ndcg"]),
+                "hitrate@10": float(m["hit"]),
+                "customers": float(m["n"]),
+            }
+    if not rows:
+        raise SystemExit(f"no result lines in the peer output:\n{proc.stdout[-3000:]}")
+    return rows, proc.stdout, elapsed
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--peers", type=Path, default=REPO.parent / "shared" / "bench" / "retail_peers.py")
+    parser.add_argument("--parquet", type=Path, default=DEFAULT_PARQUET)
+    parser.add_argument("--json", type=Path, default=None, help="also write every figure here")
+    parser.add_argument("--no-text", action="store_true", help="leave the text-similarity signal out")
+    args = parser.parse_args()
+
+    peers, peer_stdout, peer_s = run_peers(args.peers, args.parquet)
+    print(peer_stdout.rstrip())
+    print(f"peer script wall time {peer_s:.1f}s\n")
+    t0 = time.perf_counter()
+    ev = RankingEval(
+        parquet=args.parquet, text=None if args.no_text else "embed", cache_dir=REPO / "var" / "cache"
+    )
+    ours = ev.run()
+    tailor_s = time.perf_counter() - t0
+
+    header = (
+        f"{'ranker':22s} {'variant':8s} {'Recall@10':>9s} {'NDCG@10':>8s} {'Hit@10':>7s} {'customers':>9s}"
+    )
+    print(header)
+    print("-" * len(header))
+    summary: dict[str, float] = {}
+    for variant in ("all", "new-only"):
+        rows = [(f"peer:{n}", m) for (n, v), m in peers.items() if v == variant]
+        rows.append(
+            (
+                "tailor",
+                {
+                    "recall@10": ours[f"ranking.tailor.{variant}.recall@10"],
+                    "ndcg@10": ours[f"ranking.tailor.{variant}.ndcg@10"],
+                    "hitrate@10": ours[f"ranking.tailor.{variant}.hitrate@10"],
+                    "customers": ours[f"ranking.customers.{variant}"],
+                },
+            )
+        )
+        for name in ("popularity", "repeat", "itemknn"):
+            key = f"ranking.{name}.{variant}.recall@10"
+            if key in ours:
+                rows.append(
+                    (
+                        f"tailor-ref:{name}",
+                        {
+                            "recall@10": ours[key],
+                            "ndcg@10": ours[f"ranking.{name}.{variant}.ndcg@10"],
+                            "hitrate@10": ours[f"ranking.{name}.{variant}.hitrate@10"],
+                            "customers": ours[f"ranking.customers.{variant}"],
+                        },
+                    )
+                )
+        for name, m in sorted(rows, key=lambda r: -r[1]["recall@10"]):
+            print(
+                f"{name:22s} {variant:8s} {m['recall@10']:9.4f} {m['ndcg@10']:8.4f} {m['hitrate@10']:7.4f}"
+                f" {int(m['customers']):9d}"
+            )
+        best_name, best = max(
+            ((n, m) for (n, v), m in peers.items() if v == variant), key=lambda nm: nm[1]["recall@10"]
+        )
+        r_ratio = ours[f"ranking.tailor.{variant}.recall@10"] / best["recall@10"]
+        n_ratio = ours[f"ranking.tailor.{variant}.ndcg@10"] / best["ndcg@10"]
+        print(f"=> {variant}: tailor / best peer ({best_name}):", end=" ")
+        print(f"Recall@10 x{r_ratio:.3f}, NDCG@10 x{n_ratio:.3f}\n")
+        summary[f"{variant}.recall_ratio_vs_{best_name}"] = r_ratio
+        summary[f"{variant}.ndcg_ratio_vs_{best_name}"] = n_ratio
+    for name in ("tailor", "popularity", "repeat", "itemknn"):
+        keys = ("coverage", "diversity", "novelty", "popularity_bias")
+        vals = [ours.get(f"ranking.{name}.all.{k}@10") for k in keys]
+        if all(v is not None for v in vals):
+            print(f"{name:12s} all@10 " + "  ".join(f"{k} {v:.3f}" for k, v in zip(keys, vals, strict=True)))
+    fit_s = ev.timings["fit_s"]
+    print(f"\nwall time: tailor eval {tailor_s:.1f}s (fit {fit_s:.1f}s) vs peer script {peer_s:.1f}s")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "tailor": ours,
+            "peers": {f"{n}.{v}": m for (n, v), m in peers.items()},
+            "ratios": summary,
+            "timings": {**ev.timings, "peer_script_s": peer_s},
+        }
+        args.json.write_text(json.dumps(payload, indent=1, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""The temporal ranking protocol, in Tailor's own code.
+
+It is the project's reference protocol for UCI Online Retail (the one the peer baselines in
+``../shared/bench/retail_peers.py`` follow), so that Tailor's figures and the peers' are comparable:
+
+- purchases only (a customer, a positive quantity and price, not a cancellation, not a fee or postage code);
+- train = before the cut, test = from the cut on (2011-09-09 for Online Retail, or a store's last N days);
+- evaluated customers bought in both periods; the candidate items are those seen in train;
+- relevant items: the train-known items a customer bought in the test period;
+- variants: ``all`` (repeat purchases count) and ``new-only`` (items the customer bought in train are neither
+  ranked nor relevant; customers left with nothing relevant are skipped);
+- Recall@k = hits / min(|relevant|, k); NDCG@k with binary gains and an ideal DCG over min(|relevant|, k);
+  HitRate@k; MRR@k (reciprocal rank of the first hit within k). Averages over evaluated customers.
+
+Frames use the columns ``customer_id``, ``item_id`` (str), ``timestamp`` (UTC) and optionally ``quantity``,
+``value`` and ``order_id``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+
+from tailor.errors import DataError
+from tailor.store import Store
+
+__all__ = [
+    "DEFAULT_CUT",
+    "DEFAULT_KS",
+    "NON_PRODUCTS",
+    "RankFn",
+    "Split",
+    "Variant",
+    "check_frame",
+    "evaluate",
+    "hit_at",
+    "holdout_split",
+    "mrr_at",
+    "ndcg_at",
+    "purchases_from_store",
+    "purchases_from_uci",
+    "recall_at",
+    "temporal_split",
+]
+
+Variant = Literal["all", "new-only"]
+# Postage, fees and manual adjustments: the reference protocol's list, kept identical for comparability.
+NON_PRODUCTS = frozenset(
+    {"POST", "DOT", "M", "m", "BANK CHARGES", "AMAZONFEE", "CRUK", "D", "PADS", "B", "S"}
+)
+DEFAULT_CUT = pd.Timestamp("2011-09-09", tz="UTC")
+DEFAULT_KS = (5, 10, 20)
+REQUIRED = ("customer_id", "item_id", "timestamp")
+
+# (customers, new_only) -> one ranked list of item ids per customer, best first.
+RankFn = Callable[[Sequence[str], bool], Sequence[Sequence[str]]]
+
+
+def _utc(ts: pd.Series) -> pd.Series:
+    ts = pd.to_datetime(ts)
+    return ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts.dt.tz_convert("UTC")
+
+
+def purchases_from_uci(raw: pd.DataFrame | Path | str) -> pd.DataFrame:
+    """UCI Online Retail rows (or the parquet file) → the protocol's purchase frame."""
+    if not isinstance(raw, pd.DataFrame):
+        try:
+            raw = pd.read_parquet(raw)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read {raw}: {exc}", hint="pass the UCI Online Retail parquet") from exc
+    needed = {"InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID"}
+    missing = needed - set(raw.columns)
+    if missing:
+        raise DataError(f"UCI frame lacks columns {sorted(missing)}", hint="is this UCI Online Retail?")
+    df = raw[raw["CustomerID"].notna() & (raw["Quantity"] > 0) & (raw["UnitPrice"] > 0)]
+    df = df[
+        ~df["InvoiceNo"].astype(str).str.startswith("C") & ~df["StockCode"].astype(str).isin(NON_PRODUCTS)
+    ]
+    return pd.DataFrame(
+        {
+            "customer_id": df["CustomerID"].astype(int).astype(str).to_numpy(),
+            "item_id": df["StockCode"].astype(str).to_numpy(),
+            "timestamp": _utc(df["InvoiceDate"]).to_numpy(),
+            "quantity": df["Quantity"].astype(int).to_numpy(),
+            "value": (df["Quantity"] * df["UnitPrice"]).astype(float).to_numpy(),
+            "order_id": df["InvoiceNo"].astype(str).to_numpy(),
+        }
+    ).assign(timestamp=lambda f: pd.to_datetime(f["timestamp"], utc=True))
+
+
+def purchases_from_store(store: Store, *, until: datetime | None = None) -> pd.DataFrame:
+    """The purchase events of an imported store, as the protocol's frame."""
+    frame = store.events_frame(until=until)
+    return check_frame(frame[[c for c in frame.columns if c != "kind"]])
+
+
+def check_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    missing = [c for c in REQUIRED if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"purchase frame lacks columns {missing}", hint="it needs customer_id, item_id and timestamp"
+        )
+    if frame["item_id"].isna().any() or frame["customer_id"].isna().any():
+        raise DataError("purchase frame has rows without a customer_id or item_id")
+    out = frame.copy()
+    out["customer_id"] = out["customer_id"].astype(str)
+    out["item_id"] = out["item_id"].astype(str)
+    out["timestamp"] = _utc(out["timestamp"])
+    return out
+
+
+@dataclass(frozen=True)
+class Split:
+    """Train and test purchases around a cut, with the evaluated customers and what each one bought."""
+
+    train: pd.DataFrame
+    test: pd.DataFrame
+    cut: pd.Timestamp
+    customers: tuple[str, ...]
+    seen: Mapping[str, frozenset[str]]
+    bought_in_test: Mapping[str, frozenset[str]]
+    catalog: frozenset[str]
+
+    def relevant(self, customer_id: str, variant: Variant) -> frozenset[str]:
+        rel = self.bought_in_test.get(customer_id, frozenset())
+        if variant == "new-only":
+            rel = rel - self.seen.get(customer_id, frozenset())
+        return rel
+
+    def evaluated(self, variant: Variant) -> tuple[str, ...]:
+        return tuple(c for c in self.customers if self.relevant(c, variant))
+
+
+def _sets(frame: pd.DataFrame) -> dict[str, frozenset[str]]:
+    grouped = frame.groupby("customer_id")["item_id"].agg(lambda s: frozenset(s))
+    return {str(k): v for k, v in grouped.items()}
+
+
+def temporal_split(purchases: pd.DataFrame, cut: pd.Timestamp | datetime | str = DEFAULT_CUT) -> Split:
+    frame = check_frame(purchases)
+    cut_ts = pd.Timestamp(cut)
+    cut_ts = cut_ts.tz_localize("UTC") if cut_ts.tzinfo is None else cut_ts.tz_convert("UTC")
+    train = frame[frame["timestamp"] < cut_ts].reset_index(drop=True)
+    test = frame[frame["timestamp"] >= cut_ts].reset_index(drop=True)
+    if train.empty or test.empty:
+        raise DataError(
+            f"the cut {cut_ts.isoformat()} leaves {len(train)} train and {len(test)} test purchases",
+            hint="pick a cut inside the data's time range",
+        )
+    catalog = frozenset(train["item_id"])
+    known_test = test[test["item_id"].isin(catalog)]
+    customers = tuple(sorted(set(train["customer_id"]) & set(test["customer_id"])))
+    return Split(
+        train=train,
+        test=test,
+        cut=cut_ts,
+        customers=customers,
+        seen=_sets(train),
+        bought_in_test=_sets(known_test),
+        catalog=catalog,
+    )
+
+
+def holdout_split(purchases: pd.DataFrame, days: int) -> Split:
+    """Hold out the last ``days`` days of any store's purchases as the test period."""
+    if days < 1:
+        raise DataError(f"holdout days must be >= 1, got {days}")
+    frame = check_frame(purchases)
+    if frame.empty:
+        raise DataError("no purchases to split", hint="import data first (`tailor import`)")
+    cut = frame["timestamp"].max().normalize() - pd.Timedelta(days=days - 1)
+    return temporal_split(frame, cut)
+
+
+def recall_at(ranked: Sequence[str], relevant: Iterable[str], k: int) -> float:
+    rel = set(relevant)
+    if not rel:
+        raise DataError("recall is undefined for an empty relevant set")
+    return sum(1 for x in ranked[:k] if x in rel) / min(len(rel), k)
+
+
+def ndcg_at(ranked: Sequence[str], relevant: Iterable[str], k: int) -> float:
+    rel = set(relevant)
+    if not rel:
+        raise DataError("NDCG is undefined for an empty relevant set")
+    dcg = sum(1.0 / math.log2(i + 2) for i, x in enumerate(ranked[:k]) if x in rel)
+    ideal = sum(1.0 / math.log2(i + 2) for i in range(min(len(rel), k)))
+    return dcg / ideal
+
+
+def hit_at(ranked: Sequence[str], relevant: Iterable[str], k: int) -> float:
+    rel = set(relevant)
+    return 1.0 if any(x in rel for x in ranked[:k]) else 0.0
+
+
+def mrr_at(ranked: Sequence[str], relevant: Iterable[str], k: int) -> float:
+    rel = set(relevant)
+    for i, x in enumerate(ranked[:k]):
+        if x in rel:
+            return 1.0 / (i + 1)
+    return 0.0
+
+
+def evaluate(
+    split: Split, rank: RankFn, variant: Variant, *, ks: Sequence[int] = DEFAULT_KS
+) -> dict[str, float]:
+    """Average metrics of ``rank`` over the split's evaluated customers: keys like ``recall@10``.
+
+    Under ``new-only`` the items a customer bought in train are dropped from the ranking before the cut-off,
+    whatever the ranker returned, so no ranker can score by repeating.
+    """
+    customers = split.evaluated(variant)
+    if not customers:
+        raise DataError(f"no customer to evaluate under {variant!r}", hint="the test period has no purchases")
+    kmax = max(ks)
+    lists = rank(customers, variant == "new-only")
+    if len(lists) != len(customers):
+        raise DataError(f"the ranker returned {len(lists)} lists for {len(customers)} customers")
+    sums = {f"{m}@{k}": 0.0 for m in ("recall", "ndcg", "hitrate", "mrr") for k in ks}
+    for cid, ranked in zip(customers, lists, strict=True):
+        seen = split.seen.get(cid, frozenset())
+        allowed = [x for x in dict.fromkeys(ranked) if x in split.catalog]
+        if variant == "new-only":
+            allowed = [x for x in allowed if x not in seen]
+        allowed = allowed[:kmax]
+        rel = split.relevant(cid, variant)
+        for k in ks:
+            sums[f"recall@{k}"] += recall_at(allowed, rel, k)
+            sums[f"ndcg@{k}"] += ndcg_at(allowed, rel, k)
+            sums[f"hitrate@{k}"] += hit_at(allowed, rel, k)
+            sums[f"mrr@{k}"] += mrr_at(allowed, rel, k)
+    out = {key: value / len(customers) for key, value in sums.items()}
+    out["customers"] = float(len(customers))
+    return out

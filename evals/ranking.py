@@ -1,0 +1,230 @@
+"""Offline ranking evaluation: Tailor's learned ranker against reference rankers, under the temporal protocol.
+
+Reference rankers are Tailor's own implementations of the usual baselines (popularity, the customer's own
+purchase frequency, cosine item-kNN), so every run compares against peers measured on the same split.
+Besides accuracy it reports, on the ``all`` variant's top-10 lists: catalog coverage, intra-list diversity
+(1 - mean pairwise cosine of item text vectors, or of collaborative vectors without text), novelty (mean
+self-information of the recommended items' popularity) and popularity bias (mean popularity percentile).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import scipy.sparse as sp
+
+from evals.protocol import (
+    DEFAULT_CUT,
+    DEFAULT_KS,
+    RankFn,
+    Split,
+    Variant,
+    evaluate,
+    purchases_from_uci,
+    temporal_split,
+)
+from retrieval.ranker import Ranker
+from tailor.errors import DataError
+
+__all__ = ["DEFAULT_PARQUET", "RankingEval", "beyond_accuracy", "reference_rankers", "uci_item_texts"]
+
+DEFAULT_PARQUET = Path(__file__).resolve().parents[1] / "data" / "raw" / "online_retail.parquet"
+VARIANTS: tuple[Variant, ...] = ("all", "new-only")
+
+
+def uci_item_texts(raw: pd.DataFrame) -> dict[str, str]:
+    """Each StockCode's most frequent description: the item text embedded for the eval."""
+    described = raw.dropna(subset=["Description"])
+    counts = described.groupby(["StockCode", "Description"]).size().reset_index(name="n")
+    counts = counts.sort_values(["StockCode", "n", "Description"], ascending=[True, False, True])
+    best = counts.drop_duplicates("StockCode")
+    return {str(c): str(d).strip() for c, d in zip(best["StockCode"], best["Description"], strict=True)}
+
+
+def _matrix(split: Split) -> tuple[sp.csr_matrix, sp.csr_matrix, list[str], dict[str, int], dict[str, int]]:
+    items = sorted(split.catalog)
+    item_ix = {x: i for i, x in enumerate(items)}
+    customers = sorted(set(split.train["customer_id"]))
+    cust_ix = {x: i for i, x in enumerate(customers)}
+    counts = split.train.groupby(["customer_id", "item_id"]).size().reset_index(name="n")
+    rows = counts["customer_id"].map(cust_ix).to_numpy()
+    cols = counts["item_id"].map(item_ix).to_numpy()
+    shape = (len(customers), len(items))
+    freq = sp.csr_matrix((counts["n"].to_numpy(np.float64), (rows, cols)), shape=shape)
+    seen = sp.csr_matrix((np.ones(len(counts)), (rows, cols)), shape=shape)
+    return freq, seen, items, item_ix, cust_ix
+
+
+def reference_rankers(split: Split, k: int = 20) -> dict[str, RankFn]:
+    """Popularity, repeat (own purchase frequency, popularity breaking ties) and cosine item-kNN."""
+    freq, seen, items, _, cust_ix = _matrix(split)
+    pop = np.asarray(seen.sum(0)).ravel()
+    norms = np.sqrt(pop) + 1e-9
+    gram = (seen.T @ seen).tocsr()
+    cosine = gram.multiply(1.0 / norms[:, None]).multiply(1.0 / norms[None, :]).tocsr()
+    cosine.setdiag(0.0)
+
+    def top(scores: npt.NDArray[np.float64], rows: Sequence[int], new_only: bool) -> list[list[str]]:
+        if new_only:
+            r, c = seen[list(rows)].nonzero()
+            scores[r, c] = -np.inf
+        part = np.argpartition(-scores, min(k, scores.shape[1] - 1), axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(scores, part, 1), axis=1, kind="stable")
+        best = np.take_along_axis(part, order, 1)
+        return [[items[j] for j in row] for row in best]
+
+    def batched(score: Callable[[list[int]], npt.NDArray[np.float64]]) -> RankFn:
+        def rank(customers: Sequence[str], new_only: bool) -> list[list[str]]:
+            out: list[list[str]] = []
+            rows = [cust_ix[c] for c in customers]
+            for start in range(0, len(rows), 512):
+                chunk = rows[start : start + 512]
+                out.extend(top(np.asarray(score(chunk), dtype=np.float64), chunk, new_only))
+            return out
+
+        return rank
+
+    return {
+        "popularity": batched(lambda rows: np.tile(pop.astype(np.float64), (len(rows), 1))),
+        "repeat": batched(lambda rows: freq[rows].toarray() + 1e-6 * pop),
+        "itemknn": batched(lambda rows: np.asarray((seen[rows] @ cosine).todense())),
+    }
+
+
+class RankingEval:
+    """``run()`` → ``ranking.<ranker>.<variant>.<metric>@<k>`` plus beyond-accuracy figures.
+
+    ``text`` is ``"embed"`` (item descriptions through the bundled sentence-transformer, cached under
+    ``cache_dir``), a mapping of item id → vector, or ``None`` for no text signal.
+    """
+
+    def __init__(
+        self,
+        purchases: pd.DataFrame | None = None,
+        *,
+        parquet: Path = DEFAULT_PARQUET,
+        cut: pd.Timestamp | str = DEFAULT_CUT,
+        text: str | Mapping[str, npt.NDArray[np.floating[Any]]] | None = "embed",
+        cache_dir: Path = Path("var/cache"),
+        seed: int = 0,
+        ranker_params: Mapping[str, int] | None = None,
+        ks: Sequence[int] = DEFAULT_KS,
+        references: Sequence[str] = ("popularity", "repeat", "itemknn"),
+        out_dir: Path | None = None,
+    ) -> None:
+        if isinstance(text, str) and text != "embed":
+            raise DataError(f"text must be 'embed', a mapping or None, got {text!r}")
+        self.purchases = purchases
+        self.parquet = parquet
+        self.cut = cut
+        self.text = text
+        self.cache_dir = cache_dir
+        self.seed = seed
+        self.ranker_params = dict(ranker_params or {})
+        self.ks = tuple(ks)
+        self.references = tuple(references)
+        self.out_dir = out_dir
+        self.timings: dict[str, float] = {}
+        self.ranker: Ranker | None = None
+
+    def _load(self) -> tuple[pd.DataFrame, dict[str, npt.NDArray[np.floating[Any]]] | None]:
+        raw: pd.DataFrame | None = None
+        if self.purchases is None:
+            if not self.parquet.exists():
+                raise DataError(
+                    f"{self.parquet} does not exist", hint="the UCI Online Retail parquet is needed"
+                )
+            raw = pd.read_parquet(self.parquet)
+            purchases = purchases_from_uci(raw)
+        else:
+            purchases = self.purchases
+        if self.text is None:
+            return purchases, None
+        if not isinstance(self.text, str):
+            return purchases, dict(self.text)
+        if raw is None:
+            raise DataError("text='embed' needs the UCI parquet for item descriptions; pass vectors instead")
+        from retrieval.embeddings import Embedder
+
+        texts = uci_item_texts(raw)
+        ids = sorted(texts)
+        vectors = Embedder(cache_dir=self.cache_dir).encode([texts[i] for i in ids])
+        return purchases, dict(zip(ids, vectors, strict=True))
+
+    def run(self) -> dict[str, float]:
+        t0 = time.perf_counter()
+        purchases, vectors = self._load()
+        split = temporal_split(purchases, self.cut)
+        self.timings["load_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        params = {"seed": self.seed, **self.ranker_params}
+        ranker = Ranker(**params).fit(split.train, vectors, now=split.cut)
+        self.ranker = ranker
+        self.timings["fit_s"] = time.perf_counter() - t0
+        kmax = max(max(self.ks), 10)
+        rankers: dict[str, RankFn] = {
+            "tailor": lambda cs, new: ranker.rank(cs, new_only=new, k=kmax),
+        }
+        refs = reference_rankers(split, kmax)
+        for name in self.references:
+            if name not in refs:
+                raise DataError(f"unknown reference ranker {name!r}", hint=f"choose from {sorted(refs)}")
+            rankers[name] = refs[name]
+        out: dict[str, float] = {}
+        pop = split.train.groupby("item_id")["customer_id"].nunique()
+        item_vecs = vectors or ranker.collab_vectors()
+        for name, rank in rankers.items():
+            t0 = time.perf_counter()
+            for variant in VARIANTS:
+                if name == "repeat" and variant == "new-only":
+                    continue  # repeating is all it does
+                metrics = evaluate(split, rank, variant, ks=self.ks)
+                out[f"ranking.customers.{variant}"] = metrics.pop("customers")
+                for key, value in metrics.items():
+                    out[f"ranking.{name}.{variant}.{key}"] = value
+            lists = [list(x)[:10] for x in rank(split.evaluated("all"), False)]
+            for key, value in beyond_accuracy(lists, split, pop, item_vecs).items():
+                out[f"ranking.{name}.all.{key}@10"] = value
+            self.timings[f"{name}_s"] = time.perf_counter() - t0
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "ranking.json").write_text(json.dumps(out, indent=1, sort_keys=True))
+        return out
+
+
+def beyond_accuracy(
+    lists: Sequence[Sequence[str]],
+    split: Split,
+    pop: pd.Series,
+    vectors: Mapping[str, npt.NDArray[np.floating[Any]]],
+) -> dict[str, float]:
+    """Coverage, intra-list diversity, novelty and popularity bias of top-k lists."""
+    shown = {x for lst in lists for x in lst}
+    n_cust = max(int(split.train["customer_id"].nunique()), 1)
+    percentile = pop.rank(pct=True)
+    novelty, bias, diversity = [], [], []
+    for lst in lists:
+        if not lst:
+            continue
+        novelty.append(float(np.mean([-np.log2(max(float(pop.get(x, 0)), 1.0) / n_cust) for x in lst])))
+        bias.append(float(np.mean([float(percentile.get(x, 0.0)) for x in lst])))
+        vecs = [np.asarray(vectors[x], dtype=np.float64) for x in lst if x in vectors]
+        if len(vecs) >= 2:
+            m = np.stack(vecs)
+            m = m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-9)
+            sims = m @ m.T
+            n = len(vecs)
+            diversity.append(1.0 - float((sims.sum() - np.trace(sims)) / (n * (n - 1))))
+    return {
+        "coverage": len(shown) / max(len(split.catalog), 1),
+        "diversity": float(np.mean(diversity)) if diversity else 0.0,
+        "novelty": float(np.mean(novelty)) if novelty else 0.0,
+        "popularity_bias": float(np.mean(bias)) if bias else 0.0,
+    }

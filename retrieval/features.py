@@ -1,0 +1,489 @@
+"""Candidates and features for the learned ranker, one code path for training, evaluation and serving.
+
+A customer's purchases become per-(customer, item) statistics (how often, how recently, at which cadence),
+joined with item statistics (popularity, trend, how often buyers come back for it) and with per-source scores
+(EASE and cosine item neighbours, an SVD fold-in, text similarity to the customer's taste). The same function
+builds the training rows (many customers at once) and the rows for one customer at request time, so what the
+model learned is exactly what it is served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import scipy.sparse as sp
+
+from tailor.errors import DataError
+
+__all__ = [
+    "FEATURES",
+    "Candidates",
+    "CollabModel",
+    "History",
+    "ItemStats",
+    "build_candidates",
+    "fit_collab",
+    "item_stats",
+    "to_day",
+]
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+DAY = 86400.0
+FEATURES = (
+    "bought",
+    "orders",
+    "qty_log",
+    "days_last",
+    "days_first",
+    "decay30",
+    "decay120",
+    "gap",
+    "due",
+    "share",
+    "c_orders",
+    "c_days_last",
+    "c_distinct",
+    "c_tenure",
+    "c_gap",
+    "i_pop_log",
+    "i_recent",
+    "i_trend",
+    "i_repeat",
+    "i_age",
+    "i_days_sale",
+    "s_ease",
+    "s_ease_norm",
+    "s_ease_recent",
+    "s_knn",
+    "s_svd",
+    "s_text",
+    "orders_rel",
+    "decay_rel",
+    "knn_rel",
+    "text_rel",
+)
+_F = {name: i for i, name in enumerate(FEATURES)}
+SOURCES = ("repeat", "collaborative", "text", "trending")
+
+
+@dataclass(frozen=True)
+class History:
+    """Purchases as integer arrays: customer row, item column, time in days (epoch), order code."""
+
+    cust: I64
+    item: I64
+    day: F64
+    order: I64
+    n_customers: int
+
+    @classmethod
+    def from_frame(
+        cls, frame: pd.DataFrame, customer_index: Mapping[str, int], item_index: Mapping[str, int]
+    ) -> History:
+        """Rows whose item is not in ``item_index`` are dropped (the model knows nothing about them)."""
+        known = frame[frame["item_id"].isin(item_index) & frame["customer_id"].isin(customer_index)]
+        ts = pd.to_datetime(known["timestamp"], utc=True)
+        if "order_id" in known.columns:
+            order_codes = pd.factorize(known["order_id"].astype(str))[0]
+        else:
+            # Without order ids a day's purchases are one basket.
+            order_codes = pd.factorize(ts.dt.floor("D"))[0]
+        return cls(
+            cust=known["customer_id"].map(customer_index).to_numpy(np.int64),
+            item=known["item_id"].map(item_index).to_numpy(np.int64),
+            day=_days(ts),
+            order=np.asarray(order_codes, dtype=np.int64),
+            n_customers=len(customer_index),
+        )
+
+    @classmethod
+    def from_log(
+        cls, item_ids: Sequence[str], days: F64, orders: Sequence[str], item_index: Mapping[str, int]
+    ) -> History:
+        """One customer's purchases without pandas: the request path, where a DataFrame costs milliseconds."""
+        keep = [n for n, i in enumerate(item_ids) if i in item_index]
+        codes: dict[str, int] = {}
+        return cls(
+            cust=np.zeros(len(keep), dtype=np.int64),
+            item=np.fromiter((item_index[item_ids[n]] for n in keep), dtype=np.int64, count=len(keep)),
+            day=np.asarray(days, dtype=np.float64)[keep],
+            order=np.fromiter((codes.setdefault(orders[n], len(codes)) for n in keep), np.int64, len(keep)),
+            n_customers=1,
+        )
+
+    def before(self, day: float) -> History:
+        keep = self.day < day
+        return History(self.cust[keep], self.item[keep], self.day[keep], self.order[keep], self.n_customers)
+
+
+def _days(ts: pd.Series) -> F64:
+    values = ts.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    return np.asarray(values / 1e9 / DAY, dtype=np.float64)
+
+
+def to_day(moment: pd.Timestamp) -> float:
+    stamp = pd.Timestamp(moment)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return float(stamp.value / 1e9 / DAY)
+
+
+@dataclass(frozen=True)
+class ItemStats:
+    """Per-item columns at one moment, aligned with the item index."""
+
+    pop: F64
+    recent: F64
+    trend: F64
+    repeat: F64
+    age: F64
+    days_sale: F64
+
+    def matrix(self) -> F64:
+        return np.stack([self.pop, self.recent, self.trend, self.repeat, self.age, self.days_sale])
+
+
+def item_stats(history: History, n_items: int, now_day: float) -> ItemStats:
+    buyers_pairs = np.unique(history.cust * n_items + history.item)
+    pair_item = buyers_pairs % n_items
+    pop = np.bincount(pair_item, minlength=n_items).astype(np.float64)
+    orders = np.unique(np.stack([history.cust, history.item, history.order]), axis=1)
+    pair_orders = np.unique(orders[0] * n_items + orders[1], return_counts=True)
+    repeaters = np.bincount(pair_orders[0][pair_orders[1] >= 2] % n_items, minlength=n_items)
+    recent_mask = history.day >= now_day - 28
+    prev_mask = (history.day >= now_day - 112) & ~recent_mask
+    recent = np.bincount(
+        np.unique(history.cust[recent_mask] * n_items + history.item[recent_mask]) % n_items,
+        minlength=n_items,
+    ).astype(np.float64)
+    prev = np.bincount(
+        np.unique(history.cust[prev_mask] * n_items + history.item[prev_mask]) % n_items, minlength=n_items
+    ).astype(np.float64)
+    first = np.full(n_items, np.nan)
+    last = np.full(n_items, np.nan)
+    if len(history.item):
+        order = np.argsort(history.day, kind="stable")
+        first[history.item[order[::-1]]] = history.day[order[::-1]]
+        last[history.item[order]] = history.day[order]
+    return ItemStats(
+        pop=np.log1p(pop),
+        recent=recent,
+        # Buyers in the last 4 weeks against the weekly rate of the 12 weeks before, smoothed.
+        trend=(recent + 1.0) / (prev / 3.0 + 1.0),
+        repeat=repeaters / np.maximum(pop, 1.0),
+        age=now_day - first,
+        days_sale=now_day - last,
+    )
+
+
+@dataclass(frozen=True)
+class CollabModel:
+    """Item neighbours (sparse, top ``m`` per item) and item factors, fitted on the train matrix only."""
+
+    ease: sp.csr_matrix
+    knn: sp.csr_matrix
+    factors: F32  # items × dims, the collaborative vector of each item (rows L2-normalized)
+
+    def save_arrays(self) -> dict[str, npt.NDArray[np.generic]]:
+        out: dict[str, npt.NDArray[np.generic]] = {"factors": self.factors}
+        for name, m in (("ease", self.ease), ("knn", self.knn)):
+            out[f"{name}_data"] = m.data.astype(np.float32)
+            out[f"{name}_indices"] = m.indices.astype(np.int32)
+            out[f"{name}_indptr"] = m.indptr.astype(np.int64)
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, npt.NDArray[np.generic]], n_items: int) -> CollabModel:
+        mats = {
+            name: sp.csr_matrix(
+                (arrays[f"{name}_data"], arrays[f"{name}_indices"], arrays[f"{name}_indptr"]),
+                shape=(n_items, n_items),
+            )
+            for name in ("ease", "knn")
+        }
+        return cls(
+            ease=mats["ease"], knn=mats["knn"], factors=np.asarray(arrays["factors"], dtype=np.float32)
+        )
+
+
+def _top_per_row(dense: F64, m: int) -> sp.csr_matrix:
+    n = dense.shape[0]
+    m = min(m, n - 1) if n > 1 else 0
+    if m <= 0:
+        return sp.csr_matrix((n, n), dtype=np.float32)
+    cols = np.argpartition(-dense, m - 1, axis=1)[:, :m]
+    vals = np.take_along_axis(dense, cols, 1)
+    keep = vals > 0
+    rows = np.repeat(np.arange(n), m).reshape(n, m)
+    return sp.csr_matrix(
+        (vals[keep].astype(np.float32), (rows[keep], cols[keep])), shape=(n, n), dtype=np.float32
+    )
+
+
+def fit_collab(
+    history: History,
+    n_items: int,
+    *,
+    neighbours: int = 100,
+    dims: int = 48,
+    ease_lambda: float = 250.0,
+    ease_max_items: int = 8000,
+    seed: int = 0,
+) -> CollabModel:
+    """EASE (Steck, 2019) and cosine item-kNN as sparse top-``neighbours`` lists, and SVD item factors.
+
+    EASE needs a dense item×item inverse; beyond ``ease_max_items`` it is fitted on the most popular items
+    only and the rest get no EASE neighbours (the cosine lists still cover them).
+    """
+    seen = sp.csr_matrix(
+        (np.ones(len(history.cust)), (history.cust, history.item)), shape=(history.n_customers, n_items)
+    )
+    seen.data[:] = 1.0
+    seen.sum_duplicates()
+    seen.data[:] = 1.0
+    pop = np.asarray(seen.sum(0)).ravel()
+    gram = (seen.T @ seen).tocsr().astype(np.float64)
+    norms = np.sqrt(pop) + 1e-9
+    cos = gram.multiply(1.0 / norms[:, None]).multiply(1.0 / norms[None, :]).tocsr()
+    cos.setdiag(0.0)
+    cos.eliminate_zeros()
+    knn = _sparse_top(cos.tocsr(), neighbours)
+    keep = np.argsort(-pop, kind="stable")[: min(ease_max_items, n_items)]
+    keep = keep[pop[keep] > 0]
+    ease = sp.csr_matrix((n_items, n_items), dtype=np.float32)
+    if len(keep) > 1:
+        g = gram[keep][:, keep].toarray()
+        g[np.diag_indices_from(g)] += ease_lambda
+        inv = np.linalg.inv(g)
+        b = -inv / np.diag(inv)
+        np.fill_diagonal(b, 0.0)
+        small = _top_per_row(b, neighbours).tocoo()
+        ease = sp.csr_matrix(
+            (small.data, (keep[small.row], keep[small.col])), shape=(n_items, n_items), dtype=np.float32
+        )
+    factors = np.zeros((n_items, dims), dtype=np.float32)
+    k = min(dims, min(seen.shape) - 1)
+    if k >= 1 and seen.nnz:
+        from scipy.sparse.linalg import svds
+
+        # Idf-weighted columns keep the factors from being all about the bestsellers.
+        idf = np.log((1.0 + seen.shape[0]) / (1.0 + pop))
+        weighted = seen.multiply(idf[None, :]).tocsr()
+        rng = np.random.default_rng(seed)
+        v0 = rng.standard_normal(min(weighted.shape))
+        _, s, vt = svds(weighted, k=k, v0=v0, random_state=seed)
+        order = np.argsort(-s)
+        vecs = (vt[order].T * np.sqrt(s[order])[None, :]).astype(np.float32)
+        factors[:, :k] = vecs
+    lengths = np.linalg.norm(factors, axis=1, keepdims=True)
+    factors = factors / np.maximum(lengths, 1e-9)
+    return CollabModel(ease=ease, knn=knn, factors=factors.astype(np.float32))
+
+
+def _sparse_top(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
+    rows, cols, vals = [], [], []
+    for r in range(m.shape[0]):
+        start, end = m.indptr[r], m.indptr[r + 1]
+        if end == start:
+            continue
+        data = m.data[start:end]
+        idx = m.indices[start:end]
+        if len(data) > k:
+            top = np.argpartition(-data, k - 1)[:k]
+            data, idx = data[top], idx[top]
+        rows.append(np.full(len(idx), r))
+        cols.append(idx)
+        vals.append(data)
+    if not rows:
+        return sp.csr_matrix(m.shape, dtype=np.float32)
+    return sp.csr_matrix(
+        (np.concatenate(vals).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
+        shape=m.shape,
+        dtype=np.float32,
+    )
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Rows to score: which customer (position in the request), which item column, the feature matrix."""
+
+    row: I64
+    item: I64
+    x: F32
+    source: npt.NDArray[np.int8]  # bit flags: 1 repeat, 2 collaborative, 4 text, 8 trending
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+
+def _pair_stats(history: History, rows: I64, n_items: int, now_day: float) -> tuple[dict[str, F64], I64, F64]:
+    """Per (request row, item) purchase statistics for the requested customers."""
+    lookup = np.full(max(history.n_customers, 1), -1, dtype=np.int64)
+    lookup[rows] = np.arange(len(rows))
+    mask = lookup[history.cust] >= 0
+    cust = lookup[history.cust[mask]]
+    item, day, order = history.item[mask], history.day[mask], history.order[mask]
+    key = cust * n_items + item
+    # One purchase per (customer, item, order): repeated lines in one basket are not repeat purchases.
+    trip, first_idx = np.unique(np.stack([key, order]), axis=1, return_index=True)
+    tkey, tday = trip[0], day[first_idx]
+    qty_key, qty_counts = np.unique(key, return_counts=True)
+    pkeys, inv, orders = np.unique(tkey, return_inverse=True, return_counts=True)
+    last = np.full(len(pkeys), -np.inf)
+    first = np.full(len(pkeys), np.inf)
+    np.maximum.at(last, inv, tday)
+    np.minimum.at(first, inv, tday)
+    age = np.maximum(now_day - tday, 0.0)
+    d30 = np.bincount(inv, weights=np.exp(-age / 30.0), minlength=len(pkeys))
+    d120 = np.bincount(inv, weights=np.exp(-age / 120.0), minlength=len(pkeys))
+    qty = np.zeros(len(pkeys))
+    qty[np.searchsorted(pkeys, qty_key)] = qty_counts
+    stats = {
+        "orders": orders.astype(np.float64),
+        "qty": qty,
+        "last": last,
+        "first": first,
+        "d30": d30,
+        "d120": d120,
+    }
+    # Customer level: distinct orders, first/last order day, distinct items.
+    ck = np.unique(np.stack([cust, order]), axis=1)
+    corders = np.bincount(ck[0], minlength=len(rows)).astype(np.float64)
+    cust_last = np.full(len(rows), np.nan)
+    cust_first = np.full(len(rows), np.nan)
+    if len(cust):
+        srt = np.argsort(day, kind="stable")
+        cust_last[cust[srt]] = day[srt]
+        cust_first[cust[srt[::-1]]] = day[srt[::-1]]
+    cdistinct = np.bincount((pkeys // n_items).astype(np.int64), minlength=len(rows)).astype(np.float64)
+    cust_cols = np.stack(
+        [
+            corders,
+            now_day - cust_last,
+            cdistinct,
+            now_day - cust_first,
+            (cust_last - cust_first) / np.maximum(corders - 1.0, 1.0),
+        ],
+        axis=1,
+    )
+    return stats, pkeys, cust_cols
+
+
+def build_candidates(
+    history: History,
+    rows: Sequence[int] | npt.NDArray[np.integer],
+    *,
+    now_day: float,
+    n_items: int,
+    items: ItemStats,
+    collab: CollabModel,
+    text: F32 | None,
+    new_only: bool = False,
+    n_collab: int = 100,
+    n_text: int = 30,
+    n_trend: int = 30,
+    allowed: npt.NDArray[np.bool_] | None = None,
+) -> Candidates:
+    """Candidates and features for the customers at ``rows`` (indices into the history's customers).
+
+    Candidates: every item the customer bought (unless ``new_only``), the top ``n_collab`` items by EASE,
+    the top ``n_text`` by text similarity to their taste, and the ``n_trend`` most trending items.
+    ``history`` must already end before ``now_day``: the caller owns the cut, so nothing leaks.
+    """
+    req = np.asarray(rows, dtype=np.int64)
+    if len(history.day) and float(history.day.max()) >= now_day:
+        raise DataError("the history reaches past 'now': features would leak the future")
+    st, pkeys, cust_cols = _pair_stats(history, req, n_items, now_day)
+    nreq = len(req)
+    p_row, p_item = pkeys // n_items, pkeys % n_items
+    seen = sp.csr_matrix((np.ones(len(pkeys)), (p_row, p_item)), shape=(nreq, n_items))
+    recent_w = sp.csr_matrix((st["d120"], (p_row, p_item)), shape=(nreq, n_items))
+    ease = np.asarray((seen @ collab.ease).todense())
+    ease_recent = np.asarray((recent_w @ collab.ease).todense())
+    knn = np.asarray((seen @ collab.knn).todense())
+    user_f = recent_w @ collab.factors
+    user_f = user_f / np.maximum(np.linalg.norm(user_f, axis=1, keepdims=True), 1e-9)
+    svd = user_f @ collab.factors.T
+    if text is not None:
+        prof = recent_w @ text
+        prof = prof / np.maximum(np.linalg.norm(prof, axis=1, keepdims=True), 1e-9)
+        tsim = (prof @ text.T).astype(np.float64)
+    else:
+        tsim = np.zeros((nreq, n_items))
+    blocked = np.zeros((nreq, n_items), dtype=bool)
+    if allowed is not None:
+        blocked[:, ~allowed] = True
+    if new_only:
+        blocked[p_row, p_item] = True
+    rows_out: list[I64] = []
+    items_out: list[I64] = []
+    flags_out: list[npt.NDArray[np.int8]] = []
+    trend_score = items.trend * np.log1p(items.recent)
+    for r in range(nreq):
+        flags: dict[int, int] = {}
+        if not new_only:
+            for it in p_item[p_row == r]:
+                if allowed is None or allowed[it]:
+                    flags[int(it)] = flags.get(int(it), 0) | 1
+        for score, n, bit in ((ease[r], n_collab, 2), (tsim[r], n_text, 4), (trend_score, n_trend, 8)):
+            if n <= 0:
+                continue
+            masked = np.where(blocked[r], -np.inf, score)
+            top = np.argpartition(-masked, min(n, n_items - 1))[:n]
+            for it in top[np.isfinite(masked[top])]:
+                flags[int(it)] = flags.get(int(it), 0) | bit
+        rows_out.append(np.full(len(flags), r, dtype=np.int64))
+        items_out.append(np.fromiter(flags.keys(), dtype=np.int64, count=len(flags)))
+        flags_out.append(np.fromiter(flags.values(), dtype=np.int8, count=len(flags)))
+    row = np.concatenate(rows_out) if rows_out else np.zeros(0, np.int64)
+    item = np.concatenate(items_out) if items_out else np.zeros(0, np.int64)
+    source = np.concatenate(flags_out) if flags_out else np.zeros(0, np.int8)
+    x = np.full((len(row), len(FEATURES)), np.nan, dtype=np.float64)
+    pos = np.searchsorted(pkeys, row * n_items + item)
+    pos = np.minimum(pos, max(len(pkeys) - 1, 0))
+    hit = (pkeys[pos] == row * n_items + item) if len(pkeys) else np.zeros(len(row), bool)
+    orders = np.where(hit, st["orders"][pos] if len(pkeys) else 0.0, 0.0)
+    x[:, _F["bought"]] = hit
+    x[:, _F["orders"]] = orders
+    if len(pkeys):
+        x[:, _F["qty_log"]] = np.where(hit, np.log1p(st["qty"][pos]), 0.0)
+        x[:, _F["days_last"]] = np.where(hit, now_day - st["last"][pos], np.nan)
+        x[:, _F["days_first"]] = np.where(hit, now_day - st["first"][pos], np.nan)
+        x[:, _F["decay30"]] = np.where(hit, st["d30"][pos], 0.0)
+        x[:, _F["decay120"]] = np.where(hit, st["d120"][pos], 0.0)
+        gap = (st["last"][pos] - st["first"][pos]) / np.maximum(orders - 1.0, 1.0)
+        x[:, _F["gap"]] = np.where(hit & (orders >= 2), gap, np.nan)
+        x[:, _F["due"]] = np.where(
+            hit & (orders >= 2), (now_day - st["last"][pos]) / np.maximum(gap, 1.0), np.nan
+        )
+    x[:, _F["share"]] = orders / np.maximum(cust_cols[row, 0], 1.0)
+    for j, name in enumerate(("c_orders", "c_days_last", "c_distinct", "c_tenure", "c_gap")):
+        x[:, _F[name]] = cust_cols[row, j]
+    item_cols = items.matrix()
+    for j, name in enumerate(("i_pop_log", "i_recent", "i_trend", "i_repeat", "i_age", "i_days_sale")):
+        x[:, _F[name]] = item_cols[j][item]
+    x[:, _F["s_ease"]] = ease[row, item]
+    row_max = np.maximum(ease.max(axis=1), 1e-9)
+    x[:, _F["s_ease_norm"]] = ease[row, item] / row_max[row]
+    x[:, _F["s_ease_recent"]] = ease_recent[row, item]
+    x[:, _F["s_knn"]] = knn[row, item]
+    x[:, _F["s_svd"]] = svd[row, item]
+    x[:, _F["s_text"]] = tsim[row, item]
+    # Scores relative to the customer's best candidate: the trees compare within a customer, not across.
+    for name, base in (
+        ("orders_rel", "orders"),
+        ("decay_rel", "decay30"),
+        ("knn_rel", "s_knn"),
+        ("text_rel", "s_text"),
+    ):
+        col = np.nan_to_num(x[:, _F[base]], nan=0.0)
+        best = np.zeros(nreq)
+        np.maximum.at(best, row, col)
+        x[:, _F[name]] = col / np.maximum(best[row], 1e-9)
+    return Candidates(row=row, item=item, x=x.astype(np.float32), source=source)

@@ -1,0 +1,580 @@
+"""The learned ranker: gradient-boosted trees fuse repeat, collaborative, text and trend signals.
+
+How it learns without peeking: ``fit(purchases, ..., now=T)`` holds out the last ``label_days`` before ``T``
+as a label window, builds features from what came before that window, and trains on "did the customer buy
+this candidate in the window". Then it refits every feature source (item statistics, neighbours, factors) on
+all purchases before ``T`` and serves with those. Two models are trained: one for all candidates, one for
+items the customer never bought (the ``new-only`` use: discovery).
+
+The trees are stored as plain arrays (npz) and evaluated in numpy, so a saved ranker loads without pickle.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from evals.protocol import check_frame
+from retrieval.features import (
+    DAY,
+    FEATURES,
+    SOURCES,
+    Candidates,
+    CollabModel,
+    History,
+    ItemStats,
+    build_candidates,
+    fit_collab,
+    item_stats,
+    to_day,
+)
+from tailor.errors import DataError, NotFoundError
+
+__all__ = ["Ranker", "ScoredItem", "TreeEnsemble"]
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+_FORMAT = 1
+# Per variant: feature blocks, label blocks, sample-weight blocks.
+_Rows = dict[str, tuple[list[F32], list[npt.NDArray[np.int8]], list[F64]]]
+
+
+@dataclass(frozen=True)
+class ScoredItem:
+    item_id: str
+    score: float
+    sources: tuple[str, ...]
+    features: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class TreeEnsemble:
+    """A fitted binary HistGradientBoostingClassifier as flat node arrays (one root per tree)."""
+
+    feature: npt.NDArray[np.int32]
+    threshold: F64
+    left: npt.NDArray[np.int32]
+    right: npt.NDArray[np.int32]
+    leaf: npt.NDArray[np.bool_]
+    missing_left: npt.NDArray[np.bool_]
+    value: F64
+    roots: npt.NDArray[np.int32]
+    baseline: float
+    depth: int
+
+    @classmethod
+    def from_sklearn(cls, model: Any) -> TreeEnsemble:
+        parts: list[Any] = []
+        roots = []
+        offset = 0
+        for (predictor,) in model._predictors:
+            nodes = predictor.nodes
+            if bool(np.any(nodes["is_categorical"])):
+                raise DataError("categorical splits are not supported by the array form of the trees")
+            roots.append(offset)
+            shifted = nodes.copy()
+            shifted["left"] = np.where(nodes["is_leaf"], 0, nodes["left"] + offset)
+            shifted["right"] = np.where(nodes["is_leaf"], 0, nodes["right"] + offset)
+            parts.append(shifted)
+            offset += len(nodes)
+        nodes = np.concatenate(parts)
+        return cls(
+            feature=nodes["feature_idx"].astype(np.int32),
+            threshold=nodes["num_threshold"].astype(np.float64),
+            left=nodes["left"].astype(np.int32),
+            right=nodes["right"].astype(np.int32),
+            leaf=nodes["is_leaf"].astype(bool),
+            missing_left=nodes["missing_go_to_left"].astype(bool),
+            value=nodes["value"].astype(np.float64),
+            roots=np.asarray(roots, dtype=np.int32),
+            baseline=float(np.ravel(model._baseline_prediction)[0]),
+            depth=int(nodes["depth"].max()) + 1,
+        )
+
+    def predict(self, x: npt.NDArray[np.floating[Any]]) -> F64:
+        """Raw scores (log-odds), the same as the classifier's ``decision_function``."""
+        x = np.asarray(x, dtype=np.float64)
+        n = len(x)
+        out = np.full(n, self.baseline)
+        if n == 0:
+            return out
+        # Walk every (row, tree) pair down together; pairs drop out as they reach a leaf, so the work is
+        # the sum of path lengths rather than rows x trees x the deepest tree.
+        rows = np.repeat(np.arange(n), len(self.roots))
+        node = np.tile(self.roots, n)
+        flat = x.ravel()
+        width = x.shape[1]
+        while len(node):
+            leaf = self.leaf[node]
+            if leaf.any():
+                np.add.at(out, rows[leaf], self.value[node[leaf]])
+                inner = ~leaf
+                rows, node = rows[inner], node[inner]
+                if not len(node):
+                    break
+            val = flat[rows * width + self.feature[node]]
+            go_left = np.where(np.isnan(val), self.missing_left[node], val <= self.threshold[node])
+            node = np.where(go_left, self.left[node], self.right[node])
+        return out
+
+    def arrays(self, prefix: str) -> dict[str, npt.NDArray[np.generic]]:
+        return {
+            f"{prefix}_feature": self.feature,
+            f"{prefix}_threshold": self.threshold,
+            f"{prefix}_left": self.left,
+            f"{prefix}_right": self.right,
+            f"{prefix}_leaf": self.leaf,
+            f"{prefix}_missing_left": self.missing_left,
+            f"{prefix}_value": self.value,
+            f"{prefix}_roots": self.roots,
+            f"{prefix}_meta": np.asarray([self.baseline, float(self.depth)]),
+        }
+
+    @classmethod
+    def from_arrays(cls, a: Mapping[str, npt.NDArray[np.generic]], prefix: str) -> TreeEnsemble:
+        meta = np.asarray(a[f"{prefix}_meta"], dtype=np.float64)
+        return cls(
+            feature=np.asarray(a[f"{prefix}_feature"], dtype=np.int32),
+            threshold=np.asarray(a[f"{prefix}_threshold"], dtype=np.float64),
+            left=np.asarray(a[f"{prefix}_left"], dtype=np.int32),
+            right=np.asarray(a[f"{prefix}_right"], dtype=np.int32),
+            leaf=np.asarray(a[f"{prefix}_leaf"], dtype=bool),
+            missing_left=np.asarray(a[f"{prefix}_missing_left"], dtype=bool),
+            value=np.asarray(a[f"{prefix}_value"], dtype=np.float64),
+            roots=np.asarray(a[f"{prefix}_roots"], dtype=np.int32),
+            baseline=float(meta[0]),
+            depth=int(meta[1]),
+        )
+
+
+def _train_trees(x: F32, y: npt.NDArray[np.int8], w: F64 | None, *, seed: int, max_iter: int) -> TreeEnsemble:
+    if len(np.unique(y)) < 2:
+        raise DataError(
+            "the label window has no positive (or no negative) candidates",
+            hint="fit on more history, or shorten label_days",
+        )
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    model = HistGradientBoostingClassifier(
+        max_iter=max_iter,
+        learning_rate=0.06,
+        max_leaf_nodes=31,
+        min_samples_leaf=50,
+        l2_regularization=1.0,
+        early_stopping=False,
+        random_state=seed,
+    )
+    # A column that is missing everywhere (repeat features for never-bought items) cannot be binned; it
+    # carries no information, so a constant stands in and no tree ever splits on it.
+    empty = np.isnan(x).all(axis=0)
+    x = x.copy()
+    x[:, empty] = 0.0
+    model.fit(x, y, sample_weight=w)
+    return TreeEnsemble.from_sklearn(model)
+
+
+class Ranker:
+    """Fit on purchases before ``now``; score any customer's candidates with per-source scores."""
+
+    def __init__(
+        self,
+        *,
+        label_days: int = 92,
+        windows: int = 2,
+        weighted: int = 1,
+        n_collab: int = 100,
+        n_text: int = 30,
+        n_trend: int = 30,
+        max_iter: int = 200,
+        seed: int = 0,
+        neighbours: int = 100,
+        dims: int = 48,
+        ease_items: int = 6000,
+    ) -> None:
+        if label_days < 7:
+            raise DataError(f"label_days must be >= 7, got {label_days}")
+        if windows < 1:
+            raise DataError(f"windows must be >= 1, got {windows}")
+        self.params: dict[str, int] = {
+            "label_days": label_days,
+            "windows": windows,
+            "weighted": weighted,
+            "n_collab": n_collab,
+            "n_text": n_text,
+            "n_trend": n_trend,
+            "max_iter": max_iter,
+            "seed": seed,
+            "neighbours": neighbours,
+            "dims": dims,
+            "ease_items": ease_items,
+        }
+        self.item_ids: list[str] = []
+        self.item_index: dict[str, int] = {}
+        self.customer_ids: list[str] = []
+        self.customer_index: dict[str, int] = {}
+        self.now_day = 0.0
+        self._history: History | None = None
+        self._items: ItemStats | None = None
+        self._collab: CollabModel | None = None
+        self._text: F32 | None = None
+        self._all: TreeEnsemble | None = None
+        self._new: TreeEnsemble | None = None
+        self._knn_cols: Any = None
+
+    # -- fitting ---------------------------------------------------------------------------------
+    def fit(
+        self,
+        purchases: pd.DataFrame,
+        item_text_vectors: Mapping[str, npt.NDArray[np.floating[Any]]] | None,
+        *,
+        now: datetime | pd.Timestamp | str,
+    ) -> Ranker:
+        now_ts = pd.Timestamp(now)
+        now_ts = now_ts.tz_localize("UTC") if now_ts.tzinfo is None else now_ts.tz_convert("UTC")
+        frame = check_frame(purchases)
+        frame = frame[frame["timestamp"] < now_ts]
+        if frame.empty:
+            raise DataError(f"no purchases before {now_ts.isoformat()} to fit the ranker on")
+        self.item_ids = sorted(frame["item_id"].unique().tolist())
+        self.item_index = {x: i for i, x in enumerate(self.item_ids)}
+        self.customer_ids = sorted(frame["customer_id"].unique().tolist())
+        self.customer_index = {x: i for i, x in enumerate(self.customer_ids)}
+        n_items = len(self.item_ids)
+        history = History.from_frame(frame, self.customer_index, self.item_index)
+        self.now_day = to_day(now_ts)
+        self._text = self._text_matrix(item_text_vectors)
+        p = self.params
+        seed = p["seed"]
+        data: _Rows = {"all": ([], [], []), "new": ([], [], [])}
+        for w in range(p["windows"]):
+            end = self.now_day - w * p["label_days"]
+            self._window_rows(history.before(end), end - p["label_days"], n_items, data)
+        if not data["all"][0]:
+            raise DataError(
+                f"fitting needs purchases both before and within the last {p['label_days']} days before now",
+                hint="lower label_days or fit on a longer history",
+            )
+        models = {
+            v: _train_trees(
+                np.concatenate(xs),
+                np.concatenate(ys),
+                np.concatenate(ws) if p["weighted"] else None,
+                seed=seed,
+                max_iter=p["max_iter"],
+            )
+            for v, (xs, ys, ws) in data.items()
+        }
+        self._all, self._new = models["all"], models["new"]
+        self._history = history
+        self._items = item_stats(history, n_items, self.now_day)
+        self._collab = self._fit_collab(history, n_items)
+        return self
+
+    def _fit_collab(self, history: History, n_items: int) -> CollabModel:
+        p = self.params
+        return fit_collab(
+            history,
+            n_items,
+            neighbours=p["neighbours"],
+            dims=p["dims"],
+            seed=p["seed"],
+            ease_max_items=p["ease_items"],
+        )
+
+    def _chunk(self) -> int:
+        # Dense customer×item score blocks: keep each block near 4M cells whatever the catalog size.
+        return max(8, min(512, 4_000_000 // max(len(self.item_ids), 1)))
+
+    def _window_rows(
+        self,
+        history: History,
+        label_start: float,
+        n_items: int,
+        data: _Rows,
+    ) -> None:
+        """Training rows of one label window: features strictly before it, labels inside it."""
+        p = self.params
+        past = history.before(label_start)
+        window = history.day >= label_start
+        if not len(past.day) or not window.any():
+            return
+        past_items = item_stats(past, n_items, label_start)
+        past_collab = self._fit_collab(past, n_items)
+        known = np.bincount(past.item, minlength=n_items) > 0
+        label_keys = np.unique(history.cust[window] * n_items + history.item[window])
+        rows = np.intersect1d(np.unique(past.cust), np.unique(history.cust[window]))
+        for variant in ("all", "new"):
+            for start in range(0, len(rows), self._chunk()):
+                chunk = rows[start : start + self._chunk()]
+                cands = build_candidates(
+                    past,
+                    chunk,
+                    now_day=label_start,
+                    n_items=n_items,
+                    items=past_items,
+                    collab=past_collab,
+                    text=self._text,
+                    new_only=variant == "new",
+                    allowed=known,
+                    n_collab=p["n_collab"],
+                    n_text=p["n_text"],
+                    n_trend=p["n_trend"],
+                )
+                keys = chunk[cands.row] * n_items + cands.item
+                data[variant][0].append(cands.x)
+                data[variant][1].append(np.isin(keys, label_keys).astype(np.int8))
+                # Every customer counts once in the metric, however many candidates they have.
+                per_customer = np.bincount(cands.row, minlength=len(chunk)).astype(np.float64)
+                data[variant][2].append(1.0 / np.sqrt(np.maximum(per_customer[cands.row], 1.0)))
+
+    def _text_matrix(self, vectors: Mapping[str, npt.NDArray[np.floating[Any]]] | None) -> F32 | None:
+        if not vectors:
+            return None
+        dims = {np.asarray(v).shape for v in vectors.values()}
+        if len(dims) != 1:
+            raise DataError(f"item text vectors have mixed shapes {sorted(map(str, dims))}")
+        (shape,) = dims
+        if len(shape) != 1:
+            raise DataError(f"item text vectors must be 1-d, got shape {shape}")
+        out = np.zeros((len(self.item_ids), shape[0]), dtype=np.float32)
+        for item_id, vec in vectors.items():
+            i = self.item_index.get(str(item_id))
+            if i is not None:
+                v = np.asarray(vec, dtype=np.float32)
+                out[i] = v / max(float(np.linalg.norm(v)), 1e-9)
+        return out
+
+    # -- state -----------------------------------------------------------------------------------
+    def _require(self) -> tuple[History, ItemStats, CollabModel, TreeEnsemble, TreeEnsemble]:
+        if (
+            self._history is None
+            or self._items is None
+            or self._collab is None
+            or self._all is None
+            or self._new is None
+        ):
+            raise DataError("the ranker is not fitted", hint="call fit() or Ranker.load() first")
+        return self._history, self._items, self._collab, self._all, self._new
+
+    @property
+    def fitted_at(self) -> pd.Timestamp:
+        return pd.Timestamp(self.now_day * DAY * 1e9, tz="UTC")
+
+    def collab_vectors(self) -> dict[str, npt.NDArray[np.float32]]:
+        """The collaborative vector of every item (L2-normalized), for Qdrant's ``collab`` named vector."""
+        collab = self._require()[2]
+        return {item: collab.factors[i] for i, item in enumerate(self.item_ids)}
+
+    @property
+    def text_matrix(self) -> F32 | None:
+        return self._text
+
+    @property
+    def item_popularity(self) -> F64:
+        return self._require()[1].pop
+
+    # -- scoring ---------------------------------------------------------------------------------
+    def _score_candidates(self, cands: Candidates, new_only: bool) -> F64:
+        _, _, _, all_model, new_model = self._require()
+        return (new_model if new_only else all_model).predict(cands.x)
+
+    def rank(self, customer_ids: Sequence[str], *, new_only: bool = False, k: int = 20) -> list[list[str]]:
+        """Top ``k`` item ids for customers known at fit time, scored as of the fit's ``now`` (for evals)."""
+        history, items, collab, _, _ = self._require()
+        out: list[list[str]] = []
+        ids = list(customer_ids)
+        for start in range(0, len(ids), self._chunk()):
+            chunk = ids[start : start + self._chunk()]
+            rows = [self.customer_index.get(c, -1) for c in chunk]
+            known = [r for r in rows if r >= 0]
+            cands = build_candidates(
+                history,
+                known,
+                now_day=self.now_day,
+                n_items=len(self.item_ids),
+                items=items,
+                collab=collab,
+                text=self._text,
+                new_only=new_only,
+                n_collab=self.params["n_collab"],
+                n_text=self.params["n_text"],
+                n_trend=self.params["n_trend"],
+            )
+            scores = self._score_candidates(cands, new_only)
+            ranked: dict[int, list[str]] = {}
+            order = np.lexsort((cands.item, -scores, cands.row))
+            for r, it in zip(cands.row[order], cands.item[order], strict=True):
+                lst = ranked.setdefault(int(r), [])
+                if len(lst) < k:
+                    lst.append(self.item_ids[int(it)])
+            pos = 0
+            for r in rows:
+                if r < 0:
+                    out.append([])
+                else:
+                    out.append(ranked.get(pos, []))
+                    pos += 1
+        return out
+
+    def score(
+        self,
+        customer_id: str,
+        *,
+        events: pd.DataFrame | History | None = None,
+        now: datetime | pd.Timestamp | None = None,
+        new_only: bool = False,
+        k: int = 50,
+        allowed: npt.NDArray[np.bool_] | None = None,
+    ) -> list[ScoredItem]:
+        """The customer's best ``k`` candidates with the model score, the sources and every feature.
+
+        ``events`` (a frame with item_id, timestamp, optional order_id; or a one-customer ``History`` built
+        with ``History.from_log``) replaces the fit-time history, so a purchase made a second ago counts;
+        without it the fit-time history is used. Unknown items are ignored.
+        """
+        history, items, collab, _, _ = self._require()
+        now_day = self.now_day if now is None else to_day(pd.Timestamp(now))
+        if isinstance(events, History):
+            hist = events.before(now_day)
+            row = 0
+        elif events is not None:
+            frame = check_frame(events.assign(customer_id=customer_id))
+            frame = frame[frame["timestamp"] < pd.Timestamp(now_day * DAY * 1e9, tz="UTC")]
+            hist = History.from_frame(frame, {customer_id: 0}, self.item_index)
+            row = 0
+        else:
+            idx = self.customer_index.get(customer_id)
+            if idx is None:
+                raise NotFoundError("customer", customer_id, hint="pass their events, or refit the ranker")
+            keep = (history.cust == idx) & (history.day < now_day)
+            hist = History(
+                np.zeros(int(keep.sum()), np.int64),
+                history.item[keep],
+                history.day[keep],
+                history.order[keep],
+                1,
+            )
+            row = 0
+        cands = build_candidates(
+            hist,
+            [row],
+            now_day=now_day,
+            n_items=len(self.item_ids),
+            items=items,
+            collab=collab,
+            text=self._text,
+            new_only=new_only,
+            allowed=allowed,
+            n_collab=self.params["n_collab"],
+            n_text=self.params["n_text"],
+            n_trend=self.params["n_trend"],
+        )
+        scores = self._score_candidates(cands, new_only)
+        order = np.lexsort((cands.item, -scores))[:k]
+        return [
+            ScoredItem(
+                item_id=self.item_ids[int(cands.item[i])],
+                score=float(scores[i]),
+                sources=tuple(s for b, s in enumerate(SOURCES) if int(cands.source[i]) & (1 << b)),
+                features={name: float(cands.x[i, j]) for j, name in enumerate(FEATURES)},
+            )
+            for i in order
+        ]
+
+    def contributors(
+        self, item_id: str, history_item_ids: Sequence[str], *, by: str = "collaborative", k: int = 3
+    ) -> list[tuple[str, float]]:
+        """Which of the customer's items make ``item_id`` a candidate: item neighbours or text neighbours."""
+        _, _, collab, _, _ = self._require()
+        j = self.item_index.get(item_id)
+        hist = [
+            self.item_index[h]
+            for h in dict.fromkeys(history_item_ids)
+            if h in self.item_index and h != item_id
+        ]
+        if j is None or not hist:
+            return []
+        if by == "text":
+            if self._text is None:
+                return []
+            weights = self._text[hist] @ self._text[j]
+        else:
+            if self._knn_cols is None:
+                # Column access (who points at j) on a CSR matrix is slow; one CSC copy makes it a slice.
+                self._knn_cols = collab.knn.tocsc()
+            cols = self._knn_cols
+            start, end = int(cols.indptr[j]), int(cols.indptr[j + 1])
+            into = dict(zip(cols.indices[start:end].tolist(), cols.data[start:end].tolist(), strict=True))
+            weights = np.asarray([into.get(h, 0.0) for h in hist], dtype=np.float64)
+        order = np.argsort(-weights, kind="stable")[:k]
+        return [(self.item_ids[hist[i]], float(weights[i])) for i in order if weights[i] > 0]
+
+    # -- persistence -----------------------------------------------------------------------------
+    def save(self, path: Path | str) -> Path:
+        """Write ``<path>.npz`` (arrays) and ``<path>.json`` (ids and parameters); no pickle."""
+        history, items, collab, all_model, new_model = self._require()
+        base = Path(path).with_suffix("")
+        base.parent.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, npt.NDArray[np.generic]] = {
+            "h_cust": history.cust,
+            "h_item": history.item,
+            "h_day": history.day,
+            "h_order": history.order,
+            "items": items.matrix(),
+            **collab.save_arrays(),
+            **all_model.arrays("all"),
+            **new_model.arrays("new"),
+        }
+        if self._text is not None:
+            arrays["text"] = self._text
+        np.savez_compressed(base.with_suffix(".npz"), **arrays)  # type: ignore[arg-type]
+        meta = {
+            "format": _FORMAT,
+            "features": list(FEATURES),
+            "params": self.params,
+            "now_day": self.now_day,
+            "item_ids": self.item_ids,
+            "customer_ids": self.customer_ids,
+        }
+        base.with_suffix(".json").write_text(json.dumps(meta))
+        return base.with_suffix(".npz")
+
+    @classmethod
+    def load(cls, path: Path | str) -> Ranker:
+        base = Path(path).with_suffix("")
+        try:
+            meta = json.loads(base.with_suffix(".json").read_text())
+            arrays = dict(np.load(base.with_suffix(".npz"), allow_pickle=False))
+        except (OSError, ValueError) as exc:
+            raise DataError(
+                f"cannot load the ranker from {base}: {exc}", hint="fit and save it again"
+            ) from exc
+        if meta.get("format") != _FORMAT or meta.get("features") != list(FEATURES):
+            raise DataError(
+                f"the ranker at {base} was saved by another version (format {meta.get('format')})",
+                hint="fit and save it again",
+            )
+        ranker = cls(**meta["params"])
+        ranker.item_ids = list(meta["item_ids"])
+        ranker.item_index = {x: i for i, x in enumerate(ranker.item_ids)}
+        ranker.customer_ids = list(meta["customer_ids"])
+        ranker.customer_index = {x: i for i, x in enumerate(ranker.customer_ids)}
+        ranker.now_day = float(meta["now_day"])
+        ranker._history = History(
+            arrays["h_cust"], arrays["h_item"], arrays["h_day"], arrays["h_order"], len(ranker.customer_ids)
+        )
+        m = arrays["items"]
+        ranker._items = ItemStats(m[0], m[1], m[2], m[3], m[4], m[5])
+        ranker._collab = CollabModel.from_arrays(arrays, len(ranker.item_ids))
+        ranker._all = TreeEnsemble.from_arrays(arrays, "all")
+        ranker._new = TreeEnsemble.from_arrays(arrays, "new")
+        ranker._text = arrays.get("text")
+        return ranker

@@ -1,0 +1,435 @@
+"""The hybrid recommender: learned ranking, business rules, cold start, and evidence for every pick.
+
+Serving keeps an in-memory mirror of what a request needs (catalog, item vectors, fitted neighbours and
+trees, and each customer's events once loaded), so a request touches SQLite at most once per customer and
+never scans Qdrant payloads. ``observe`` folds new events into a customer's state at once; ``forget``
+drops it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from evals.protocol import purchases_from_store
+from retrieval.features import DAY, History, to_day
+from retrieval.ranker import Ranker, ScoredItem
+from retrieval.rules import ColdStart, ImpressionSource, RuleConfig, apply_rules
+from tailor.errors import DataError
+from tailor.models import Event, EventKind, Evidence, Item, Recommendation
+from tailor.settings import Settings
+from tailor.store import Store, event_id
+
+__all__ = ["HybridRecommender", "item_text_vectors"]
+
+_MAX_EVIDENCE_EVENTS = 50
+
+
+def item_text_vectors(items: Sequence[Item], embedder: Any) -> dict[str, npt.NDArray[np.float32]]:
+    """Text vectors of the catalog (``Item.embedding_text``) through a ``retrieval.embeddings.Embedder``."""
+    vectors = embedder.encode([i.embedding_text() for i in items])
+    return {item.id: np.asarray(vectors[n], dtype=np.float32) for n, item in enumerate(items)}
+
+
+@dataclass(frozen=True)
+class _Log:
+    """A customer's purchases, oldest first, as plain lists: the request path stays out of pandas."""
+
+    event_ids: list[str]
+    item_ids: list[str]
+    days: npt.NDArray[np.float64]
+    orders: list[str]
+    by_item: dict[str, list[int]]
+
+    def before(self, day: float) -> _Log:
+        n = int(np.searchsorted(self.days, day, side="left"))
+        if n == len(self.days):
+            return self
+        return _Log.build(
+            list(zip(self.event_ids[:n], self.item_ids[:n], self.days[:n], self.orders[:n], strict=True))
+        )
+
+    @staticmethod
+    def build(rows: list[tuple[str, str, float, str]]) -> _Log:
+        rows = sorted(rows, key=lambda r: (r[2], r[0]))
+        by_item: dict[str, list[int]] = {}
+        for n, row in enumerate(rows):
+            by_item.setdefault(row[1], []).append(n)
+        return _Log(
+            event_ids=[r[0] for r in rows],
+            item_ids=[r[1] for r in rows],
+            days=np.asarray([r[2] for r in rows], dtype=np.float64),
+            orders=[r[3] for r in rows],
+            by_item=by_item,
+        )
+
+    def event_ids_for(self, item_ids: Iterable[str]) -> tuple[str, ...]:
+        idx = sorted(i for item in dict.fromkeys(item_ids) for i in self.by_item.get(item, ()))
+        return tuple(self.event_ids[i] for i in idx[-_MAX_EVIDENCE_EVENTS:])
+
+
+@dataclass
+class _CustomerState:
+    events: dict[str, Event] = field(default_factory=dict)
+    log: _Log | None = None  # purchases, rebuilt lazily after a change
+
+    def purchases(self) -> _Log:
+        if self.log is None:
+            self.log = _Log.build(
+                [
+                    (key, e.item_id, to_day(pd.Timestamp(e.timestamp)), e.order_id or key)
+                    for key, e in self.events.items()
+                    if e.kind is EventKind.PURCHASE and e.item_id
+                ]
+            )
+        return self.log
+
+    def returned(self) -> set[str]:
+        return {e.item_id for e in self.events.values() if e.kind is EventKind.RETURN and e.item_id}
+
+
+class HybridRecommender:
+    """Implements ``retrieval.base.Recommender`` on a fitted ``Ranker`` and a ``Store``."""
+
+    def __init__(
+        self,
+        store: Store,
+        ranker: Ranker,
+        *,
+        settings: Settings | None = None,
+        text_vectors: Mapping[str, npt.NDArray[np.floating[Any]]] | None = None,
+        impressions: ImpressionSource | None = None,
+        rules: RuleConfig | None = None,
+        cold_start: ColdStart | None = None,
+    ) -> None:
+        self.store = store
+        self.ranker = ranker
+        self.settings = settings or Settings()
+        self.rules = rules or RuleConfig.from_settings(self.settings)
+        self.impressions = impressions
+        self.catalog: dict[str, Item] = store.item_map()
+        self._text_ids = sorted(text_vectors) if text_vectors else []
+        self._text_index = {x: i for i, x in enumerate(self._text_ids)}
+        self._text = (
+            np.stack([np.asarray(text_vectors[i], dtype=np.float32) for i in self._text_ids])
+            if text_vectors
+            else np.zeros((0, 0), dtype=np.float32)
+        )
+        if len(self._text):
+            self._text /= np.maximum(np.linalg.norm(self._text, axis=1, keepdims=True), 1e-9)
+        self.cold = cold_start or self._cold_start(text_vectors)
+        self._new_items = [i for i in self.catalog if i not in ranker.item_index]
+        self._states: dict[str, _CustomerState] = {}
+        self._countries: dict[str, str] = {}
+        self._lock = threading.RLock()
+
+    def _cold_start(self, text_vectors: Mapping[str, npt.NDArray[np.floating[Any]]] | None) -> ColdStart:
+        frame = purchases_from_store(self.store)
+        countries = {c.id: c.country for c in self.store.customers()}
+        return ColdStart(frame, countries, text_vectors)
+
+    @classmethod
+    def build(
+        cls,
+        store: Store,
+        settings: Settings,
+        *,
+        embedder: Any | None = None,
+        ranker_path: Path | None = None,
+        now: datetime | None = None,
+    ) -> HybridRecommender:
+        """Load the saved ranker (or fit and save one on the store's purchases) and embed the catalog."""
+        store.require_data()
+        path = ranker_path or settings.data_dir / "ranker"
+        vectors = None
+        if embedder is not None:
+            vectors = item_text_vectors(store.items(), embedder)
+        if path.with_suffix(".npz").exists():
+            ranker = Ranker.load(path)
+        else:
+            moment = now or _settings_now(settings) or store.last_event_time()
+            if moment is None:
+                raise DataError(
+                    "the store has no events to fit the ranker on", hint="run `tailor import` first"
+                )
+            ranker = Ranker().fit(purchases_from_store(store), vectors, now=moment)
+            ranker.save(path)
+        return cls(store, ranker, settings=settings, text_vectors=vectors)
+
+    # -- state -----------------------------------------------------------------------------------
+    def _state(self, customer_id: str) -> _CustomerState:
+        with self._lock:
+            state = self._states.get(customer_id)
+            if state is None:
+                events = self.store.events(customer_id, kinds=(EventKind.PURCHASE, EventKind.RETURN))
+                state = _CustomerState(events={e.id or event_id(e): e for e in events})
+                self._states[customer_id] = state
+            return state
+
+    def observe(self, events: Iterable[Event]) -> int:
+        """Fold new events into the customers' in-memory state; returns how many were new to it."""
+        added = 0
+        with self._lock:
+            for event in events:
+                if event.kind not in (EventKind.PURCHASE, EventKind.RETURN):
+                    continue
+                state = self._state(event.customer_id)
+                key = event.id or event_id(event)
+                if key not in state.events:
+                    state.events[key] = event if event.id else event.model_copy(update={"id": key})
+                    state.log = None
+                    added += 1
+        return added
+
+    def forget(self, customer_id: str) -> None:
+        """Drop every cached entry about the customer (their events and derived state)."""
+        with self._lock:
+            self._states.pop(customer_id, None)
+            self._countries.pop(customer_id, None)
+
+    def cached_customers(self) -> list[str]:
+        with self._lock:
+            return sorted(set(self._states) | set(self._countries))
+
+    def _country(self, customer_id: str) -> str:
+        with self._lock:
+            if customer_id not in self._countries:
+                self._countries[customer_id] = self.store.get_customer(customer_id).country
+            return self._countries[customer_id]
+
+    # -- recommend -------------------------------------------------------------------------------
+    def recommend(
+        self,
+        customer_id: str,
+        k: int = 10,
+        *,
+        now: datetime | None = None,
+        session_item_ids: tuple[str, ...] = (),
+    ) -> list[Recommendation]:
+        if k < 1:
+            raise DataError(f"k must be >= 1, got {k}")
+        moment = now or _settings_now(self.settings) or datetime.now(UTC)
+        country = self._country(customer_id)  # unknown customers fail here, with NotFoundError
+        state = self._state(customer_id)
+        purchases = state.purchases().before(to_day(pd.Timestamp(moment)))
+        returned = state.returned()
+        if not any(i in self.ranker.item_index for i in purchases.by_item):
+            return self._cold(customer_id, k, moment, country, session_item_ids, returned)
+        history = History.from_log(
+            purchases.item_ids, purchases.days, purchases.orders, self.ranker.item_index
+        )
+        scored = self.ranker.score(customer_id, events=history, now=moment, k=max(6 * k, 60))
+        scores = {s.item_id: s.score for s in scored}
+        by_id = {s.item_id: s for s in scored}
+        if session_item_ids:
+            session = self._profile(list(session_item_ids))
+            for item_id in scores:
+                scores[item_id] += 0.5 * self._sim(session, item_id)
+        # A never-sold item close to the customer's taste takes the last slot, so new stock gets seen.
+        taste = self._taste_rows(purchases.item_ids)
+        fresh = self.cold.new_items_for(taste, self._new_items) if len(taste) else []
+        ranked = sorted(scores.items(), key=lambda p: (-p[1], p[0]))
+        result = apply_rules(
+            ranked,
+            customer_id=customer_id,
+            catalog=self.catalog,
+            now=moment,
+            config=self.rules,
+            returned=returned,
+            impressions=self.impressions,
+            k=k,
+        )
+        kept = result.kept
+        fresh_ok = apply_rules(
+            fresh[:3],
+            customer_id=customer_id,
+            catalog=self.catalog,
+            now=moment,
+            config=self.rules,
+            returned=returned,
+            impressions=self.impressions,
+        ).kept
+        if fresh_ok and len(kept) >= k:
+            kept = [*kept[: k - 1], (fresh_ok[0][0], kept[k - 2][1] if k >= 2 else fresh_ok[0][1])]
+        elif fresh_ok:
+            kept = [*kept, fresh_ok[0]][:k]
+        out = []
+        for rank, (item_id, score) in enumerate(kept, start=1):
+            if item_id in by_id:
+                evidence, sources = self._evidence(by_id[item_id], purchases, session_item_ids)
+            else:
+                evidence, sources = self._new_item_evidence(item_id, purchases), ("text",)
+            out.append(
+                Recommendation(
+                    item=self.catalog[item_id],
+                    score=float(score),
+                    rank=rank,
+                    sources=sources,
+                    evidence=evidence,
+                )
+            )
+        return out
+
+    def _profile(self, item_ids: Sequence[str]) -> npt.NDArray[np.float32] | None:
+        rows = [self._text_index[i] for i in item_ids[-50:] if i in self._text_index]
+        if not rows:
+            return None
+        vec = self._text[rows].mean(axis=0)
+        return np.asarray(vec / max(float(np.linalg.norm(vec)), 1e-9), dtype=np.float32)
+
+    def _taste_rows(self, item_ids: Sequence[str]) -> npt.NDArray[np.float32]:
+        recent = list(dict.fromkeys(reversed(item_ids)))[:50]
+        rows = [self._text_index[i] for i in recent if i in self._text_index]
+        return self._text[rows] if rows else np.zeros((0, 0), dtype=np.float32)
+
+    def _sim(self, profile: npt.NDArray[np.float32] | None, item_id: str) -> float:
+        j = self._text_index.get(item_id)
+        return 0.0 if profile is None or j is None else float(self._text[j] @ profile)
+
+    def _title(self, item_id: str) -> str:
+        item = self.catalog.get(item_id)
+        return item.title if item else item_id
+
+    def _evidence(
+        self, scored: ScoredItem, purchases: _Log, session: Sequence[str]
+    ) -> tuple[tuple[Evidence, ...], tuple[str, ...]]:
+        f = scored.features
+        evidence: list[Evidence] = []
+        mine = purchases.by_item.get(scored.item_id, [])
+        if mine:
+            last = pd.Timestamp(float(purchases.days[mine[-1]]) * DAY, unit="s", tz="UTC").date().isoformat()
+            n = len({purchases.orders[i] for i in mine})
+            evidence.append(
+                Evidence(
+                    kind="repeat_purchase",
+                    summary=f"bought {n} time{'s' if n != 1 else ''}, last on {last}",
+                    event_ids=purchases.event_ids_for([scored.item_id]),
+                    item_ids=(scored.item_id,),
+                    weight=float(f["orders"]),
+                )
+            )
+        history = purchases.item_ids
+        if "collaborative" in scored.sources or f["s_knn"] > 0:
+            why = self.ranker.contributors(scored.item_id, history, by="collaborative")
+            if why:
+                names = ", ".join(self._title(i) for i, _ in why)
+                evidence.append(
+                    Evidence(
+                        kind="similar_customers",
+                        summary=f"often bought by customers who also bought {names}",
+                        event_ids=purchases.event_ids_for([i for i, _ in why]),
+                        item_ids=tuple(i for i, _ in why),
+                        weight=float(f["s_knn"]),
+                    )
+                )
+        if "text" in scored.sources:
+            why = self.ranker.contributors(scored.item_id, history, by="text", k=2)
+            if why:
+                evidence.append(
+                    Evidence(
+                        kind="text_similarity",
+                        summary="similar to " + ", ".join(self._title(i) for i, _ in why) + " you bought",
+                        event_ids=purchases.event_ids_for([i for i, _ in why]),
+                        item_ids=tuple(i for i, _ in why),
+                        weight=float(f["s_text"]),
+                    )
+                )
+        if "trending" in scored.sources and f["i_recent"] > 0:
+            evidence.append(
+                Evidence(
+                    kind="trending",
+                    summary=f"bought by {int(f['i_recent'])} customers in the last 4 weeks",
+                    item_ids=(scored.item_id,),
+                    weight=float(f["i_trend"]),
+                )
+            )
+        if session:
+            evidence.append(
+                Evidence(
+                    kind="recent_view",
+                    summary="related to what was viewed in this session",
+                    item_ids=tuple(session),
+                )
+            )
+        return tuple(evidence), scored.sources
+
+    def _new_item_evidence(self, item_id: str, purchases: _Log) -> tuple[Evidence, ...]:
+        history = purchases.item_ids
+        j = self._text_index.get(item_id)
+        rows = [(h, self._text_index[h]) for h in dict.fromkeys(history) if h in self._text_index]
+        if j is None or not rows:
+            return (Evidence(kind="text_similarity", summary="new in the catalog", item_ids=(item_id,)),)
+        sims = self._text[[r for _, r in rows]] @ self._text[j]
+        best = [rows[int(i)][0] for i in np.argsort(-sims)[:2]]
+        return (
+            Evidence(
+                kind="text_similarity",
+                summary="new in the catalog, similar to "
+                + ", ".join(self._title(i) for i in best)
+                + " you bought",
+                event_ids=purchases.event_ids_for(best),
+                item_ids=(item_id, *best),
+                weight=float(sims.max()),
+            ),
+        )
+
+    def _cold(
+        self,
+        customer_id: str,
+        k: int,
+        now: datetime,
+        country: str,
+        session: Sequence[str],
+        returned: set[str],
+    ) -> list[Recommendation]:
+        picks = self.cold.rank(now=now, country=country, session_item_ids=session, k=max(6 * k, 60))
+        by_id = {p.item_id: p for p in picks}
+        result = apply_rules(
+            [(p.item_id, p.score) for p in picks],
+            customer_id=customer_id,
+            catalog=self.catalog,
+            now=now,
+            config=self.rules,
+            returned=returned,
+            impressions=self.impressions,
+            k=k,
+        )
+        out = []
+        for rank, (item_id, score) in enumerate(result.kept, start=1):
+            pick = by_id[item_id]
+            evidence = tuple(
+                Evidence(
+                    kind=kind,
+                    summary=reason,
+                    item_ids=(item_id, *session) if kind == "recent_view" else (item_id,),
+                )
+                for kind, reason in pick.why
+            )
+            out.append(
+                Recommendation(
+                    item=self.catalog[item_id],
+                    score=float(score),
+                    rank=rank,
+                    sources=("cold_start", *dict.fromkeys(kind for kind, _ in pick.why)),
+                    evidence=evidence,
+                )
+            )
+        return out
+
+
+def _settings_now(settings: Settings) -> datetime | None:
+    if not settings.now:
+        return None
+    try:
+        moment = datetime.fromisoformat(settings.now)
+    except ValueError as exc:
+        raise DataError(f"TAILOR_NOW is not an ISO timestamp: {settings.now!r}") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

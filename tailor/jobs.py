@@ -1,0 +1,250 @@
+"""The background runner of email triggers and campaigns.
+
+All state is in the ops database: a job is a set of (job, customer) items, each written once when it
+finishes. The runner only ever asks "what is the oldest pending item that is due?", so after a crash or
+SIGKILL it simply carries on where it stopped: finished items are never redone, unfinished ones are
+redone (nothing was sent for them, so that is not a duplicate).
+
+A backend that is down (Qdrant, or the model endpoint with ``llm_unavailable='defer'``) does not fail an
+item: it stays pending with a growing delay, and the job reports it as ``deferred``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from tailor.errors import BackendError, DataError, NotFoundError, TailorError
+from tailor.metrics import Metrics, record_outcome
+from tailor.models import Customer, Email, Event, Explanation, Recommendation, Refusal
+from tailor.ops import JobItem, Ops
+from tailor.settings import Settings
+from tailor.store import Store
+
+__all__ = ["EmailOutcomeLike", "Facade", "JobRunner", "TriggerSpec", "check_callback_url", "to_trigger"]
+
+log = logging.getLogger("tailor.jobs")
+
+_MAX_DELAY_S = 300.0
+_CALLBACK_TRIES = 5
+
+
+class TriggerSpec(BaseModel):
+    """The trigger part of a request; turned into ``agent.Trigger`` when the agent is installed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["campaign", "abandoned_cart", "browse", "support_contact", "win_back"]
+    campaign_id: str | None = Field(None, max_length=200)
+    item_ids: list[str] = Field(default_factory=list, max_length=50)
+
+
+class EmailOutcomeLike(Protocol):
+    @property
+    def email(self) -> Email | None: ...
+    @property
+    def refusal(self) -> Refusal | None: ...
+    @property
+    def audit(self) -> list[dict[str, Any]]: ...
+
+
+@runtime_checkable
+class Facade(Protocol):
+    """What the service needs from ``tailor.service.Tailor`` (``set_consent`` is used when it has one)."""
+
+    settings: Settings
+    store: Store
+
+    def recommend(self, customer_id: str, k: int = 10) -> list[Recommendation]: ...
+    def email(self, customer_id: str, trigger: Any) -> Any: ...
+    def why(self, customer_id: str, item_id: str) -> Explanation: ...
+    def support(self, customer_id: str, question: str) -> Any: ...
+    def ingest(self, events: Sequence[Event], customers: Sequence[Customer] = ()) -> dict[str, int]: ...
+    def forget(self, customer_id: str) -> dict[str, int]: ...
+    def health(self) -> dict[str, bool]: ...
+    def close(self) -> None: ...
+
+
+def to_trigger(spec: TriggerSpec) -> Any:
+    """The agent's Trigger (from ``agent``, or ``agent.state`` where it is defined), else the spec itself.
+
+    Imported by name at call time: the service must start, and keep jobs queued, even where the agent
+    package is absent or broken.
+    """
+    for module in ("agent", "agent.state"):
+        try:
+            cls = importlib.import_module(module).Trigger
+        except (ImportError, AttributeError):
+            continue
+        return cls(**spec.model_dump(exclude_none=True))
+    return spec
+
+
+def check_callback_url(url: str, allowed: Sequence[str]) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise DataError(f"callback_url {url!r} is not an http(s) URL")
+    if parts.hostname not in allowed:
+        raise DataError(
+            f"callback_url host {parts.hostname!r} is not allowed",
+            hint="add it to TAILOR_CALLBACK_HOSTS",
+        )
+    return url
+
+
+def _outcome_result(outcome: Any) -> tuple[Literal["done", "refused"], dict[str, Any], str | None]:
+    email = getattr(outcome, "email", None)
+    refusal = getattr(outcome, "refusal", None)
+    if email is not None:
+        return "done", {"email": email.model_dump(mode="json")}, None
+    if refusal is not None:
+        return "refused", {"refusal": refusal.model_dump(mode="json")}, str(refusal.reason)
+    raise DataError("the agent returned neither an email nor a refusal")
+
+
+class JobRunner:
+    """One worker thread: items run one at a time, so the model endpoint sees one request at a time."""
+
+    def __init__(self, facade: Facade, ops: Ops, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.facade = facade
+        self.ops = ops
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._specs: dict[str, dict[str, Any]] = {}
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="tailor-jobs", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                worked = self.run_once()
+                self.deliver_callbacks()
+            except Exception:  # the runner must outlive any one bad item or database hiccup
+                log.exception("job runner iteration failed")
+                worked = False
+            if not worked:
+                due = self.ops.next_due_in()
+                self._wake.wait(timeout=1.0 if due is None else min(max(due, 0.05), 1.0))
+                self._wake.clear()
+
+    def _spec(self, job_id: str) -> dict[str, Any]:
+        if job_id not in self._specs:
+            self._specs[job_id] = self.ops.get_job(job_id).spec
+        return self._specs[job_id]
+
+    def run_once(self) -> bool:
+        """Process the next due item, if any. True when one was processed (or deferred)."""
+        item = self.ops.next_item()
+        if item is None:
+            return False
+        self._process(item)
+        return True
+
+    def _process(self, item: JobItem) -> None:
+        spec = TriggerSpec.model_validate(self._spec(item.job_id)["trigger"])
+        try:
+            outcome = self.facade.email(item.customer_id, to_trigger(spec))
+            status, result, reason = _outcome_result(outcome)
+        except NotFoundError as exc:
+            self._finish(
+                item,
+                "refused",
+                {"refusal": {"reason": "unknown_customer", "detail": str(exc)}},
+                "unknown_customer",
+            )
+            return
+        except BackendError as exc:
+            delay = min(self.settings.job_retry_s * 2**item.attempts, _MAX_DELAY_S)
+            reason = f"deferred:{type(exc).__name__}"
+            log.warning(
+                "job %s customer %s deferred %.1fs: %s",
+                item.job_id,
+                item.customer_id,
+                delay,
+                type(exc).__name__,
+            )
+            self.ops.defer_item(item.job_id, item.customer_id, delay, reason)
+            self.metrics.inc("tailor_jobs_items_total", {"status": "deferred"})
+            return
+        except TailorError as exc:
+            self._finish(item, "failed", {"error": str(exc)}, type(exc).__name__)
+            return
+        except Exception as exc:
+            log.exception("job %s customer %s failed", item.job_id, item.customer_id)
+            self._finish(item, "failed", {"error": type(exc).__name__}, "internal_error")
+            return
+        record_outcome(
+            self.metrics,
+            getattr(outcome, "audit", None) or [],
+            outcome.email.fallback_parts if getattr(outcome, "email", None) is not None else (),
+        )
+        self._finish(item, status, result, reason)
+        self.ops.audit(
+            "email." + status,
+            key_id=None,
+            customer_id=item.customer_id,
+            detail={"job_id": item.job_id, "reason": reason},
+        )
+
+    def _finish(
+        self,
+        item: JobItem,
+        status: Literal["done", "refused", "failed"],
+        result: dict[str, Any],
+        reason: str | None,
+    ) -> None:
+        if self.ops.finish_item(item.job_id, item.customer_id, status, result, reason):
+            self.metrics.inc("tailor_jobs_items_total", {"status": status})
+
+    def deliver_callbacks(self) -> None:
+        for job_id in self.ops.jobs_needing_callback():
+            job = self.ops.get_job(job_id)
+            if job.callback_url is None:
+                continue
+            tries = int(job.callback_status.split(":")[1]) if job.callback_status else 0
+            payload = {
+                "job": job.as_dict(),
+                "results": [
+                    {"customer_id": i.customer_id, "status": i.status, "reason": i.reason, "result": i.result}
+                    for i in self.ops.job_items(job_id)
+                ],
+            }
+            try:
+                check_callback_url(job.callback_url, self.settings.callback_hosts)
+                response = httpx.post(job.callback_url, json=payload, timeout=5.0)
+                response.raise_for_status()
+            except (httpx.HTTPError, DataError) as exc:
+                tries += 1
+                status = (
+                    "failed" if tries >= _CALLBACK_TRIES or isinstance(exc, DataError) else f"retry:{tries}"
+                )
+                log.warning("callback for job %s failed (%s): %s", job_id, status, type(exc).__name__)
+                self.ops.set_callback_status(job_id, status)
+                if status != "failed":
+                    time.sleep(min(0.2 * 2**tries, 2.0))
+                continue
+            self.ops.set_callback_status(job_id, "delivered")

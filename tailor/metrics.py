@@ -1,0 +1,117 @@
+"""Prometheus text exposition (format 0.0.4), hand-written: a few counters and histograms need no library.
+
+Labels hold route templates (``/v1/customers/{customer_id}/recommendations``), never raw paths, so a
+customer id never becomes a label value (cardinality, and no personal data in the metrics store).
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
+
+__all__ = ["LATENCY_BUCKETS", "Metrics", "record_outcome"]
+
+LATENCY_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+LabelKey = tuple[tuple[str, str], ...]
+
+
+def _labels(labels: LabelKey) -> str:
+    if not labels:
+        return ""
+    inner = ",".join(
+        f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34)).replace(chr(10), " ")}"'
+        for k, v in labels
+    )
+    return "{" + inner + "}"
+
+
+class Metrics:
+    _HELP: ClassVar[dict[str, tuple[str, str]]] = {
+        "tailor_http_requests_total": ("counter", "HTTP requests by method, route and status."),
+        "tailor_http_request_duration_seconds": ("histogram", "HTTP request latency by route."),
+        "tailor_guardrail_blocks_total": ("counter", "Outputs blocked, by guardrail rail."),
+        "tailor_fallbacks_total": ("counter", "Email parts written by the template writer as a fallback."),
+        "tailor_llm_tokens_total": ("counter", "LLM tokens used, by kind (prompt, completion)."),
+        "tailor_jobs_items_total": ("counter", "Job items finished, by status."),
+        "tailor_rate_limited_total": ("counter", "Requests refused by the rate limiter."),
+    }
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counters: dict[str, dict[LabelKey, float]] = {}
+        self._hist: dict[str, dict[LabelKey, list[float]]] = {}  # bucket counts..., then sum, count
+
+    def inc(self, name: str, labels: Mapping[str, str] | None = None, value: float = 1.0) -> None:
+        key = tuple(sorted((labels or {}).items()))
+        with self._lock:
+            series = self._counters.setdefault(name, {})
+            series[key] = series.get(key, 0.0) + value
+
+    def observe(self, name: str, value: float, labels: Mapping[str, str] | None = None) -> None:
+        key = tuple(sorted((labels or {}).items()))
+        with self._lock:
+            series = self._hist.setdefault(name, {})
+            row = series.get(key)
+            if row is None:
+                row = series[key] = [0.0] * (len(LATENCY_BUCKETS) + 2)
+            idx = bisect.bisect_left(LATENCY_BUCKETS, value)
+            if idx < len(LATENCY_BUCKETS):
+                row[idx] += 1
+            row[-2] += value
+            row[-1] += 1
+
+    def value(self, name: str, labels: Mapping[str, str] | None = None) -> float:
+        key = tuple(sorted((labels or {}).items()))
+        with self._lock:
+            return self._counters.get(name, {}).get(key, 0.0)
+
+    def render(self) -> str:
+        lines: list[str] = []
+        with self._lock:
+            for name in sorted(set(self._HELP) | set(self._counters) | set(self._hist)):
+                kind, text = self._HELP.get(name, ("counter", name))
+                lines.append(f"# HELP {name} {text}")
+                lines.append(f"# TYPE {name} {kind}")
+                for key, val in sorted(self._counters.get(name, {}).items()):
+                    lines.append(f"{name}{_labels(key)} {val:g}")
+                for key, row in sorted(self._hist.get(name, {}).items()):
+                    cumulative = 0.0
+                    for bound, n in zip(LATENCY_BUCKETS, row, strict=False):
+                        cumulative += n
+                        lines.append(f"{name}_bucket{_labels((*key, ('le', f'{bound:g}')))} {cumulative:g}")
+                    lines.append(f"{name}_bucket{_labels((*key, ('le', '+Inf')))} {row[-1]:g}")
+                    lines.append(f"{name}_sum{_labels(key)} {row[-2]:g}")
+                    lines.append(f"{name}_count{_labels(key)} {row[-1]:g}")
+        return "\n".join(lines) + "\n"
+
+
+def _walk(entries: Iterable[Any]) -> Iterable[Mapping[str, Any]]:
+    for entry in entries:
+        if isinstance(entry, Mapping):
+            yield entry
+            for v in entry.values():
+                if isinstance(v, list):
+                    yield from _walk(v)
+
+
+def record_outcome(metrics: Metrics, audit: Iterable[Any], fallback_parts: Iterable[str] = ()) -> None:
+    """Count guardrail blocks, fallbacks and LLM tokens from an agent outcome's audit trace.
+
+    The trace is a list of dicts written by the agent; entries are read by the keys they carry
+    (``rail`` with ``passed`` false, ``usage`` with token counts), so new entry kinds are ignored.
+    """
+    for entry in _walk(audit):
+        rail = entry.get("rail")
+        if isinstance(rail, str) and entry.get("passed") is False:
+            metrics.inc("tailor_guardrail_blocks_total", {"rail": rail})
+        usage = entry.get("usage")
+        if isinstance(usage, Mapping):
+            for kind in ("prompt_tokens", "completion_tokens"):
+                n = usage.get(kind)
+                if isinstance(n, int | float):
+                    metrics.inc("tailor_llm_tokens_total", {"kind": kind.removesuffix("_tokens")}, float(n))
+    for part in fallback_parts:
+        metrics.inc("tailor_fallbacks_total", {"part": part.split(":", 1)[0]})

@@ -1,0 +1,463 @@
+"""Operational state of the HTTP service, in its own SQLite file (``settings.ops_path``).
+
+Kept apart from the customer store so that wiping or re-importing customer data never loses a job,
+an idempotency key or an API key. Every multi-row change is one transaction: a crash (even SIGKILL)
+leaves either the old state or the new one, which is what makes jobs resumable without duplicates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from tailor.errors import ConflictError, DataError, NotFoundError
+
+__all__ = [
+    "ROLES",
+    "ApiKey",
+    "IdempotentJob",
+    "Job",
+    "JobItem",
+    "Ops",
+    "Role",
+    "body_hash",
+]
+
+Role = Literal["crm", "support"]
+ROLES: tuple[Role, ...] = ("crm", "support")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY, salt TEXT NOT NULL, hash TEXT NOT NULL, role TEXT NOT NULL, name TEXT NOT NULL,
+    created REAL NOT NULL, revoked INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT NOT NULL, scope TEXT NOT NULL, body_hash TEXT NOT NULL, job_id TEXT NOT NULL,
+    created REAL NOT NULL, PRIMARY KEY (scope, key)
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, status TEXT NOT NULL, spec TEXT NOT NULL,
+    callback_url TEXT, callback_status TEXT, total INTEGER NOT NULL, created REAL NOT NULL,
+    updated REAL NOT NULL, key_id TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
+CREATE TABLE IF NOT EXISTS job_items (
+    job_id TEXT NOT NULL, customer_id TEXT NOT NULL, seq INTEGER NOT NULL, status TEXT NOT NULL,
+    reason TEXT, result TEXT, attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL NOT NULL DEFAULT 0,
+    updated REAL NOT NULL, PRIMARY KEY (job_id, customer_id)
+);
+CREATE INDEX IF NOT EXISTS job_items_pending ON job_items(status, next_attempt);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, key_id TEXT, action TEXT NOT NULL,
+    customer_id TEXT, detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_customer ON audit(customer_id);
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, customer_id TEXT NOT NULL, item_id TEXT,
+    job_id TEXT, signal TEXT NOT NULL, note TEXT
+);
+"""
+
+# Item states: pending (to do, maybe after a backoff), and the three final ones.
+_FINAL = ("done", "refused", "failed")
+
+
+def body_hash(body: Any) -> str:
+    """A canonical hash of a JSON body: key order and whitespace do not make two bodies differ."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _hash_secret(salt: str, secret: str) -> str:
+    return hashlib.sha256((salt + secret).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: str
+    role: Role
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: str
+    kind: str
+    status: str
+    spec: dict[str, Any]
+    callback_url: str | None
+    callback_status: str | None
+    total: int
+    counts: dict[str, int]
+    refusals: dict[str, int]
+    created: float
+    updated: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "status": self.status,
+            "total": self.total,
+            "done": self.counts.get("done", 0),
+            "refused": self.counts.get("refused", 0),
+            "failed": self.counts.get("failed", 0),
+            "pending": self.counts.get("pending", 0),
+            "deferred": self.counts.get("deferred", 0),
+            "refusal_reasons": self.refusals,
+            "callback_status": self.callback_status,
+            "created": self.created,
+            "updated": self.updated,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class JobItem:
+    job_id: str
+    customer_id: str
+    status: str
+    reason: str | None
+    result: dict[str, Any] | None
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotentJob:
+    job_id: str
+    created: bool  # False: a replay of an earlier request; the job is the first request's
+
+
+class Ops:
+    """Thread-safe access to the ops database (one connection, serialized; every call is short)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL, not NORMAL: a job result acknowledged to a client must survive a power cut too.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise DataError(f"cannot open the ops database {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    # -- API keys --------------------------------------------------------------------------------
+    def create_key(self, role: str, name: str = "") -> str:
+        """Create a key and return the token, which is shown once: only a salted hash is kept."""
+        if role not in ROLES:
+            raise DataError(f"unknown role {role!r}", hint=f"use one of {', '.join(ROLES)}")
+        key_id = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(24)
+        salt = secrets.token_hex(16)
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO api_keys (id, salt, hash, role, name, created) VALUES (?,?,?,?,?,?)",
+                (key_id, salt, _hash_secret(salt, secret), role, name, time.time()),
+            )
+        return f"tk_{key_id}_{secret}"
+
+    def verify_key(self, token: str) -> ApiKey | None:
+        parts = token.split("_", 2)
+        if len(parts) != 3 or parts[0] != "tk":
+            return None
+        _, key_id, secret = parts
+        rows = self._query("SELECT salt, hash, role, name FROM api_keys WHERE id=? AND revoked=0", (key_id,))
+        if not rows:
+            return None
+        salt, stored, role, name = rows[0]
+        # Constant-time comparison, so response timing does not leak how much of a guess was right.
+        if not hmac.compare_digest(_hash_secret(salt, secret), stored):
+            return None
+        return ApiKey(id=key_id, role=role, name=name)
+
+    def revoke_key(self, key_id: str) -> None:
+        with self._tx() as db:
+            if db.execute("UPDATE api_keys SET revoked=1 WHERE id=?", (key_id,)).rowcount == 0:
+                raise NotFoundError("api key", key_id)
+
+    # -- jobs ------------------------------------------------------------------------------------
+    def create_job(
+        self,
+        kind: str,
+        customer_ids: Sequence[str],
+        spec: dict[str, Any],
+        *,
+        callback_url: str | None = None,
+        key_id: str | None = None,
+        idempotency: tuple[str, str, str] | None = None,
+    ) -> IdempotentJob:
+        """Create a job with one pending item per customer, all in one transaction.
+
+        ``idempotency`` is ``(scope, key, body_hash)``: the key is claimed in the same transaction
+        that creates the job, so of any number of concurrent replays exactly one creates a job and
+        the others get its id (or a ConflictError if their body differs).
+        """
+        unique = list(dict.fromkeys(customer_ids))
+        now = time.time()
+        job_id = "job_" + uuid.uuid4().hex[:16]
+        with self._tx() as db:
+            if idempotency is not None:
+                scope, key, digest = idempotency
+                row = db.execute(
+                    "SELECT body_hash, job_id FROM idempotency WHERE scope=? AND key=?", (scope, key)
+                ).fetchone()
+                if row is not None:
+                    if row[0] != digest:
+                        raise ConflictError(
+                            f"Idempotency-Key {key!r} was already used with a different body",
+                            hint="use a new key for a new request",
+                        )
+                    return IdempotentJob(job_id=row[1], created=False)
+                db.execute("INSERT INTO idempotency VALUES (?,?,?,?,?)", (key, scope, digest, job_id, now))
+            db.execute(
+                "INSERT INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (job_id, kind, "queued", json.dumps(spec), callback_url, None, len(unique), now, now, key_id),
+            )
+            db.executemany(
+                "INSERT INTO job_items (job_id, customer_id, seq, status, updated) VALUES (?,?,?,?,?)",
+                [(job_id, cid, seq, "pending", now) for seq, cid in enumerate(unique)],
+            )
+        return IdempotentJob(job_id=job_id, created=True)
+
+    def get_job(self, job_id: str) -> Job:
+        rows = self._query(
+            "SELECT id, kind, status, spec, callback_url, callback_status, total, created, updated"
+            " FROM jobs WHERE id=?",
+            (job_id,),
+        )
+        if not rows:
+            raise NotFoundError("job", job_id)
+        jid, kind, status, spec, callback, cb_status, total, created, updated = rows[0]
+        counts: dict[str, int] = {}
+        for st, attempts, n in self._query(
+            "SELECT status, attempts > 0, COUNT(*) FROM job_items WHERE job_id=? GROUP BY 1, 2", (job_id,)
+        ):
+            counts[st] = counts.get(st, 0) + n
+            if st == "pending" and attempts:
+                # Pending after a failed attempt: waiting for a backend to come back.
+                counts["deferred"] = counts.get("deferred", 0) + n
+        refusals = {
+            r[0]: r[1]
+            for r in self._query(
+                "SELECT reason, COUNT(*) FROM job_items WHERE job_id=? AND status='refused' GROUP BY reason",
+                (job_id,),
+            )
+        }
+        return Job(
+            id=jid,
+            kind=kind,
+            status=status,
+            spec=json.loads(spec),
+            callback_url=callback,
+            callback_status=cb_status,
+            total=total,
+            counts=counts,
+            refusals=refusals,
+            created=created,
+            updated=updated,
+        )
+
+    def job_key(self, job_id: str) -> str | None:
+        rows = self._query("SELECT key_id FROM jobs WHERE id=?", (job_id,))
+        if not rows:
+            raise NotFoundError("job", job_id)
+        return rows[0][0]  # type: ignore[no-any-return]
+
+    def next_item(self, now: float | None = None) -> JobItem | None:
+        """The oldest pending item that is due (jobs in creation order), or None."""
+        now = time.time() if now is None else now
+        rows = self._query(
+            "SELECT i.job_id, i.customer_id, i.status, i.reason, i.result, i.attempts FROM job_items i"
+            " JOIN jobs j ON j.id = i.job_id WHERE i.status='pending' AND i.next_attempt<=?"
+            " ORDER BY j.created, i.seq LIMIT 1",
+            (now,),
+        )
+        if not rows:
+            return None
+        return self._item(rows[0])
+
+    def next_due_in(self, now: float | None = None) -> float | None:
+        """Seconds until the next deferred item is due, or None when nothing is pending."""
+        now = time.time() if now is None else now
+        rows = self._query("SELECT MIN(next_attempt) FROM job_items WHERE status='pending'")
+        if not rows or rows[0][0] is None:
+            return None
+        return max(0.0, float(rows[0][0]) - now)
+
+    def finish_item(
+        self,
+        job_id: str,
+        customer_id: str,
+        status: Literal["done", "refused", "failed"],
+        result: dict[str, Any] | None,
+        reason: str | None = None,
+    ) -> bool:
+        """Write an item's result once. False when it was already final (a resumed or raced worker)."""
+        now = time.time()
+        with self._tx() as db:
+            changed = db.execute(
+                "UPDATE job_items SET status=?, reason=?, result=?, attempts=attempts+1, updated=?"
+                " WHERE job_id=? AND customer_id=? AND status='pending'",
+                (
+                    status,
+                    reason,
+                    json.dumps(result) if result is not None else None,
+                    now,
+                    job_id,
+                    customer_id,
+                ),
+            ).rowcount
+            db.execute(
+                "UPDATE jobs SET status='running', updated=? WHERE id=? AND status='queued'", (now, job_id)
+            )
+            self._maybe_complete(db, job_id, now)
+        return changed == 1
+
+    def defer_item(self, job_id: str, customer_id: str, delay_s: float, reason: str) -> None:
+        """A backend was down: keep the item pending and try again after ``delay_s``."""
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "UPDATE job_items SET attempts=attempts+1, next_attempt=?, reason=?, updated=?"
+                " WHERE job_id=? AND customer_id=? AND status='pending'",
+                (now + delay_s, reason, now, job_id, customer_id),
+            )
+
+    @staticmethod
+    def _maybe_complete(db: sqlite3.Connection, job_id: str, now: float) -> None:
+        left = db.execute(
+            "SELECT COUNT(*) FROM job_items WHERE job_id=? AND status='pending'", (job_id,)
+        ).fetchone()[0]
+        if left == 0:
+            db.execute("UPDATE jobs SET status='done', updated=? WHERE id=?", (now, job_id))
+
+    def set_callback_status(self, job_id: str, status: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET callback_status=? WHERE id=?", (status, job_id))
+
+    def jobs_needing_callback(self) -> list[str]:
+        """Finished jobs whose callback has not been delivered (also after a restart)."""
+        rows = self._query(
+            "SELECT id FROM jobs WHERE status='done' AND callback_url IS NOT NULL"
+            " AND (callback_status IS NULL OR callback_status LIKE 'retry%') ORDER BY created"
+        )
+        return [r[0] for r in rows]
+
+    def job_items(self, job_id: str, *, final_only: bool = True) -> list[JobItem]:
+        self.get_job(job_id)
+        where = f" AND status IN ({','.join('?' * len(_FINAL))})" if final_only else ""
+        params: list[Any] = [job_id, *(_FINAL if final_only else ())]
+        rows = self._query(
+            "SELECT job_id, customer_id, status, reason, result, attempts FROM job_items"
+            f" WHERE job_id=?{where} ORDER BY seq",
+            params,
+        )
+        return [self._item(r) for r in rows]
+
+    @staticmethod
+    def _item(row: tuple[Any, ...]) -> JobItem:
+        job_id, cid, status, reason, result, attempts = row
+        return JobItem(
+            job_id=job_id,
+            customer_id=cid,
+            status=status,
+            reason=reason,
+            result=json.loads(result) if result else None,
+            attempts=attempts,
+        )
+
+    # -- audit and feedback ----------------------------------------------------------------------
+    def audit(
+        self,
+        action: str,
+        *,
+        key_id: str | None,
+        customer_id: str | None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO audit (ts, key_id, action, customer_id, detail) VALUES (?,?,?,?,?)",
+                (time.time(), key_id, action, customer_id, json.dumps(detail or {}, default=str)),
+            )
+
+    def audit_trail(self, customer_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        sql = "SELECT ts, key_id, action, customer_id, detail FROM audit"
+        params: list[Any] = []
+        if customer_id is not None:
+            sql += " WHERE customer_id=?"
+            params.append(customer_id)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        return [
+            {"ts": ts, "key_id": k, "action": a, "customer_id": c, "detail": json.loads(d)}
+            for ts, k, a, c, d in self._query(sql, params)
+        ]
+
+    def add_feedback(
+        self,
+        customer_id: str,
+        signal: str,
+        *,
+        item_id: str | None = None,
+        job_id: str | None = None,
+        note: str | None = None,
+    ) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO feedback (ts, customer_id, item_id, job_id, signal, note) VALUES (?,?,?,?,?,?)",
+                (time.time(), customer_id, item_id, job_id, signal, note),
+            )
+            return int(cur.lastrowid or 0)
+
+    def forget(self, customer_id: str) -> dict[str, int]:
+        """Remove a customer's operational traces: job results, feedback and audit detail.
+
+        The audit keeps one row saying that the customer was forgotten (and by which key), not what they were.
+        """
+        with self._tx() as db:
+            items = db.execute(
+                "UPDATE job_items SET result=NULL, reason=CASE WHEN status='pending' THEN reason ELSE"
+                " 'forgotten' END, status=CASE WHEN status='pending' THEN 'failed' ELSE status END"
+                " WHERE customer_id=?",
+                (customer_id,),
+            ).rowcount
+            feedback = db.execute("DELETE FROM feedback WHERE customer_id=?", (customer_id,)).rowcount
+            audit = db.execute("DELETE FROM audit WHERE customer_id=?", (customer_id,)).rowcount
+            for (job_id,) in db.execute(
+                "SELECT DISTINCT job_id FROM job_items WHERE customer_id=?", (customer_id,)
+            ).fetchall():
+                self._maybe_complete(db, job_id, time.time())
+        return {"job_results": items, "feedback": feedback, "audit": audit}

@@ -1,0 +1,346 @@
+"""Run the real HTTP service (uvicorn, in a subprocess on 127.0.0.1) for tests, and a scripted facade.
+
+``ServerProcess`` starts ``python -m tests.server`` on a free port with a temp data dir, waits for
+``/healthz`` and stops it (SIGTERM, or SIGKILL on request). The process serves ``tailor.api.create_app``
+over either the real ``tailor.service.Tailor`` (``facade="real"``) or ``ScriptedTailor`` below.
+
+``ScriptedTailor`` implements the facade contract over a real ``Store`` with plain rules; it exists so
+the HTTP layer (keys, idempotency, jobs, resumption, fallbacks) can be tested before and apart from the
+agent. It logs every email it writes to ``<data_dir>/emails.log`` so tests can count them, and, when
+``writer='openai'``, really calls the configured endpoint, so a dead or slow endpoint is real.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+from pydantic import BaseModel
+
+from tailor.errors import LLMError, LLMTimeoutError, NotFoundError
+from tailor.models import (
+    Consent,
+    Customer,
+    Email,
+    EmailProduct,
+    Event,
+    EventKind,
+    Evidence,
+    Explanation,
+    ExplanationSentence,
+    Item,
+    Recommendation,
+    Refusal,
+)
+from tailor.settings import Settings
+from tailor.store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Outcome(BaseModel):
+    email: Email | None = None
+    refusal: Refusal | None = None
+    audit: list[dict[str, Any]] = []
+
+
+class SupportAnswer(BaseModel):
+    customer_id: str
+    suggestions: list[str]
+
+
+class ScriptedTailor:
+    """The facade contract, by plain rules over a real store (see the module docstring)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(settings.store_path)
+        self.email_delay_s = float(os.environ.get("TAILOR_TEST_EMAIL_DELAY", "0"))
+        self.emails_log = settings.data_dir / "emails.log"
+
+    def close(self) -> None:
+        self.store.close()
+
+    def _customer(self, customer_id: str) -> Customer:
+        return self.store.get_customer(customer_id)
+
+    def recommend(self, customer_id: str, k: int = 10) -> list[Recommendation]:
+        self._customer(customer_id)
+        bought = {e.item_id for e in self.store.events(customer_id, kinds=[EventKind.PURCHASE])}
+        popularity = Counter(e.item_id for e in self.store.events(kinds=[EventKind.PURCHASE]))
+        items = sorted(self.store.items(), key=lambda i: (-popularity.get(i.id, 0), i.id))
+        out: list[Recommendation] = []
+        for item in items:
+            if item.id in bought:
+                continue
+            evidence = Evidence(kind="popular", summary=f"bought {popularity.get(item.id, 0)} times")
+            out.append(
+                Recommendation(
+                    item=item,
+                    score=float(popularity.get(item.id, 0)),
+                    rank=len(out) + 1,
+                    sources=("popular",),
+                    evidence=(evidence,),
+                )
+            )
+            if len(out) == k:
+                break
+        return out
+
+    def why(self, customer_id: str, item_id: str) -> Explanation:
+        self._customer(customer_id)
+        item = self.store.get_item(item_id)
+        evidence = Evidence(kind="popular", summary="popular", item_ids=(item.id,))
+        sentence = ExplanationSentence(
+            text=f"{item.title} is popular with other customers.", evidence=(evidence,)
+        )
+        return Explanation(customer_id=customer_id, item_id=item_id, sentences=(sentence,))
+
+    def support(self, customer_id: str, question: str) -> SupportAnswer:
+        recs = self.recommend(customer_id, 3)
+        return SupportAnswer(customer_id=customer_id, suggestions=[r.item.title for r in recs])
+
+    def ingest(self, events: Sequence[Event], customers: Sequence[Customer] = ()) -> dict[str, int]:
+        if customers:
+            self.store.upsert_customers(customers)
+        for e in events:
+            if not self.store.has_customer(e.customer_id):
+                raise NotFoundError("customer", e.customer_id, hint="identify the customer first")
+        ids = self.store.add_events(events)
+        return {"events": len(ids), "customers": len(customers)}
+
+    def set_consent(self, customer_id: str, consent: Consent) -> Customer:
+        customer = self._customer(customer_id).model_copy(update={"consent": consent})
+        self.store.upsert_customers([customer])
+        return customer
+
+    def forget(self, customer_id: str) -> dict[str, int]:
+        self._customer(customer_id)
+        return self.store.delete_customer(customer_id)
+
+    def health(self) -> dict[str, bool]:
+        return {"store": self.store.counts()["items"] > 0, "qdrant": True}
+
+    def _llm_subject(self, customer: Customer) -> tuple[str, list[dict[str, Any]]]:
+        base = (self.settings.llm_base_url or "").rstrip("/")
+        try:
+            response = httpx.post(
+                f"{base}/chat/completions",
+                json={"model": self.settings.llm_model, "messages": [{"role": "user", "content": "subject"}]},
+                timeout=self.settings.llm_timeout_s,
+            )
+            response.raise_for_status()
+            data = response.json()
+        except httpx.TimeoutException as exc:
+            raise LLMTimeoutError(f"model endpoint timed out: {exc}") from exc
+        except httpx.HTTPError as exc:
+            raise LLMError(f"model endpoint failed: {exc}") from exc
+        return str(data["choices"][0]["message"]["content"]), [
+            {"step": "generate", "usage": data.get("usage", {})}
+        ]
+
+    def email(self, customer_id: str, trigger: Any) -> Outcome:
+        if not self.store.has_customer(customer_id):
+            raise NotFoundError("customer", customer_id)
+        customer = self._customer(customer_id)
+        if not customer.consent.marketing_email:
+            return Outcome(
+                refusal=Refusal(customer_id=customer_id, reason="no_marketing_consent", detail="opted out")
+            )
+        time.sleep(self.email_delay_s)
+        subject = f"Picked for you, {customer.first_name}"
+        audit: list[dict[str, Any]] = []
+        fallback: tuple[str, ...] = ()
+        if self.settings.writer == "openai":
+            try:
+                subject, audit = self._llm_subject(customer)
+            except LLMError:
+                if self.settings.llm_unavailable == "defer":
+                    raise
+                fallback = ("subject",)
+        products = tuple(
+            EmailProduct(
+                item_id=r.item.id,
+                title=r.item.title,
+                price_text=r.item.price_text,
+                url=r.item.url,
+                reason="popular",
+            )
+            for r in self.recommend(customer_id, 3)
+        )
+        email = Email(
+            customer_id=customer_id,
+            action=str(getattr(trigger, "kind", "campaign")),
+            subject=subject,
+            preheader="",
+            body_text="Hello",
+            body_html="<p>Hello</p>",
+            products=products,
+            writer="openai" if self.settings.writer == "openai" and not fallback else "template",
+            fallback_parts=fallback,
+        )
+        with self.emails_log.open("a") as fh:
+            fh.write(customer_id + "\n")
+        return Outcome(email=email, audit=audit)
+
+
+def seed_store(data_dir: Path, n_customers: int = 3) -> list[str]:
+    """A small, real store: 6 items, ``n_customers`` customers (the second opted out), purchases."""
+    store = Store(data_dir / "tailor.db")
+    try:
+        items = [
+            Item(
+                id=f"I{n}",
+                title=f"Lantern {n}",
+                category="lighting" if n % 2 else "kitchen",
+                price=2.5 + n,
+                url=f"https://example-retail.test/p/I{n}",
+            )
+            for n in range(6)
+        ]
+        customers = [
+            Customer(
+                id=str(100 + n),
+                first_name=f"Ann{n}",
+                email=f"c{n}@example.test",
+                country="France" if n % 3 == 2 else "United Kingdom",
+                consent=Consent(marketing_email=n != 1, personalization=True),
+            )
+            for n in range(n_customers)
+        ]
+        # One purchase well before "now" (2011-12-10) and one within the last weeks: the real ranker fits on
+        # the earlier history to predict the later one.
+        times = [datetime(2011, 3, 1, tzinfo=UTC), datetime(2011, 11, 1, tzinfo=UTC)]
+        events = [
+            Event(
+                customer_id=c.id,
+                kind=EventKind.PURCHASE,
+                item_id=f"I{(j + k) % 6}",
+                quantity=1,
+                value=3.0,
+                timestamp=times[k].replace(day=1 + j % 28),
+                order_id=f"O{j}-{k}",
+            )
+            for j, c in enumerate(customers)
+            for k in range(2)
+        ]
+        store.import_all(items, customers, events)
+    finally:
+        store.close()
+    return [c.id for c in customers]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """The real server in a subprocess. Use as a context manager; ``kill()`` is SIGKILL, ``start()`` again
+    restarts it on the same port and data dir."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        env: dict[str, str] | None = None,
+        facade: str = "fake",
+        start_timeout: float = 60.0,
+    ) -> None:
+        self.start_timeout = start_timeout
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "TAILOR_DATA_DIR": str(data_dir),
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "PYTHONPATH": str(REPO),
+            **(env or {}),
+        }
+        self.facade = facade
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir / "server.log"
+
+    def start(self, timeout: float | None = None) -> ServerProcess:
+        timeout = self.start_timeout if timeout is None else timeout
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.server", "--port", str(self.port), "--facade", self.facade],
+            cwd=REPO,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.base_url + "/healthz", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"server did not become healthy in {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    import uvicorn
+
+    from tailor.api import create_app
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--facade", choices=["fake", "real"], default="fake")
+    args = parser.parse_args(argv)
+    settings = Settings()
+    facade = ScriptedTailor(settings) if args.facade == "fake" else None
+    uvicorn.run(create_app(settings, facade), host="127.0.0.1", port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

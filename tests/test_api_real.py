@@ -1,0 +1,128 @@
+"""The HTTP service over the real ``tailor.service.Tailor``: store, Qdrant, ranking and the agent.
+
+A slice of UCI Online Retail (40 customers, see conftest) is imported into a fresh data dir; the server
+runs in a uvicorn subprocess on 127.0.0.1 and is called over httpx.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tailor.api import create_key
+from tailor.service import Tailor
+from tailor.settings import Settings
+from tests.server import ServerProcess, free_port, seed_store
+
+pytestmark = pytest.mark.slow
+
+NOW = "2011-12-10T10:00:00+00:00"
+
+
+def _wait(predicate: Callable[[], bool], timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError("condition not met in time")
+
+
+def _imported(data_dir: Path, *, index: bool = True) -> list[str]:
+    """A small real store (see ``seed_store``), indexed as `tailor index` would; its customer ids."""
+    ids = seed_store(data_dir, n_customers=12)
+    if index:
+        with Tailor.open(Settings(data_dir=data_dir, now=NOW)) as tailor:
+            tailor.index()
+    return ids
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    data_dir = tmp_path_factory.mktemp("real") / "data"
+    busiest = _imported(data_dir)
+    settings = Settings(data_dir=data_dir)
+    crm = {"Authorization": f"Bearer {create_key(settings, 'crm')}"}
+    support = {"Authorization": f"Bearer {create_key(settings, 'support')}"}
+    proc = ServerProcess(data_dir, {"TAILOR_NOW": NOW}, facade="real", start_timeout=180)
+    with proc, httpx.Client(base_url=proc.base_url, timeout=300) as client:
+        yield {"client": client, "crm": crm, "support": support, "customers": busiest, "proc": proc}
+
+
+def test_real_recommendations_and_why(real: dict[str, Any]) -> None:
+    client, support, cid = real["client"], real["support"], real["customers"][0]
+    r = client.get(f"/v1/customers/{cid}/recommendations?k=5", headers=support)
+    assert r.status_code == 200, r.text
+    recs = r.json()["recommendations"]
+    assert len(recs) == 5 and all(x["evidence"] for x in recs)
+    item = recs[0]["item"]["id"]
+    why = client.get(f"/v1/customers/{cid}/recommendations/{item}/why", headers=support)
+    assert why.status_code == 200, why.text
+    assert why.json()["item_id"] == item and why.json()["sentences"]
+
+
+def test_real_email_trigger_runs_to_an_email_or_a_refusal(real: dict[str, Any]) -> None:
+    client, crm, cid = real["client"], real["crm"], real["customers"][1]
+    r = client.post(
+        "/v1/triggers/email",
+        headers={**crm, "Idempotency-Key": "real-1"},
+        json={"customer_id": cid, "trigger": {"kind": "win_back"}},
+    )
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+    _wait(lambda: client.get(f"/v1/jobs/{job_id}", headers=crm).json()["status"] == "done")
+    row = json.loads(client.get(f"/v1/jobs/{job_id}/results", headers=crm).text)
+    assert row["status"] in ("done", "refused")
+    if row["status"] == "done":
+        assert row["result"]["email"]["customer_id"] == cid and row["result"]["email"]["products"]
+    else:
+        assert row["result"]["refusal"]["reason"]
+
+
+def test_real_segment_events_update_the_customer_at_once(real: dict[str, Any]) -> None:
+    client, crm = real["client"], real["crm"]
+    call = {
+        "type": "track",
+        "userId": real["customers"][3],
+        "event": "Order Completed",
+        "messageId": "real-m1",
+        "timestamp": "2011-12-09T09:00:00Z",
+        "properties": {"order_id": "R1", "products": [{"product_id": "I4", "quantity": 2, "price": 6.5}]},
+    }
+    r = client.post("/v1/events", headers=crm, json=call)
+    assert r.status_code == 200, r.text
+    assert r.json()["ingested"]["events"] == 1 and r.json()["ingested"]["updated_customers"] == 1
+    bad = client.post(
+        "/v1/events", headers=crm, json={**call, "properties": {"products": [{"product_id": "NOPE"}]}}
+    )
+    assert bad.status_code == 404 and "NOPE" in bad.json()["error"]["message"]
+
+
+def test_real_forget_removes_the_customer_everywhere(real: dict[str, Any]) -> None:
+    client, crm, support, cid = real["client"], real["crm"], real["support"], real["customers"][4]
+    r = client.delete(f"/v1/customers/{cid}", headers=crm)
+    assert r.status_code == 200, r.text
+    assert r.json()["deleted"]["customers"] == 1
+    assert client.get(f"/v1/customers/{cid}/recommendations", headers=support).status_code == 404
+
+
+def test_qdrant_down_fails_readiness(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    _imported(data_dir, index=False)
+    env = {
+        "TAILOR_NOW": NOW,
+        "TAILOR_QDRANT_URL": f"http://127.0.0.1:{free_port()}",
+        "TAILOR_JOB_RETRY_S": "60",
+    }
+    proc = ServerProcess(data_dir, env, facade="real", start_timeout=180)
+    with proc, httpx.Client(base_url=proc.base_url, timeout=120) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["qdrant"] is False
+        assert ready.json()["checks"]["store"] is True
+        assert client.get("/healthz").status_code == 200  # alive, just not ready

@@ -1,0 +1,550 @@
+"""The real HTTP service, in a uvicorn subprocess on 127.0.0.1, over httpx.
+
+The facade behind it is ``tests.server.ScriptedTailor`` (a real store, plain rules, see its docstring),
+so these tests are about the service: auth, errors, idempotency, jobs, resumption, fallbacks, callbacks.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tailor.api import create_key
+from tailor.ops import Ops
+from tailor.settings import Settings
+from tests.server import ServerProcess, seed_store
+
+pytestmark = pytest.mark.slow
+
+
+class ScriptedHTTP:
+    """A tiny HTTP server on 127.0.0.1: POST answers come from a script (``ok``, ``500``, ``slow``), in
+    order; a request past the end of the script is answered 500 and recorded as an overrun, which the
+    tests assert never happens. GET ``/models`` answers with ``models_status``. POST bodies are kept."""
+
+    def __init__(self, script: list[str] | None = None, models_status: int = 200) -> None:
+        self.script = list(script or [])
+        self.models_status = models_status
+        self.posts: list[dict[str, Any]] = []
+        self.overruns = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _send(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up first: that is what a "slow" step is for
+
+            def do_GET(self) -> None:
+                self._send(outer.models_status, {"data": [{"id": "m"}]})
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                outer.posts.append(body)
+                if not outer.script:
+                    outer.overruns += 1
+                    self._send(500, {"error": "script ran out"})
+                    return
+                step = outer.script.pop(0)
+                if step == "slow":
+                    time.sleep(1.5)
+                    step = "ok"
+                if step == "500":
+                    self._send(500, {"error": "scripted failure"})
+                    return
+                usage = {"prompt_tokens": 7, "completion_tokens": 3}
+                self._send(200, {"choices": [{"message": {"content": "From the model"}}], "usage": usage})
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _wait(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def _keys(data_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
+    settings = Settings(data_dir=data_dir)
+    crm = create_key(settings, "crm", "test-crm")
+    support = create_key(settings, "support", "test-support")
+    return {"Authorization": f"Bearer {crm}"}, {"Authorization": f"Bearer {support}"}
+
+
+def _job_done(client: httpx.Client, crm: dict[str, str], job_id: str) -> Callable[[], bool]:
+    return lambda: client.get(f"/v1/jobs/{job_id}", headers=crm).json()["status"] == "done"
+
+
+def _emails(data_dir: Path) -> list[str]:
+    path = data_dir / "emails.log"
+    return path.read_text().split() if path.exists() else []
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, httpx.Client]]:
+    data_dir = tmp_path_factory.mktemp("api") / "data"
+    data_dir.mkdir()
+    seed_store(data_dir, n_customers=6)
+    with ServerProcess(data_dir) as proc, httpx.Client(base_url=proc.base_url, timeout=30) as client:
+        yield proc, client
+
+
+@pytest.fixture(scope="module")
+def keys(server: tuple[ServerProcess, httpx.Client]) -> tuple[dict[str, str], dict[str, str]]:
+    return _keys(server[0].data_dir)
+
+
+def _error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    err: dict[str, Any] = response.json()["error"]
+    assert err["code"] == code and set(err) == {"code", "message", "field"}
+    return err
+
+
+def test_probes_docs_and_openapi(server: tuple[ServerProcess, httpx.Client]) -> None:
+    _, client = server
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"]["store"] is True
+    assert "swagger" in client.get("/docs").text.lower()
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/events", "/v1/triggers/email", "/v1/campaigns", "/v1/jobs/{job_id}/results"} <= set(paths)
+
+
+def test_missing_wrong_and_misused_keys(server: tuple[ServerProcess, httpx.Client], keys: Any) -> None:
+    _, client = server
+    crm, support = keys
+    body = {"customer_id": "100", "trigger": {"kind": "browse"}}
+    _error(client.get("/v1/customers/100/recommendations"), 401, "unauthorized")
+    _error(
+        client.get("/v1/customers/100/recommendations", headers={"Authorization": "Bearer tk_x_y"}),
+        401,
+        "unauthorized",
+    )
+    err = _error(
+        client.post("/v1/triggers/email", headers={**support, "Idempotency-Key": "s1"}, json=body),
+        403,
+        "forbidden",
+    )
+    assert "support" in err["message"]
+    _error(client.get("/v1/customers/100/recommendations", headers=crm), 403, "forbidden")
+
+
+def test_malformed_invalid_and_oversized_bodies(
+    server: tuple[ServerProcess, httpx.Client], keys: Any
+) -> None:
+    _, client = server
+    crm, _ = keys
+    raw = {**crm, "Content-Type": "application/json"}
+    _error(client.post("/v1/events", headers=raw, content=b'{"events": [}'), 422, "malformed_json")
+    err = _error(
+        client.post(
+            "/v1/triggers/email",
+            headers={**crm, "Idempotency-Key": "v1"},
+            json={"customer_id": "100", "trigger": {"kind": "carrier_pigeon"}},
+        ),
+        422,
+        "invalid_request",
+    )
+    assert err["field"] == "trigger.kind"
+    err = _error(
+        client.post(
+            "/v1/triggers/email", headers=crm, json={"customer_id": "100", "trigger": {"kind": "browse"}}
+        ),
+        422,
+        "invalid_request",
+    )
+    assert err["field"] == "idempotency-key"
+    err = _error(
+        client.post("/v1/events", headers=crm, json={"events": [{"customer_id": "100", "kind": "view"}]}),
+        422,
+        "invalid_record",
+    )
+    assert err["field"] is not None and err["field"].startswith("events.0")
+    _error(
+        client.post("/v1/events", headers=raw, content=b"[" + b"1," * 600_000 + b"1]"),
+        413,
+        "payload_too_large",
+    )
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit must hold for streamed bodies too
+        for _ in range(40):
+            yield b" " * 50_000
+
+    _error(client.post("/v1/events", headers=raw, content=chunks()), 413, "payload_too_large")
+    _error(
+        client.put("/v1/customers/100/consent", headers=crm, json={"marketing_email": "maybe"}),
+        422,
+        "invalid_request",
+    )
+
+
+def test_support_endpoints(server: tuple[ServerProcess, httpx.Client], keys: Any) -> None:
+    _, client = server
+    _, support = keys
+    recs = client.get("/v1/customers/100/recommendations?k=3", headers=support).json()["recommendations"]
+    assert len(recs) == 3 and [r["rank"] for r in recs] == [1, 2, 3]
+    item = recs[0]["item"]["id"]
+    why = client.get(f"/v1/customers/100/recommendations/{item}/why", headers=support).json()
+    assert why["item_id"] == item and why["text"]
+    answer = client.post(
+        "/v1/support/suggestions",
+        headers=support,
+        json={"customer_id": "100", "question": "What goes with a lantern?"},
+    ).json()
+    assert answer["suggestions"]
+    err = _error(client.get("/v1/customers/nobody/recommendations", headers=support), 404, "not_found")
+    assert "nobody" in err["message"]
+    _error(client.get("/v1/customers/100/recommendations?k=0", headers=support), 422, "invalid_request")
+
+
+def test_events_native_and_segment(server: tuple[ServerProcess, httpx.Client], keys: Any) -> None:
+    _, client = server
+    crm, support = keys
+    identify = {
+        "type": "identify",
+        "userId": "900",
+        "traits": {"firstName": "Zed", "email": "zed@example.test", "country": "Spain"},
+    }
+    track = {
+        "type": "track",
+        "userId": "900",
+        "event": "Order Completed",
+        "messageId": "m-9",
+        "timestamp": "2011-12-05T10:00:00Z",
+        "properties": {"order_id": "O900", "products": [{"product_id": "I5", "quantity": 1}]},
+    }
+    r = client.post("/v1/events", headers=crm, json={"batch": [identify, track]})
+    assert r.status_code == 200, r.text
+    assert r.json()["ingested"] == {"events": 1, "customers": 1}
+    # The purchase counts at once: I5 is no longer recommended to the new customer.
+    recs = client.get("/v1/customers/900/recommendations?k=6", headers=support).json()["recommendations"]
+    assert "I5" not in [x["item"]["id"] for x in recs] and recs
+    native = {"events": [{"customer_id": "900", "kind": "view", "item_id": "I1", "timestamp": "2011-12-06"}]}
+    assert client.post("/v1/events", headers=crm, json=native).json()["events"] == 1
+    err = _error(
+        client.post("/v1/events", headers=crm, json={"type": "track", "userId": "900", "event": "Nope"}),
+        422,
+        "invalid_record",
+    )
+    assert err["field"] == "event"
+    _error(client.post("/v1/events", headers=crm, json={"events": []}), 422, "invalid_data")
+
+
+def test_idempotent_trigger_under_concurrent_replays(
+    server: tuple[ServerProcess, httpx.Client], keys: Any
+) -> None:
+    proc, client = server
+    crm, _ = keys
+    body = {"customer_id": "103", "trigger": {"kind": "win_back", "campaign_id": "w1"}}
+    headers = {**crm, "Idempotency-Key": "replay-103"}
+    before = _emails(proc.data_dir).count("103")
+
+    def send(_: int) -> httpx.Response:
+        with httpx.Client(base_url=proc.base_url, timeout=30) as c:
+            return c.post("/v1/triggers/email", headers=headers, json=body)
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        responses = list(pool.map(send, range(12)))
+    assert {r.status_code for r in responses} == {202}
+    assert len({r.json()["job_id"] for r in responses}) == 1
+    assert sorted(r.headers["Idempotent-Replayed"] for r in responses).count("false") == 1
+    job_id = responses[0].json()["job_id"]
+    _wait(_job_done(client, crm, job_id))
+    # A replay after completion still returns the first response, and does not send again.
+    again = client.post("/v1/triggers/email", headers=headers, json=body)
+    assert again.status_code == 202 and again.json() == responses[0].json()
+    assert _emails(proc.data_dir).count("103") == before + 1
+    conflict = client.post("/v1/triggers/email", headers=headers, json={**body, "customer_id": "104"})
+    _error(conflict, 409, "conflict")
+    lines = client.get(f"/v1/jobs/{job_id}/results", headers=crm).text.splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["result"]["email"]["customer_id"] == "103"
+
+
+def test_opted_out_customer_is_refused_with_reason(
+    server: tuple[ServerProcess, httpx.Client], keys: Any
+) -> None:
+    _, client = server
+    crm, _ = keys
+    r = client.post(
+        "/v1/triggers/email",
+        headers={**crm, "Idempotency-Key": "optout-101"},
+        json={"customer_id": "101", "trigger": {"kind": "browse"}},
+    )
+    job_id = r.json()["job_id"]
+    _wait(_job_done(client, crm, job_id))
+    job = client.get(f"/v1/jobs/{job_id}", headers=crm).json()
+    assert (job["refused"], job["refusal_reasons"]) == (1, {"no_marketing_consent": 1})
+    _error(
+        client.post(
+            "/v1/triggers/email",
+            headers={**crm, "Idempotency-Key": "ghost"},
+            json={"customer_id": "ghost", "trigger": {"kind": "browse"}},
+        ),
+        404,
+        "not_found",
+    )
+
+
+def test_callback_to_allowed_host_only(server: tuple[ServerProcess, httpx.Client], keys: Any) -> None:
+    _, client = server
+    crm, _ = keys
+    sink = ScriptedHTTP(script=["ok"])
+    try:
+        r = client.post(
+            "/v1/triggers/email",
+            headers={**crm, "Idempotency-Key": "cb-100"},
+            json={"customer_id": "100", "trigger": {"kind": "browse"}, "callback_url": sink.url + "/hook"},
+        )
+        assert r.status_code == 202, r.text
+        _wait(lambda: len(sink.posts) == 1)
+        assert sink.posts[0]["job"]["id"] == r.json()["job_id"]
+        assert sink.posts[0]["results"][0]["status"] == "done"
+        _wait(
+            lambda: (
+                client.get(f"/v1/jobs/{r.json()['job_id']}", headers=crm).json()["callback_status"]
+                == "delivered"
+            )
+        )
+        assert sink.overruns == 0
+    finally:
+        sink.close()
+    err = _error(
+        client.post(
+            "/v1/triggers/email",
+            headers={**crm, "Idempotency-Key": "cb-evil"},
+            json={
+                "customer_id": "100",
+                "trigger": {"kind": "browse"},
+                "callback_url": "https://evil.example/hook",
+            },
+        ),
+        422,
+        "invalid_data",
+    )
+    assert "evil.example" in err["message"]
+
+
+def test_consent_and_forget(server: tuple[ServerProcess, httpx.Client], keys: Any) -> None:
+    _, client = server
+    crm, support = keys
+    r = client.put(
+        "/v1/customers/104/consent", headers=crm, json={"marketing_email": False, "personalization": True}
+    )
+    assert r.json()["consent"] == {"marketing_email": False, "personalization": True}
+    deleted = client.delete("/v1/customers/104", headers=crm).json()["deleted"]
+    assert deleted["customers"] == 1 and deleted["events"] == 2
+    _error(client.get("/v1/customers/104/recommendations", headers=support), 404, "not_found")
+    _error(client.delete("/v1/customers/104", headers=crm), 404, "not_found")
+
+
+def test_metrics_count_requests_by_route_template(
+    server: tuple[ServerProcess, httpx.Client], keys: Any
+) -> None:
+    _, client = server
+    _, support = keys
+    client.get("/v1/customers/100/recommendations", headers=support)
+    text = client.get("/metrics").text
+    assert 'route="/v1/customers/{customer_id}/recommendations",status="200"' in text
+    assert "/v1/customers/100/" not in text  # ids never become label values
+    assert "tailor_http_request_duration_seconds_bucket" in text
+
+
+def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    seed_store(data_dir)
+    _, support = _keys(data_dir)
+    env = {"TAILOR_API_RATE_PER_S": "0.2", "TAILOR_API_RATE_BURST": "3"}
+    with ServerProcess(data_dir, env) as proc, httpx.Client(base_url=proc.base_url) as client:
+        codes = [client.get("/v1/customers/100/recommendations", headers=support) for _ in range(4)]
+        assert [r.status_code for r in codes] == [200, 200, 200, 429]
+        assert int(codes[-1].headers["Retry-After"]) >= 1
+        assert codes[-1].json()["error"]["code"] == "rate_limited"
+
+
+def test_campaign_survives_sigkill_without_duplicates(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    ids = seed_store(data_dir, n_customers=24)
+    crm, _ = _keys(data_dir)
+    proc = ServerProcess(data_dir, {"TAILOR_TEST_EMAIL_DELAY": "0.15"})
+    proc.start()
+    try:
+        client = httpx.Client(base_url=proc.base_url, timeout=30)
+        r = client.post(
+            "/v1/campaigns",
+            headers=crm,
+            json={"segment": {"customer_ids": ids}, "trigger": {"kind": "campaign", "campaign_id": "x"}},
+        )
+        assert r.status_code == 202, r.text
+        job_id = r.json()["job_id"]
+        assert r.json()["total"] == 24
+
+        def progressed() -> bool:
+            job = client.get(f"/v1/jobs/{job_id}", headers=crm).json()
+            return bool(job["done"] + job["refused"] >= 5)
+
+        _wait(progressed)
+        proc.kill()
+        client.close()
+        ops = Ops(data_dir / "ops.db")
+        at_kill = ops.get_job(job_id)
+        ops.close()
+        assert at_kill.status != "done" and at_kill.counts["pending"] > 0  # the kill really was mid-campaign
+        proc.start()
+        client = httpx.Client(base_url=proc.base_url, timeout=30)
+        _wait(_job_done(client, crm, job_id), timeout=60)
+        job = client.get(f"/v1/jobs/{job_id}", headers=crm).json()
+        opted_out = [c for n, c in enumerate(ids) if n == 1]
+        assert (job["done"], job["refused"], job["failed"]) == (23, 1, 0)
+        rows = [
+            json.loads(x) for x in client.get(f"/v1/jobs/{job_id}/results", headers=crm).text.splitlines()
+        ]
+        assert sorted(r["customer_id"] for r in rows) == sorted(ids)
+        assert [r["customer_id"] for r in rows if r["status"] == "refused"] == opted_out
+        # At most the one email in flight at the kill is written again; it was never delivered.
+        written = _emails(data_dir)
+        assert set(written) == set(ids) - set(opted_out)
+        assert len(written) - len(set(written)) <= 1
+        client.close()
+    finally:
+        proc.stop()
+
+
+def test_campaign_by_country_segment(server: tuple[ServerProcess, httpx.Client], keys: Any) -> None:
+    _, client = server
+    crm, _ = keys
+    r = client.post("/v1/campaigns", headers=crm, json={"segment": {"country": "france"}})
+    assert r.status_code == 202 and r.json()["total"] == 2  # customers 102 and 105, matched case-blind
+    _error(
+        client.post("/v1/campaigns", headers=crm, json={"segment": {"country": "Atlantis"}}),
+        422,
+        "invalid_record",
+    )
+    _error(client.post("/v1/campaigns", headers=crm, json={"segment": {}}), 422, "invalid_record")
+
+
+def _llm_server(data_dir: Path, llm: ScriptedHTTP, mode: str) -> ServerProcess:
+    env = {
+        "TAILOR_WRITER": "openai",
+        "TAILOR_LLM_BASE_URL": llm.url + "/v1",
+        "TAILOR_LLM_TIMEOUT_S": "0.5",
+        "TAILOR_LLM_UNAVAILABLE": mode,
+        "TAILOR_JOB_RETRY_S": "0.3",
+    }
+    return ServerProcess(data_dir, env)
+
+
+def test_llm_500_with_defer_keeps_the_job_until_the_model_answers(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    seed_store(data_dir)
+    crm, _ = _keys(data_dir)
+    llm = ScriptedHTTP(script=["500", "500", "ok"], models_status=500)
+    try:
+        with _llm_server(data_dir, llm, "defer") as proc, httpx.Client(base_url=proc.base_url) as client:
+            ready = client.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["checks"]["llm"] is False
+            r = client.post(
+                "/v1/triggers/email",
+                headers={**crm, "Idempotency-Key": "d1"},
+                json={"customer_id": "100", "trigger": {"kind": "browse"}},
+            )
+            job_id = r.json()["job_id"]
+            _wait(lambda: client.get(f"/v1/jobs/{job_id}", headers=crm).json()["deferred"] == 1)
+            _wait(_job_done(client, crm, job_id))
+            row = json.loads(client.get(f"/v1/jobs/{job_id}/results", headers=crm).text)
+            assert row["result"]["email"]["subject"] == "From the model"
+            assert row["result"]["email"]["writer"] == "openai"
+            assert len(llm.posts) == 3 and llm.overruns == 0
+            assert 'tailor_llm_tokens_total{kind="prompt"} 7' in client.get("/metrics").text
+            llm.models_status = 200
+            assert client.get("/readyz").status_code == 200
+    finally:
+        llm.close()
+
+
+def test_llm_timeout_with_fallback_uses_the_template_writer(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    seed_store(data_dir)
+    crm, _ = _keys(data_dir)
+    llm = ScriptedHTTP(script=["slow"])
+    try:
+        with _llm_server(data_dir, llm, "fallback") as proc, httpx.Client(base_url=proc.base_url) as client:
+            r = client.post(
+                "/v1/triggers/email",
+                headers={**crm, "Idempotency-Key": "t1"},
+                json={"customer_id": "100", "trigger": {"kind": "browse"}},
+            )
+            job_id = r.json()["job_id"]
+            _wait(_job_done(client, crm, job_id))
+            email = json.loads(client.get(f"/v1/jobs/{job_id}/results", headers=crm).text)["result"]["email"]
+            assert email["writer"] == "template" and email["fallback_parts"] == ["subject"]
+            assert 'tailor_fallbacks_total{part="subject"} 1' in client.get("/metrics").text
+            assert llm.overruns == 0 and not llm.script
+    finally:
+        llm.close()
+
+
+def test_jobs_are_visible_to_their_key_only(server: tuple[ServerProcess, httpx.Client], keys: Any) -> None:
+    proc, client = server
+    crm, _ = keys
+    other = {"Authorization": f"Bearer {create_key(Settings(data_dir=proc.data_dir), 'crm', 'other')}"}
+    r = client.post(
+        "/v1/triggers/email",
+        headers={**crm, "Idempotency-Key": "mine-1"},
+        json={"customer_id": "100", "trigger": {"kind": "browse"}},
+    )
+    job_id = r.json()["job_id"]
+    assert client.get(f"/v1/jobs/{job_id}", headers=crm).status_code == 200
+    _error(client.get(f"/v1/jobs/{job_id}", headers=other), 404, "not_found")
+    _error(client.get(f"/v1/jobs/{job_id}/results", headers=other), 404, "not_found")
+    # The idempotency key is per role scope, but the replayed job still belongs to the first key.
+    _error(client.get("/v1/jobs/job_nope", headers=crm), 404, "not_found")
+
+
+def test_feedback_is_recorded_for_known_customers(
+    server: tuple[ServerProcess, httpx.Client], keys: Any
+) -> None:
+    _, client = server
+    crm, _ = keys
+    r = client.post(
+        "/v1/feedback", headers=crm, json={"customer_id": "100", "signal": "click", "item_id": "I2"}
+    )
+    assert r.status_code == 201 and r.json()["id"] >= 1
+    _error(
+        client.post("/v1/feedback", headers=crm, json={"customer_id": "nobody", "signal": "click"}),
+        404,
+        "not_found",
+    )
+    err = _error(
+        client.post("/v1/feedback", headers=crm, json={"customer_id": "100", "signal": "meh"}),
+        422,
+        "invalid_request",
+    )
+    assert err["field"] == "signal"

@@ -1,0 +1,116 @@
+"""The ops database: hashed keys, atomic idempotency, write-once job items, forgetting."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from tailor.errors import ConflictError, DataError, NotFoundError
+from tailor.ops import Ops, body_hash
+
+
+@pytest.fixture
+def ops(tmp_path: Path) -> Ops:
+    o = Ops(tmp_path / "ops.db")
+    yield o  # type: ignore[misc]
+    o.close()
+
+
+def test_keys_are_stored_hashed_and_verified(ops: Ops, tmp_path: Path) -> None:
+    token = ops.create_key("crm", "crm-prod")
+    key = ops.verify_key(token)
+    assert key is not None and key.role == "crm" and key.name == "crm-prod"
+    secret = token.split("_", 2)[2]
+    raw = (tmp_path / "ops.db").read_bytes() + (tmp_path / "ops.db-wal").read_bytes()
+    assert secret.encode() not in raw
+    assert ops.verify_key(token[:-1] + ("A" if token[-1] != "A" else "B")) is None
+    assert ops.verify_key("not-a-key") is None
+    ops.revoke_key(key.id)
+    assert ops.verify_key(token) is None
+
+
+def test_unknown_role_is_refused_by_name(ops: Ops) -> None:
+    with pytest.raises(DataError, match="unknown role 'admin'"):
+        ops.create_key("admin")
+
+
+def test_body_hash_ignores_key_order() -> None:
+    assert body_hash({"a": 1, "b": [1, 2]}) == body_hash({"b": [1, 2], "a": 1})
+    assert body_hash({"a": 1}) != body_hash({"a": 2})
+
+
+def test_concurrent_replays_create_exactly_one_job(tmp_path: Path) -> None:
+    # Separate connections, as separate server workers would have: the claim must be atomic in SQLite.
+    path = tmp_path / "ops.db"
+    Ops(path).close()
+    results: list[str] = []
+    created: list[bool] = []
+    barrier = threading.Barrier(12)
+
+    def claim() -> None:
+        o = Ops(path)
+        try:
+            barrier.wait()
+            r = o.create_job("email", ["c1"], {"x": 1}, idempotency=("email", "key-1", body_hash({"x": 1})))
+            results.append(r.job_id)
+            created.append(r.created)
+        finally:
+            o.close()
+
+    threads = [threading.Thread(target=claim) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 12 and len(set(results)) == 1
+    assert created.count(True) == 1
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 1
+
+
+def test_same_key_other_body_conflicts(ops: Ops) -> None:
+    ops.create_job("email", ["c1"], {"x": 1}, idempotency=("email", "k", body_hash({"x": 1})))
+    with pytest.raises(ConflictError, match="'k'"):
+        ops.create_job("email", ["c1"], {"x": 2}, idempotency=("email", "k", body_hash({"x": 2})))
+    # Another scope (another endpoint) may reuse the key.
+    assert ops.create_job("campaign", ["c1"], {"x": 2}, idempotency=("campaign", "k", "h")).created
+
+
+def test_items_are_written_once_and_the_job_completes(ops: Ops) -> None:
+    job = ops.create_job("campaign", ["a", "b", "a", "c"], {"trigger": {"kind": "campaign"}})
+    assert ops.get_job(job.job_id).total == 3  # duplicates in the segment are one item
+    first = ops.next_item()
+    assert first is not None and first.customer_id == "a"
+    assert ops.finish_item(job.job_id, "a", "done", {"email": 1})
+    assert not ops.finish_item(job.job_id, "a", "failed", None)  # a second writer loses
+    ops.finish_item(job.job_id, "b", "refused", {"refusal": 1}, "no_marketing_consent")
+    ops.defer_item(job.job_id, "c", 60.0, "deferred:LLMError")
+    state = ops.get_job(job.job_id)
+    assert (state.status, state.counts["pending"], state.counts["deferred"]) == ("running", 1, 1)
+    assert state.refusals == {"no_marketing_consent": 1}
+    assert ops.next_item() is None  # c is not due yet
+    assert ops.next_item(now=1e12) is not None
+    ops.finish_item(job.job_id, "c", "done", {"email": 2})
+    assert ops.get_job(job.job_id).status == "done"
+    assert [i.customer_id for i in ops.job_items(job.job_id)] == ["a", "b", "c"]
+    assert ops.job_items(job.job_id)[0].result == {"email": 1}
+
+
+def test_unknown_job_is_not_found(ops: Ops) -> None:
+    with pytest.raises(NotFoundError, match="job 'job_x'"):
+        ops.get_job("job_x")
+
+
+def test_forget_removes_results_feedback_and_audit(ops: Ops) -> None:
+    job = ops.create_job("campaign", ["a", "b"], {})
+    ops.finish_item(job.job_id, "a", "done", {"email": {"subject": "hi Ann"}})
+    ops.add_feedback("a", "click", item_id="I1")
+    ops.audit("consent", key_id="k", customer_id="a", detail={"x": 1})
+    ops.audit("consent", key_id="k", customer_id="b")
+    assert ops.forget("a") == {"job_results": 1, "feedback": 1, "audit": 1}
+    item = ops.job_items(job.job_id)[0]
+    assert item.result is None and item.reason == "forgotten"
+    assert [r["customer_id"] for r in ops.audit_trail()] == ["b"]
