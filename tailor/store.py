@@ -274,7 +274,9 @@ class Store:
         return [r[0] for r in rows]
 
     def customers_with(self, kind: EventKind) -> list[str]:
-        return [r[0] for r in self._query("SELECT DISTINCT customer_id FROM events WHERE kind=?", (kind.value,))]
+        return [
+            r[0] for r in self._query("SELECT DISTINCT customer_id FROM events WHERE kind=?", (kind.value,))
+        ]
 
     def last_event_time(self) -> datetime | None:
         rows = self._query("SELECT MAX(ts) FROM events")

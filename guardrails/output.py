@@ -1,0 +1,50 @@
+"""Output handling: HTML is escaped or safe, links go only to allow-listed domains, no tracking images."""
+
+from __future__ import annotations
+
+import re
+import time
+from urllib.parse import urlsplit
+
+from guardrails._text import URL
+from guardrails.base import Finding, RailContext, Verdict
+
+__all__ = ["check", "name"]
+
+name = "output"
+
+_SCRIPT = re.compile(r"<\s*(?:script|iframe|object|embed|form|style)\b", re.IGNORECASE)
+_HANDLER = re.compile(r"<[^>]+\son\w+\s*=", re.IGNORECASE)
+_JS_URL = re.compile(r"(?:javascript|vbscript|data)\s*:", re.IGNORECASE)
+_REMOTE_IMG = re.compile(r"<\s*img\b[^>]*\bsrc\s*=\s*[\"']?https?://[^\"'\s>]*\?", re.IGNORECASE)
+
+
+def _domain_ok(url: str, allowed: tuple[str, ...]) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return any(host == d or host.endswith("." + d) for d in allowed)
+
+
+def check(text: str, context: RailContext, *, part: str | None = None) -> Verdict:
+    start = time.perf_counter()
+    findings: list[Finding] = []
+    for pattern, rule, message in (
+        (_SCRIPT, "active_html", "script-capable HTML"),
+        (_HANDLER, "event_handler", "an HTML event handler"),
+        (_JS_URL, "script_url", "a script or data URL"),
+        (_REMOTE_IMG, "tracking_image", "a remote image with a query string"),
+    ):
+        for m in pattern.finditer(text):
+            findings.append(Finding(rule, message, m.start(), m.end(), part=part))
+    allowed = tuple(d.lower() for d in context.allowed_domains)
+    for m in URL.finditer(text):
+        if not _domain_ok(m.group(), allowed):
+            findings.append(
+                Finding(
+                    "link_domain",
+                    f"link to a domain not allow-listed: {m.group()!r}",
+                    m.start(),
+                    m.end(),
+                    part=part,
+                )
+            )
+    return Verdict(name, not findings, tuple(findings), (time.perf_counter() - start) * 1000)
