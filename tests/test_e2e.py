@@ -1,0 +1,158 @@
+"""End to end on a slice of the real data: the real CLI, real embeddings, embedded Qdrant, the real graph."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tailor.errors import ConsentError, NotFoundError
+from tailor.models import Consent, Event, EventKind
+from tailor.service import Tailor
+from tailor.settings import Settings
+
+pytestmark = pytest.mark.slow
+NOW = "2011-12-10T10:00:00+00:00"
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    data_dir = tmp_path_factory.mktemp("demo")
+    done = subprocess.run(
+        [sys.executable, "-m", "tailor.cli", "demo", "--customers-limit", "40", "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return data_dir, done.stdout
+
+
+@pytest.fixture
+def tailor(demo_run: tuple[Path, str]) -> Iterator[Tailor]:
+    with Tailor.open(Settings(data_dir=demo_run[0], now=NOW)) as t:
+        yield t
+
+
+def test_demo_prints_three_customers_end_to_end(demo_run: tuple[Path, str]) -> None:
+    out = demo_run[1]
+    assert out.count("Customer ") >= 3
+    assert out.count("Subject:") + out.count("No email for customer") == 3
+    assert out.count("Why item") == 3
+    assert "https://example-retail.test/p/" in out and "£" in out
+
+
+def test_second_demo_run_reembeds_nothing(demo_run: tuple[Path, str]) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tailor.cli",
+            "demo",
+            "--customers-limit",
+            "40",
+            "--data-dir",
+            str(demo_run[0]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "store unchanged" in done.stdout
+    assert "items_embedded=0" in done.stdout and "ranker=unchanged" in done.stdout
+
+
+def test_recommendations_carry_evidence_from_the_customers_own_events(tailor: Tailor) -> None:
+    customer = tailor.demo_customers(1)[0]
+    recs = tailor.recommend(customer, k=10)
+    assert len(recs) == 10
+    assert [r.rank for r in recs] == list(range(1, 11))
+    own = {e.id for e in tailor.store.events(customer)}
+    cited = [i for r in recs for e in r.evidence for i in e.event_ids]
+    assert cited and set(cited) <= own
+    assert all(r.item.in_stock for r in recs)
+
+
+def test_email_is_grounded_in_the_catalog(tailor: Tailor) -> None:
+    customer = tailor.demo_customers(1)[0]
+    outcome = tailor.email(customer)
+    assert (outcome.email is None) != (outcome.refusal is None)
+    assert outcome.email is not None, outcome.refusal
+    for product in outcome.email.products:
+        item = tailor.store.get_item(product.item_id)
+        assert (product.title, product.price_text, product.url) == (item.title, item.price_text, item.url)
+        assert f"{item.title} ({item.price_text})" in outcome.email.body_text
+    assert "Unsubscribe" in outcome.email.body_html
+    assert [a["node"] for a in outcome.audit][:3] == ["load_context", "retrieve", "plan"]
+    assert outcome.audit[-1]["node"] == "finalize"
+
+
+def test_no_marketing_consent_is_a_logged_refusal(tailor: Tailor) -> None:
+    customer = tailor.demo_customers(1)[0]
+    before = tailor.store.get_customer(customer).consent
+    tailor.set_consent(customer, Consent(marketing_email=False, personalization=True))
+    try:
+        outcome = tailor.email(customer)
+    finally:
+        tailor.set_consent(customer, before)
+    assert outcome.email is None and outcome.refusal is not None
+    assert outcome.refusal.reason == "no_marketing_consent"
+    assert [a["node"] for a in outcome.audit] == ["load_context", "finalize"]
+
+
+def test_no_personalization_consent_means_no_profiling(tailor: Tailor) -> None:
+    customer = tailor.demo_customers(1)[0]
+    before = tailor.store.get_customer(customer).consent
+    tailor.set_consent(customer, Consent(marketing_email=True, personalization=False))
+    try:
+        with pytest.raises(ConsentError):
+            tailor.recommend(customer)
+    finally:
+        tailor.set_consent(customer, before)
+
+
+def test_explanation_sentences_cite_existing_evidence(tailor: Tailor) -> None:
+    customer = tailor.demo_customers(1)[0]
+    item = tailor.recommend(customer, k=1)[0].item
+    explanation = tailor.why(customer, item.id)
+    assert explanation.sentences
+    own = {e.id for e in tailor.store.events(customer)}
+    for sentence in explanation.sentences:
+        assert sentence.evidence
+        assert all(i in own for e in sentence.evidence for i in e.event_ids)
+
+
+def test_support_suggestions_come_with_evidence(tailor: Tailor) -> None:
+    customer = tailor.demo_customers(1)[0]
+    answer = tailor.support(customer, "She's upset her order was late, what can I offer?")
+    assert len(answer.suggestions) == 3
+    assert all(s.talking_points for s in answer.suggestions)
+    assert any(s.evidence for s in answer.suggestions)
+
+
+def test_ingest_then_forget_removes_the_customer_everywhere(tailor: Tailor) -> None:
+    customer = tailor.store.customer_ids()[-1]
+    canary = "The zebra-striped teapot lid arrived cracked, order canary-7731."
+    ticket = Event(
+        customer_id=customer,
+        kind=EventKind.SUPPORT_TICKET,
+        text=canary,
+        timestamp=datetime(2011, 12, 9, 12, tzinfo=UTC),
+    )
+    report = tailor.ingest([ticket])
+    assert report["events"] == 1 and report["updated_customers"] == 1
+    hits = tailor.search_history(customer, "cracked teapot lid", 5)
+    assert hits and hits[0].text == canary, "the new ticket is searchable at once, with no re-index"
+    deleted = tailor.forget(customer)
+    assert deleted["customers"] == 1 and deleted["events"] > 0 and deleted["qdrant_history"] >= 1
+    assert tailor.search_history(customer, "cracked teapot lid", 5) == []
+    assert tailor.store.events(customer) == []
+    with pytest.raises(NotFoundError):
+        tailor.recommend(customer)
