@@ -116,7 +116,7 @@ def run_demo(
     )
     index_report = tailor.index(progress=progress)
     console.print("[dim]index: " + " ".join(f"{k}={v}" for k, v in index_report.items()) + "[/]")
-    chosen = tailor.demo_customers(n_customers)
+    chosen: list[str] = tailor.demo_customers(n_customers)
     for customer_id in chosen:
         customer = tailor.store.get_customer(customer_id)
         console.rule(f"Customer {customer.id} ({customer.first_name}, {customer.country}; synthetic name)")

@@ -26,7 +26,6 @@ DEMO_SOURCE = Path(__file__).resolve().parent.parent / "data" / "raw" / "online_
 Progress = Callable[[str, int, int], None]
 
 
-
 class Tailor:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
