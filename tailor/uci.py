@@ -228,7 +228,8 @@ def load_transactions(path: Path) -> pd.DataFrame:
     missing = expected - set(frame.columns)
     if missing:
         raise DataError(f"{path}: missing columns {sorted(missing)}", hint="is this UCI Online Retail?")
-    frame["StockCode"] = frame["StockCode"].astype(str).str.strip()
+    # "84536a" and "84536A" are one product: codes differ only in case in the source.
+    frame["StockCode"] = frame["StockCode"].astype(str).str.strip().str.upper()
     frame["InvoiceNo"] = frame["InvoiceNo"].astype(str).str.strip()
     return frame[~frame["StockCode"].isin(NON_PRODUCTS) & (frame["UnitPrice"] > 0)]
 
