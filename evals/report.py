@@ -1,0 +1,279 @@
+"""The evaluation report: metrics, gates, and a self-contained HTML page with the plots inline."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: the report is rendered on CI machines without a display
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+from evals.base import Artifact
+from tailor.errors import ConfigError, DataError
+
+__all__ = ["DEFAULT_GATES", "GateResult", "Report", "evaluate_gates", "load_gates", "load_report"]
+
+DEFAULT_GATES = Path(__file__).resolve().parent / "gates.toml"
+
+
+@dataclass(frozen=True)
+class GateResult:
+    key: str
+    rule: str  # "min" or "max"
+    threshold: float
+    value: float | None
+    status: str  # "pass", "fail" or "skipped" (its suite was not run)
+
+    @property
+    def passed(self) -> bool:
+        return self.status != "fail"
+
+
+@dataclass
+class Report:
+    metrics: dict[str, float]
+    meta: dict[str, Any]
+    gates: list[GateResult] = field(default_factory=list)
+    artifacts: dict[str, Artifact] = field(default_factory=dict)
+    comparison_html: str = ""
+
+    @property
+    def failed(self) -> list[GateResult]:
+        return [g for g in self.gates if g.status == "fail"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "meta": self.meta,
+            "metrics": {k: _json_float(v) for k, v in sorted(self.metrics.items())},
+            "gates": [asdict(g) for g in self.gates],
+        }
+
+    def write(self, out_dir: Path) -> tuple[Path, Path]:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        js, page = out_dir / "report.json", out_dir / "report.html"
+        _atomic_write(js, json.dumps(self.to_json(), indent=1, sort_keys=True))
+        _atomic_write(page, render_html(self))
+        return js, page
+
+
+def _json_float(v: float) -> float | None:
+    # JSON has no NaN; null says "not measurable here" (e.g. SNIPS with no matching decision).
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def load_report(path: Path) -> Report:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(
+            f"cannot read report {path}: {exc}", hint="pass a report.json from `tailor eval`"
+        ) from exc
+    if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
+        raise DataError(f"{path} is not a Tailor report: no 'metrics' object")
+    metrics = {str(k): (math.nan if v is None else float(v)) for k, v in data["metrics"].items()}
+    gates = [GateResult(**g) for g in data.get("gates", [])]
+    return Report(metrics=metrics, meta=dict(data.get("meta", {})), gates=gates)
+
+
+def load_gates(path: Path = DEFAULT_GATES, *, quick: bool = False) -> dict[str, dict[str, float]]:
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read gates {path}: {exc}") from exc
+    section = "quick" if quick else "gates"
+    table = doc.get(section, doc.get("gates", {}))
+    out: dict[str, dict[str, float]] = {}
+    for key, rule in table.items():
+        if not isinstance(rule, dict) or not rule or set(rule) - {"min", "max"}:
+            raise ConfigError(f"{path} [{section}] {key!r}: a gate is {{ min = X }} and/or {{ max = Y }}")
+        try:
+            out[key] = {k: float(v) for k, v in rule.items()}
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{path} [{section}] {key!r}: thresholds must be numbers") from exc
+    return out
+
+
+def evaluate_gates(
+    metrics: Mapping[str, float], gates: Mapping[str, Mapping[str, float]], suites: Sequence[str]
+) -> list[GateResult]:
+    results: list[GateResult] = []
+    for key, rule in gates.items():
+        suite = key.split(".", 1)[0]
+        value = metrics.get(key)
+        for kind, threshold in rule.items():
+            if suite not in suites:
+                status = "skipped"
+            elif value is None or not math.isfinite(value):
+                status = "fail"  # a gate on a metric that vanished must not pass silently
+            elif kind == "min":
+                status = "pass" if value >= threshold else "fail"
+            else:
+                status = "pass" if value <= threshold else "fail"
+            results.append(GateResult(key, kind, threshold, value, status))
+    return results
+
+
+# -- HTML -------------------------------------------------------------------------------------------
+
+
+def _png(fig: Figure) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def _at_k_curves(metrics: Mapping[str, float]) -> list[str]:
+    """One figure per variant: each ranker's metric@k curves (ranking.<ranker>.<variant>.<metric>@<k>)."""
+    series: dict[str, dict[str, dict[str, list[tuple[int, float]]]]] = {}
+    for key, value in metrics.items():
+        parts = key.split(".")
+        if len(parts) != 4 or parts[0] != "ranking" or "@" not in parts[3]:
+            continue
+        metric, _, k = parts[3].partition("@")
+        if metric not in {"recall", "ndcg", "hit", "mrr"} or not k.isdigit():
+            continue
+        series.setdefault(parts[2], {}).setdefault(metric, {}).setdefault(parts[1], []).append(
+            (int(k), value)
+        )
+    out = []
+    for variant, by_metric in sorted(series.items()):
+        fig, axes = plt.subplots(1, len(by_metric), figsize=(3.6 * len(by_metric), 3.0), squeeze=False)
+        for ax, (metric, rankers) in zip(axes[0], sorted(by_metric.items()), strict=True):
+            for ranker, points in sorted(rankers.items()):
+                points.sort()
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=ranker)
+            ax.set_title(f"{metric}@k ({variant})")
+            ax.set_xlabel("k")
+            ax.grid(alpha=0.3)
+        axes[0][0].legend(fontsize=8)
+        out.append(_png(fig))
+    return out
+
+
+def _artifact_plot(name: str, art: Artifact) -> str:
+    kind = art.get("kind")
+    title = str(art.get("title", name))
+    if kind == "bars":
+        values: Mapping[str, float] = art["values"]
+        fig, ax = plt.subplots(figsize=(6, 3))
+        bars = ax.barh(list(values), list(values.values()), color="#c0504d")
+        ax.bar_label(bars, fmt="%g")
+        # Zero failures must read as "0 of a visible scale", not as an empty, autoscaled axis.
+        ax.set_xlim(0, max([1.0, *values.values()]) * 1.15)
+        ax.set_title(title)
+        ax.set_xlabel(str(art.get("xlabel", "")))
+        return _png(fig)
+    if kind == "samples":
+        samples: Mapping[str, Sequence[float]] = art["values"]
+        fig, ax = plt.subplots(figsize=(6, 3))
+        for label, xs in samples.items():
+            if xs:
+                ax.hist(list(xs), bins=30, alpha=0.6, label=label)
+        ax.set_title(title)
+        ax.set_xlabel(str(art.get("xlabel", "")))
+        ax.legend(fontsize=8)
+        return _png(fig)
+    if kind == "intervals":
+        rows: Mapping[str, Mapping[str, float]] = art["rows"]
+        fig, ax = plt.subplots(figsize=(6, 0.6 * len(rows) + 1.2))
+        names = list(rows)
+        for i, n in enumerate(names):
+            r = rows[n]
+            ax.errorbar(
+                r["ips"],
+                i,
+                xerr=[[r["ips"] - r["ips_low"]], [r["ips_high"] - r["ips"]]],
+                fmt="o",
+                color="C0",
+                label="IPS (95% CI)" if i == 0 else None,
+                capsize=4,
+            )
+            if math.isfinite(r.get("snips", math.nan)):
+                ax.plot(r["snips"], i + 0.15, "s", color="C1", label="SNIPS" if i == 0 else None)
+            if "true" in r:
+                ax.plot(r["true"], i - 0.15, "x", color="k", label="true (synthetic)" if i == 0 else None)
+        ax.set_yticks(range(len(names)), names)
+        ax.set_title(title)
+        ax.set_xlabel("value (reward rate)")
+        ax.legend(fontsize=8)
+        return _png(fig)
+    return f"<pre>{html.escape(json.dumps(art, default=str)[:2000])}</pre>"
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}
+th{background:#f0f0f0}.pass{background:#d8f5d0}.fail{background:#f8d0d0}.skipped{background:#eee;color:#777}
+.up{color:#1a7f1a}.down{color:#b00}h2{border-bottom:2px solid #ddd;padding-bottom:4px}
+.num{text-align:right;font-family:monospace}.banner{padding:8px 12px;font-weight:bold;border-radius:4px}
+"""
+
+
+def render_html(report: Report) -> str:
+    meta = report.meta
+    errors: Mapping[str, str] = meta.get("errors", {})
+    ok = not report.failed and not errors
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Tailor eval</title><style>{_CSS}</style>",
+        "</head><body><h1>Tailor offline evaluation</h1>",
+        f"<p>commit <code>{html.escape(str(meta.get('git_commit')))}</code> · "
+        f"{html.escape(str(meta.get('timestamp')))} · seed {html.escape(str(meta.get('seed')))} · "
+        f"suites {html.escape(', '.join(meta.get('suites', [])))}"
+        f"{' · <b>quick</b>' if meta.get('quick') else ''}</p>",
+        f"<div class='banner {'pass' if ok else 'fail'}'>"
+        f"{'All gates pass' if ok else f'{len(report.failed)} gate(s) failed'}"
+        f"{f', {len(errors)} suite(s) did not run' if errors else ''}</div>",
+        *(
+            f"<p class='banner fail'>suite {html.escape(k)} could not run: {html.escape(v)}</p>"
+            for k, v in errors.items()
+        ),
+        "<h2>Gates</h2><table><tr><th>metric</th><th>rule</th><th>value</th><th>status</th></tr>",
+    ]
+    for g in report.gates:
+        value = "—" if g.value is None else f"{g.value:.4f}"
+        rule = f"{'≥' if g.rule == 'min' else '≤'} {g.threshold:g}"
+        parts.append(
+            f"<tr class='{g.status}'><td>{html.escape(g.key)}</td><td>{rule}</td>"
+            f"<td class='num'>{value}</td><td>{g.status}</td></tr>"
+        )
+    parts.append("</table>")
+    if report.comparison_html:
+        # Long diffs fold away so the plots below stay one scroll from the gates.
+        parts.append(
+            "<h2>Compared with the previous report</h2><details open><summary>what moved</summary>"
+            + report.comparison_html
+            + "</details>"
+        )
+    curves = _at_k_curves(report.metrics)
+    if curves:
+        parts.append("<h2>Ranking: metric@k per ranker</h2>" + "".join(curves))
+    for name, art in sorted(report.artifacts.items()):
+        parts.append(f"<h2>{html.escape(str(art.get('title', name)))}</h2>" + _artifact_plot(name, art))
+    if meta.get("notes"):
+        parts.append(
+            "<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in meta["notes"]) + "</ul>"
+        )
+    parts.append("<h2>All metrics</h2><table><tr><th>metric</th><th>value</th></tr>")
+    for key, figure in sorted(report.metrics.items()):
+        parts.append(f"<tr><td>{html.escape(key)}</td><td class='num'>{figure:.4f}</td></tr>")
+    parts.append("</table></body></html>")
+    return "\n".join(parts)
