@@ -23,7 +23,14 @@ import pandas as pd
 from tailor.errors import DataError
 from tailor.models import Consent, Customer, Event, EventKind, Item, QuietHours
 
-__all__ = ["ConvertReport", "categorize", "clean_title", "convert", "load_transactions"]
+__all__ = [
+    "ConvertReport",
+    "catalog_from_parquet",
+    "categorize",
+    "clean_title",
+    "convert",
+    "load_transactions",
+]
 
 # Postage, fees and manual adjustments are not products.
 NON_PRODUCTS = frozenset(
@@ -356,6 +363,12 @@ def _write_jsonl(path: Path, records: Iterator[Any] | list[Any]) -> int:
             n += 1
     tmp.replace(path)  # atomic: a reader never sees a half-written file
     return n
+
+
+def catalog_from_parquet(parquet: Path) -> list[Item]:
+    """Just the catalog of a UCI Online Retail file, as Tailor items."""
+    frame = load_transactions(parquet)
+    return _items(frame, frame["InvoiceDate"].max())
 
 
 def convert(
