@@ -1,0 +1,59 @@
+""" "Why this recommendation": one sentence per piece of evidence, each returned with that evidence."""
+
+from __future__ import annotations
+
+from guardrails import check_all, failed
+from guardrails.base import RailContext
+from prompts import render
+from retrieval.base import Recommender
+from tailor.errors import NotFoundError, TailorError
+from tailor.models import Explanation, ExplanationSentence, Recommendation
+from tailor.settings import Settings
+from tailor.store import Store
+
+__all__ = ["explain"]
+
+_SEARCH_DEPTH = 100
+_MAX_SENTENCES = 3
+
+
+def explain(
+    store: Store,
+    recommender: Recommender,
+    settings: Settings,
+    customer_id: str,
+    item_id: str,
+    *,
+    now: object = None,
+) -> Explanation:
+    customer = store.get_customer(customer_id)
+    item = store.get_item(item_id)
+    if not customer.consent.personalization:
+        raise TailorError(
+            f"customer {customer_id!r} has not agreed to personalization",
+            hint="explanations use their data; record consent first",
+        )
+    recs = recommender.recommend(customer_id, _SEARCH_DEPTH, now=now)  # type: ignore[arg-type]
+    rec: Recommendation | None = next((r for r in recs if r.item.id == item_id), None)
+    if rec is None or not rec.evidence:
+        raise NotFoundError(
+            "recommendation",
+            f"{item_id} for customer {customer_id}",
+            hint="ask `tailor recommend` for the items that are recommended",
+        )
+    sentences = []
+    for evidence in rec.evidence[:_MAX_SENTENCES]:
+        text, _ = render("explanation.j2", e=evidence, title=item.title)
+        sentences.append(ExplanationSentence(text=text.strip(), evidence=(evidence,)))
+    context = RailContext(
+        customer=customer,
+        catalog={item.id: item, **{i: store.get_item(i) for e in rec.evidence for i in e.item_ids}},
+        plan_item_ids=(item.id, *[i for e in rec.evidence for i in e.item_ids]),
+        purpose="explanation",
+        extra={"facts": " ".join(e.summary for e in rec.evidence)},
+    )
+    explanation = Explanation(customer_id=customer_id, item_id=item_id, sentences=tuple(sentences))
+    blocking = failed(check_all(explanation.text, context))
+    if blocking:
+        raise TailorError(f"the explanation failed a guardrail: {blocking[0].rule}: {blocking[0].message}")
+    return explanation

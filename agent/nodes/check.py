@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from agent.compose import assemble, email_parts, rail_context
+from agent.context import AgentDeps
+from agent.nodes._audit import record
+from agent.state import EmailState
+from guardrails import check_email
+
+
+async def check(state: EmailState, runtime: Runtime[AgentDeps]) -> dict[str, Any]:
+    """Run every rail on the assembled email, part by part."""
+    start = time.perf_counter()
+    deps = runtime.context
+    if state.copy is None:  # the writer failed: nothing to check, the router sends it to the fallback
+        return {"verdicts": [], "audit": record("check", start, skipped="no draft")}
+    assert state.customer is not None and state.plan is not None
+    email = assemble(
+        state.copy,
+        state.plan,
+        state.customer,
+        deps.catalog,
+        deps.brand,
+        writer=deps.writer.name,
+        fallback_parts=tuple(state.fallback_parts),
+    )
+    context = rail_context(state.customer, state.plan, deps.catalog, deps.brand, state.events, deps.now)
+    verdicts = check_email(email_parts(state.copy, email), context)
+    return {
+        "verdicts": verdicts,
+        "email": email,
+        "audit": record(
+            "check",
+            start,
+            passed=all(v.passed for v in verdicts),
+            verdicts={v.rail: [f"{f.part}:{f.rule}" for f in v.findings] for v in verdicts},
+        ),
+    }

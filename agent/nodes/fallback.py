@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from agent.context import AgentDeps
+from agent.nodes._audit import record
+from agent.nodes.generate import copy_request
+from agent.state import EmailState
+from agent.writers import EmailCopy, TemplateWriter
+from guardrails import failed
+
+_TEMPLATE = TemplateWriter()
+
+
+async def fallback(state: EmailState, runtime: Runtime[AgentDeps]) -> dict[str, Any]:
+    """Replace every failing part (or all of them, when the writer failed) with the template writer's."""
+    start = time.perf_counter()
+    deps = runtime.context
+    assert state.plan is not None
+    safe = _TEMPLATE.write_email(copy_request(state, state.plan, deps), deps.brand).copy
+    draft = state.copy
+    if draft is None:
+        parts = ["subject", "preheader", "intro", *[f"reason:{k}" for k in safe.reasons]]
+        merged = safe
+    else:
+        found = {f.part for f in failed(state.verdicts)}
+        bad = {p for p in found if p and p not in ("body_text", "body_html")}
+        # The assembled body repeats the free text, so a finding there is usually also found in its part;
+        # when no part explains it, nothing narrower than all the free text can be trusted.
+        if None in found or (found & {"body_text", "body_html"} and not bad):
+            bad |= {"subject", "preheader", "intro", *[f"reason:{k}" for k in safe.reasons]}
+        reasons = {
+            k: (safe.reasons[k] if f"reason:{k}" in bad or k not in draft.reasons else draft.reasons[k])
+            for k in safe.reasons
+        }
+        merged = EmailCopy(
+            subject=safe.subject if "subject" in bad else draft.subject,
+            preheader=safe.preheader if "preheader" in bad else draft.preheader,
+            intro=safe.intro if "intro" in bad else draft.intro,
+            reasons=reasons,
+        )
+        parts = sorted(bad)
+    return {
+        "copy": merged,
+        "fell_back": True,
+        "fallback_parts": sorted(set(state.fallback_parts) | set(parts)),
+        "audit": record("fallback", start, parts=parts, writer_error=state.writer_error),
+    }

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from agent.context import AgentDeps
+from agent.nodes._audit import record
+from agent.state import EmailState
+from guardrails.consent import check_send
+from tailor.errors import NotFoundError
+from tailor.models import Refusal
+
+_HISTORY = 500
+
+
+async def load_context(state: EmailState, runtime: Runtime[AgentDeps]) -> dict[str, Any]:
+    """Load the customer and their recent history; refuse before any profiling if consent is missing."""
+    start = time.perf_counter()
+    deps = runtime.context
+    try:
+        customer = deps.store.get_customer(state.customer_id)
+    except NotFoundError as exc:
+        refusal = Refusal(customer_id=state.customer_id, reason="unknown_customer", detail=str(exc))
+        return {"refusal": refusal, "audit": record("load_context", start, refusal=refusal.reason)}
+    contacts = deps.contacts(customer.id) if deps.contacts else ()
+    verdict = check_send(customer, deps.now, contacts, frequency_cap_days=deps.settings.frequency_cap_days)
+    if not verdict.passed:
+        first = verdict.findings[0]
+        refusal = Refusal(
+            customer_id=customer.id,
+            reason=first.rule,
+            detail=first.message,
+            data={"all": [f.rule for f in verdict.findings]},
+        )
+        return {
+            "customer": customer,
+            "refusal": refusal,
+            "audit": record("load_context", start, customer=customer.id, consent=False, refusal=first.rule),
+        }
+    events = deps.store.events(customer.id, until=deps.now, limit=_HISTORY)
+    return {
+        "customer": customer,
+        "events": events,
+        "audit": record("load_context", start, customer=customer.id, events=len(events), consent=True),
+    }

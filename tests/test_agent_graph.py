@@ -1,0 +1,253 @@
+"""The email graph end to end on real customers of the demo slice, with the real recommender and rails."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+import agent
+from agent import AgentDeps, ScriptedWriter, Trigger, run_email_sync
+from agent.graph import MERMAID_PATH
+from agent.planner import plan_action
+from agent.writers import EmailCopy
+from retrieval.recommender import HybridRecommender
+from tailor.errors import LLMTimeoutError
+from tailor.models import Consent, Customer, Event, EventKind
+from tailor.settings import Settings
+from tailor.store import Store
+
+NOW = datetime(2011, 12, 10, 10, tzinfo=UTC)
+NODES = {"load_context", "retrieve", "plan", "generate", "check", "finalize"}
+
+
+@pytest.fixture(scope="module")
+def recommender(slice_store: Store, tmp_path_factory: pytest.TempPathFactory) -> HybridRecommender:
+    settings = Settings(data_dir=tmp_path_factory.mktemp("agent"), now=NOW.isoformat())
+    return HybridRecommender.build(slice_store, settings)
+
+
+@pytest.fixture(scope="module")
+def sendable(slice_store: Store, recommender: HybridRecommender) -> list[str]:
+    """Customers who agreed to both marketing and personalization: the ones an email may go to."""
+    ids = [c.id for c in slice_store.customers() if c.consent.marketing_email and c.consent.personalization]
+    assert len(ids) >= 3, "the slice should hold a few customers who consented"
+    return ids
+
+
+@pytest.fixture
+def deps(slice_store: Store, recommender: HybridRecommender) -> Iterator[AgentDeps]:
+    settings = Settings(data_dir=Path("/nonexistent-unused"), now=NOW.isoformat())
+    d = AgentDeps(store=slice_store, recommender=recommender, settings=settings, now=NOW)
+    # The rails load lazily; one warm-up run keeps their first-call cost out of the rail time limit.
+    agent.run_email_sync(d, slice_store.customers()[0].id)
+    yield d
+
+
+def test_graph_drawing_matches_the_committed_mermaid() -> None:
+    assert MERMAID_PATH.read_text(encoding="utf-8") == agent.mermaid(), (
+        "the graph changed: regenerate agent/graph.mmd with "
+        '`python -c \'import agent; open("agent/graph.mmd","w").write(agent.mermaid())\'`'
+    )
+
+
+def test_mermaid_has_every_node_and_the_revise_loop() -> None:
+    text = agent.mermaid()
+    for node in [*NODES, "revise", "fallback"]:
+        assert f"\t{node}({node})" in text
+    assert "revise --> check" in text and "check -.-> fallback" in text
+
+
+@pytest.mark.slow
+def test_template_emails_for_real_customers_are_grounded_and_pass_every_rail(
+    deps: AgentDeps, sendable: list[str]
+) -> None:
+    sent = 0
+    for cid in sendable[:6]:
+        out = run_email_sync(deps, cid)
+        assert (out.email is None) != (out.refusal is None)
+        assert out.audit[0]["node"] == "load_context"
+        if out.email is None:
+            assert out.refusal is not None and out.refusal.reason == "nothing_relevant"
+            continue
+        sent += 1
+        assert {a["node"] for a in out.audit} >= NODES
+        assert out.verdicts and all(v.passed for v in out.verdicts)
+        assert out.plan is not None and out.plan.action != "nothing"
+        assert [p.item_id for p in out.email.products] == [p.item_id for p in out.plan.products]
+        for product in out.email.products:
+            item = deps.catalog[product.item_id]
+            assert product.price_text == item.price_text and product.url == item.url
+            assert item.title in out.email.body_text and item.url in out.email.body_html
+        assert deps.brand.unsubscribe_link(cid) in out.email.body_text
+        generate = next(a for a in out.audit if a["node"] == "generate")
+        assert "copy.subject@v1" in generate["prompts"]
+    assert sent >= 2
+
+
+def test_customer_without_marketing_consent_is_refused_before_any_profiling(
+    slice_store: Store, deps: AgentDeps
+) -> None:
+    refused = next(c for c in slice_store.customers() if not c.consent.marketing_email)
+    out = run_email_sync(deps, refused.id)
+    assert out.email is None and out.refusal is not None
+    assert out.refusal.reason == "no_marketing_consent"
+    assert [a["node"] for a in out.audit] == ["load_context", "finalize"]
+
+
+def test_unknown_customer_is_a_refusal_not_a_crash(deps: AgentDeps) -> None:
+    out = run_email_sync(deps, "no-such-customer")
+    assert out.refusal is not None and out.refusal.reason == "unknown_customer"
+    assert "no-such-customer" in out.refusal.detail
+
+
+def test_contacted_too_recently_is_refused(deps: AgentDeps, sendable: list[str]) -> None:
+    deps.contacts = lambda _cid: [NOW - timedelta(days=1)]
+    out = run_email_sync(deps, sendable[0])
+    assert out.refusal is not None and out.email is None
+    assert out.refusal.reason not in ("no_marketing_consent", "nothing_relevant")
+
+
+def _template_copy(deps: AgentDeps, cid: str) -> tuple[EmailCopy, list[str]]:
+    out = run_email_sync(deps, cid)
+    assert out.email is not None and out.plan is not None
+    reasons = {p.item_id: p.reason for p in out.email.products}
+    return EmailCopy(
+        subject=out.email.subject, preheader=out.email.preheader, intro="Hello.", reasons=reasons
+    ), [p.item_id for p in out.plan.products]
+
+
+def _first_sent(deps: AgentDeps, sendable: list[str]) -> str:
+    for cid in sendable:
+        if run_email_sync(deps, cid).email is not None:
+            return cid
+    raise AssertionError("no consenting customer got an email")
+
+
+def test_a_bad_draft_is_revised_once_with_the_findings(deps: AgentDeps, sendable: list[str]) -> None:
+    cid = _first_sent(deps, sendable)
+    good, _ = _template_copy(deps, cid)
+    bad = good.model_copy(update={"subject": "ACT NOW!!! 90% OFF everything, only £0.01"})
+    deps.writer = ScriptedWriter([bad, good])
+    out = run_email_sync(deps, cid)
+    assert out.email is not None, out.refusal
+    assert out.email.subject == good.subject and out.email.fallback_parts == ()
+    assert [a["node"] for a in out.audit].count("revise") == 1
+    writer = deps.writer
+    assert isinstance(writer, ScriptedWriter) and len(writer.calls) == 2
+    assert writer.calls[1].findings and all(f.startswith("subject") for f in writer.calls[1].findings)
+
+
+def test_a_draft_still_bad_after_revision_falls_back_to_the_template_for_that_part(
+    deps: AgentDeps, sendable: list[str]
+) -> None:
+    cid = _first_sent(deps, sendable)
+    good, items = _template_copy(deps, cid)
+    invented = good.model_copy(
+        update={
+            "reasons": {**good.reasons, items[0]: "Now only £0.01 with code FREE99, see https://evil.test/x"}
+        }
+    )
+    deps.writer = ScriptedWriter([invented, invented])
+    out = run_email_sync(deps, cid)
+    assert out.email is not None
+    assert out.email.fallback_parts == (f"reason:{items[0]}",)
+    assert "evil.test" not in out.email.body_html and "£0.01" not in out.email.body_text
+    assert out.email.products[0].reason and out.email.products[0].reason != invented.reasons[items[0]]
+    assert [a["node"] for a in out.audit][-3:] == ["fallback", "check", "finalize"]
+
+
+def test_a_writer_that_times_out_falls_back_entirely_and_says_so(
+    deps: AgentDeps, sendable: list[str]
+) -> None:
+    cid = _first_sent(deps, sendable)
+    deps.writer = ScriptedWriter([LLMTimeoutError("model endpoint timed out after 20 s")])
+    out = run_email_sync(deps, cid)
+    assert out.email is not None
+    assert "subject" in out.email.fallback_parts and "intro" in out.email.fallback_parts
+    fallback = next(a for a in out.audit if a["node"] == "fallback")
+    assert "timed out" in fallback["writer_error"]
+
+
+def test_scripted_writer_fails_when_its_script_runs_out(deps: AgentDeps, sendable: list[str]) -> None:
+    cid = _first_sent(deps, sendable)
+    deps.writer = ScriptedWriter([])
+    with pytest.raises(AssertionError, match="ran out of script"):
+        run_email_sync(deps, cid)
+
+
+# -- the planner on hand-made histories ----------------------------------------------------------
+
+
+def _customer() -> Customer:
+    return Customer(
+        id="1",
+        first_name="Ada",
+        email="ada@example.test",
+        country="United Kingdom",
+        consent=Consent(marketing_email=True, personalization=True),
+    )
+
+
+def test_planner_prefers_an_abandoned_cart_and_keeps_the_rest_as_rejected(deps: AgentDeps) -> None:
+    item = next(i for i in deps.catalog.values() if i.in_stock)
+    cart = Event(
+        id="e1",
+        customer_id="1",
+        kind=EventKind.ADD_TO_CART,
+        item_id=item.id,
+        timestamp=NOW - timedelta(days=1),
+    )
+    plan = plan_action(
+        trigger=Trigger(kind="abandoned_cart"),
+        events=[cart],
+        recommendations=[],
+        catalog=deps.catalog,
+        now=NOW,
+    )
+    assert plan.action == "abandoned_cart"
+    assert [p.item_id for p in plan.products] == [item.id]
+    assert plan.evidence[0].event_ids == ("e1",)
+    assert [a.action for a in plan.rejected] == ["nothing"]
+
+
+def test_planner_ignores_a_cart_that_was_bought_afterwards(deps: AgentDeps) -> None:
+    item = next(i for i in deps.catalog.values() if i.in_stock)
+    events = [
+        Event(
+            id="e1",
+            customer_id="1",
+            kind=EventKind.ADD_TO_CART,
+            item_id=item.id,
+            timestamp=NOW - timedelta(days=2),
+        ),
+        Event(
+            id="e2",
+            customer_id="1",
+            kind=EventKind.PURCHASE,
+            item_id=item.id,
+            timestamp=NOW - timedelta(days=1),
+        ),
+    ]
+    plan = plan_action(trigger=Trigger(), events=events, recommendations=[], catalog=deps.catalog, now=NOW)
+    assert plan.action == "nothing" and plan.reason
+
+
+def test_planner_offers_win_back_after_a_long_silence(deps: AgentDeps, sendable: list[str]) -> None:
+    recs = deps.recommender.recommend(sendable[0], 5, now=NOW)
+    assert recs
+    old = Event(
+        id="e1",
+        customer_id="1",
+        kind=EventKind.PURCHASE,
+        item_id=recs[-1].item.id,
+        timestamp=NOW - timedelta(days=200),
+    )
+    plan = plan_action(
+        trigger=Trigger(kind="win_back"), events=[old], recommendations=recs, catalog=deps.catalog, now=NOW
+    )
+    assert plan.action == "win_back" and "200 days" in plan.reason
+    assert {a.action for a in plan.rejected} == {"recommend", "nothing"}
+    assert all(a.score < plan.score for a in plan.rejected)
