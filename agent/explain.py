@@ -13,7 +13,8 @@ from tailor.store import Store
 
 __all__ = ["explain"]
 
-_SEARCH_DEPTH = 100
+# Most explanations are for a first-page item; evidence is built per item, so look deeper only if needed.
+_SEARCH_DEPTHS = (10, 100)
 _MAX_SENTENCES = 3
 
 
@@ -33,8 +34,12 @@ def explain(
             f"customer {customer_id!r} has not agreed to personalization",
             hint="explanations use their data; record consent first",
         )
-    recs = recommender.recommend(customer_id, _SEARCH_DEPTH, now=now)  # type: ignore[arg-type]
-    rec: Recommendation | None = next((r for r in recs if r.item.id == item_id), None)
+    rec: Recommendation | None = None
+    for depth in _SEARCH_DEPTHS:
+        recs = recommender.recommend(customer_id, depth, now=now)  # type: ignore[arg-type]
+        rec = next((r for r in recs if r.item.id == item_id), None)
+        if rec is not None:
+            break
     if rec is None or not rec.evidence:
         raise NotFoundError(
             "recommendation",
