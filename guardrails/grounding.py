@@ -24,7 +24,11 @@ _OFFER_WORDS = re.compile(
     r"free gift|free delivery|free shipping|cashback|bogof)\b",
     re.IGNORECASE,
 )
-_MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*"
+# Whole month names or their abbreviations only: "Dec[a-z]*" read the product "Decoupage" as a date.
+_MONTH = (
+    r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sep(?:t(?:ember)?)?"
+    r"|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)"
+)
 _DATE = re.compile(
     rf"\b(?:\d{{4}}-\d{{2}}-\d{{2}}|\d{{1,2}}(?:st|nd|rd|th)? {_MONTH}(?: \d{{4}})?"
     rf"|{_MONTH} \d{{1,2}}(?:st|nd|rd|th)?(?:,? \d{{4}})?)\b"
@@ -34,8 +38,9 @@ _SKU = re.compile(r"\b\d{5}[A-Z]{0,2}\b")
 
 @lru_cache(maxsize=4)
 def _title_pattern(titles: tuple[str, ...]) -> re.Pattern[str] | None:
-    # Short titles ("Doggy Rubber") are too easily ordinary words; longer ones are product names.
-    return phrase_pattern(t for t in titles if len(t) >= 14)
+    # One-word or very short titles are too easily ordinary words; two words and ten letters ("Daisy
+    # Journal") are already a product name, and a fabricated one must not slip through.
+    return phrase_pattern(t for t in titles if len(t) >= 10 and len(t.split()) >= 2)
 
 
 def _catalog_titles(catalog: dict[str, Item] | object) -> tuple[str, ...]:
