@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import inspect
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -97,14 +96,9 @@ def _generation(inp: SuiteInput) -> Eval:
 
 
 def _safety(inp: SuiteInput) -> Eval:
-    try:
-        from evals.safety import SafetyEval  # type: ignore[import-not-found,unused-ignore]
-    except ImportError as exc:
-        raise ConfigError("the safety suite (evals/safety.py) is not available", hint=str(exc)) from exc
-    offered = {"seed": inp.seed, "quick": inp.quick, "out_dir": inp.out_dir, "settings": inp.settings}
-    params = inspect.signature(SafetyEval).parameters
-    ev: Eval = SafetyEval(**{k: v for k, v in offered.items() if k in params})
-    return ev
+    from evals.safety import SafetyEval
+
+    return SafetyEval(seed=inp.seed, quick=inp.quick)
 
 
 def _policy(inp: SuiteInput) -> Eval:
