@@ -10,7 +10,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import openai
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -30,6 +30,7 @@ __all__ = [
     "ScriptedWriter",
     "TemplateWriter",
     "Writer",
+    "copy_schema",
     "make_writer",
 ]
 
@@ -148,12 +149,17 @@ class OpenAIWriter:
 
     def write_email(self, request: CopyRequest, brand: BrandConfig) -> WriteResult:
         prompt, ref = self._prompt(request, brand)
+        extra: dict[str, Any] = {}
+        if self.settings.llm_json_schema:
+            # A small model rarely writes the right JSON unaided; llama.cpp constrains it with this schema.
+            extra["response_format"] = {"type": "json_object", "schema": copy_schema(request, brand)}
         try:
             response = self._client.chat.completions.create(
                 model=self.model,
                 messages=[{"role": "user", "content": prompt}],
                 temperature=self.settings.llm_temperature,
                 max_tokens=self.settings.llm_max_tokens,
+                **extra,
             )
         except openai.APITimeoutError as exc:
             raise LLMTimeoutError(
@@ -167,6 +173,25 @@ class OpenAIWriter:
         content = (response.choices[0].message.content or "") if response.choices else ""
         tokens = response.usage.total_tokens if response.usage else 0
         return WriteResult(parse_copy(content, request), (ref,), self.model, tokens)
+
+
+def copy_schema(request: CopyRequest, brand: BrandConfig) -> dict[str, Any]:
+    """The JSON schema of one email's free text, with one reason for each requested product."""
+
+    def text(most: int) -> dict[str, Any]:
+        return {"type": "string", "minLength": 1, "maxLength": most}
+
+    ids = [p.item_id for p in request.products]
+    return {
+        "type": "object",
+        "properties": {
+            "subject": text(brand.subject_max_chars),
+            "preheader": text(120),
+            "intro": text(400),
+            "reasons": {"type": "object", "properties": {i: text(200) for i in ids}, "required": ids},
+        },
+        "required": ["subject", "preheader", "intro", "reasons"],
+    }
 
 
 def parse_copy(content: str, request: CopyRequest) -> EmailCopy:

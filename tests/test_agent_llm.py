@@ -35,6 +35,7 @@ def llm_deps(slice_store: Store, tmp_path_factory: pytest.TempPathFactory) -> It
             llm_timeout_s=180,
             llm_max_retries=0,
             llm_max_tokens=200,
+            llm_json_schema=True,
         )
         recommender = HybridRecommender.build(slice_store, settings)
         yield AgentDeps(

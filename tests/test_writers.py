@@ -56,6 +56,7 @@ def llama() -> Iterator[Settings]:
             llm_model=server.model,
             llm_timeout_s=120,
             llm_max_tokens=200,
+            llm_json_schema=True,
         )
 
 
@@ -124,7 +125,7 @@ def endpoint() -> Iterator[tuple[str, list[Reply]]]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("content-length", "0")))
+            self.body = self.rfile.read(int(self.headers.get("content-length", "0")))
             if not script:
                 self.send_error(599, "script ran out")
                 raise AssertionError("the scripted endpoint ran out of replies")
@@ -238,3 +239,24 @@ def test_openai_writer_http_error_is_an_llm_error(
     script.append(lambda h: h.send_error(400, "bad request"))
     with pytest.raises(LLMError, match="BadRequestError"):
         _writer(url).write_email(REQUEST, brand)
+
+
+def test_openai_writer_sends_the_copy_schema_when_asked(
+    endpoint: tuple[str, list[Reply]], brand: BrandConfig
+) -> None:
+    url, script = endpoint
+    seen: list[dict[str, Any]] = []
+
+    def reply(handler: BaseHTTPRequestHandler) -> None:
+        seen.append(json.loads(handler.body))  # type: ignore[attr-defined]
+        chat(GOOD.model_dump_json())(handler)
+
+    script.append(reply)
+    assert _writer(url, llm_json_schema=True).write_email(REQUEST, brand).copy == GOOD
+    fmt = seen[0]["response_format"]
+    assert fmt["type"] == "json_object"
+    assert fmt["schema"]["properties"]["reasons"]["required"] == ["85123A"]
+    assert fmt["schema"]["properties"]["subject"]["maxLength"] == brand.subject_max_chars
+    script.append(reply)
+    _writer(url).write_email(REQUEST, brand)
+    assert "response_format" not in seen[1]
