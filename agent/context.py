@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from agent.writers import TemplateWriter, Writer
+from guardrails import grounding
 from guardrails.brand_config import BrandConfig, load_brand
 from retrieval.base import Recommender
 from tailor.models import Item
@@ -31,3 +32,5 @@ class AgentDeps:
     def __post_init__(self) -> None:
         if not self.catalog:
             self.catalog = self.store.item_map()
+        # The first check would otherwise compile the catalog's patterns inside a rail's time budget.
+        grounding.warm(self.catalog)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from functools import lru_cache
 
 from guardrails._text import URL, phrase_pattern
@@ -34,6 +35,8 @@ _DATE = re.compile(
     rf"|{_MONTH} \d{{1,2}}(?:st|nd|rd|th)?(?:,? \d{{4}})?)\b"
 )
 _SKU = re.compile(r"\b\d{5}[A-Z]{0,2}\b")
+# Template slots a model copied instead of filling ("[product_id]", "{{ name }}", "<customer_name>").
+_PLACEHOLDER = re.compile(r"\[[A-Za-z_ ]{2,30}\]|\{\{?\s*[A-Za-z_]+\s*\}?\}|<[a-z]+_[a-z_]+>")
 
 
 @lru_cache(maxsize=4)
@@ -46,6 +49,11 @@ def _title_pattern(titles: tuple[str, ...]) -> re.Pattern[str] | None:
 def _catalog_titles(catalog: dict[str, Item] | object) -> tuple[str, ...]:
     values = getattr(catalog, "values", None)
     return tuple(sorted(i.title for i in values())) if values else ()
+
+
+def warm(catalog: Mapping[str, Item]) -> None:
+    """Compile the catalog's title pattern ahead of the first check (it takes a while on a big catalog)."""
+    _title_pattern(_catalog_titles(catalog))
 
 
 def check(text: str, context: RailContext) -> Verdict:
@@ -120,6 +128,8 @@ def check(text: str, context: RailContext) -> Verdict:
                 Finding("ungrounded_sku", f"SKU {m.group()!r} is not a planned product", m.start(), m.end())
             )
     plan_titles = {i.title.lower() for i in plan}
+    for m in _PLACEHOLDER.finditer(text):
+        findings.append(Finding("placeholder", f"unfilled placeholder {m.group()!r}", m.start(), m.end()))
     pattern = _title_pattern(_catalog_titles(context.catalog))
     if pattern is not None:
         for m in pattern.finditer(text):

@@ -189,9 +189,12 @@ class Tailor:
         trigger: Any = "campaign",
         *,
         writer: Any | None = None,
-        contacts: Any | None = None,
+        send: bool = False,
     ) -> Any:
-        """An email that passed every rail, or a refusal; both with the audit trace."""
+        """An email that passed every rail, or a refusal; both with the audit trace.
+
+        ``send=True`` records the contact, so the frequency cap holds the next one back; a preview
+        (the default) is capped by earlier sends but does not count as one."""
         from agent import Trigger, run_email_sync
 
         if isinstance(trigger, str):
@@ -204,7 +207,12 @@ class Tailor:
                 ) from exc
         if not self.store.has_customer(customer_id):
             self.store.get_customer(customer_id)  # raises NotFoundError with its hint
-        return run_email_sync(self.agent_deps(writer=writer, contacts=contacts), customer_id, trigger)
+        outcome = run_email_sync(
+            self.agent_deps(writer=writer, contacts=self.store.contacts), customer_id, trigger
+        )
+        if send and outcome.email is not None:
+            self.store.record_contact(customer_id, self.now())
+        return outcome
 
     def why(self, customer_id: str, item_id: str) -> Explanation:
         from agent import explain

@@ -36,6 +36,8 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_customer ON events(customer_id, ts);
 CREATE INDEX IF NOT EXISTS events_kind_ts ON events(kind, ts);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS contacts (customer_id TEXT NOT NULL, ts TEXT NOT NULL, channel TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS contacts_customer ON contacts(customer_id, ts);
 """
 
 
@@ -278,6 +280,17 @@ class Store:
             r[0] for r in self._query("SELECT DISTINCT customer_id FROM events WHERE kind=?", (kind.value,))
         ]
 
+    def record_contact(self, customer_id: str, when: datetime, channel: str = "email") -> None:
+        """A marketing message was sent: the frequency cap counts these."""
+        with self.transaction() as db:
+            db.execute("INSERT INTO contacts VALUES (?,?,?)", (customer_id, when.isoformat(), channel))
+
+    def contacts(self, customer_id: str, channel: str = "email") -> list[datetime]:
+        rows = self._query(
+            "SELECT ts FROM contacts WHERE customer_id=? AND channel=? ORDER BY ts", (customer_id, channel)
+        )
+        return [datetime.fromisoformat(r[0]) for r in rows]
+
     def last_event_time(self) -> datetime | None:
         rows = self._query("SELECT MAX(ts) FROM events")
         return datetime.fromisoformat(rows[0][0]) if rows and rows[0][0] else None
@@ -311,6 +324,7 @@ class Store:
         with self.transaction() as db:
             n_events = db.execute("DELETE FROM events WHERE customer_id=?", (customer_id,)).rowcount
             n_customers = db.execute("DELETE FROM customers WHERE id=?", (customer_id,)).rowcount
+            db.execute("DELETE FROM contacts WHERE customer_id=?", (customer_id,))
         return {"customers": n_customers, "events": n_events}
 
     def counts(self) -> dict[str, int]:

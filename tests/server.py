@@ -152,7 +152,7 @@ class ScriptedTailor:
             {"step": "generate", "usage": data.get("usage", {})}
         ]
 
-    def email(self, customer_id: str, trigger: Any) -> Outcome:
+    def email(self, customer_id: str, trigger: Any, *, send: bool = False) -> Outcome:
         if not self.store.has_customer(customer_id):
             raise NotFoundError("customer", customer_id)
         customer = self._customer(customer_id)

@@ -153,7 +153,7 @@ class _ScriptedEmails:
         self.script = script
         self.calls: list[str] = []
 
-    def email(self, customer_id: str, trigger: object) -> object:
+    def email(self, customer_id: str, trigger: object, *, send: bool = False) -> object:
         self.calls.append(customer_id)
         if not self.script:
             raise AssertionError("scripted facade ran out of answers")

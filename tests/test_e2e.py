@@ -94,6 +94,14 @@ def test_email_is_grounded_in_the_catalog(tailor: Tailor) -> None:
     assert outcome.audit[-1]["node"] == "finalize"
 
 
+def test_a_sent_email_holds_back_the_next_one(tailor: Tailor) -> None:
+    customer = tailor.demo_customers(3)[-1]
+    first = tailor.email(customer, send=True)
+    assert first.email is not None, first.refusal
+    again = tailor.email(customer)
+    assert again.email is None and again.refusal is not None and again.refusal.reason == "frequency_cap"
+
+
 def test_no_marketing_consent_is_a_logged_refusal(tailor: Tailor) -> None:
     customer = tailor.demo_customers(1)[0]
     before = tailor.store.get_customer(customer).consent

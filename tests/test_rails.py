@@ -78,6 +78,8 @@ def test_grounding_blocks_a_wrong_price_and_points_at_it() -> None:
         ("Try the White Hanging Heart T-Light Holder.", "unplanned_product"),
         ("Order by 3 Dec 2011.", "ungrounded_date"),
         ("Ask for item 85123A.", "ungrounded_sku"),
+        ("Dear [customer_name], enjoy [product_id].", "placeholder"),
+        ("Hello {{ first_name }}", "placeholder"),
     ],
 )
 def test_grounding_blocks_inventions(text: str, rule: str) -> None:
