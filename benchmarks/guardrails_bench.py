@@ -1,7 +1,7 @@
 """All rails on whole emails: p50/p95 ms per email, against one plain ``re`` scan of the same texts.
 
-Run: ``python benchmarks/guardrails_bench.py [--emails 200] [--show]`` from the repo root. Emails are built from
-real catalog items (UCI Online Retail) with the footer declared as agent/compose.py does.
+Run: ``python benchmarks/guardrails_bench.py [--emails 200] [--show]`` from the repo root. Emails are built
+from real catalog items (UCI Online Retail) with the footer declared as agent/compose.py does.
 Target: p95 <= 20 ms per email on 2 cores."""
 
 from __future__ import annotations
