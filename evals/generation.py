@@ -1,9 +1,18 @@
 """How good the emails are, for any writer: grounding, rails, fallbacks, personalization, readability, cost.
 
 Over ``n`` seeded customers who may be emailed, the agent writes one email each; every email is written to
-``generation_samples.jsonl`` (the samples) and measured. Explanations are checked against the store: a
-sentence is faithful when every piece of evidence it cites exists (its events are this customer's, its items
-are in the catalog) and names something that supports it (events or items, or a catalog-wide signal).
+``generation_samples.jsonl`` (the samples) and measured.
+
+Two checks stand outside the agent, so they can catch what the agent's own rails let through:
+
+- every released email is checked again by the grounding rail, with a context the eval builds itself from
+  the store (the email's own products as the plan, the customer's real history as the facts), and its
+  product lines are compared with the catalog: ``generation.independent_grounding.violation_rate``;
+- explanations (one per product of every email) are checked against the store: a sentence is faithful when
+  every piece of evidence it cites exists (its events are this customer's, its items are in the catalog)
+  and supports what the sentence says: each item it names is a cited item (one the customer bought, when it
+  claims so), each date it names is the date of a cited event, a repeat count is no more than the store
+  holds, a category is the category of a cited item (``sentence_problems``).
 """
 
 from __future__ import annotations
@@ -13,6 +22,8 @@ import re
 import statistics
 import time
 from collections import Counter
+from collections.abc import Mapping, Sequence
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +32,181 @@ import numpy as np
 import agent
 from agent import AgentDeps, EmailOutcome
 from evals.base import Artifact, write_jsonl
+from guardrails import grounding
+from guardrails._text import phrase_pattern
+from guardrails.base import RailContext, Verdict
+from guardrails.brand_config import BrandConfig
 from tailor.errors import DataError, TailorError
-from tailor.models import Email, EventKind, Evidence, Explanation
+from tailor.models import (
+    Customer,
+    Email,
+    Event,
+    EventKind,
+    Explanation,
+    ExplanationSentence,
+    Item,
+)
 
-__all__ = ["GenerationEval", "flesch_reading_ease", "jaccard_distance", "syllables"]
+__all__ = [
+    "GenerationEval",
+    "flesch_reading_ease",
+    "independent_grounding",
+    "jaccard_distance",
+    "sentence_problems",
+    "syllables",
+]
 
 _WORD = re.compile(r"[A-Za-z']+")
 _SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
 # Evidence that is about the catalog as a whole, not about the customer: supported without events.
 _CATALOG_WIDE = {"popular", "trending", "text_similarity", "similar_customers"}
+_ISO_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
+_TIMES = re.compile(r"\bbought (\d+) times?\b")
+# Kinds that state something about this customer's own history: they must cite this customer's events.
+_PERSONAL = {"repeat_purchase", "cart", "similar_customers"}
+
+
+def _day(e: Event) -> str:
+    return e.timestamp.astimezone(UTC).date().isoformat()
+
+
+def _names_pattern(catalog: Mapping[str, Item]) -> re.Pattern[str] | None:
+    # Like the grounding rail: short titles are too easily ordinary words to count as naming a product.
+    return phrase_pattern(
+        i.title for i in catalog.values() if len(i.title) >= 10 and len(i.title.split()) >= 2
+    )
+
+
+def sentence_problems(
+    sentence: ExplanationSentence,
+    *,
+    customer_id: str,
+    item_id: str,
+    catalog: Mapping[str, Item],
+    events: Mapping[str, Event],
+    history: Sequence[Event],
+    names: re.Pattern[str] | None = None,
+) -> list[str]:
+    """Why an explanation sentence is not supported by the evidence it cites (empty: it is faithful).
+
+    ``events`` maps the cited event ids to the stored events (ids missing from it do not exist);
+    ``history`` is the customer's purchases, to bound repeat counts; ``names`` finds product titles in
+    text (``_names_pattern(catalog)`` when None).
+    """
+    if not sentence.evidence:
+        return ["cites no evidence"]
+    problems: list[str] = []
+    text = sentence.text
+    item = catalog.get(item_id)
+    cited_events: list[Event] = []
+    cited_items: set[str] = set()
+    for ev in sentence.evidence:
+        cited_items.update(ev.item_ids)
+        problems += [f"item {i} is not in the catalog" for i in ev.item_ids if i not in catalog]
+        found = [events[i] for i in ev.event_ids if i in events]
+        problems += [f"event {i} does not exist" for i in ev.event_ids if i not in events]
+        problems += [f"event {e.id} is not this customer's" for e in found if e.customer_id != customer_id]
+        mine = [e for e in found if e.customer_id == customer_id]
+        cited_events += mine
+        personal = ev.kind in _PERSONAL or "you bought" in ev.summary
+        if personal and not mine:
+            problems.append(f"{ev.kind} claims the customer's history but cites none of their events")
+        if ev.kind == "repeat_purchase":
+            own = [e for e in mine if e.kind is EventKind.PURCHASE and e.item_id == item_id]
+            if not own:
+                problems.append(f"repeat_purchase cites no purchase of {item_id}")
+            m = _TIMES.search(text)
+            if m:
+                said = int(m.group(1))
+                cited_orders = {e.order_id or e.id for e in own}
+                stored = {e.order_id or e.id for e in history if e.item_id == item_id}
+                if not len(cited_orders) <= said <= len(stored):
+                    problems.append(
+                        f"says bought {said} times; cited orders {len(cited_orders)}, stored {len(stored)}"
+                    )
+        if ev.kind == "cart" and not any(
+            e.kind is EventKind.ADD_TO_CART and e.item_id == item_id for e in mine
+        ):
+            problems.append(f"cart cites no add-to-basket of {item_id}")
+        if ev.kind == "category_affinity":
+            categories = {catalog[i].category.lower() for i in ev.item_ids if i in catalog} | {
+                catalog[e.item_id].category.lower() for e in mine if e.item_id and e.item_id in catalog
+            }
+            named = {c.category.lower() for c in catalog.values() if c.category.lower() in text.lower()}
+            if not named or not named <= categories:
+                problems.append(f"names categories {sorted(named)} none of its cited items is in")
+    days = {_day(e) for e in cited_events}
+    problems += [
+        f"date {d} is not the date of a cited event" for d in _ISO_DATE.findall(text) if d not in days
+    ]
+    # Items the sentence names (the explained item aside) must be cited; when the sentence says the
+    # customer bought them, among the items of the customer's cited events.
+    rest = re.sub(re.escape(item.title), " ", text, flags=re.IGNORECASE) if item else text
+    pattern = names if names is not None else _names_pattern(catalog)
+    bought = {e.item_id for e in cited_events if e.item_id}
+    claims_bought = "bought" in rest.lower()
+    for m in pattern.finditer(rest) if pattern is not None else ():
+        title = m.group().lower()
+        holders = {i for i in cited_items | bought if i in catalog and catalog[i].title.lower() == title}
+        if not holders:
+            problems.append(f"names {m.group()!r}, which no evidence cites")
+        elif claims_bought and not holders & bought:
+            problems.append(f"says the customer bought {m.group()!r} but cites no such purchase")
+    return problems
+
+
+def _history_facts(events: Sequence[Event], catalog: Mapping[str, Item]) -> str:
+    """What the customer really did, as text: the facts an email may state (titles and dates)."""
+    lines = []
+    for e in events:
+        title = catalog[e.item_id].title if e.item_id and e.item_id in catalog else ""
+        lines.append(f"{e.kind.value} {e.item_id or ''} {title} on {_day(e)}")
+    return "\n".join(lines)
+
+
+def independent_grounding(
+    email: Email,
+    customer: Customer,
+    catalog: Mapping[str, Item],
+    history: Sequence[Event],
+    brand: BrandConfig,
+) -> list[str]:
+    """Re-check a released email from scratch, outside the agent: empty when it is grounded.
+
+    The plan is what the email itself lists (each product line must match the catalog: title, price, link),
+    the facts are the customer's stored history, and the grounding rail runs on the subject, preheader and
+    plain body.
+    """
+    problems: list[str] = []
+    for p in email.products:
+        item = catalog.get(p.item_id)
+        if item is None:
+            problems.append(f"product {p.item_id} is not in the catalog")
+            continue
+        for field_name, shown, real in (
+            ("title", p.title, item.title),
+            ("price", p.price_text, item.price_text),
+            ("url", p.url, item.url),
+        ):
+            if shown != real:
+                problems.append(f"product {p.item_id} {field_name} {shown!r} is not the catalog's {real!r}")
+    context = RailContext(
+        customer=customer,
+        catalog=catalog,
+        plan_item_ids=tuple(p.item_id for p in email.products),
+        events=history,
+        allowed_domains=brand.allowed_link_domains,
+        allowed_offers=brand.allowed_offers,
+        extra={"facts": _history_facts(history, catalog), "urls": brand.unsubscribe_link(customer.id)},
+    )
+    for part, text in (
+        ("subject", email.subject),
+        ("preheader", email.preheader),
+        ("body_text", email.body_text),  # the whole text: intro, every product line, the footer
+    ):  # body_html is markup of the same text (CSS has "100%"); the agent checks it with the output rail
+        verdict: Verdict = grounding.check(text, context)
+        problems += [f"{part}: {f.rule}: {f.message}" for f in verdict.findings if f.severity == "block"]
+    return problems
 
 
 def syllables(word: str) -> int:
@@ -79,6 +256,8 @@ class GenerationEval:
         self.explain = explain
         self._latency_ms: list[float] = []
         self._rail_fail: Counter[str] = Counter()
+        self._names: re.Pattern[str] | None = None
+        self._unfaithful: list[dict[str, Any]] = []
 
     def customers(self) -> list[str]:
         """The seeded sample: customers who agreed to marketing email and personalization."""
@@ -101,16 +280,6 @@ class GenerationEval:
         titles = [self.deps.catalog[i].title.lower() for i in seen if i in self.deps.catalog]
         return any(t and t in text for t in titles)
 
-    def _faithful(self, customer_id: str, evidence: Evidence) -> bool:
-        if any(i not in self.deps.catalog for i in evidence.item_ids):
-            return False
-        if evidence.event_ids:
-            events = self.deps.store.get_events(list(evidence.event_ids))
-            if len(events) != len(set(evidence.event_ids)):
-                return False
-            return all(e.customer_id == customer_id for e in events)
-        return bool(evidence.item_ids) or evidence.kind in _CATALOG_WIDE
-
     def _explanation_scores(self, customer_id: str, item_id: str) -> tuple[int, int] | None:
         try:
             ex: Explanation = agent.explain(
@@ -123,10 +292,29 @@ class GenerationEval:
             )
         except TailorError:
             return None  # no explanation is offered for this item; nothing to judge
-        good = sum(
-            1 for s in ex.sentences if s.evidence and all(self._faithful(customer_id, e) for e in s.evidence)
-        )
+        good = 0
+        for s in ex.sentences:
+            problems = self.sentence_problems(customer_id, item_id, s)
+            good += not problems
+            if problems:
+                self._unfaithful.append(
+                    {"customer_id": customer_id, "item_id": item_id, "text": s.text, "problems": problems}
+                )
         return good, len(ex.sentences)
+
+    def sentence_problems(self, customer_id: str, item_id: str, sentence: ExplanationSentence) -> list[str]:
+        ids = sorted({i for e in sentence.evidence for i in e.event_ids})
+        if self._names is None:
+            self._names = _names_pattern(self.deps.catalog)
+        return sentence_problems(
+            sentence,
+            customer_id=customer_id,
+            item_id=item_id,
+            catalog=self.deps.catalog,
+            events={e.id: e for e in self.deps.store.get_events(ids) if e.id},
+            history=self.deps.store.events(customer_id, kinds=(EventKind.PURCHASE,)),
+            names=self._names,
+        )
 
     def run(self) -> dict[str, float]:
         customers = self.customers()
@@ -152,6 +340,7 @@ class GenerationEval:
             "generation.latency_ms.mean": statistics.fmean(self._latency_ms),
             "generation.latency_ms.p95": float(np.percentile(self._latency_ms, 95)),
         }
+        ungrounded: dict[str, list[str]] = {}
         # Pass rate per rail over every check the agent ran (first drafts and revisions alike).
         by_rail: dict[str, list[bool]] = {}
         final_grounding_fail = 0
@@ -172,7 +361,20 @@ class GenerationEval:
             for reason in [o.refusal.reason] if o.refusal else []:
                 out[f"generation.refusals.{reason}"] = out.get(f"generation.refusals.{reason}", 0.0) + 1
         if emails:
+            # The agent's own last grounding verdict (finalize releases only what passed, so this stays 0
+            # unless the graph is broken); the independent re-check below is the one that can catch a miss.
             out["generation.grounding.violation_rate"] = final_grounding_fail / len(emails)
+            for e in emails:
+                problems = independent_grounding(
+                    e,
+                    self.deps.store.get_customer(e.customer_id),
+                    self.deps.catalog,
+                    self.deps.store.events(e.customer_id),
+                    self.deps.brand,
+                )
+                if problems:
+                    ungrounded[e.customer_id] = problems
+            out["generation.independent_grounding.violation_rate"] = len(ungrounded) / len(emails)
             out["generation.fallback_rate"] = sum(bool(e.fallback_parts) for e in emails) / len(emails)
             out["generation.personalization.specific_rate"] = sum(self._specific(e) for e in emails) / len(
                 emails
@@ -191,16 +393,18 @@ class GenerationEval:
                 sum(int(a.get("tokens") or 0) for a in o.audit) for o in outcomes if o.email is not None
             ]
             out["generation.tokens_per_email"] = statistics.fmean(tokens)
+        self._unfaithful = []
         if self.explain and emails:
-            good = total = 0
+            good = total = explained = 0
             for e in emails:
-                if e.products:
-                    scored = self._explanation_scores(e.customer_id, e.products[0].item_id)
+                for product in e.products:  # every product of every email, not a sample of one
+                    scored = self._explanation_scores(e.customer_id, product.item_id)
                     if scored is not None:
-                        good, total = good + scored[0], total + scored[1]
+                        good, total, explained = good + scored[0], total + scored[1], explained + 1
             if total:
                 out["generation.explanation.faithfulness"] = good / total
                 out["generation.explanation.sentences"] = float(total)
+                out["generation.explanation.products"] = float(explained)
         for o, ms in zip(outcomes, self._latency_ms, strict=True):
             records.append(
                 {
@@ -212,6 +416,8 @@ class GenerationEval:
                     "writer": o.email.writer if o.email else None,
                     "fallback_parts": list(o.email.fallback_parts) if o.email else [],
                     "verdicts": {v.rail: v.passed for v in o.verdicts},
+                    "independent_grounding": ungrounded.get(o.customer_id, []) if o.email else [],
+                    "unfaithful": [u for u in self._unfaithful if u["customer_id"] == o.customer_id],
                 }
             )
         if self.out_dir is not None:

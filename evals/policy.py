@@ -44,6 +44,7 @@ __all__ = [
 ACTIONS = ("popular", "repeat", "recent")
 REWARD_WINDOW = pd.Timedelta(days=7)
 LIST_SIZE = 10
+_Z95 = 1.96  # the IPS interval's normal quantile
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def _weights(
     return w, r
 
 
-def ips(log: Sequence[Decision], policy: Policy, *, z: float = 1.96) -> Estimate:
+def ips(log: Sequence[Decision], policy: Policy, *, z: float = _Z95) -> Estimate:
     """IPS with a normal-approximation confidence interval (the terms are i.i.d.)."""
     w, r = _weights(log, policy)
     terms = w * r
@@ -277,11 +278,22 @@ def standard_policies() -> dict[str, Policy]:
     }
 
 
-class PolicyEval:
-    """``run()`` → ``policy.synthetic.<policy>.{ips,ips_low,ips_high,snips,snips_low,snips_high,true}``.
+def _always(action: str) -> Policy:
+    def policy(d: Decision) -> str:
+        return action
 
-    ``log`` overrides the synthetic log with real logged decisions (then keys are ``policy.logged.*`` and
-    there is no ``true``).
+    return policy
+
+
+class PolicyEval:
+    """``run()`` → ``policy.<log>.<policy>.{ips,ips_low,ips_high,snips,snips_low,snips_high[,true]}``.
+
+    ``<log>`` is ``synthetic`` (built from ``purchases``, every action's reward known, so each estimate is
+    printed next to the truth and the estimators are checked: ``policy.synthetic.{ips,snips}_max_abs_error``,
+    ``policy.synthetic.ips_max_z`` (the worst IPS error in standard errors) and
+    ``policy.synthetic.ci_coverage``, the share of policies whose IPS interval holds the true value) and,
+    when ``log`` is given, ``logged`` (real logged decisions: estimates only, over the standard policies and
+    one "always do X" policy per logged action). Given both, both are reported.
     """
 
     name = "policy"
@@ -302,19 +314,21 @@ class PolicyEval:
         self.n = n
         self.seed = seed
         self.policies = dict(policies or standard_policies())
-        self._intervals: dict[str, dict[str, float]] = {}
+        self._intervals: dict[str, dict[str, dict[str, float]]] = {}
 
-    def run(self) -> dict[str, float]:
-        synthetic = self.log is None
-        if self.log is None:
-            assert self.purchases is not None
-            log = synthetic_log(self.purchases, self.n, seed=self.seed)
-        else:
-            log = self.log
-        prefix = "policy.synthetic" if synthetic else "policy.logged"
+    def _logged_policies(self, log: Sequence[Decision]) -> dict[str, Policy]:
+        out = dict(self.policies)
+        for action in sorted({d.action for d in log}):
+            out.setdefault(f"always_{action}", _always(action))
+        return out
+
+    def _estimate(
+        self, prefix: str, log: Sequence[Decision], policies: Mapping[str, Policy], truth: bool
+    ) -> dict[str, float]:
         out: dict[str, float] = {f"{prefix}.decisions": float(len(log))}
         out[f"{prefix}.logging.value"] = float(np.mean([d.reward for d in log]))
-        for name, policy in self.policies.items():
+        rows: dict[str, dict[str, float]] = {}
+        for name, policy in policies.items():
             a, s = ips(log, policy), snips(log, policy, seed=self.seed)
             row = {
                 "ips": a.value,
@@ -324,21 +338,49 @@ class PolicyEval:
                 "snips_low": s.low,
                 "snips_high": s.high,
             }
-            if synthetic:
+            if truth:
                 row["true"] = true_value(log, policy)
-            self._intervals[name] = row
+            rows[name] = row
             out.update({f"{prefix}.{name}.{k}": v for k, v in row.items()})
+        if truth and rows:
+            # The estimators against the truth they are meant to recover: these can fail.
+            out[f"{prefix}.ips_max_abs_error"] = max(abs(r["ips"] - r["true"]) for r in rows.values())
+            snips_err = [abs(r["snips"] - r["true"]) for r in rows.values() if math.isfinite(r["snips"])]
+            out[f"{prefix}.snips_max_abs_error"] = max(snips_err) if snips_err else math.nan
+            # The same error in units of its own standard error: scale-free, so one gate fits any reward rate.
+            out[f"{prefix}.ips_max_z"] = max(
+                abs(r["ips"] - r["true"]) / max((r["ips_high"] - r["ips_low"]) / (2 * _Z95), 1e-12)
+                for r in rows.values()
+            )
+            out[f"{prefix}.ci_coverage"] = sum(
+                r["ips_low"] <= r["true"] <= r["ips_high"] for r in rows.values()
+            ) / len(rows)
+        self._intervals[prefix] = rows
+        return out
+
+    def run(self) -> dict[str, float]:
+        self._intervals = {}
+        out: dict[str, float] = {}
+        if self.purchases is not None:
+            synthetic = synthetic_log(self.purchases, self.n, seed=self.seed)
+            out.update(self._estimate("policy.synthetic", synthetic, self.policies, truth=True))
+        if self.log is not None:
+            out.update(
+                self._estimate("policy.logged", self.log, self._logged_policies(self.log), truth=False)
+            )
         return out
 
     def artifacts(self) -> dict[str, Artifact]:
-        if not self._intervals:
-            return {}
+        titles = {
+            "policy.synthetic": ("policy_values", "Policy value by replay (SYNTHETIC log)"),
+            "policy.logged": ("policy_values_logged", "Policy value by replay (logged sends)"),
+        }
         return {
-            "policy_values": {
+            titles[prefix][0]: {
                 "kind": "intervals",
-                "title": "Policy value by replay (SYNTHETIC log)"
-                if self.log is None
-                else "Policy value by replay",
-                "rows": {k: dict(v) for k, v in self._intervals.items()},
+                "title": titles[prefix][1],
+                "rows": {k: dict(v) for k, v in rows.items()},
             }
+            for prefix, rows in self._intervals.items()
+            if rows
         }

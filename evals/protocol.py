@@ -40,6 +40,7 @@ __all__ = [
     "check_frame",
     "evaluate",
     "hit_at",
+    "holdout_cut",
     "holdout_split",
     "mrr_at",
     "ndcg_at",
@@ -167,15 +168,20 @@ def temporal_split(purchases: pd.DataFrame, cut: pd.Timestamp | datetime | str =
     )
 
 
-def holdout_split(purchases: pd.DataFrame, days: int) -> Split:
-    """Hold out the last ``days`` days of any store's purchases as the test period."""
+def holdout_cut(purchases: pd.DataFrame, days: int) -> pd.Timestamp:
+    """The cut that holds out the last ``days`` calendar days (UTC) of the purchases, the last included."""
     if days < 1:
         raise DataError(f"holdout days must be >= 1, got {days}")
     frame = check_frame(purchases)
     if frame.empty:
         raise DataError("no purchases to split", hint="import data first (`tailor import`)")
-    cut = frame["timestamp"].max().normalize() - pd.Timedelta(days=days - 1)
-    return temporal_split(frame, cut)
+    cut: pd.Timestamp = frame["timestamp"].max().normalize() - pd.Timedelta(days=days - 1)
+    return cut
+
+
+def holdout_split(purchases: pd.DataFrame, days: int) -> Split:
+    """Hold out the last ``days`` days of any store's purchases as the test period."""
+    return temporal_split(purchases, holdout_cut(purchases, days))
 
 
 def recall_at(ranked: Sequence[str], relevant: Iterable[str], k: int) -> float:

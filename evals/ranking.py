@@ -27,6 +27,7 @@ from evals.protocol import (
     Split,
     Variant,
     evaluate,
+    holdout_cut,
     purchases_from_uci,
     temporal_split,
 )
@@ -62,8 +63,18 @@ def _matrix(split: Split) -> tuple[sp.csr_matrix, sp.csr_matrix, list[str], dict
     return freq, seen, items, item_ix, cust_ix
 
 
+# EASE inverts a dense items x items Gram matrix: past this many items it is left out (memory grows as n^2).
+EASE_MAX_ITEMS = 20_000
+EASE_L2 = 250.0  # the peer script's regularisation, so the figure is the peer's own
+
+
 def reference_rankers(split: Split, k: int = 20) -> dict[str, RankFn]:
-    """Popularity, repeat (own purchase frequency, popularity breaking ties) and cosine item-kNN."""
+    """Popularity, repeat (own purchase frequency, popularity breaking ties), cosine item-kNN and EASE.
+
+    They follow the peer script's definitions (``repeat`` is its ``repeat_history``, ``ease`` its
+    ``ease_l250``), so the peers' figures are measured again on every split the eval runs on. EASE is fitted
+    on first use only, and refused past ``EASE_MAX_ITEMS`` items.
+    """
     freq, seen, items, _, cust_ix = _matrix(split)
     pop = np.asarray(seen.sum(0)).ravel()
     norms = np.sqrt(pop) + 1e-9
@@ -91,10 +102,27 @@ def reference_rankers(split: Split, k: int = 20) -> dict[str, RankFn]:
 
         return rank
 
+    ease: list[npt.NDArray[np.float64]] = []
+
+    def ease_scores(rows: list[int]) -> npt.NDArray[np.float64]:
+        if not ease:
+            if len(items) > EASE_MAX_ITEMS:
+                raise DataError(
+                    f"EASE needs a dense {len(items)}^2 matrix", hint="leave the ease reference out"
+                )
+            g = np.asarray(gram.todense(), dtype=np.float64)
+            g[np.diag_indices_from(g)] += EASE_L2
+            inv = np.linalg.inv(g)
+            b = -inv / np.diag(inv)
+            np.fill_diagonal(b, 0.0)
+            ease.append(b)
+        return np.asarray(seen[rows] @ ease[0], dtype=np.float64)
+
     return {
         "popularity": batched(lambda rows: np.tile(pop.astype(np.float64), (len(rows), 1))),
         "repeat": batched(lambda rows: freq[rows].toarray() + 1e-6 * pop),
         "itemknn": batched(lambda rows: np.asarray((seen[rows] @ cosine).todense())),
+        "ease": batched(ease_scores),
     }
 
 
@@ -102,7 +130,8 @@ class RankingEval:
     """``run()`` → ``ranking.<ranker>.<variant>.<metric>@<k>`` plus beyond-accuracy figures.
 
     ``text`` is ``"embed"`` (item descriptions through the bundled sentence-transformer, cached under
-    ``cache_dir``), a mapping of item id → vector, or ``None`` for no text signal.
+    ``cache_dir``), a mapping of item id → vector, or ``None`` for no text signal. The split is at ``cut``
+    (the reference 2011-09-09 by default) or, with ``holdout_days``, the last that many days of the data.
     """
 
     def __init__(
@@ -110,20 +139,27 @@ class RankingEval:
         purchases: pd.DataFrame | None = None,
         *,
         parquet: Path = DEFAULT_PARQUET,
-        cut: pd.Timestamp | str = DEFAULT_CUT,
+        cut: pd.Timestamp | str | None = None,
+        holdout_days: int | None = None,
         text: str | Mapping[str, npt.NDArray[np.floating[Any]]] | None = "embed",
         cache_dir: Path = Path("var/cache"),
         seed: int = 0,
         ranker_params: Mapping[str, int] | None = None,
         ks: Sequence[int] = DEFAULT_KS,
-        references: Sequence[str] = ("popularity", "repeat", "itemknn"),
+        references: Sequence[str] = ("popularity", "repeat", "itemknn", "ease"),
         out_dir: Path | None = None,
     ) -> None:
         if isinstance(text, str) and text != "embed":
             raise DataError(f"text must be 'embed', a mapping or None, got {text!r}")
         self.purchases = purchases
         self.parquet = parquet
-        self.cut = cut
+        if cut is not None and holdout_days is not None:
+            raise DataError("give a cut or holdout days, not both")
+        if holdout_days is not None and holdout_days < 1:
+            raise DataError(f"holdout days must be >= 1, got {holdout_days}")
+        self.cut = DEFAULT_CUT if cut is None and holdout_days is None else cut
+        self.holdout_days = holdout_days
+        self.split: Split | None = None
         self.text = text
         self.cache_dir = cache_dir
         self.seed = seed
@@ -161,7 +197,10 @@ class RankingEval:
     def run(self) -> dict[str, float]:
         t0 = time.perf_counter()
         purchases, vectors = self._load()
-        split = temporal_split(purchases, self.cut)
+        cut = holdout_cut(purchases, self.holdout_days) if self.holdout_days is not None else self.cut
+        assert cut is not None
+        split = temporal_split(purchases, cut)
+        self.split = split
         self.timings["load_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         params = {"seed": self.seed, **self.ranker_params}

@@ -23,18 +23,41 @@ from matplotlib.figure import Figure
 from evals.base import Artifact
 from tailor.errors import ConfigError, DataError
 
-__all__ = ["DEFAULT_GATES", "GateResult", "Report", "evaluate_gates", "load_gates", "load_report"]
+__all__ = [
+    "AT_K_METRICS",
+    "DEFAULT_GATES",
+    "GateResult",
+    "Report",
+    "evaluate_gates",
+    "load_gates",
+    "load_report",
+]
 
 DEFAULT_GATES = Path(__file__).resolve().parent / "gates.toml"
+# The metric names ``evals.protocol.evaluate`` gives (``<metric>@<k>``): each gets a curve in the report.
+AT_K_METRICS = ("recall", "ndcg", "hitrate", "mrr")
+# A gate is absolute (``min``/``max``: a number) or relative (``above``/``below``: another metric of the same
+# report, strictly beaten, e.g. Tailor against a reference ranker measured in the same run).
+ABSOLUTE_RULES = frozenset({"min", "max"})
+RELATIVE_RULES = frozenset({"above", "below"})
+Rule = dict[str, float | str]
 
 
 @dataclass(frozen=True)
 class GateResult:
     key: str
-    rule: str  # "min" or "max"
-    threshold: float
+    rule: str  # "min", "max", "above" or "below"
+    threshold: float  # for above/below: the other metric's value in this run (NaN when it is missing)
     value: float | None
     status: str  # "pass", "fail" or "skipped" (its suite was not run)
+    versus: str | None = None  # above/below: the metric it is compared with
+
+    @property
+    def rule_text(self) -> str:
+        sign = {"min": "≥", "max": "≤", "above": ">", "below": "<"}[self.rule]
+        if self.versus is None:
+            return f"{sign} {self.threshold:g}"
+        return f"{sign} {self.versus} ({self.threshold:.4f})"
 
     @property
     def passed(self) -> bool:
@@ -57,7 +80,7 @@ class Report:
         return {
             "meta": self.meta,
             "metrics": {k: _json_float(v) for k, v in sorted(self.metrics.items())},
-            "gates": [asdict(g) for g in self.gates],
+            "gates": [{**asdict(g), "threshold": _json_float(g.threshold)} for g in self.gates],
         }
 
     def write(self, out_dir: Path) -> tuple[Path, Path]:
@@ -89,45 +112,65 @@ def load_report(path: Path) -> Report:
     if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
         raise DataError(f"{path} is not a Tailor report: no 'metrics' object")
     metrics = {str(k): (math.nan if v is None else float(v)) for k, v in data["metrics"].items()}
-    gates = [GateResult(**g) for g in data.get("gates", [])]
+    gates = [
+        GateResult(**{**g, "threshold": math.nan if g.get("threshold") is None else g["threshold"]})
+        for g in data.get("gates", [])
+    ]
     return Report(metrics=metrics, meta=dict(data.get("meta", {})), gates=gates)
 
 
-def load_gates(path: Path = DEFAULT_GATES, *, quick: bool = False) -> dict[str, dict[str, float]]:
+def load_gates(path: Path = DEFAULT_GATES, *, quick: bool = False) -> dict[str, Rule]:
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read gates {path}: {exc}") from exc
     section = "quick" if quick else "gates"
     table = doc.get(section, doc.get("gates", {}))
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, Rule] = {}
+    shape = (
+        "a gate is { min = X } and/or { max = Y } (numbers), or { above = 'metric' } / { below = 'metric' }"
+    )
     for key, rule in table.items():
-        if not isinstance(rule, dict) or not rule or set(rule) - {"min", "max"}:
-            raise ConfigError(f"{path} [{section}] {key!r}: a gate is {{ min = X }} and/or {{ max = Y }}")
-        try:
-            out[key] = {k: float(v) for k, v in rule.items()}
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{path} [{section}] {key!r}: thresholds must be numbers") from exc
+        if not isinstance(rule, dict) or not rule or set(rule) - ABSOLUTE_RULES - RELATIVE_RULES:
+            raise ConfigError(f"{path} [{section}] {key!r}: {shape}")
+        parsed: Rule = {}
+        for kind, v in rule.items():
+            if kind in RELATIVE_RULES:
+                if not isinstance(v, str) or not v:
+                    raise ConfigError(f"{path} [{section}] {key!r}: {kind} names another metric: {shape}")
+                parsed[kind] = v
+                continue
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise ConfigError(f"{path} [{section}] {key!r}: thresholds must be numbers")
+            parsed[kind] = float(v)
+        out[key] = parsed
     return out
 
 
 def evaluate_gates(
-    metrics: Mapping[str, float], gates: Mapping[str, Mapping[str, float]], suites: Sequence[str]
+    metrics: Mapping[str, float], gates: Mapping[str, Mapping[str, float | str]], suites: Sequence[str]
 ) -> list[GateResult]:
     results: list[GateResult] = []
     for key, rule in gates.items():
         suite = key.split(".", 1)[0]
         value = metrics.get(key)
-        for kind, threshold in rule.items():
-            if suite not in suites:
+        for kind, bound in rule.items():
+            versus = bound if isinstance(bound, str) else None
+            other = metrics.get(versus) if versus is not None else None
+            threshold = float(bound) if versus is None else (math.nan if other is None else other)
+            if suite not in suites or (versus is not None and versus.split(".", 1)[0] not in suites):
                 status = "skipped"
-            elif value is None or not math.isfinite(value):
+            elif value is None or not math.isfinite(value) or not math.isfinite(threshold):
                 status = "fail"  # a gate on a metric that vanished must not pass silently
             elif kind == "min":
                 status = "pass" if value >= threshold else "fail"
-            else:
+            elif kind == "max":
                 status = "pass" if value <= threshold else "fail"
-            results.append(GateResult(key, kind, threshold, value, status))
+            elif kind == "above":
+                status = "pass" if value > threshold else "fail"  # a tie is not a win
+            else:
+                status = "pass" if value < threshold else "fail"
+            results.append(GateResult(key, kind, threshold, value, status, versus))
     return results
 
 
@@ -149,7 +192,7 @@ def _at_k_curves(metrics: Mapping[str, float]) -> list[str]:
         if len(parts) != 4 or parts[0] != "ranking" or "@" not in parts[3]:
             continue
         metric, _, k = parts[3].partition("@")
-        if metric not in {"recall", "ndcg", "hit", "mrr"} or not k.isdigit():
+        if metric not in AT_K_METRICS or not k.isdigit():
             continue
         series.setdefault(parts[2], {}).setdefault(metric, {}).setdefault(parts[1], []).append(
             (int(k), value)
@@ -223,7 +266,7 @@ _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}
 th{background:#f0f0f0}.pass{background:#d8f5d0}.fail{background:#f8d0d0}.skipped{background:#eee;color:#777}
-.up{color:#1a7f1a}.down{color:#b00}h2{border-bottom:2px solid #ddd;padding-bottom:4px}
+.better{color:#1a7f1a}.worse{color:#b00}h2{border-bottom:2px solid #ddd;padding-bottom:4px}
 .num{text-align:right;font-family:monospace}.banner{padding:8px 12px;font-weight:bold;border-radius:4px}
 """
 
@@ -236,6 +279,7 @@ def render_html(report: Report) -> str:
         f"<!doctype html><html><head><meta charset='utf-8'><title>Tailor eval</title><style>{_CSS}</style>",
         "</head><body><h1>Tailor offline evaluation</h1>",
         f"<p>commit <code>{html.escape(str(meta.get('git_commit')))}</code> · "
+        f"settings <code>{html.escape(str(meta.get('settings_digest')))}</code> · "
         f"{html.escape(str(meta.get('timestamp')))} · seed {html.escape(str(meta.get('seed')))} · "
         f"suites {html.escape(', '.join(meta.get('suites', [])))}"
         f"{' · <b>quick</b>' if meta.get('quick') else ''}</p>",
@@ -250,9 +294,8 @@ def render_html(report: Report) -> str:
     ]
     for g in report.gates:
         value = "—" if g.value is None else f"{g.value:.4f}"
-        rule = f"{'≥' if g.rule == 'min' else '≤'} {g.threshold:g}"
         parts.append(
-            f"<tr class='{g.status}'><td>{html.escape(g.key)}</td><td>{rule}</td>"
+            f"<tr class='{g.status}'><td>{html.escape(g.key)}</td><td>{html.escape(g.rule_text)}</td>"
             f"<td class='num'>{value}</td><td>{g.status}</td></tr>"
         )
     parts.append("</table>")

@@ -6,8 +6,8 @@ import hashlib
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -18,15 +18,30 @@ from rich.table import Table
 
 from evals.base import Eval, artifacts_of
 from evals.compare import compare as compare_reports
-from evals.compare import print_table, to_html
+from evals.compare import print_header, print_table, to_html
+from evals.protocol import DEFAULT_CUT as DEFAULT_CUT_TS
 from evals.report import DEFAULT_GATES, Report, evaluate_gates, load_gates, load_report
 from tailor.errors import ConfigError, DataError, TailorError
 from tailor.settings import Settings
 
-__all__ = ["SUITES", "EvalFactory", "Suite", "SuiteInput", "eval_command", "run_suites"]
+__all__ = [
+    "DEFAULT_HOLDOUT_DAYS",
+    "SUITES",
+    "EvalFactory",
+    "Suite",
+    "SuiteInput",
+    "decisions_path",
+    "demo_now",
+    "eval_command",
+    "run_suites",
+]
 
 Suite = Literal["ranking", "generation", "safety", "policy"]
 SUITES: tuple[Suite, ...] = get_args(Suite)
+# A store that is not UCI Online Retail has no reference cut: its last four weeks are the test period (long
+# enough for most customers to come back once, short enough to leave the ranker a long history).
+DEFAULT_HOLDOUT_DAYS = 28
+UCI_LAST_DAY = pd.Timestamp("2011-12-09", tz="UTC")
 
 
 @dataclass
@@ -38,8 +53,12 @@ class SuiteInput:
     seed: int
     out_dir: Path
     notes: list[str]
+    cut: str | None = None  # --cut YYYY-MM-DD
+    holdout_days: int | None = None  # --holdout-days N
+    protocol: dict[str, Any] = field(default_factory=dict)  # what the ranking suite split on, for meta
     _purchases: pd.DataFrame | None = None
     from_store: bool = False
+    uci: bool = False  # the purchases are UCI Online Retail (the parquet, or a store imported from it)
 
     @property
     def purchases(self) -> pd.DataFrame:
@@ -55,6 +74,7 @@ class SuiteInput:
                 try:
                     if store.counts()["events"]:
                         frame, self.from_store = purchases_from_store(store), True
+                        self.uci = store.get_meta("uci_source") is not None or _looks_like_uci(frame)
                 finally:
                     store.close()
             if frame is None:
@@ -62,6 +82,7 @@ class SuiteInput:
                     f"the store {self.settings.store_path} is empty: purchases from {DEFAULT_PARQUET}"
                 )
                 frame = purchases_from_uci(DEFAULT_PARQUET)
+                self.uci = True
             if self.quick:
                 customers = np.sort(frame["customer_id"].unique())
                 keep = np.random.default_rng(self.seed).choice(customers, size=max(len(customers) // 8, 1))
@@ -74,24 +95,84 @@ class SuiteInput:
 EvalFactory = Callable[[SuiteInput], Eval]
 
 
+def _looks_like_uci(frame: pd.DataFrame) -> bool:
+    # The demo store imported from canonical files carries no UCI marker; its dates give it away.
+    ts = frame["timestamp"]
+    return bool(len(ts)) and ts.min() < DEFAULT_CUT_TS <= ts.max() and ts.max().normalize() == UCI_LAST_DAY
+
+
+def _ranking_protocol(inp: SuiteInput) -> dict[str, Any]:
+    """The split the ranking suite uses: ``--cut``, ``--holdout-days``, or the default for the data.
+
+    Default: the reference cut (2011-09-09) on UCI Online Retail, so figures stay comparable with the peers';
+    on any other store the last ``DEFAULT_HOLDOUT_DAYS`` days are held out."""
+    if inp.cut is not None and inp.holdout_days is not None:
+        raise ConfigError("--cut and --holdout-days both given", hint="choose one way to split")
+    if inp.cut is not None:
+        try:
+            cut = pd.Timestamp(inp.cut)
+        except ValueError as exc:
+            raise ConfigError(f"--cut {inp.cut!r} is not a date", hint="write it as YYYY-MM-DD") from exc
+        cut = cut.tz_localize("UTC") if cut.tzinfo is None else cut.tz_convert("UTC")
+        return {"split": "cut", "cut": cut.isoformat(), "chosen_by": "--cut"}
+    if inp.holdout_days is not None:
+        if inp.holdout_days < 1:
+            raise ConfigError(f"--holdout-days must be >= 1, got {inp.holdout_days}")
+        return {"split": "holdout", "holdout_days": inp.holdout_days, "chosen_by": "--holdout-days"}
+    _ = inp.purchases  # decides whether the data is UCI
+    if inp.uci:
+        return {"split": "cut", "cut": DEFAULT_CUT_TS.isoformat(), "chosen_by": "default (UCI reference cut)"}
+    return {"split": "holdout", "holdout_days": DEFAULT_HOLDOUT_DAYS, "chosen_by": "default (not UCI)"}
+
+
 def _ranking(inp: SuiteInput) -> Eval:
+    from evals.protocol import holdout_cut
     from evals.ranking import RankingEval
 
+    protocol = _ranking_protocol(inp)
     purchases = inp.purchases
+    if protocol["split"] == "holdout":
+        protocol["cut"] = holdout_cut(purchases, int(protocol["holdout_days"])).isoformat()
+    inp.protocol = protocol
+    inp.notes.append(f"ranking: train before {protocol['cut']}, test from it on ({protocol['chosen_by']})")
+    cut = protocol["cut"]
     if inp.quick:
-        return RankingEval(purchases, text=None, seed=inp.seed, references=("popularity", "repeat"))
+        # The quick slice measures its own peers: popularity, repeat history and EASE on the same customers.
+        refs = ("popularity", "repeat", "ease")
+        return RankingEval(purchases, cut=cut, text=None, seed=inp.seed, references=refs)
     if inp.from_store:
         inp.notes.append("ranking: store purchases, so no text signal (item vectors come from the parquet)")
-        return RankingEval(purchases, text=None, seed=inp.seed, out_dir=inp.out_dir)
-    return RankingEval(None, cache_dir=inp.settings.cache_dir, seed=inp.seed, out_dir=inp.out_dir)
+        return RankingEval(purchases, cut=cut, text=None, seed=inp.seed, out_dir=inp.out_dir)
+    return RankingEval(None, cut=cut, cache_dir=inp.settings.cache_dir, seed=inp.seed, out_dir=inp.out_dir)
+
+
+def demo_now(settings: Settings, last_event: datetime | None) -> str | None:
+    """The clock the generation suite runs on: ``TAILOR_NOW`` when set, else the morning after the store's
+    last event (as ``tailor demo`` does), so recency and "last bought" mean the same on old data as on new."""
+    if settings.now:
+        return settings.now
+    if last_event is None:
+        return None
+    day = last_event.astimezone(UTC).date() + timedelta(days=1)
+    return datetime(day.year, day.month, day.day, 10, tzinfo=UTC).isoformat()
 
 
 def _generation(inp: SuiteInput) -> Eval:
     from evals.generation import GenerationEval
     from tailor.service import Tailor
+    from tailor.store import Store
 
-    service = Tailor(inp.settings)
-    service.store.require_data()
+    store = Store(inp.settings.store_path)
+    try:
+        store.require_data()
+        now = demo_now(inp.settings, store.last_event_time())
+    finally:
+        store.close()
+    settings = inp.settings if now == inp.settings.now else inp.settings.model_copy(update={"now": now})
+    inp.notes.append(
+        f"generation: clock at {now}" + (" (TAILOR_NOW)" if inp.settings.now else " (the store's data end)")
+    )
+    service = Tailor(settings)
     return GenerationEval(service.agent_deps(), n=5 if inp.quick else 20, seed=inp.seed, out_dir=inp.out_dir)
 
 
@@ -101,11 +182,39 @@ def _safety(inp: SuiteInput) -> Eval:
     return SafetyEval(seed=inp.seed, quick=inp.quick)
 
 
-def _policy(inp: SuiteInput) -> Eval:
-    from evals.policy import PolicyEval
+def decisions_path(settings: Settings) -> Path:
+    """Where logged email decisions are read from: one JSON object a line (``customer_id``, ``timestamp``,
+    ``action``, ``propensity``, optionally ``reward``), as the CRM that sent them logged them."""
+    return settings.data_dir / "decisions.jsonl"
 
-    inp.notes.append("policy: values come from a SYNTHETIC logged-feedback log built on real purchases")
-    return PolicyEval(inp.purchases, n=300 if inp.quick else 3000, seed=inp.seed)
+
+def _policy(inp: SuiteInput) -> Eval:
+    from evals.policy import PolicyEval, load_decisions
+    from tailor.models import EventKind
+    from tailor.store import Store
+
+    n = 300 if inp.quick else 3000
+    path = decisions_path(inp.settings)
+    log = None
+    if path.exists() and inp.settings.store_path.exists():
+        store = Store(inp.settings.store_path)
+        try:
+            # Reward: a click on an email or a purchase within 7 days of the send (opens are too noisy:
+            # image proxies open mail nobody read).
+            events = store.events_frame(kinds=(EventKind.EMAIL_CLICK, EventKind.PURCHASE))
+        finally:
+            store.close()
+        log = load_decisions(path, events=events)
+        inp.notes.append(
+            f"policy: policy.logged.* from {len(log)} logged sends in {path}, rewards from the store's "
+            "clicks and purchases; policy.synthetic.* checks the estimators on a SYNTHETIC log"
+        )
+    else:
+        inp.notes.append(
+            f"policy: no logged sends ({path} is absent): values come from a SYNTHETIC logged-feedback log "
+            "built on real purchases"
+        )
+    return PolicyEval(inp.purchases, log=log, n=n, seed=inp.seed)
 
 
 DEFAULT_FACTORIES: Mapping[str, EvalFactory] = {
@@ -157,18 +266,31 @@ def run_suites(
     gates_path: Path = DEFAULT_GATES,
     compare: Path | None = None,
     factories: Mapping[str, EvalFactory] | None = None,
+    cut: str | None = None,
+    holdout_days: int | None = None,
 ) -> Report:
     """Run each suite once, write ``report.json`` and ``report.html`` under ``out_dir`` and judge the gates.
 
     A suite that raises a ``TailorError`` is recorded in ``meta.errors`` and its gated metrics fail.
+    ``cut`` (YYYY-MM-DD) or ``holdout_days`` choose the ranking split; see ``_ranking_protocol``.
     """
+    if cut is not None and holdout_days is not None:
+        raise ConfigError("--cut and --holdout-days both given", hint="choose one way to split")
     chosen = _check_suites(suites)
     gates = load_gates(gates_path, quick=quick)  # before the long part: a broken gates file fails fast
     old = load_report(compare) if compare is not None else None
     makers = {**DEFAULT_FACTORIES, **(factories or {})}
     out_dir.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
-    inp = SuiteInput(settings=settings, quick=quick, seed=seed, out_dir=out_dir, notes=notes)
+    inp = SuiteInput(
+        settings=settings,
+        quick=quick,
+        seed=seed,
+        out_dir=out_dir,
+        notes=notes,
+        cut=cut,
+        holdout_days=holdout_days,
+    )
     metrics: dict[str, float] = {}
     artifacts: dict[str, Any] = {}
     errors: dict[str, str] = {}
@@ -199,31 +321,45 @@ def run_suites(
         "errors": errors,
         "notes": notes,
     }
+    if inp.protocol:
+        meta["ranking_protocol"] = inp.protocol
     report = Report(
         metrics=metrics, meta=meta, gates=evaluate_gates(metrics, gates, chosen), artifacts=artifacts
     )
     if old is not None:
         report.meta["compared_with"] = str(compare)
-        report.comparison_html = to_html(compare_reports(old, report))
+        report.comparison_html = to_html(compare_reports(old, report), old, report)
     report.write(out_dir)
     return report
 
 
 def eval_command(
-    settings: Settings, suites: Sequence[str] | None, out_dir: Path, compare: Path | None, quick: bool
+    settings: Settings,
+    suites: Sequence[str] | None,
+    out_dir: Path,
+    compare: Path | None,
+    quick: bool,
+    *,
+    cut: str | None = None,
+    holdout_days: int | None = None,
+    console: Console | None = None,
 ) -> int:
     """What ``tailor eval`` runs: 0 when every gate passes, 1 when one fails or a suite could not run."""
-    console = Console()
-    report = run_suites(settings, _check_suites(suites), out_dir, quick, compare=compare)
+    console = console or Console()
+    report = run_suites(
+        settings, _check_suites(suites), out_dir, quick, compare=compare, cut=cut, holdout_days=holdout_days
+    )
     if compare is not None:
-        print_table(compare_reports(load_report(compare), report), console)
+        old = load_report(compare)
+        print_header(old, report, console)
+        print_table(compare_reports(old, report), console)
     table = Table(title="Gates")
     for col in ("metric", "rule", "value", "status"):
         table.add_column(col)
     for g in report.gates:
         style = {"pass": "green", "fail": "bold red"}.get(g.status, "dim")
         value = "—" if g.value is None else f"{g.value:.4f}"
-        table.add_row(g.key, f"{g.rule} {g.threshold:g}", value, g.status, style=style)
+        table.add_row(g.key, g.rule_text, value, g.status, style=style)
     console.print(table)
     for suite, error in report.meta["errors"].items():
         console.print(f"[red]suite {suite} failed:[/red] {error}")

@@ -330,6 +330,17 @@ def eval_(
     ),
     compare: Annotated[Path | None, typer.Option(help="An earlier report.json to diff against.")] = None,
     quick: Annotated[bool, typer.Option(help="A small, fast slice (what CI runs).")] = False,
+    cut: Annotated[
+        str | None,
+        typer.Option(
+            help="Ranking: train before this date (YYYY-MM-DD, UTC), test from it on. Default: 2011-09-09 "
+            "(the peers' reference cut) on UCI Online Retail, else the last 28 days held out."
+        ),
+    ] = None,
+    holdout_days: Annotated[
+        int | None,
+        typer.Option(min=1, help="Ranking: hold out the store's last N days as the test period."),
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Run the offline evaluation; exits non-zero when a gate in evals/gates.toml fails."""
@@ -337,7 +348,9 @@ def eval_(
     def body() -> int:
         from evals.runner import eval_command
 
-        return eval_command(_settings(data_dir), suite, out_dir, compare, quick)
+        return eval_command(
+            _settings(data_dir), suite, out_dir, compare, quick, cut=cut, holdout_days=holdout_days
+        )
 
     code = _run(body)
     raise typer.Exit(code)

@@ -107,3 +107,44 @@ def test_load_decisions_derives_rewards_from_events_and_names_bad_lines(tmp_path
     path.write_text(json.dumps({"customer_id": "c1", "action": "a", "propensity": 1}) + "\n")
     with pytest.raises(RecordError, match=r"log.jsonl:1.*timestamp"):
         load_decisions(path, events=_purchases())
+
+
+def test_policy_eval_checks_its_estimators_against_the_synthetic_truth() -> None:
+    out = PolicyEval(_purchases(), n=300, seed=0).run()
+    names = ("always_popular", "always_repeat", "always_recent", "repeat_if_loyal")
+    errors = [abs(out[f"policy.synthetic.{n}.ips"] - out[f"policy.synthetic.{n}.true"]) for n in names]
+    assert out["policy.synthetic.ips_max_abs_error"] == pytest.approx(max(errors))
+    covered = [
+        out[f"policy.synthetic.{n}.ips_low"]
+        <= out[f"policy.synthetic.{n}.true"]
+        <= out[f"policy.synthetic.{n}.ips_high"]
+        for n in names
+    ]
+    assert out["policy.synthetic.ci_coverage"] == pytest.approx(sum(covered) / len(names))
+    assert 0.0 <= out["policy.synthetic.ips_max_z"] < 3.0
+    # A wrong propensity in the log (the logger said 1/3, but it is told 1/10 here) is caught by the check.
+    skewed = [
+        Decision(d.customer_id, d.timestamp, d.action, 0.1, d.reward, d.features, d.rewards)
+        for d in synthetic_log(_purchases(), 300, seed=0)
+    ]
+    ev = PolicyEval(log=skewed, seed=0)
+    logged = ev.run()
+    assert "policy.synthetic.decisions" not in logged and "policy.logged.always_repeat.true" not in logged
+    wrong = ev._estimate("policy.synthetic", skewed, ev.policies, truth=True)
+    assert wrong["policy.synthetic.ips_max_z"] > 3.0
+
+
+def test_logged_and_synthetic_logs_are_reported_side_by_side() -> None:
+    t = pd.Timestamp("2011-03-01", tz="UTC")
+    log = [
+        Decision("c1", t, "replenishment", 0.5, 1.0),
+        Decision("c2", t, "win_back", 0.5, 0.0),
+    ]
+    ev = PolicyEval(_purchases(), log=log, n=200, seed=1)
+    out = ev.run()
+    assert out["policy.logged.decisions"] == 2 and out["policy.synthetic.decisions"] == 200
+    assert out["policy.logged.always_replenishment.ips"] == pytest.approx(1.0)  # (1/0.5 * 1) / 2
+    assert out["policy.logged.always_win_back.ips"] == 0.0
+    arts = ev.artifacts()
+    assert "SYNTHETIC" in arts["policy_values"]["title"]
+    assert "SYNTHETIC" not in arts["policy_values_logged"]["title"]

@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from evals.protocol import (
     evaluate,
+    holdout_cut,
     holdout_split,
     mrr_at,
     ndcg_at,
@@ -139,3 +141,28 @@ def test_ranking_eval_on_online_retail_beats_its_references() -> None:
     assert out["ranking.tailor.new-only.recall@10"] > out["ranking.itemknn.new-only.recall@10"]
     assert 0 < out["ranking.tailor.all.coverage@10"] <= 1
     assert out["ranking.customers.all"] > 1000
+
+
+def test_ease_reference_follows_the_peer_definition(tiny: pd.DataFrame) -> None:
+    split = temporal_split(tiny, CUT)
+    ease = reference_rankers(split, k=3)["ease"]
+    # B = -P / diag(P) with P = (X'X + 250 I)^-1, zero diagonal; A's scores are her row of X times B.
+    items = sorted(split.catalog)
+    x = np.array([[1.0 if i in split.seen.get(c, ()) else 0.0 for i in items] for c in ("A", "B", "C")])
+    p = np.linalg.inv(x.T @ x + 250.0 * np.eye(len(items)))
+    b = -p / np.diag(p)
+    np.fill_diagonal(b, 0.0)
+    expected = [items[j] for j in np.argsort(-(x[0] @ b), kind="stable")]
+    assert ease(["A"], False)[0][0] == expected[0]
+    assert ease(["A"], True)[0][0] == "z"  # A has x and y; z is the one new item
+
+
+def test_ranking_eval_holds_out_the_last_days(tiny: pd.DataFrame) -> None:
+    with pytest.raises(DataError, match="not both"):
+        RankingEval(tiny, cut=CUT, holdout_days=3)
+    with pytest.raises(DataError, match="days"):
+        RankingEval(tiny, holdout_days=0)
+    ev = RankingEval(tiny, holdout_days=2, text=None)
+    assert ev.cut is None and ev.holdout_days == 2
+    assert RankingEval(tiny, text=None).cut == pd.Timestamp("2011-09-09", tz="UTC")
+    assert holdout_cut(tiny, 2) == pd.Timestamp("2011-01-11", tz="UTC")
