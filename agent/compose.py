@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from agent.state import Plan
 from agent.writers import EmailCopy
 from guardrails.base import RailContext
 from guardrails.brand_config import BrandConfig
+from guardrails.privacy import ID_TOKEN
 from prompts import render
 from tailor.models import Customer, Email, EmailProduct, Event, Item
+from tailor.store import Store
 
-__all__ = ["assemble", "email_parts", "rail_context"]
+__all__ = ["assemble", "email_parts", "other_customers", "rail_context"]
+
+_MAX_CANDIDATES = 64
 
 
 def footer(brand: BrandConfig, customer: Customer) -> str:
@@ -79,6 +83,34 @@ def email_parts(copy: EmailCopy, email: Email) -> dict[str, str]:
     return parts
 
 
+def other_customers(
+    store: Store,
+    customer: Customer,
+    texts: Iterable[str],
+    catalog: Mapping[str, Item],
+    events: Sequence[Event] = (),
+) -> tuple[Customer, ...]:
+    """The other customers whose identifiers appear in what the agent read or wrote, for the privacy rail.
+
+    Shared data is where another customer's identity can slip in: a support ticket in this customer's
+    history ("ordered for my sister, customer 12350"), and from there a draft. Every id-shaped token of the
+    draft and of the history's free text is looked up in the store (a primary-key lookup each, at most
+    ``_MAX_CANDIDATES``); those that are customers, other than the recipient, become leak canaries.
+    Catalog ids are skipped, so a product's SKU never reads as a customer, and so are numbers inside
+    prices, decimals and URLs (see ``guardrails.privacy.ID_TOKEN``)."""
+    sources = [*texts, *(e.text for e in events if e.text)]
+    seen: dict[str, None] = {}
+    for text in sources:
+        for m in ID_TOKEN.finditer(text):
+            token = m.group()
+            if token != customer.id and token not in catalog and token not in seen:
+                seen[token] = None
+                if len(seen) >= _MAX_CANDIDATES:
+                    break
+    found = [store.get_customer(t) for t in seen if store.has_customer(t)]
+    return tuple(found)
+
+
 def rail_context(
     customer: Customer,
     plan: Plan,
@@ -88,6 +120,7 @@ def rail_context(
     now: object,
     *,
     purpose: str = "email",
+    others: Sequence[Customer] = (),
 ) -> RailContext:
     facts = " ".join(e.summary for e in plan.evidence)
     urls = " ".join([brand.unsubscribe_link(customer.id)])
@@ -97,6 +130,7 @@ def rail_context(
         plan_item_ids=tuple(p.item_id for p in plan.products),
         now=now,  # type: ignore[arg-type]
         events=events,
+        other_customers=tuple(others),
         allowed_domains=brand.allowed_link_domains,
         allowed_offers=brand.allowed_offers,
         purpose=purpose,  # type: ignore[arg-type]

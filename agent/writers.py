@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from guardrails.brand_config import BrandConfig
 from guardrails.injection import neutralize
 from prompts import PromptRef, render
-from tailor.errors import LLMError, LLMTimeoutError
+from tailor.errors import LLMError, LLMOutputError, LLMTimeoutError
 from tailor.models import Evidence
 from tailor.settings import Settings
 
@@ -71,7 +71,9 @@ class WriteResult:
     copy: EmailCopy
     prompts: tuple[PromptRef, ...]
     model: str | None = None
-    tokens: int = 0
+    tokens: int = 0  # total, as the endpoint counted it
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 class Writer(Protocol):
@@ -171,8 +173,12 @@ class OpenAIWriter:
                 f"model endpoint {self.settings.llm_base_url} failed: {type(exc).__name__}: {exc}"
             ) from exc
         content = (response.choices[0].message.content or "") if response.choices else ""
-        tokens = response.usage.total_tokens if response.usage else 0
-        return WriteResult(parse_copy(content, request), (ref,), self.model, tokens)
+        usage = response.usage
+        # Endpoints differ in which counts they fill; a missing one is 0, not an error.
+        n_prompt = int(getattr(usage, "prompt_tokens", None) or 0)
+        n_completion = int(getattr(usage, "completion_tokens", None) or 0)
+        total = int(getattr(usage, "total_tokens", None) or 0) or n_prompt + n_completion
+        return WriteResult(parse_copy(content, request), (ref,), self.model, total, n_prompt, n_completion)
 
 
 def copy_schema(request: CopyRequest, brand: BrandConfig) -> dict[str, Any]:
@@ -195,10 +201,12 @@ def copy_schema(request: CopyRequest, brand: BrandConfig) -> dict[str, Any]:
 
 
 def parse_copy(content: str, request: CopyRequest) -> EmailCopy:
-    """Parse a model's answer; missing or extra reasons are dropped/left out, never invented."""
+    """Parse a model's answer; missing or extra reasons are dropped/left out, never invented.
+
+    An unusable answer is an ``LLMOutputError``: the model is up, so the agent falls back, never defers."""
     match = _JSON_OBJECT.search(content)
     if not match:
-        raise LLMError(f"the model did not answer with a JSON object: {content[:120]!r}")
+        raise LLMOutputError(f"the model did not answer with a JSON object: {content[:120]!r}")
     try:
         raw = json.loads(match.group())
         if not isinstance(raw, dict):
@@ -209,7 +217,7 @@ def parse_copy(content: str, request: CopyRequest) -> EmailCopy:
         raw["reasons"] = {str(k): str(v) for k, v in reasons.items() if str(k) in wanted and str(v).strip()}
         return EmailCopy.model_validate(raw)
     except (json.JSONDecodeError, TypeError, ValidationError) as exc:
-        raise LLMError(f"the model's JSON is not a valid email copy: {exc}") from exc
+        raise LLMOutputError(f"the model's JSON is not a valid email copy: {exc}") from exc
 
 
 @dataclass

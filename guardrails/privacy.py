@@ -11,7 +11,7 @@ from guardrails._text import phrase_pattern
 from guardrails.base import Finding, RailContext, Verdict
 from tailor.models import EventKind
 
-__all__ = ["check", "luhn_ok", "name"]
+__all__ = ["ID_TOKEN", "check", "id_pattern", "luhn_ok", "name"]
 
 name = "privacy"
 
@@ -22,6 +22,14 @@ _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:\s?[A-Z0-9]{4}){2,7}(?:\s?[A-Z0-9]{1,3})?
 _POSTCODE = re.compile(r"\b[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}\b")
 _STREET = re.compile(
     r"\b\d{1,4}\s+(?:[A-Z][a-z]+\s){1,3}(?:Street|St|Road|Rd|Avenue|Ave|Lane|Ln|Drive|Close|Way)\b"
+)
+# An identifier standing on its own: not a part of a price (£12,350.00), a decimal, a percentage, a URL
+# path or an e-mail. ``ID_TOKEN`` finds candidates: letters with digits, or a number of five digits or more
+# (shorter numbers are counts and sizes far more often than customer ids).
+_ID_BEFORE = r"(?<![\w/£$€.,@])"
+_ID_AFTER = r"(?![\w/@%]|[.,:]\d)"
+ID_TOKEN = re.compile(
+    _ID_BEFORE + r"(?:\d{5,}|(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[A-Za-z0-9][\w-]{2,})" + _ID_AFTER
 )
 _CLOCK = re.compile(r"\b(?:[01]?\d|2[0-3]):[0-5]\d\b")
 _SENSITIVE = {
@@ -97,6 +105,14 @@ def _iban_ok(raw: str) -> bool:
     return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
 
 
+def id_pattern(ids: list[str]) -> re.Pattern[str] | None:
+    """Any of the identifiers, standing on its own (see ``ID_TOKEN``), case-insensitive."""
+    alternatives = sorted({re.escape(i.strip()) for i in ids if i.strip()}, key=len, reverse=True)
+    if not alternatives:
+        return None
+    return re.compile(_ID_BEFORE + "(?:" + "|".join(alternatives) + ")" + _ID_AFTER, re.IGNORECASE)
+
+
 def check(text: str, context: RailContext, *, part: str | None = None) -> Verdict:
     start = time.perf_counter()
     findings: list[Finding] = []
@@ -130,13 +146,13 @@ def check(text: str, context: RailContext, *, part: str | None = None) -> Verdic
     others = [c for c in context.other_customers if c.id != me.id]
     tokens: list[str] = []
     for other in others:
-        tokens += [other.id, other.email]
+        tokens.append(other.email)
         if other.first_name.lower() != me.first_name.lower() and len(other.first_name) >= 3:
             tokens.append(other.first_name)
-    pattern = phrase_pattern(tokens)
-    if pattern is not None:
-        for m in pattern.finditer(text):
-            add("other_customer", "another customer's identifier", m)
+    for pattern in (phrase_pattern(tokens), id_pattern([o.id for o in others])):
+        if pattern is not None:
+            for m in pattern.finditer(text):
+                add("other_customer", "another customer's identifier", m)
     if context.now is not None:
         since = context.now - timedelta(hours=24)
         recent = {

@@ -287,7 +287,11 @@ Support = Annotated[ApiKey, Depends(_require("support"))]
 
 
 def _job_links(job_id: str) -> dict[str, str]:
-    return {"self": f"/v1/jobs/{job_id}", "results": f"/v1/jobs/{job_id}/results"}
+    return {
+        "self": f"/v1/jobs/{job_id}",
+        "results": f"/v1/jobs/{job_id}/results",
+        "audit": f"/v1/jobs/{job_id}/audit",
+    }
 
 
 def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bool = True) -> FastAPI:
@@ -539,6 +543,14 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
                 yield json.dumps(row) + "\n"
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    @app.get("/v1/jobs/{job_id}/audit", tags=["crm"])
+    async def get_job_audit(request: Request, key: Crm, job_id: str) -> dict[str, Any]:
+        """Each finished item's audit trace: what every agent node read, decided and cost."""
+        st = _state(request)
+        _own_job(st, key, job_id)
+        items = await run_in_threadpool(st.ops.item_audits, job_id)
+        return {"job_id": job_id, "items": items}
 
     @app.put("/v1/customers/{customer_id}/consent", tags=["crm"])
     async def put_consent(

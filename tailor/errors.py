@@ -11,7 +11,8 @@
     │   ├── VectorStoreError         Qdrant (embedded or server)
     │   ├── EmbeddingError           the sentence-transformer model
     │   └── LLMError                 an OpenAI-compatible endpoint
-    │       └── LLMTimeoutError      it did not answer in time
+    │       ├── LLMTimeoutError      it did not answer in time
+    │       └── LLMOutputError       it answered, but not with usable output (the model is up)
     └── GuardrailError               a rail itself failed (the output is then blocked: fail closed)
 
 A refusal (no consent, nothing worth sending) is an outcome, not an error: see ``tailor.models.Refusal``.
@@ -28,6 +29,7 @@ __all__ = [
     "EmbeddingError",
     "GuardrailError",
     "LLMError",
+    "LLMOutputError",
     "LLMTimeoutError",
     "NotFoundError",
     "RecordError",
@@ -112,6 +114,10 @@ class LLMError(BackendError):
 
 class LLMTimeoutError(LLMError):
     pass
+
+
+class LLMOutputError(LLMError):
+    """The endpoint answered, but unusably: a fault of the model's output, not of its availability."""
 
 
 class GuardrailError(TailorError):

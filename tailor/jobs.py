@@ -7,6 +7,12 @@ redone (nothing was sent for them, so that is not a duplicate).
 
 A backend that is down (Qdrant, or the model endpoint with ``llm_unavailable='defer'``) does not fail an
 item: it stays pending with a growing delay, and the job reports it as ``deferred``.
+
+The frequency cap needs every send in the customer store's contact log, which is another database. So
+the email is made as a preview, saved with its audit trace and a note of the contact still to record, in
+one transaction, and only then is the contact recorded (and the note cleared). A kill before the save
+leaves no contact, so the redo is not refused as ``frequency_cap`` by its own send; a kill after it
+leaves the note, and the contact is recorded before the next item runs.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
@@ -63,6 +70,8 @@ class Facade(Protocol):
     settings: Settings
     store: Store
 
+    def now(self) -> datetime: ...
+
     def recommend(self, customer_id: str, k: int = 10) -> list[Recommendation]: ...
     def email(self, customer_id: str, trigger: Any, *, send: bool = False) -> Any: ...
     def why(self, customer_id: str, item_id: str) -> Explanation: ...
@@ -98,6 +107,11 @@ def check_callback_url(url: str, allowed: Sequence[str]) -> str:
             hint="add it to TAILOR_CALLBACK_HOSTS",
         )
     return url
+
+
+def _outcome_audit(outcome: Any) -> list[dict[str, Any]]:
+    audit = getattr(outcome, "audit", None)
+    return [dict(a) for a in audit if isinstance(a, dict)] if isinstance(audit, list) else []
 
 
 def _outcome_result(outcome: Any) -> tuple[Literal["done", "refused"], dict[str, Any], str | None]:
@@ -158,6 +172,8 @@ class JobRunner:
 
     def run_once(self) -> bool:
         """Process the next due item, if any. True when one was processed (or deferred)."""
+        # A send saved before a crash is in the contact log before the next email is capped against it.
+        self.record_contacts()
         item = self.ops.next_item()
         if item is None:
             return False
@@ -167,8 +183,10 @@ class JobRunner:
     def _process(self, item: JobItem) -> None:
         spec = TriggerSpec.model_validate(self._spec(item.job_id)["trigger"])
         try:
-            outcome = self.facade.email(item.customer_id, to_trigger(spec), send=True)
+            # A preview: the runner records the contact itself, after the result is saved (module docstring).
+            outcome = self.facade.email(item.customer_id, to_trigger(spec), send=False)
             status, result, reason = _outcome_result(outcome)
+            sent_at = self.facade.now().isoformat() if status == "done" else None
         except NotFoundError as exc:
             self._finish(
                 item,
@@ -197,12 +215,14 @@ class JobRunner:
             log.exception("job %s customer %s failed", item.job_id, item.customer_id)
             self._finish(item, "failed", {"error": type(exc).__name__}, "internal_error")
             return
+        audit = _outcome_audit(outcome)
         record_outcome(
             self.metrics,
-            getattr(outcome, "audit", None) or [],
+            audit,
             outcome.email.fallback_parts if getattr(outcome, "email", None) is not None else (),
         )
-        self._finish(item, status, result, reason)
+        self._finish(item, status, result, reason, audit=audit, contact_at=sent_at)
+        self.record_contacts()
         self.ops.audit(
             "email." + status,
             key_id=None,
@@ -216,9 +236,24 @@ class JobRunner:
         status: Literal["done", "refused", "failed"],
         result: dict[str, Any],
         reason: str | None,
+        *,
+        audit: list[dict[str, Any]] | None = None,
+        contact_at: str | None = None,
     ) -> None:
-        if self.ops.finish_item(item.job_id, item.customer_id, status, result, reason):
+        if self.ops.finish_item(
+            item.job_id, item.customer_id, status, result, reason, audit=audit, contact_at=contact_at
+        ):
             self.metrics.inc("tailor_jobs_items_total", {"status": status})
+
+    def record_contacts(self) -> None:
+        """Record the saved sends in the customer store's contact log, each once (module docstring)."""
+        store = self.facade.store
+        for job_id, customer_id, when in self.ops.pending_contacts():
+            moment = datetime.fromisoformat(when)
+            # A kill between the record and clearing the note leaves it recorded already: not twice.
+            if store.has_customer(customer_id) and moment not in store.contacts(customer_id):
+                store.record_contact(customer_id, moment)
+            self.ops.contact_recorded(job_id, customer_id)
 
     def deliver_callbacks(self) -> None:
         for job_id in self.ops.jobs_needing_callback():

@@ -88,30 +88,30 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
-def _walk(entries: Iterable[Any]) -> Iterable[Mapping[str, Any]]:
-    for entry in entries:
-        if isinstance(entry, Mapping):
-            yield entry
-            for v in entry.values():
-                if isinstance(v, list):
-                    yield from _walk(v)
+_WRITER_NODES = ("generate", "revise")
 
 
 def record_outcome(metrics: Metrics, audit: Iterable[Any], fallback_parts: Iterable[str] = ()) -> None:
     """Count guardrail blocks, fallbacks and LLM tokens from an agent outcome's audit trace.
 
-    The trace is a list of dicts written by the agent; entries are read by the keys they carry
-    (``rail`` with ``passed`` false, ``usage`` with token counts), so new entry kinds are ignored.
+    The trace is the agent's, one record per node, built by ``agent.audit``: a ``check`` record names the
+    rails that failed in ``blocked`` (one block per rail per check, so a draft that was revised counts
+    too); ``generate`` and ``revise`` records carry ``prompt_tokens`` and ``completion_tokens``. Other
+    records and keys are ignored, so new node kinds need no change here.
     """
-    for entry in _walk(audit):
-        rail = entry.get("rail")
-        if isinstance(rail, str) and entry.get("passed") is False:
-            metrics.inc("tailor_guardrail_blocks_total", {"rail": rail})
-        usage = entry.get("usage")
-        if isinstance(usage, Mapping):
-            for kind in ("prompt_tokens", "completion_tokens"):
-                n = usage.get(kind)
-                if isinstance(n, int | float):
-                    metrics.inc("tailor_llm_tokens_total", {"kind": kind.removesuffix("_tokens")}, float(n))
+    for entry in audit:
+        if not isinstance(entry, Mapping):
+            continue
+        node = entry.get("node")
+        if node == "check":
+            blocked = entry.get("blocked")
+            for rail in blocked if isinstance(blocked, list) else ():
+                if isinstance(rail, str):
+                    metrics.inc("tailor_guardrail_blocks_total", {"rail": rail})
+        elif node in _WRITER_NODES:
+            for kind in ("prompt", "completion"):
+                n = entry.get(f"{kind}_tokens")
+                if isinstance(n, int | float) and not isinstance(n, bool) and n > 0:
+                    metrics.inc("tailor_llm_tokens_total", {"kind": kind}, float(n))
     for part in fallback_parts:
         metrics.inc("tailor_fallbacks_total", {"part": part.split(":", 1)[0]})

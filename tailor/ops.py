@@ -55,7 +55,7 @@ CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
 CREATE TABLE IF NOT EXISTS job_items (
     job_id TEXT NOT NULL, customer_id TEXT NOT NULL, seq INTEGER NOT NULL, status TEXT NOT NULL,
     reason TEXT, result TEXT, attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL NOT NULL DEFAULT 0,
-    updated REAL NOT NULL, PRIMARY KEY (job_id, customer_id)
+    updated REAL NOT NULL, audit TEXT, contact_at TEXT, PRIMARY KEY (job_id, customer_id)
 );
 CREATE INDEX IF NOT EXISTS job_items_pending ON job_items(status, next_attempt);
 CREATE TABLE IF NOT EXISTS audit (
@@ -71,6 +71,9 @@ CREATE TABLE IF NOT EXISTS feedback (
 
 # Item states: pending (to do, maybe after a backoff), and the three final ones.
 _FINAL = ("done", "refused", "failed")
+
+# Columns added after the first release: added in place to an older ops database when it is opened.
+_ADDED_COLUMNS = {"job_items": (("audit", "TEXT"), ("contact_at", "TEXT"))}
 
 
 def body_hash(body: Any) -> str:
@@ -151,8 +154,16 @@ class Ops:
             # FULL, not NORMAL: a job result acknowledged to a client must survive a power cut too.
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            self._migrate()
         except sqlite3.Error as exc:
             raise DataError(f"cannot open the ops database {self.path}: {exc}") from exc
+
+    def _migrate(self) -> None:
+        for table, columns in _ADDED_COLUMNS.items():
+            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for column, kind in columns:
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         with self._lock:
@@ -323,17 +334,27 @@ class Ops:
         status: Literal["done", "refused", "failed"],
         result: dict[str, Any] | None,
         reason: str | None = None,
+        *,
+        audit: list[dict[str, Any]] | None = None,
+        contact_at: str | None = None,
     ) -> bool:
-        """Write an item's result once. False when it was already final (a resumed or raced worker)."""
+        """Write an item's result, and the agent's audit trace, once. False when it was already final (a
+        resumed or raced worker).
+
+        ``contact_at`` (ISO time) is a send still to be recorded in the customer store's contact log; it is
+        written with the result, in the same transaction, so a crash can delay that record but never lose
+        it or the email (see ``pending_contacts``)."""
         now = time.time()
         with self._tx() as db:
             changed = db.execute(
-                "UPDATE job_items SET status=?, reason=?, result=?, attempts=attempts+1, updated=?"
-                " WHERE job_id=? AND customer_id=? AND status='pending'",
+                "UPDATE job_items SET status=?, reason=?, result=?, audit=?, contact_at=?,"
+                " attempts=attempts+1, updated=? WHERE job_id=? AND customer_id=? AND status='pending'",
                 (
                     status,
                     reason,
                     json.dumps(result) if result is not None else None,
+                    json.dumps(audit, default=str) if audit is not None else None,
+                    contact_at,
                     now,
                     job_id,
                     customer_id,
@@ -344,6 +365,34 @@ class Ops:
             )
             self._maybe_complete(db, job_id, now)
         return changed == 1
+
+    def pending_contacts(self) -> list[tuple[str, str, str]]:
+        """Sends whose contact is not yet recorded in the customer store: ``(job_id, customer_id, when)``."""
+        rows = self._query(
+            "SELECT job_id, customer_id, contact_at FROM job_items WHERE contact_at IS NOT NULL"
+            " ORDER BY updated"
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def contact_recorded(self, job_id: str, customer_id: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE job_items SET contact_at=NULL WHERE job_id=? AND customer_id=?", (job_id, customer_id)
+            )
+
+    def item_audits(self, job_id: str) -> list[dict[str, Any]]:
+        """Each finished item's status and the agent's audit trace (None where the agent did not finish)."""
+        self.get_job(job_id)
+        marks = ",".join("?" * len(_FINAL))
+        rows = self._query(
+            "SELECT customer_id, status, reason, audit FROM job_items"
+            f" WHERE job_id=? AND status IN ({marks}) ORDER BY seq",
+            (job_id, *_FINAL),
+        )
+        return [
+            {"customer_id": c, "status": st, "reason": r, "audit": json.loads(a) if a else None}
+            for c, st, r, a in rows
+        ]
 
     def defer_item(self, job_id: str, customer_id: str, delay_s: float, reason: str) -> None:
         """A backend was down: keep the item pending and try again after ``delay_s``."""
@@ -449,7 +498,8 @@ class Ops:
         """
         with self._tx() as db:
             items = db.execute(
-                "UPDATE job_items SET result=NULL, reason=CASE WHEN status='pending' THEN reason ELSE"
+                "UPDATE job_items SET result=NULL, audit=NULL, contact_at=NULL,"
+                " reason=CASE WHEN status='pending' THEN reason ELSE"
                 " 'forgotten' END, status=CASE WHEN status='pending' THEN 'failed' ELSE status END"
                 " WHERE customer_id=?",
                 (customer_id,),

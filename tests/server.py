@@ -7,7 +7,8 @@ over either the real ``tailor.service.Tailor`` (``facade="real"``) or ``Scripted
 ``ScriptedTailor`` implements the facade contract over a real ``Store`` with plain rules; it exists so
 the HTTP layer (keys, idempotency, jobs, resumption, fallbacks) can be tested before and apart from the
 agent. It logs every email it writes to ``<data_dir>/emails.log`` so tests can count them, and, when
-``writer='openai'``, really calls the configured endpoint, so a dead or slow endpoint is real.
+``writer='openai'``, really calls the configured endpoint, so a dead or slow endpoint is real. Its audit
+trace is built with the agent's own ``agent.audit`` functions and types, so it has the real shape.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from typing import Any
 import httpx
 from pydantic import BaseModel
 
+from agent.audit import record, write_fields
+from agent.writers import EmailCopy, WriteResult
+from prompts import PromptRef
 from tailor.errors import LLMError, LLMTimeoutError, NotFoundError
 from tailor.models import (
     Consent,
@@ -73,6 +77,12 @@ class ScriptedTailor:
 
     def close(self) -> None:
         self.store.close()
+
+    def now(self) -> datetime:
+        if self.settings.now:
+            moment = datetime.fromisoformat(self.settings.now)
+            return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+        return datetime.now(UTC)
 
     def _customer(self, customer_id: str) -> Customer:
         return self.store.get_customer(customer_id)
@@ -136,6 +146,7 @@ class ScriptedTailor:
 
     def _llm_subject(self, customer: Customer) -> tuple[str, list[dict[str, Any]]]:
         base = (self.settings.llm_base_url or "").rstrip("/")
+        start = time.perf_counter()
         try:
             response = httpx.post(
                 f"{base}/chat/completions",
@@ -148,9 +159,18 @@ class ScriptedTailor:
             raise LLMTimeoutError(f"model endpoint timed out: {exc}") from exc
         except httpx.HTTPError as exc:
             raise LLMError(f"model endpoint failed: {exc}") from exc
-        return str(data["choices"][0]["message"]["content"]), [
-            {"step": "generate", "usage": data.get("usage", {})}
-        ]
+        subject = str(data["choices"][0]["message"]["content"])
+        usage = data.get("usage") or {}
+        prompt, completion = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+        result = WriteResult(
+            EmailCopy(subject=subject, preheader="-", intro="Hello", reasons={}),
+            (PromptRef("scripted.subject", 1),),
+            self.settings.llm_model,
+            int(usage.get("total_tokens", 0)) or prompt + completion,
+            prompt,
+            completion,
+        )
+        return subject, record("generate", start, writer="openai", **write_fields(result, None))
 
     def email(self, customer_id: str, trigger: Any, *, send: bool = False) -> Outcome:
         if not self.store.has_customer(customer_id):
@@ -165,12 +185,14 @@ class ScriptedTailor:
         audit: list[dict[str, Any]] = []
         fallback: tuple[str, ...] = ()
         if self.settings.writer == "openai":
+            start = time.perf_counter()
             try:
                 subject, audit = self._llm_subject(customer)
-            except LLMError:
+            except LLMError as exc:
                 if self.settings.llm_unavailable == "defer":
                     raise
                 fallback = ("subject",)
+                audit = record("generate", start, writer="openai", **write_fields(None, str(exc)))
         products = tuple(
             EmailProduct(
                 item_id=r.item.id,

@@ -5,19 +5,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
 import agent
-from agent import AgentDeps, ScriptedWriter, Trigger, run_email_sync
+from agent import AgentDeps, OpenAIWriter, ScriptedWriter, Trigger, run_email_sync
 from agent.graph import MERMAID_PATH
 from agent.planner import plan_action
 from agent.writers import EmailCopy
 from retrieval.recommender import HybridRecommender
-from tailor.errors import LLMTimeoutError
+from tailor.errors import LLMError, LLMOutputError, LLMTimeoutError
+from tailor.metrics import Metrics, record_outcome
 from tailor.models import Consent, Customer, Event, EventKind
 from tailor.settings import Settings
 from tailor.store import Store
+from tests.openai_endpoint import chat, fail, scripted_endpoint
 
 NOW = datetime(2011, 12, 10, 10, tzinfo=UTC)
 NODES = {"load_context", "retrieve", "plan", "generate", "check", "finalize"}
@@ -107,7 +110,10 @@ def test_contacted_too_recently_is_refused(deps: AgentDeps, sendable: list[str])
     deps.contacts = lambda _cid: [NOW - timedelta(days=1)]
     out = run_email_sync(deps, sendable[0])
     assert out.refusal is not None and out.email is None
-    assert out.refusal.reason not in ("no_marketing_consent", "nothing_relevant")
+    assert out.refusal.reason == "frequency_cap"
+    assert out.refusal.data["all"] == ["frequency_cap"]
+    assert [a["node"] for a in out.audit] == ["load_context", "finalize"]
+    assert out.audit[0]["refusal"] == "frequency_cap"
 
 
 def _template_copy(deps: AgentDeps, cid: str) -> tuple[EmailCopy, list[str]]:
@@ -251,3 +257,113 @@ def test_planner_offers_win_back_after_a_long_silence(deps: AgentDeps, sendable:
     assert plan.action == "win_back" and "200 days" in plan.reason
     assert {a.action for a in plan.rejected} == {"recommend", "nothing"}
     assert all(a.score < plan.score for a in plan.rejected)
+
+
+# -- what leaves the graph for the service: metrics, a model that is down, other customers ---------------
+
+
+def test_metrics_count_what_the_real_graph_blocked_and_replaced(deps: AgentDeps, sendable: list[str]) -> None:
+    cid = _first_sent(deps, sendable)
+    good, items = _template_copy(deps, cid)
+    invented = good.model_copy(update={"reasons": {**good.reasons, items[0]: "Now only £0.01 today."}})
+    deps.writer = ScriptedWriter([invented, invented])
+    out = run_email_sync(deps, cid)
+    assert out.email is not None
+    checks = [a for a in out.audit if a["node"] == "check"]
+    assert [c["blocked"] for c in checks] == [["grounding"], ["grounding"], []]
+    metrics = Metrics()
+    record_outcome(metrics, out.audit, out.email.fallback_parts)
+    assert metrics.value("tailor_guardrail_blocks_total", {"rail": "grounding"}) == 2
+    assert metrics.value("tailor_fallbacks_total", {"part": "reason"}) == 1
+    assert 'tailor_guardrail_blocks_total{rail="grounding"} 2' in metrics.render()
+
+
+def test_metrics_count_the_tokens_a_real_endpoint_reports(deps: AgentDeps, sendable: list[str]) -> None:
+    cid = _first_sent(deps, sendable)
+    good, _ = _template_copy(deps, cid)
+    with scripted_endpoint() as ep:
+        ep.script.append(chat(good.model_dump_json(), usage=(120, 45)))
+        deps.writer = OpenAIWriter(_llm_settings(ep.url, "fallback"))
+        out = run_email_sync(deps, cid)
+    assert out.email is not None and out.email.writer == "openai" and out.email.fallback_parts == ()
+    metrics = Metrics()
+    record_outcome(metrics, out.audit)
+    assert metrics.value("tailor_llm_tokens_total", {"kind": "prompt"}) == 120
+    assert metrics.value("tailor_llm_tokens_total", {"kind": "completion"}) == 45
+    generate = next(a for a in out.audit if a["node"] == "generate")
+    assert generate["tokens"] == 165 and generate["model"] == "m"
+
+
+def _llm_settings(url: str, unavailable: Literal["fallback", "defer"]) -> Settings:
+    return Settings(
+        data_dir=Path("/nonexistent-unused"),
+        now=NOW.isoformat(),
+        writer="openai",
+        llm_base_url=url,
+        llm_model="m",
+        llm_max_retries=1,
+        llm_timeout_s=5,
+        llm_unavailable=unavailable,
+    )
+
+
+def test_a_model_endpoint_that_fails_defers_the_email_after_bounded_retries(
+    deps: AgentDeps, sendable: list[str]
+) -> None:
+    cid = _first_sent(deps, sendable)
+    with scripted_endpoint() as ep:
+        ep.script.extend([fail(500), fail(500)])
+        settings = _llm_settings(ep.url, "defer")
+        deps.settings = settings
+        deps.writer = OpenAIWriter(settings)
+        with pytest.raises(LLMError, match="InternalServerError") as info:
+            run_email_sync(deps, cid)
+        assert not isinstance(info.value, LLMOutputError)
+        assert len(ep.requests) == 2 and ep.overruns == 0, "one try and exactly one retry, then defer"
+
+
+def test_a_model_endpoint_that_fails_falls_back_when_so_configured(
+    deps: AgentDeps, sendable: list[str]
+) -> None:
+    cid = _first_sent(deps, sendable)
+    with scripted_endpoint() as ep:
+        ep.script.extend([fail(500), fail(500)])
+        settings = _llm_settings(ep.url, "fallback")
+        deps.settings = settings
+        deps.writer = OpenAIWriter(settings)
+        out = run_email_sync(deps, cid)
+    assert out.email is not None and {"subject", "intro"} <= set(out.email.fallback_parts)
+    assert "InternalServerError" in next(a for a in out.audit if a["node"] == "fallback")["writer_error"]
+
+
+def test_a_model_that_answers_garbage_falls_back_even_when_deferring(
+    deps: AgentDeps, sendable: list[str]
+) -> None:
+    cid = _first_sent(deps, sendable)
+    with scripted_endpoint() as ep:
+        ep.script.append(chat("I would rather not write JSON."))
+        settings = _llm_settings(ep.url, "defer")
+        deps.settings = settings
+        deps.writer = OpenAIWriter(settings)
+        out = run_email_sync(deps, cid)
+    assert out.email is not None and "subject" in out.email.fallback_parts
+    assert len(ep.requests) == 1
+
+
+def test_a_draft_that_leaks_another_customers_id_is_blocked_and_replaced(
+    deps: AgentDeps, sendable: list[str], slice_store: Store
+) -> None:
+    cid = _first_sent(deps, sendable)
+    other = next(c for c in slice_store.customers() if c.id != cid and c.id not in deps.catalog)
+    good, items = _template_copy(deps, cid)
+    leaky = good.model_copy(
+        update={"reasons": {**good.reasons, items[0]: f"Customer {other.id} swears by it."}}
+    )
+    deps.writer = ScriptedWriter([leaky, leaky])
+    out = run_email_sync(deps, cid)
+    assert out.email is not None
+    first_check = next(a for a in out.audit if a["node"] == "check")
+    assert "privacy" in first_check["blocked"]
+    assert f"reason:{items[0]}:other_customer" in first_check["verdicts"]["privacy"]
+    assert out.email.fallback_parts == (f"reason:{items[0]}",)
+    assert other.id not in out.email.body_text and other.id not in out.email.body_html

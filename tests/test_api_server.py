@@ -483,6 +483,15 @@ def test_llm_500_with_defer_keeps_the_job_until_the_model_answers(tmp_path: Path
             assert row["result"]["email"]["writer"] == "openai"
             assert len(llm.posts) == 3 and llm.overruns == 0
             assert 'tailor_llm_tokens_total{kind="prompt"} 7' in client.get("/metrics").text
+            assert 'tailor_llm_tokens_total{kind="completion"} 3' in client.get("/metrics").text
+            # The trace of the attempt that sent it is kept with the result, for its key only.
+            audit = client.get(f"/v1/jobs/{job_id}/audit", headers=crm)
+            assert audit.status_code == 200, audit.text
+            [item] = audit.json()["items"]
+            [generate] = [a for a in item["audit"] if a["node"] == "generate"]
+            assert (generate["prompt_tokens"], generate["completion_tokens"]) == (7, 3)
+            assert generate["error"] is None
+            assert client.get(f"/v1/jobs/{job_id}", headers=crm).json()["links"]["audit"].endswith("/audit")
             llm.models_status = 200
             assert client.get("/readyz").status_code == 200
     finally:

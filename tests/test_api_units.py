@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from agent.audit import check_fields, record, write_fields
+from agent.writers import EmailCopy, ScriptedWriter, WriteResult
+from guardrails.base import Finding, Verdict
+from prompts import PromptRef
+from retrieval.recommender import HybridRecommender
 from tailor.api import TokenBuckets
 from tailor.errors import DataError, RecordError, VectorStoreError
 from tailor.jobs import JobRunner, check_callback_url
@@ -13,10 +23,13 @@ from tailor.metrics import Metrics, record_outcome
 from tailor.models import Consent, Customer, Email, EventKind, Refusal
 from tailor.ops import Ops
 from tailor.segment import from_segment, is_segment
+from tailor.service import Tailor
 from tailor.settings import Settings
 from tailor.store import Store
+from tests.openai_endpoint import chat, fail, scripted_endpoint
 from tests.server import Outcome
 
+GOOD_COPY = EmailCopy(subject="s", preheader="p", intro="i", reasons={})
 ANN = Customer(id="100", first_name="Ann", email="ann@example.test", country="United Kingdom")
 
 
@@ -116,15 +129,15 @@ def test_metrics_text_exposition() -> None:
     m.inc("tailor_http_requests_total", {"route": "/v1/x", "status": "200", "method": "GET"})
     m.observe("tailor_http_request_duration_seconds", 0.03, {"route": "/v1/x"})
     m.observe("tailor_http_request_duration_seconds", 3.0, {"route": "/v1/x"})
-    record_outcome(
-        m,
-        [
-            {"rail": "brand", "passed": False},
-            {"rail": "privacy", "passed": True},
-            {"step": "generate", "usage": {"prompt_tokens": 10, "completion_tokens": 5}},
-        ],
-        ("reason:I1", "subject"),
-    )
+    # The trace as the agent writes it (agent.audit), from real verdicts and a real writer result.
+    blocked = Verdict("brand", False, (Finding("shouting", "caps", part="subject"),))
+    result = WriteResult(GOOD_COPY, (PromptRef("llm.email_copy", 1),), "m", 15, 10, 5)
+    audit = [
+        *record("generate", time.perf_counter(), writer="openai", **write_fields(result, None)),
+        *record("check", time.perf_counter(), **check_fields([blocked, Verdict("privacy", True)])),
+        *record("revise", time.perf_counter(), writer="openai", **write_fields(None, "timed out")),
+    ]
+    record_outcome(m, audit, ("reason:I1", "subject"))
     text = m.render()
     assert 'tailor_http_requests_total{method="GET",route="/v1/x",status="200"} 2' in text
     assert 'tailor_http_request_duration_seconds_bucket{route="/v1/x",le="0.05"} 1' in text
@@ -132,6 +145,7 @@ def test_metrics_text_exposition() -> None:
     assert 'tailor_http_request_duration_seconds_count{route="/v1/x"} 2' in text
     assert 'tailor_guardrail_blocks_total{rail="brand"} 1' in text and 'rail="privacy"' not in text
     assert 'tailor_llm_tokens_total{kind="prompt"} 10' in text
+    assert 'tailor_llm_tokens_total{kind="completion"} 5' in text
     assert 'tailor_fallbacks_total{part="reason"} 1' in text
     assert "# TYPE tailor_http_request_duration_seconds histogram" in text
 
@@ -152,6 +166,9 @@ class _ScriptedEmails:
         self.settings = settings
         self.script = script
         self.calls: list[str] = []
+
+    def now(self) -> datetime:
+        return datetime(2011, 12, 10, 10, tzinfo=UTC)
 
     def email(self, customer_id: str, trigger: object, *, send: bool = False) -> object:
         self.calls.append(customer_id)
@@ -205,3 +222,182 @@ def test_callback_urls_must_be_http_to_an_allowed_host() -> None:
         check_callback_url("http://169.254.169.254/latest", ["127.0.0.1"])
     with pytest.raises(DataError, match="not an http"):
         check_callback_url("file:///etc/passwd", ["127.0.0.1"])
+
+
+# -- the runner over the real Tailor: the agent, the store, the ops database ----------------------------
+
+NOW = "2011-12-10T10:00:00+00:00"
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL at one point of the runner: nothing after it runs, nothing catches it."""
+
+
+@pytest.fixture(scope="module")
+def imported(slice_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A data dir with the slice imported and the ranker fitted (copied per test), and a customer who
+    gets an email from the template writer."""
+    data = tmp_path_factory.mktemp("runner") / "data"
+    with Tailor(Settings(data_dir=data, now=NOW)) as tailor:
+        tailor.import_dir(slice_dir)
+        _use_recommender(tailor)
+        for customer in tailor.store.customers():
+            if customer.consent.marketing_email and tailor.email(customer.id).email is not None:
+                return data, customer.id
+    raise AssertionError("no customer of the slice gets an email")
+
+
+def _use_recommender(tailor: Tailor) -> None:
+    # The real recommender, fitted on the store, without text vectors: embedding the whole catalog with
+    # the sentence-transformer costs minutes on a small machine and is not what these tests are about.
+    tailor.recommender = HybridRecommender.build(tailor.store, tailor.settings)
+
+
+@pytest.fixture
+def rig(imported: tuple[Path, str], tmp_path: Path) -> Iterator[tuple[Tailor, Ops, str]]:
+    import shutil
+
+    source, cid = imported
+    data = tmp_path / "data"
+    shutil.copytree(source, data)
+    tailor = Tailor(Settings(data_dir=data, now=NOW))
+    _use_recommender(tailor)
+    ops = Ops(data / "ops.db")
+    yield tailor, ops, cid
+    ops.close()
+    tailor.close()
+
+
+def _job(ops: Ops, cid: str) -> str:
+    return ops.create_job("email", [cid], {"trigger": {"kind": "campaign"}}).job_id
+
+
+@pytest.mark.slow
+def test_runner_keeps_the_real_agents_audit_trace_and_counts_its_blocks(rig: tuple[Tailor, Ops, str]) -> None:
+    tailor, ops, cid = rig
+    preview = tailor.email(cid).email
+    assert preview is not None
+    first = preview.products[0].item_id
+    reasons = {p.item_id: p.reason for p in preview.products}
+    invented = EmailCopy(
+        subject=preview.subject,
+        preheader=preview.preheader,
+        intro="Hello.",
+        reasons={**reasons, first: "Now only £0.01, today only."},
+    )
+    tailor.writer = ScriptedWriter([invented, invented])
+    runner = JobRunner(tailor, ops, tailor.settings)
+    job = _job(ops, cid)
+    assert runner.run_once()
+    [item] = ops.job_items(job)
+    assert item.status == "done" and item.result is not None
+    assert item.result["email"]["fallback_parts"] == [f"reason:{first}"]
+    [traced] = ops.item_audits(job)
+    nodes = [a["node"] for a in traced["audit"]]
+    assert nodes[:3] == ["load_context", "retrieve", "plan"] and nodes[-1] == "finalize"
+    assert [a["blocked"] for a in traced["audit"] if a["node"] == "check"] == [
+        ["grounding"],
+        ["grounding"],
+        [],
+    ]
+    assert runner.metrics.value("tailor_guardrail_blocks_total", {"rail": "grounding"}) == 2
+    assert runner.metrics.value("tailor_fallbacks_total", {"part": "reason"}) == 1
+    assert len(tailor.store.contacts(cid)) == 1 and not ops.pending_contacts()
+
+
+@pytest.mark.slow
+def test_runner_defers_while_the_model_endpoint_fails_then_sends(rig: tuple[Tailor, Ops, str]) -> None:
+    tailor, ops, cid = rig
+
+    def answer(request: dict[str, Any]) -> str:
+        ids = request["response_format"]["schema"]["properties"]["reasons"]["required"]
+        copy = {"subject": "Picked for you", "preheader": "A few ideas", "intro": "Hello."}
+        return json.dumps({**copy, "reasons": {i: "A favourite of yours." for i in ids}})
+
+    with scripted_endpoint() as ep:
+        tailor.settings = tailor.settings.model_copy(
+            update={
+                "writer": "openai",
+                "llm_base_url": ep.url,
+                "llm_model": "m",
+                "llm_max_retries": 1,
+                "llm_timeout_s": 5,
+                "llm_json_schema": True,
+                "llm_unavailable": "defer",
+            }
+        )
+        ep.script.extend([fail(500), fail(500)])
+        runner = JobRunner(tailor, ops, tailor.settings.model_copy(update={"job_retry_s": 60.0}))
+        job = _job(ops, cid)
+        assert runner.run_once()
+        state = ops.get_job(job)
+        assert (state.status, state.counts["pending"], state.counts["deferred"]) == ("queued", 1, 1)
+        assert len(ep.requests) == 2, "one try and one retry, then the item is deferred"
+        assert not ops.job_items(job) and tailor.store.contacts(cid) == []
+        assert not runner.run_once(), "not due yet: the backoff holds it"
+        ep.script.append(chat(answer, usage=(50, 20)))
+        ops._db.execute("UPDATE job_items SET next_attempt=0")  # time passes
+        assert runner.run_once()
+    [item] = ops.job_items(job)
+    assert item.status == "done" and item.result is not None
+    assert item.result["email"]["writer"] == "openai" and item.result["email"]["subject"] == "Picked for you"
+    assert runner.metrics.value("tailor_llm_tokens_total", {"kind": "prompt"}) == 50
+    assert runner.metrics.value("tailor_llm_tokens_total", {"kind": "completion"}) == 20
+    assert runner.metrics.value("tailor_jobs_items_total", {"status": "deferred"}) == 1
+    generate = next(a for a in ops.item_audits(job)[0]["audit"] if a["node"] == "generate")
+    assert generate["prompt_tokens"] == 50 and generate["error"] is None
+    assert len(tailor.store.contacts(cid)) == 1
+
+
+@pytest.mark.slow
+def test_a_kill_between_the_email_and_its_result_does_not_lose_the_email(
+    rig: tuple[Tailor, Ops, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tailor, ops, cid = rig
+    job = _job(ops, cid)
+
+    def killed(*args: object, **kwargs: object) -> bool:
+        raise _Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ops, "finish_item", killed)
+        with pytest.raises(_Killed):
+            JobRunner(tailor, ops, tailor.settings).run_once()
+    assert tailor.store.contacts(cid) == [], "the contact is recorded only with a saved result"
+    restarted = JobRunner(tailor, ops, tailor.settings)
+    assert restarted.run_once()  # the redo of the same item
+    [item] = ops.job_items(job)
+    assert item.status == "done" and item.result is not None and item.result["email"]["customer_id"] == cid
+    assert len(tailor.store.contacts(cid)) == 1
+    # The cap still holds for another job.
+    other = _job(ops, cid)
+    assert restarted.run_once()
+    assert ops.job_items(other)[0].reason == "frequency_cap"
+    assert len(tailor.store.contacts(cid)) == 1
+
+
+@pytest.mark.slow
+def test_a_kill_between_the_result_and_the_contact_record_keeps_both(
+    rig: tuple[Tailor, Ops, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tailor, ops, cid = rig
+    job = _job(ops, cid)
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise _Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tailor.store, "record_contact", killed)
+        with pytest.raises(_Killed):
+            JobRunner(tailor, ops, tailor.settings).run_once()
+    assert ops.job_items(job)[0].status == "done" and len(ops.pending_contacts()) == 1
+    assert tailor.store.contacts(cid) == []
+    # Killed again, after the record but before the note is cleared: the restart must not record it twice.
+    with monkeypatch.context() as patch:
+        patch.setattr(ops, "contact_recorded", killed)
+        with pytest.raises(_Killed):
+            JobRunner(tailor, ops, tailor.settings).run_once()
+    assert len(tailor.store.contacts(cid)) == 1
+    assert not JobRunner(tailor, ops, tailor.settings).run_once()  # nothing to do but the note
+    assert len(tailor.store.contacts(cid)) == 1 and not ops.pending_contacts()
+    assert ops.job_items(job)[0].result is not None

@@ -114,3 +114,43 @@ def test_forget_removes_results_feedback_and_audit(ops: Ops) -> None:
     item = ops.job_items(job.job_id)[0]
     assert item.result is None and item.reason == "forgotten"
     assert [r["customer_id"] for r in ops.audit_trail()] == ["b"]
+
+
+def test_the_audit_trace_and_the_contact_to_record_are_saved_with_the_result(ops: Ops) -> None:
+    job = ops.create_job("campaign", ["a", "b"], {})
+    trace = [{"node": "load_context", "ms": 1.5}, {"node": "finalize", "outcome": "sent"}]
+    assert ops.finish_item(
+        job.job_id, "a", "done", {"email": 1}, audit=trace, contact_at="2011-12-10T10:00:00+00:00"
+    )
+    assert ops.item_audits(job.job_id) == [
+        {"customer_id": "a", "status": "done", "reason": None, "audit": trace}
+    ]
+    assert ops.pending_contacts() == [(job.job_id, "a", "2011-12-10T10:00:00+00:00")]
+    ops.contact_recorded(job.job_id, "a")
+    assert ops.pending_contacts() == []
+    ops.finish_item(job.job_id, "b", "refused", {"refusal": 1}, "frequency_cap", audit=trace)
+    assert [i["audit"] for i in ops.item_audits(job.job_id)] == [trace, trace]
+    ops.forget("a")
+    assert [i["audit"] for i in ops.item_audits(job.job_id)] == [None, trace]
+
+
+def test_an_older_ops_database_gains_the_new_columns(tmp_path: Path) -> None:
+    path = tmp_path / "ops.db"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE job_items (job_id TEXT NOT NULL, customer_id TEXT NOT NULL, seq INTEGER NOT NULL,"
+        " status TEXT NOT NULL, reason TEXT, result TEXT, attempts INTEGER NOT NULL DEFAULT 0,"
+        " next_attempt REAL NOT NULL DEFAULT 0, updated REAL NOT NULL, PRIMARY KEY (job_id, customer_id))"
+    )
+    db.commit()
+    db.close()
+    ops = Ops(path)
+    try:
+        job = ops.create_job("email", ["a"], {})
+        ops.finish_item(job.job_id, "a", "done", {}, audit=[{"node": "finalize"}], contact_at="x")
+        assert ops.item_audits(job.job_id)[0]["audit"] == [{"node": "finalize"}]
+    finally:
+        ops.close()
+    reopened = Ops(path)
+    assert reopened.pending_contacts() == [(job.job_id, "a", "x")]
+    reopened.close()

@@ -5,9 +5,9 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from agent.compose import assemble, email_parts, rail_context
+from agent.audit import check_fields, record
+from agent.compose import assemble, email_parts, other_customers, rail_context
 from agent.context import AgentDeps
-from agent.nodes._audit import record
 from agent.state import EmailState
 from guardrails import check_email
 
@@ -28,15 +28,14 @@ async def check(state: EmailState, runtime: Runtime[AgentDeps]) -> dict[str, Any
         writer=deps.writer.name,
         fallback_parts=tuple(state.fallback_parts),
     )
-    context = rail_context(state.customer, state.plan, deps.catalog, deps.brand, state.events, deps.now)
-    verdicts = check_email(email_parts(state.copy, email), context)
+    parts = email_parts(state.copy, email)
+    others = other_customers(deps.store, state.customer, parts.values(), deps.catalog, state.events)
+    context = rail_context(
+        state.customer, state.plan, deps.catalog, deps.brand, state.events, deps.now, others=others
+    )
+    verdicts = check_email(parts, context)
     return {
         "verdicts": verdicts,
         "email": email,
-        "audit": record(
-            "check",
-            start,
-            passed=all(v.passed for v in verdicts),
-            verdicts={v.rail: [f"{f.part}:{f.rule}" for f in v.findings] for v in verdicts},
-        ),
+        "audit": record("check", start, **check_fields(verdicts)),
     }

@@ -5,11 +5,11 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
+from agent.audit import record, write_fields
 from agent.context import AgentDeps
-from agent.nodes._audit import record
 from agent.state import EmailState, Plan
 from agent.writers import CopyRequest, ProductFacts, Writer, WriteResult
-from tailor.errors import LLMError
+from tailor.errors import LLMError, LLMOutputError
 
 
 def copy_request(
@@ -31,14 +31,24 @@ def copy_request(
 
 
 def write(writer: Writer, request: CopyRequest, deps: AgentDeps) -> tuple[WriteResult | None, str | None]:
+    """The writer's copy, or why there is none.
+
+    An unreachable, failing or silent endpoint (the client has already retried, boundedly) is raised when
+    ``llm_unavailable='defer'``: no email is made now, and the job runner tries the item again later. An
+    answer that is unusable (``LLMOutputError``) means the model is up: that always falls back.
+    """
     try:
         return writer.write_email(request, deps.brand), None
+    except LLMOutputError as exc:
+        return None, str(exc)
     except LLMError as exc:
+        if deps.settings.llm_unavailable == "defer":
+            raise
         return None, str(exc)
 
 
 async def generate(state: EmailState, runtime: Runtime[AgentDeps]) -> dict[str, Any]:
-    """The writer fills the free text; an unreachable or unusable model is recorded, not raised."""
+    """The writer fills the free text; an unusable model is recorded, not raised (see ``write``)."""
     start = time.perf_counter()
     deps = runtime.context
     assert state.plan is not None
@@ -47,13 +57,5 @@ async def generate(state: EmailState, runtime: Runtime[AgentDeps]) -> dict[str, 
         "copy": result.copy if result else None,
         "writer_error": error,
         "writer": deps.writer.name,
-        "audit": record(
-            "generate",
-            start,
-            writer=deps.writer.name,
-            model=result.model if result else None,
-            prompts=[str(p) for p in result.prompts] if result else [],
-            tokens=result.tokens if result else 0,
-            error=error,
-        ),
+        "audit": record("generate", start, writer=deps.writer.name, **write_fields(result, error)),
     }

@@ -5,8 +5,8 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
+from agent.audit import record
 from agent.context import AgentDeps
-from agent.nodes._audit import record
 from agent.state import EmailState
 
 _K = 8

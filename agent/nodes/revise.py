@@ -5,8 +5,8 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
+from agent.audit import record, write_fields
 from agent.context import AgentDeps
-from agent.nodes._audit import record
 from agent.nodes.generate import copy_request, write
 from agent.state import EmailState
 from guardrails import failed
@@ -24,11 +24,6 @@ async def revise(state: EmailState, runtime: Runtime[AgentDeps]) -> dict[str, An
         "writer_error": error,
         "revisions": state.revisions + 1,
         "audit": record(
-            "revise",
-            start,
-            findings=list(findings),
-            model=result.model if result else None,
-            tokens=result.tokens if result else 0,
-            error=error,
+            "revise", start, writer=deps.writer.name, findings=list(findings), **write_fields(result, error)
         ),
     }
