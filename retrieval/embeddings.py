@@ -107,6 +107,28 @@ class EmbeddingCache:
                 raise
             self._db.execute("COMMIT")
 
+    def delete_many(self, keys: Sequence[bytes]) -> int:
+        """Delete vectors by key; returns how many were there."""
+        unique = list(dict.fromkeys(keys))
+        deleted = 0
+        with self._sqlite("delete vectors"):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for start in range(0, len(unique), _SQL_CHUNK):
+                    chunk = unique[start : start + _SQL_CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    deleted += self._db.execute(f"DELETE FROM vectors WHERE key IN ({marks})", chunk).rowcount
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return deleted
+
+    def model_ids(self) -> list[str]:
+        """Every model that has written vectors here (recorded when it loads)."""
+        with self._sqlite("read the models"):
+            return [r[0] for r in self._db.execute("SELECT model FROM models ORDER BY model")]
+
     def model_dim(self, model_id: str) -> int | None:
         with self._sqlite("read the model dimension"):
             row = self._db.execute("SELECT dim FROM models WHERE model=?", (model_id,)).fetchone()
@@ -281,6 +303,19 @@ class Embedder:
             self.cache.put_many(rows)
             found.update(rows)
         return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
+
+    def forget_texts(self, texts: Sequence[str]) -> int:
+        """Delete the cached vectors of ``texts`` under every model the cache has seen (a customer's own
+        words, when they are forgotten); returns how many entries went.
+
+        A text another customer also wrote loses its entry too: the cache then just embeds it again.
+        """
+        if isinstance(texts, str):
+            raise DataError("forget_texts() takes a sequence of texts, got one str", hint="wrap it: [text]")
+        models = dict.fromkeys([self.model_id, *self.cache.model_ids()])
+        return self.cache.delete_many(
+            [EmbeddingCache.key(model, text) for model in models for text in dict.fromkeys(texts)]
+        )
 
     def _embed(self, texts: list[str]) -> FloatMatrix:
         model = self._load()

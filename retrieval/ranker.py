@@ -12,6 +12,7 @@ The trees are stored as plain arrays (npz) and evaluated in numpy, so a saved ra
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -517,6 +518,32 @@ class Ranker:
         order = np.argsort(-weights, kind="stable")[:k]
         return [(self.item_ids[hist[i]], float(weights[i])) for i in order if weights[i] > 0]
 
+    def forget(self, customer_id: str) -> int:
+        """Remove a customer from the fitted state (right to be forgotten); returns their purchase rows.
+
+        Their id and purchase rows go, and the item statistics (popularity, trend, repeat rate) are
+        recomputed without them, exactly as a fit on the remaining purchases would compute them. The item
+        neighbours, item factors and trees are item-level aggregates that hold no row, id or history of any
+        customer; they lose the customer's share at the next refit. Save afterwards to purge the files too.
+        """
+        history = self._require()[0]
+        idx = self.customer_index.get(customer_id)
+        if idx is None:
+            return 0
+        keep = history.cust != idx
+        cust = history.cust[keep]
+        self._history = History(
+            np.where(cust > idx, cust - 1, cust),
+            history.item[keep],
+            history.day[keep],
+            history.order[keep],
+            history.n_customers - 1,
+        )
+        self.customer_ids = [c for c in self.customer_ids if c != customer_id]
+        self.customer_index = {x: i for i, x in enumerate(self.customer_ids)}
+        self._items = item_stats(self._history, len(self.item_ids), self.now_day)
+        return int((~keep).sum())
+
     # -- persistence -----------------------------------------------------------------------------
     def save(self, path: Path | str) -> Path:
         """Write ``<path>.npz`` (arrays) and ``<path>.json`` (ids and parameters); no pickle."""
@@ -535,7 +562,6 @@ class Ranker:
         }
         if self._text is not None:
             arrays["text"] = self._text
-        np.savez_compressed(base.with_suffix(".npz"), **arrays)  # type: ignore[arg-type]
         meta = {
             "format": _FORMAT,
             "features": list(FEATURES),
@@ -544,8 +570,34 @@ class Ranker:
             "item_ids": self.item_ids,
             "customer_ids": self.customer_ids,
         }
-        base.with_suffix(".json").write_text(json.dumps(meta))
+        # Written beside the targets and renamed over them, so a reader (or a crash) never sees half a file.
+        npz_tmp, json_tmp = base.with_suffix(".npz.tmp"), base.with_suffix(".json.tmp")
+        try:
+            with npz_tmp.open("wb") as fh:
+                np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
+            json_tmp.write_text(json.dumps(meta))
+            os.replace(npz_tmp, base.with_suffix(".npz"))
+            os.replace(json_tmp, base.with_suffix(".json"))
+        except OSError as exc:
+            raise DataError(f"cannot save the ranker to {base}: {exc}", hint="check the data dir") from exc
+        finally:
+            npz_tmp.unlink(missing_ok=True)
+            json_tmp.unlink(missing_ok=True)
         return base.with_suffix(".npz")
+
+    @staticmethod
+    def saved_customer_ids(path: Path | str) -> list[str]:
+        """The customers a saved ranker holds rows of (none when nothing is saved there)."""
+        meta_path = Path(path).with_suffix("").with_suffix(".json")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            raise DataError(
+                f"cannot read the ranker at {meta_path}: {exc}", hint="fit and save it again"
+            ) from exc
+        return [str(c) for c in meta.get("customer_ids", [])]
 
     @classmethod
     def load(cls, path: Path | str) -> Ranker:

@@ -1,9 +1,9 @@
 """The hybrid recommender: learned ranking, business rules, cold start, and evidence for every pick.
 
 Serving keeps an in-memory mirror of what a request needs (catalog, item vectors, fitted neighbours and
-trees, and each customer's events once loaded), so a request touches SQLite at most once per customer and
-never scans Qdrant payloads. ``observe`` folds new events into a customer's state at once; ``forget``
-drops it.
+trees, and each customer's events once loaded), so a request reads a customer's events from SQLite once,
+then only their recent impressions (one indexed query), and never scans Qdrant payloads. ``observe`` folds
+new events into a customer's state at once; ``forget`` drops the customer from every part of it.
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ from tailor.store import Store, event_id
 __all__ = ["HybridRecommender", "item_text_vectors"]
 
 _MAX_EVIDENCE_EVENTS = 50
+# The reserved slot for a never-sold item: only in lists long enough that giving up the last ranked pick
+# costs little. In a short list (one "next best product") the ranker's picks keep every slot.
+NEW_ITEM_MIN_K = 5
 
 
 def item_text_vectors(items: Sequence[Item], embedder: Any) -> dict[str, npt.NDArray[np.float32]]:
@@ -114,7 +117,9 @@ class HybridRecommender:
         self.ranker = ranker
         self.settings = settings or Settings()
         self.rules = rules or RuleConfig.from_settings(self.settings)
-        self.impressions = impressions
+        # What the customer was already shown, for the 30-day cap; the store's record unless told otherwise
+        # (pass an empty sequence for none).
+        self.impressions: ImpressionSource = store.impressions if impressions is None else impressions
         self.catalog: dict[str, Item] = store.item_map()
         self._text_ids = sorted(text_vectors) if text_vectors else []
         self._text_index = {x: i for i, x in enumerate(self._text_ids)}
@@ -145,8 +150,11 @@ class HybridRecommender:
         embedder: Any | None = None,
         ranker_path: Path | None = None,
         now: datetime | None = None,
+        impressions: ImpressionSource | None = None,
     ) -> HybridRecommender:
-        """Load the saved ranker (or fit and save one on the store's purchases) and embed the catalog."""
+        """Load the saved ranker (or fit and save one on the store's purchases) and embed the catalog.
+
+        ``impressions`` feeds the 30-day cap; the store's recorded impressions when None."""
         store.require_data()
         path = ranker_path or settings.data_dir / "ranker"
         vectors = None
@@ -162,7 +170,7 @@ class HybridRecommender:
                 )
             ranker = Ranker().fit(purchases_from_store(store), vectors, now=moment)
             ranker.save(path)
-        return cls(store, ranker, settings=settings, text_vectors=vectors)
+        return cls(store, ranker, settings=settings, text_vectors=vectors, impressions=impressions)
 
     # -- state -----------------------------------------------------------------------------------
     def _state(self, customer_id: str) -> _CustomerState:
@@ -189,11 +197,21 @@ class HybridRecommender:
                     added += 1
         return added
 
-    def forget(self, customer_id: str) -> None:
-        """Drop every cached entry about the customer (their events and derived state)."""
+    def forget(self, customer_id: str) -> dict[str, int]:
+        """Drop the customer from everything held in memory: their cached events and country, their rows in
+        the fitted ranker, and their purchases in the cold-start ranker. Returns how much went, by part.
+
+        The ranker changes in memory only; the caller saves it (``ranker.save``) to purge its files too.
+        """
         with self._lock:
-            self._states.pop(customer_id, None)
-            self._countries.pop(customer_id, None)
+            state = self._states.pop(customer_id, None)
+            country = self._countries.pop(customer_id, None)
+            return {
+                "cached_events": len(state.events) if state else 0,
+                "cached_profiles": int(state is not None or country is not None),
+                "ranker_rows": self.ranker.forget(customer_id),
+                "cold_start_rows": self.cold.forget(customer_id),
+            }
 
     def cached_customers(self) -> list[str]:
         with self._lock:
@@ -233,9 +251,11 @@ class HybridRecommender:
             session = self._profile(list(session_item_ids))
             for item_id in scores:
                 scores[item_id] += 0.5 * self._sim(session, item_id)
-        # A never-sold item close to the customer's taste takes the last slot, so new stock gets seen.
+        # A never-sold item close to the customer's taste takes the last slot of a list of NEW_ITEM_MIN_K or
+        # more (or fills a list the ranker left short), so new stock gets seen.
         taste = self._taste_rows(purchases.item_ids)
         fresh = self.cold.new_items_for(taste, self._new_items) if len(taste) else []
+        similarity = dict(fresh)
         ranked = sorted(scores.items(), key=lambda p: (-p[1], p[0]))
         result = apply_rules(
             ranked,
@@ -263,16 +283,19 @@ class HybridRecommender:
         fresh_ok = [
             f for f in fresh_ok if window.count(self.catalog[f[0]].category) < self.rules.max_per_category
         ]
-        if fresh_ok and len(kept) >= k:
-            kept = [*base, (fresh_ok[0][0], kept[k - 2][1] if k >= 2 else fresh_ok[0][1])]
-        elif fresh_ok:
-            kept = [*kept, fresh_ok[0]][:k]
+        # Its score is its own text similarity (a cosine, not the ranker's log-odds), and its evidence
+        # says so: it sits in the last slot because the slot is reserved, not because it outscored anyone.
+        if fresh_ok and len(kept) >= k and k >= NEW_ITEM_MIN_K:
+            kept = [*base, fresh_ok[0]]
+        elif fresh_ok and len(kept) < k:
+            kept = [*kept, fresh_ok[0]]
         out = []
         for rank, (item_id, score) in enumerate(kept, start=1):
             if item_id in by_id:
                 evidence, sources = self._evidence(by_id[item_id], purchases, session_item_ids)
             else:
-                evidence, sources = self._new_item_evidence(item_id, purchases), ("text",)
+                evidence = self._new_item_evidence(item_id, purchases, similarity[item_id])
+                sources = ("text", "new_item")
             out.append(
                 Recommendation(
                     item=self.catalog[item_id],
@@ -367,12 +390,21 @@ class HybridRecommender:
             )
         return tuple(evidence), scored.sources
 
-    def _new_item_evidence(self, item_id: str, purchases: _Log) -> tuple[Evidence, ...]:
-        history = purchases.item_ids
+    def _new_item_evidence(self, item_id: str, purchases: _Log, similarity: float) -> tuple[Evidence, ...]:
+        """The reserved new-item slot's evidence; its weight is the item's best text similarity to the same
+        recent purchases ``_taste_rows`` takes (its score, before any business-rule boost)."""
+        recent = list(dict.fromkeys(reversed(purchases.item_ids)))[:50]
         j = self._text_index.get(item_id)
-        rows = [(h, self._text_index[h]) for h in dict.fromkeys(history) if h in self._text_index]
+        rows = [(h, self._text_index[h]) for h in recent if h in self._text_index]
         if j is None or not rows:
-            return (Evidence(kind="text_similarity", summary="new in the catalog", item_ids=(item_id,)),)
+            return (
+                Evidence(
+                    kind="text_similarity",
+                    summary="new in the catalog",
+                    item_ids=(item_id,),
+                    weight=similarity,
+                ),
+            )
         sims = self._text[[r for _, r in rows]] @ self._text[j]
         best = [rows[int(i)][0] for i in np.argsort(-sims)[:2]]
         return (
@@ -383,7 +415,7 @@ class HybridRecommender:
                 + " you bought",
                 event_ids=purchases.event_ids_for(best),
                 item_ids=(item_id, *best),
-                weight=float(sims.max()),
+                weight=similarity,
             ),
         )
 

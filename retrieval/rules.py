@@ -8,6 +8,8 @@ of one category (so a top-10 holds at most that many).
 
 from __future__ import annotations
 
+import math
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +64,13 @@ class RuleConfig:
             raise DataError(f"max_impressions_30d must be >= 1, got {self.max_impressions_30d}")
         if self.max_per_category < 1:
             raise DataError(f"max_per_category must be >= 1, got {self.max_per_category}")
+        for name, boosts in (
+            ("margin_boosts", self.margin_boosts),
+            ("category_boosts", self.category_boosts),
+        ):
+            for key, value in boosts.items():
+                if not math.isfinite(value):
+                    raise DataError(f"{name}[{key!r}] must be a finite number, got {value!r}")
 
     @classmethod
     def from_settings(
@@ -71,11 +80,12 @@ class RuleConfig:
         margin_boosts: Mapping[str, float] | None = None,
         category_boosts: Mapping[str, float] | None = None,
     ) -> RuleConfig:
+        """The rules the settings configure; explicit ``margin_boosts``/``category_boosts`` replace theirs."""
         return cls(
             max_impressions_30d=settings.max_impressions_30d,
             max_per_category=settings.max_per_category,
-            margin_boosts=dict(margin_boosts or {}),
-            category_boosts=dict(category_boosts or {}),
+            margin_boosts=dict(settings.margin_boosts if margin_boosts is None else margin_boosts),
+            category_boosts=dict(settings.category_boosts if category_boosts is None else category_boosts),
         )
 
 
@@ -202,6 +212,7 @@ class ColdStart:
         frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
         frame["country"] = frame["customer_id"].astype(str).map(countries).fillna("")
         self._frame = frame
+        self._lock = threading.Lock()
         self._text_ids: list[str] = []
         self._text = np.zeros((0, 0), dtype=np.float32)
         if text_vectors:
@@ -230,12 +241,14 @@ class ColdStart:
     ) -> list[ColdPick]:
         ts = pd.Timestamp(now)
         ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-        past = self._frame[self._frame["timestamp"] < ts]
         key = (country or "", ts.floor("D").isoformat())
-        base = self._cache.get(key)
-        if base is None:
-            base = self._context_scores(past, ts, country)
-            self._cache[key] = base
+        # Under the lock, so a customer forgotten meanwhile cannot come back through a cache entry.
+        with self._lock:
+            base = self._cache.get(key)
+            if base is None:
+                past = self._frame[self._frame["timestamp"] < ts]
+                base = self._context_scores(past, ts, country)
+                self._cache[key] = base
         scores = dict(base[0])
         why: dict[str, dict[tuple[ColdKind, str], None]] = {i: dict(w) for i, w in base[1].items()}
         viewed = [i for i in session_item_ids if i in self._text_index]
@@ -278,6 +291,22 @@ class ColdStart:
         add(self._buyers(year), 0.5, "popular over the last year", "popular")
         return scores, why
 
+    def forget(self, customer_id: str) -> int:
+        """Drop a customer's purchases (right to be forgotten); returns how many rows went.
+
+        The popularity caches were computed with them, so they go too; ``sold`` is recomputed, so an item
+        only they bought counts as never sold again.
+        """
+        with self._lock:
+            mine = self._frame["customer_id"].astype(str) == customer_id
+            n = int(mine.sum())
+            if n:
+                self._frame = self._frame[~mine].reset_index(drop=True)
+                self.sold = frozenset(self._frame["item_id"].astype(str))
+                self._cache.clear()
+                self._new_block = None
+            return n
+
     def new_items_for(
         self, taste: npt.NDArray[np.floating], candidates: Iterable[str], *, min_similarity: float = 0.5
     ) -> list[tuple[str, float]]:
@@ -294,11 +323,14 @@ class ColdStart:
         if not len(rows):
             return []
         key = tuple(candidates)
-        if self._new_block is None or self._new_block[0] != key:
+        cached = self._new_block
+        if cached is None or cached[0] != key:
             # The candidate set (never-sold catalog items) changes rarely: gather their vectors once.
-            ids = [i for i in key if i in self._text_index and i not in self.sold]
-            self._new_block = (key, ids, self._text[[self._text_index[i] for i in ids]].T.copy())
-        _, ids, block = self._new_block
+            sold = self.sold
+            ids = [i for i in key if i in self._text_index and i not in sold]
+            cached = (key, ids, self._text[[self._text_index[i] for i in ids]].T.copy())
+            self._new_block = cached
+        _, ids, block = cached
         if not ids:
             return []
         sims = (rows @ block).max(axis=0)

@@ -693,16 +693,15 @@ class VectorStore:
         from qdrant_client.http import models as qm
 
         flt = self._customer_filter(customer_id)
+        deleted = {"history": 0, "tastes": 0}
         with self._qdrant(f"delete customer {customer_id!r}"):
-            n_history = int(self._client.count(self.history_collection, count_filter=flt, exact=True).count)
-            self._client.delete(
-                self.history_collection, points_selector=qm.FilterSelector(filter=flt), wait=True
-            )
-            n_tastes = int(self._client.count(self.tastes_collection, count_filter=flt, exact=True).count)
-            self._client.delete(
-                self.tastes_collection, points_selector=qm.FilterSelector(filter=flt), wait=True
-            )
-        return {"history": n_history, "tastes": n_tastes}
+            for key, name in (("history", self.history_collection), ("tastes", self.tastes_collection)):
+                # Before the first index there is no collection, and so nothing of theirs to delete.
+                if not self._client.collection_exists(name):
+                    continue
+                deleted[key] = int(self._client.count(name, count_filter=flt, exact=True).count)
+                self._client.delete(name, points_selector=qm.FilterSelector(filter=flt), wait=True)
+        return deleted
 
     def health(self) -> bool:
         """True when Qdrant answers and the collections exist."""

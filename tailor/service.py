@@ -139,7 +139,12 @@ class Tailor:
 
         self.store.require_data()
         return HybridRecommender.build(
-            self.store, self.settings, embedder=self.embedder, ranker_path=self.ranker_path, now=self.now()
+            self.store,
+            self.settings,
+            embedder=self.embedder,
+            ranker_path=self.ranker_path,
+            now=self.now(),
+            impressions=self.store.impressions,
         )
 
     # -- answers ----------------------------------------------------------------------------------
@@ -152,9 +157,19 @@ class Tailor:
             )
         return customer
 
-    def recommend(self, customer_id: str, k: int = 10) -> list[Recommendation]:
+    def recommend(self, customer_id: str, k: int = 10, *, shown: bool = False) -> list[Recommendation]:
+        """The customer's top ``k``. ``shown=True`` is for a surface the customer sees (a storefront
+        widget): the items then count toward the 30-day impression cap.
+
+        The default does not count: today's callers are the support console (the API's recommendations
+        route) and the CLI, where staff look at the list and the customer sees none of it. Counting those
+        looks would hide items from a customer who was never shown them, so only real exposures (a sent
+        email, or ``shown=True``) are recorded.
+        """
         self._require_personalization(customer_id)
         recs: list[Recommendation] = self.recommender.recommend(customer_id, k, now=self.now())
+        if shown:
+            self.store.record_impressions(customer_id, [r.item.id for r in recs], self.now(), channel="web")
         return recs
 
     @cached_property
@@ -212,6 +227,11 @@ class Tailor:
         )
         if send and outcome.email is not None:
             self.store.record_contact(customer_id, self.now())
+            # A sent email shows its products to the customer: they count toward the 30-day impression
+            # cap. A preview is seen by staff only, so it does not.
+            self.store.record_impressions(
+                customer_id, [p.item_id for p in outcome.email.products], self.now(), channel="email"
+            )
         return outcome
 
     def why(self, customer_id: str, item_id: str) -> Explanation:
@@ -290,16 +310,47 @@ class Tailor:
         return chosen
 
     def forget(self, customer_id: str) -> dict[str, int]:
-        """Delete everything about a customer: store rows, Qdrant points, cached state."""
+        """Delete everything about a customer: store rows (events, contacts, impressions), Qdrant points,
+        cached embeddings of their texts, their rows in the saved ranker, and in-memory state.
+
+        Returns what went, by part. The derived copies go first and the store record last, so that if a
+        step fails the customer is still there and calling forget again finishes the job.
+        """
         with self._lock:
             self.store.get_customer(customer_id)
-            deleted = dict(self.store.delete_customer(customer_id))
+            # The embedding cache is keyed by sha256(model, text): the keys come from the texts, which are
+            # gone once the events are deleted.
+            texts = [e.text for e in self.store.events(customer_id) if e.text and e.text.strip()]
+            deleted: dict[str, int] = {
+                "embedding_cache_entries": self.embedder.forget_texts(texts) if texts else 0
+            }
             for key, value in self.vectors.delete_customer(customer_id).items():
                 deleted[f"qdrant_{key}"] = value
+            deleted.update(self._forget_in_ranker(customer_id))
+            deleted = {**self.store.delete_customer(customer_id), **deleted}
             if "recommender" in self.__dict__:
-                self.recommender.forget(customer_id)
-                deleted["cache_entries"] = 1
+                # Again after the store rows went: a request in between may have cached them anew.
+                for key, value in self.recommender.forget(customer_id).items():
+                    deleted[key] = deleted.get(key, 0) + value
         return deleted
+
+    def _forget_in_ranker(self, customer_id: str) -> dict[str, int]:
+        """Purge the customer from the fitted ranker (in memory, if loaded) and from its saved files."""
+        from retrieval.ranker import Ranker
+
+        saved = customer_id in Ranker.saved_customer_ids(self.ranker_path)
+        if "recommender" in self.__dict__:
+            counts: dict[str, int] = self.recommender.forget(customer_id)
+            ranker = self.recommender.ranker
+        elif saved:
+            ranker = Ranker.load(self.ranker_path)
+            counts = {"ranker_rows": ranker.forget(customer_id)}
+        else:
+            return {"ranker_rows": 0}
+        # Also when memory was purged already (an earlier forget failed before the write).
+        if counts["ranker_rows"] or saved:
+            ranker.save(self.ranker_path)
+        return counts
 
     def health(self) -> dict[str, bool]:
         checks = {"store": True, "qdrant": False, "llm": True}

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -52,6 +53,16 @@ class Settings(BaseSettings):
     max_impressions_30d: int = Field(3, ge=1, description="Show one item to one customer at most this often.")
     max_per_category: int = Field(4, ge=1, description="Diversity: items of one category in a top-10.")
 
+    # Merchandising: scores added after ranking, before diversity. The ranker's scores are log-odds, so a
+    # boost of 1.0 is a strong push; keep them small unless an item must surface. Set as JSON, e.g.
+    # TAILOR_CATEGORY_BOOSTS='{"Christmas": 0.5}'.
+    margin_boosts: dict[str, float] = Field(
+        default_factory=dict, description="Item id -> score added to it (high-margin items)."
+    )
+    category_boosts: dict[str, float] = Field(
+        default_factory=dict, description="Category -> score added to each of its items."
+    )
+
     # Demo clock: Online Retail ends on 2011-12-09, so "now" defaults to just after it.
     now: str | None = Field(
         None, description="ISO timestamp to use as 'now' (demo and evals); wall clock if unset."
@@ -65,6 +76,14 @@ class Settings(BaseSettings):
         ["127.0.0.1", "localhost"], description="Hosts that job results may be POSTed to."
     )
     job_retry_s: float = Field(5.0, gt=0, description="First retry delay of a job whose backend was down.")
+
+    @field_validator("margin_boosts", "category_boosts")
+    @classmethod
+    def _finite_boosts(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in value.items() if not math.isfinite(v)}
+        if bad:
+            raise ValueError(f"boosts must be finite numbers, got {bad}")
+        return value
 
     @cached_property
     def store_path(self) -> Path:

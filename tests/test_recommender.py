@@ -8,14 +8,17 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 import pytest
 
 from evals.protocol import purchases_from_store
-from retrieval.embeddings import Embedder
+from retrieval.embeddings import Embedder, EmbeddingCache
 from retrieval.ranker import Ranker
 from retrieval.recommender import HybridRecommender, item_text_vectors
 from tailor.errors import NotFoundError
 from tailor.models import Customer, Event, EventKind, Item
+from tailor.service import Tailor
 from tailor.settings import Settings
 from tailor.store import Store
 
@@ -49,11 +52,34 @@ def store(slice_store: Store, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 @pytest.fixture(scope="module")
-def rec(store: Store) -> HybridRecommender:
+def vectors(store: Store) -> dict[str, npt.NDArray[np.float32]]:
+    return item_text_vectors(store.items(), Embedder(cache_dir=REPO / "var" / "cache"))
+
+
+@pytest.fixture(scope="module")
+def rec(store: Store, vectors: dict[str, npt.NDArray[np.float32]]) -> HybridRecommender:
     settings = Settings(data_dir=REPO / "var", now=NOW.isoformat())
-    vectors = item_text_vectors(store.items(), Embedder(cache_dir=REPO / "var" / "cache"))
     ranker = Ranker(max_iter=60).fit(purchases_from_store(store), vectors, now=NOW)
     return HybridRecommender(store, ranker, settings=settings, text_vectors=vectors)
+
+
+def _copy_sqlite(src: Path, dst: Path) -> None:
+    """A consistent copy of a live SQLite file (its WAL included)."""
+    a, b = sqlite3.connect(str(src)), sqlite3.connect(str(dst))
+    a.backup(b)
+    a.close()
+    b.close()
+
+
+def _service_dir(store: Store, ranker: Ranker, tmp_path: Path) -> Path:
+    """A data dir for the service: a copy of the store, the fitted ranker saved where the service loads it
+    from, and a copy of the embedding cache, so the catalog is not embedded again."""
+    data = tmp_path / "data"
+    (data / "cache").mkdir(parents=True)
+    _copy_sqlite(store.path, data / "tailor.db")
+    _copy_sqlite(REPO / "var" / "cache" / "embeddings.sqlite", data / "cache" / "embeddings.sqlite")
+    ranker.save(data / "ranker")
+    return data
 
 
 def test_recommendations_carry_evidence_from_the_store(rec: HybridRecommender, store: Store) -> None:
@@ -102,19 +128,39 @@ def test_new_item_gets_exposure_through_its_text(rec: HybridRecommender, store: 
     (ev,) = last.evidence
     assert ev.kind == "text_similarity" and ev.summary.startswith("new in the catalog")
     assert ev.event_ids and {e.customer_id for e in store.get_events(list(ev.event_ids))} == {top}
-    # NEW1 (a variant of their favourite) qualifies too: its best text match in their recent history is close
+    # Its score is its own text similarity, labelled as such, not a ranker score borrowed from a neighbour.
+    assert last.sources == ("text", "new_item")
     history = [e.item_id for e in store.events(top, kinds=[EventKind.PURCHASE]) if e.item_id]
+    similarity = dict(rec.cold.new_items_for(rec._taste_rows(history), rec._new_items))
+    assert last.score == pytest.approx(similarity[last.item.id]) and ev.weight == pytest.approx(last.score)
+    assert 0.5 <= last.score <= 1.0 and last.score != recs[-2].score
+    # In a short list the ranker's picks keep every slot.
+    for k in (1, 4):
+        short = rec.recommend(top, k=k, now=NOW)
+        assert [r.item.id for r in short] == [r.item.id for r in recs[:k]]
+        assert all(r.item.id in rec.ranker.item_index and "new_item" not in r.sources for r in short)
+    # NEW1 (a variant of their favourite) qualifies too: its best text match in their recent history is close
     taste = rec._taste_rows(history)
     assert rec.cold.new_items_for(taste, ["NEW1"])[0][1] >= 0.5
 
 
-def test_observe_updates_at_once_and_forget_drops_it(rec: HybridRecommender, store: Store) -> None:
+def test_observe_updates_at_once_and_forget_drops_it(
+    rec: HybridRecommender, store: Store, vectors: dict[str, npt.NDArray[np.float32]], tmp_path: Path
+) -> None:
+    # forget purges the fitted ranker too, so this test works on its own copies, not the shared ``rec``.
+    rec.ranker.save(tmp_path / "ranker")
+
+    def fresh() -> HybridRecommender:
+        ranker = Ranker.load(tmp_path / "ranker")
+        return HybridRecommender(store, ranker, settings=rec.settings, text_vectors=vectors)
+
+    live = fresh()
     customer = store.busiest_customers(40)[-1]  # the least busy of the slice: fewest rival repeat items
     bought = {e.item_id for e in store.events(customer, kinds=[EventKind.PURCHASE])}
     target = next(
         i
-        for i in rec.ranker.item_ids
-        if i not in bought and i in rec.catalog and rec.catalog[i].in_stock and i != "NEW1"
+        for i in live.ranker.item_ids
+        if i not in bought and i in live.catalog and live.catalog[i].in_stock and i != "NEW1"
     )
     events = [
         Event(
@@ -128,17 +174,123 @@ def test_observe_updates_at_once_and_forget_drops_it(rec: HybridRecommender, sto
         )
         for n in range(5)
     ]
-    assert rec.observe(events) == 5
-    assert rec.observe(events) == 0  # the same events again change nothing
-    recs = {r.item.id: r for r in rec.recommend(customer, k=50, now=NOW)}
+    assert target not in {r.item.id for r in live.recommend(customer, k=50, now=NOW)}
+    assert live.observe(events) == 5
+    assert live.observe(events) == 0  # the same events again change nothing
+    recs = {r.item.id: r for r in live.recommend(customer, k=50, now=NOW)}
     assert target in recs
     repeat = next(e for e in recs[target].evidence if e.kind == "repeat_purchase")
     assert set(repeat.event_ids) == {e.id for e in events}
-    assert customer in rec.cached_customers()
-    rec.forget(customer)
-    assert customer not in rec.cached_customers()
-    after = {r.item.id: r for r in rec.recommend(customer, k=50, now=NOW)}
-    assert all(e.kind != "repeat_purchase" for e in after[target].evidence) if target in after else True
+    assert customer in live.cached_customers()
+    in_store = len(store.events(customer, kinds=[EventKind.PURCHASE, EventKind.RETURN]))
+    dropped = live.forget(customer)
+    assert dropped["cached_events"] == in_store + 5 and dropped["cached_profiles"] == 1
+    assert dropped["ranker_rows"] > 0 and dropped["cold_start_rows"] > 0
+    assert customer not in live.cached_customers() and customer not in live.ranker.customer_index
+    # The store still has their own events (the service deletes those), so they get recommendations again:
+    # exactly those of a recommender that never observed the live events and forgot them the same way.
+    reference = fresh()
+    reference.ranker.forget(customer)
+    reference.cold.forget(customer)
+    after = live.recommend(customer, k=50, now=NOW)
+    assert [(r.item.id, r.score) for r in after] == [
+        (r.item.id, r.score) for r in reference.recommend(customer, k=50, now=NOW)
+    ]
+    cited = {i for r in after for e in r.evidence for i in e.event_ids}
+    assert cited and not cited & {e.id for e in events}
+
+
+def test_category_boosts_from_settings_reach_the_ranking(
+    rec: HybridRecommender, store: Store, vectors: dict[str, npt.NDArray[np.float32]]
+) -> None:
+    customer = store.busiest_customers(3)[1]
+    plain = rec.recommend(customer, k=10, now=NOW)
+    category = next(r.item.category for r in reversed(plain) if r.item.category != plain[0].item.category)
+    settings = Settings(data_dir=REPO / "var", now=NOW.isoformat(), category_boosts={category: 50.0})
+    boosted = HybridRecommender(store, rec.ranker, settings=settings, text_vectors=vectors)
+    assert dict(boosted.rules.category_boosts) == {category: 50.0}
+    top = boosted.recommend(customer, k=10, now=NOW)
+    assert top[0].item.category == category and top[0].score > 40
+    by_id = {r.item.id: r.score for r in plain}
+    for r in top:
+        if r.item.id in by_id and r.item.category == category and "new_item" not in r.sources:
+            assert r.score == pytest.approx(by_id[r.item.id] + 50.0)
+
+
+def test_sent_emails_are_impressions_and_the_cap_hides_their_items(
+    rec: HybridRecommender, store: Store, tmp_path: Path
+) -> None:
+    data = _service_dir(store, rec.ranker, tmp_path)
+    # No frequency cap, so that three emails can go out at the same moment.
+    with Tailor.open(Settings(data_dir=data, now=NOW.isoformat(), frequency_cap_days=0)) as t:
+        customer = t.demo_customers(1)[0]
+        before = {r.item.id for r in t.recommend(customer, k=50)}
+        preview = t.email(customer)
+        assert preview.email is not None, preview.refusal
+        # A look from staff and a preview show the customer nothing.
+        assert t.store.impressions(customer) == []
+        products = [p.item_id for p in preview.email.products]
+        assert set(products) & before
+        for n in range(1, 4):
+            sent = t.email(customer, send=True)
+            assert sent.email is not None, sent.refusal
+            assert [p.item_id for p in sent.email.products] == products  # under the cap nothing changes
+            assert Counter(i for i, _ in t.store.impressions(customer)) == dict.fromkeys(products, n)
+        after = [r.item.id for r in t.recommend(customer, k=50)]
+        assert len(after) == 50 and not set(products) & set(after)
+        fourth = t.email(customer, send=True)
+        assert fourth.email is not None, fourth.refusal
+        assert not set(products) & {p.item_id for p in fourth.email.products}
+        # A customer-facing surface counts its items as shown.
+        other = t.demo_customers(2)[1]
+        shown = [r.item.id for r in t.recommend(other, k=3, shown=True)]
+        assert [i for i, _ in t.store.impressions(other)] == sorted(shown)
+
+
+def test_forget_purges_ranker_files_embedding_cache_history_and_memory(
+    rec: HybridRecommender, store: Store, tmp_path: Path
+) -> None:
+    data = _service_dir(store, rec.ranker, tmp_path)
+    ranker_path = data / "ranker"
+    first, second = store.busiest_customers(40)[-3:-1]
+    canary = "The zebra-striped teapot lid arrived cracked, order canary-7731."
+    with Tailor.open(Settings(data_dir=data, now=NOW.isoformat())) as t:
+        ticket = Event(
+            customer_id=first, kind=EventKind.SUPPORT_TICKET, text=canary, timestamp=NOW - timedelta(days=1)
+        )
+        assert t.ingest([ticket])["updated_customers"] == 1
+        assert [h.text for h in t.search_history(first, "cracked teapot lid", 5)] == [canary]
+        key = EmbeddingCache.key(t.embedder.model_id, canary)
+        assert key in t.embedder.cache.get_many([key])
+        assert t.recommend(first, k=10)  # the recommender and their state are in memory now
+        t.store.record_contact(first, NOW)
+        t.store.record_impressions(first, ["85123A", "22423"], NOW)
+        purchases = len(t.store.events(first, kinds=[EventKind.PURCHASE]))
+        rows = int((t.recommender.ranker._history.cust == t.recommender.ranker.customer_index[first]).sum())
+        assert first in Ranker.saved_customer_ids(ranker_path)
+        deleted = t.forget(first)
+        assert deleted["customers"] == 1 and deleted["events"] == len(store.events(first)) + 1
+        assert (deleted["contacts"], deleted["impressions"], deleted["qdrant_history"]) == (1, 2, 1)
+        assert deleted["embedding_cache_entries"] == 1
+        assert deleted["ranker_rows"] == rows > 0 and deleted["cold_start_rows"] == purchases
+        assert deleted["cached_events"] >= purchases
+        assert t.search_history(first, "cracked teapot lid", 5) == []
+        assert t.embedder.cache.get_many([key]) == {}
+        assert first not in Ranker.saved_customer_ids(ranker_path)
+        assert f'"{first}"' not in ranker_path.with_suffix(".json").read_text()
+        assert first not in set(t.recommender.cold._frame["customer_id"].astype(str))
+        assert t.store.impressions(first) == [] and t.store.contacts(first) == []
+        with pytest.raises(NotFoundError):
+            t.recommend(first)
+    reloaded = Ranker.load(ranker_path)
+    assert first not in reloaded.customer_index and second in reloaded.customer_index
+    # A service that never loaded the recommender purges the saved ranker all the same.
+    with Tailor.open(Settings(data_dir=data, now=NOW.isoformat())) as t:
+        deleted = t.forget(second)
+        assert "recommender" not in t.__dict__
+        assert deleted["ranker_rows"] > 0 and deleted["embedding_cache_entries"] == 0
+    assert second not in Ranker.saved_customer_ids(ranker_path)
+    assert len(Ranker.load(ranker_path).customer_ids) == len(reloaded.customer_ids) - 1
 
 
 def test_cold_start_customer_gets_context_popular_items(rec: HybridRecommender) -> None:

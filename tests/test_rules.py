@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
 from retrieval.rules import ColdStart, RuleConfig, apply_rules
 from tailor.errors import DataError
@@ -69,9 +70,34 @@ def test_impression_cap_counts_only_the_last_30_days() -> None:
 
 def test_boosts_reorder_and_are_explained() -> None:
     config = RuleConfig(margin_boosts={"c": 0.5}, category_boosts={"Bags": 1.0})
-    kept, why = run([("a", 3.0), ("c", 2.0), ("d", 0.5)], config=config)
-    assert kept == ["c", "a", "d"]  # c: 2 + 0.5 + 1 = 3.5 > 3
-    assert "margin boost" in why["c"] or "category" in why["c"]
+    result = apply_rules(
+        [("a", 3.0), ("c", 2.0), ("d", 0.5)], customer_id="u1", catalog=CATALOG, now=NOW, config=config
+    )
+    # c: 2 + 0.5 + 1 = 3.5 > 3; d: 0.5 + 1 = 1.5
+    assert result.kept == [("c", 3.5), ("a", 3.0), ("d", 1.5)]
+    assert [(d.item_id, d.rule, d.action, d.reason) for d in result.decisions] == [
+        ("c", "margin_boost", "boosted", "margin boost +0.5"),
+        ("c", "category_boost", "boosted", "category 'Bags' boost +1"),
+        ("d", "category_boost", "boosted", "category 'Bags' boost +1"),
+    ]
+
+
+def test_boosts_come_from_settings_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAILOR_CATEGORY_BOOSTS", '{"Bags": 2.5}')
+    monkeypatch.setenv("TAILOR_MARGIN_BOOSTS", '{"a": -4}')
+    settings = Settings()
+    assert settings.category_boosts == {"Bags": 2.5} and settings.margin_boosts == {"a": -4.0}
+    config = RuleConfig.from_settings(settings)
+    assert dict(config.category_boosts) == {"Bags": 2.5} and dict(config.margin_boosts) == {"a": -4.0}
+    kept, _ = run([("a", 3.0), ("c", 2.0)], config=config)
+    assert kept == ["c", "a"]  # c: 2 + 2.5 = 4.5; a: 3 - 4 = -1
+    # Explicit boosts replace the configured ones.
+    assert dict(RuleConfig.from_settings(settings, category_boosts={}).category_boosts) == {}
+    monkeypatch.setenv("TAILOR_CATEGORY_BOOSTS", '{"Bags": "inf"}')
+    with pytest.raises(ValidationError, match="finite"):
+        Settings()
+    with pytest.raises(DataError, match=r"category_boosts\['Bags'\]"):
+        RuleConfig(category_boosts={"Bags": float("nan")})
 
 
 def test_diversity_caps_a_category_in_any_ten() -> None:
@@ -112,6 +138,23 @@ def test_cold_start_uses_country_season_and_session() -> None:
     viewed = cold.rank(now=NOW, country="United Kingdom", session_item_ids=["v"])
     assert viewed[0].item_id in {"y", "s"}
     assert any(kind == "recent_view" for kind, _ in viewed[0].why)
+
+
+def test_cold_start_forgets_a_customer() -> None:
+    t = pd.Timestamp(NOW)
+    rows = [("u1", "x", t - pd.Timedelta(days=3)), ("u1", "only-u1", t - pd.Timedelta(days=3))]
+    rows += [("u2", "y", t - pd.Timedelta(days=4)), ("u3", "y", t - pd.Timedelta(days=5))]
+    purchases = pd.DataFrame(rows, columns=["customer_id", "item_id", "timestamp"])
+    vecs = {"x": np.array([1.0, 0.0]), "only-u1": np.array([0.9, 0.1]), "y": np.array([0.0, 1.0])}
+    cold = ColdStart(purchases, dict.fromkeys(["u1", "u2", "u3"], "UK"), vecs)
+    before = {p.item_id for p in cold.rank(now=NOW, country="UK")}
+    assert {"x", "only-u1"} <= before
+    assert cold.new_items_for(np.array([1.0, 0.0]), ["only-u1"]) == []  # it has sold
+    assert cold.forget("u1") == 2
+    assert cold.forget("u1") == 0
+    # The cached popularity of the day is recomputed without them, and their items count as never sold.
+    assert {p.item_id for p in cold.rank(now=NOW, country="UK")} == {"y"}
+    assert [i for i, _ in cold.new_items_for(np.array([1.0, 0.0]), ["only-u1", "x"])] == ["x", "only-u1"]
 
 
 def test_new_items_get_exposure_through_text() -> None:

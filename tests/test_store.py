@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import sqlite3
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -43,12 +45,53 @@ def test_adding_the_same_event_twice_keeps_one(fresh_store: Store) -> None:
     assert fresh_store.counts()["events"] == 3
 
 
-def test_delete_customer_removes_profile_and_events(fresh_store: Store) -> None:
+def test_delete_customer_removes_profile_events_contacts_and_impressions(fresh_store: Store) -> None:
     _seed(fresh_store)
-    assert fresh_store.delete_customer("c1") == {"customers": 1, "events": 3}
+    fresh_store.upsert_customers([Customer(id="c2", first_name="Bo", email="b@example.com", country="UK")])
+    when = datetime(2011, 2, 1, tzinfo=UTC)
+    fresh_store.record_contact("c1", when)
+    fresh_store.record_impressions("c1", ["A", "B"], when)
+    fresh_store.record_impressions("c2", ["A"], when)
+    assert fresh_store.delete_customer("c1") == {
+        "customers": 1,
+        "events": 3,
+        "contacts": 1,
+        "impressions": 2,
+    }
     with pytest.raises(NotFoundError, match="customer 'c1' not found"):
         fresh_store.get_customer("c1")
     assert fresh_store.events("c1") == []
+    assert fresh_store.contacts("c1") == [] and fresh_store.impressions("c1") == []
+    assert fresh_store.impressions("c2") == [("A", when)]
+
+
+def test_impressions_are_kept_per_customer_in_utc_and_filtered_by_time(fresh_store: Store) -> None:
+    paris = timezone(timedelta(hours=1))
+    fresh_store.record_impressions("c1", ["A", "B", "A"], datetime(2011, 3, 1, 10, tzinfo=paris))
+    fresh_store.record_impressions("c1", ["B"], datetime(2011, 3, 5, 9))  # naive means UTC
+    fresh_store.record_impressions("c2", ["C"], datetime(2011, 3, 5, 9, tzinfo=UTC), channel="web")
+    first = datetime(2011, 3, 1, 9, tzinfo=UTC)
+    later = datetime(2011, 3, 5, 9, tzinfo=UTC)
+    # Repeats within one exposure count once; stamps come back in UTC whatever zone they were given in.
+    assert fresh_store.impressions("c1") == [("A", first), ("B", first), ("B", later)]
+    assert fresh_store.impressions("c1", since=datetime(2011, 3, 5, 10, tzinfo=paris)) == [("B", later)]
+    assert fresh_store.impressions("c2") == [("C", later)]
+
+
+def test_an_older_store_file_gains_the_impressions_table(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE contacts (customer_id TEXT NOT NULL, ts TEXT NOT NULL, channel TEXT NOT NULL)")
+    db.execute("INSERT INTO contacts VALUES ('c1', '2011-01-01T00:00:00+00:00', 'email')")
+    db.commit()
+    db.close()
+    store = Store(path)
+    try:
+        assert store.contacts("c1") == [datetime(2011, 1, 1, tzinfo=UTC)]
+        store.record_impressions("c1", ["A"], datetime(2011, 1, 2, tzinfo=UTC))
+        assert store.impressions("c1") == [("A", datetime(2011, 1, 2, tzinfo=UTC))]
+    finally:
+        store.close()
 
 
 def test_failed_transaction_writes_nothing(fresh_store: Store) -> None:

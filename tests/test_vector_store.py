@@ -252,6 +252,12 @@ def test_right_to_be_forgotten(vs: VectorStore, histories: dict[str, Matrix]) ->
     assert vs.delete_customer("12346") == {"history": 0, "tastes": 0}
 
 
+def test_forgetting_before_the_first_index_finds_nothing(tmp_path: Path) -> None:
+    with VectorStore.from_settings(Settings(data_dir=tmp_path)) as fresh:
+        assert fresh.delete_customer("12346") == {"history": 0, "tastes": 0}
+        assert not fresh.health()  # it created no collection on the way
+
+
 def test_bad_input_is_named(vs: VectorStore, catalog: tuple[list[Item], Matrix]) -> None:
     items, vectors = catalog
     with pytest.raises(DataError, match="dimension 384"):
