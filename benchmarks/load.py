@@ -6,10 +6,12 @@ cannot slow the generator down and hide its own latency). ``/healthz`` is the pe
 run: the cost of the HTTP stack alone, against which recommendations and explanations are compared.
 
     .venv/bin/python benchmarks/load.py                      # real Tailor over an imported data dir
-    .venv/bin/python benchmarks/load.py --facade fake        # the scripted facade over a tiny store
+    .venv/bin/python benchmarks/load.py --seed 200           # real Tailor over a small seeded store
+    .venv/bin/python benchmarks/load.py --facade fake        # the scripted facade (HTTP stack alone)
 
-Bounded: every phase has a fixed duration, the ramp stops at ``--max-rate`` or at the first rate whose
-p95 is over the target, and the whole run sends at most ``--max-requests``.
+Bounded: every phase has a fixed duration, the ramp doubles the rate until ``--max-rate`` or the first rate
+whose p95 is over the target, then bisects between the last rate held and that one; the whole run sends at
+most ``--max-requests``. The key it creates is revoked when it ends.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from tailor.api import create_key  # noqa: E402
+from tailor.ops import Ops  # noqa: E402
 from tailor.settings import Settings  # noqa: E402
 from tailor.store import Store  # noqa: E402
 from tests.server import ServerProcess, seed_store  # noqa: E402
@@ -126,18 +129,42 @@ async def bench(
         )
 
         print(f"\nramp (recommendations, {args.step_seconds}s per step, target p95 < {args.target_ms} ms)")
-        held = 0.0
-        rate = args.start_rate
         sent = peer.sent + recs.sent + why.sent
-        while rate <= args.max_rate and sent + rate * args.step_seconds <= args.max_requests:
+        budget_left = args.max_requests - sent
+
+        async def holds(rate: float) -> bool | None:
+            """Whether ``rate`` holds the target; None when the request budget cannot pay for the step."""
+            nonlocal budget_left
+            cost = int(rate * args.step_seconds)
+            if cost > budget_left:
+                return None
             phase = await run_phase(client, "recommendations", rec_paths, rate, args.step_seconds, support)
-            sent += phase.sent
+            budget_left -= phase.sent
             print(phase.line())
-            if phase.errors or phase.pct(0.95) >= args.target_ms:
+            return not phase.errors and phase.pct(0.95) < args.target_ms
+
+        # Doubling finds the bracket [held, failed); bisection then narrows it, so the figure is not
+        # off by up to a factor of two.
+        held, failed = 0.0, None
+        rate = args.start_rate
+        while rate <= args.max_rate:
+            ok = await holds(rate)
+            if ok is None:
                 break
-            held = rate
-            rate *= 2
-        print(f"\nhighest rate held with p95 < {args.target_ms} ms: {held:.0f} req/s")
+            if not ok:
+                failed = rate
+                break
+            held, rate = rate, rate * 2
+        for _ in range(args.bisect_steps):
+            if failed is None or failed - held <= max(1.0, 0.05 * failed):
+                break
+            mid = (held + failed) / 2 if held else failed / 2
+            ok = await holds(mid)
+            if ok is None:
+                break
+            held, failed = (mid, failed) if ok else (held, mid)
+        bracket = f" (next step {failed:.0f} req/s failed)" if failed is not None else " (ramp limit reached)"
+        print(f"\nhighest rate held with p95 < {args.target_ms} ms: {held:.0f} req/s{bracket}")
     return 0
 
 
@@ -148,8 +175,9 @@ def main() -> int:
     parser.add_argument(
         "--facade",
         choices=["auto", "real", "fake"],
-        default="auto",
-        help="auto: real when --data-dir holds an imported store, else the scripted facade (said so)",
+        default="real",
+        help="real: Tailor over --data-dir (or --seed); fake: the scripted facade; "
+        "auto: real when the store is imported, else fake (said so)",
     )
     parser.add_argument("--data-dir", type=Path, default=REPO / "var", help="imported data (real facade)")
     parser.add_argument("--seed", type=int, default=0, help="seed a store of this many customers instead")
@@ -160,6 +188,7 @@ def main() -> int:
     parser.add_argument("--step-seconds", type=float, default=3.0)
     parser.add_argument("--max-requests", type=int, default=6000)
     parser.add_argument("--target-ms", type=float, default=200.0)
+    parser.add_argument("--bisect-steps", type=int, default=3, help="steps to narrow the held rate")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="tailor-load-"))
@@ -189,6 +218,9 @@ def main() -> int:
             customers = seed_store(data_dir, n_customers=50)
         else:
             data_dir = args.data_dir
+            if not (data_dir / "tailor.db").exists():
+                print(f"no store in {data_dir}; run `tailor demo` or `tailor import` first (or use --seed N)")
+                return 1
             store = Store(data_dir / "tailor.db")
             customers = store.busiest_customers(limit=200)
             store.close()
@@ -197,9 +229,18 @@ def main() -> int:
                 return 1
         token = create_key(Settings(data_dir=data_dir), "support", "load-benchmark")
         env = {"TAILOR_API_RATE_PER_S": "1000000", "TAILOR_API_RATE_BURST": "1000000", "TAILOR_NOW": NOW}
-        with ServerProcess(data_dir, env, facade=args.facade) as proc:
-            print(f"server {proc.base_url} facade={args.facade} data={data_dir}")
-            return asyncio.run(bench(proc.base_url, {"Authorization": f"Bearer {token}"}, customers, args))
+        try:
+            with ServerProcess(data_dir, env, facade=args.facade) as proc:
+                print(f"server {proc.base_url} facade={args.facade} data={data_dir}")
+                auth = {"Authorization": f"Bearer {token}"}
+                return asyncio.run(bench(proc.base_url, auth, customers, args))
+        finally:
+            # The key existed only for this run: leave no live credential behind in the user's ops.db.
+            ops = Ops(Settings(data_dir=data_dir).ops_path)
+            try:
+                ops.revoke_key(token.split("_", 2)[1])
+            finally:
+                ops.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
