@@ -49,7 +49,7 @@ def make_items(n: int) -> list[Item]:
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
     binary = qdrant_binary()
-    if binary is None or "server" not in BACKENDS:
+    if binary is None:
         yield None
         return
     yield from qdrant_server(binary, tmp_path_factory.mktemp("qdrant-server"))
