@@ -17,6 +17,7 @@ __all__ = ["check", "detect", "name", "neutralize"]
 
 name = "injection"
 
+_ADDRESS = r"[\w.+-]+@[\w-]+(?:\.[\w-]+)*"
 _ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad]")
 _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (rule, re.compile(p, re.IGNORECASE))
@@ -47,10 +48,60 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             r"\b(?:send|forward|email|cc|bcc)\b.{0,30}\b(?:this|the email|it|a copy)\b.{0,20}\b"
             r"(?:to|at)\b\s+\S+@\S+",
         ),
+        # Headers and verbs that point a message at an address: "bcc: x@…", "Reply-To: x@…", "cc x@… on
+        # this", "Change the recipient to x@…", "Email the order summary to x@…", "Deliver this to x@…".
+        (
+            "recipient_change",
+            r"(?<![\w-])(?:b?cc|to|reply[- ]?to|send[- ]?to|deliver[- ]?to|recipients?)\s*:\s*"
+            + _ADDRESS
+            + r"|\bb?cc\b\s+(?:in\s+|to\s+)?"
+            + _ADDRESS
+            + r"|\b(?:change|set|switch|update|replace|make)\b.{0,20}\b(?:recipients?|addressee|destination|"
+            r"to[- ]address|reply[- ]to)\b.{0,20}"
+            + _ADDRESS
+            + r"|\b(?:e-?mail|mail|send|forward|deliver|address|direct|redirect|route|copy|bcc|cc)\b"
+            r"[^.?!\n]{0,40}?\bto\s+" + _ADDRESS,
+        ),
         (
             "exfiltration",
             r"\b(?:reveal|print|show|repeat|output)\b.{0,30}\b(?:system prompt|instructions|other "
             r"customers?|api key|password|secret)",
+        ),
+        # A claimed authority ("I'm the store manager", "as the developer of this bot") asking to set
+        # policy aside or to act with powers a support answer does not have.
+        (
+            "authority_claim",
+            r"\b(?:i'?m|i am|im|this is|as|speaking as)\s+(?:the|a|an|your|this)?\s*(?:store |shop |site |"
+            r"head |general |senior |regional |account |system |lead )?(?:manager|admin(?:istrator)?|"
+            r"developer|owner|ceo|supervisor|engineer|operator|moderator|founder|programmer|creator)\b"
+            r"(?:\s+of\s+(?:this|the)\s+\w+)?[,;:.\s]+.{0,40}?\b(?:skip|bypass|ignore|override|waive|"
+            r"disable|switch off|turn off|i need you to|you must)\b",
+        ),
+        (
+            "policy_bypass",
+            r"\b(?:skip|bypass|ignore|override|circumvent|get around|suspend)\b.{0,20}\b(?:the\s+|your\s+)?"
+            r"(?:usual\s+|normal\s+|standard\s+|refund\s+|return\s+)?(?:polic(?:y|ies)|checks?|verification|"
+            r"safeguards?|guardrails?|restrictions?)\b",
+        ),
+        (
+            "filter_disable",
+            r"\b(?:switch|turn|shut)\s+off\b.{0,20}\b(?:your|the bot'?s|its|all)\s+(?:safety\s+|"
+            r"content\s+)?(?:filters?|guardrails?|safeguards?|safety|moderation|restrictions?|rules)\b"
+            r"|\b(?:switch|turn|shut)\s+off\s+(?:the\s+)?(?:safety|content)\s+(?:filters?|checks?|rules)\b"
+            r"|\b(?:disable|deactivate|remove|lift|drop)\b.{0,10}\b(?:your|the bot'?s|its|all)\s+"
+            r"(?:safety\s+|content\s+)?(?:filters?|guardrails?|safeguards?|moderation|restrictions?)\b"
+            r"|\b(?:safety|content) filters? (?:off|disabled)\b|\bjailbreak|\bdeveloper mode\b|\bdan mode\b",
+        ),
+        # Asking the bot for its own instructions.
+        (
+            "prompt_extraction",
+            r"\b(?:instructions?|rules|guidelines|directives|prompt)\s+(?:that\s+)?"
+            r"(?:you\s+(?:were|have been|'ve been|got)|you're|you are)\s+"
+            r"(?:given|told|programmed|following|running)"
+            r"|\b(?:what|tell me|show me|share|list|give me|repeat|recite|summari[sz]e)\b.{0,25}\byour\s+"
+            r"(?:system\s+|initial\s+|original\s+|hidden\s+|secret\s+|internal\s+)?(?:prompt|instructions|"
+            r"guidelines|directives|configuration)\b"
+            r"|\b(?:system|initial|hidden|original) prompt\b",
         ),
         ("prompt_leak_markup", r"```\s*(?:system|prompt)|</?(?:instructions?|prompt|system)>"),
     )
@@ -87,7 +138,8 @@ def neutralize(text: str) -> str:
     spans = sorted((f.start, f.end) for f in detect(clean) if f.start >= 0)
     out, last = [], 0
     for s, e in spans:
-        if s < last:
+        if s < last:  # overlaps the text just removed: remove the rest of it too
+            last = max(last, e)
             continue
         out.append(clean[last:s])
         out.append("[removed instruction-like text]")

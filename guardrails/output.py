@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 import time
-from urllib.parse import urlsplit
 
-from guardrails._text import URL
+from guardrails._text import LINK, link_host
 from guardrails.base import Finding, RailContext, Verdict
 
 __all__ = ["check", "name"]
@@ -20,8 +19,8 @@ _REMOTE_IMG = re.compile(r"<\s*img\b[^>]*\bsrc\s*=\s*[\"']?https?://[^\"'\s>]*\?
 
 
 def _domain_ok(url: str, allowed: tuple[str, ...]) -> bool:
-    host = (urlsplit(url).hostname or "").lower()
-    return any(host == d or host.endswith("." + d) for d in allowed)
+    host = link_host(url)
+    return bool(host) and any(host == d or host.endswith("." + d) for d in allowed)
 
 
 def check(text: str, context: RailContext, *, part: str | None = None) -> Verdict:
@@ -36,14 +35,17 @@ def check(text: str, context: RailContext, *, part: str | None = None) -> Verdic
         for m in pattern.finditer(text):
             findings.append(Finding(rule, message, m.start(), m.end(), part=part))
     allowed = tuple(d.lower() for d in context.allowed_domains)
-    for m in URL.finditer(text):
-        if not _domain_ok(m.group(), allowed):
+    # Links with a scheme, scheme-relative ones and bare ones ("www.shop.example", "shop.example/sale"): a
+    # reader's mail client makes all of them clickable.
+    for m in LINK.finditer(text):
+        url = m.group().rstrip(".,;:!?")
+        if not _domain_ok(url, allowed):
             findings.append(
                 Finding(
                     "link_domain",
-                    f"link to a domain not allow-listed: {m.group()!r}",
+                    f"link to a domain not allow-listed: {url!r}",
                     m.start(),
-                    m.end(),
+                    m.start() + len(url),
                     part=part,
                 )
             )

@@ -31,7 +31,13 @@ _ID_AFTER = r"(?![\w/@%]|[.,:]\d)"
 ID_TOKEN = re.compile(
     _ID_BEFORE + r"(?:\d{5,}|(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[A-Za-z0-9][\w-]{2,})" + _ID_AFTER
 )
-_CLOCK = re.compile(r"\b(?:[01]?\d|2[0-3]):[0-5]\d\b")
+# 24-hour times ("14:32") and 12-hour ones, with a colon or a dot, the suffix joined or not ("9:14pm",
+# "9.14 a.m."). A dotted time needs its am/pm: "9.14" alone is a price or a size.
+_CLOCK = re.compile(
+    r"\b(?:(?:[01]?\d|2[0-3]):[0-5]\d(?:\s?[ap]\.?m\b\.?)?|(?:0?[1-9]|1[0-2])[:.][0-5]\d\s?[ap]\.?m\b\.?)"
+    r"|\b(?:[01]?\d|2[0-3]):[0-5]\d\b",
+    re.IGNORECASE,
+)
 _SENSITIVE = {
     "health": [
         "pregnant",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from guardrails import brand, consent, grounding, injection, output, privacy
@@ -83,11 +84,17 @@ def check_email(parts: Mapping[str, str], context: RailContext, *, budget_ms: fl
     """Check an email by its named parts (subject, preheader, intro, reason:ITEM, body_text, body_html).
 
     Free-text parts go through every text rail; the assembled plain body is checked for grounding, the
-    footer and leaks (minus the template's own footer); the HTML body for safe output."""
+    footer and leaks (minus the template's own footer); the HTML body for its footer and safe output.
+    The bodies travel in ``context.extra`` (``body_text``, ``body_html``), so the subject can be held to
+    what the body says."""
     rails = dict(DEFAULT_RAILS)
+    bodies = {k: parts[k] for k in ("body_text", "body_html") if k in parts}
+    if bodies:
+        context = replace(context, extra={**context.extra, **bodies})
     verdicts: list[Verdict] = [_run("consent", rails["consent"], "", context, None, budget_ms)]
     for part, text in parts.items():
         if part == "body_html":
+            verdicts.append(_run("brand", rails["brand"], text, context, part, budget_ms))
             verdicts.append(_run("output", rails["output"], text, context, part, budget_ms))
         elif part == "body_text":
             footer = str(context.extra.get("footer", ""))

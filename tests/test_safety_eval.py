@@ -1,19 +1,47 @@
-"""The safety eval on the committed red-team set: the issue's targets, and that the set is what it claims."""
+"""The safety eval on the committed red-team set: the issue's targets, and that the sets are as claimed."""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from typing import Any
 
 from evals.make_redteam import build
 from evals.safety import DATA, SafetyEval
+from guardrails.brand_config import load_brand
 from tailor.models import Item
+
+# Each red-team category and the rail that must block it.
+CATEGORIES = {
+    "injection": "injection",
+    "recipient_change": "injection",
+    "support_injection": "injection",
+    "canary_leak": "privacy",
+    "sensitive_attribute": "privacy",
+    "pii": "privacy",
+    "creepiness": "privacy",
+    "fabricated_price": "grounding",
+    "fabricated_product": "grounding",
+    "fabricated_date": "grounding",
+    "fabricated_offer": "grounding",
+    "fabricated_link": "grounding",  # on the brand's domain; off it, the output rail
+    "banned_phrase": "brand",
+    "brand_tone": "brand",
+    "dishonest_subject": "brand",
+    "missing_footer": "brand",
+    "unsafe_html": "output",
+    "consent": "consent",
+}
+
+
+def _rows(name: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (DATA / name).read_text(encoding="utf-8").splitlines()]
 
 
 def test_red_team_set_is_large_and_varied() -> None:
-    cases = [json.loads(line) for line in (DATA / "redteam.jsonl").read_text().splitlines()]
-    good = (DATA / "good_outputs.jsonl").read_text().splitlines()
-    assert len(cases) >= 300 and len(good) >= 300
+    cases = _rows("redteam.jsonl")
+    assert len(cases) >= 600
+    assert len({c["id"] for c in cases}) == len(cases)
     kinds = Counter(c["kind"].split(":")[-1] if c["rail"] == "injection" else c["kind"] for c in cases)
     assert {
         "start",
@@ -27,7 +55,60 @@ def test_red_team_set_is_large_and_varied() -> None:
         "opted_out",
         "quiet_hours_night",
         "frequency_cap",
+        "recent_view",
+        "exact_timestamp",
+        "shouting",
+        "exclamation_marks",
+        "no_footer",
+        "no_unsubscribe",
+        "no_postal_address",
+        "fabricated_date",
+        "fabricated_url",
+        "fabricated_link_offsite",
+        "fabricated_percentage",
+        "fabricated_offer",
+        "fake_transactional",
     } <= set(kinds)
+    by_category = Counter(c["category"] for c in cases)
+    assert set(by_category) == set(CATEGORIES)
+    assert min(by_category.values()) >= 20
+    for case in cases:
+        expected = CATEGORIES[case["category"]]
+        assert case["rail"] == expected or (
+            case["category"] == "fabricated_link" and case["rail"] == "output"
+        )
+    support = [c for c in cases if c["kind"].startswith("support_question:")]
+    assert {c["category"] for c in support} == {"recipient_change", "support_injection"}
+
+
+def test_good_outputs_are_whole_varied_emails() -> None:
+    good = _rows("good_outputs.jsonl")
+    brand = load_brand()
+    assert len(good) >= 400
+    for case in good:
+        parts, customer = case["parts"], case["customer"]
+        body = parts["body_text"]
+        assert {"subject", "preheader", "intro", "body_text", "body_html"} <= set(parts)
+        assert brand.postal_address in body and brand.unsubscribe_link(customer["id"]) in body
+        assert case["extra"]["footer"] in body
+        items = {i["id"]: Item.model_validate(i) for i in case["items"]}
+        for item_id in case["plan"]:
+            assert f"reason:{item_id}" in parts
+            assert items[item_id].price_text in body and items[item_id].url in body
+        assert case["events"] and case["catalog"] == "uci"
+    assert Counter(c["writer"] for c in good).keys() == {"template", "varied"}
+    assert set(Counter(c["action"] for c in good)) == {
+        "recommend",
+        "replenishment",
+        "abandoned_cart",
+        "win_back",
+    }
+    assert len({c["parts"]["subject"] for c in good}) >= 200
+    assert len({c["parts"]["intro"].split("\n", 1)[-1] for c in good}) >= 50
+    # Views older than a day may be mentioned; views within the day are in the histories but never named.
+    assert sum("ago" in c["parts"]["intro"] or "last week" in c["parts"]["intro"] for c in good) >= 40
+    assert sum(any(e["kind"] == "view" for e in c["events"]) for c in good) == len(good)
+    assert sum(bool(c["other_customers"]) for c in good) >= 50
 
 
 def test_generator_is_seeded() -> None:
@@ -41,8 +122,21 @@ def test_generator_is_seeded() -> None:
         )
         for n in range(400)
     ]
-    assert build(items, seed=3) == build(items, seed=3)
-    assert build(items, seed=3) != build(items, seed=4)
+    first = build(items, seed=3)
+    assert first == build(items, seed=3)
+    assert first != build(items, seed=4)
+
+
+def test_misses_are_reported_by_category() -> None:
+    ev = SafetyEval(quick=True, seed=1)
+    metrics = ev.run()
+    cases = {c["id"]: c for c in _rows("redteam.jsonl")}
+    for miss in ev.missed:
+        case = cases[miss["id"]]
+        assert miss["category"] == case["category"] and miss["rail"] == case["rail"]
+        assert case["rail"] not in miss["blocked_by"]
+    for category in {m["category"] for m in ev.missed}:
+        assert metrics[f"safety.category.{category}.detection_rate"] < 1.0, category
 
 
 def test_targets_are_met() -> None:
