@@ -6,11 +6,13 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from itertools import pairwise
 from statistics import median
+from typing import Literal
 
-from agent.state import Action, Alternative, Plan, PlannedProduct, Trigger
-from tailor.models import Event, EventKind, Evidence, Item, Recommendation
+from agent.state import ACTIONS, Action, Alternative, Plan, PlanFact, PlannedProduct, Trigger
+from guardrails.base import Finding
+from tailor.models import Event, EventKind, Evidence, Item, Recommendation, Refusal
 
-__all__ = ["plan_action"]
+__all__ = ["plan_action", "refused_plan"]
 
 _MAX_PRODUCTS = 3
 _CART_WINDOW = timedelta(days=14)
@@ -52,6 +54,46 @@ def _due(rec: Recommendation, events: Sequence[Event], now: datetime) -> float:
     usual = median(gaps)
     since = (now.date() - times[-1]).days
     return since / usual if usual > 0 else 0.0
+
+
+def _not_qualified(
+    events: Sequence[Event],
+    recommendations: Sequence[Recommendation],
+    last_purchase: datetime | None,
+    now: datetime,
+) -> dict[Action, str]:
+    """Why each action could not be offered, for the ones that did not make the candidate list."""
+    if last_purchase is None:
+        silence = "no purchase on record to win back from"
+    elif now - last_purchase < _WIN_BACK_AFTER:
+        days = (now - last_purchase).days
+        silence = f"last purchase {days} days ago, under the {_WIN_BACK_AFTER.days}-day win-back threshold"
+    else:
+        silence = "no relevant item to win them back with"
+    carts = sum(1 for e in events if e.kind is EventKind.ADD_TO_CART)
+    return {
+        "abandoned_cart": (
+            f"no in-stock item left unbought in the basket in the last {_CART_WINDOW.days} days"
+            + (f" ({carts} basket event(s) in the history)" if carts else " (no basket in the history)")
+        ),
+        "replenishment": "no regularly bought item is due again",
+        "win_back": silence,
+        "recommend": "no relevant item found" if not recommendations else "no recommended item qualified",
+    }
+
+
+def _history_fact(events: Sequence[Event], recommendations: Sequence[Recommendation]) -> PlanFact:
+    purchases = [e for e in events if e.kind is EventKind.PURCHASE]
+    latest = max(purchases, key=lambda e: e.timestamp, default=None)
+    carts = [e for e in events if e.kind is EventKind.ADD_TO_CART and e.id]
+    summary = (
+        f"{len(events)} event(s) in the history, {len(purchases)} purchase(s), {len(carts)} basket event(s), "
+        f"{len(recommendations)} recommended item(s)"
+    )
+    if latest is not None:
+        summary += f"; last purchase on {latest.timestamp:%Y-%m-%d}"
+    ids = [e.id for e in [*([latest] if latest else []), *carts[-3:]] if e is not None and e.id]
+    return PlanFact(kind="history", summary=summary, event_ids=tuple(dict.fromkeys(ids)))
 
 
 def plan_action(
@@ -100,8 +142,15 @@ def plan_action(
 
     candidates.sort(key=lambda c: -c[1])
     action, score, reason, products = candidates[0]
-    rejected = tuple(Alternative(action=a, score=round(s, 3), why=w) for a, s, w, _ in candidates[1:])
-    evidence = tuple(e for p in products for e in p.evidence)
+    considered = {a for a, *_ in candidates}
+    why_not = _not_qualified(events, recommendations, last_purchase, now)
+    rejected = (
+        *(Alternative(action=a, score=round(s, 3), why=w) for a, s, w, _ in candidates[1:]),
+        *(Alternative(action=a, score=0.0, why=why_not[a]) for a in ACTIONS if a not in considered),
+    )
+    evidence: tuple[Evidence | PlanFact, ...] = tuple(e for p in products for e in p.evidence)
+    if action == "nothing":
+        evidence = (_history_fact(events, recommendations),)
     return Plan(
         action=action,
         score=round(score, 3),
@@ -109,4 +158,33 @@ def plan_action(
         products=tuple(products),
         rejected=rejected,
         evidence=evidence,
+        refused="nothing_relevant" if action == "nothing" else None,
+    )
+
+
+_GATE_FACTS: dict[str, Literal["consent", "quiet_hours", "frequency_cap"]] = {
+    "no_marketing_consent": "consent",
+    "no_personalization_consent": "consent",
+    "quiet_hours": "quiet_hours",
+    "frequency_cap": "frequency_cap",
+}
+
+
+def refused_plan(refusal: Refusal, findings: Sequence[Finding] = ()) -> Plan:
+    """The "nothing" plan of a run stopped before planning (no consent, quiet hours, contacted too
+    recently, unknown customer). Nothing of the customer's history was read, so no action was scored:
+    each is rejected at 0 with the rule that stopped the run, and the evidence is that rule's findings."""
+    found = list(findings) or [Finding(refusal.reason, refusal.detail)]
+    facts = tuple(
+        PlanFact(kind=_GATE_FACTS.get(f.rule, "unknown_customer"), summary=f"{f.rule}: {f.message}")
+        for f in found
+    )
+    why = f"not considered: {refusal.reason.replace('_', ' ')} ({refusal.detail})"
+    return Plan(
+        action="nothing",
+        score=0.0,
+        reason=f"{refusal.reason.replace('_', ' ')}: {refusal.detail}",
+        rejected=tuple(Alternative(action=a, score=0.0, why=why) for a in ACTIONS if a != "nothing"),
+        evidence=facts,
+        refused=refusal.reason,
     )

@@ -11,8 +11,9 @@ __all__ = ["after_check", "after_context", "after_plan"]
 MAX_REVISIONS = 1
 
 
-def after_context(state: EmailState) -> Literal["retrieve", "finalize"]:
-    return "finalize" if state.refusal is not None else "retrieve"
+def after_context(state: EmailState) -> Literal["retrieve", "plan"]:
+    # A refused run skips retrieval (no profiling without consent) but is still planned: "nothing", and why.
+    return "plan" if state.refusal is not None else "retrieve"
 
 
 def after_plan(state: EmailState) -> Literal["generate", "finalize"]:

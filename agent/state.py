@@ -12,9 +12,11 @@ from agent.writers import EmailCopy
 from guardrails.base import Verdict
 from tailor.models import Customer, Email, Event, Evidence, Recommendation, Refusal
 
-__all__ = ["Action", "Alternative", "EmailState", "Plan", "PlannedProduct", "Trigger"]
+__all__ = ["ACTIONS", "Action", "Alternative", "EmailState", "Plan", "PlanFact", "PlannedProduct", "Trigger"]
 
 Action = Literal["recommend", "replenishment", "abandoned_cart", "win_back", "nothing"]
+# Every action a plan may take, "nothing" last: a plan lists all the others among its rejected alternatives.
+ACTIONS: tuple[Action, ...] = ("abandoned_cart", "replenishment", "win_back", "recommend", "nothing")
 
 
 class Trigger(BaseModel):
@@ -43,8 +45,24 @@ class Alternative(BaseModel):
     why: str
 
 
+class PlanFact(BaseModel):
+    """Why a plan does nothing: a fact about the customer or their history that is not a product's evidence
+    (a missing consent, their local time, their last contact, what their history held)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["consent", "quiet_hours", "frequency_cap", "unknown_customer", "history"]
+    summary: str
+    event_ids: tuple[str, ...] = ()
+    item_ids: tuple[str, ...] = ()
+
+
 class Plan(BaseModel):
-    """The next-best action, its products and reasons, and what was considered and rejected."""
+    """The next-best action, its products and reasons, and what was considered and rejected.
+
+    Every run has one, a refused run too: its action is "nothing", ``refused`` names the rule that stopped
+    it (a ``Refusal`` reason), and every other action is among ``rejected``, scored 0 when it did not
+    qualify, with the reason it did not."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -53,7 +71,8 @@ class Plan(BaseModel):
     reason: str
     products: tuple[PlannedProduct, ...] = ()
     rejected: tuple[Alternative, ...] = ()
-    evidence: tuple[Evidence, ...] = Field(default=())
+    evidence: tuple[Evidence | PlanFact, ...] = Field(default=())
+    refused: str | None = None
 
 
 @dataclass
@@ -61,6 +80,8 @@ class EmailState:
     customer_id: str
     trigger: Trigger = field(default_factory=Trigger)
     customer: Customer | None = None
+    # load_context's consent/quiet-hours/frequency verdict when it refused: the plan cites its findings.
+    gate: Verdict | None = None
     events: list[Event] = field(default_factory=list)
     recommendations: list[Recommendation] = field(default_factory=list)
     plan: Plan | None = None

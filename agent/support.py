@@ -1,24 +1,44 @@
 """Suggestions for a support agent: resolve, make amends within what the brand allows, suggest a product.
-Each comes with talking points and the evidence from the customer's own history behind it."""
+
+Each comes with talking points and the evidence from the customer's own history behind it: real event ids
+(a ticket, a return, an order) or real item ids (a recommendation, a best seller in her country). Three come
+back whenever her history and the catalog hold three well-founded ones; every talking point has been through
+injection neutralization and the privacy rail first, and what a rail changed or dropped is recorded."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from agent.compose import other_customers
+from guardrails import privacy
+from guardrails.base import Finding, RailContext
 from guardrails.brand_config import BrandConfig
-from guardrails.injection import neutralize
+from guardrails.injection import detect, neutralize
 from prompts import render
 from retrieval.base import Recommender
-from tailor.models import EventKind, Evidence
+from retrieval.rules import ColdStart
+from tailor.errors import ConsentError
+from tailor.models import Customer, Event, EventKind, Evidence, Item
 from tailor.store import Store
 
-__all__ = ["HistorySearch", "Suggestion", "SupportAnswer", "history_search", "support_suggestions"]
+__all__ = [
+    "GuardrailNote",
+    "HistorySearch",
+    "Suggestion",
+    "SupportAnswer",
+    "history_search",
+    "support_suggestions",
+]
 
 HistorySearch = Callable[[str, str, int], Sequence[Any]]  # (customer_id, question, limit) -> hits
+
+_WANTED = 3
+_HISTORY = 500
+_REDACTED = "[redacted: {}]"
 
 
 def history_search(vectors: Any, embedder: Any) -> HistorySearch:
@@ -40,16 +60,247 @@ class Suggestion(BaseModel):
     evidence: tuple[Evidence, ...]
 
 
+class GuardrailNote(BaseModel):
+    """What a rail found in a suggestion before it was returned, and what was done: the offending spans
+    were ``redacted`` (the suggestion still stands on its evidence), or the suggestion was ``dropped`` and
+    the next well-founded one took its place."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str
+    title: str
+    action: Literal["redacted", "dropped"]
+    rules: tuple[str, ...]
+    detail: str
+
+
 class SupportAnswer(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     customer_id: str
     question: str
     suggestions: tuple[Suggestion, ...]
+    guardrail_notes: tuple[GuardrailNote, ...] = ()
 
 
 def _points(text: str) -> tuple[str, ...]:
     return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _event_evidence(event: Event, summary: str) -> Evidence:
+    kind: Literal["support_ticket", "repeat_purchase"] = (
+        "support_ticket" if event.kind is EventKind.SUPPORT_TICKET else "repeat_purchase"
+    )
+    return Evidence(
+        kind=kind,
+        summary=summary,
+        event_ids=(event.id or "",),
+        item_ids=(event.item_id,) if event.item_id else (),
+    )
+
+
+def _title(catalog: Mapping[str, Item], item_id: str | None) -> str:
+    item = catalog.get(item_id or "")
+    return item.title if item else "an item"
+
+
+def _ticket(
+    store: Store, customer_id: str, asked: str, history: Sequence[Event], search: HistorySearch | None
+) -> Event | None:
+    """The ticket nearest the question in meaning (Qdrant), else her latest one."""
+    hits = list(search(customer_id, asked, 3)) if search else []
+    ids = [str(h.event_id) for h in hits if getattr(h, "kind", "") == EventKind.SUPPORT_TICKET.value]
+    # Only the customer's own, stored events can be evidence: a hit is resolved to its event.
+    found = {e.id: e for e in store.get_events(ids) if e.customer_id == customer_id}
+    for event_id in ids:
+        if event_id in found:
+            return found[event_id]
+    tickets = [e for e in history if e.kind is EventKind.SUPPORT_TICKET and e.id]
+    return tickets[-1] if tickets else None
+
+
+def _candidates(
+    store: Store,
+    recommender: Recommender,
+    brand: BrandConfig,
+    customer: Customer,
+    asked: str,
+    history: Sequence[Event],
+    catalog: Mapping[str, Item],
+    now: datetime | None,
+    search: HistorySearch | None,
+) -> list[Suggestion]:
+    """Every well-founded suggestion, best first; each carries evidence or is not made."""
+    out: list[Suggestion] = []
+    orders = [e for e in history if e.kind is EventKind.PURCHASE and e.id]
+    returns = [e for e in history if e.kind is EventKind.RETURN and e.id]
+    ticket = _ticket(store, customer.id, asked, history, search)
+    grounds: tuple[Evidence, ...] = ()
+    if ticket is not None:
+        said = neutralize(ticket.text or "")
+        order_id = ticket.order_id or (orders[-1].order_id if orders else None)
+        text, _ = render("support.j2", kind="resolve", ticket=said, order=order_id or "their last order")
+        grounds = (_event_evidence(ticket, f"ticket of {ticket.timestamp:%Y-%m-%d}: {said[:120]}"),)
+        order = next((o for o in reversed(orders) if ticket.order_id and o.order_id == ticket.order_id), None)
+        if order is not None:
+            grounds += (_event_evidence(order, f"order {order.order_id} on {order.timestamp:%Y-%m-%d}"),)
+        out.append(
+            Suggestion(
+                kind="resolve",
+                title="Resolve the reported problem",
+                talking_points=_points(text),
+                evidence=grounds,
+            )
+        )
+    elif returns or orders:
+        latest = max([*returns, *orders], key=lambda e: e.timestamp)
+        what = "returned" if latest.kind is EventKind.RETURN else "ordered"
+        text, _ = render(
+            "support.j2", kind="resolve", ticket=asked[:200], order=latest.order_id or "their last order"
+        )
+        summary = f"{what} {_title(catalog, latest.item_id)} on {latest.timestamp:%Y-%m-%d}"
+        if latest.order_id:
+            summary += f" (order {latest.order_id})"
+        grounds = (_event_evidence(latest, summary),)
+        title = "Check their latest return" if latest.kind is EventKind.RETURN else "Check their latest order"
+        out.append(Suggestion(kind="resolve", title=title, talking_points=_points(text), evidence=grounds))
+    if grounds:
+        # Amends are for something that happened to her: the same ticket, return or order, not a blanket gift.
+        offer = brand.allowed_offers[0] if brand.allowed_offers else "a sincere apology"
+        text, _ = render("support.j2", kind="offer", offer=offer)
+        out.append(
+            Suggestion(
+                kind="offer",
+                title="Make amends within policy",
+                talking_points=_points(text),
+                evidence=grounds[:1],
+            )
+        )
+    suggested: set[str] = set()
+    for rec in recommender.recommend(customer.id, _WANTED, now=now):
+        if not rec.evidence:
+            continue
+        suggested.add(rec.item.id)
+        text, _ = render(
+            "support.j2",
+            kind="product",
+            title=rec.item.title,
+            price=rec.item.price_text,
+            reason=rec.evidence[0].summary,
+        )
+        out.append(
+            Suggestion(
+                kind="product",
+                title=f"Suggest {rec.item.title}",
+                talking_points=_points(text),
+                evidence=rec.evidence[:2],
+            )
+        )
+    used = {i for s in out for e in s.evidence for i in e.event_ids}
+    for ret in reversed(returns):
+        if ret.id in used:
+            continue
+        item = _title(catalog, ret.item_id)
+        out.append(
+            Suggestion(
+                kind="service",
+                title=f"Follow up on the returned {item}",
+                talking_points=(
+                    f"Confirm the refund or replacement for the {item} returned on {ret.timestamp:%Y-%m-%d}.",
+                    "Ask whether anything about it should be passed on to the product team.",
+                ),
+                evidence=(_event_evidence(ret, f"returned {item} on {ret.timestamp:%Y-%m-%d}"),),
+            )
+        )
+        break
+    out.extend(_popular(recommender, customer, catalog, history, now, suggested))
+    return out
+
+
+def _popular(
+    recommender: Recommender,
+    customer: Customer,
+    catalog: Mapping[str, Item],
+    history: Sequence[Event],
+    now: datetime | None,
+    suggested: set[str],
+) -> list[Suggestion]:
+    """Best sellers in her country (the recommender's cold start): the fallback when her own
+    recommendations are few or were all filtered out (impression cap, returns, stock)."""
+    cold = getattr(recommender, "cold", None)
+    if not isinstance(cold, ColdStart) or now is None:
+        return []
+    returned = {e.item_id for e in history if e.kind is EventKind.RETURN}
+    out: list[Suggestion] = []
+    for pick in cold.rank(now=now, country=customer.country, k=4 * _WANTED):
+        item = catalog.get(pick.item_id)
+        if item is None or not item.in_stock or item.id in suggested or item.id in returned or not pick.why:
+            continue
+        evidence = tuple(Evidence(kind=kind, summary=why, item_ids=(item.id,)) for kind, why in pick.why)
+        text, _ = render(
+            "support.j2", kind="product", title=item.title, price=item.price_text, reason=pick.why[0][1]
+        )
+        out.append(
+            Suggestion(
+                kind="product",
+                title=f"Suggest {item.title}",
+                talking_points=_points(text),
+                evidence=evidence,
+            )
+        )
+        suggested.add(item.id)
+        if len(out) >= _WANTED:
+            break
+    return out
+
+
+def _redact(text: str, findings: Sequence[Finding]) -> str:
+    for f in sorted((f for f in findings if f.start >= 0), key=lambda f: -f.start):
+        text = text[: f.start] + _REDACTED.format(f.rule.replace("_", " ")) + text[f.end :]
+    return text
+
+
+def _guard(suggestion: Suggestion, context: RailContext) -> tuple[Suggestion | None, GuardrailNote | None]:
+    """The suggestion as it may be shown, or None; and what the rails found, if anything.
+
+    Text the customer or an agent typed (a ticket quoted in a resolve or offer) gets its offending spans
+    redacted, since the suggestion still stands on its evidence; a product suggestion that trips a rail is
+    dropped instead: redacting it would leave a suggestion about nothing."""
+    rules: list[str] = []
+    missing: list[str] = []  # findings with no span to redact
+
+    def clean(text: str) -> str:
+        if detect(text):
+            rules.extend(f"injection:{f.rule}" for f in detect(text) if f.severity == "block")
+            text = neutralize(text)
+        verdict = privacy.check(text, context)
+        if verdict.passed:
+            return text
+        rules.extend(f"privacy:{f.rule}" for f in verdict.findings)
+        missing.extend(f.rule for f in verdict.findings if f.start < 0)
+        return _redact(text, verdict.findings)
+
+    points = tuple(clean(p) for p in suggestion.talking_points)
+    evidence = tuple(e.model_copy(update={"summary": clean(e.summary)}) for e in suggestion.evidence)
+    title = clean(suggestion.title)
+    if not rules:
+        return suggestion, None
+    found = tuple(sorted(set(rules)))
+    recheck = [privacy.check(t, context) for t in (*points, title, *(e.summary for e in evidence))]
+    if suggestion.kind == "product" or missing or not all(v.passed for v in recheck):
+        why = "a product suggestion is not shown redacted" if suggestion.kind == "product" else "still unsafe"
+        note = GuardrailNote(
+            kind=suggestion.kind, title=title, action="dropped", rules=found, detail=f"dropped: {why}"
+        )
+        return None, note
+    note = GuardrailNote(
+        kind=suggestion.kind,
+        title=title,
+        action="redacted",
+        rules=found,
+        detail="the offending spans were replaced by a marker",
+    )
+    return Suggestion(kind=suggestion.kind, title=title, talking_points=points, evidence=evidence), note
 
 
 def support_suggestions(
@@ -63,74 +314,42 @@ def support_suggestions(
     search: HistorySearch | None = None,
 ) -> SupportAnswer:
     customer = store.get_customer(customer_id)
+    # Consent first, before Qdrant or the store is asked about her history. Without personalization consent
+    # this refuses rather than answering with generic suggestions: every suggestion here is, by contract,
+    # grounded in her own data (a ticket, an order, her recommendations), and the consent rail treats
+    # support output as personalized. Generic advice without evidence would be the desk's own script
+    # dressed up as Tailor's, and a clear "no consent" tells the agent exactly why there is nothing.
+    if not customer.consent.personalization:
+        raise ConsentError(
+            f"customer {customer_id!r} has not agreed to personalization: no suggestions from their history",
+            hint="help them with the standard support script; their consent can be updated with "
+            "PUT /v1/customers/ID/consent",
+        )
     asked = neutralize(question)
-    suggestions: list[Suggestion] = []
-    hits = list(search(customer_id, asked, 3)) if search else []
-    tickets = [h for h in hits if getattr(h, "kind", "") == EventKind.SUPPORT_TICKET.value]
-    if not tickets:
-        events = store.events(customer_id, kinds=[EventKind.SUPPORT_TICKET], until=now, limit=1)
-        tickets = [type("Hit", (), {"event_id": e.id, "text": e.text, "score": 0.0})() for e in events]
-    orders = store.events(customer_id, kinds=[EventKind.PURCHASE], until=now, limit=1)
-    if tickets:
-        ticket = tickets[0]
-        text, _ = render(
-            "support.j2",
-            kind="resolve",
-            ticket=neutralize(str(ticket.text)),
-            order=orders[0].order_id if orders else "their last order",
-        )
-        suggestions.append(
-            Suggestion(
-                kind="resolve",
-                title="Resolve the reported problem",
-                talking_points=_points(text),
-                evidence=(
-                    Evidence(
-                        kind="support_ticket",
-                        summary=f"ticket: {neutralize(str(ticket.text))[:120]}",
-                        event_ids=(str(ticket.event_id),),
-                    ),
-                ),
-            )
-        )
-    elif orders:
-        order = orders[0]
-        text, _ = render(
-            "support.j2", kind="resolve", ticket=asked[:200], order=order.order_id or "their last order"
-        )
-        suggestions.append(
-            Suggestion(
-                kind="resolve",
-                title="Check their latest order",
-                talking_points=_points(text),
-                evidence=(
-                    Evidence(
-                        kind="repeat_purchase",
-                        summary=f"latest order {order.order_id} on {order.timestamp:%Y-%m-%d}",
-                        event_ids=(order.id or "",),
-                    ),
-                ),
-            )
-        )
-    offer = brand.allowed_offers[0] if brand.allowed_offers else "a sincere apology"
-    text, _ = render("support.j2", kind="offer", offer=offer)
-    suggestions.append(
-        Suggestion(kind="offer", title="Make amends within policy", talking_points=_points(text), evidence=())
+    history = store.events(customer.id, until=now, limit=_HISTORY)
+    catalog: Mapping[str, Item] = getattr(recommender, "catalog", None) or store.item_map()
+    candidates = _candidates(store, recommender, brand, customer, asked, history, catalog, now, search)
+    texts = [t for s in candidates for t in (*s.talking_points, *(e.summary for e in s.evidence))]
+    context = RailContext(
+        customer=customer,
+        catalog=catalog,
+        now=now,
+        events=history,
+        other_customers=other_customers(store, customer, [asked, *texts], catalog, history),
+        allowed_domains=brand.allowed_link_domains,
+        allowed_offers=brand.allowed_offers,
+        purpose="support",
     )
-    recs = recommender.recommend(customer_id, 3, now=now) if customer.consent.personalization else []
-    for rec in recs:
-        if len(suggestions) >= 3:
+    kept: list[Suggestion] = []
+    notes: list[GuardrailNote] = []
+    for candidate in candidates:
+        if len(kept) >= _WANTED:
             break
-        reason = rec.evidence[0].summary if rec.evidence else "a customer favourite"
-        text, _ = render(
-            "support.j2", kind="product", title=rec.item.title, price=rec.item.price_text, reason=reason
-        )
-        suggestions.append(
-            Suggestion(
-                kind="product",
-                title=f"Suggest {rec.item.title}",
-                talking_points=_points(text),
-                evidence=rec.evidence[:2],
-            )
-        )
-    return SupportAnswer(customer_id=customer.id, question=asked, suggestions=tuple(suggestions[:3]))
+        safe, note = _guard(candidate, context)
+        if note is not None:
+            notes.append(note)
+        if safe is not None:
+            kept.append(safe)
+    return SupportAnswer(
+        customer_id=customer.id, question=asked, suggestions=tuple(kept), guardrail_notes=tuple(notes)
+    )

@@ -1,10 +1,13 @@
 """The email graph, end to end (load context → retrieve → plan → generate → check → finalize), in process.
 
 Template writer (default): p50/p95 per email (target p95 <= 100 ms) and batch emails/s (target >= 20/s),
-beside a peer measured in the same run: the recommender call alone, which every email makes once.
+beside two peers measured in the same run: the recommender call alone, which every email makes once, and a
+plain Jinja render of the same emails (the template copy and the assembled body, no graph, no rails), so
+the ratio shows what the graph and its guardrails add over rendering.
 With ``--llm``: the same graph with the OpenAI writer against a local llama.cpp server running
-SmolLM2-135M-Instruct; emails per minute, and the share of the model's parts that reached the customer
-versus fell back, per guardrail.
+SmolLM2-135M-Instruct; emails per minute, the share of the model's parts that reached the customer, and per
+guardrail and per part (subject, preheader, intro, reasons) the share of model-written parts that fell back
+because of that rail (from the ``because`` field of the fallback audit record).
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/agent_bench.py [--store DB] [--customers 40] [--emails 200] \
         [--llm N]
@@ -22,13 +25,17 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from agent import AgentDeps, EmailOutcome, OpenAIWriter, run_email  # noqa: E402
+from agent import AgentDeps, EmailOutcome, OpenAIWriter, TemplateWriter, run_email  # noqa: E402
+from agent.compose import assemble  # noqa: E402
+from agent.state import Plan  # noqa: E402
+from agent.writers import CopyRequest, ProductFacts  # noqa: E402
 from retrieval.recommender import HybridRecommender  # noqa: E402
 from tailor.importer import import_dir  # noqa: E402
 from tailor.settings import Settings  # noqa: E402
@@ -36,6 +43,7 @@ from tailor.store import Store  # noqa: E402
 from tailor.uci import convert  # noqa: E402
 
 NOW = datetime(2011, 12, 10, 10, tzinfo=UTC)
+PARTS = ("subject", "preheader", "intro", "reasons")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -59,15 +67,44 @@ async def timed(deps: AgentDeps, cid: str) -> tuple[float, EmailOutcome]:
     return (time.perf_counter() - start) * 1000, out
 
 
+def render_plain(deps: AgentDeps, cid: str, plan: Plan) -> float:
+    """Milliseconds to render the same email with Jinja alone: the template writer's copy and the assembled
+    text and HTML body, from the plan the graph made (no graph, recommender or guardrails)."""
+    customer = deps.store.get_customer(cid)
+    products = tuple(
+        ProductFacts(
+            item_id=p.item_id,
+            title=deps.catalog[p.item_id].title,
+            category=deps.catalog[p.item_id].category,
+            evidence=p.evidence,
+        )
+        for p in plan.products
+    )
+    request = CopyRequest(action=plan.action, first_name=customer.first_name, products=products)
+    writer = TemplateWriter()
+    start = time.perf_counter()
+    copy = writer.write_email(request, deps.brand).copy
+    assemble(copy, plan, customer, deps.catalog, deps.brand, writer=writer.name)
+    return (time.perf_counter() - start) * 1000
+
+
 async def template_run(deps: AgentDeps, ids: list[str], emails: int) -> None:
     for cid in ids[:3]:  # warm-up: lazy loads in the rails and the recommender's per-customer state
         await run_email(deps, cid)
     per_email: list[float] = []
+    sent_ms: list[float] = []
+    sent_plans: list[tuple[str, Plan]] = []
     outcomes: Counter[str] = Counter()
     for n in range(emails):
         ms, out = await timed(deps, ids[n % len(ids)])
         per_email.append(ms)
         outcomes["sent" if out.email else f"refused:{out.refusal.reason if out.refusal else '?'}"] += 1
+        if out.email is not None and out.plan is not None:
+            sent_ms.append(ms)
+            sent_plans.append((out.customer_id, out.plan))
+    if sent_plans:
+        render_plain(deps, *sent_plans[0])  # warm-up: the Jinja template cache
+    plain = [render_plain(deps, cid, plan) for cid, plan in sent_plans]
     peer: list[float] = []
     for n in range(emails):
         start = time.perf_counter()
@@ -84,6 +121,15 @@ async def template_run(deps: AgentDeps, ids: list[str], emails: int) -> None:
     print(f"  per email   p50 {p50:7.1f} ms  p95 {p95:7.1f} ms   (target p95 <= 100 ms: {verdict})")
     print(f"  peer: recommend() alone  p50 {r50:7.1f} ms  p95 {r95:7.1f} ms")
     print(f"  ratio email/recommend  p50 {p50 / r50:5.2f}x  p95 {p95 / r95:5.2f}x")
+    if plain:
+        g50, g95 = statistics.median(sent_ms), pct(sent_ms, 0.95)
+        j50, j95 = statistics.median(plain), pct(plain, 0.95)
+        n = len(plain)
+        print(f"  peer: plain Jinja render of the {n} sent emails  p50 {j50:7.2f} ms  p95 {j95:7.2f} ms")
+        print(
+            "  ratio graph/render (sent emails: what the graph and its guardrails add over rendering)"
+            f"  p50 {g50 / j50:6.1f}x  p95 {g95 / j95:6.1f}x"
+        )
     print(f"  batch: {rate:6.1f} emails/s   (target >= 20/s: {'ok' if rate >= 20 else 'MISSED'})")
 
 
@@ -103,33 +149,68 @@ def llm_run(deps: AgentDeps, ids: list[str], emails: int) -> None:
             }
         )
         deps.writer = OpenAIWriter(settings)
-        parts_total = 0
-        fell_back: Counter[str] = Counter()
-        by_rail: Counter[str] = Counter()
-        sent = 0
+        outcomes: list[EmailOutcome] = []
         start = time.perf_counter()
         for n in range(emails):
-            out = asyncio.run(run_email(deps, ids[n % len(ids)]))
-            if out.plan is None or out.plan.action == "nothing":
-                continue
-            parts_total += 3 + len(out.plan.products)
-            for record in out.audit:
-                if record["node"] == "check":
-                    for rail, findings in record.get("verdicts", {}).items():
-                        by_rail[rail] += len(findings)
-                if record["node"] == "generate" and record.get("error"):
-                    by_rail["writer_error"] += 1
-            if out.email:
-                sent += 1
-                fell_back["parts"] += len(out.email.fallback_parts)
+            outcomes.append(asyncio.run(run_email(deps, ids[n % len(ids)])))
         minutes = (time.perf_counter() - start) / 60
-    reached = parts_total - fell_back["parts"]
+    sent = sum(1 for o in outcomes if o.email is not None)
     print(f"llama.cpp SmolLM2-135M, {emails} emails: {emails / minutes:5.1f} emails/minute, {sent} sent")
-    if parts_total:
-        print(
-            f"  model parts that reached the customer: {reached}/{parts_total} ({reached / parts_total:.0%})"
-        )
-    print(f"  findings per guardrail (all checks, revisions included): {dict(by_rail)}")
+    report_fallbacks(outcomes)
+
+
+def _part_type(part: str) -> str:
+    return "reasons" if part.startswith("reason:") else part
+
+
+def report_fallbacks(outcomes: list[EmailOutcome]) -> None:
+    """Per rail and per part, the share of model-written parts that fell back because of that rail.
+
+    The fallback node records, for each part it replaced, the rails whose blocking findings replaced it
+    (``because``; ``writer_error`` when the model gave no usable draft). A part can fail several rails, so
+    the rails' shares may add up to more than the overall fallback share. Parts of an email that was
+    blocked outright (even the template's text failed) did not reach the customer either; they are
+    counted apart."""
+    written: Counter[str] = Counter()
+    fell_back: Counter[str] = Counter()
+    blocked: Counter[str] = Counter()
+    by_rail: dict[str, Counter[str]] = {}
+    for out in outcomes:
+        if out.plan is None or out.plan.action == "nothing":
+            continue
+        mine: Counter[str] = Counter({"subject": 1, "preheader": 1, "intro": 1})
+        mine["reasons"] = len(out.plan.products)
+        written.update(mine)
+        replaced: Counter[str] = Counter()
+        for record in out.audit:
+            if record["node"] != "fallback":
+                continue
+            because: dict[str, Any] = record.get("because", {})
+            for part, rails in because.items():
+                replaced[_part_type(part)] += 1
+                for rail in rails:
+                    by_rail.setdefault(rail, Counter())[_part_type(part)] += 1
+        fell_back.update(replaced)
+        if out.email is None:
+            blocked.update(mine - replaced)
+    total = sum(written.values())
+    if not total:
+        print("  no email planned anything: no model-written parts to count")
+        return
+    reached = total - sum(fell_back.values()) - sum(blocked.values())
+    print(f"  model parts that reached the customer: {reached}/{total} ({reached / total:.0%})")
+
+    def row(name: str, counts: Counter[str]) -> str:
+        cells = [f"{counts[p] / written[p]:>11.0%}" if written[p] else f"{'-':>11}" for p in PARTS]
+        return f"    {name:<16}" + "".join(cells) + f"{sum(counts.values()) / total:>11.0%}"
+
+    print("  share of model-written parts that fell back, by the rail that failed them:")
+    print(f"    {'rail':<16}" + "".join(f"{p:>11}" for p in (*PARTS, "all")))
+    for rail in sorted(by_rail, key=lambda r: -sum(by_rail[r].values())):
+        print(row(rail, by_rail[rail]))
+    print(row("any rail", fell_back))
+    print(row("email blocked", blocked))
+    print(f"    {'written':<16}" + "".join(f"{written[p]:>11}" for p in PARTS) + f"{total:>11}")
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -13,11 +13,12 @@ import agent
 from agent import AgentDeps, OpenAIWriter, ScriptedWriter, Trigger, run_email_sync
 from agent.graph import MERMAID_PATH
 from agent.planner import plan_action
+from agent.state import ACTIONS, Plan, PlanFact
 from agent.writers import EmailCopy
 from retrieval.recommender import HybridRecommender
 from tailor.errors import LLMError, LLMOutputError, LLMTimeoutError
 from tailor.metrics import Metrics, record_outcome
-from tailor.models import Consent, Customer, Event, EventKind
+from tailor.models import Consent, Customer, Event, EventKind, QuietHours
 from tailor.settings import Settings
 from tailor.store import Store
 from tests.openai_endpoint import chat, fail, scripted_endpoint
@@ -72,13 +73,18 @@ def test_template_emails_for_real_customers_are_grounded_and_pass_every_rail(
         out = run_email_sync(deps, cid)
         assert (out.email is None) != (out.refusal is None)
         assert out.audit[0]["node"] == "load_context"
+        assert out.plan is not None
         if out.email is None:
             assert out.refusal is not None and out.refusal.reason == "nothing_relevant"
+            assert out.plan.action == "nothing" and out.plan.refused == "nothing_relevant"
+            assert {a.action for a in out.plan.rejected} == set(ACTIONS) - {"nothing"}
             continue
         sent += 1
         assert {a["node"] for a in out.audit} >= NODES
         assert out.verdicts and all(v.passed for v in out.verdicts)
-        assert out.plan is not None and out.plan.action != "nothing"
+        assert out.plan.action != "nothing" and out.plan.refused is None
+        assert {a.action for a in out.plan.rejected} == set(ACTIONS) - {out.plan.action}
+        assert all(a.why for a in out.plan.rejected)
         assert [p.item_id for p in out.email.products] == [p.item_id for p in out.plan.products]
         for product in out.email.products:
             item = deps.catalog[product.item_id]
@@ -90,6 +96,17 @@ def test_template_emails_for_real_customers_are_grounded_and_pass_every_rail(
     assert sent >= 2
 
 
+def _refused_plan(plan: Plan | None, reason: str, fact: str) -> Plan:
+    """A refused run's plan: "nothing", the rule that stopped it, its findings as evidence, every other
+    action rejected at 0 with that rule as the reason."""
+    assert plan is not None and plan.action == "nothing" and plan.refused == reason
+    assert plan.score == 0 and not plan.products and reason.replace("_", " ") in plan.reason
+    assert [a.action for a in plan.rejected] == [a for a in ACTIONS if a != "nothing"]
+    assert all(a.score == 0 and reason.replace("_", " ") in a.why for a in plan.rejected)
+    assert plan.evidence and all(isinstance(e, PlanFact) and e.kind == fact for e in plan.evidence)
+    return plan
+
+
 def test_customer_without_marketing_consent_is_refused_before_any_profiling(
     slice_store: Store, deps: AgentDeps
 ) -> None:
@@ -97,13 +114,18 @@ def test_customer_without_marketing_consent_is_refused_before_any_profiling(
     out = run_email_sync(deps, refused.id)
     assert out.email is None and out.refusal is not None
     assert out.refusal.reason == "no_marketing_consent"
-    assert [a["node"] for a in out.audit] == ["load_context", "finalize"]
+    assert [a["node"] for a in out.audit] == ["load_context", "plan", "finalize"]
+    plan = _refused_plan(out.plan, "no_marketing_consent", "consent")
+    assert any("marketing email" in e.summary for e in plan.evidence)
+    assert out.audit[1]["refused"] == "no_marketing_consent" and out.audit[1]["action"] == "nothing"
 
 
 def test_unknown_customer_is_a_refusal_not_a_crash(deps: AgentDeps) -> None:
     out = run_email_sync(deps, "no-such-customer")
     assert out.refusal is not None and out.refusal.reason == "unknown_customer"
     assert "no-such-customer" in out.refusal.detail
+    plan = _refused_plan(out.plan, "unknown_customer", "unknown_customer")
+    assert "no-such-customer" in plan.evidence[0].summary
 
 
 def test_contacted_too_recently_is_refused(deps: AgentDeps, sendable: list[str]) -> None:
@@ -112,8 +134,32 @@ def test_contacted_too_recently_is_refused(deps: AgentDeps, sendable: list[str])
     assert out.refusal is not None and out.email is None
     assert out.refusal.reason == "frequency_cap"
     assert out.refusal.data["all"] == ["frequency_cap"]
-    assert [a["node"] for a in out.audit] == ["load_context", "finalize"]
+    assert [a["node"] for a in out.audit] == ["load_context", "plan", "finalize"]
     assert out.audit[0]["refusal"] == "frequency_cap"
+    plan = _refused_plan(out.plan, "frequency_cap", "frequency_cap")
+    assert f"{NOW - timedelta(days=1):%Y-%m-%d}" in plan.evidence[0].summary
+
+
+def test_quiet_hours_are_refused_with_a_plan_that_says_the_local_time(
+    slice_store: Store, deps: AgentDeps, sendable: list[str], tmp_path: Path
+) -> None:
+    """A real customer of the slice, given quiet hours around NOW (10:00 in London), in a store of theirs."""
+    store = Store(tmp_path / "quiet.db")
+    try:
+        quiet = slice_store.get_customer(sendable[0]).model_copy(
+            update={"quiet_hours": QuietHours(start=time(9), end=time(11)), "timezone": "Europe/London"}
+        )
+        store.upsert_customers([quiet])
+        local = AgentDeps(
+            store=store, recommender=deps.recommender, settings=deps.settings, now=NOW, catalog=deps.catalog
+        )
+        out = run_email_sync(local, quiet.id)
+    finally:
+        store.close()
+    assert out.email is None and out.refusal is not None and out.refusal.reason == "quiet_hours"
+    assert [a["node"] for a in out.audit] == ["load_context", "plan", "finalize"]
+    plan = _refused_plan(out.plan, "quiet_hours", "quiet_hours")
+    assert "10:00" in plan.evidence[0].summary and "09:00-11:00" in plan.evidence[0].summary
 
 
 def _template_copy(deps: AgentDeps, cid: str) -> tuple[EmailCopy, list[str]]:
@@ -163,6 +209,8 @@ def test_a_draft_still_bad_after_revision_falls_back_to_the_template_for_that_pa
     assert "evil.test" not in out.email.body_html and "£0.01" not in out.email.body_text
     assert out.email.products[0].reason and out.email.products[0].reason != invented.reasons[items[0]]
     assert [a["node"] for a in out.audit][-3:] == ["fallback", "check", "finalize"]
+    because = next(a for a in out.audit if a["node"] == "fallback")["because"]
+    assert list(because) == [f"reason:{items[0]}"] and "grounding" in because[f"reason:{items[0]}"]
 
 
 def test_a_writer_that_times_out_falls_back_entirely_and_says_so(
@@ -175,6 +223,7 @@ def test_a_writer_that_times_out_falls_back_entirely_and_says_so(
     assert "subject" in out.email.fallback_parts and "intro" in out.email.fallback_parts
     fallback = next(a for a in out.audit if a["node"] == "fallback")
     assert "timed out" in fallback["writer_error"]
+    assert fallback["because"] == {p: ["writer_error"] for p in fallback["parts"]}
 
 
 def test_scripted_writer_fails_when_its_script_runs_out(deps: AgentDeps, sendable: list[str]) -> None:
@@ -215,8 +264,16 @@ def test_planner_prefers_an_abandoned_cart_and_keeps_the_rest_as_rejected(deps: 
     )
     assert plan.action == "abandoned_cart"
     assert [p.item_id for p in plan.products] == [item.id]
-    assert plan.evidence[0].event_ids == ("e1",)
-    assert [a.action for a in plan.rejected] == ["nothing"]
+    assert plan.evidence[0].event_ids == ("e1",) and plan.refused is None
+    assert [(a.action, a.score) for a in plan.rejected] == [
+        ("nothing", 0.1),
+        ("replenishment", 0.0),
+        ("win_back", 0.0),
+        ("recommend", 0.0),
+    ]
+    why = {a.action: a.why for a in plan.rejected}
+    assert why["win_back"] == "no purchase on record to win back from"
+    assert why["recommend"] == "no relevant item found"
 
 
 def test_planner_ignores_a_cart_that_was_bought_afterwards(deps: AgentDeps) -> None:
@@ -238,7 +295,16 @@ def test_planner_ignores_a_cart_that_was_bought_afterwards(deps: AgentDeps) -> N
         ),
     ]
     plan = plan_action(trigger=Trigger(), events=events, recommendations=[], catalog=deps.catalog, now=NOW)
-    assert plan.action == "nothing" and plan.reason
+    assert plan.action == "nothing" and plan.reason and plan.refused == "nothing_relevant"
+    assert [a.action for a in plan.rejected] == [a for a in ACTIONS if a != "nothing"]
+    assert all(a.score == 0 for a in plan.rejected)
+    cart_why = next(a.why for a in plan.rejected if a.action == "abandoned_cart")
+    assert "1 basket event(s) in the history" in cart_why
+    win_back_why = next(a.why for a in plan.rejected if a.action == "win_back")
+    assert "last purchase 1 days ago" in win_back_why
+    (fact,) = plan.evidence
+    assert isinstance(fact, PlanFact) and fact.kind == "history"
+    assert fact.event_ids == ("e2", "e1") and "1 purchase(s)" in fact.summary
 
 
 def test_planner_offers_win_back_after_a_long_silence(deps: AgentDeps, sendable: list[str]) -> None:
@@ -255,8 +321,12 @@ def test_planner_offers_win_back_after_a_long_silence(deps: AgentDeps, sendable:
         trigger=Trigger(kind="win_back"), events=[old], recommendations=recs, catalog=deps.catalog, now=NOW
     )
     assert plan.action == "win_back" and "200 days" in plan.reason
-    assert {a.action for a in plan.rejected} == {"recommend", "nothing"}
+    scored = [a for a in plan.rejected if a.score > 0]
+    assert {a.action for a in scored} == {"recommend", "nothing"}
     assert all(a.score < plan.score for a in plan.rejected)
+    zero = {a.action: a.why for a in plan.rejected if a.score == 0}
+    assert set(zero) == {"abandoned_cart", "replenishment"}
+    assert zero["replenishment"] == "no regularly bought item is due again"
 
 
 # -- what leaves the graph for the service: metrics, a model that is down, other customers ---------------
@@ -366,4 +436,6 @@ def test_a_draft_that_leaks_another_customers_id_is_blocked_and_replaced(
     assert "privacy" in first_check["blocked"]
     assert f"reason:{items[0]}:other_customer" in first_check["verdicts"]["privacy"]
     assert out.email.fallback_parts == (f"reason:{items[0]}",)
+    because = next(a for a in out.audit if a["node"] == "fallback")["because"]
+    assert because == {f"reason:{items[0]}": ["privacy"]}
     assert other.id not in out.email.body_text and other.id not in out.email.body_html

@@ -10,9 +10,26 @@ from agent.context import AgentDeps
 from agent.nodes.generate import copy_request
 from agent.state import EmailState
 from agent.writers import EmailCopy, TemplateWriter
-from guardrails import failed
+from guardrails import Verdict, failed
 
 _TEMPLATE = TemplateWriter()
+_FREE_TEXT = ("subject", "preheader", "intro")
+
+
+def _because(verdicts: list[Verdict], parts: list[str], writer_error: str | None) -> dict[str, list[str]]:
+    """For each replaced part, the rails whose blocking findings replaced it (``writer_error`` when there
+    was no draft). A finding on the assembled body or on no part blames every replaced part, as above."""
+    if writer_error is not None:
+        return {p: ["writer_error"] for p in parts}
+    blamed: dict[str, set[str]] = {p: set() for p in parts}
+    for v in verdicts:
+        if v.passed:
+            continue
+        named = {f.part for f in v.blocking} or {None}  # a failed rail without blocking findings blames all
+        for part in parts:
+            if part in named or named & {None, "body_text", "body_html"}:
+                blamed[part].add(v.rail)
+    return {p: sorted(r) for p, r in blamed.items()}
 
 
 async def fallback(state: EmailState, runtime: Runtime[AgentDeps]) -> dict[str, Any]:
@@ -23,7 +40,7 @@ async def fallback(state: EmailState, runtime: Runtime[AgentDeps]) -> dict[str, 
     safe = _TEMPLATE.write_email(copy_request(state, state.plan, deps), deps.brand).copy
     draft = state.copy
     if draft is None:
-        parts = ["subject", "preheader", "intro", *[f"reason:{k}" for k in safe.reasons]]
+        parts = [*_FREE_TEXT, *[f"reason:{k}" for k in safe.reasons]]
         merged = safe
     else:
         found = {f.part for f in failed(state.verdicts)}
@@ -31,7 +48,7 @@ async def fallback(state: EmailState, runtime: Runtime[AgentDeps]) -> dict[str, 
         # The assembled body repeats the free text, so a finding there is usually also found in its part;
         # when no part explains it, nothing narrower than all the free text can be trusted.
         if None in found or (found & {"body_text", "body_html"} and not bad):
-            bad |= {"subject", "preheader", "intro", *[f"reason:{k}" for k in safe.reasons]}
+            bad |= {*_FREE_TEXT, *[f"reason:{k}" for k in safe.reasons]}
         reasons = {
             k: (safe.reasons[k] if f"reason:{k}" in bad or k not in draft.reasons else draft.reasons[k])
             for k in safe.reasons
@@ -47,5 +64,11 @@ async def fallback(state: EmailState, runtime: Runtime[AgentDeps]) -> dict[str, 
         "copy": merged,
         "fell_back": True,
         "fallback_parts": sorted(set(state.fallback_parts) | set(parts)),
-        "audit": record("fallback", start, parts=parts, writer_error=state.writer_error),
+        "audit": record(
+            "fallback",
+            start,
+            parts=parts,
+            writer_error=state.writer_error,
+            because=_because(state.verdicts, parts, state.writer_error if draft is None else None),
+        ),
     }

@@ -16,7 +16,9 @@ _HISTORY = 500
 
 
 async def load_context(state: EmailState, runtime: Runtime[AgentDeps]) -> dict[str, Any]:
-    """Load the customer and their recent history; refuse before any profiling if consent is missing."""
+    """Load the customer and their recent history; refuse before any profiling if consent is missing.
+
+    A refusal still goes on to ``plan`` (which reads no history then): every run leaves with a plan."""
     start = time.perf_counter()
     deps = runtime.context
     try:
@@ -36,6 +38,7 @@ async def load_context(state: EmailState, runtime: Runtime[AgentDeps]) -> dict[s
         )
         return {
             "customer": customer,
+            "gate": verdict,
             "refusal": refusal,
             "audit": record("load_context", start, customer=customer.id, consent=False, refusal=first.rule),
         }
