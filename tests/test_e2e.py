@@ -116,7 +116,11 @@ def test_no_marketing_consent_is_a_logged_refusal(tailor: Tailor) -> None:
         tailor.set_consent(customer, before)
     assert outcome.email is None and outcome.refusal is not None
     assert outcome.refusal.reason == "no_marketing_consent"
-    assert [a["node"] for a in outcome.audit] == ["load_context", "finalize"]
+    # A refusal still gets a typed plan (action "nothing", citing the rule), but no retrieval or writing.
+    assert [a["node"] for a in outcome.audit] == ["load_context", "plan", "finalize"]
+    assert outcome.plan is not None
+    assert outcome.plan.action == "nothing" and outcome.plan.refused == "no_marketing_consent"
+    assert {alt.action for alt in outcome.plan.rejected} >= {"recommend"}
 
 
 def test_no_personalization_consent_means_no_profiling(tailor: Tailor) -> None:
