@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -398,6 +399,10 @@ def _release_memory() -> None:
     the import's in the one process ``tailor demo`` runs, and the demo's peak RSS goes over 2 GB.
     """
     gc.collect()
+    arrow = sys.modules.get("pyarrow")
+    if arrow is not None:
+        # Arrow buffers live in Arrow's own allocator pool, which a glibc trim does not reach.
+        arrow.default_memory_pool().release_unused()
     # Not glibc (musl, macOS): nothing to trim.
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
