@@ -3,24 +3,15 @@ reported is blocked at its span, and the good text next to it still passes."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 
 from guardrails import brand, injection, privacy
 from guardrails.base import RailContext, Verdict
 from guardrails.brand_config import BrandConfig, load_brand
 from guardrails.runner import check_email
-from tailor.models import Consent, Customer, Item
+from tailor.models import Item
+from tests.test_rails import ANN, MUG, NOW
 
-NOW = datetime(2011, 12, 10, 10, tzinfo=UTC)
-MUG = Item(
-    id="21871",
-    title="Save The Planet Mug",
-    category="Kitchen & Dining",
-    price=1.65,
-    url="https://example-retail.test/p/21871",
-)
 BAG = Item(
     id="DCGSSBOY",
     title="Boys Party Bag",
@@ -34,13 +25,6 @@ LIGHTS = Item(
     category="Candles & Lighting",
     price=5.75,
     url="https://example-retail.test/p/79321",
-)
-ANN = Customer(
-    id="12347",
-    first_name="Ann",
-    email="ann@example.com",
-    country="United Kingdom",
-    consent=Consent(marketing_email=True, personalization=True),
 )
 BRAND = load_brand()
 FOOTER = (
