@@ -34,8 +34,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from agent import AgentDeps, EmailOutcome, OpenAIWriter, TemplateWriter, run_email  # noqa: E402
 from agent.compose import assemble  # noqa: E402
-from agent.state import Plan  # noqa: E402
-from agent.writers import CopyRequest, ProductFacts  # noqa: E402
+from agent.nodes.generate import copy_request  # noqa: E402
+from agent.state import EmailState, Plan  # noqa: E402
 from retrieval.recommender import HybridRecommender  # noqa: E402
 from tailor.importer import import_dir  # noqa: E402
 from tailor.settings import Settings  # noqa: E402
@@ -71,16 +71,7 @@ def render_plain(deps: AgentDeps, cid: str, plan: Plan) -> float:
     """Milliseconds to render the same email with Jinja alone: the template writer's copy and the assembled
     text and HTML body, from the plan the graph made (no graph, recommender or guardrails)."""
     customer = deps.store.get_customer(cid)
-    products = tuple(
-        ProductFacts(
-            item_id=p.item_id,
-            title=deps.catalog[p.item_id].title,
-            category=deps.catalog[p.item_id].category,
-            evidence=p.evidence,
-        )
-        for p in plan.products
-    )
-    request = CopyRequest(action=plan.action, first_name=customer.first_name, products=products)
+    request = copy_request(EmailState(customer_id=cid, customer=customer), plan, deps)
     writer = TemplateWriter()
     start = time.perf_counter()
     copy = writer.write_email(request, deps.brand).copy
