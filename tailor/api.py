@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tailor.audience import Audience, select
 from tailor.errors import (
     BackendError,
     ConfigError,
@@ -35,13 +36,14 @@ from tailor.errors import (
     TailorError,
 )
 from tailor.jobs import Facade, JobRunner, TriggerSpec, check_callback_url
+from tailor.logs import describe
 from tailor.metrics import Metrics
 from tailor.models import Consent, Customer, Event
 from tailor.ops import ApiKey, Ops, body_hash
 from tailor.segment import from_segment, is_segment
 from tailor.settings import Settings
 
-__all__ = ["ApiError", "TokenBuckets", "create_app", "create_key", "serve"]
+__all__ = ["ApiError", "EventsOut", "TokenBuckets", "create_app", "create_key", "serve"]
 
 log = logging.getLogger("tailor.api")
 
@@ -103,10 +105,8 @@ class EmailTriggerIn(_In):
     callback_url: str | None = Field(None, max_length=2000)
 
 
-class SegmentIn(_In):
-    country: str | None = Field(None, min_length=1, max_length=100)
-    customer_ids: list[str] | None = Field(None, min_length=1, max_length=100_000)
-    limit: int | None = Field(None, ge=1, le=100_000)
+class SegmentIn(Audience):
+    """A campaign's segment: ids, a filter on profile and purchase facts, or both (``tailor.audience``)."""
 
 
 class CampaignIn(_In):
@@ -133,6 +133,20 @@ class EventsIn(_In):
     customers: list[Customer] = Field(default_factory=list, max_length=10_000)
 
 
+# -- response bodies -----------------------------------------------------------------------------
+class EventsOut(BaseModel):
+    ingested: dict[str, int] = Field(description="What the store wrote, as the service counts it.")
+    events: int = Field(description="Events ingested.")
+    customers: int = Field(description="Customer profiles created or updated.")
+    accepted: int = Field(description="Segment calls (or native records) that were ingested.")
+    skipped: dict[str, int] = Field(
+        default_factory=dict,
+        description="Well-formed Segment calls Tailor does not use, by reason: the call type (`page`, "
+        "`screen`, `group`, `alias`), `track:<event name>` for an event it does not map, or "
+        "`anonymous:<type>` for a call with an anonymousId only. Empty for native bodies.",
+    )
+
+
 # -- rate limit ----------------------------------------------------------------------------------
 class TokenBuckets:
     """One bucket per API key, in memory: a restart refills them, which errs on the side of serving."""
@@ -156,9 +170,16 @@ class TokenBuckets:
             return (1.0 - tokens) / self.rate
 
 
-# -- the ASGI shell: body size limit and request metrics -----------------------------------------
+# -- the ASGI shell: body size limit, request metrics, unexpected errors ---------------------------
 class _Shell:
-    """Buffers request bodies up to the limit (so chunked uploads are capped too) and times requests."""
+    """Buffers request bodies up to the limit (so chunked uploads are capped too), times requests, and
+    answers an unexpected error with a 500.
+
+    Unexpected errors end here rather than in an ``Exception`` handler: Starlette re-raises after such a
+    handler has answered, and uvicorn then logs the traceback with the exception's message, which may
+    quote the request (a support question, a profile), and drops the keep-alive connection. Here the log
+    gets the error's type and where it was raised (``tailor.logs.describe``) and nothing else.
+    """
 
     def __init__(self, app: ASGIApp, max_body: int, metrics: Metrics) -> None:
         self.app = app
@@ -176,10 +197,12 @@ class _Shell:
             return
         started = time.perf_counter()
         status_box = [500]
+        responded = [False]
 
         async def send_wrapper(message: Any) -> None:
             if message["type"] == "http.response.start":
                 status_box[0] = message["status"]
+                responded[0] = True
             await send(message)
 
         replay = receive
@@ -216,8 +239,13 @@ class _Shell:
                 await response(scope, receive, send_wrapper)
             else:
                 await self.app(scope, replay, send_wrapper)
+        except Exception as exc:
+            log.error("unexpected error on %s %s: %s", scope["method"], scope.get("path"), describe(exc))
+            if not responded[0]:
+                response = _error(500, "internal_error", "an unexpected error occurred; it has been logged")
+                await response(scope, receive, send_wrapper)
         finally:
-            # Also for requests that raised: the outer error middleware answers them with 500.
+            # Also for requests that raised: they were answered with 500 just above.
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             labels = {"method": scope["method"], "route": template}
@@ -377,11 +405,6 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
             headers=dict(exc.headers or {}),
         )
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s", request.url.path)
-        return _error(500, "internal_error", "an unexpected error occurred; it has been logged")
-
     # -- probes and metrics ----------------------------------------------------------------------
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
@@ -405,23 +428,28 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     # -- CRM -------------------------------------------------------------------------------------
-    @app.post("/v1/events", tags=["crm"])
+    @app.post("/v1/events", tags=["crm"], response_model=EventsOut)
     async def post_events(
         request: Request,
         key: Crm,
         body: Annotated[
             dict[str, Any],
             Body(
-                description="Native `{events, customers}`, or a Segment `track`/`identify` call or `batch`."
+                description="Native `{events, customers}`, or a Segment call or `batch`: `identify` and the "
+                "e-commerce `track` events are ingested; other well-formed calls are skipped and counted. "
+                "A malformed call fails the whole batch, and nothing of it is written."
             ),
         ],
-    ) -> dict[str, Any]:
+    ) -> EventsOut:
         st = _state(request)
+        skipped: dict[str, int] = {}
         if is_segment(body):
-            ids = [str(c.get("userId")) for c in body.get("batch", [body]) if isinstance(c, dict)]
+            calls = body.get("batch", [body])
+            ids = [str(c["userId"]) for c in calls if isinstance(c, dict) and c.get("userId") is not None]
             known = await run_in_threadpool(_known_customers, st, ids)
             mapped = from_segment(body, known)
             events, customers = mapped.events, mapped.customers
+            accepted, skipped = mapped.accepted, dict(sorted(mapped.skipped.items()))
         else:
             try:
                 parsed = EventsIn.model_validate(body)
@@ -431,12 +459,24 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
                     err["msg"], source="body", field=".".join(str(x) for x in err["loc"])
                 ) from exc
             events, customers = parsed.events, parsed.customers
+            accepted = len(events) + len(customers)
         if not events and not customers:
+            if skipped:
+                # Only calls Tailor does not use: a success for the sender, who must not retry them.
+                return EventsOut(
+                    ingested={"events": 0, "customers": 0}, events=0, customers=0, accepted=0, skipped=skipped
+                )
             raise DataError("nothing to ingest: no events and no customers")
         counts = await run_in_threadpool(st.facade.ingest, events, customers)
         for cid in sorted({e.customer_id for e in events} | {c.id for c in customers}):
             st.ops.audit("ingest", key_id=key.id, customer_id=cid, detail={})
-        return {"ingested": counts, "events": len(events), "customers": len(customers)}
+        return EventsOut(
+            ingested=dict(counts),
+            events=len(events),
+            customers=len(customers),
+            accepted=accepted,
+            skipped=skipped,
+        )
 
     @app.post("/v1/triggers/email", tags=["crm"], status_code=202)
     async def trigger_email(
@@ -642,22 +682,7 @@ def _known_customers(st: _State, ids: list[str]) -> dict[str, Customer]:
 
 
 def _resolve_segment(st: _State, segment: SegmentIn) -> list[str]:
-    if segment.customer_ids is not None:
-        ids = list(dict.fromkeys(c.strip() for c in segment.customer_ids if c.strip()))
-        if segment.country is not None:
-            wanted = segment.country.casefold()
-            ids = [
-                c
-                for c in ids
-                if st.facade.store.has_customer(c)
-                and st.facade.store.get_customer(c).country.casefold() == wanted
-            ]
-    elif segment.country is not None:
-        wanted = segment.country.casefold()
-        ids = [c.id for c in st.facade.store.customers() if c.country.casefold() == wanted]
-    else:
-        raise RecordError("give customer_ids or a country", source="body", field="segment")
-    return ids[: segment.limit] if segment.limit else ids
+    return select(st.facade.store, segment)
 
 
 async def _probe_llm(settings: Settings) -> bool:

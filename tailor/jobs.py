@@ -30,6 +30,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from tailor.errors import BackendError, DataError, NotFoundError, TailorError
+from tailor.logs import describe
 from tailor.metrics import Metrics, record_outcome
 from tailor.models import Customer, Email, Event, Explanation, Recommendation, Refusal
 from tailor.ops import JobItem, Ops
@@ -157,8 +158,8 @@ class JobRunner:
             try:
                 worked = self.run_once()
                 self.deliver_callbacks()
-            except Exception:  # the runner must outlive any one bad item or database hiccup
-                log.exception("job runner iteration failed")
+            except Exception as exc:  # the runner must outlive any one bad item or database hiccup
+                log.error("job runner iteration failed: %s", describe(exc))
                 worked = False
             if not worked:
                 due = self.ops.next_due_in()
@@ -212,7 +213,8 @@ class JobRunner:
             self._finish(item, "failed", {"error": str(exc)}, type(exc).__name__)
             return
         except Exception as exc:
-            log.exception("job %s customer %s failed", item.job_id, item.customer_id)
+            # Not log.exception: the message of an unexpected error may quote the customer's profile.
+            log.error("job %s customer %s failed: %s", item.job_id, item.customer_id, describe(exc))
             self._finish(item, "failed", {"error": type(exc).__name__}, "internal_error")
             return
         audit = _outcome_audit(outcome)

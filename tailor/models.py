@@ -121,8 +121,9 @@ class Event(_Model):
     customer_id: NonBlank
     kind: EventKind
     item_id: str | None = None
-    quantity: int | None = Field(None, ge=0)
-    value: float | None = None
+    # Bounded so that a typo cannot overflow SQLite's 64-bit integers (a 500) or skew every aggregate.
+    quantity: int | None = Field(None, ge=0, le=1_000_000_000)
+    value: float | None = Field(None, allow_inf_nan=False, ge=-1e12, le=1e12)
     text: str | None = None
     timestamp: UTCDateTime
     order_id: str | None = None

@@ -275,17 +275,19 @@ class Tailor:
         from retrieval.indexer import update_customer
 
         with self._lock:
-            if customers:
-                self.store.upsert_customers(customers)
-            for event in events:
-                if not self.store.has_customer(event.customer_id):
+            # Every reference is checked before anything is written, so a batch lands whole or not at all.
+            arriving = {c.id for c in customers}
+            for customer_id in dict.fromkeys(e.customer_id for e in events):
+                if customer_id not in arriving and not self.store.has_customer(customer_id):
                     raise NotFoundError(
                         "customer",
-                        event.customer_id,
+                        customer_id,
                         hint="send an identify call (or the customer record) first",
                     )
-                if event.item_id is not None:
-                    self.store.get_item(event.item_id)
+            for item_id in dict.fromkeys(e.item_id for e in events if e.item_id is not None):
+                self.store.get_item(item_id)
+            if customers:
+                self.store.upsert_customers(customers)
             ids = self.store.add_events(events)
             stored = [e.model_copy(update={"id": i}) for e, i in zip(events, ids, strict=True)]
             observed = self.recommender.observe(stored) if "recommender" in self.__dict__ else 0

@@ -9,11 +9,17 @@ the HTTP layer (keys, idempotency, jobs, resumption, fallbacks) can be tested be
 agent. It logs every email it writes to ``<data_dir>/emails.log`` so tests can count them, and, when
 ``writer='openai'``, really calls the configured endpoint, so a dead or slow endpoint is real. Its audit
 trace is built with the agent's own ``agent.audit`` functions and types, so it has the real shape.
+
+Two switches for the log tests: ``TAILOR_TEST_LOG_LEVEL`` (e.g. ``debug``) sends every logger, Tailor's,
+uvicorn's (access log included) and the libraries', to ``server.log`` at that level; and
+``TAILOR_TEST_FAULT_CUSTOMER`` makes ``email`` and ``support`` for that customer fail the way a careless
+bug does, with an exception whose message quotes the customer's profile and question.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import socket
@@ -74,6 +80,7 @@ class ScriptedTailor:
         self.store = Store(settings.store_path)
         self.email_delay_s = float(os.environ.get("TAILOR_TEST_EMAIL_DELAY", "0"))
         self.emails_log = settings.data_dir / "emails.log"
+        self.fault_customer = os.environ.get("TAILOR_TEST_FAULT_CUSTOMER")
 
     def close(self) -> None:
         self.store.close()
@@ -119,16 +126,24 @@ class ScriptedTailor:
         )
         return Explanation(customer_id=customer_id, item_id=item_id, sentences=(sentence,))
 
+    def _maybe_fail(self, customer_id: str, text: str = "") -> None:
+        if customer_id == self.fault_customer:
+            c = self._customer(customer_id)
+            raise RuntimeError(f"cannot handle {c.first_name} <{c.email}>: {text!r}")
+
     def support(self, customer_id: str, question: str) -> SupportAnswer:
+        self._maybe_fail(customer_id, question)
         recs = self.recommend(customer_id, 3)
         return SupportAnswer(customer_id=customer_id, suggestions=[r.item.title for r in recs])
 
     def ingest(self, events: Sequence[Event], customers: Sequence[Customer] = ()) -> dict[str, int]:
+        # Checked before anything is written, as the real facade does: a batch lands whole or not at all.
+        arriving = {c.id for c in customers}
+        for e in events:
+            if e.customer_id not in arriving and not self.store.has_customer(e.customer_id):
+                raise NotFoundError("customer", e.customer_id, hint="identify the customer first")
         if customers:
             self.store.upsert_customers(customers)
-        for e in events:
-            if not self.store.has_customer(e.customer_id):
-                raise NotFoundError("customer", e.customer_id, hint="identify the customer first")
         ids = self.store.add_events(events)
         return {"events": len(ids), "customers": len(customers)}
 
@@ -175,6 +190,7 @@ class ScriptedTailor:
     def email(self, customer_id: str, trigger: Any, *, send: bool = False) -> Outcome:
         if not self.store.has_customer(customer_id):
             raise NotFoundError("customer", customer_id)
+        self._maybe_fail(customer_id)
         customer = self._customer(customer_id)
         if not customer.consent.marketing_email:
             return Outcome(
@@ -263,6 +279,70 @@ def seed_store(data_dir: Path, n_customers: int = 3) -> list[str]:
     finally:
         store.close()
     return [c.id for c in customers]
+
+
+def seed_segment_facts(data_dir: Path) -> None:
+    """On top of ``seed_store(data_dir, n_customers=6)`` (every customer: 2 orders, spend 6.0, the last on
+    2011-11-0N for customer 10N-1): purchase facts that differ, for the campaign segment filters.
+
+    ====  ==============  =========  ======  =====  =============
+    id    country         marketing  orders  spend  last purchase
+    ====  ==============  =========  ======  =====  =============
+    100   United Kingdom  yes        2       6.0    2011-11-01
+    101   United Kingdom  no         2       6.0    2011-11-02
+    102   France          yes        2       6.0    2011-11-03
+    103   United Kingdom  yes        3       156.0  2011-12-05
+    104   United Kingdom  yes        2       3.0    2011-11-05 (and a return of 3.0)
+    105   France          yes        3       16.0   2011-12-01 (a purchase without an order id)
+    106   Germany         yes        0       0.0    none
+    ====  ==============  =========  ======  =====  =============
+    """
+    store = Store(data_dir / "tailor.db")
+    try:
+        at = datetime(2011, 12, 5, 9, tzinfo=UTC)
+        big = [
+            Event(
+                customer_id="103",
+                kind=EventKind.PURCHASE,
+                item_id=f"I{n}",
+                quantity=1,
+                value=50.0,
+                timestamp=at,
+                order_id="BIG",
+            )
+            for n in range(3)
+        ]
+        returned = Event(
+            customer_id="104",
+            kind=EventKind.RETURN,
+            item_id="I4",
+            quantity=1,
+            value=3.0,
+            timestamp=datetime(2011, 11, 20, tzinfo=UTC),
+            order_id="O4-1",
+        )
+        loose = Event(
+            customer_id="105",
+            kind=EventKind.PURCHASE,
+            item_id="I0",
+            quantity=2,
+            value=10.0,
+            timestamp=datetime(2011, 12, 1, tzinfo=UTC),
+        )
+        store.upsert_customers(
+            [
+                Customer(
+                    id="106",
+                    first_name="Gus",
+                    email="gus@example.test",
+                    country="Germany",
+                    consent=Consent(marketing_email=True, personalization=True),
+                )
+            ]
+        )
+        store.add_events([*big, returned, loose])
+    finally:
+        store.close()
 
 
 def free_port() -> int:
@@ -361,7 +441,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = Settings()
     facade = ScriptedTailor(settings) if args.facade == "fake" else None
-    uvicorn.run(create_app(settings, facade), host="127.0.0.1", port=args.port, log_level="warning")
+    level = os.environ.get("TAILOR_TEST_LOG_LEVEL", "warning").lower()
+    if level != "warning":
+        logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings, facade), host="127.0.0.1", port=args.port, log_level=level)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import pytest
 from tailor.api import create_key
 from tailor.ops import Ops
 from tailor.settings import Settings
-from tests.server import ServerProcess, seed_store
+from tests.server import ServerProcess, seed_segment_facts, seed_store
 
 pytestmark = pytest.mark.slow
 
@@ -244,18 +244,107 @@ def test_events_native_and_segment(server: tuple[ServerProcess, httpx.Client], k
     r = client.post("/v1/events", headers=crm, json={"batch": [identify, track]})
     assert r.status_code == 200, r.text
     assert r.json()["ingested"] == {"events": 1, "customers": 1}
+    assert (r.json()["accepted"], r.json()["skipped"]) == (2, {})
     # The purchase counts at once: I5 is no longer recommended to the new customer.
     recs = client.get("/v1/customers/900/recommendations?k=6", headers=support).json()["recommendations"]
     assert "I5" not in [x["item"]["id"] for x in recs] and recs
     native = {"events": [{"customer_id": "900", "kind": "view", "item_id": "I1", "timestamp": "2011-12-06"}]}
-    assert client.post("/v1/events", headers=crm, json=native).json()["events"] == 1
+    r = client.post("/v1/events", headers=crm, json=native)
+    assert (r.json()["events"], r.json()["accepted"], r.json()["skipped"]) == (1, 1, {})
+    # An event Tailor does not map is skipped, not refused; a call without an event name is malformed.
+    r = client.post("/v1/events", headers=crm, json={"type": "track", "userId": "900", "event": "Nope"})
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "ingested": {"events": 0, "customers": 0},
+        "events": 0,
+        "customers": 0,
+        "accepted": 0,
+        "skipped": {"track:Nope": 1},
+    }
     err = _error(
-        client.post("/v1/events", headers=crm, json={"type": "track", "userId": "900", "event": "Nope"}),
-        422,
-        "invalid_record",
+        client.post("/v1/events", headers=crm, json={"type": "track", "userId": "900"}), 422, "invalid_record"
     )
     assert err["field"] == "event"
     _error(client.post("/v1/events", headers=crm, json={"events": []}), 422, "invalid_data")
+
+
+def test_segment_batch_skips_unused_calls_and_is_ingested_whole_or_not_at_all(
+    server: tuple[ServerProcess, httpx.Client], keys: Any
+) -> None:
+    _, client = server
+    crm, support = keys
+
+    def identify(user: str) -> dict[str, Any]:
+        traits = {"firstName": "Mo", "email": f"{user}@example.test", "country": "Spain"}
+        return {"type": "identify", "userId": user, "traits": traits}
+
+    def viewed(user: str, item: str = "I2") -> dict[str, Any]:
+        return {
+            "type": "track",
+            "userId": user,
+            "event": "Product Viewed",
+            "properties": {"product_id": item},
+        }
+
+    def known(user: str) -> bool:
+        r = client.get(f"/v1/customers/{user}/recommendations", headers=support)
+        assert r.status_code in (200, 404), r.text
+        return r.status_code == 200
+
+    batch = [
+        identify("950"),
+        {"type": "page", "userId": "950", "name": "Home"},
+        {"type": "track", "userId": "950", "event": "Product List Viewed", "properties": {"list_id": "l"}},
+        {"type": "screen", "anonymousId": "a-1", "name": "Basket"},
+        {"type": "page", "anonymousId": "a-1"},
+        {"type": "alias", "userId": "950", "previousId": "a-1"},
+        {
+            "type": "track",
+            "anonymousId": "a-1",
+            "event": "Product Viewed",
+            "properties": {"product_id": "I1"},
+        },
+        viewed("950"),
+    ]
+    r = client.post("/v1/events", headers=crm, json={"batch": batch})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["events"], body["customers"], body["accepted"]) == (1, 1, 2)
+    assert body["skipped"] == {
+        "alias": 1,
+        "anonymous:track": 1,
+        "page": 2,
+        "screen": 1,
+        "track:Product List Viewed": 1,
+    }
+    assert known("950")
+    # A batch of calls Tailor does not use succeeds, so the sender does not retry it forever.
+    r = client.post("/v1/events", headers=crm, json={"batch": batch[1:3]})
+    assert r.status_code == 200 and r.json()["accepted"] == 0 and sum(r.json()["skipped"].values()) == 2
+    # One malformed call fails the batch, by position and field, and nothing before it is written.
+    bad_order = {
+        "type": "track",
+        "userId": "951",
+        "event": "Order Completed",
+        "properties": {"products": [{"product_id": "I1", "quantity": -1}]},
+    }
+    err = _error(
+        client.post("/v1/events", headers=crm, json={"batch": [identify("951"), batch[1], bad_order]}),
+        422,
+        "invalid_record",
+    )
+    assert err["field"] == "batch[2].properties.products[0].quantity"
+    assert "segment:3:" in err["message"] and "negative" in err["message"]
+    assert not known("951")
+    # A well-formed batch that refers to a customer nobody identified: the new profile is not kept either.
+    _error(
+        client.post("/v1/events", headers=crm, json={"batch": [identify("952"), viewed("953")]}),
+        404,
+        "not_found",
+    )
+    assert not known("952") and not known("953")
+    response = client.get("/openapi.json").json()["paths"]["/v1/events"]["post"]["responses"]["200"]
+    assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/EventsOut"}
 
 
 def test_idempotent_trigger_under_concurrent_replays(
@@ -450,6 +539,56 @@ def test_campaign_by_country_segment(server: tuple[ServerProcess, httpx.Client],
     _error(client.post("/v1/campaigns", headers=crm, json={"segment": {}}), 422, "invalid_record")
 
 
+def test_campaign_segment_filters_on_profile_and_purchase_facts(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    seed_store(data_dir, n_customers=6)
+    seed_segment_facts(data_dir)  # its table lists each customer's facts
+    crm, _ = _keys(data_dir)
+    with ServerProcess(data_dir) as proc, httpx.Client(base_url=proc.base_url, timeout=30) as client:
+
+        def campaign(segment: dict[str, Any]) -> httpx.Response:
+            return client.post("/v1/campaigns", headers=crm, json={"segment": segment})
+
+        def total(segment: dict[str, Any]) -> int:
+            r = campaign(segment)
+            assert r.status_code == 202, r.text
+            return int(r.json()["total"])
+
+        assert total({"min_orders": 3}) == 2
+        assert total({"country": ["france", "Germany"]}) == 3
+        assert total({"country": "France", "min_spend": 10}) == 1
+        assert total({"max_spend": 5, "marketing_email": True}) == 2
+        assert total({"last_purchase_before": "2011-11-03"}) == 2
+        assert total({"customer_ids": ["103", "104", "105", "nobody"], "min_orders": 3}) == 2
+        r = campaign({"customer_ids": ["105", "103", "100"], "last_purchase_since": "2011-12-01"})
+        assert r.status_code == 202 and r.json()["total"] == 2
+        job_id = r.json()["job_id"]
+        _wait(_job_done(client, crm, job_id))
+        rows = [
+            json.loads(x) for x in client.get(f"/v1/jobs/{job_id}/results", headers=crm).text.splitlines()
+        ]
+        assert sorted(row["customer_id"] for row in rows) == ["103", "105"]
+        # Refused, naming the field: an unknown one, a bad value, an empty range.
+        err = _error(campaign({"country": "France", "vip": True}), 422, "invalid_request")
+        assert err["field"] == "segment.vip"
+        assert _error(campaign({"min_spend": -1}), 422, "invalid_request")["field"] == "segment.min_spend"
+        assert (
+            _error(campaign({"country": ["France", ""]}), 422, "invalid_request")["field"]
+            == "segment.country.1"
+        )
+        err = _error(campaign({"last_purchase_since": "soon"}), 422, "invalid_request")
+        assert err["field"] == "segment.last_purchase_since"
+        err = _error(campaign({"min_orders": 5, "max_orders": 1}), 422, "invalid_request")
+        assert err["field"] == "segment" and "min_orders" in err["message"]
+        err = _error(campaign({"min_orders": 4}), 422, "invalid_record")
+        assert "matches no customer" in err["message"]
+        assert "customer_ids" in _error(campaign({"limit": 3}), 422, "invalid_record")["message"]
+        schema = client.get("/openapi.json").json()["components"]["schemas"]["SegmentIn"]
+        assert {"country", "min_orders", "max_spend", "last_purchase_since", "marketing_email"} <= set(
+            schema["properties"]
+        )
+
+
 def _llm_server(data_dir: Path, llm: ScriptedHTTP, mode: str) -> ServerProcess:
     env = {
         "TAILOR_WRITER": "openai",
@@ -557,3 +696,109 @@ def test_feedback_is_recorded_for_known_customers(
         "invalid_request",
     )
     assert err["field"] == "signal"
+
+
+def test_logs_carry_customer_ids_but_no_pii(tmp_path: Path) -> None:
+    """Every kind of request that carries personal data, and the error paths that are most tempted to
+    quote it, at debug level: the server's whole log must name customers by id only."""
+    data_dir = tmp_path / "data"
+    seed_store(data_dir)
+    crm, support = _keys(data_dir)
+    plain, faulty = "cust-7781", "cust-7782"
+    pii = {
+        "email": "leaky.person@example.com",
+        "phone": "+44 7700 900123",
+        "first name": "Leakyname",
+        "last name": "Surnameleak",
+        "other email": "faulty.person@example.org",
+        "other first name": "Faultyname",
+        "other phone": "020 7946 0958",
+        "bad email": "leakyname-at-home",
+    }
+    question = f"{pii['first name']} asks: mail {pii['email']} or call {pii['phone']}, what should I buy?"
+    consent = {"marketing_email": True, "personalization": True}
+    batch = [
+        {
+            "type": "identify",
+            "userId": plain,
+            "traits": {
+                "firstName": pii["first name"],
+                "lastName": pii["last name"],
+                "name": f"{pii['first name']} {pii['last name']}",
+                "email": pii["email"],
+                "phone": pii["phone"],
+                "country": "France",
+                "consent": consent,
+            },
+        },
+        {
+            "type": "identify",
+            "userId": faulty,
+            "traits": {
+                "firstName": pii["other first name"],
+                "email": pii["other email"],
+                "phone": pii["other phone"],
+                "country": "Spain",
+                "consent": consent,
+            },
+        },
+        {"type": "track", "userId": plain, "event": "Product Viewed", "properties": {"product_id": "I1"}},
+        {"type": "page", "userId": plain, "properties": {"title": pii["first name"], "email": pii["email"]}},
+        {"type": "track", "userId": plain, "event": "Signed Up", "properties": {"phone": pii["phone"]}},
+    ]
+    llm = ScriptedHTTP(script=["500", "ok"])
+    env = {
+        "TAILOR_WRITER": "openai",
+        "TAILOR_LLM_BASE_URL": llm.url + "/v1",
+        "TAILOR_LLM_TIMEOUT_S": "5",
+        "TAILOR_LLM_UNAVAILABLE": "defer",
+        "TAILOR_JOB_RETRY_S": "0.3",
+        "TAILOR_TEST_LOG_LEVEL": "debug",
+        "TAILOR_TEST_FAULT_CUSTOMER": faulty,
+    }
+    try:
+        with ServerProcess(data_dir, env) as proc, httpx.Client(base_url=proc.base_url, timeout=30) as client:
+            r = client.post("/v1/events", headers=crm, json={"batch": batch})
+            assert r.status_code == 200, r.text
+            bad = {"type": "identify", "userId": "cust-7783", "traits": {**batch[0]["traits"]}}
+            bad["traits"]["email"] = pii["bad email"]  # type: ignore[index]
+            _error(client.post("/v1/events", headers=crm, json=bad), 422, "invalid_record")
+            jobs = {}
+            for cid in (plain, faulty):
+                r = client.post(
+                    "/v1/triggers/email",
+                    headers={**crm, "Idempotency-Key": f"pii-{cid}"},
+                    json={"customer_id": cid, "trigger": {"kind": "browse"}},
+                )
+                assert r.status_code == 202, r.text
+                jobs[cid] = r.json()["job_id"]
+            for job_id in jobs.values():
+                _wait(_job_done(client, crm, job_id))
+            assert client.get(f"/v1/jobs/{jobs[plain]}", headers=crm).json()["done"] == 1
+            assert len(llm.posts) == 2  # the model failed once (the job was deferred), then answered
+            assert client.get(f"/v1/jobs/{jobs[faulty]}", headers=crm).json()["failed"] == 1
+            ok = client.post(
+                "/v1/support/suggestions", headers=support, json={"customer_id": plain, "question": question}
+            )
+            assert ok.status_code == 200, ok.text
+            _error(
+                client.post(
+                    "/v1/support/suggestions",
+                    headers=support,
+                    json={"customer_id": faulty, "question": question},
+                ),
+                500,
+                "internal_error",
+            )
+            assert client.get(f"/v1/customers/{plain}/recommendations", headers=support).status_code == 200
+            assert llm.overruns == 0 and not llm.script
+    finally:
+        llm.close()
+    log = proc.log()
+    # Not vacuous: the requests, the deferral and both failures were logged, by customer id and error type.
+    assert f"/v1/customers/{plain}/recommendations" in log
+    assert "LLMError" in log and plain in log
+    assert any(faulty in line and "RuntimeError" in line for line in log.splitlines()), log
+    assert "/v1/support/suggestions" in log
+    leaks = {what: [line for line in log.splitlines() if text in line] for what, text in pii.items()}
+    assert not any(leaks.values()), {what: lines for what, lines in leaks.items() if lines}

@@ -17,17 +17,18 @@ from guardrails.base import Finding, Verdict
 from prompts import PromptRef
 from retrieval.recommender import HybridRecommender
 from tailor.api import TokenBuckets
-from tailor.errors import DataError, RecordError, VectorStoreError
+from tailor.errors import DataError, NotFoundError, RecordError, VectorStoreError
 from tailor.jobs import JobRunner, check_callback_url
+from tailor.logs import describe
 from tailor.metrics import Metrics, record_outcome
-from tailor.models import Consent, Customer, Email, EventKind, Refusal
+from tailor.models import Consent, Customer, Email, Event, EventKind, Refusal
 from tailor.ops import Ops
 from tailor.segment import from_segment, is_segment
 from tailor.service import Tailor
 from tailor.settings import Settings
 from tailor.store import Store
 from tests.openai_endpoint import chat, fail, scripted_endpoint
-from tests.server import Outcome
+from tests.server import Outcome, seed_store
 
 GOOD_COPY = EmailCopy(subject="s", preheader="p", intro="i", reasons={})
 ANN = Customer(id="100", first_name="Ann", email="ann@example.test", country="United Kingdom")
@@ -76,51 +77,191 @@ def test_identify_updates_a_known_customer_and_creates_a_new_one() -> None:
     assert out.customers[1].consent == Consent(marketing_email=True)
 
 
+def _viewed(user: object = "1", **extra: object) -> dict[str, object]:
+    return {
+        "type": "track",
+        "userId": user,
+        "event": "Product Viewed",
+        "properties": {"product_id": "A"},
+        **extra,
+    }
+
+
+def _order(*products: dict[str, object]) -> dict[str, object]:
+    return {
+        "type": "track",
+        "userId": "1",
+        "event": "Order Completed",
+        "properties": {"products": list(products)},
+    }
+
+
 @pytest.mark.parametrize(
     ("call", "field", "line"),
     [
-        ({"type": "track", "userId": "1", "event": "Page Scrolled"}, "event", 1),
         ({"type": "track", "event": "Product Viewed", "properties": {"product_id": "A"}}, "userId", 1),
         (
             {"type": "track", "userId": "1", "event": "Product Viewed", "properties": {}},
             "properties.product_id",
             1,
         ),
-        ({"type": "page", "userId": "1"}, "type", 1),
         ({"type": "identify", "userId": "9", "traits": {"firstName": "X"}}, "traits.email", 1),
+        ({"batch": [_viewed(), _viewed(timestamp="yesterday")]}, "batch[1].timestamp", 2),
+        # A known event with bad properties, after calls that are fine or skipped: the position is exact.
         (
             {
                 "batch": [
-                    {
-                        "type": "track",
-                        "userId": "1",
-                        "event": "Product Viewed",
-                        "properties": {"product_id": "A"},
-                    },
-                    {
-                        "type": "track",
-                        "userId": "1",
-                        "event": "Product Viewed",
-                        "properties": {"product_id": "A"},
-                        "timestamp": "yesterday",
-                    },
+                    _viewed(),
+                    {"type": "page", "userId": "1"},
+                    _order({"sku": "A"}, {"sku": "B", "quantity": -2}),
                 ]
             },
-            "timestamp",
-            2,
+            "batch[2].properties.products[1].quantity",
+            3,
         ),
+        (_order({"product_id": "A", "quantity": 1.5}), "properties.products[0].quantity", 1),
+        (_order({"product_id": "A", "price": "cheap"}), "properties.products[0].price", 1),
+        (_order({"product_id": "A", "price": -1}), "properties.products[0].price", 1),
+        (_order({"product_id": "A", "quantity": 10**30}), "properties.products[0].quantity", 1),
+        (_order({"product_id": "A", "quantity": 10**9, "price": 1e300}), "properties.products[0].price", 1),
+        (_order(), "properties.products", 1),
+        (_order("A"), "properties.products[0]", 1),
+        (_viewed(["1"]), "userId", 1),
+        (_viewed(True), "userId", 1),
+        ({**_viewed(), "properties": ["A"]}, "properties", 1),
+        ({**_viewed(), "timestamp": 1322990400}, "timestamp", 1),
+        ({"type": "pageview", "userId": "1"}, "type", 1),
+        ({"userId": "1", "event": "Product Viewed"}, "type", 1),
+        ({"type": "track", "userId": "1"}, "event", 1),
+        ({"type": "track", "userId": "1", "event": 7}, "event", 1),
+        ({"type": "page", "properties": {"url": "https://shop.test/"}}, "userId", 1),
+        ({"type": "screen", "anonymousId": "a1", "properties": "home"}, "properties", 1),
+        ({"type": "alias", "userId": "1"}, "previousId", 1),
+        ({"type": "alias", "previousId": "a1"}, "userId", 1),
+        ({"type": "group", "userId": "1"}, "groupId", 1),
+        ({"type": "identify", "anonymousId": "a1", "traits": "Ann"}, "traits", 1),
+        (
+            {"type": "identify", "userId": "100", "traits": {"consent": {"marketing_email": "maybe"}}},
+            "traits.consent.marketing_email",
+            1,
+        ),
+        ({"type": "identify", "userId": "100", "traits": {"firstName": 42}}, "traits.firstName", 1),
+        ({"batch": [_viewed(), "page"]}, "batch[1]", 2),
+        ({"batch": []}, "batch", 1),
+        ({"batch": {"type": "page"}}, "batch", 1),
     ],
 )
 def test_bad_segment_calls_name_the_field_and_position(
     call: dict[str, object], field: str, line: int
 ) -> None:
     with pytest.raises(RecordError) as info:
-        from_segment(call, {})
-    assert info.value.field == field and info.value.line == line
+        from_segment(call, {"100": ANN})
+    assert (info.value.field, info.value.line) == (field, line)
+    assert f"segment:{line}:" in str(info.value) and field in str(info.value)
+
+
+def test_calls_tailor_does_not_use_are_skipped_and_counted() -> None:
+    batch = {
+        "batch": [
+            {"type": "page", "userId": "100", "name": "Home", "properties": {"url": "https://shop.test/"}},
+            {"type": "page", "anonymousId": "a1"},
+            {"type": "screen", "userId": "100", "name": "Basket"},
+            {"type": "group", "userId": "100", "groupId": "g1", "traits": {"name": "Acme"}},
+            {"type": "alias", "userId": "100", "previousId": "a1"},
+            {
+                "type": "track",
+                "userId": "100",
+                "event": "Product List Viewed",
+                "properties": {"list_id": "x"},
+            },
+            {"type": "track", "anonymousId": "a1", "event": "Product Viewed", "properties": {}},
+            {"type": "identify", "anonymousId": "a1", "traits": {"email": "a1@example.test"}},
+            _viewed("100", messageId="m-v"),
+            {"type": "identify", "userId": "100", "traits": {"country": "France"}},
+        ]
+    }
+    out = from_segment(batch, {"100": ANN})
+    assert out.accepted == 2 and sum(out.skipped.values()) == 8
+    assert out.skipped == {
+        "page": 2,
+        "screen": 1,
+        "group": 1,
+        "alias": 1,
+        "track:Product List Viewed": 1,
+        "anonymous:track": 1,
+        "anonymous:identify": 1,
+    }
+    assert [(e.customer_id, e.kind, e.item_id) for e in out.events] == [("100", EventKind.VIEW, "A")]
+    assert [c.country for c in out.customers] == ["France"]
+
+
+def test_a_skip_reason_quotes_at_most_100_characters_of_the_event_name() -> None:
+    out = from_segment({"type": "track", "userId": "1", "event": "x" * 500}, {})
+    assert out.skipped == {"track:" + "x" * 100: 1} and out.accepted == 0 and not out.events
+
+
+def test_segment_values_are_line_totals_as_in_the_import() -> None:
+    out = from_segment(
+        {
+            "batch": [
+                _order({"product_id": "A", "quantity": 3, "price": 1.25}, {"product_id": "B", "price": 2}),
+                {
+                    "type": "track",
+                    "userId": "1",
+                    "event": "Product Added",
+                    "properties": {"product_id": "C", "quantity": 2, "price": 4.5},
+                },
+            ]
+        },
+        {},
+    )
+    assert [(e.item_id, e.quantity, e.value) for e in out.events] == [
+        ("A", 3, 3.75),
+        ("B", 1, 2.0),
+        ("C", 2, 9.0),
+    ]
+
+
+def test_ingest_writes_nothing_when_one_reference_is_unknown(tmp_path: Path) -> None:
+    # The real facade: a batch with a new profile and an event it cannot take lands whole or not at all.
+    data = tmp_path / "data"
+    seed_store(data)
+    new = Customer(id="n1", first_name="Nia", email="nia@example.test", country="France")
+    at = datetime(2011, 12, 9, tzinfo=UTC)
+    with Tailor(Settings(data_dir=data, now=NOW)) as tailor:
+        before = tailor.store.counts()
+        unknown_item = Event(customer_id="n1", kind=EventKind.VIEW, item_id="NOPE", timestamp=at)
+        with pytest.raises(NotFoundError, match="NOPE"):
+            tailor.ingest([unknown_item], [new])
+        stranger = Event(customer_id="n2", kind=EventKind.VIEW, item_id="I1", timestamp=at)
+        with pytest.raises(NotFoundError, match="n2"):
+            tailor.ingest([stranger], [new])
+        assert not tailor.store.has_customer("n1") and tailor.store.counts() == before
 
 
 def test_is_segment() -> None:
     assert is_segment({"type": "track"}) and is_segment({"batch": []}) and not is_segment({"events": []})
+
+
+def test_a_logged_error_names_its_type_and_place_but_never_its_message() -> None:
+    def parse(question: str) -> None:
+        raise ValueError(f"cannot parse {question!r}")
+
+    try:
+        try:
+            parse("mail ann@example.com")
+        except ValueError as exc:
+            raise RuntimeError("while answering ann@example.com") from exc
+    except RuntimeError as exc:
+        text = describe(exc)
+    assert "example.com" not in text and "answering" not in text
+    caused, cause = text.split("; from ")
+    assert caused.startswith("RuntimeError at tests/test_api_units.py:")
+    assert cause.startswith("ValueError at tests/test_api_units.py:") and " in parse <- " in cause
+    try:
+        {}["ann@example.com"]
+    except KeyError as exc:  # a KeyError's message is its key: here, personal data
+        assert describe(exc, frames=0) == "KeyError"
 
 
 def test_metrics_text_exposition() -> None:

@@ -52,3 +52,25 @@ def test_customer_email_is_checked() -> None:
 )
 def test_quiet_hours_handle_overnight_windows(start: int, end: int, moment: int, inside: bool) -> None:
     assert QuietHours(start=time(start), end=time(end)).contains(time(moment)) is inside
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("quantity", 10**19),
+        ("quantity", -1),
+        ("value", float("inf")),
+        ("value", float("nan")),
+        ("value", 1e15),
+    ],
+)
+def test_event_amounts_out_of_range_are_refused_by_name(field: str, value: float) -> None:
+    with pytest.raises(ValidationError) as info:
+        Event(
+            customer_id="1",
+            kind=EventKind.PURCHASE,
+            item_id="A",
+            timestamp=datetime(2011, 1, 1, tzinfo=UTC),
+            **{field: value},
+        )
+    assert info.value.errors()[0]["loc"] == (field,)
