@@ -36,7 +36,7 @@ from tailor.errors import (
     TailorError,
 )
 from tailor.jobs import Facade, JobRunner, TriggerSpec, check_callback_url
-from tailor.logs import describe
+from tailor.logs import describe, quiet_libraries
 from tailor.metrics import Metrics
 from tailor.models import Consent, Customer, Event
 from tailor.ops import ApiKey, Ops, body_hash
@@ -325,6 +325,7 @@ def _job_links(job_id: str) -> dict[str, str]:
 def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bool = True) -> FastAPI:
     """The FastAPI app. ``facade`` defaults to ``tailor.service.Tailor.open(settings)`` (opened at startup
     and closed at shutdown); a given one is left open. ``run_jobs=False`` leaves jobs queued (tests)."""
+    quiet_libraries()
     metrics = Metrics()
 
     @asynccontextmanager

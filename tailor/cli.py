@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tailor.errors import TailorError
+from tailor.logs import quiet_libraries
 from tailor.settings import Settings
 
 __all__ = ["app", "main"]
@@ -45,6 +46,7 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a ta
 @app.callback()
 def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False) -> None:
     _state["debug"] = debug
+    quiet_libraries()
 
 
 def _settings(data_dir: Path | None) -> Settings:

@@ -9,10 +9,15 @@ forgetting a customer reaches it, and logs do not.
 
 from __future__ import annotations
 
+import logging
 import traceback
 from pathlib import Path
 
-__all__ = ["describe"]
+__all__ = ["LIBRARY_LOGGERS", "describe", "quiet_libraries"]
+
+# The model client and the HTTP stacks under it log each request at DEBUG and INFO (URLs with customer ids,
+# headers, and in some versions the request options, which hold the prompt); none of it is Tailor's to log.
+LIBRARY_LOGGERS = ("openai", "httpx", "httpcore", "httpx2", "httpcore2")
 
 _ROOT = Path(__file__).resolve().parent.parent
 _SITE = "site-packages/"
@@ -44,3 +49,13 @@ def describe(exc: BaseException, frames: int = 4) -> str:
         parts.append(_one(current, frames))
         current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
     return "; from ".join(parts)
+
+
+def quiet_libraries(level: int = logging.WARNING) -> None:
+    """Keep the HTTP and model clients' loggers at ``level`` or above, whatever the root logger's level, so
+    that turning on DEBUG to find a bug in Tailor does not write prompts and profiles to the log."""
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        # The logger's own level, not its effective one: root may be turned to DEBUG after this runs.
+        if logger.level == logging.NOTSET or logger.level < level:
+            logger.setLevel(level)

@@ -4,6 +4,7 @@ real llama.cpp server running SmolLM2; plus the OpenAI writer's error translatio
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
@@ -24,6 +25,7 @@ from agent.writers import (
 from guardrails.brand_config import BrandConfig, load_brand
 from retrieval.recommender import HybridRecommender
 from tailor.errors import LLMError, LLMOutputError, LLMTimeoutError
+from tailor.logs import LIBRARY_LOGGERS, quiet_libraries
 from tailor.models import Evidence
 from tailor.settings import Settings
 from tailor.store import Store
@@ -244,3 +246,27 @@ def test_openai_writer_sends_the_copy_schema_when_asked(
     script.append(reply)
     _writer(url).write_email(REQUEST, brand)
     assert "response_format" not in seen[1]
+
+
+def test_model_client_logs_nothing_once_quieted(
+    endpoint: tuple[str, list[Reply]], brand: BrandConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    url, script = endpoint
+    script.extend([chat(json.dumps(GOOD.model_dump())), chat(json.dumps(GOOD.model_dump()))])
+    saved = {name: logging.getLogger(name).level for name in LIBRARY_LOGGERS}
+    try:
+        for name in LIBRARY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.NOTSET)
+        with caplog.at_level(logging.DEBUG):
+            _writer(url).write_email(REQUEST, brand)
+        # Unquieted, the client and its HTTP stack log every request: the check below could fail.
+        assert [r for r in caplog.records if r.name.split(".")[0] in LIBRARY_LOGGERS]
+        caplog.clear()
+        quiet_libraries()
+        with caplog.at_level(logging.DEBUG):
+            _writer(url).write_email(REQUEST, brand)
+        assert REQUEST.first_name not in caplog.text
+        assert not [r for r in caplog.records if r.name.split(".")[0] in LIBRARY_LOGGERS]
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
