@@ -21,11 +21,13 @@ from guardrails.injection import detect, neutralize
 from prompts import render
 from retrieval.base import Recommender
 from retrieval.rules import ColdStart
+from retrieval.search import CatalogHit
 from tailor.errors import ConsentError
 from tailor.models import Customer, Event, EventKind, Evidence, Item
 from tailor.store import Store
 
 __all__ = [
+    "CatalogAsk",
     "GuardrailNote",
     "HistorySearch",
     "Suggestion",
@@ -35,6 +37,8 @@ __all__ = [
 ]
 
 HistorySearch = Callable[[str, str, int], Sequence[Any]]  # (customer_id, question, limit) -> hits
+# (customer_id, question, her purchases newest first, item ids to leave out, limit) -> ``CatalogHit``s
+CatalogAsk = Callable[[str, str, Sequence[str], Sequence[str], int], Sequence[CatalogHit]]
 
 _WANTED = 3
 _HISTORY = 500
@@ -45,7 +49,7 @@ def history_search(vectors: Any, embedder: Any) -> HistorySearch:
     """Semantic search over one customer's own text history in Qdrant (``VectorStore.search_history``)."""
 
     def search(customer_id: str, question: str, limit: int) -> Sequence[Any]:
-        vector = embedder.encode([question])[0]
+        vector = embedder.encode([question], keep=False)[0]
         return list(vectors.search_history(customer_id, vector, limit))
 
     return search
@@ -129,6 +133,7 @@ def _candidates(
     catalog: Mapping[str, Item],
     now: datetime | None,
     search: HistorySearch | None,
+    ask: CatalogAsk | None = None,
 ) -> list[Suggestion]:
     """Every well-founded suggestion, best first; each carries evidence or is not made."""
     out: list[Suggestion] = []
@@ -177,8 +182,10 @@ def _candidates(
             )
         )
     suggested: set[str] = set()
+    if ask is not None:
+        out.extend(_asked_for(ask, customer, asked, orders, returns, catalog, suggested))
     for rec in recommender.recommend(customer.id, _WANTED, now=now):
-        if not rec.evidence:
+        if not rec.evidence or rec.item.id in suggested:
             continue
         suggested.add(rec.item.id)
         text, _ = render(
@@ -214,6 +221,52 @@ def _candidates(
         )
         break
     out.extend(_popular(recommender, customer, catalog, history, now, suggested))
+    return out
+
+
+def _asked_for(
+    ask: CatalogAsk,
+    customer: Customer,
+    asked: str,
+    orders: Sequence[Event],
+    returns: Sequence[Event],
+    catalog: Mapping[str, Item],
+    suggested: set[str],
+) -> list[Suggestion]:
+    """Products that answer the question and fit her (Qdrant's fused query over the question and her
+    taste), each standing on the purchase of hers it is closest to; none when the question is not about
+    products."""
+    latest: dict[str, Event] = {}
+    for order in orders:
+        if order.item_id:
+            latest[order.item_id] = order  # orders are oldest first: the last one wins
+    bought = sorted(latest, key=lambda i: latest[i].timestamp, reverse=True)
+    leave_out = sorted({e.item_id for e in returns if e.item_id})
+    out: list[Suggestion] = []
+    for hit in ask(customer.id, asked, bought, leave_out, _WANTED):
+        item, near = catalog.get(hit.item_id), latest.get(hit.near_item_id)
+        if item is None or not item.in_stock or near is None or item.id in suggested:
+            continue
+        summary = f"close to {_title(catalog, near.item_id)}, bought on {near.timestamp:%Y-%m-%d}"
+        evidence = Evidence(
+            kind="text_similarity",
+            summary=summary,
+            event_ids=(near.id or "",),
+            item_ids=(near.item_id or "", item.id),
+            weight=round(hit.near_similarity, 3),
+        )
+        text, _ = render(
+            "support.j2", kind="product", title=item.title, price=item.price_text, reason=summary
+        )
+        out.append(
+            Suggestion(
+                kind="product",
+                title=f"Suggest {item.title}",
+                talking_points=_points(text),
+                evidence=(evidence,),
+            )
+        )
+        suggested.add(item.id)
     return out
 
 
@@ -312,6 +365,7 @@ def support_suggestions(
     *,
     now: datetime | None = None,
     search: HistorySearch | None = None,
+    ask: CatalogAsk | None = None,
 ) -> SupportAnswer:
     customer = store.get_customer(customer_id)
     # Consent first, before Qdrant or the store is asked about her history. Without personalization consent
@@ -328,7 +382,7 @@ def support_suggestions(
     asked = neutralize(question)
     history = store.events(customer.id, until=now, limit=_HISTORY)
     catalog: Mapping[str, Item] = getattr(recommender, "catalog", None) or store.item_map()
-    candidates = _candidates(store, recommender, brand, customer, asked, history, catalog, now, search)
+    candidates = _candidates(store, recommender, brand, customer, asked, history, catalog, now, search, ask)
     texts = [t for s in candidates for t in (*s.talking_points, *(e.summary for e in s.evidence))]
     context = RailContext(
         customer=customer,

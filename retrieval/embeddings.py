@@ -276,8 +276,11 @@ class Embedder:
     def stats(self) -> CacheStats:
         return CacheStats(hits=self.hits, misses=self.misses, size=len(self.cache))
 
-    def encode(self, texts: Sequence[str]) -> FloatMatrix:
-        """One row per text, in order. Cached texts are not re-embedded; duplicates are embedded once."""
+    def encode(self, texts: Sequence[str], *, keep: bool = True) -> FloatMatrix:
+        """One row per text, in order. Cached texts are not re-embedded; duplicates are embedded once.
+
+        ``keep=False`` reads the cache but writes nothing to it: for a question typed about a customer,
+        which is nobody's stored data and which forgetting that customer could not find again."""
         if isinstance(texts, str):
             raise DataError("encode() takes a sequence of texts, got one str", hint="wrap it: encode([text])")
         for i, text in enumerate(texts):
@@ -300,7 +303,8 @@ class Embedder:
             with self._stats_lock:
                 self.embedded += len(missing)
             rows = list(zip(missing.keys(), fresh, strict=True))
-            self.cache.put_many(rows)
+            if keep:
+                self.cache.put_many(rows)
             found.update(rows)
         return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
 

@@ -516,7 +516,7 @@ class VectorStore:
 
     def search_items_fused(
         self,
-        vectors: Mapping[str, Any],
+        vectors: Mapping[str, Any] | Sequence[tuple[str, Any]],
         *,
         limit: int = 10,
         candidates: int = 50,
@@ -527,11 +527,14 @@ class VectorStore:
     ) -> list[tuple[str, float]]:
         """One query over several vector spaces (``text``, ``collab``), merged by reciprocal rank fusion.
 
-        Each space contributes its ``candidates`` best items (filters applied in each); scores are RRF scores.
+        Each query contributes its ``candidates`` best items (filters applied in each); scores are RRF scores.
+        ``vectors`` maps a space to its query, or lists ``(space, query)`` pairs when one space is asked
+        twice (a question and a taste, both in ``text``).
         """
         from qdrant_client.http import models as qm
 
-        if not vectors:
+        queries = list(vectors.items()) if isinstance(vectors, Mapping) else list(vectors)
+        if not queries:
             raise DataError("search_items_fused needs at least one named vector")
         if limit < 1 or candidates < limit:
             raise DataError(f"search_items_fused: need 1 <= limit <= candidates, got {limit}, {candidates}")
@@ -543,7 +546,7 @@ class VectorStore:
                 filter=flt,
                 limit=candidates,
             )
-            for name, vec in vectors.items()
+            for name, vec in queries
         ]
         with self._qdrant("run a fused item search"):
             result = self._client.query_points(

@@ -250,8 +250,17 @@ class Tailor:
         return explain(self.store, self.recommender, self.settings, customer_id, item_id, now=self.now())
 
     def search_history(self, customer_id: str, text: str, limit: int) -> list[Any]:
-        vector = self.embedder.encode([text])[0]
+        vector = self.embedder.encode([text], keep=False)[0]
         return list(self.vectors.search_history(customer_id, vector, limit))
+
+    def ask_catalog(
+        self, customer_id: str, question: str, bought: Sequence[str], leave_out: Sequence[str], limit: int
+    ) -> list[Any]:
+        from retrieval.search import ask_catalog
+
+        return ask_catalog(
+            self.vectors, self.embedder, customer_id, question, bought, limit=limit, exclude_ids=leave_out
+        )
 
     def support(self, customer_id: str, question: str) -> Any:
         from agent import support_suggestions
@@ -267,6 +276,7 @@ class Tailor:
             question,
             now=self.now(),
             search=self.search_history,
+            ask=self.ask_catalog,
         )
 
     # -- changes ----------------------------------------------------------------------------------

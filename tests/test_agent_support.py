@@ -294,3 +294,64 @@ def test_support_for_an_unknown_customer_is_not_found(
 ) -> None:
     with pytest.raises(NotFoundError):
         support_suggestions(slice_store, recommender, load_brand(), "nobody", "hi", now=NOW)
+
+
+@pytest.fixture(scope="module")
+def indexed(
+    slice_store: Store, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[VectorStore, Embedder]]:
+    """The slice's catalog in an embedded Qdrant, with every customer's taste vector."""
+    from retrieval.indexer import index_catalog, update_customer
+
+    vectors = VectorStore.connect(path=str(tmp_path_factory.mktemp("ask") / "qdrant"))
+    embedder = Embedder()
+    index_catalog(slice_store, vectors, embedder)
+    for cid in _personalized(slice_store)[:5]:
+        update_customer(slice_store, vectors, embedder, cid)
+    yield vectors, embedder
+    vectors.close()
+
+
+@pytest.mark.slow
+def test_a_product_question_is_answered_from_the_catalog_through_her_taste(
+    slice_store: Store, recommender: HybridRecommender, indexed: tuple[VectorStore, Embedder]
+) -> None:
+    from retrieval.search import CatalogHit, ask_catalog
+
+    vectors, embedder = indexed
+    cid = _personalized(slice_store)[0]
+    bought = [e.item_id for e in slice_store.events(cid) if e.kind is EventKind.PURCHASE and e.item_id]
+    catalog = slice_store.item_map()
+    hits = ask_catalog(vectors, embedder, cid, "something for the Christmas tree", bought, limit=3)
+    assert hits, "a Christmas question finds Christmas items in a retail gift catalog"
+    for hit in hits:
+        assert hit.item_id in catalog and catalog[hit.item_id].in_stock and hit.item_id not in bought
+        assert hit.near_item_id in bought and hit.match >= 0.35 and hit.near_similarity >= 0.3
+    assert any("christmas" in catalog[h.item_id].title.casefold() for h in hits)
+    # A question that is not about products brings none: the threshold on the match is what says so.
+    assert ask_catalog(vectors, embedder, cid, "my parcel arrived two days late", bought, limit=3) == []
+    # Left-out items (her returns) never come back, whatever the question.
+    again = ask_catalog(
+        vectors, embedder, cid, "something for the Christmas tree", bought, exclude_ids=[hits[0].item_id]
+    )
+    assert hits[0].item_id not in {h.item_id for h in again}
+    # The question is not written to the embedding cache: it is nobody's stored data.
+    assert (
+        embedder.cache.get_many([embedder.cache.key(embedder.model_id, "my parcel arrived two days late")])
+        == {}
+    )
+
+    def ask(
+        customer_id: str, question: str, mine: Sequence[str], leave_out: Sequence[str], limit: int
+    ) -> list[CatalogHit]:
+        return ask_catalog(vectors, embedder, customer_id, question, mine, limit=limit, exclude_ids=leave_out)
+
+    out = support_suggestions(
+        slice_store, recommender, load_brand(), cid, "Any ideas for her Christmas tree?", now=NOW, ask=ask
+    )
+    products = [s for s in out.suggestions if s.kind == "product"]
+    first = products[0]
+    assert first.evidence[0].kind == "text_similarity" and "christmas" in first.title.casefold()
+    (event,) = slice_store.get_events(list(first.evidence[0].event_ids))
+    assert event.customer_id == cid and event.item_id in first.evidence[0].item_ids
+    _assert_grounded(slice_store, out)
