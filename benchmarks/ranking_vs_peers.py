@@ -21,7 +21,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from evals.ranking import DEFAULT_PARQUET, RankingEval  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from evals.ranking import DEFAULT_PARQUET, RankingEval, rebuy_by_recency  # noqa: E402
 
 _LINE = re.compile(
     r"^(?P<name>\S+)\s+(?P<variant>all|new-only)\s+Recall@10 (?P<recall>[\d.]+)\s+NDCG@10 (?P<ndcg>[\d.]+)"
@@ -50,6 +52,26 @@ def run_peers(script: Path, parquet: Path) -> tuple[dict[tuple[str, str], dict[s
     if not rows:
         raise SystemExit(f"no result lines in the peer output:\n{proc.stdout[-3000:]}")
     return rows, proc.stdout, elapsed
+
+
+def _print_recency(ev: RankingEval) -> None:
+    """Rebuy rates by days since the last purchase, in the test window and in the ranker's last training
+    window: where the two differ beyond what the training window holds, no feature learned before the cut can
+    follow the test period."""
+    split = ev.split
+    if split is None or ev.ranker is None:
+        return
+    label_days = ev.ranker.params["label_days"]
+    frame = pd.concat([split.train, split.test])
+    test = rebuy_by_recency(frame, split.cut, label_days)
+    train = rebuy_by_recency(split.train, split.cut - pd.Timedelta(days=label_days), label_days)
+    print(f"\nrebuy within {label_days} days by days since last bought (pairs, share):")
+    print(f"{'days':>9s} {'last training window':>24s} {'test window':>20s}")
+    for key in test:
+        n, rate = test[key]
+        tn, trate = train.get(key, (0, float("nan")))
+        left = f"{tn:7d} {trate:6.3f}" if tn else f"{'none':>14s}"
+        print(f"{key:>9s} {left:>24s} {n:13d} {rate:6.3f}")
 
 
 def main() -> None:
@@ -124,6 +146,7 @@ def main() -> None:
         vals = [ours.get(f"ranking.{name}.all.{k}@10") for k in keys]
         if all(v is not None for v in vals):
             print(f"{name:12s} all@10 " + "  ".join(f"{k} {v:.3f}" for k, v in zip(keys, vals, strict=True)))
+    _print_recency(ev)
     fit_s = ev.timings["fit_s"]
     print(f"\nwall time: tailor eval {tailor_s:.1f}s (fit {fit_s:.1f}s) vs peer script {peer_s:.1f}s")
     if args.json:

@@ -9,6 +9,7 @@ self-information of the recommended items' popularity) and popularity bias (mean
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -34,10 +35,50 @@ from evals.protocol import (
 from retrieval.ranker import Ranker
 from tailor.errors import DataError
 
-__all__ = ["DEFAULT_PARQUET", "RankingEval", "beyond_accuracy", "reference_rankers", "uci_item_texts"]
+__all__ = [
+    "DEFAULT_PARQUET",
+    "RECENCY_BINS",
+    "RankingEval",
+    "beyond_accuracy",
+    "rebuy_by_recency",
+    "reference_rankers",
+    "uci_item_texts",
+]
 
 DEFAULT_PARQUET = Path(__file__).resolve().parents[1] / "data" / "raw" / "online_retail.parquet"
 VARIANTS: tuple[Variant, ...] = ("all", "new-only")
+
+
+RECENCY_BINS = (0, 30, 60, 120, 180, 240, 300, 400)
+
+
+def rebuy_by_recency(
+    purchases: pd.DataFrame, cut: pd.Timestamp, days: int, bins: Sequence[int] = RECENCY_BINS
+) -> dict[str, tuple[int, float]]:
+    """How often a customer buys an item again within ``days`` of ``cut``, by days since they last bought it.
+
+    Pairs are (customer, item) bought before ``cut`` by a customer who buys anything in the window; the
+    answer maps a bin ``"lo-hi"`` to (pairs, share rebought). Put side by side for the test window and for the
+    ranker's last training window, it shows what the trees could learn and what they could not: a recency
+    the training window never holds (items last bought a year before) is extrapolated from the oldest it does.
+    """
+    frame = purchases[["customer_id", "item_id", "timestamp"]]
+    before = frame[frame["timestamp"] < cut]
+    window = frame[(frame["timestamp"] >= cut) & (frame["timestamp"] < cut + pd.Timedelta(days=days))]
+    last = before.groupby(["customer_id", "item_id"])["timestamp"].max().reset_index()
+    last = last[last["customer_id"].isin(set(window["customer_id"]))]
+    again = set(zip(window["customer_id"], window["item_id"], strict=True))
+    age = (cut - last["timestamp"]).dt.total_seconds().to_numpy() / 86400.0
+    hit = np.fromiter(
+        ((c, i) in again for c, i in zip(last["customer_id"], last["item_id"], strict=True)), bool, len(last)
+    )
+    out: dict[str, tuple[int, float]] = {}
+    for lo, hi in itertools.pairwise(bins):
+        sel = (age > lo) & (age <= hi)
+        n = int(sel.sum())
+        if n:
+            out[f"{lo}-{hi}"] = (n, float(hit[sel].mean()))
+    return out
 
 
 def uci_item_texts(raw: pd.DataFrame) -> dict[str, str]:

@@ -19,7 +19,7 @@ from evals.protocol import (
     recall_at,
     temporal_split,
 )
-from evals.ranking import RankingEval, reference_rankers
+from evals.ranking import RankingEval, rebuy_by_recency, reference_rankers
 from tailor.errors import DataError
 
 CUT = "2011-01-10"
@@ -166,3 +166,21 @@ def test_ranking_eval_holds_out_the_last_days(tiny: pd.DataFrame) -> None:
     assert ev.cut is None and ev.holdout_days == 2
     assert RankingEval(tiny, text=None).cut == pd.Timestamp("2011-09-09", tz="UTC")
     assert holdout_cut(tiny, 2) == pd.Timestamp("2011-01-11", tz="UTC")
+
+
+def test_rebuy_by_recency_counts_pairs_of_window_buyers_by_days_since_last_bought() -> None:
+    cut = pd.Timestamp("2011-09-09", tz="UTC")
+    day = pd.Timedelta(days=1)
+    rows = [
+        ("a", "x", cut - 10 * day),  # rebought: 0-30
+        ("a", "x", cut + 5 * day),
+        ("a", "y", cut - 20 * day),  # not rebought: 0-30
+        ("a", "z", cut - 250 * day),  # rebought a year on: 240-300
+        ("a", "z", cut + 80 * day),
+        ("a", "w", cut - 250 * day),  # bought again only after the window: not counted as a rebuy
+        ("a", "w", cut + 100 * day),
+        ("b", "x", cut - 5 * day),  # b buys nothing in the window: none of b's pairs count
+    ]
+    frame = pd.DataFrame(rows, columns=["customer_id", "item_id", "timestamp"])
+    out = rebuy_by_recency(frame, cut, 92)
+    assert out == {"0-30": (2, 0.5), "240-300": (2, 0.5)}
