@@ -296,9 +296,7 @@ class Tailor:
                     )
             for item_id in dict.fromkeys(e.item_id for e in events if e.item_id is not None):
                 self.store.get_item(item_id)
-            if customers:
-                self.store.upsert_customers(customers)
-            ids = self.store.add_events(events)
+            ids = self.store.add_customers_and_events(customers, events)
             stored = [e.model_copy(update={"id": i}) for e, i in zip(events, ids, strict=True)]
             observed = self.recommender.observe(stored) if "recommender" in self.__dict__ else 0
             touched = sorted({e.customer_id for e in events})

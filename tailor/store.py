@@ -83,6 +83,13 @@ def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+_UPSERT_CUSTOMER = (
+    "INSERT INTO customers VALUES (?,?,?) ON CONFLICT(id) DO UPDATE SET doc=excluded.doc,"
+    " country=excluded.country"
+)
+_INSERT_EVENT = "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?)"
+
+
 @dataclass(frozen=True)
 class CustomerFacts:
     """What a campaign segment filters on. ``orders``: distinct orders (a purchase without an order id
@@ -181,12 +188,18 @@ class Store:
     def upsert_customers(self, customers: Iterable[Customer]) -> int:
         rows = [(c.id, c.model_dump_json(), c.country) for c in customers]
         with self.transaction() as db:
-            db.executemany(
-                "INSERT INTO customers VALUES (?,?,?) ON CONFLICT(id) DO UPDATE SET doc=excluded.doc,"
-                " country=excluded.country",
-                rows,
-            )
+            db.executemany(_UPSERT_CUSTOMER, rows)
         return len(rows)
+
+    def add_customers_and_events(self, customers: Iterable[Customer], events: Iterable[Event]) -> list[str]:
+        """Profiles and events in one transaction: a crash (or an error) between the two writes nothing.
+        Returns the events' ids in input order, as ``add_events`` does."""
+        customer_rows = [(c.id, c.model_dump_json(), c.country) for c in customers]
+        event_rows = [_event_row(e) for e in events]
+        with self.transaction() as db:
+            db.executemany(_UPSERT_CUSTOMER, customer_rows)
+            db.executemany(_INSERT_EVENT, event_rows)
+        return [r[0] for r in event_rows]
 
     def get_customer(self, customer_id: str) -> Customer:
         rows = self._query("SELECT doc FROM customers WHERE id=?", (customer_id,))
@@ -242,7 +255,7 @@ class Store:
         """Store events (duplicates by id are ignored) and return their ids in input order."""
         rows = [_event_row(e) for e in events]
         with self.transaction() as db:
-            db.executemany("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?)", rows)
+            db.executemany(_INSERT_EVENT, rows)
         return [r[0] for r in rows]
 
     def events(

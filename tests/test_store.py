@@ -105,3 +105,35 @@ def test_events_frame_has_utc_timestamps(fresh_store: Store) -> None:
     _seed(fresh_store)
     frame = fresh_store.events_frame()
     assert list(frame.customer_id.unique()) == ["c1"] and str(frame.timestamp.dt.tz) == "UTC"
+
+
+def test_profiles_and_events_land_together_or_not_at_all(tmp_path: Path) -> None:
+    store = Store(tmp_path / "tailor.db")
+    _seed(store)
+    new = Customer(id="c2", first_name="Bo", email="b@example.com", country="FR")
+    when = datetime(2011, 2, 1, tzinfo=UTC)
+    events = [
+        Event(customer_id="c2", kind=EventKind.VIEW, item_id="A", timestamp=when),
+        Event(customer_id="c2", kind=EventKind.PURCHASE, item_id="A", quantity=2, timestamp=when),
+    ]
+    # The database itself refuses the second event, after the profile and the first event were written
+    # inside the transaction: what a crash between the writes would leave, if they were two transactions.
+    raw = sqlite3.connect(tmp_path / "tailor.db")
+    raw.execute(
+        "CREATE TRIGGER refuse AFTER INSERT ON events WHEN NEW.kind = 'purchase' AND NEW.customer_id = 'c2'"
+        " BEGIN SELECT RAISE(ABORT, 'refused by test'); END"
+    )
+    raw.commit()
+    raw.close()
+    with pytest.raises(sqlite3.IntegrityError, match="refused by test"):
+        store.add_customers_and_events([new], events)
+    assert not store.has_customer("c2")
+    assert store.events("c2") == [] and store.counts()["events"] == 3
+    raw = sqlite3.connect(tmp_path / "tailor.db")
+    raw.execute("DROP TRIGGER refuse")
+    raw.commit()
+    raw.close()
+    ids = store.add_customers_and_events([new], events)
+    assert store.get_customer("c2").country == "FR"
+    assert len(set(ids)) == 2 and {e.id for e in store.events("c2")} == set(ids)
+    store.close()
