@@ -200,6 +200,27 @@ FAKE_OFFERS = (
     ("fabricated_offer", "Use code TWINE15 at checkout."),
     ("fabricated_offer", "Two for the price of one, while stocks last."),
 )
+# Product names in the catalog's style that no catalog title holds: what a small model writes when it runs
+# out of facts.
+INVENTED_STYLE = ("Rustic", "Nordic", "Vintage", "Velvet", "Alpine", "Coastal", "Golden", "Moonlit")
+INVENTED_MATERIAL = ("Oak", "Brass", "Linen", "Copper", "Marble", "Bamboo", "Wicker", "Slate")
+INVENTED_THING = (
+    "Lantern",
+    "Cushion",
+    "Tea Set",
+    "Candle Holder",
+    "Photo Frame",
+    "Storage Tin",
+    "Wall Clock",
+)
+INVENTED_SENTENCES = (
+    "It pairs beautifully with our {name}.",
+    "Why not add the {name} too?",
+    "Customers love the new {name}.",
+    "You might also like our {name}, back in stock this week.",
+    "Complete the look with a {name}.",
+)
+
 DISHONEST_SUBJECTS = (
     "Your order has shipped",
     "Your parcel could not be delivered",
@@ -1001,6 +1022,27 @@ def build(items: list[Item], seed: int = SEED) -> tuple[list[dict[str, Any]], li
         good.append(
             {"id": f"ok{k:04d}", "category": "good", "writer": writer, **_scene_record(sc, parts, extra)}
         )
+    # Added after the good outputs, with a generator of their own, so every earlier case and good output
+    # stays what it was.
+    inv = random.Random(seed + 1)
+    titles = " | ".join(i.title.lower() for i in items)
+    made = 0
+    while made < 30:
+        name = f"{inv.choice(INVENTED_STYLE)} {inv.choice(INVENTED_MATERIAL)} {inv.choice(INVENTED_THING)}"
+        if name.lower() in titles:  # only names no catalog title holds
+            continue
+        serial += 1
+        sc = scene(inv, 100_000 + serial, pool)
+        copy = varied_copy(inv, sc, brand) if inv.random() < 0.6 else template_copy(sc, brand)
+        text = INVENTED_SENTENCES[made % len(INVENTED_SENTENCES)].format(name=name)
+        email_case(
+            "grounding",
+            "invented_product",
+            "invented_product",
+            sc,
+            _with(copy, inv.choice(("intro", "reason")), text, inv),
+        )
+        made += 1
     return cases, good
 
 

@@ -67,11 +67,15 @@ class PhraseIndex:
     looks up the n-grams beginning there, stopping as soon as no phrase begins with them: O(tokens × the
     longest phrase's token count) dictionary lookups, whatever the number of phrases."""
 
-    __slots__ = ("_full", "_prefixes", "max_n", "size")
+    __slots__ = ("_full", "_prefixes", "heads", "max_n", "parts", "size")
 
-    def __init__(self, phrases: Iterable[str]) -> None:
+    def __init__(self, phrases: Iterable[str], *, with_parts: bool = False) -> None:
+        """``with_parts`` also keeps every run of consecutive words of every phrase (``parts``) and each
+        phrase's last word (``heads``): what telling a part of a real name from an invented one takes."""
         self._full: dict[tuple[str, ...], frozenset[str]] = {}
         self._prefixes: set[tuple[str, ...]] = set()
+        self.parts: set[tuple[str, ...]] = set()
+        self.heads: set[str] = set()
         grouped: dict[tuple[str, ...], set[str]] = {}
         for phrase in phrases:
             phrase = phrase.strip()
@@ -81,6 +85,10 @@ class PhraseIndex:
         for key, spellings in grouped.items():
             self._full[key] = frozenset(spellings)
             self._prefixes.update(key[:n] for n in range(1, len(key) + 1))
+            if with_parts:
+                words = tuple(t for t in key if t[0].isalnum())
+                self.heads.add(words[-1] if words else key[-1])
+                self.parts.update(words[a:b] for a in range(len(words)) for b in range(a + 1, len(words) + 1))
         self.max_n = max((len(k) for k in grouped), default=0)
         self.size = len(grouped)
 

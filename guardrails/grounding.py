@@ -7,7 +7,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date
 
 from guardrails._text import AMOUNT, LINK, PhraseIndex, find_phrases, tokens
@@ -132,7 +132,108 @@ def _indexed(item: Item) -> bool:
 
 
 def _build(items: Iterable[Item]) -> PhraseIndex:
-    return PhraseIndex(i.title for i in items if _indexed(i))
+    return PhraseIndex((i.title for i in items if _indexed(i)), with_parts=True)
+
+
+# Words that open a noun phrase but are never the start of a product's own name.
+_OPENERS = {
+    "a",
+    "an",
+    "the",
+    "our",
+    "your",
+    "my",
+    "his",
+    "her",
+    "their",
+    "its",
+    "this",
+    "these",
+    "that",
+    "those",
+    "dear",
+    "hi",
+    "hello",
+    "every",
+    "each",
+    "any",
+    "some",
+    "both",
+}
+# Words that end product names in any home and gift shop, beside the heads the catalog's own titles give: a
+# catalog of a few items (a new shop, a test) still knows a lantern is a product.
+_PRODUCT_HEADS = frozenset(
+    """bag bags basket baskets bottle bowl bowls box boxes bunting candle candles card cards case clock
+    coaster coasters cup cups cushion cushions decoration decorations dish doormat frame frames garland
+    glass glasses holder holders hook hooks jar jars jug kit lamp lantern lanterns light lights mat mats
+    mug mugs napkins notebook ornament ornaments pot pots print purse rack sign set sets stand sticker
+    stickers teapot throw tin tins tray trays vase wreath""".split()  # noqa: SIM905
+)
+_SENTENCE_END = re.compile(r"(?:^|[.!?:;\n\"'(])\s*$")
+# Joiners that may sit inside a product name ("Set of 3", "Salt & Pepper", "T-Light", "Children's").
+_JOINERS = {"of", "and", "&", "-", "'", "’"}
+
+
+def _name_runs(toks: Sequence[re.Match[str]]) -> Iterator[list[re.Match[str]]]:
+    """Runs of capitalised words (and numbers), joined by the joiners a product name uses: the shape of a
+    name in running text, "our Rustic Oak Candle Lantern", whatever the catalog holds."""
+    run: list[re.Match[str]] = []
+    for i, tok in enumerate(toks):
+        word = tok.group()
+        named = word[0].isupper() or (word.isdigit() and bool(run))
+        joined = (
+            bool(run)
+            and word.lower() in _JOINERS
+            and i + 1 < len(toks)
+            and toks[i + 1].group()[0].isupper()
+            and (word.isalpha() or tok.end() == toks[i + 1].start())
+        )
+        if named or joined:
+            run.append(tok)
+            continue
+        if run:
+            yield run
+        run = []
+    if run:
+        yield run
+
+
+def _invented(
+    text: str,
+    toks: Sequence[re.Match[str]],
+    indexes: Sequence[PhraseIndex],
+    known: list[tuple[int, int]],
+    facts_lower: str,
+) -> list[Finding]:
+    """Names shaped like the catalog's that no catalog title holds: "our Rustic Oak Candle Lantern" in a
+    catalog with lanterns but no such one. A run of capitalised words is a product name when it ends in a
+    word that ends a catalog title (Lantern, Holder, Bag) and, once words no title uses are trimmed from its
+    front (a sentence's first word, "Our", "Dear"), still has two words; it is grounded when those words
+    run, in order, inside some catalog title, or the customer's facts hold it."""
+    out: list[Finding] = []
+    for run in _name_runs(toks):
+        start, end = run[0].start(), run[-1].end()
+        if any(a <= start and end <= b for a, b in known):
+            continue
+        words = [t for t in run if t.group()[0].isalnum()]
+        keys = [t.group().lower() for t in words]
+        # A sentence's first word is capitalised whatever it is: it joins the name only if titles use it.
+        first = words[0].start() if words else 0
+        opens = first == 0 or bool(_SENTENCE_END.search(text[max(0, first - 3) : first]))
+        while keys and (keys[0] in _OPENERS or (opens and not any((keys[0],) in ix.parts for ix in indexes))):
+            keys, words = keys[1:], words[1:]
+            opens = False
+        if len(keys) < 2 or not (keys[-1] in _PRODUCT_HEADS or any(keys[-1] in ix.heads for ix in indexes)):
+            continue
+        if any(tuple(keys) in ix.parts for ix in indexes):
+            continue
+        name = text[words[0].start() : end]
+        if name.lower() in facts_lower:
+            continue
+        out.append(
+            Finding("invented_product", f"product {name!r} is in no catalog title", words[0].start(), end)
+        )
+    return out
 
 
 def _cached(cache: OrderedDict[int, _Cached], catalog: Mapping[str, Item]) -> tuple[PhraseIndex, ...] | None:
@@ -207,7 +308,9 @@ def check(text: str, context: RailContext) -> Verdict:
     plan_titles = {i.title.lower() for i in plan}
     title_spans: list[tuple[int, int]] = []  # the product names the text may name: planned or in the facts
     unplanned: list[Finding] = []
-    for s, e in find_phrases(_title_indexes(context.catalog), text, tokens(text)):
+    indexes = _title_indexes(context.catalog)
+    toks = tokens(text)
+    for s, e in find_phrases(indexes, text, toks):
         title = text[s:e].lower()
         if title in plan_titles or title in facts_lower:
             title_spans.append((s, e))
@@ -285,4 +388,7 @@ def check(text: str, context: RailContext) -> Verdict:
     for m in _PLACEHOLDER.finditer(text):
         findings.append(Finding("placeholder", f"unfilled placeholder {m.group()!r}", m.start(), m.end()))
     findings.extend(unplanned)
+    findings.extend(
+        _invented(text, toks, indexes, title_spans + [(u.start, u.end) for u in unplanned], facts_lower)
+    )
     return Verdict(name, not findings, tuple(findings), (time.perf_counter() - start) * 1000)

@@ -275,3 +275,37 @@ def test_a_copy_of_a_warmed_catalog_with_one_more_item_finds_that_item() -> None
     catalog[extra.id] = extra  # the warmed catalog itself grows: indexed again, not read from its old index
     verdict = grounding.check(text, _ctx(catalog=catalog))
     assert [text[f.start : f.end] for f in verdict.findings] == ["Pastel Owl Cake Tin"]
+
+
+@pytest.mark.parametrize(
+    ("text", "invented"),
+    [
+        ("It pairs beautifully with our Rustic Oak Candle Lantern.", "Rustic Oak Candle Lantern"),
+        ("Customers love the new Golden Marble Stacking Tins.", "Golden Marble Stacking Tins"),
+        ("Why not add the Nordic Linen Tea Set too?", "Nordic Linen Tea Set"),
+        # Not a run of words of "Set/3 Decoupage Stacking Tins": a shortened name is not the catalog's.
+        ("Our Decoupage Tins are back.", "Decoupage Tins"),
+    ],
+)
+def test_a_product_name_no_catalog_title_holds_is_refused(text: str, invented: str) -> None:
+    verdict = grounding.check(text, _ctx())
+    assert _rules(verdict) == ["invented_product"]
+    (finding,) = verdict.findings
+    assert text[finding.start : finding.end] == invented
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Hello Ann, Merry Christmas from all of us!",
+        "Dear Ann, here is the Set/3 Decoupage Stacking Tins you liked.",
+        "Stacking Tins: a regular in your basket.",
+        "Our Stacking Tins are back.",
+        "With warm wishes, the Hearth & Twine team",
+        "Happy New Year! Best Wishes, The Team",
+        "Enjoy your Daisy Journal.",
+    ],
+)
+def test_greetings_sign_offs_and_real_names_are_not_invented_products(text: str) -> None:
+    verdict = grounding.check(text, _ctx(plan_item_ids=(TINS.id, DAISY.id)))
+    assert verdict.passed, verdict.findings

@@ -22,6 +22,7 @@ CATEGORIES = {
     "creepiness": "privacy",
     "fabricated_price": "grounding",
     "fabricated_product": "grounding",
+    "invented_product": "grounding",
     "fabricated_date": "grounding",
     "fabricated_offer": "grounding",
     "fabricated_link": "grounding",  # on the brand's domain; off it, the output rail
@@ -68,6 +69,7 @@ def test_red_team_set_is_large_and_varied() -> None:
         "fabricated_percentage",
         "fabricated_offer",
         "fake_transactional",
+        "invented_product",
     } <= set(kinds)
     by_category = Counter(c["category"] for c in cases)
     assert set(by_category) == set(CATEGORIES)
