@@ -197,7 +197,11 @@ def independent_grounding(
         events=history,
         allowed_domains=brand.allowed_link_domains,
         allowed_offers=brand.allowed_offers,
-        extra={"facts": _history_facts(history, catalog), "urls": brand.unsubscribe_link(customer.id)},
+        # The footer is the brand's own fixed text (its name and postal address), not a claim to ground.
+        extra={
+            "facts": "\n".join((_history_facts(history, catalog), brand.name, brand.postal_address)),
+            "urls": brand.unsubscribe_link(customer.id),
+        },
     )
     for part, text in (
         ("subject", email.subject),

@@ -510,11 +510,19 @@ class Ranker:
         else:
             if self._knn_cols is None:
                 # Column access (who points at j) on a CSR matrix is slow; one CSC copy makes it a slice.
-                self._knn_cols = collab.knn.tocsc()
+                cols = collab.knn.tocsc()
+                cols.sort_indices()
+                self._knn_cols = cols
             cols = self._knn_cols
             start, end = int(cols.indptr[j]), int(cols.indptr[j + 1])
-            into = dict(zip(cols.indices[start:end].tolist(), cols.data[start:end].tolist(), strict=True))
-            weights = np.asarray([into.get(h, 0.0) for h in hist], dtype=np.float64)
+            # A popular item has thousands of in-neighbours: look the customer's items up in its sorted
+            # column rather than building a dict of all of them.
+            into, mine = cols.indices[start:end], np.asarray(hist)
+            pos = np.searchsorted(into, mine)
+            found = pos < len(into)
+            found[found] = into[pos[found]] == mine[found]
+            weights = np.zeros(len(hist), dtype=np.float64)
+            weights[found] = cols.data[start:end][pos[found]]
         order = np.argsort(-weights, kind="stable")[:k]
         return [(self.item_ids[hist[i]], float(weights[i])) for i in order if weights[i] > 0]
 

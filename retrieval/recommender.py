@@ -83,6 +83,9 @@ class _Log:
 class _CustomerState:
     events: dict[str, Event] = field(default_factory=dict)
     log: _Log | None = None  # purchases, rebuilt lazily after a change
+    # Never-sold items near their taste: (taste item ids, the cold-start ranker's ``sold`` set, the items).
+    # A product over every never-sold item that gives the same answer until one of the two changes.
+    fresh: tuple[tuple[str, ...], frozenset[str], list[tuple[str, float]]] | None = None
 
     def purchases(self) -> _Log:
         if self.log is None:
@@ -131,7 +134,7 @@ class HybridRecommender:
         if len(self._text):
             self._text /= np.maximum(np.linalg.norm(self._text, axis=1, keepdims=True), 1e-9)
         self.cold = cold_start or self._cold_start(text_vectors)
-        self._new_items = [i for i in self.catalog if i not in ranker.item_index]
+        self._new_items = tuple(i for i in self.catalog if i not in ranker.item_index)
         self._states: dict[str, _CustomerState] = {}
         self._countries: dict[str, str] = {}
         self._lock = threading.RLock()
@@ -253,8 +256,7 @@ class HybridRecommender:
                 scores[item_id] += 0.5 * self._sim(session, item_id)
         # A never-sold item close to the customer's taste takes the last slot of a list of NEW_ITEM_MIN_K or
         # more (or fills a list the ranker left short), so new stock gets seen.
-        taste = self._taste_rows(purchases.item_ids)
-        fresh = self.cold.new_items_for(taste, self._new_items) if len(taste) else []
+        fresh = self._fresh(state, purchases.item_ids)
         similarity = dict(fresh)
         ranked = sorted(scores.items(), key=lambda p: (-p[1], p[0]))
         result = apply_rules(
@@ -318,6 +320,19 @@ class HybridRecommender:
         recent = list(dict.fromkeys(reversed(item_ids)))[:50]
         rows = [self._text_index[i] for i in recent if i in self._text_index]
         return self._text[rows] if rows else np.zeros((0, 0), dtype=np.float32)
+
+    def _fresh(self, state: _CustomerState, item_ids: Sequence[str]) -> list[tuple[str, float]]:
+        """``ColdStart.new_items_for`` on ``_taste_rows(item_ids)``, kept in the customer's state."""
+        recent = list(dict.fromkeys(reversed(item_ids)))[:50]
+        taste = tuple(i for i in recent if i in self._text_index)
+        sold = self.cold.sold  # replaced, never changed in place, when the cold-start ranker forgets
+        cached = state.fresh
+        if cached is not None and cached[0] == taste and cached[1] is sold:
+            return cached[2]
+        rows = self._text[[self._text_index[i] for i in taste]] if taste else None
+        fresh = self.cold.new_items_for(rows, self._new_items) if rows is not None else []
+        state.fresh = (taste, sold, fresh)
+        return fresh
 
     def _sim(self, profile: npt.NDArray[np.float32] | None, item_id: str) -> float:
         j = self._text_index.get(item_id)

@@ -302,9 +302,15 @@ class ColdStart:
             n = int(mine.sum())
             if n:
                 self._frame = self._frame[~mine].reset_index(drop=True)
-                self.sold = frozenset(self._frame["item_id"].astype(str))
+                sold = frozenset(self._frame["item_id"].astype(str))
+                unsold = self.sold - sold
+                self.sold = sold
                 self._cache.clear()
-                self._new_block = None
+                # The never-sold block changes only if an item of theirs that nobody else bought is one of
+                # its candidates; otherwise it stays, so the next request does not gather it again.
+                block = self._new_block
+                if block is not None and not unsold.isdisjoint(block[0]):
+                    self._new_block = None
             return n
 
     def new_items_for(
@@ -334,5 +340,5 @@ class ColdStart:
         if not ids:
             return []
         sims = (rows @ block).max(axis=0)
-        out = [(i, float(v)) for i, v in zip(ids, sims, strict=True) if v >= min_similarity]
+        out = [(ids[j], float(sims[j])) for j in np.flatnonzero(sims >= min_similarity).tolist()]
         return sorted(out, key=lambda p: (-p[1], p[0]))

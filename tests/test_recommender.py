@@ -7,15 +7,20 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from evals.protocol import purchases_from_store
 from retrieval.embeddings import Embedder, EmbeddingCache
+from retrieval.features import _rows_dot, _t64
 from retrieval.ranker import Ranker
 from retrieval.recommender import HybridRecommender, item_text_vectors
+from retrieval.rules import ColdStart
 from tailor.errors import NotFoundError
 from tailor.models import Customer, Event, EventKind, Item
 from tailor.service import Tailor
@@ -198,6 +203,87 @@ def test_observe_updates_at_once_and_forget_drops_it(
     ]
     cited = {i for r in after for e in r.evidence for i in e.event_ids}
     assert cited and not cited & {e.id for e in events}
+
+
+def test_one_customer_products_equal_the_dense_products_to_the_bit(
+    rec: HybridRecommender, store: Store
+) -> None:
+    """A request casts only the customer's rows of the item matrices and keeps their float64 transposes;
+    the scores must come out exactly as the plain dense products give them, or the ranking could move."""
+    ranker = rec.ranker
+    factors = ranker._require()[2].factors
+    text = ranker.text_matrix
+    assert text is not None
+    n = len(ranker.item_ids)
+    rows: list[list[int]] = []
+    for customer in store.busiest_customers(8):
+        bought = {e.item_id for e in store.events(customer, kinds=[EventKind.PURCHASE])}
+        rows.append(sorted(ranker.item_index[i] for i in bought if i in ranker.item_index))
+    weights = [np.linspace(0.1, 1.0, len(r)) for r in rows]
+    one = sp.csr_matrix((weights[0], (np.zeros(len(rows[0]), dtype=np.int64), rows[0])), shape=(1, n))
+    many = sp.csr_matrix(
+        (
+            np.concatenate(weights),
+            (np.repeat(np.arange(len(rows)), [len(r) for r in rows]), np.concatenate(rows)),
+        ),
+        shape=(len(rows), n),
+    )
+    for w in (one, many):
+        for m in (text, factors):
+            profile = _rows_dot(w, m)
+            assert np.array_equal(profile, w @ m)
+            profile /= np.linalg.norm(profile, axis=1, keepdims=True)
+            assert np.array_equal(profile @ _t64(m), profile @ m.T)
+
+
+def test_warm_caches_change_no_recommendation(
+    rec: HybridRecommender, store: Store, vectors: dict[str, npt.NDArray[np.float32]], tmp_path: Path
+) -> None:
+    """Items, order, scores and evidence with every cache warm (the customer's state and never-sold matches,
+    the catalog-wide blocks, kept across another customer's forget) equal those computed from nothing."""
+    rec.ranker.save(tmp_path / "ranker")
+
+    def fresh() -> HybridRecommender:
+        return HybridRecommender(
+            store, Ranker.load(tmp_path / "ranker"), settings=rec.settings, text_vectors=vectors
+        )
+
+    customers = store.busiest_customers(12)
+    gone, kept = customers[-1], customers[:-1]
+
+    def dump(r: HybridRecommender, customer: str, k: int) -> list[dict[str, Any]]:
+        return [x.model_dump() for x in r.recommend(customer, k=k, now=NOW)]
+
+    live = fresh()
+    first = {(c, k): dump(live, c, k) for c in kept for k in (10, 5)}
+    assert any("new_item" in x["sources"] for out in first.values() for x in out)
+    assert {(c, k): dump(live, c, k) for c in kept for k in (10, 5)} == first
+    live.forget(gone)
+    reference = fresh()
+    reference.ranker.forget(gone)
+    reference.cold.forget(gone)
+    for c in kept:
+        for k in (10, 5):
+            assert dump(live, c, k) == dump(reference, c, k)
+
+
+def test_forget_refreshes_the_never_sold_block_for_the_same_candidates() -> None:
+    """The recommender asks for the same candidates on every request, so the gathered block of never-sold
+    vectors is kept across a forget, unless the forgotten customer was the only buyer of a candidate."""
+    day = pd.Timedelta(days=1)
+    purchases = pd.DataFrame(
+        [("u1", "only-u1", NOW - 3 * day), ("u2", "y", NOW - 4 * day), ("u3", "y", NOW - 5 * day)],
+        columns=["customer_id", "item_id", "timestamp"],
+    )
+    vecs = {"only-u1": np.array([1.0, 0.0]), "y": np.array([0.0, 1.0]), "n": np.array([0.9, 0.1])}
+    cold = ColdStart(purchases, dict.fromkeys(["u1", "u2", "u3"], "UK"), vecs)
+    candidates = ("only-u1", "y", "n")
+    taste = np.array([1.0, 0.0])
+    assert [i for i, _ in cold.new_items_for(taste, candidates)] == ["n"]
+    assert cold.forget("u2") == 1  # "y" still has a buyer: nothing changes
+    assert [i for i, _ in cold.new_items_for(taste, candidates)] == ["n"]
+    assert cold.forget("u1") == 1
+    assert [i for i, _ in cold.new_items_for(taste, candidates)] == ["only-u1", "n"]
 
 
 def test_category_boosts_from_settings_reach_the_ranking(
