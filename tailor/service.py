@@ -250,8 +250,9 @@ class Tailor:
         return explain(self.store, self.recommender, self.settings, customer_id, item_id, now=self.now())
 
     def search_history(self, customer_id: str, text: str, limit: int) -> list[Any]:
-        vector = self.embedder.encode([text], keep=False)[0]
-        return list(self.vectors.search_history(customer_id, vector, limit))
+        from agent.support import history_search
+
+        return list(history_search(self.vectors, self.embedder)(customer_id, text, limit))
 
     def ask_catalog(
         self, customer_id: str, question: str, bought: Sequence[str], leave_out: Sequence[str], limit: int
