@@ -8,6 +8,11 @@ run: the cost of the HTTP stack alone, against which recommendations and explana
     .venv/bin/python benchmarks/load.py                      # real Tailor over an imported data dir
     .venv/bin/python benchmarks/load.py --seed 200           # real Tailor over a small seeded store
     .venv/bin/python benchmarks/load.py --facade fake        # the scripted facade (HTTP stack alone)
+    .venv/bin/python benchmarks/load.py --refit              # also: latency while the ranker refits
+
+``--refit`` asks the server for a background refit (``POST /v1/model/refit``, what a deletion starts) and
+keeps the steady rate of recommendations going until it is swapped in: the fit shares the two cores with
+serving. It rewrites the data dir's saved ranker (the same fit on the same data).
 
 Bounded: every phase has a fixed duration, the ramp doubles the rate until ``--max-rate`` or the first rate
 whose p95 is over the target, then bisects between the last rate held and that one; the whole run sends at
@@ -96,8 +101,46 @@ async def run_phase(
     return Phase(name, rate, n, errors, latencies)
 
 
+async def during_refit(
+    client: httpx.AsyncClient,
+    rec_paths: list[str],
+    support: dict[str, str],
+    crm: dict[str, str],
+    args: argparse.Namespace,
+) -> Phase | None:
+    """Recommendations at the steady rate from the refit request until the new ranker is in."""
+    before = (await client.get("/v1/model", headers=crm)).json()
+    asked = await client.post("/v1/model/refit", headers=crm)
+    if asked.status_code != 202:
+        print(f"refit refused: {asked.status_code} {asked.text[:200]}")
+        return None
+    started = time.perf_counter()
+    merged = Phase("recs in refit", args.rate, 0, 0, [])
+    while time.perf_counter() - started < args.refit_limit_s:
+        # Short phases, so that few requests after the swap are counted as during the fit.
+        phase = await run_phase(client, "recs in refit", rec_paths, args.rate, 1.0, support)
+        merged.sent += phase.sent
+        merged.errors += phase.errors
+        merged.latencies_ms += phase.latencies_ms
+        model = (await client.get("/v1/model", headers=crm)).json()
+        if model["refits"] > before["refits"]:
+            print(f"refit done in {time.perf_counter() - started:.1f} s (fit {model['fit_seconds']} s)")
+            return merged
+    print(f"refit still running after {args.refit_limit_s:.0f} s; stopped measuring, waiting for it to end")
+    # The ramp that follows must not run beside a fit.
+    while time.perf_counter() - started < args.refit_limit_s + 600:
+        await asyncio.sleep(2)
+        if (await client.get("/v1/model", headers=crm)).json()["refits"] > before["refits"]:
+            break
+    return merged
+
+
 async def bench(
-    base_url: str, support: dict[str, str], customers: list[str], args: argparse.Namespace
+    base_url: str,
+    support: dict[str, str],
+    customers: list[str],
+    args: argparse.Namespace,
+    crm: dict[str, str] | None = None,
 ) -> int:
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
     async with httpx.AsyncClient(base_url=base_url, timeout=10, limits=limits) as client:
@@ -132,9 +175,17 @@ async def bench(
             f"ratio p50 vs peer: recommendations {recs.pct(0.5) / peer.pct(0.5):.1f}x, "
             f"why {why.pct(0.5) / peer.pct(0.5):.1f}x"
         )
+        refit_sent = 0
+        if args.refit and crm is not None:
+            print(f"\nrecommendations at {args.rate}/s while the ranker refits (POST /v1/model/refit)")
+            refit = await during_refit(client, rec_paths, support, crm, args)
+            if refit is not None:
+                refit_sent = refit.sent
+                print(refit.line())
+                print(f"ratio p95 during refit vs steady: {refit.pct(0.95) / recs.pct(0.95):.1f}x")
 
         print(f"\nramp (recommendations, {args.step_seconds}s per step, target p95 < {args.target_ms} ms)")
-        sent = peer.sent + recs.sent + why.sent
+        sent = peer.sent + recs.sent + why.sent + refit_sent
         budget_left = args.max_requests - sent
 
         async def holds(rate: float) -> bool | None:
@@ -194,6 +245,8 @@ def main() -> int:
     parser.add_argument("--max-requests", type=int, default=6000)
     parser.add_argument("--target-ms", type=float, default=200.0)
     parser.add_argument("--bisect-steps", type=int, default=3, help="steps to narrow the held rate")
+    parser.add_argument("--refit", action="store_true", help="measure latency during a ranker refit")
+    parser.add_argument("--refit-limit-s", type=float, default=180.0, help="stop measuring the refit after")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="tailor-load-"))
@@ -233,17 +286,21 @@ def main() -> int:
                 print(f"no customers in {data_dir}; run `tailor import` (or use --facade fake)")
                 return 1
         token = create_key(Settings(data_dir=data_dir), "support", "load-benchmark")
+        crm_token = create_key(Settings(data_dir=data_dir), "crm", "load-benchmark") if args.refit else None
         env = {"TAILOR_API_RATE_PER_S": "1000000", "TAILOR_API_RATE_BURST": "1000000", "TAILOR_NOW": NOW}
         try:
             with ServerProcess(data_dir, env, facade=args.facade) as proc:
                 print(f"server {proc.base_url} facade={args.facade} data={data_dir}")
                 auth = {"Authorization": f"Bearer {token}"}
-                return asyncio.run(bench(proc.base_url, auth, customers, args))
+                crm = {"Authorization": f"Bearer {crm_token}"} if crm_token else None
+                return asyncio.run(bench(proc.base_url, auth, customers, args, crm))
         finally:
             # The key existed only for this run: leave no live credential behind in the user's ops.db.
             ops = Ops(Settings(data_dir=data_dir).ops_path)
             try:
-                ops.revoke_key(token.split("_", 2)[1])
+                for made in (token, crm_token):
+                    if made:
+                        ops.revoke_key(made.split("_", 2)[1])
             finally:
                 ops.close()
     finally:

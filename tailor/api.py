@@ -330,6 +330,11 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        import scipy.linalg  # noqa: F401 -- loads the BLAS the ranker uses, so the limit below reaches it
+        from threadpoolctl import threadpool_limits
+
+        # For the process, not a block: request handlers run on other threads. Measured in tailor/settings.py.
+        threadpool_limits(limits=settings.serve_blas_threads, user_api="blas")
         owned = facade is None
         if facade is None:
             from tailor.service import Tailor
@@ -425,7 +430,13 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
-    async def metrics_text() -> PlainTextResponse:
+    async def metrics_text(request: Request) -> PlainTextResponse:
+        status = getattr(_state(request).facade, "model_status", None)
+        if callable(status):
+            model = await run_in_threadpool(status)
+            metrics.set("tailor_model_events_since_fit", model["events_since_fit"])
+            metrics.set("tailor_model_forgotten_since_fit", model["forgotten_since_fit"])
+            metrics.set("tailor_model_refitting", float(model["refitting"]))
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     # -- CRM -------------------------------------------------------------------------------------
@@ -607,8 +618,29 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
         st = _state(request)
         deleted = dict(await run_in_threadpool(st.facade.forget, customer_id))
         deleted.update(await run_in_threadpool(st.ops.forget, customer_id))
-        st.ops.audit("forget", key_id=key.id, customer_id=customer_id, detail={"deleted": deleted})
-        return {"customer_id": customer_id, "deleted": deleted}
+        # Rows, ids and vectors went above; the item-level aggregates lose the customer's share at a refit.
+        start = getattr(st.facade, "refit_in_background", None)
+        refit = start() if st.settings.refit_after_forget and callable(start) else "off"
+        st.ops.audit(
+            "forget", key_id=key.id, customer_id=customer_id, detail={"deleted": deleted, "refit": refit}
+        )
+        return {"customer_id": customer_id, "deleted": deleted, "refit": refit}
+
+    @app.get("/v1/model", tags=["crm"])
+    async def model_status(request: Request, key: Crm) -> dict[str, Any]:
+        """The fitted ranker: when, on how many customers, and what changed in the store since."""
+        st = _state(request)
+        status: dict[str, Any] = await run_in_threadpool(_model_call(st.facade, "model_status"))
+        return status
+
+    @app.post("/v1/model/refit", tags=["crm"], status_code=202)
+    async def model_refit(request: Request, key: Crm) -> dict[str, Any]:
+        """Refit the ranker on the store as it is now, in the background; poll ``GET /v1/model``."""
+        st = _state(request)
+        refit = await run_in_threadpool(_model_call(st.facade, "refit_in_background"))
+        st.ops.audit("refit", key_id=key.id, customer_id=None, detail={"refit": refit})
+        status = await run_in_threadpool(_model_call(st.facade, "model_status"))
+        return {"refit": refit, "model": status}
 
     @app.post("/v1/feedback", tags=["crm"], status_code=201)
     async def post_feedback(request: Request, key: Crm, body: FeedbackIn) -> dict[str, Any]:
@@ -665,6 +697,13 @@ def _set_consent(facade: Facade, customer_id: str, consent: Consent) -> Customer
     customer = facade.store.get_customer(customer_id).model_copy(update={"consent": consent})
     facade.store.upsert_customers([customer])
     return customer
+
+
+def _model_call(facade: Facade, name: str) -> Callable[[], Any]:
+    call = getattr(facade, name, None)
+    if not callable(call):
+        raise ApiError(501, "not_implemented", f"this service has no fitted model to manage ({name})")
+    return call  # type: ignore[no-any-return]
 
 
 def _own_job(st: _State, key: ApiKey, job_id: str) -> None:

@@ -256,12 +256,47 @@ def support(customer: str, question: str, data_dir: DataDir = None, as_json: AsJ
 
 
 @app.command()
-def forget(customer: str, data_dir: DataDir = None) -> None:
+def forget(
+    customer: str,
+    data_dir: DataDir = None,
+    refit: Annotated[
+        bool, typer.Option(help="Refit the ranker after, so the customer's share of its aggregates goes too.")
+    ] = False,
+) -> None:
     """Delete everything about a customer, everywhere (store, vectors, caches). Prints what was deleted."""
 
     def body() -> None:
         with _tailor(data_dir) as t:
-            _dump(t.forget(customer))
+            deleted = t.forget(customer)
+            out_doc: dict[str, Any] = {"deleted": deleted}
+            if refit:
+                out_doc["refit"] = t.refit()
+            else:
+                err.print(
+                    "[dim]the ranker's item-level aggregates still hold their share until a refit"
+                    " (`tailor refit`, or `tailor forget --refit`)[/]",
+                    highlight=False,
+                )
+            _dump(out_doc)
+
+    _run(body)
+
+
+@app.command()
+def refit(
+    data_dir: DataDir = None,
+    status_only: Annotated[bool, typer.Option("--status", help="Only show how stale the ranker is.")] = False,
+) -> None:
+    """Fit the ranker anew on the store as it is now (new events in, forgotten customers out)."""
+
+    def body() -> None:
+        with _tailor(data_dir) as t:
+            if not status_only:
+                with _progress() as progress:
+                    progress("fitting ranker", 0, 1)
+                    t.refit()
+                    progress("fitting ranker", 1, 1)
+            _dump(t.model_status())
 
     _run(body)
 

@@ -37,12 +37,19 @@ class Metrics:
         "tailor_llm_tokens_total": ("counter", "LLM tokens used, by kind (prompt, completion)."),
         "tailor_jobs_items_total": ("counter", "Job items finished, by status."),
         "tailor_rate_limited_total": ("counter", "Requests refused by the rate limiter."),
+        "tailor_model_events_since_fit": ("gauge", "Events stored since the ranker was fitted."),
+        "tailor_model_forgotten_since_fit": (
+            "gauge",
+            "Customers forgotten since the ranker was fitted (their share of its aggregates is still in it).",
+        ),
+        "tailor_model_refitting": ("gauge", "1 while the ranker is being refitted."),
     }
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counters: dict[str, dict[LabelKey, float]] = {}
         self._hist: dict[str, dict[LabelKey, list[float]]] = {}  # bucket counts..., then sum, count
+        self._gauges: dict[str, float] = {}
 
     def inc(self, name: str, labels: Mapping[str, str] | None = None, value: float = 1.0) -> None:
         key = tuple(sorted((labels or {}).items()))
@@ -63,6 +70,11 @@ class Metrics:
             row[-2] += value
             row[-1] += 1
 
+    def set(self, name: str, value: float) -> None:
+        """A gauge: the latest value wins."""
+        with self._lock:
+            self._gauges[name] = value
+
     def value(self, name: str, labels: Mapping[str, str] | None = None) -> float:
         key = tuple(sorted((labels or {}).items()))
         with self._lock:
@@ -71,10 +83,14 @@ class Metrics:
     def render(self) -> str:
         lines: list[str] = []
         with self._lock:
-            for name in sorted(set(self._HELP) | set(self._counters) | set(self._hist)):
+            for name in sorted(set(self._HELP) | set(self._counters) | set(self._hist) | set(self._gauges)):
                 kind, text = self._HELP.get(name, ("counter", name))
+                if kind == "gauge" and name not in self._gauges:
+                    continue  # a gauge nobody set has no value to report, not zero
                 lines.append(f"# HELP {name} {text}")
                 lines.append(f"# TYPE {name} {kind}")
+                if name in self._gauges:
+                    lines.append(f"{name} {self._gauges[name]:g}")
                 for key, val in sorted(self._counters.get(name, {}).items()):
                     lines.append(f"{name}{_labels(key)} {val:g}")
                 for key, row in sorted(self._hist.get(name, {}).items()):

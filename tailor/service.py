@@ -9,25 +9,118 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import logging
+import subprocess
 import sys
+import tempfile
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from tailor.errors import ConsentError, DataError, NotFoundError
+from tailor.errors import BackendError, ConsentError, DataError, NotFoundError
 from tailor.importer import ImportReport, import_dir
+from tailor.logs import describe
 from tailor.models import Consent, Customer, Event, EventKind, Explanation, Recommendation
 from tailor.settings import Settings
 from tailor.store import Store
 
-__all__ = ["DEMO_SOURCE", "Tailor"]
+__all__ = ["DEMO_SOURCE", "Refits", "Tailor"]
 
-DEMO_SOURCE = Path(__file__).resolve().parent.parent / "data" / "raw" / "online_retail.parquet"
+_ROOT = Path(__file__).resolve().parent.parent
+DEMO_SOURCE = _ROOT / "data" / "raw" / "online_retail.parquet"
 
 Progress = Callable[[str, int, int], None]
+
+_FITTED = "ranker_fitted"
+log = logging.getLogger("tailor.service")
+
+
+class Refits:
+    """One ranker fit at a time, in the foreground or on a background thread, with one more run when a
+    fit is asked for during a fit; ``on_checkpoint`` lets a test act at a known point of a fit."""
+
+    def __init__(self) -> None:
+        self._fit = threading.Lock()
+        self._state = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._again = False
+        self.running = False
+        self.done = 0
+        self.error: str | None = None
+        self.on_checkpoint: Callable[[str], None] | None = None
+        self.child: subprocess.Popen[str] | None = None
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Held by a fit and by the first load of the ranker, so a load never reads a file a fit is
+        about to replace (and then shadows the fit's ranker with the old one)."""
+        with self._fit:
+            yield
+
+    @contextlib.contextmanager
+    def tracking(self) -> Iterator[None]:
+        self.running = True
+        try:
+            yield
+        except Exception as exc:
+            self.error = describe(exc)
+            raise
+        else:
+            self.error = None
+        finally:
+            self.running = False
+
+    def checkpoint(self, name: str) -> None:
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(name)
+
+    def start(self, fit: Callable[[], object]) -> str:
+        with self._state:
+            if self._thread is not None:
+                self._again = True
+                return "queued"
+            self._thread = threading.Thread(target=self._loop, args=(fit,), name="tailor-refit", daemon=True)
+            self._thread.start()
+            return "started"
+
+    def _loop(self, fit: Callable[[], object]) -> None:
+        while True:
+            try:
+                fit()
+            except Exception as exc:
+                log.warning("background refit failed: %s", describe(exc))
+            with self._state:
+                if not self._again:
+                    self._thread = None
+                    return
+                self._again = False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once no background fit is running or queued; False if ``timeout`` ran out first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._state:
+                thread = self._thread
+            if thread is None:
+                return True
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            thread.join(left)
+
+    def close(self) -> None:
+        """Stop: nothing queued runs, a fit in a worker process is ended (the old ranker stays saved)."""
+        with self._state:
+            self._again = False
+        child = self.child
+        if child is not None:
+            with contextlib.suppress(OSError):
+                child.terminate()
+        self.wait()
 
 
 class Tailor:
@@ -36,12 +129,16 @@ class Tailor:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(settings.store_path)
         self._lock = threading.RLock()
+        self.refits = Refits()
+        self._recommender: Any = None
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> Tailor:
         return cls(settings or Settings())
 
     def close(self) -> None:
+        # A fit under way reads the store and writes Qdrant: let it finish before they close.
+        self.refits.close()
         if "vectors" in self.__dict__:
             self.vectors.close()
         self.store.close()
@@ -101,7 +198,10 @@ class Tailor:
         return self.settings.data_dir / "ranker"
 
     def index(self, *, progress: Progress | None = None, force: bool = False) -> dict[str, Any]:
-        """Embed what changed into Qdrant, (re)fit the ranker when the data changed, index histories."""
+        """Embed what changed into Qdrant, (re)fit the ranker when the data changed, index histories.
+
+        The data changed when a new import landed, events arrived or a customer was forgotten since the
+        ranker was fitted (see ``model_status``)."""
         from retrieval.indexer import index_catalog, index_history
 
         self.store.require_data()
@@ -112,25 +212,15 @@ class Tailor:
         catalog = index_catalog(
             self.store, self.vectors, self.embedder, progress=stage("embedding catalog"), force=force
         )
-        fingerprint = self.store.get_meta("import_fingerprint")
-        stale = force or self.store.get_meta("ranker_fingerprint") != fingerprint
-        if stale:
-            for suffix in (".npz", ".json"):
-                self.ranker_path.with_suffix(suffix).unlink(missing_ok=True)
-            self.__dict__.pop("recommender", None)
+        stale = force or self.model_status()["stale"]
         if progress:
             progress("fitting ranker", 0, 1)
-        recommender = self.recommender
+        if stale:
+            self.refit()
+        else:
+            self.recommender  # noqa: B018 -- load the saved ranker now, not on the first request
         if progress:
             progress("fitting ranker", 1, 1)
-        if stale:
-            collab = recommender.ranker.collab_vectors()
-            if collab:
-                ids = [i for i in collab if i in self.vectors.item_ids()]
-                dim = len(next(iter(collab.values())))
-                self.vectors.ensure_collections(collab_dim=dim)
-                self.vectors.set_collab_vectors(ids, [collab[i] for i in ids])
-            self.store.set_meta("ranker_fingerprint", fingerprint)
         history = index_history(self.store, self.vectors, self.embedder, force=force)
         return {
             "items_embedded": catalog.embedded,
@@ -141,19 +231,171 @@ class Tailor:
             "seconds": round(catalog.seconds + history.seconds, 2),
         }
 
-    @cached_property
-    def recommender(self) -> Any:
-        from retrieval.recommender import HybridRecommender
+    # -- the model's life ---------------------------------------------------------------------------
+    def model_status(self) -> dict[str, Any]:
+        """How stale the fitted ranker is: what changed in the store since it was fitted.
+
+        ``forgotten_since_fit`` > 0 means the item-level aggregates (neighbours, factors, trees, Qdrant's
+        collaborative vectors) still hold a share learned from a forgotten customer's purchases. Their
+        rows and ids went at once; that share goes with the next refit."""
+        fitted = self.store.get_meta(_FITTED) or {}
+        saved = self.ranker_path.with_suffix(".npz").exists()
+        seen = fitted.get("changes", {}) if saved else {}
+        since = {kind: total - int(seen.get(kind, 0)) for kind, total in self.store.changes().items()}
+        return {
+            "fitted": saved,
+            "fitted_at": fitted.get("fitted_at") if saved else None,
+            "fit_seconds": fitted.get("seconds") if saved else None,
+            "customers": fitted.get("customers") if saved else None,
+            "events_since_fit": since["events"],
+            "forgotten_since_fit": since["forgotten"],
+            "stale": (
+                not saved
+                or self.store.get_meta("ranker_fingerprint") != self.store.get_meta("import_fingerprint")
+                or any(since.values())
+            ),
+            "refitting": self.refits.running,
+            "refits": self.refits.done,
+            "last_error": self.refits.error,
+        }
+
+    def refit(self, *, isolated: bool = False) -> dict[str, Any]:
+        """Fit the ranker anew on the store's purchases and swap it in; one fit at a time.
+
+        Requests keep being answered by the old ranker while the new one fits (about a minute on the demo
+        store, on two cores). A customer forgotten during the fit is purged from the new ranker before it
+        is swapped in, and stays counted in ``forgotten_since_fit`` until a fit that never saw them.
+        ``isolated`` fits in a child process at a lower priority (``tailor.fit_worker``), as a server must.
+        """
+        with self.refits.exclusive(), self.refits.tracking():
+            return self._fit_and_swap(isolated=isolated)
+
+    def _fit_and_swap(self, *, isolated: bool = False) -> dict[str, Any]:
+        from retrieval.recommender import HybridRecommender, item_text_vectors
 
         self.store.require_data()
-        return HybridRecommender.build(
-            self.store,
-            self.settings,
-            embedder=self.embedder,
-            ranker_path=self.ranker_path,
-            now=self.now(),
-            impressions=self.store.impressions,
-        )
+        seen = self.store.changes()
+        fingerprint = self.store.get_meta("import_fingerprint")
+        started = time.perf_counter()
+        vectors = item_text_vectors(self.store.items(), self.embedder)
+        ranker = self._fit_in_child(vectors) if isolated else self._fit_here(vectors)
+        seconds = round(time.perf_counter() - started, 2)
+        self.refits.checkpoint("fitted")
+        with self._lock:
+            present = set(self.store.customer_ids())
+            purged = [c for c in list(ranker.customer_ids) if c not in present]
+            for customer_id in purged:
+                ranker.forget(customer_id)
+            recommender = HybridRecommender(
+                self.store,
+                ranker,
+                settings=self.settings,
+                text_vectors=vectors,
+                impressions=self.store.impressions,
+            )
+            if self._recommender is not None:
+                # Under the lock that forget takes, so a customer forgotten since is not in these caches.
+                recommender.adopt_caches(self._recommender)
+            if ranker.customer_ids:
+                # The first answer builds caches (float64 copies, item blocks): pay for that here, not in the
+                # first request after the swap. A ranker that cannot answer is not swapped in.
+                recommender.recommend(ranker.customer_ids[0], 10, now=self.now())
+            ranker.save(self.ranker_path)
+            collab = ranker.collab_vectors()
+            known = self.vectors.item_ids()
+            ids = [i for i in collab if i in known]
+            if ids:
+                self.vectors.ensure_collections(collab_dim=len(collab[ids[0]]))
+                self.vectors.set_collab_vectors(ids, [collab[i] for i in ids])
+            self._recommender = recommender
+            self.store.set_meta("ranker_fingerprint", fingerprint)
+            self.store.set_meta(
+                _FITTED,
+                {
+                    "changes": seen,
+                    "fitted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "seconds": seconds,
+                    "customers": len(ranker.customer_ids),
+                },
+            )
+            self.refits.done += 1
+        return {"seconds": seconds, "customers": len(ranker.customer_ids), "purged_during_fit": len(purged)}
+
+    def _fit_here(self, vectors: dict[str, Any]) -> Any:
+        from evals.protocol import purchases_from_store
+        from retrieval.ranker import Ranker
+
+        ranker = Ranker().fit(purchases_from_store(self.store), vectors or None, now=self.now())
+        _release_memory()
+        return ranker
+
+    def _fit_in_child(self, vectors: dict[str, Any]) -> Any:
+        from retrieval.ranker import Ranker
+        from tailor.fit_worker import write_vectors
+
+        # Absolute paths: the worker runs from the repository root, wherever the data dir is said to be.
+        with tempfile.TemporaryDirectory(prefix="refit-", dir=self.settings.data_dir.resolve()) as tmp:
+            write_vectors(Path(tmp) / "vectors", vectors)
+            out = Path(tmp) / "ranker"
+            command = [
+                sys.executable,
+                "-m",
+                "tailor.fit_worker",
+                "--store",
+                str(self.settings.store_path.resolve()),
+                "--vectors",
+                str(Path(tmp) / "vectors"),
+                "--now",
+                self.now().isoformat(),
+                "--out",
+                str(out),
+            ]
+            with subprocess.Popen(
+                command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=_ROOT
+            ) as child:
+                self.refits.child = child
+                try:
+                    _, stderr = child.communicate()
+                finally:
+                    self.refits.child = None
+            if child.returncode != 0:
+                last = (stderr.strip().splitlines() or ["no message"])[-1]
+                raise BackendError(
+                    f"the ranker's fit worker exited {child.returncode}: {last}",
+                    hint="run `tailor refit` to see the fit fail in the foreground",
+                )
+            return Ranker.load(out)
+
+    def refit_in_background(self) -> str:
+        """Start a refit on a background thread (the fit itself in a child process): ``started``; or, when
+        one is running, ``queued``, and it runs once more after the current fit, so that changes made during
+        that fit are not missed."""
+        return self.refits.start(lambda: self.refit(isolated=True))
+
+    @property
+    def recommender(self) -> Any:
+        """The hybrid recommender on the saved ranker, loaded on first use (fitted first if none is saved)."""
+        loaded = self._recommender
+        if loaded is not None:
+            return loaded
+        from retrieval.recommender import HybridRecommender
+
+        with self.refits.exclusive():
+            if self._recommender is None:
+                self.store.require_data()
+                if not self.ranker_path.with_suffix(".npz").exists():
+                    with self.refits.tracking():
+                        self._fit_and_swap()
+                else:
+                    self._recommender = HybridRecommender.build(
+                        self.store,
+                        self.settings,
+                        embedder=self.embedder,
+                        ranker_path=self.ranker_path,
+                        now=self.now(),
+                        impressions=self.store.impressions,
+                    )
+            return self._recommender
 
     # -- answers ----------------------------------------------------------------------------------
     def _require_personalization(self, customer_id: str) -> Customer:
@@ -299,7 +541,7 @@ class Tailor:
                 self.store.get_item(item_id)
             ids = self.store.add_customers_and_events(customers, events)
             stored = [e.model_copy(update={"id": i}) for e, i in zip(events, ids, strict=True)]
-            observed = self.recommender.observe(stored) if "recommender" in self.__dict__ else 0
+            observed = self._recommender.observe(stored) if self._recommender is not None else 0
             touched = sorted({e.customer_id for e in events})
             for customer_id in touched:
                 update_customer(self.store, self.vectors, self.embedder, customer_id)
@@ -347,7 +589,7 @@ class Tailor:
                 deleted[f"qdrant_{key}"] = value
             deleted.update(self._forget_in_ranker(customer_id))
             deleted = {**self.store.delete_customer(customer_id), **deleted}
-            if "recommender" in self.__dict__:
+            if self._recommender is not None:
                 # Again after the store rows went: a request in between may have cached them anew.
                 for key, value in self.recommender.forget(customer_id).items():
                     deleted[key] = deleted.get(key, 0) + value
@@ -358,7 +600,7 @@ class Tailor:
         from retrieval.ranker import Ranker
 
         saved = customer_id in Ranker.saved_customer_ids(self.ranker_path)
-        if "recommender" in self.__dict__:
+        if self._recommender is not None:
             counts: dict[str, int] = self.recommender.forget(customer_id)
             ranker = self.recommender.ranker
         elif saved:

@@ -64,6 +64,25 @@ def event_id(event: Event) -> str:
     return "ev_" + hashlib.blake2b(raw.encode(), digest_size=10).hexdigest()
 
 
+_CHANGES = "changes:"
+
+
+def _count_change(db: sqlite3.Connection, kind: str, n: int) -> None:
+    # In the writer's transaction, so the totals never disagree with the rows.
+    if n > 0:
+        db.execute(
+            "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=CAST(value AS INTEGER)+?",
+            (_CHANGES + kind, str(n), n),
+        )
+
+
+def _insert_events(db: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    before = db.total_changes
+    db.executemany(_INSERT_EVENT, rows)
+    # total_changes counts only rows really inserted: a duplicate id (INSERT OR IGNORE) adds nothing.
+    _count_change(db, "events", db.total_changes - before)
+
+
 def _event_row(e: Event) -> tuple[Any, ...]:
     return (
         e.id or event_id(e),
@@ -198,7 +217,7 @@ class Store:
         event_rows = [_event_row(e) for e in events]
         with self.transaction() as db:
             db.executemany(_UPSERT_CUSTOMER, customer_rows)
-            db.executemany(_INSERT_EVENT, event_rows)
+            _insert_events(db, event_rows)
         return [r[0] for r in event_rows]
 
     def get_customer(self, customer_id: str) -> Customer:
@@ -255,7 +274,7 @@ class Store:
         """Store events (duplicates by id are ignored) and return their ids in input order."""
         rows = [_event_row(e) for e in events]
         with self.transaction() as db:
-            db.executemany(_INSERT_EVENT, rows)
+            _insert_events(db, rows)
         return [r[0] for r in rows]
 
     def events(
@@ -405,9 +424,7 @@ class Store:
                 " country=excluded.country",
                 [(c.id, c.model_dump_json(), c.country) for c in customers],
             )
-            db.executemany(
-                "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?)", [_event_row(e) for e in events]
-            )
+            _insert_events(db, [_event_row(e) for e in events])
 
     # -- lifecycle -------------------------------------------------------------------------------
     def delete_customer(self, customer_id: str) -> dict[str, int]:
@@ -417,6 +434,7 @@ class Store:
             n_customers = db.execute("DELETE FROM customers WHERE id=?", (customer_id,)).rowcount
             n_contacts = db.execute("DELETE FROM contacts WHERE customer_id=?", (customer_id,)).rowcount
             n_shown = db.execute("DELETE FROM impressions WHERE customer_id=?", (customer_id,)).rowcount
+            _count_change(db, "forgotten", n_customers)
         return {
             "customers": n_customers,
             "events": n_events,
@@ -430,6 +448,13 @@ class Store:
     def get_meta(self, key: str) -> Any:
         rows = self._query("SELECT value FROM meta WHERE key=?", (key,))
         return json.loads(rows[0][0]) if rows else None
+
+    def changes(self) -> dict[str, int]:
+        """Running totals of what changed the purchase data: events added, customers forgotten.
+
+        A model fitted on the store keeps the totals it saw; the difference tells how stale it is (and
+        whether it still holds a forgotten customer's share of its item-level aggregates)."""
+        return {kind: int(self.get_meta(_CHANGES + kind) or 0) for kind in ("events", "forgotten")}
 
     def set_meta(self, key: str, value: Any) -> None:
         with self.transaction() as db:

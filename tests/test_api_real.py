@@ -106,10 +106,36 @@ def test_real_segment_events_update_the_customer_at_once(real: dict[str, Any]) -
 
 def test_real_forget_removes_the_customer_everywhere(real: dict[str, Any]) -> None:
     client, crm, support, cid = real["client"], real["crm"], real["support"], real["customers"][4]
+    fitted_on = client.get("/v1/model", headers=crm).json()["customers"]
     r = client.delete(f"/v1/customers/{cid}", headers=crm)
     assert r.status_code == 200, r.text
     assert r.json()["deleted"]["customers"] == 1
+    # Rows and vectors went at once; a background refit takes their share out of the aggregates.
+    assert r.json()["refit"] in ("started", "queued")
     assert client.get(f"/v1/customers/{cid}/recommendations", headers=support).status_code == 404
+
+    def refitted() -> bool:
+        model = client.get("/v1/model", headers=crm).json()
+        return not model["refitting"] and model["forgotten_since_fit"] == 0
+
+    _wait(refitted)
+    model = client.get("/v1/model", headers=crm).json()
+    assert model["customers"] == fitted_on - 1 and model["last_error"] is None
+    assert "tailor_model_forgotten_since_fit 0" in client.get("/metrics").text
+    still_here = real["customers"][0]
+    assert client.get(f"/v1/customers/{still_here}/recommendations", headers=support).status_code == 200
+
+
+def test_real_refit_on_request(real: dict[str, Any]) -> None:
+    client, crm, support = real["client"], real["crm"], real["support"]
+    assert client.post("/v1/model/refit", headers=support).status_code == 403
+    before = client.get("/v1/model", headers=crm).json()
+    r = client.post("/v1/model/refit", headers=crm)
+    assert r.status_code == 202, r.text
+    assert r.json()["refit"] in ("started", "queued") and "events_since_fit" in r.json()["model"]
+    _wait(lambda: client.get("/v1/model", headers=crm).json()["refits"] > before["refits"])
+    model = client.get("/v1/model", headers=crm).json()
+    assert model["fitted_at"] >= before["fitted_at"] and not model["stale"] and model["last_error"] is None
 
 
 def test_qdrant_down_fails_readiness(tmp_path: Path) -> None:

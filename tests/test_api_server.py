@@ -448,8 +448,11 @@ def test_consent_and_forget(server: tuple[ServerProcess, httpx.Client], keys: An
         "/v1/customers/104/consent", headers=crm, json={"marketing_email": False, "personalization": True}
     )
     assert r.json()["consent"] == {"marketing_email": False, "personalization": True}
-    deleted = client.delete("/v1/customers/104", headers=crm).json()["deleted"]
+    answer = client.delete("/v1/customers/104", headers=crm).json()
+    deleted = answer["deleted"]
     assert deleted["customers"] == 1 and deleted["events"] == 2
+    assert answer["refit"] == "off", "the test facade has no fitted model to refit"
+    _error(client.get("/v1/model", headers=crm), 501, "not_implemented")
     _error(client.get("/v1/customers/104/recommendations", headers=support), 404, "not_found")
     _error(client.delete("/v1/customers/104", headers=crm), 404, "not_found")
 

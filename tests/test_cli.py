@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests.server import seed_store
+
 
 def tailor(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "tailor.cli", *args, "--data-dir", str(data_dir)]
@@ -59,3 +63,21 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode != 0 and "Traceback" in done.stderr
+
+
+@pytest.mark.slow
+def test_forget_then_refit_from_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAILOR_NOW", "2011-12-10T10:00:00+00:00")
+    ids = seed_store(tmp_path, n_customers=8)
+    assert tailor("index", data_dir=tmp_path).returncode == 0
+    done = tailor("forget", ids[3], data_dir=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["deleted"]["customers"] == 1
+    assert "until a refit" in done.stderr
+    status = json.loads(tailor("refit", "--status", data_dir=tmp_path).stdout)
+    assert status["forgotten_since_fit"] == 1 and status["stale"] and status["customers"] == 8
+    status = json.loads(tailor("refit", data_dir=tmp_path).stdout)
+    assert status["forgotten_since_fit"] == 0 and not status["stale"] and status["customers"] == 7
+    done = tailor("forget", ids[4], "--refit", data_dir=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["refit"]["customers"] == 6 and "until a refit" not in done.stderr

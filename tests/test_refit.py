@@ -1,0 +1,193 @@
+"""The ranker's life after its first fit: staleness, refits, and forgetting that reaches the aggregates.
+
+A small real store (``seed_store``: 6 items, 12 customers), embedded Qdrant, real embeddings, the real ranker.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evals.protocol import purchases_from_store
+from retrieval.ranker import Ranker
+from retrieval.recommender import item_text_vectors
+from tailor.errors import BackendError
+from tailor.models import Event, EventKind
+from tailor.service import Tailor
+from tailor.settings import Settings
+from tests.server import seed_store
+
+pytestmark = pytest.mark.slow
+
+NOW = "2011-12-10T10:00:00+00:00"
+ITEMS = [f"I{n}" for n in range(6)]
+
+
+@pytest.fixture
+def indexed(tmp_path: Path) -> Iterator[tuple[Tailor, list[str]]]:
+    data_dir = tmp_path / "data"
+    ids = seed_store(data_dir, n_customers=12)
+    with Tailor.open(Settings(data_dir=data_dir, now=NOW)) as tailor:
+        assert tailor.index()["ranker"] == "fitted"
+        yield tailor, ids
+
+
+def _collab(tailor: Tailor) -> np.ndarray:
+    ids, matrix = tailor.vectors.item_vectors(ITEMS, "collab")
+    assert list(ids) == ITEMS
+    return np.asarray(matrix)
+
+
+def test_a_fresh_fit_is_not_stale_and_a_second_index_keeps_it(indexed: tuple[Tailor, list[str]]) -> None:
+    tailor, ids = indexed
+    status = tailor.model_status()
+    assert status["fitted"] and not status["stale"] and status["customers"] == len(ids)
+    assert status["events_since_fit"] == 0 and status["forgotten_since_fit"] == 0
+    assert tailor.index()["ranker"] == "unchanged"
+
+
+def test_refit_after_forget_takes_the_customers_share_out_of_the_aggregates(
+    indexed: tuple[Tailor, list[str]],
+) -> None:
+    tailor, ids = indexed
+    victim = ids[3]
+    before = _collab(tailor)
+    kept = ids[-1]  # not the customer the swap warms the new recommender with (its first)
+    tailor.recommend(kept, k=3)
+    tailor.recommend(victim, k=3)
+    old = tailor.recommender
+    assert {kept, victim} <= set(old.cached_customers())
+    tailor.forget(victim)
+    status = tailor.model_status()
+    assert status["forgotten_since_fit"] == 1 and status["stale"]
+
+    report = tailor.refit()
+    assert report["customers"] == len(ids) - 1 and report["purged_during_fit"] == 0
+    status = tailor.model_status()
+    assert status["forgotten_since_fit"] == 0 and not status["stale"] and status["customers"] == len(ids) - 1
+    assert victim not in Ranker.saved_customer_ids(tailor.ranker_path)
+
+    # What Qdrant now holds is exactly what a fit that never saw the customer learns...
+    never_saw = Ranker().fit(
+        purchases_from_store(tailor.store), item_text_vectors(tailor.store.items(), tailor.embedder), now=NOW
+    )
+    after = _collab(tailor)
+    expected = np.stack([never_saw.collab_vectors()[i] for i in ITEMS])
+    np.testing.assert_allclose(after, expected, atol=1e-5)
+    # ...and it is not what it held while their purchases were in the fit.
+    assert not np.allclose(before, after, atol=1e-3)
+    assert tailor.recommender is not old and victim not in tailor.recommender.ranker.customer_index
+    # The swapped-in recommender kept the per-customer caches, less the forgotten customer's.
+    assert kept in tailor.recommender.cached_customers()
+    assert victim not in tailor.recommender.cached_customers()
+
+
+def test_a_customer_forgotten_during_a_fit_is_purged_before_the_swap(
+    indexed: tuple[Tailor, list[str]],
+) -> None:
+    tailor, ids = indexed
+    victim = ids[5]
+
+    def forget_mid_fit(point: str) -> None:
+        if point == "fitted":
+            tailor.forget(victim)
+
+    tailor.refits.on_checkpoint = forget_mid_fit
+    report = tailor.refit()
+    tailor.refits.on_checkpoint = None
+    assert report["purged_during_fit"] == 1
+    assert victim not in tailor.recommender.ranker.customer_index
+    assert victim not in Ranker.saved_customer_ids(tailor.ranker_path)
+    # That fit read their purchases, so its aggregates still hold their share: still counted as pending.
+    assert tailor.model_status()["forgotten_since_fit"] == 1
+    tailor.refit()
+    assert tailor.model_status()["forgotten_since_fit"] == 0
+
+
+def test_new_events_make_the_ranker_stale_until_index_refits(indexed: tuple[Tailor, list[str]]) -> None:
+    tailor, ids = indexed
+    bought = Event(
+        customer_id=ids[0],
+        kind=EventKind.PURCHASE,
+        item_id="I4",
+        quantity=2,
+        value=13.0,
+        timestamp=datetime(2011, 12, 5, tzinfo=UTC),
+        order_id="O-new",
+    )
+    tailor.ingest([bought])
+    status = tailor.model_status()
+    assert status["events_since_fit"] == 1 and status["stale"]
+    assert tailor.index()["ranker"] == "fitted"
+    assert tailor.model_status()["events_since_fit"] == 0
+    assert tailor.index()["ranker"] == "unchanged"
+
+
+def test_background_refits_run_one_at_a_time_and_coalesce(indexed: tuple[Tailor, list[str]]) -> None:
+    tailor, _ = indexed
+    reached, release = threading.Event(), threading.Event()
+
+    def hold(point: str) -> None:
+        reached.set()
+        assert release.wait(60), "the test never released the fit"
+
+    done = tailor.refits.done
+    tailor.refits.on_checkpoint = hold
+    assert tailor.refit_in_background() == "started"
+    assert reached.wait(120), "the background fit never reached its checkpoint"
+    assert tailor.model_status()["refitting"] is True
+    # Asked for twice while the fit runs: one more fit after it, not two.
+    assert tailor.refit_in_background() == "queued"
+    assert tailor.refit_in_background() == "queued"
+    tailor.refits.on_checkpoint = None
+    release.set()
+    assert tailor.refits.wait(120)
+    assert tailor.refits.done == done + 2
+    status = tailor.model_status()
+    assert status["refitting"] is False and status["last_error"] is None
+
+
+def test_a_fit_that_fails_in_its_worker_leaves_the_old_ranker_serving(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    ids = seed_store(data_dir, n_customers=6)
+    with Tailor.open(Settings(data_dir=data_dir, now=NOW)) as tailor:
+        tailor.index()
+        fitted = tailor.model_status()["fitted_at"]
+    # A year on, nothing was bought in the label window: the fit refuses, in the worker process.
+    with Tailor.open(Settings(data_dir=data_dir, now="2012-12-10T10:00:00+00:00")) as tailor:
+        with pytest.raises(BackendError, match=r"fit worker exited 1: DataError: fitting needs purchases"):
+            tailor.refit(isolated=True)
+        assert tailor.refit_in_background() == "started"
+        assert tailor.refits.wait(120)
+        status = tailor.model_status()
+        assert status["last_error"] is not None and status["last_error"].startswith("BackendError")
+        assert status["fitted_at"] == fitted and status["refits"] == 0
+        assert tailor.recommend(ids[0], k=3), "the saved ranker still answers"
+        assert not list(data_dir.glob("refit-*")), "the worker's scratch files are cleaned up"
+
+
+def test_closing_the_service_ends_a_fit_under_way(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    seed_store(data_dir, n_customers=6)
+    settings = Settings(data_dir=data_dir, now=NOW)
+    with Tailor.open(settings) as tailor:
+        tailor.index()
+        fitted = tailor.model_status()["fitted_at"]
+    tailor = Tailor.open(settings)
+    assert tailor.refit_in_background() == "started"
+    deadline = time.monotonic() + 60
+    while tailor.refits.child is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert tailor.refits.child is not None, "the fit worker never started"
+    tailor.close()  # the worker is still importing its libraries: ended, not waited for
+    # A fit that ran to its end leaves no error: this one was ended, and nothing was swapped in.
+    assert tailor.refits.error is not None and tailor.refits.error.startswith("BackendError")
+    with Tailor.open(settings) as again:
+        assert again.model_status()["fitted_at"] == fitted
+    assert not list(data_dir.glob("refit-*"))
