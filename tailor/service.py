@@ -397,6 +397,12 @@ class Tailor:
                     )
             return self._recommender
 
+    @recommender.setter
+    def recommender(self, recommender: Any) -> None:
+        """Install a recommender built elsewhere (a test's, or one fitted on other terms)."""
+        with self.refits.exclusive(), self._lock:
+            self._recommender = recommender
+
     # -- answers ----------------------------------------------------------------------------------
     def _require_personalization(self, customer_id: str) -> Customer:
         customer = self.store.get_customer(customer_id)
