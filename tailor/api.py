@@ -434,7 +434,7 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
         status = getattr(_state(request).facade, "model_status", None)
         if callable(status):
             model = await run_in_threadpool(status)
-            metrics.set("tailor_model_events_since_fit", model["events_since_fit"])
+            metrics.set("tailor_model_purchases_since_fit", model["purchases_since_fit"])
             metrics.set("tailor_model_forgotten_since_fit", model["forgotten_since_fit"])
             metrics.set("tailor_model_refitting", float(model["refitting"]))
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

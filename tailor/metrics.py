@@ -37,7 +37,7 @@ class Metrics:
         "tailor_llm_tokens_total": ("counter", "LLM tokens used, by kind (prompt, completion)."),
         "tailor_jobs_items_total": ("counter", "Job items finished, by status."),
         "tailor_rate_limited_total": ("counter", "Requests refused by the rate limiter."),
-        "tailor_model_events_since_fit": ("gauge", "Events stored since the ranker was fitted."),
+        "tailor_model_purchases_since_fit": ("gauge", "Purchases stored since the ranker was fitted."),
         "tailor_model_forgotten_since_fit": (
             "gauge",
             "Customers forgotten since the ranker was fitted (their share of its aggregates is still in it).",

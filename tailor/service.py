@@ -247,7 +247,7 @@ class Tailor:
             "fitted_at": fitted.get("fitted_at") if saved else None,
             "fit_seconds": fitted.get("seconds") if saved else None,
             "customers": fitted.get("customers") if saved else None,
-            "events_since_fit": since["events"],
+            "purchases_since_fit": since["purchases"],
             "forgotten_since_fit": since["forgotten"],
             "stale": (
                 not saved

@@ -77,10 +77,13 @@ def _count_change(db: sqlite3.Connection, kind: str, n: int) -> None:
 
 
 def _insert_events(db: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    # Purchases are what the ranker learns from; a view or a ticket does not make it stale.
+    purchases = [r for r in rows if r[2] == EventKind.PURCHASE.value]
     before = db.total_changes
-    db.executemany(_INSERT_EVENT, rows)
+    db.executemany(_INSERT_EVENT, purchases)
     # total_changes counts only rows really inserted: a duplicate id (INSERT OR IGNORE) adds nothing.
-    _count_change(db, "events", db.total_changes - before)
+    _count_change(db, "purchases", db.total_changes - before)
+    db.executemany(_INSERT_EVENT, [r for r in rows if r[2] != EventKind.PURCHASE.value])
 
 
 def _event_row(e: Event) -> tuple[Any, ...]:
@@ -450,11 +453,11 @@ class Store:
         return json.loads(rows[0][0]) if rows else None
 
     def changes(self) -> dict[str, int]:
-        """Running totals of what changed the purchase data: events added, customers forgotten.
+        """Running totals of what changed the purchase data: purchases added, customers forgotten.
 
         A model fitted on the store keeps the totals it saw; the difference tells how stale it is (and
         whether it still holds a forgotten customer's share of its item-level aggregates)."""
-        return {kind: int(self.get_meta(_CHANGES + kind) or 0) for kind in ("events", "forgotten")}
+        return {kind: int(self.get_meta(_CHANGES + kind) or 0) for kind in ("purchases", "forgotten")}
 
     def set_meta(self, key: str, value: Any) -> None:
         with self.transaction() as db:

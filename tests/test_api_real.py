@@ -132,7 +132,7 @@ def test_real_refit_on_request(real: dict[str, Any]) -> None:
     before = client.get("/v1/model", headers=crm).json()
     r = client.post("/v1/model/refit", headers=crm)
     assert r.status_code == 202, r.text
-    assert r.json()["refit"] in ("started", "queued") and "events_since_fit" in r.json()["model"]
+    assert r.json()["refit"] in ("started", "queued") and "purchases_since_fit" in r.json()["model"]
     _wait(lambda: client.get("/v1/model", headers=crm).json()["refits"] > before["refits"])
     model = client.get("/v1/model", headers=crm).json()
     assert model["fitted_at"] >= before["fitted_at"] and not model["stale"] and model["last_error"] is None

@@ -48,7 +48,7 @@ def test_a_fresh_fit_is_not_stale_and_a_second_index_keeps_it(indexed: tuple[Tai
     tailor, ids = indexed
     status = tailor.model_status()
     assert status["fitted"] and not status["stale"] and status["customers"] == len(ids)
-    assert status["events_since_fit"] == 0 and status["forgotten_since_fit"] == 0
+    assert status["purchases_since_fit"] == 0 and status["forgotten_since_fit"] == 0
     assert tailor.index()["ranker"] == "unchanged"
 
 
@@ -123,9 +123,9 @@ def test_new_events_make_the_ranker_stale_until_index_refits(indexed: tuple[Tail
     )
     tailor.ingest([bought])
     status = tailor.model_status()
-    assert status["events_since_fit"] == 1 and status["stale"]
+    assert status["purchases_since_fit"] == 1 and status["stale"]
     assert tailor.index()["ranker"] == "fitted"
-    assert tailor.model_status()["events_since_fit"] == 0
+    assert tailor.model_status()["purchases_since_fit"] == 0
     assert tailor.index()["ranker"] == "unchanged"
 
 

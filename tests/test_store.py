@@ -129,7 +129,7 @@ def test_profiles_and_events_land_together_or_not_at_all(tmp_path: Path) -> None
         store.add_customers_and_events([new], events)
     assert not store.has_customer("c2")
     assert store.events("c2") == [] and store.counts()["events"] == 3
-    assert store.changes() == {"events": 3, "forgotten": 0}, "the refused batch counted nothing"
+    assert store.changes() == {"purchases": 3, "forgotten": 0}, "the refused batch counted nothing"
     raw = sqlite3.connect(tmp_path / "tailor.db")
     raw.execute("DROP TRIGGER refuse")
     raw.commit()
@@ -140,18 +140,20 @@ def test_profiles_and_events_land_together_or_not_at_all(tmp_path: Path) -> None
     store.close()
 
 
-def test_changes_count_new_events_and_forgotten_customers_only(fresh_store: Store) -> None:
-    assert fresh_store.changes() == {"events": 0, "forgotten": 0}
+def test_changes_count_new_purchases_and_forgotten_customers_only(fresh_store: Store) -> None:
+    assert fresh_store.changes() == {"purchases": 0, "forgotten": 0}
     _seed(fresh_store)
-    assert fresh_store.changes() == {"events": 3, "forgotten": 0}
+    assert fresh_store.changes() == {"purchases": 3, "forgotten": 0}
     again = fresh_store.events("c1")
     fresh_store.add_events(again)  # the same ids: ignored, so not a change
-    assert fresh_store.changes() == {"events": 3, "forgotten": 0}
+    assert fresh_store.changes() == {"purchases": 3, "forgotten": 0}
     when = datetime(2011, 3, 1, tzinfo=UTC)
-    new = Event(customer_id="c1", kind=EventKind.VIEW, item_id="A", timestamp=when)
-    fresh_store.add_customers_and_events([], [new, new])
-    assert fresh_store.changes() == {"events": 4, "forgotten": 0}
+    viewed = Event(customer_id="c1", kind=EventKind.VIEW, item_id="A", timestamp=when)
+    bought = Event(customer_id="c1", kind=EventKind.PURCHASE, item_id="A", quantity=1, timestamp=when)
+    fresh_store.add_customers_and_events([], [viewed, bought, bought])
+    assert fresh_store.changes() == {"purchases": 4, "forgotten": 0}, "a view is no change to the ranker"
+    assert len(fresh_store.events("c1")) == 5
     fresh_store.delete_customer("nobody")
     assert fresh_store.changes()["forgotten"] == 0
     fresh_store.delete_customer("c1")
-    assert fresh_store.changes() == {"events": 4, "forgotten": 1}
+    assert fresh_store.changes() == {"purchases": 4, "forgotten": 1}
