@@ -293,12 +293,13 @@ class Tailor:
                 text_vectors=vectors,
                 impressions=self.store.impressions,
             )
-            if self._recommender is not None:
-                # Under the lock that forget takes, so a customer forgotten since is not in these caches.
+            if self._recommender is not None and ranker.customer_ids:
+                # Swapping over a recommender that is answering requests: take over its per-customer caches
+                # (under the lock that forget takes, so no forgotten customer's), and build the ranker's own
+                # caches (float64 copies, item blocks) here rather than in the first request after the swap.
+                # A ranker that cannot answer is not swapped in. With nothing loaded yet (a first fit, as in
+                # `tailor demo`) nobody is kept waiting, and warming would only raise the peak memory.
                 recommender.adopt_caches(self._recommender)
-            if ranker.customer_ids:
-                # The first answer builds caches (float64 copies, item blocks): pay for that here, not in the
-                # first request after the swap. A ranker that cannot answer is not swapped in.
                 recommender.recommend(ranker.customer_ids[0], 10, now=self.now())
             ranker.save(self.ranker_path)
             collab = ranker.collab_vectors()
