@@ -152,3 +152,78 @@ def test_qdrant_down_fails_readiness(tmp_path: Path) -> None:
         assert ready.status_code == 503 and ready.json()["checks"]["qdrant"] is False
         assert ready.json()["checks"]["store"] is True
         assert client.get("/healthz").status_code == 200  # alive, just not ready
+
+
+def test_real_agent_logs_carry_customer_ids_but_no_pii(tmp_path: Path) -> None:
+    """The real service (store, Qdrant, embeddings, ranker, the agent graph, its prompts and the openai
+    writer) at debug level, on every path that handles personal data: a profile with PII, a rejected one, an
+    email whose model call fails, a support question quoting contact details, a deletion and the refit it
+    starts. The server's whole log must name the customer by id only."""
+    data_dir = tmp_path / "data"
+    _imported(data_dir)
+    settings = Settings(data_dir=data_dir)
+    crm = {"Authorization": f"Bearer {create_key(settings, 'crm')}"}
+    support = {"Authorization": f"Bearer {create_key(settings, 'support')}"}
+    cid = "cust-9911"
+    pii = {
+        "email": "leaky.person@example.com",
+        "phone": "+44 7700 900123",
+        "first name": "Leakyname",
+        "last name": "Surnameleak",
+        "bad email": "leakyname-at-home",
+    }
+    traits = {
+        "firstName": pii["first name"],
+        "lastName": pii["last name"],
+        "email": pii["email"],
+        "phone": pii["phone"],
+        "country": "France",
+        "consent": {"marketing_email": True, "personalization": True},
+    }
+    order = {"order_id": "P1", "products": [{"product_id": "I2", "quantity": 1, "price": 4.5}]}
+    batch = [
+        {"type": "identify", "userId": cid, "traits": traits},
+        {"type": "track", "userId": cid, "event": "Order Completed", "properties": order},
+        {"type": "track", "userId": cid, "event": "Product Viewed", "properties": {"product_id": "I3"}},
+    ]
+    question = f"{pii['first name']} asks: mail {pii['email']} or call {pii['phone']}, what should I buy?"
+    env = {
+        "TAILOR_NOW": NOW,
+        "TAILOR_WRITER": "openai",
+        # Nothing listens there: the model call fails and the template writer's email goes out instead.
+        "TAILOR_LLM_BASE_URL": f"http://127.0.0.1:{free_port()}/v1",
+        "TAILOR_LLM_TIMEOUT_S": "2",
+        "TAILOR_LLM_UNAVAILABLE": "fallback",
+        "TAILOR_TEST_LOG_LEVEL": "debug",
+    }
+    proc = ServerProcess(data_dir, env, facade="real", start_timeout=180)
+    with proc, httpx.Client(base_url=proc.base_url, timeout=300) as client:
+        r = client.post("/v1/events", headers=crm, json={"batch": batch})
+        assert r.status_code == 200, r.text
+        bad = {"type": "identify", "userId": "cust-9912", "traits": {**traits, "email": pii["bad email"]}}
+        assert client.post("/v1/events", headers=crm, json=bad).status_code == 422
+        r = client.post(
+            "/v1/triggers/email",
+            headers={**crm, "Idempotency-Key": "pii-real"},
+            json={"customer_id": cid, "trigger": {"kind": "browse"}},
+        )
+        assert r.status_code == 202, r.text
+        job_id = r.json()["job_id"]
+        _wait(lambda: client.get(f"/v1/jobs/{job_id}", headers=crm).json()["status"] == "done")
+        row = json.loads(client.get(f"/v1/jobs/{job_id}/results", headers=crm).text)
+        # The email went out on the template writer's parts: the model was asked and failed.
+        assert row["status"] == "done" and row["result"]["email"]["fallback_parts"], row
+        asked = {"customer_id": cid, "question": question}
+        r = client.post("/v1/support/suggestions", headers=support, json=asked)
+        assert r.status_code == 200, r.text
+        assert client.get(f"/v1/customers/{cid}/recommendations", headers=support).status_code == 200
+        before = client.get("/v1/model", headers=crm).json()["refits"]
+        assert client.delete(f"/v1/customers/{cid}", headers=crm).status_code == 200
+        _wait(lambda: client.get("/v1/model", headers=crm).json()["refits"] > before)
+    log = proc.log()
+    # Not vacuous: the requests and the deletion were logged, by customer id, at debug level.
+    assert f"/v1/customers/{cid}/recommendations" in log and "/v1/support/suggestions" in log
+    assert any(cid in line and "DELETE" in line for line in log.splitlines()), log[-3000:]
+    assert "DEBUG " in log
+    leaks = {what: [line for line in log.splitlines() if text in line] for what, text in pii.items()}
+    assert not any(leaks.values()), {what: lines for what, lines in leaks.items() if lines}
