@@ -34,6 +34,20 @@ def _wait(predicate: Callable[[], bool], timeout: float = 120.0) -> None:
     raise AssertionError("condition not met in time")
 
 
+def _email_job(client: httpx.Client, crm: dict[str, str], cid: str, kind: str, key: str) -> dict[str, Any]:
+    """Trigger an email for ``cid``, wait for its job to finish, and return the job's one result row."""
+    r = client.post(
+        "/v1/triggers/email",
+        headers={**crm, "Idempotency-Key": key},
+        json={"customer_id": cid, "trigger": {"kind": kind}},
+    )
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+    _wait(lambda: client.get(f"/v1/jobs/{job_id}", headers=crm).json()["status"] == "done")
+    row: dict[str, Any] = json.loads(client.get(f"/v1/jobs/{job_id}/results", headers=crm).text)
+    return row
+
+
 def _imported(data_dir: Path, *, index: bool = True) -> list[str]:
     """A small real store (see ``seed_store``), indexed as `tailor index` would; its customer ids."""
     ids = seed_store(data_dir, n_customers=12)
@@ -69,15 +83,7 @@ def test_real_recommendations_and_why(real: dict[str, Any]) -> None:
 
 def test_real_email_trigger_runs_to_an_email_or_a_refusal(real: dict[str, Any]) -> None:
     client, crm, cid = real["client"], real["crm"], real["customers"][1]
-    r = client.post(
-        "/v1/triggers/email",
-        headers={**crm, "Idempotency-Key": "real-1"},
-        json={"customer_id": cid, "trigger": {"kind": "win_back"}},
-    )
-    assert r.status_code == 202, r.text
-    job_id = r.json()["job_id"]
-    _wait(lambda: client.get(f"/v1/jobs/{job_id}", headers=crm).json()["status"] == "done")
-    row = json.loads(client.get(f"/v1/jobs/{job_id}/results", headers=crm).text)
+    row = _email_job(client, crm, cid, "win_back", "real-1")
     assert row["status"] in ("done", "refused")
     if row["status"] == "done":
         assert row["result"]["email"]["customer_id"] == cid and row["result"]["email"]["products"]
@@ -202,15 +208,7 @@ def test_real_agent_logs_carry_customer_ids_but_no_pii(tmp_path: Path) -> None:
         assert r.status_code == 200, r.text
         bad = {"type": "identify", "userId": "cust-9912", "traits": {**traits, "email": pii["bad email"]}}
         assert client.post("/v1/events", headers=crm, json=bad).status_code == 422
-        r = client.post(
-            "/v1/triggers/email",
-            headers={**crm, "Idempotency-Key": "pii-real"},
-            json={"customer_id": cid, "trigger": {"kind": "browse"}},
-        )
-        assert r.status_code == 202, r.text
-        job_id = r.json()["job_id"]
-        _wait(lambda: client.get(f"/v1/jobs/{job_id}", headers=crm).json()["status"] == "done")
-        row = json.loads(client.get(f"/v1/jobs/{job_id}/results", headers=crm).text)
+        row = _email_job(client, crm, cid, "browse", "pii-real")
         # The email went out on the template writer's parts: the model was asked and failed.
         assert row["status"] == "done" and row["result"]["email"]["fallback_parts"], row
         asked = {"customer_id": cid, "question": question}
