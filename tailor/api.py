@@ -431,8 +431,8 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
     async def metrics_text(request: Request) -> PlainTextResponse:
-        status = getattr(_state(request).facade, "model_status", None)
-        if callable(status):
+        status = _facade_method(_state(request).facade, "model_status")
+        if status is not None:
             model = await run_in_threadpool(status)
             metrics.set("tailor_model_purchases_since_fit", model["purchases_since_fit"])
             metrics.set("tailor_model_forgotten_since_fit", model["forgotten_since_fit"])
@@ -619,8 +619,8 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
         deleted = dict(await run_in_threadpool(st.facade.forget, customer_id))
         deleted.update(await run_in_threadpool(st.ops.forget, customer_id))
         # Rows, ids and vectors went above; the item-level aggregates lose the customer's share at a refit.
-        start = getattr(st.facade, "refit_in_background", None)
-        refit = start() if st.settings.refit_after_forget and callable(start) else "off"
+        start = _facade_method(st.facade, "refit_in_background")
+        refit = start() if st.settings.refit_after_forget and start is not None else "off"
         st.ops.audit(
             "forget", key_id=key.id, customer_id=customer_id, detail={"deleted": deleted, "refit": refit}
         )
@@ -689,8 +689,8 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
 
 
 def _set_consent(facade: Facade, customer_id: str, consent: Consent) -> Customer:
-    setter = getattr(facade, "set_consent", None)
-    if callable(setter):
+    setter = _facade_method(facade, "set_consent")
+    if setter is not None:
         updated: Customer = setter(customer_id, consent)
         return updated
     # Consent is read from the store on every call, so writing it there is enough to take effect.
@@ -699,11 +699,17 @@ def _set_consent(facade: Facade, customer_id: str, consent: Consent) -> Customer
     return customer
 
 
-def _model_call(facade: Facade, name: str) -> Callable[[], Any]:
+def _facade_method(facade: Facade, name: str) -> Callable[..., Any] | None:
+    """A method the real facade has beyond the ``Facade`` protocol (a test's facade may lack it)."""
     call = getattr(facade, name, None)
-    if not callable(call):
+    return call if callable(call) else None
+
+
+def _model_call(facade: Facade, name: str) -> Callable[[], Any]:
+    call = _facade_method(facade, name)
+    if call is None:
         raise ApiError(501, "not_implemented", f"this service has no fitted model to manage ({name})")
-    return call  # type: ignore[no-any-return]
+    return call
 
 
 def _own_job(st: _State, key: ApiKey, job_id: str) -> None:

@@ -63,6 +63,7 @@ class Refits:
 
     @contextlib.contextmanager
     def tracking(self) -> Iterator[None]:
+        """Around one fit: ``running`` while it runs, then ``done`` counts it or ``error`` says why not."""
         self.running = True
         try:
             yield
@@ -71,6 +72,7 @@ class Refits:
             raise
         else:
             self.error = None
+            self.done += 1
         finally:
             self.running = False
 
@@ -319,7 +321,6 @@ class Tailor:
                     "customers": len(ranker.customer_ids),
                 },
             )
-            self.refits.done += 1
         return {"seconds": seconds, "customers": len(ranker.customer_ids), "purged_during_fit": len(purged)}
 
     def _fit_here(self, vectors: dict[str, Any]) -> Any:
