@@ -2,7 +2,9 @@
 
 1. The real Online Retail catalog (converted and imported into a temporary store, or ``--store PATH``):
    p50/p95 per call, cold (first call for a customer: loads their events from SQLite) and warm (state cached),
-   beside a peer measured in the same run: implicit ALS ``recommend()`` for one user on the same purchases.
+   beside a peer measured in the same run: implicit ALS ``recommend()`` for one user on the same purchases;
+   and the CPU time of a warm call with the machine's BLAS threads against one (what ``tailor serve`` keeps,
+   ``TAILOR_SERVE_BLAS_THREADS``), since a second thread that mostly spins takes CPU other requests need.
 2. Synthetic catalogs of 5k, 20k and 50k items (seeded): the same figures, and how they grow with the catalog.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/recommend_latency.py [--store DB] [--sizes 5000,50000]
@@ -55,6 +57,18 @@ def measure(rec: HybridRecommender, customers: list[str], repeats: int = 3) -> d
         "warm_p50_ms": pct(warm, 50),
         "warm_p95_ms": pct(warm, 95),
     }
+
+
+def cpu_per_call(rec: HybridRecommender, customers: list[str], repeats: int = 3) -> tuple[float, float]:
+    """Warm calls: (wall ms, process CPU ms) per call, all threads' CPU counted."""
+    for c in customers:
+        rec.recommend(c, k=10, now=NOW)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(repeats):
+        for c in customers:
+            rec.recommend(c, k=10, now=NOW)
+    n = repeats * len(customers)
+    return (time.perf_counter() - wall) * 1000 / n, (time.process_time() - cpu) * 1000 / n
 
 
 def als_peer(frame: pd.DataFrame, customers: list[str]) -> dict[str, float]:
@@ -118,6 +132,17 @@ def real_catalog(store_path: Path | None, sample: int) -> None:
         print(f"  peer implicit-ALS recommend p50 {peer['p50_ms']:.2f} ms  p95 {peer['p95_ms']:.2f} ms")
         print(f"  ratio tailor warm p95 / ALS p95: x{ours['warm_p95_ms'] / max(peer['p95_ms'], 1e-9):.1f}")
         print(f"  target p95 <= 50 ms: warm {'met' if ours['warm_p95_ms'] <= 50 else 'NOT met'}")
+        from threadpoolctl import threadpool_limits
+
+        sampled = [str(c) for c in customers]
+        default_wall, default_cpu = cpu_per_call(rec, sampled)
+        with threadpool_limits(limits=1, user_api="blas"):
+            one_wall, one_cpu = cpu_per_call(rec, sampled)
+        print(
+            f"  warm call, BLAS threads as installed: wall {default_wall:.2f} ms, CPU {default_cpu:.2f} ms;"
+            f" one BLAS thread: wall {one_wall:.2f} ms, CPU {one_cpu:.2f} ms"
+            f" (CPU x{one_cpu / max(default_cpu, 1e-9):.2f}, wall x{one_wall / max(default_wall, 1e-9):.2f})"
+        )
         store.close()
 
 

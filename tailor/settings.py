@@ -81,7 +81,8 @@ class Settings(BaseSettings):
         ge=1,
         le=256,
         description="BLAS threads in the HTTP server. One request's matrix work is small: a second thread"
-        " mostly spins (33 against 19 ms of CPU a recommendation), CPU the other requests and a refit need.",
+        " mostly spins (a warm recommendation: 17.9 ms of CPU against 9.2 ms on one thread, in the same wall"
+        " time; benchmarks/recommend_latency.py), CPU that other requests and a refit need.",
     )
     refit_after_forget: bool = Field(
         True,
