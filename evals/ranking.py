@@ -30,6 +30,7 @@ from evals.protocol import (
     evaluate,
     holdout_cut,
     purchases_from_uci,
+    recall_at,
     temporal_split,
 )
 from retrieval.ranker import Ranker
@@ -41,6 +42,7 @@ __all__ = [
     "RankingEval",
     "beyond_accuracy",
     "rebuy_by_recency",
+    "recency_shift_bound",
     "reference_rankers",
     "uci_item_texts",
 ]
@@ -78,6 +80,40 @@ def rebuy_by_recency(
         n = int(sel.sum())
         if n:
             out[f"{lo}-{hi}"] = (n, float(hit[sel].mean()))
+    return out
+
+
+def recency_shift_bound(
+    ranker: Ranker,
+    split: Split,
+    *,
+    min_days: float = 240.0,
+    shifts: Sequence[float] = (0.0, 0.25, 0.5, 1.0),
+    k: int = 10,
+) -> dict[float, float]:
+    """Recall@``k`` on all purchases when the ranker's score of every candidate last bought ``min_days`` or
+    more before the cut is raised by each of ``shifts`` (log-odds), the rest unchanged.
+
+    It reads the test window's answers, so it is a bound, not a method: the most that ranking items bought a
+    year before any higher could add, whatever feature or prior did it. ``0.0`` is the ranker as it is.
+    """
+    if min(shifts, default=0.0) < 0.0:
+        raise DataError(f"shifts must be >= 0, got {list(shifts)}")
+    customers = split.evaluated("all")
+    if not customers:
+        raise DataError("the split has no evaluated customers")
+    scored = [ranker.score(c, k=len(ranker.item_ids)) for c in customers]
+    out: dict[float, float] = {}
+    for shift in shifts:
+        total = 0.0
+        for customer, items in zip(customers, scored, strict=True):
+            old = [it.features["days_last"] >= min_days for it in items]  # NaN (never bought) is False
+            # Ties keep the ranker's own order, so a zero shift gives back exactly its ranking.
+            order = sorted(
+                range(len(items)), key=lambda i: (-(items[i].score + (shift if old[i] else 0.0)), i)
+            )
+            total += recall_at([items[i].item_id for i in order[:k]], split.relevant(customer, "all"), k)
+        out[float(shift)] = total / len(customers)
     return out
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evals.protocol import evaluate, temporal_split
-from evals.ranking import reference_rankers
+from evals.protocol import evaluate, recall_at, temporal_split
+from evals.ranking import recency_shift_bound, reference_rankers
 from retrieval.features import FEATURES, History, build_candidates, fit_collab, item_stats
 from retrieval.ranker import Ranker, TreeEnsemble
 from tailor.errors import DataError, NotFoundError
@@ -198,3 +198,29 @@ def test_bad_inputs_are_named(shop: pd.DataFrame) -> None:
         Ranker().rank(["c0"])
     with pytest.raises(DataError, match="mixed shapes"):
         Ranker(max_iter=5).fit(shop, {"i1": np.ones(3), "i2": np.ones(4)}, now=CUT)
+
+
+def test_recency_shift_bound_reranks_only_the_old_purchases(shop: pd.DataFrame, fitted: Ranker) -> None:
+    split = temporal_split(shop, CUT)
+    ours = evaluate(split, lambda cs, new: fitted.rank(cs, new_only=new, k=20), "all")
+    bound = recency_shift_bound(fitted, split, min_days=0.0, shifts=(0.0, 1000.0))
+    assert bound[0.0] == pytest.approx(ours["recall@10"], abs=1e-12)
+    # Raising every item the customer ever bought by far more than any score gap puts all of them first, in
+    # the ranker's order, ahead of the items they never bought.
+    customers = split.evaluated("all")
+    full = fitted.rank(customers, k=len(fitted.item_ids))
+    bought = split.train.groupby("customer_id")["item_id"].agg(set)
+    expected = np.mean(
+        [
+            recall_at(
+                [i for i in ranked if i in bought[c]] + [i for i in ranked if i not in bought[c]],
+                split.relevant(c, "all"),
+                10,
+            )
+            for c, ranked in zip(customers, full, strict=True)
+        ]
+    )
+    assert bound[1000.0] == pytest.approx(expected, abs=1e-12)
+    assert bound[1000.0] != bound[0.0]
+    with pytest.raises(DataError, match="shifts"):
+        recency_shift_bound(fitted, split, shifts=(-0.5,))
