@@ -503,6 +503,8 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
         if not await run_in_threadpool(st.facade.store.has_customer, body.customer_id):
             raise NotFoundError("customer", body.customer_id)
         spec = body.model_dump(mode="json")
+        # Keys are scoped to the role, not the API key: a CRM that rotates its key between a request and its
+        # retry must still get the first job back, and one deployment serves one retailer.
         created = await run_in_threadpool(
             st.ops.create_job,
             "email",
