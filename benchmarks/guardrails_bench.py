@@ -6,7 +6,11 @@ demo store's (``var/tailor.db``, as ``make demo`` builds it) when there is one, 
 synthetic history, copy from the template writer or varied wordings, ``agent.compose`` for product lines,
 prices, links and footer), and checked in the rail context the agent builds: the whole catalog, the
 customer's events (views within the day among them), other customers in play, facts, links and footer.
-Target: p95 <= 20 ms per email on 2 cores."""
+Target: p95 <= 20 ms per email on 2 cores.
+
+Then each rail on hostile text (long runs of one or two characters, the shapes that make a regex read its
+input again from each position), at 1,000 and 16,000 characters: the worst shape's time and its growth, ×16
+where the rail reads in linear time, ×256 where in quadratic."""
 
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ from evals.make_redteam import render, scene, template_copy, varied_copy  # noqa
 from guardrails import grounding  # noqa: E402
 from guardrails.base import RailContext  # noqa: E402
 from guardrails.brand_config import load_brand  # noqa: E402
-from guardrails.runner import check_email  # noqa: E402
+from guardrails.runner import DEFAULT_RAILS, check_all, check_email  # noqa: E402
 from tailor.models import Item  # noqa: E402
 from tailor.store import Store  # noqa: E402
 
@@ -75,6 +79,29 @@ def _catalog() -> tuple[dict[str, Item], str]:
 
 # The peer: a single regex pass that finds prices, URLs and a few banned words, no context, no logic.
 _BASELINE = re.compile(r"£\d+\.\d{2}|https?://\S+|\b(?:act now|click here|guaranteed)\b", re.IGNORECASE)
+
+
+HOSTILE = ("a", "1", "@", "<", "-", ".", " ", "a-", "1-", "a@", "<a ", "a.", "£1", " on", "www.", "A ", "{{")
+
+
+def _hostile(ctx: RailContext, lengths: tuple[int, int] = (1000, 16000)) -> None:
+    """The slowest hostile shape per rail at each length, best of three runs (a shared machine is noisy)."""
+    print(f"hostile text, worst of {len(HOSTILE)} shapes (ms at {lengths[0]:,} / {lengths[1]:,} characters):")
+    for name, fn in DEFAULT_RAILS:
+        worst: list[tuple[float, str]] = []
+        for n in lengths:
+            times = []
+            for shape in HOSTILE:
+                text = (shape * (n // len(shape) + 1))[:n]
+                runs = [
+                    check_all(text, ctx, ((name, fn),), part="body", budget_ms=1e9)[0].elapsed_ms
+                    for _ in range(3)
+                ]
+                times.append((min(runs), shape))
+            worst.append(max(times))
+        (small, _), (large, shape) = worst
+        growth = large / max(small, 1e-3)
+        print(f"  {name:10s} {small:7.2f} / {large:8.2f} ms  growth x{growth:.0f}  ({shape!r})")
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -125,6 +152,7 @@ def main() -> None:
     print(f"all rails  p50={p50:.3f} ms  p95={p95:.3f} ms  (target p95 <= 20 ms: {p95 <= 20})")
     print(f"re scan    p50={b50:.3f} ms  p95={b95:.3f} ms")
     print(f"ratio rails/re  p50={p50 / b50:.1f}x  p95={p95 / b95:.1f}x")
+    _hostile(emails[0][1])
 
 
 if __name__ == "__main__":

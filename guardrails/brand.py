@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from functools import lru_cache
 
-from guardrails._text import phrase_pattern
+from guardrails._text import EMAIL, phrase_pattern
 from guardrails.base import Finding, RailContext, Verdict
 from guardrails.brand_config import BrandConfig, load_brand
 
@@ -18,7 +18,7 @@ __all__ = ["check", "name"]
 name = "brand"
 
 # Links, addresses and SKUs are not prose: "…/p/DCGSSBOY" is a product, not a raised voice.
-_NOT_PROSE = re.compile(r"(?:https?://|www\.)[^\s<>\"')\]]+|[\w.+-]+@[\w-]+(?:\.[\w-]+)+", re.IGNORECASE)
+_NOT_PROSE = re.compile(r"(?:https?://|www\.)[^\s<>\"')\]]+|" + EMAIL, re.IGNORECASE)
 _SHOUT = re.compile(r"\b[A-Z]{2,}(?:[\s,-]+[A-Z]{2,}){1,}\b")
 # One capitalised word of three letters or more ("WOW", "A MUST-HAVE") is already shouting.
 _SHOUT_WORD = re.compile(r"\b[A-Z]{3,}\b")
@@ -81,7 +81,8 @@ _OFFER = re.compile(
     r"free (?:delivery|shipping|gift|p&p|postage)|cashback|bogof|buy one get one)\b",
     re.IGNORECASE,
 )
-_TAG = re.compile(r"<[^>]*>")
+# No "<" inside a tag: a run of "<" with no ">" would otherwise be scanned again from each of them.
+_TAG = re.compile(r"<[^<>]*>")
 _URGENCY = re.compile(
     r"\b(?:only \d+ left|ends (?:today|tonight)|expires (?:today|tonight)|hurry)\b", re.IGNORECASE
 )

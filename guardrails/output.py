@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 
 from guardrails._text import LINK, link_host
 from guardrails.base import Finding, RailContext, Verdict
@@ -13,9 +14,29 @@ __all__ = ["check", "name"]
 name = "output"
 
 _SCRIPT = re.compile(r"<\s*(?:script|iframe|object|embed|form|style)\b", re.IGNORECASE)
-_HANDLER = re.compile(r"<[^>]+\son\w+\s*=", re.IGNORECASE)
+# What follows a "<", up to the next ">", that sets an event handler ("<img src=x onerror=…").
+_HANDLER_IN_TAG = re.compile(r"[^>]+\son\w+\s*=", re.IGNORECASE)
 _JS_URL = re.compile(r"(?:javascript|vbscript|data)\s*:", re.IGNORECASE)
 _REMOTE_IMG = re.compile(r"<\s*img\b[^>]*\bsrc\s*=\s*[\"']?https?://[^\"'\s>]*\?", re.IGNORECASE)
+
+
+def _event_handlers(text: str) -> Iterator[tuple[int, int]]:
+    """Spans of ``<`` … ``on…=`` within one tag, as ``re.finditer(r"<[^>]+\\son\\w+\\s*=")`` gives them.
+
+    That pattern, run as it is, reads from every ``<`` to the next ``>``: a run of ``<`` with no ``>`` costs
+    time in the square of its length. A later ``<`` before the same ``>`` sees less of the tag than an earlier
+    one, so it can match only if the earlier one did: each stretch is read once, from its first ``<``.
+    """
+    pos = 0
+    while (lt := text.find("<", pos)) >= 0:
+        gt = text.find(">", lt)
+        end = len(text) if gt < 0 else gt
+        m = _HANDLER_IN_TAG.match(text, lt + 1, end)
+        if m:
+            yield lt, m.end()
+            pos = m.end()
+        else:
+            pos = end
 
 
 def _domain_ok(url: str, allowed: tuple[str, ...]) -> bool:
@@ -28,12 +49,13 @@ def check(text: str, context: RailContext, *, part: str | None = None) -> Verdic
     findings: list[Finding] = []
     for pattern, rule, message in (
         (_SCRIPT, "active_html", "script-capable HTML"),
-        (_HANDLER, "event_handler", "an HTML event handler"),
         (_JS_URL, "script_url", "a script or data URL"),
         (_REMOTE_IMG, "tracking_image", "a remote image with a query string"),
     ):
         for m in pattern.finditer(text):
             findings.append(Finding(rule, message, m.start(), m.end(), part=part))
+    for begin, end in _event_handlers(text):
+        findings.append(Finding("event_handler", "an HTML event handler", begin, end, part=part))
     allowed = tuple(d.lower() for d in context.allowed_domains)
     # Links with a scheme, scheme-relative ones and bare ones ("www.shop.example", "shop.example/sale"): a
     # reader's mail client makes all of them clickable.

@@ -7,7 +7,7 @@ import re
 import time
 from datetime import timedelta
 
-from guardrails._text import phrase_pattern
+from guardrails._text import email_spans, phrase_pattern
 from guardrails.base import Finding, RailContext, Verdict
 from tailor.models import EventKind
 
@@ -15,7 +15,6 @@ __all__ = ["ID_TOKEN", "check", "id_pattern", "luhn_ok", "name"]
 
 name = "privacy"
 
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _PHONE = re.compile(r"(?<!\w)(?:\+\d{1,3}[\s.-]?)?(?:\(?\d{2,5}\)?[\s.-]?){2,4}\d{3,4}(?!\w)")
 _CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
 _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:\s?[A-Z0-9]{4}){2,7}(?:\s?[A-Z0-9]{1,3})?\b")
@@ -28,8 +27,12 @@ _STREET = re.compile(
 # (shorter numbers are counts and sizes far more often than customer ids).
 _ID_BEFORE = r"(?<![\w/£$€.,@])"
 _ID_AFTER = r"(?![\w/@%]|[.,:]\d)"
+# The look-aheads stop at 100 characters (the longest id the API accepts) and follow the first character's
+# test: unbounded, a long run of hyphens or "a-a-a-…" is read to its end from each of its positions.
 ID_TOKEN = re.compile(
-    _ID_BEFORE + r"(?:\d{5,}|(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[A-Za-z0-9][\w-]{2,})" + _ID_AFTER
+    _ID_BEFORE
+    + r"(?:\d{5,}|(?=[A-Za-z0-9])(?=[\w-]{0,99}\d)(?=[\w-]{0,99}[A-Za-z])[A-Za-z0-9][\w-]{2,})"
+    + _ID_AFTER
 )
 # 24-hour times ("14:32") and 12-hour ones, with a colon or a dot, the suffix joined or not ("9:14pm",
 # "9.14 a.m."). A dotted time needs its am/pm: "9.14" alone is a price or a size.
@@ -126,8 +129,8 @@ def check(text: str, context: RailContext, *, part: str | None = None) -> Verdic
     def add(rule: str, message: str, m: re.Match[str]) -> None:
         findings.append(Finding(rule, message, m.start(), m.end(), part=part))
 
-    for m in _EMAIL.finditer(text):
-        add("email_address", "an e-mail address", m)
+    for begin, end in email_spans(text):
+        findings.append(Finding("email_address", "an e-mail address", begin, end, part=part))
     for m in _CARD.finditer(text):
         digits = re.sub(r"\D", "", m.group())
         if 13 <= len(digits) <= 19 and luhn_ok(digits):
