@@ -220,9 +220,14 @@ def _invented(
         # A sentence's first word is capitalised whatever it is: it joins the name only if titles use it.
         first = words[0].start() if words else 0
         opens = first == 0 or bool(_SENTENCE_END.search(text[max(0, first - 3) : first]))
-        while keys and (keys[0] in _OPENERS or (opens and not any((keys[0],) in ix.parts for ix in indexes))):
-            keys, words = keys[1:], words[1:]
+        # Trimmed by an index, not by slicing at each word: "A A A …" thousands long would cost its square.
+        cut = 0
+        while cut < len(keys) and (
+            keys[cut] in _OPENERS or (opens and not any((keys[cut],) in ix.parts for ix in indexes))
+        ):
+            cut += 1
             opens = False
+        keys, words = keys[cut:], words[cut:]
         if len(keys) < 2 or not (keys[-1] in _PRODUCT_HEADS or any(keys[-1] in ix.heads for ix in indexes)):
             continue
         if any(tuple(keys) in ix.parts for ix in indexes):

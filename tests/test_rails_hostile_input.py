@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from guardrails import output, privacy
+from guardrails import grounding, output, privacy
 from guardrails._text import email_spans
 from tests.test_rails import ctx
 
@@ -65,10 +65,12 @@ def test_id_token_finds_the_same_tokens_as_the_plain_pattern() -> None:
         ("1", " write to ann.other@example.com", privacy, "email_address"),
         ("<", '<img src=x onerror="alert(1)">', output, "event_handler"),
         ("a-", " javascript:alert(1)", output, "script_url"),
+        ("A ", "Rustic Oak Candle Lantern", grounding, "invented_product"),
     ],
 )
 def test_what_follows_a_long_hostile_run_is_found(filler: str, tail: str, rail: object, rule: str) -> None:
     text = filler * 8000 + tail
-    verdict = rail.check(text, ctx(), part="body")  # type: ignore[attr-defined]
+    check = rail.check  # type: ignore[attr-defined]
+    verdict = check(text, ctx()) if rail is grounding else check(text, ctx(), part="body")
     assert not verdict.passed
     assert rule in {f.rule for f in verdict.findings}
