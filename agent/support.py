@@ -144,7 +144,7 @@ def _candidates(
     if ticket is not None:
         said = neutralize(ticket.text or "")
         order_id = ticket.order_id or (orders[-1].order_id if orders else None)
-        text, _ = render("support.j2", kind="resolve", ticket=said, order=order_id or "their last order")
+        text, _ = render("support.j2", kind="resolve", ticket=said, order=order_id or "")
         grounds = (_event_evidence(ticket, f"ticket of {ticket.timestamp:%Y-%m-%d}: {said[:120]}"),)
         order = next((o for o in reversed(orders) if ticket.order_id and o.order_id == ticket.order_id), None)
         if order is not None:
@@ -160,9 +160,7 @@ def _candidates(
     elif returns or orders:
         latest = max([*returns, *orders], key=lambda e: e.timestamp)
         what = "returned" if latest.kind is EventKind.RETURN else "ordered"
-        text, _ = render(
-            "support.j2", kind="resolve", ticket=asked[:200], order=latest.order_id or "their last order"
-        )
+        text, _ = render("support.j2", kind="resolve", ticket=asked[:200], order=latest.order_id or "")
         summary = f"{what} {_title(catalog, latest.item_id)} on {latest.timestamp:%Y-%m-%d}"
         if latest.order_id:
             summary += f" (order {latest.order_id})"

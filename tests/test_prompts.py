@@ -132,5 +132,8 @@ def test_explanation_and_support_snapshots() -> None:
     ev = Evidence(kind="repeat_purchase", summary="bought 4 times, last on 2011-11-02")
     expl, _ = render("explanation.j2", e=ev, title="Heart Holder")
     sup, _ = render("support.j2", kind="resolve", ticket="My mug arrived broken", order="536365")
-    snapshot("explanation_support.txt", expl + "---\n" + sup)
+    # A refund or ticket with no order id: "their last order", not "order their last order".
+    no_order, _ = render("support.j2", kind="resolve", ticket="Where is my parcel?", order="")
+    snapshot("explanation_support.txt", expl + "---\n" + sup + "---\n" + no_order)
     assert "bought 4 times" in expl and "536365" in sup
+    assert "for their last order." in no_order and "order their" not in no_order
