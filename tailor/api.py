@@ -206,6 +206,7 @@ class _Shell:
             await send(message)
 
         replay = receive
+        body = b""
         declared = dict(scope.get("headers") or []).get(b"content-length")
         too_large = declared is not None and declared.isdigit() and int(declared) > self.max_body
         if not too_large and scope["method"] in ("POST", "PUT", "PATCH"):
@@ -234,9 +235,13 @@ class _Shell:
 
                 replay = replay_receive
         try:
+            refused = None
             if too_large:
-                response = _error(413, "payload_too_large", f"request body exceeds {self.max_body} bytes")
-                await response(scope, receive, send_wrapper)
+                refused = _error(413, "payload_too_large", f"request body exceeds {self.max_body} bytes")
+            elif replay is not receive:
+                refused = _body_problem(scope, body)
+            if refused is not None:
+                await refused(scope, receive, send_wrapper)
             else:
                 await self.app(scope, replay, send_wrapper)
         except Exception as exc:
@@ -253,6 +258,23 @@ class _Shell:
             self.metrics.observe(
                 "tailor_http_request_duration_seconds", time.perf_counter() - started, {"route": template}
             )
+
+
+def _body_problem(scope: MutableMapping[str, Any], body: bytes) -> JSONResponse | None:
+    """What the JSON parser would only call "an error parsing the body", said plainly."""
+    if not body:
+        return None
+    raw = dict(scope.get("headers") or []).get(b"content-type", b"").decode("latin-1")
+    media = raw.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        got = repr(raw) if raw else "none"
+        message = f"send the body as JSON, with Content-Type: application/json (got {got})"
+        return _error(415, "unsupported_media_type", message)
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _error(400, "invalid_json", f"the body is not UTF-8 (byte {exc.start} is not valid there)")
+    return None
 
 
 # -- the app -------------------------------------------------------------------------------------
@@ -457,6 +479,8 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
         skipped: dict[str, int] = {}
         if is_segment(body):
             calls = body.get("batch", [body])
+            # A batch that is not a list is refused by ``from_segment``, with its field named.
+            calls = calls if isinstance(calls, list) else []
             ids = [str(c["userId"]) for c in calls if isinstance(c, dict) and c.get("userId") is not None]
             known = await run_in_threadpool(_known_customers, st, ids)
             mapped = from_segment(body, known)
@@ -503,8 +527,7 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
         if not await run_in_threadpool(st.facade.store.has_customer, body.customer_id):
             raise NotFoundError("customer", body.customer_id)
         spec = body.model_dump(mode="json")
-        # Keys are scoped to the role, not the API key: a CRM that rotates its key between a request and its
-        # retry must still get the first job back, and one deployment serves one retailer.
+        # Scoped to the API key, as jobs are (``_own_job``): a replay never hands one key's job to another.
         created = await run_in_threadpool(
             st.ops.create_job,
             "email",
@@ -512,7 +535,7 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
             spec,
             callback_url=body.callback_url,
             key_id=key.id,
-            idempotency=(f"email:{key.role}", idempotency_key, body_hash(spec)),
+            idempotency=(f"email:{key.id}", idempotency_key, body_hash(spec)),
         )
         if created.created:
             st.ops.audit(
@@ -525,10 +548,7 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
         return JSONResponse(
             {"job_id": created.job_id, "status": "queued", "links": _job_links(created.job_id)},
             status_code=202,
-            headers={
-                "Location": f"/v1/jobs/{created.job_id}",
-                "Idempotent-Replayed": "false" if created.created else "true",
-            },
+            headers=_job_headers(created.job_id, created.created),
         )
 
     @app.post("/v1/campaigns", tags=["crm"], status_code=202)
@@ -552,9 +572,7 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
             spec,
             callback_url=body.callback_url,
             key_id=key.id,
-            idempotency=(f"campaign:{key.role}", idempotency_key, body_hash(spec))
-            if idempotency_key
-            else None,
+            idempotency=(f"campaign:{key.id}", idempotency_key, body_hash(spec)) if idempotency_key else None,
         )
         if created.created:
             st.ops.audit(
@@ -568,7 +586,7 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
         return JSONResponse(
             {"job_id": job.id, "status": "queued", "total": job.total, "links": _job_links(job.id)},
             status_code=202,
-            headers={"Location": f"/v1/jobs/{job.id}"},
+            headers=_job_headers(job.id, created.created),
         )
 
     @app.get("/v1/jobs/{job_id}", tags=["crm"])
@@ -712,6 +730,11 @@ def _model_call(facade: Facade, name: str) -> Callable[[], Any]:
     if call is None:
         raise ApiError(501, "not_implemented", f"this service has no fitted model to manage ({name})")
     return call
+
+
+def _job_headers(job_id: str, created: bool) -> dict[str, str]:
+    # A replay gets the first answer again (the job's state now is behind ``Location``), marked as a replay.
+    return {"Location": f"/v1/jobs/{job_id}", "Idempotent-Replayed": "false" if created else "true"}
 
 
 def _own_job(st: _State, key: ApiKey, job_id: str) -> None:

@@ -99,7 +99,11 @@ def to_trigger(spec: TriggerSpec) -> Any:
 
 
 def check_callback_url(url: str, allowed: Sequence[str]) -> str:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - read for its check: a port that is not a number in 0-65535 raises here
+    except ValueError as exc:
+        raise DataError(f"callback_url {url!r} is not a valid URL: {exc}") from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise DataError(f"callback_url {url!r} is not an http(s) URL")
     if parts.hostname not in allowed:
@@ -274,12 +278,12 @@ class JobRunner:
                 check_callback_url(job.callback_url, self.settings.callback_hosts)
                 response = httpx.post(job.callback_url, json=payload, timeout=5.0)
                 response.raise_for_status()
-            except (httpx.HTTPError, DataError) as exc:
+            except Exception as exc:  # one job's callback must never hold up the others'
                 tries += 1
-                status = (
-                    "failed" if tries >= _CALLBACK_TRIES or isinstance(exc, DataError) else f"retry:{tries}"
-                )
-                log.warning("callback for job %s failed (%s): %s", job_id, status, type(exc).__name__)
+                # Only a network or HTTP failure may pass on a retry; a URL that cannot be sent to never will.
+                retry = isinstance(exc, httpx.HTTPError) and tries < _CALLBACK_TRIES
+                status = f"retry:{tries}" if retry else "failed"
+                log.warning("callback for job %s failed (%s): %s", job_id, status, describe(exc))
                 self.ops.set_callback_status(job_id, status)
                 if status != "failed":
                     time.sleep(min(0.2 * 2**tries, 2.0))

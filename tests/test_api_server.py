@@ -199,6 +199,21 @@ def test_malformed_invalid_and_oversized_bodies(
             yield b" " * 50_000
 
     _error(client.post("/v1/events", headers=raw, content=chunks()), 413, "payload_too_large")
+    # A body that is not JSON is named for what it is, not "an error parsing the body".
+    events = json.dumps({"events": [], "customers": []}).encode()
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+        headers = {**crm, **({"Content-Type": content_type} if content_type else {})}
+        r = client.post("/v1/events", headers=headers, content=events)
+        message = _error(r, 415, "unsupported_media_type")["message"]
+        assert "Content-Type: application/json" in message and str(content_type or "none") in message
+    err = _error(client.post("/v1/events", headers=raw, content=b'{"events": ["\xff"]}'), 400, "invalid_json")
+    assert "not UTF-8" in err["message"]
+    # JSON media types with parameters or a +json suffix are JSON: these reach the handler, which refuses
+    # an empty batch for what it is.
+    for content_type in ("application/json; charset=utf-8", "application/vnd.tailor+json"):
+        headers = {**crm, "Content-Type": content_type}
+        err = _error(client.post("/v1/events", headers=headers, content=events), 422, "invalid_data")
+        assert "nothing to ingest" in err["message"]
     _error(
         client.put("/v1/customers/100/consent", headers=crm, json={"marketing_email": "maybe"}),
         422,
@@ -335,6 +350,10 @@ def test_segment_batch_skips_unused_calls_and_is_ingested_whole_or_not_at_all(
     )
     assert err["field"] == "batch[2].properties.products[0].quantity"
     assert "segment:3:" in err["message"] and "negative" in err["message"]
+    for not_a_list in (None, 5, "calls", {}):
+        r = client.post("/v1/events", headers=crm, json={"batch": not_a_list})
+        err = _error(r, 422, "invalid_record")
+        assert err["field"] == "batch" and "non-empty list" in err["message"]
     assert not known("951")
     # A well-formed batch that refers to a customer nobody identified: the new profile is not kept either.
     _error(
@@ -534,6 +553,13 @@ def test_campaign_by_country_segment(server: tuple[ServerProcess, httpx.Client],
     crm, _ = keys
     r = client.post("/v1/campaigns", headers=crm, json={"segment": {"country": "france"}})
     assert r.status_code == 202 and r.json()["total"] == 2  # customers 102 and 105, matched case-blind
+    assert r.headers["Idempotent-Replayed"] == "false"
+    # With an Idempotency-Key, the retry is the same campaign, and says so.
+    keyed = {**crm, "Idempotency-Key": "fr-1"}
+    first = client.post("/v1/campaigns", headers=keyed, json={"segment": {"country": "france"}})
+    retry = client.post("/v1/campaigns", headers=keyed, json={"segment": {"country": "france"}})
+    assert first.json()["job_id"] == retry.json()["job_id"] != r.json()["job_id"]
+    assert (first.headers["Idempotent-Replayed"], retry.headers["Idempotent-Replayed"]) == ("false", "true")
     _error(
         client.post("/v1/campaigns", headers=crm, json={"segment": {"country": "Atlantis"}}),
         422,
@@ -675,7 +701,16 @@ def test_jobs_are_visible_to_their_key_only(server: tuple[ServerProcess, httpx.C
     assert client.get(f"/v1/jobs/{job_id}", headers=crm).status_code == 200
     _error(client.get(f"/v1/jobs/{job_id}", headers=other), 404, "not_found")
     _error(client.get(f"/v1/jobs/{job_id}/results", headers=other), 404, "not_found")
-    # The idempotency key is per role scope, but the replayed job still belongs to the first key.
+    # Idempotency keys are scoped to the API key, as jobs are: the same key from another API key is another
+    # request, and never hands over the first key's job.
+    same = {"customer_id": "100", "trigger": {"kind": "browse"}}
+    theirs = client.post("/v1/triggers/email", headers={**other, "Idempotency-Key": "mine-1"}, json=same)
+    assert theirs.status_code == 202 and theirs.headers["Idempotent-Replayed"] == "false"
+    assert theirs.json()["job_id"] != job_id
+    assert client.get(f"/v1/jobs/{theirs.json()['job_id']}", headers=other).status_code == 200
+    # The owner's replay is the same job, marked as a replay.
+    again = client.post("/v1/triggers/email", headers={**crm, "Idempotency-Key": "mine-1"}, json=same)
+    assert again.json()["job_id"] == job_id and again.headers["Idempotent-Replayed"] == "true"
     _error(client.get("/v1/jobs/job_nope", headers=crm), 404, "not_found")
 
 

@@ -29,6 +29,7 @@ from tailor.settings import Settings
 from tailor.store import Store
 from tests.openai_endpoint import chat, fail, scripted_endpoint
 from tests.server import Outcome, seed_store
+from tests.test_api_server import ScriptedHTTP
 
 GOOD_COPY = EmailCopy(subject="s", preheader="p", intro="i", reasons={})
 ANN = Customer(id="100", first_name="Ann", email="ann@example.test", country="United Kingdom")
@@ -363,6 +364,44 @@ def test_callback_urls_must_be_http_to_an_allowed_host() -> None:
         check_callback_url("http://169.254.169.254/latest", ["127.0.0.1"])
     with pytest.raises(DataError, match="not an http"):
         check_callback_url("file:///etc/passwd", ["127.0.0.1"])
+    # URLs no client could send to are refused when the job is asked for, not found out at delivery.
+    for url in ("http://[::1/x", "http://127.0.0.1:abc/x", "http://127.0.0.1:99999/x"):
+        with pytest.raises(DataError, match="is not a valid URL"):
+            check_callback_url(url, ["127.0.0.1"])
+
+
+def test_a_callback_that_cannot_be_sent_fails_alone(tmp_path: Path, settings: Settings) -> None:
+    ops = Ops(tmp_path / "ops.db")
+    store = Store(tmp_path / "tailor.db")
+    email = Email(
+        customer_id="100",
+        action="browse",
+        subject="s",
+        preheader="",
+        body_text="b",
+        body_html="b",
+        products=(),
+        writer="template",
+    )
+    facade = _ScriptedEmails(store, settings, [Outcome(email=email), Outcome(email=email)])
+    runner = JobRunner(facade, ops, facade.settings)  # type: ignore[arg-type]
+    sink = ScriptedHTTP(script=["ok"])
+    try:
+        spec = {"trigger": {"kind": "browse"}}
+        # Stored before URLs were checked for their port: delivery raises httpx.InvalidURL, which is no
+        # HTTPError. The runner gives up on this callback, and goes on to the next job's.
+        bad = ops.create_job("email", ["100"], spec, callback_url="http://127.0.0.1:abc/x").job_id
+        good = ops.create_job("email", ["100"], spec, callback_url=sink.url + "/hook").job_id
+        assert runner.run_once() and runner.run_once()
+        runner.deliver_callbacks()
+        assert ops.get_job(bad).callback_status == "failed"
+        assert ops.get_job(good).callback_status == "delivered"
+        assert [p["job"]["id"] for p in sink.posts] == [good] and sink.overruns == 0
+        assert ops.jobs_needing_callback() == []
+    finally:
+        sink.close()
+        ops.close()
+        store.close()
 
 
 # -- the runner over the real Tailor: the agent, the store, the ops database ----------------------------
