@@ -300,6 +300,19 @@ def test_token_bucket_refuses_past_the_burst_and_says_when_to_retry() -> None:
     assert buckets.take("other") == 0.0
 
 
+def _plain_email(customer_id: str) -> Email:
+    return Email(
+        customer_id=customer_id,
+        action="browse",
+        subject="s",
+        preheader="",
+        body_text="b",
+        body_html="b",
+        products=(),
+        writer="template",
+    )
+
+
 class _ScriptedEmails:
     """Answers ``email`` from a script: an exception to raise or an outcome; running out is a failure."""
 
@@ -325,16 +338,7 @@ class _ScriptedEmails:
 def test_runner_defers_while_qdrant_is_down_then_finishes(tmp_path: Path, settings: Settings) -> None:
     ops = Ops(tmp_path / "ops.db")
     store = Store(tmp_path / "tailor.db")
-    email = Email(
-        customer_id="100",
-        action="browse",
-        subject="s",
-        preheader="",
-        body_text="b",
-        body_html="b",
-        products=(),
-        writer="template",
-    )
+    email = _plain_email("100")
     refusal = Refusal(customer_id="200", reason="no_marketing_consent", detail="opted out")
     script: list[object] = [
         VectorStoreError("connection refused"),
@@ -373,16 +377,7 @@ def test_callback_urls_must_be_http_to_an_allowed_host() -> None:
 def test_a_callback_that_cannot_be_sent_fails_alone(tmp_path: Path, settings: Settings) -> None:
     ops = Ops(tmp_path / "ops.db")
     store = Store(tmp_path / "tailor.db")
-    email = Email(
-        customer_id="100",
-        action="browse",
-        subject="s",
-        preheader="",
-        body_text="b",
-        body_html="b",
-        products=(),
-        writer="template",
-    )
+    email = _plain_email("100")
     facade = _ScriptedEmails(store, settings, [Outcome(email=email), Outcome(email=email)])
     runner = JobRunner(facade, ops, facade.settings)  # type: ignore[arg-type]
     sink = ScriptedHTTP(script=["ok"])
