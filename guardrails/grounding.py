@@ -281,8 +281,12 @@ def _title_indexes(catalog: Mapping[str, Item]) -> tuple[PhraseIndex, ...]:
             item for k, item in catalog.items() if (old := ref.get(k)) is None or old.title != item.title
         ]
         # A base the catalog mostly shares: its titles and the few the catalog adds. A base title the
-        # catalog no longer has can only be flagged as a product outside the plan: failing closed.
-        if len(added) <= max(64, len(catalog) // 10):
+        # catalog no longer has can only be flagged as a product outside the plan: failing closed. Both
+        # ways "mostly": a small catalog of other items is not a variant of a big warmed one, and checked
+        # over its titles it would find its own short titles "invented", unlike in a process that warmed
+        # nothing.
+        kept = len(catalog) - len(added)
+        if len(added) <= max(64, len(catalog) // 10) and kept >= len(ref) - max(64, len(ref) // 10):
             found = (*indexes, _build(added)) if added else indexes
             break
     if found is None:

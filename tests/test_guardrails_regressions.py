@@ -277,6 +277,21 @@ def test_a_copy_of_a_warmed_catalog_with_one_more_item_finds_that_item() -> None
     assert [text[f.start : f.end] for f in verdict.findings] == ["Pastel Owl Cake Tin"]
 
 
+def test_a_small_catalog_is_checked_alike_whatever_catalog_was_warmed_before() -> None:
+    def item(n: int, title: str) -> Item:
+        return Item(
+            id=f"L{n}", title=title, category="Home", price=2.0, url=f"https://example-retail.test/p/L{n}"
+        )
+
+    small = {"L1": item(1, "Lantern 1"), "L2": item(2, "Lantern 2")}  # titles too short to be indexed
+    text = "Lantern 1 is often bought by customers who also bought Lantern 2."
+    alone = grounding.check(text, _ctx(catalog=dict(small), plan_item_ids=("L1",)))
+    # Its titles end in "1" and "2" as "Lantern 1" does, and none holds the words "Lantern 1".
+    grounding.warm({f"L{n}": item(n, f"Glass Vase Model {n} Size {1 + n % 2}") for n in range(10, 400)})
+    after = grounding.check(text, _ctx(catalog=dict(small), plan_item_ids=("L1",)))
+    assert alone.passed and after.passed, after.findings
+
+
 @pytest.mark.parametrize(
     ("text", "invented"),
     [
