@@ -21,7 +21,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from tailor.errors import BackendError, ConsentError, DataError, NotFoundError
+from tailor.errors import BackendError, ConsentError, DataError, NotFoundError, TailorError
 from tailor.importer import ImportReport, import_dir
 from tailor.logs import describe
 from tailor.models import Consent, Customer, Event, EventKind, Explanation, Recommendation
@@ -68,7 +68,9 @@ class Refits:
         try:
             yield
         except Exception as exc:
-            self.error = describe(exc)
+            # Tailor's own errors say why in words meant for the operator (and carry no profile data);
+            # anything else is named by type and place only, as the logs name it.
+            self.error = f"{type(exc).__name__}: {exc}" if isinstance(exc, TailorError) else describe(exc)
             raise
         else:
             self.error = None
