@@ -38,7 +38,7 @@ from tailor.errors import (
 from tailor.jobs import Facade, JobRunner, TriggerSpec, check_callback_url
 from tailor.logs import describe, quiet_libraries
 from tailor.metrics import Metrics
-from tailor.models import Consent, Customer, Event
+from tailor.models import MAX_ID_LENGTH, Consent, Customer, Event
 from tailor.ops import ApiKey, Ops, body_hash
 from tailor.segment import from_segment, is_segment
 from tailor.settings import Settings
@@ -52,7 +52,7 @@ ASGIApp = Callable[
     Awaitable[None],
 ]
 
-_CustomerId = Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[^/\s]+$")]
+_CustomerId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[^/\s]+$")]
 
 
 class ApiError(Exception):
@@ -100,7 +100,7 @@ class _In(BaseModel):
 
 
 class EmailTriggerIn(_In):
-    customer_id: str = Field(min_length=1, max_length=100)
+    customer_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     trigger: TriggerSpec
     callback_url: str | None = Field(None, max_length=2000)
 
@@ -116,14 +116,14 @@ class CampaignIn(_In):
 
 
 class SupportIn(_In):
-    customer_id: str = Field(min_length=1, max_length=100)
+    customer_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     question: str = Field(min_length=1, max_length=4000)
 
 
 class FeedbackIn(_In):
-    customer_id: str = Field(min_length=1, max_length=100)
+    customer_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     signal: Literal["open", "click", "purchase", "unsubscribe", "complaint", "thumbs_up", "thumbs_down"]
-    item_id: str | None = Field(None, max_length=100)
+    item_id: str | None = Field(None, max_length=MAX_ID_LENGTH)
     job_id: str | None = Field(None, max_length=100)
     note: str | None = Field(None, max_length=2000)
 
@@ -136,7 +136,10 @@ class EventsIn(_In):
 # -- response bodies -----------------------------------------------------------------------------
 class EventsOut(BaseModel):
     ingested: dict[str, int] = Field(description="What the store wrote, as the service counts it.")
-    events: int = Field(description="Events ingested.")
+    events: int = Field(description="Events received, as mapped from the body (`ingested.events`: written).")
+    duplicates: int = Field(
+        0, description="Events not written again: already stored, or repeated in the body, unchanged."
+    )
     customers: int = Field(description="Customer profiles created or updated.")
     accepted: int = Field(description="Segment calls (or native records) that were ingested.")
     skipped: dict[str, int] = Field(
@@ -500,7 +503,11 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
             if skipped:
                 # Only calls Tailor does not use: a success for the sender, who must not retry them.
                 return EventsOut(
-                    ingested={"events": 0, "customers": 0}, events=0, customers=0, accepted=0, skipped=skipped
+                    ingested={"events": 0, "duplicates": 0, "customers": 0},
+                    events=0,
+                    customers=0,
+                    accepted=0,
+                    skipped=skipped,
                 )
             raise DataError("nothing to ingest: no events and no customers")
         counts = await run_in_threadpool(st.facade.ingest, events, customers)
@@ -509,6 +516,7 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
         return EventsOut(
             ingested=dict(counts),
             events=len(events),
+            duplicates=counts.get("duplicates", 0),
             customers=len(customers),
             accepted=accepted,
             skipped=skipped,
@@ -689,7 +697,7 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
         request: Request,
         key: Support,
         customer_id: _CustomerId,
-        item_id: Annotated[str, Path(min_length=1, max_length=100)],
+        item_id: Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH)],
     ) -> dict[str, Any]:
         st = _state(request)
         explanation = await run_in_threadpool(st.facade.why, customer_id, item_id)

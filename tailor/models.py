@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, time
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
+    "EARLIEST",
+    "FROM_STORE",
+    "LATEST",
+    "MAX_ID_LENGTH",
     "Consent",
     "Customer",
+    "CustomerId",
     "Email",
     "EmailProduct",
     "Event",
@@ -19,6 +33,7 @@ __all__ = [
     "Explanation",
     "ExplanationSentence",
     "Item",
+    "ItemId",
     "QuietHours",
     "Recommendation",
     "Refusal",
@@ -36,9 +51,79 @@ def _non_blank(value: str) -> str:
 NonBlank = Annotated[str, AfterValidator(_non_blank)]
 
 
-def _aware(value: datetime) -> datetime:
+# The validation context the store reads its own rows with. The rules below on ids and timestamps are
+# for what comes in: a row stored before a rule existed must stay readable, or it could not even be
+# forgotten (``tailor forget`` reads the customer first).
+FROM_STORE: Final[dict[str, Any]] = {"tailor_from_store": True}
+
+
+def _from_store(info: ValidationInfo) -> bool:
+    return isinstance(info.context, dict) and bool(info.context.get("tailor_from_store"))
+
+
+# What the HTTP routes that name a customer or an item accept (``tailor.api``: ``_CustomerId`` and the
+# item path parameter). An id they refuse could be stored but never reached again: not deleted, not
+# given consent, not explained.
+MAX_ID_LENGTH = 100
+_SPACE = re.compile(r"\s")
+
+
+def _reachable_id(value: str, info: ValidationInfo, *, spaces: bool) -> str:
+    if _from_store(info):
+        return value
+    if len(value) > MAX_ID_LENGTH:
+        raise ValueError(
+            f"must be at most {MAX_ID_LENGTH} characters (got {len(value)}), or the HTTP routes cannot "
+            "name it"
+        )
+    # A route's path segment ends at "/", even one sent as %2F: such an id never reaches its route.
+    if "/" in value:
+        raise ValueError("must not contain '/', or the HTTP routes cannot name it")
+    if not spaces and _SPACE.search(value):
+        raise ValueError("must not contain whitespace, or the HTTP routes cannot name it")
+    return value
+
+
+def _customer_id(value: str, info: ValidationInfo) -> str:
+    return _reachable_id(_non_blank(value), info, spaces=False)
+
+
+def _item_id(value: str, info: ValidationInfo) -> str:
+    # The item route has no whitespace rule (a space arrives as %20), so a catalog's "SKU 12" stays valid.
+    return _reachable_id(_non_blank(value), info, spaces=True)
+
+
+CustomerId = Annotated[str, AfterValidator(_customer_id)]
+ItemId = Annotated[str, AfterValidator(_item_id)]
+
+# A customer's purchases become ranker features in nanoseconds since the epoch (years 1677 to 2262): one
+# purchase dated 1600 made every later recommendation for its customer fail. These bounds keep clear of
+# that range, with room for date arithmetic around "now", and hold any real retail history.
+EARLIEST: Final = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST: Final = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def _aware(value: datetime, info: ValidationInfo) -> datetime:
     # Naive timestamps are taken as UTC so that every comparison in Tailor is between aware datetimes.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    else:
+        try:
+            value = value.astimezone(UTC)
+        except OverflowError:
+            # 0001-01-01T00:00+01:00 is in year 0 in UTC, which datetime cannot hold; pydantic would let
+            # the OverflowError through as a crash, not as this field's error.
+            raise ValueError(_out_of_range()) from None
+    if not (EARLIEST <= value < LATEST) and not _from_store(info):
+        raise ValueError(_out_of_range())
+    return value
+
+
+def _out_of_range() -> str:
+    return (
+        f"is out of range: timestamps must be from {EARLIEST:%Y-%m-%d} to before {LATEST:%Y-%m-%d} "
+        "once converted to UTC"
+    )
 
 
 UTCDateTime = Annotated[datetime, AfterValidator(_aware)]
@@ -57,7 +142,7 @@ class _Model(BaseModel):
 
 
 class Item(_Model):
-    id: NonBlank
+    id: ItemId
     title: NonBlank
     description: str = ""
     category: NonBlank
@@ -92,7 +177,7 @@ class QuietHours(_Model):
 
 
 class Customer(_Model):
-    id: NonBlank
+    id: CustomerId
     first_name: NonBlank
     email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
     country: NonBlank
@@ -118,9 +203,9 @@ _ITEM_KINDS = {EventKind.VIEW, EventKind.ADD_TO_CART, EventKind.PURCHASE, EventK
 
 class Event(_Model):
     id: str | None = Field(None, description="Stable id; assigned by the store when absent.")
-    customer_id: NonBlank
+    customer_id: CustomerId
     kind: EventKind
-    item_id: str | None = None
+    item_id: ItemId | None = None
     # Bounded so that a typo cannot overflow SQLite's 64-bit integers (a 500) or skew every aggregate.
     quantity: int | None = Field(None, ge=0, le=1_000_000_000)
     value: float | None = Field(None, allow_inf_nan=False, ge=-1e12, le=1e12)

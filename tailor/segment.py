@@ -8,9 +8,14 @@ cost the batch. A malformed call (no user, a field of the wrong type, a known ev
 fails the whole batch with an error naming its position and field, before anything is returned to be
 written: a batch is ingested whole or not at all.
 
-Event ids derive from Segment's ``messageId``, so a redelivered call is stored once. A product's ``price``
-is a unit price in Segment and an event's ``value`` is what the line cost in Tailor (as in the UCI import),
-so ``value`` is ``price`` times ``quantity``.
+Event ids derive from Segment's ``messageId``, so a redelivered call is stored once. A messageId names one
+call: sent again for another user or another event, in the same batch or later, it is a conflict and the
+batch is refused (``tailor.store``), never folded into the earlier call's customer. A call without
+``timestamp`` or ``sentAt`` is dated when its body arrives, so only its redelivery within that body is the
+same call; a sender that retries later must send a timestamp.
+
+A product's ``price`` is a unit price in Segment and an event's ``value`` is what the line cost in Tailor
+(as in the UCI import), so ``value`` is ``price`` times ``quantity``.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tailor.errors import RecordError
+from tailor.errors import ConflictError, RecordError
 from tailor.models import Customer, Event, EventKind
 
 __all__ = ["CALL_TYPES", "TRACK_EVENTS", "SegmentResult", "from_segment", "is_segment"]
@@ -106,11 +111,15 @@ def _object(call: Mapping[str, Any], name: str, at: _At) -> Mapping[str, Any]:
     return value
 
 
-def _timestamp(call: Mapping[str, Any], at: _At) -> datetime:
-    name = "timestamp" if call.get("timestamp") is not None else "sentAt"
+def _time_field(call: Mapping[str, Any]) -> str:
+    return "timestamp" if call.get("timestamp") is not None else "sentAt"
+
+
+def _timestamp(call: Mapping[str, Any], at: _At, received: datetime) -> datetime:
+    name = _time_field(call)
     raw = call.get(name)
     if raw is None:
-        return datetime.now(UTC)
+        return received
     if not isinstance(raw, str):
         raise at.fail(f"{name} must be an ISO 8601 string", name)
     try:
@@ -177,10 +186,10 @@ def _product_fields(where: str) -> dict[str, str]:
     return {"item_id": f"{where}.product_id", "quantity": f"{where}.quantity", "value": f"{where}.price"}
 
 
-def _track(call: Mapping[str, Any], kind: EventKind, user: str, at: _At) -> list[Event]:
+def _track(call: Mapping[str, Any], kind: EventKind, user: str, at: _At, received: datetime) -> list[Event]:
     name = str(call["event"])
     props = _object(call, "properties", at)
-    base: dict[str, Any] = {"customer_id": user, "kind": kind, "timestamp": _timestamp(call, at)}
+    base: dict[str, Any] = {"customer_id": user, "kind": kind, "timestamp": _timestamp(call, at, received)}
     # Where each Event field came from, so a validation error names the caller's field, not Tailor's;
     # "" is an error of the whole event (a model validator's).
     rows: list[tuple[dict[str, Any], dict[str, str]]]
@@ -215,7 +224,7 @@ def _track(call: Mapping[str, Any], kind: EventKind, user: str, at: _At) -> list
         except ValidationError as exc:
             err = exc.errors()[0]
             loc = ".".join(str(x) for x in err["loc"])
-            path = {"timestamp": "timestamp", "customer_id": "userId", **fields}.get(loc) or loc or None
+            path = {"timestamp": _time_field(call), "customer_id": "userId", **fields}.get(loc) or loc or None
             raise at.fail(err["msg"], path, record=message_id or None) from exc
     return events
 
@@ -256,7 +265,7 @@ def _identify(call: Mapping[str, Any], user: str, at: _At, known: Mapping[str, C
         err = exc.errors()[0]
         loc = [str(x) for x in err["loc"]]
         head = loc[0] if loc else ""
-        path = origin.get(head) or (f"traits.{'.'.join(loc)}" if loc else None)
+        path = {**origin, "id": "userId"}.get(head) or (f"traits.{'.'.join(loc)}" if loc else None)
         hint = "a new customer needs traits firstName, email and country" if existing is None else None
         raise at.fail(err["msg"], path, record=user, hint=hint) from exc
 
@@ -296,8 +305,25 @@ def _envelope(call: Mapping[str, Any], at: _At) -> tuple[str, str | None]:
     for name in ("properties", "traits"):
         _object(call, name, at)
     _text(call.get("messageId"), at, "messageId")
-    _timestamp(call, at)
+    _timestamp(call, at, datetime.now(UTC))
     return str(kind), user
+
+
+def _check_reuse(event: Event, at: _At, message_id: str, first: dict[str, tuple[Event, _At]]) -> None:
+    """Refuse a messageId that an earlier call of the batch used for another event, naming both calls (the
+    store would refuse the batch too, but could name neither call)."""
+    if event.id is None:
+        return
+    earlier, where = first.setdefault(event.id, (event, at))
+    if where == at or earlier == event:
+        return
+    fields = [f for f in Event.model_fields if getattr(earlier, f) != getattr(event, f)]
+    # Only the names of the fields: the earlier call may be another customer's.
+    raise ConflictError(
+        f"{at.prefix}messageId {message_id!r} was used by {where.prefix.rstrip('.')} for an event with a "
+        f"different {', '.join(fields)}; nothing of the batch was written",
+        hint="a messageId names one call: redeliver a call unchanged, or give another call its own",
+    )
 
 
 def from_segment(body: Mapping[str, Any], known: Mapping[str, Customer]) -> SegmentResult:
@@ -314,6 +340,9 @@ def from_segment(body: Mapping[str, Any], known: Mapping[str, Customer]) -> Segm
         calls, in_batch = [body], False
     out = SegmentResult()
     seen: dict[str, Customer] = dict(known)
+    # One arrival time for the body: a call redelivered within it, without a timestamp, is the same call.
+    received = datetime.now(UTC)
+    first: dict[str, tuple[Event, _At]] = {}
     for n, call in enumerate(calls):
         at = _At(n + 1, f"batch[{n}]." if in_batch else "")
         if not isinstance(call, Mapping):
@@ -325,7 +354,9 @@ def from_segment(body: Mapping[str, Any], known: Mapping[str, Customer]) -> Segm
             continue
         assert user is not None  # a call with no userId has a skip reason
         if kind == "track":
-            out.events.extend(_track(call, TRACK_EVENTS[str(call["event"])], user, at))
+            for event in _track(call, TRACK_EVENTS[str(call["event"])], user, at, received):
+                _check_reuse(event, at, _text(call.get("messageId"), at, "messageId") or "", first)
+                out.events.append(event)
         else:
             customer = _identify(call, user, at, seen)
             seen[customer.id] = customer

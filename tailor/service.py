@@ -534,7 +534,13 @@ class Tailor:
 
     # -- changes ----------------------------------------------------------------------------------
     def ingest(self, events: Sequence[Event], customers: Sequence[Customer] = ()) -> dict[str, int]:
-        """Store new events (and profiles) and update each customer's taste and history at once."""
+        """Store new events (and profiles) and update each customer's taste and history at once.
+
+        Returns what was done: ``events`` written, ``duplicates`` not written because they were stored
+        already or repeated in the batch, unchanged; ``customers`` profiles written, ``updated_customers``
+        whose taste and history were refreshed, ``observed`` events new to the in-memory recommender.
+        An event whose id is stored (or repeated) with other content refuses the batch (ConflictError).
+        """
         from retrieval.indexer import update_customer
 
         with self._lock:
@@ -549,14 +555,18 @@ class Tailor:
                     )
             for item_id in dict.fromkeys(e.item_id for e in events if e.item_id is not None):
                 self.store.get_item(item_id)
-            ids = self.store.add_customers_and_events(customers, events)
-            stored = [e.model_copy(update={"id": i}) for e, i in zip(events, ids, strict=True)]
-            observed = self._recommender.observe(stored) if self._recommender is not None else 0
+            written = self.store.add_batch(customers, events)
+            # Only what the store wrote: the recommender's state must hold the stored event under its id,
+            # never an incoming one the store did not take (it could name another customer's event). A
+            # conflict has raised in add_batch by now, before anything was written or observed.
+            observed = self._recommender.observe(written.new) if self._recommender is not None else 0
+            # Duplicates' customers too: a re-send after a failed update (Qdrant down) finishes that update.
             touched = sorted({e.customer_id for e in events})
             for customer_id in touched:
                 update_customer(self.store, self.vectors, self.embedder, customer_id)
         return {
-            "events": len(ids),
+            "events": len(written.new),
+            "duplicates": written.duplicates,
             "customers": len(customers),
             "updated_customers": len(touched),
             "observed": observed,

@@ -2,6 +2,9 @@
 
 SQLite is the system of record for what the retailer told us; Qdrant holds the vectors derived from it.
 Writes are transactional per call, so a failed import leaves nothing half-written.
+
+An event id names one event. An event sent again unchanged is a duplicate and is not written twice; one
+sent under a stored id (or twice in a batch) with other content is a conflict, and its batch is refused.
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ from typing import Any
 
 import pandas as pd
 
-from tailor.errors import DataError, NotFoundError
-from tailor.models import Customer, Event, EventKind, Item
+from tailor.errors import ConflictError, DataError, NotFoundError
+from tailor.models import FROM_STORE, Customer, Event, EventKind, Item
 
-__all__ = ["CustomerFacts", "Store"]
+__all__ = ["CustomerFacts", "EventsWritten", "Store"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -76,14 +79,67 @@ def _count_change(db: sqlite3.Connection, kind: str, n: int) -> None:
         )
 
 
-def _insert_events(db: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+# What defines an event, in the order of its row after the id: two events under one id must agree on all.
+_EVENT_FIELDS = ("customer_id", "kind", "item_id", "quantity", "value", "text", "timestamp", "order_id")
+_TS = 1 + _EVENT_FIELDS.index("timestamp")
+
+
+def _differences(a: tuple[Any, ...], b: tuple[Any, ...]) -> list[str]:
+    """The fields in which two event rows differ (their ids aside)."""
+    out = []
+    for n, name in enumerate(_EVENT_FIELDS, start=1):
+        if a[n] == b[n]:
+            continue
+        # The same instant may be written in another form by an older store; it is the same event.
+        if n == _TS and datetime.fromisoformat(a[n]) == datetime.fromisoformat(b[n]):
+            continue
+        out.append(name)
+    return out
+
+
+def _conflict(event_id: str, n: int, fields: list[str], where: str) -> ConflictError:
+    # Only the names of the fields that differ: the stored event may be another customer's, and its
+    # content is not the sender's to see.
+    return ConflictError(
+        f"event {event_id!r} (event {n + 1} of the batch) {where} with a different "
+        f"{', '.join(fields)}; nothing of the batch was written",
+        hint="an event id names one event: re-send an event unchanged, or send another event under a new "
+        "id; for a Segment call, a new messageId",
+    )
+
+
+def _stored_events(db: sqlite3.Connection, ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+    found: dict[str, tuple[Any, ...]] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for row in db.execute(f"SELECT * FROM events WHERE id IN ({marks})", chunk):
+            found[row[0]] = tuple(row)
+    return found
+
+
+def _insert_events(db: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> list[int]:
+    """Insert the rows that are new, inside the caller's transaction; return their positions.
+
+    Raises ConflictError, before writing any, if an id is stored, or earlier in the batch, with other
+    content. Being in the caller's (immediate) transaction, no other writer can add an id between the
+    check and the insert."""
+    first: dict[str, int] = {}
+    for n, row in enumerate(rows):
+        seen = first.setdefault(row[0], n)
+        if seen != n and (fields := _differences(rows[seen], row)):
+            raise _conflict(row[0], n, fields, f"repeats event {seen + 1} of the batch")
+    stored = _stored_events(db, list(first))
+    for n in first.values():
+        old = stored.get(rows[n][0])
+        if old is not None and (fields := _differences(old, rows[n])):
+            raise _conflict(rows[n][0], n, fields, "is already stored")
+    new = [n for n in first.values() if rows[n][0] not in stored]
+    # A plain INSERT: a row that slipped past the check fails the transaction rather than vanishing.
+    db.executemany(_INSERT_EVENT, [rows[n] for n in new])
     # Purchases are what the ranker learns from; a view or a ticket does not make it stale.
-    purchases = [r for r in rows if r[2] == EventKind.PURCHASE.value]
-    before = db.total_changes
-    db.executemany(_INSERT_EVENT, purchases)
-    # total_changes counts only rows really inserted: a duplicate id (INSERT OR IGNORE) adds nothing.
-    _count_change(db, "purchases", db.total_changes - before)
-    db.executemany(_INSERT_EVENT, [r for r in rows if r[2] != EventKind.PURCHASE.value])
+    _count_change(db, "purchases", sum(rows[n][2] == EventKind.PURCHASE.value for n in new))
+    return new
 
 
 def _event_row(e: Event) -> tuple[Any, ...]:
@@ -109,7 +165,18 @@ _UPSERT_CUSTOMER = (
     "INSERT INTO customers VALUES (?,?,?) ON CONFLICT(id) DO UPDATE SET doc=excluded.doc,"
     " country=excluded.country"
 )
-_INSERT_EVENT = "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?)"
+_INSERT_EVENT = "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?)"
+
+
+@dataclass(frozen=True)
+class EventsWritten:
+    """What a batch of events did to the store. ``ids``: every event's id, in input order; ``new``: the
+    events really written, with their ids, in input order; ``duplicates``: the others, each one already
+    stored or repeated in the batch, unchanged."""
+
+    ids: list[str]
+    new: list[Event]
+    duplicates: int
 
 
 @dataclass(frozen=True)
@@ -181,12 +248,12 @@ class Store:
         rows = self._query("SELECT doc FROM items WHERE id=?", (item_id,))
         if not rows:
             raise NotFoundError("item", item_id, hint="check the id against `tailor import` output")
-        return Item.model_validate_json(rows[0][0])
+        return Item.model_validate_json(rows[0][0], context=FROM_STORE)
 
     def items(self, ids: Sequence[str] | None = None) -> list[Item]:
         if ids is None:
             rows = self._query("SELECT doc FROM items ORDER BY id")
-            return [Item.model_validate_json(r[0]) for r in rows]
+            return [Item.model_validate_json(r[0], context=FROM_STORE) for r in rows]
         found = self.item_map(ids)
         return [found[i] for i in ids if i in found]
 
@@ -199,7 +266,7 @@ class Store:
             chunk = unique[start : start + 500]
             marks = ",".join("?" * len(chunk))
             for (doc,) in self._query(f"SELECT doc FROM items WHERE id IN ({marks})", chunk):
-                item = Item.model_validate_json(doc)
+                item = Item.model_validate_json(doc, context=FROM_STORE)
                 out[item.id] = item
         return out
 
@@ -216,18 +283,31 @@ class Store:
     def add_customers_and_events(self, customers: Iterable[Customer], events: Iterable[Event]) -> list[str]:
         """Profiles and events in one transaction: a crash (or an error) between the two writes nothing.
         Returns the events' ids in input order, as ``add_events`` does."""
+        return self.add_batch(customers, events).ids
+
+    def add_batch(self, customers: Iterable[Customer], events: Iterable[Event]) -> EventsWritten:
+        """Profiles and events in one transaction, and what was written of the events.
+
+        An event already stored (or repeated in the batch) unchanged is a duplicate: not written again.
+        One whose id is stored, or repeated, with other content raises ConflictError, and nothing of the
+        batch is written."""
         customer_rows = [(c.id, c.model_dump_json(), c.country) for c in customers]
+        events = list(events)
         event_rows = [_event_row(e) for e in events]
         with self.transaction() as db:
             db.executemany(_UPSERT_CUSTOMER, customer_rows)
-            _insert_events(db, event_rows)
-        return [r[0] for r in event_rows]
+            new = _insert_events(db, event_rows)
+        return EventsWritten(
+            ids=[r[0] for r in event_rows],
+            new=[events[n].model_copy(update={"id": event_rows[n][0]}) for n in new],
+            duplicates=len(event_rows) - len(new),
+        )
 
     def get_customer(self, customer_id: str) -> Customer:
         rows = self._query("SELECT doc FROM customers WHERE id=?", (customer_id,))
         if not rows:
             raise NotFoundError("customer", customer_id, hint="list customers with `tailor customers`")
-        return Customer.model_validate_json(rows[0][0])
+        return Customer.model_validate_json(rows[0][0], context=FROM_STORE)
 
     def has_customer(self, customer_id: str) -> bool:
         return bool(self._query("SELECT 1 FROM customers WHERE id=?", (customer_id,)))
@@ -235,7 +315,7 @@ class Store:
     def customers(self, *, limit: int | None = None, offset: int = 0) -> list[Customer]:
         sql = "SELECT doc FROM customers ORDER BY id LIMIT ? OFFSET ?"
         rows = self._query(sql, (-1 if limit is None else limit, offset))
-        return [Customer.model_validate_json(r[0]) for r in rows]
+        return [Customer.model_validate_json(r[0], context=FROM_STORE) for r in rows]
 
     def customer_ids(self) -> list[str]:
         return [r[0] for r in self._query("SELECT id FROM customers ORDER BY id")]
@@ -274,11 +354,9 @@ class Store:
 
     # -- events ----------------------------------------------------------------------------------
     def add_events(self, events: Iterable[Event]) -> list[str]:
-        """Store events (duplicates by id are ignored) and return their ids in input order."""
-        rows = [_event_row(e) for e in events]
-        with self.transaction() as db:
-            _insert_events(db, rows)
-        return [r[0] for r in rows]
+        """Store events and return their ids in input order. An event already stored unchanged is not
+        written again; one stored with other content raises ConflictError (see ``add_batch``)."""
+        return self.add_batch((), events).ids
 
     def events(
         self,
@@ -346,16 +424,19 @@ class Store:
     @staticmethod
     def _event(row: tuple[Any, ...]) -> Event:
         eid, cid, kind, item, qty, value, text, ts, order = row
-        return Event(
-            id=eid,
-            customer_id=cid,
-            kind=EventKind(kind),
-            item_id=item,
-            quantity=qty,
-            value=value,
-            text=text,
-            timestamp=datetime.fromisoformat(ts),
-            order_id=order,
+        return Event.model_validate(
+            {
+                "id": eid,
+                "customer_id": cid,
+                "kind": EventKind(kind),
+                "item_id": item,
+                "quantity": qty,
+                "value": value,
+                "text": text,
+                "timestamp": datetime.fromisoformat(ts),
+                "order_id": order,
+            },
+            context=FROM_STORE,
         )
 
     def busiest_customers(self, limit: int = 10) -> list[str]:

@@ -142,10 +142,8 @@ class ScriptedTailor:
         for e in events:
             if e.customer_id not in arriving and not self.store.has_customer(e.customer_id):
                 raise NotFoundError("customer", e.customer_id, hint="identify the customer first")
-        if customers:
-            self.store.upsert_customers(customers)
-        ids = self.store.add_events(events)
-        return {"events": len(ids), "customers": len(customers)}
+        written = self.store.add_batch(customers, events)
+        return {"events": len(written.new), "duplicates": written.duplicates, "customers": len(customers)}
 
     def set_consent(self, customer_id: str, consent: Consent) -> Customer:
         customer = self._customer(customer_id).model_copy(update={"consent": consent})

@@ -258,7 +258,7 @@ def test_events_native_and_segment(server: tuple[ServerProcess, httpx.Client], k
     }
     r = client.post("/v1/events", headers=crm, json={"batch": [identify, track]})
     assert r.status_code == 200, r.text
-    assert r.json()["ingested"] == {"events": 1, "customers": 1}
+    assert r.json()["ingested"] == {"events": 1, "duplicates": 0, "customers": 1}
     assert (r.json()["accepted"], r.json()["skipped"]) == (2, {})
     # The purchase counts at once: I5 is no longer recommended to the new customer.
     recs = client.get("/v1/customers/900/recommendations?k=6", headers=support).json()["recommendations"]
@@ -266,12 +266,16 @@ def test_events_native_and_segment(server: tuple[ServerProcess, httpx.Client], k
     native = {"events": [{"customer_id": "900", "kind": "view", "item_id": "I1", "timestamp": "2011-12-06"}]}
     r = client.post("/v1/events", headers=crm, json=native)
     assert (r.json()["events"], r.json()["accepted"], r.json()["skipped"]) == (1, 1, {})
+    # Sent again unchanged: received, not written twice, and said so.
+    r = client.post("/v1/events", headers=crm, json=native)
+    assert r.status_code == 200 and (r.json()["ingested"]["events"], r.json()["duplicates"]) == (0, 1)
     # An event Tailor does not map is skipped, not refused; a call without an event name is malformed.
     r = client.post("/v1/events", headers=crm, json={"type": "track", "userId": "900", "event": "Nope"})
     assert r.status_code == 200, r.text
     assert r.json() == {
-        "ingested": {"events": 0, "customers": 0},
+        "ingested": {"events": 0, "duplicates": 0, "customers": 0},
         "events": 0,
+        "duplicates": 0,
         "customers": 0,
         "accepted": 0,
         "skipped": {"track:Nope": 1},
