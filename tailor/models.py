@@ -6,6 +6,7 @@ import re
 from datetime import UTC, datetime, time
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -176,6 +177,30 @@ class QuietHours(_Model):
         return moment >= self.start or moment < self.end
 
 
+def _known_zone(value: str, info: ValidationInfo) -> str:
+    if _from_store(info):
+        return value
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        # Quiet hours in a zone nobody can resolve would be kept in UTC instead: hours off, and silently.
+        raise ValueError(f"{value!r} is not an IANA time zone (such as 'Europe/London')") from None
+    return value
+
+
+TimeZone = Annotated[str, AfterValidator(_known_zone)]
+_TAG = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*")
+
+
+def _language_tag(value: str, info: ValidationInfo) -> str:
+    if not _from_store(info) and not _TAG.fullmatch(value):
+        raise ValueError(f"{value!r} is not a language tag (such as 'en-GB')")
+    return value
+
+
+LanguageTag = Annotated[str, AfterValidator(_language_tag)]
+
+
 class Customer(_Model):
     id: CustomerId
     first_name: NonBlank
@@ -183,8 +208,8 @@ class Customer(_Model):
     country: NonBlank
     consent: Consent = Consent()
     quiet_hours: QuietHours | None = None
-    locale: str = "en-GB"
-    timezone: str = "Europe/London"
+    locale: LanguageTag = Field("en-GB", description="A language tag (BCP 47).")
+    timezone: TimeZone = Field("Europe/London", description="An IANA time zone: quiet hours are kept in it.")
     synthetic: bool = Field(False, description="Name, e-mail and consent were generated, not real.")
 
 

@@ -102,8 +102,37 @@ def test_timestamps_at_the_bounds_are_kept_in_utc() -> None:
         Event.model_validate(_event(timestamp="1900-01-01T00:30:00+01:00"))
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("timezone", "Europe/Lodnon", "is not an IANA time zone"),
+        ("timezone", "../etc/passwd", "is not an IANA time zone"),
+        ("timezone", "", "is not an IANA time zone"),
+        ("locale", "english please", "is not a language tag"),
+        ("locale", "", "is not a language tag"),
+    ],
+)
+def test_a_time_zone_or_language_nobody_can_resolve_is_refused_by_name(
+    field: str, value: str, message: str
+) -> None:
+    # A typo'd zone used to be kept, and the customer's quiet hours silently kept in UTC instead.
+    loc, msg = _error(Customer, _customer(**{field: value}))
+    assert loc == (field,) and message in msg
+
+
+def test_time_zones_and_language_tags_in_use_are_kept() -> None:
+    for zone, tag in (
+        ("America/New_York", "en-US"),
+        ("Asia/Kolkata", "hi"),
+        ("UTC", "pt_BR"),
+        ("Etc/GMT+5", "zh-Hant-TW"),
+    ):
+        customer = Customer.model_validate(_customer(timezone=zone, locale=tag))
+        assert (customer.timezone, customer.locale) == (zone, tag)
+
+
 def test_rows_stored_before_the_rules_stay_readable_and_can_be_deleted(fresh_store: Store) -> None:
-    doc = json.dumps(_customer(id="a b"))
+    doc = json.dumps(_customer(id="a b", timezone="Mars/Olympus", locale="?"))
     # As a store written before the rules holds them.
     with closing(sqlite3.connect(fresh_store.path)) as raw, raw:
         raw.execute("INSERT INTO customers VALUES ('a b', ?, 'France')", (doc,))
