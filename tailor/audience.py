@@ -40,7 +40,7 @@ class Audience(BaseModel):
     day or later, ``last_purchase_before`` one before that day, so together they are a half-open range;
     a customer with no purchase matches neither."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     customer_ids: list[str] | None = Field(
         None, min_length=1, max_length=100_000, description="These customers (intersected with any filter)."

@@ -101,6 +101,9 @@ def test_a_segment_must_narrow_somehow(store: Store, segment: dict[str, Any]) ->
         ({"min_spend": 50, "max_spend": 10}, ()),
         ({"last_purchase_since": "2011-12-01", "last_purchase_before": "2011-12-01"}, ()),
         ({"limit": 0}, ("limit",)),
+        # Not "should be >= 0": a NaN or an infinity is no amount at all.
+        ({"min_spend": float("nan")}, ("min_spend",)),
+        ({"max_spend": float("inf")}, ("max_spend",)),
     ],
 )
 def test_invalid_segments_are_refused_naming_the_field(segment: dict[str, Any], loc: tuple[str, ...]) -> None:
@@ -108,6 +111,9 @@ def test_invalid_segments_are_refused_naming_the_field(segment: dict[str, Any], 
         Audience.model_validate(segment)
     first = info.value.errors()[0]
     assert tuple(str(x) for x in first["loc"])[: len(loc)] == loc and (loc or first["type"] == "value_error")
+    spend = next((v for v in segment.values() if isinstance(v, float)), 0.0)
+    if spend != spend or spend == float("inf"):
+        assert first["type"] == "finite_number"
 
 
 def test_date_bounds_are_utc_days() -> None:
