@@ -343,6 +343,19 @@ def seed_segment_facts(data_dir: Path) -> None:
         store.close()
 
 
+def segment_view(**update: Any) -> dict[str, Any]:
+    """A well-formed Segment "Product Viewed" call by user "1" (messageId "m-1"), with ``update`` applied."""
+    call = {
+        "type": "track",
+        "userId": "1",
+        "event": "Product Viewed",
+        "messageId": "m-1",
+        "timestamp": "2011-12-05T10:00:00Z",
+        "properties": {"product_id": "A"},
+    }
+    return {**call, **update}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -24,7 +24,7 @@ from tailor.segment import from_segment
 from tailor.service import Tailor
 from tailor.settings import Settings
 from tailor.store import Store
-from tests.server import seed_store
+from tests.server import seed_store, segment_view
 
 NOW = "2011-12-10T10:00:00+00:00"
 AT = datetime(2011, 12, 9, tzinfo=UTC)
@@ -260,14 +260,7 @@ def test_an_id_sent_twice_in_one_batch_with_other_content_writes_nothing(
 
 # -- Segment batches -------------------------------------------------------------------------------
 def test_a_message_id_reused_in_a_segment_batch_names_both_calls() -> None:
-    call: dict[str, Any] = {
-        "type": "track",
-        "userId": "1",
-        "event": "Product Viewed",
-        "messageId": "m-1",
-        "timestamp": "2011-12-05T10:00:00Z",
-        "properties": {"product_id": "A"},
-    }
+    call = segment_view()
     with pytest.raises(ConflictError) as info:
         from_segment({"batch": [call, {**call, "userId": "2"}]}, {})
     assert "batch[1].messageId 'm-1' was used by batch[0] for an event with a different customer_id" in str(

@@ -26,7 +26,7 @@ from tailor.segment import from_segment
 from tailor.service import Tailor
 from tailor.settings import Settings
 from tailor.store import Store
-from tests.server import seed_store
+from tests.server import seed_store, segment_view
 
 AT = datetime(2011, 12, 9, tzinfo=UTC)
 URL = "https://example-retail.test/p/A"
@@ -147,34 +147,22 @@ def test_rows_stored_before_the_rules_stay_readable_and_can_be_deleted(fresh_sto
 
 
 # -- Segment ---------------------------------------------------------------------------------------
-def _track(**update: Any) -> dict[str, Any]:
-    call = {
-        "type": "track",
-        "userId": "1",
-        "event": "Product Viewed",
-        "messageId": "m-1",
-        "timestamp": "2011-12-05T10:00:00Z",
-        "properties": {"product_id": "A"},
-    }
-    return {**call, **update}
-
-
 @pytest.mark.parametrize(
     ("call", "field"),
     [
-        (_track(userId="a/b"), "userId"),
-        (_track(userId="x" * 101), "userId"),
+        (segment_view(userId="a/b"), "userId"),
+        (segment_view(userId="x" * 101), "userId"),
         ({"type": "identify", "userId": "a b", "traits": _customer()}, "userId"),
-        (_track(properties={"product_id": "a/b"}), "properties.product_id"),
-        (_track(timestamp="0001-01-01T00:00:00+01:00"), "timestamp"),
-        ({**_track(), "timestamp": None, "sentAt": "9999-12-31T23:59:59-05:00"}, "sentAt"),
+        (segment_view(properties={"product_id": "a/b"}), "properties.product_id"),
+        (segment_view(timestamp="0001-01-01T00:00:00+01:00"), "timestamp"),
+        ({**segment_view(), "timestamp": None, "sentAt": "9999-12-31T23:59:59-05:00"}, "sentAt"),
     ],
 )
 def test_segment_calls_with_unreachable_ids_or_timestamps_name_the_callers_field(
     call: dict[str, Any], field: str
 ) -> None:
     with pytest.raises(RecordError) as info:
-        from_segment({"batch": [_track(), call]}, {})
+        from_segment({"batch": [segment_view(), call]}, {})
     assert (info.value.field, info.value.line) == (f"batch[1].{field}", 2)
 
 
