@@ -210,7 +210,8 @@ class _Shell:
 
         replay = receive
         body = b""
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
         too_large = declared is not None and declared.isdigit() and int(declared) > self.max_body
         if not too_large and scope["method"] in ("POST", "PUT", "PATCH"):
             chunks: list[bytes] = []
@@ -242,7 +243,7 @@ class _Shell:
             if too_large:
                 refused = _error(413, "payload_too_large", f"request body exceeds {self.max_body} bytes")
             elif replay is not receive:
-                refused = _body_problem(scope, body)
+                refused = _body_problem(headers.get(b"content-type", b""), body)
             if refused is not None:
                 await refused(scope, receive, send_wrapper)
             else:
@@ -263,11 +264,11 @@ class _Shell:
             )
 
 
-def _body_problem(scope: MutableMapping[str, Any], body: bytes) -> JSONResponse | None:
+def _body_problem(content_type: bytes, body: bytes) -> JSONResponse | None:
     """What the JSON parser would only call "an error parsing the body", said plainly."""
     if not body:
         return None
-    raw = dict(scope.get("headers") or []).get(b"content-type", b"").decode("latin-1")
+    raw = content_type.decode("latin-1")
     media = raw.split(";", 1)[0].strip().lower()
     if media != "application/json" and not media.endswith("+json"):
         got = repr(raw) if raw else "none"
