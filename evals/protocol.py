@@ -12,6 +12,11 @@ It is the project's reference protocol for UCI Online Retail (the one the peer b
 - Recall@k = hits / min(|relevant|, k); NDCG@k with binary gains and an ideal DCG over min(|relevant|, k);
   HitRate@k; MRR@k (reciprocal rank of the first hit within k). Averages over evaluated customers.
 
+Purchases older than the protocol's period (``start``: for UCI, the 2009-2010 year of Online Retail II before
+Online Retail begins) are *earlier history*: a ranker may learn from them, as a retailer would from its own
+records, but they decide nothing the protocol measures (customers, catalog, seen items, relevant items),
+so the figures stay those of the reference period and comparable with the peers'.
+
 Frames use the columns ``customer_id``, ``item_id`` (str), ``timestamp`` (UTC) and optionally ``quantity``,
 ``value`` and ``order_id``.
 """
@@ -20,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -34,6 +39,7 @@ __all__ = [
     "DEFAULT_CUT",
     "DEFAULT_KS",
     "NON_PRODUCTS",
+    "UCI_START",
     "RankFn",
     "Split",
     "Variant",
@@ -46,6 +52,7 @@ __all__ = [
     "ndcg_at",
     "purchases_from_store",
     "purchases_from_uci",
+    "read_uci",
     "recall_at",
     "temporal_split",
 ]
@@ -57,6 +64,10 @@ NON_PRODUCTS = frozenset(
 )
 DEFAULT_CUT = pd.Timestamp("2011-09-09", tz="UTC")
 DEFAULT_KS = (5, 10, 20)
+# The first day of UCI Online Retail: the protocol's period begins here; anything before is earlier history.
+UCI_START = pd.Timestamp("2010-12-01", tz="UTC")
+# Online Retail II names three of the columns differently; the rows mean the same.
+_UCI_II_NAMES = {"Invoice": "InvoiceNo", "Price": "UnitPrice", "Customer ID": "CustomerID"}
 REQUIRED = ("customer_id", "item_id", "timestamp")
 
 # (customers, new_only) -> one ranked list of item ids per customer, best first.
@@ -68,13 +79,25 @@ def _utc(ts: pd.Series) -> pd.Series:
     return ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts.dt.tz_convert("UTC")
 
 
-def purchases_from_uci(raw: pd.DataFrame | Path | str) -> pd.DataFrame:
-    """UCI Online Retail rows (or the parquet file) → the protocol's purchase frame."""
-    if not isinstance(raw, pd.DataFrame):
+def read_uci(path: Path | str) -> pd.DataFrame:
+    """A UCI Online Retail or Online Retail II parquet under Online Retail's column names, dates parsed."""
+    try:
+        raw = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read {path}: {exc}", hint="pass a UCI Online Retail parquet") from exc
+    raw = raw.rename(columns={k: v for k, v in _UCI_II_NAMES.items() if k in raw.columns})
+    if "InvoiceDate" in raw.columns and not pd.api.types.is_datetime64_any_dtype(raw["InvoiceDate"]):
         try:
-            raw = pd.read_parquet(raw)
-        except (OSError, ValueError) as exc:
-            raise DataError(f"cannot read {raw}: {exc}", hint="pass the UCI Online Retail parquet") from exc
+            raw["InvoiceDate"] = pd.to_datetime(raw["InvoiceDate"])
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"{path}: InvoiceDate holds a value that is not a date: {exc}") from exc
+    return raw
+
+
+def purchases_from_uci(raw: pd.DataFrame | Path | str) -> pd.DataFrame:
+    """UCI Online Retail rows (or the parquet; Online Retail II's names too) → the protocol's purchases."""
+    if not isinstance(raw, pd.DataFrame):
+        raw = read_uci(raw)
     needed = {"InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID"}
     missing = needed - set(raw.columns)
     if missing:
@@ -127,6 +150,15 @@ class Split:
     seen: Mapping[str, frozenset[str]]
     bought_in_test: Mapping[str, frozenset[str]]
     catalog: frozenset[str]
+    # Purchases before the protocol's period: history to learn from, never counted by the protocol.
+    earlier: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """Everything a ranker may fit on: the earlier history and the train period."""
+        if self.earlier.empty:
+            return self.train
+        return pd.concat([self.earlier, self.train], ignore_index=True)
 
     def relevant(self, customer_id: str, variant: Variant) -> frozenset[str]:
         rel = self.bought_in_test.get(customer_id, frozenset())
@@ -143,10 +175,30 @@ def _sets(frame: pd.DataFrame) -> dict[str, frozenset[str]]:
     return {str(k): v for k, v in grouped.items()}
 
 
-def temporal_split(purchases: pd.DataFrame, cut: pd.Timestamp | datetime | str = DEFAULT_CUT) -> Split:
+def _utc_stamp(moment: pd.Timestamp | datetime | str) -> pd.Timestamp:
+    stamp = pd.Timestamp(moment)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def temporal_split(
+    purchases: pd.DataFrame,
+    cut: pd.Timestamp | datetime | str = DEFAULT_CUT,
+    *,
+    start: pd.Timestamp | datetime | str | None = None,
+) -> Split:
+    """Train before ``cut``, test from it on; purchases before ``start`` (if given) are earlier history."""
     frame = check_frame(purchases)
-    cut_ts = pd.Timestamp(cut)
-    cut_ts = cut_ts.tz_localize("UTC") if cut_ts.tzinfo is None else cut_ts.tz_convert("UTC")
+    cut_ts = _utc_stamp(cut)
+    earlier = frame.iloc[:0]
+    if start is not None:
+        start_ts = _utc_stamp(start)
+        if start_ts >= cut_ts:
+            raise DataError(
+                f"the protocol's start {start_ts.isoformat()} is not before the cut {cut_ts.isoformat()}",
+                hint="earlier history must end before the train period does",
+            )
+        earlier = frame[frame["timestamp"] < start_ts].reset_index(drop=True)
+        frame = frame[frame["timestamp"] >= start_ts]
     train = frame[frame["timestamp"] < cut_ts].reset_index(drop=True)
     test = frame[frame["timestamp"] >= cut_ts].reset_index(drop=True)
     if train.empty or test.empty:
@@ -165,6 +217,7 @@ def temporal_split(purchases: pd.DataFrame, cut: pd.Timestamp | datetime | str =
         seen=_sets(train),
         bought_in_test=_sets(known_test),
         catalog=catalog,
+        earlier=earlier,
     )
 
 

@@ -30,6 +30,7 @@ from evals.protocol import (
     evaluate,
     holdout_cut,
     purchases_from_uci,
+    read_uci,
     recall_at,
     temporal_split,
 )
@@ -37,6 +38,7 @@ from retrieval.ranker import Ranker
 from tailor.errors import DataError
 
 __all__ = [
+    "DEFAULT_EARLIER_PARQUET",
     "DEFAULT_PARQUET",
     "RECENCY_BINS",
     "RankingEval",
@@ -48,6 +50,8 @@ __all__ = [
 ]
 
 DEFAULT_PARQUET = Path(__file__).resolve().parents[1] / "data" / "raw" / "online_retail.parquet"
+# The retailer's year before (Online Retail II, 2009-12-01 to 2010-12-09): earlier history for the ranker.
+DEFAULT_EARLIER_PARQUET = DEFAULT_PARQUET.with_name("online_retail_ii_2009_2010.parquet")
 VARIANTS: tuple[Variant, ...] = ("all", "new-only")
 
 
@@ -146,61 +150,88 @@ EASE_L2 = 250.0  # the peer script's regularisation, so the figure is the peer's
 
 
 def reference_rankers(split: Split, k: int = 20) -> dict[str, RankFn]:
-    """Popularity, repeat (own purchase frequency, popularity breaking ties), cosine item-kNN and EASE.
+    """Popularity, repeat (own purchase frequency, popularity breaking ties), cosine item-kNN and EASE, and
+    ``repeat_full`` and ``ease_full`` (the same over the earlier history too) when the split has earlier
+    history.
 
     They follow the peer script's definitions (``repeat`` is its ``repeat_history``, ``ease`` its
     ``ease_l250``), so the peers' figures are measured again on every split the eval runs on. EASE is fitted
     on first use only, and refused past ``EASE_MAX_ITEMS`` items.
     """
-    freq, seen, items, _, cust_ix = _matrix(split)
+    freq, seen, items, item_ix, cust_ix = _matrix(split)
     pop = np.asarray(seen.sum(0)).ravel()
     norms = np.sqrt(pop) + 1e-9
     gram = (seen.T @ seen).tocsr()
     cosine = gram.multiply(1.0 / norms[:, None]).multiply(1.0 / norms[None, :]).tocsr()
     cosine.setdiag(0.0)
 
-    def top(scores: npt.NDArray[np.float64], rows: Sequence[int], new_only: bool) -> list[list[str]]:
+    def top(
+        scores: npt.NDArray[np.float64], rows: Sequence[int], new_only: bool, mask: sp.csr_matrix
+    ) -> list[list[str]]:
         if new_only:
-            r, c = seen[list(rows)].nonzero()
+            r, c = mask[list(rows)].nonzero()
             scores[r, c] = -np.inf
         part = np.argpartition(-scores, min(k, scores.shape[1] - 1), axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(scores, part, 1), axis=1, kind="stable")
         best = np.take_along_axis(part, order, 1)
         return [[items[j] for j in row] for row in best]
 
-    def batched(score: Callable[[list[int]], npt.NDArray[np.float64]]) -> RankFn:
+    def batched(score: Callable[[list[int]], npt.NDArray[np.float64]], mask: sp.csr_matrix = seen) -> RankFn:
         def rank(customers: Sequence[str], new_only: bool) -> list[list[str]]:
             out: list[list[str]] = []
             rows = [cust_ix[c] for c in customers]
             for start in range(0, len(rows), 512):
                 chunk = rows[start : start + 512]
-                out.extend(top(np.asarray(score(chunk), dtype=np.float64), chunk, new_only))
+                out.extend(top(np.asarray(score(chunk), dtype=np.float64), chunk, new_only, mask))
             return out
 
         return rank
 
-    ease: list[npt.NDArray[np.float64]] = []
+    refs = {
+        "popularity": batched(lambda rows: np.tile(pop.astype(np.float64), (len(rows), 1))),
+        "repeat": batched(lambda rows: freq[rows].toarray() + 1e-6 * pop),
+        "itemknn": batched(lambda rows: np.asarray((seen[rows] @ cosine).todense())),
+        "ease": batched(_ease(seen)),
+    }
+    if not split.earlier.empty:
+        # Repeat history over the earlier history too: what the extra data gives the simplest ranker, so a
+        # gain from the data is not mistaken for a gain from the model.
+        full = split.history
+        full = full[full["item_id"].isin(item_ix) & full["customer_id"].isin(cust_ix)]
+        counts = full.groupby(["customer_id", "item_id"]).size().reset_index(name="n")
+        full_freq = sp.csr_matrix(
+            (
+                counts["n"].to_numpy(np.float64),
+                (counts["customer_id"].map(cust_ix).to_numpy(), counts["item_id"].map(item_ix).to_numpy()),
+            ),
+            shape=freq.shape,
+        )
+        refs["repeat_full"] = batched(lambda rows: full_freq[rows].toarray() + 1e-6 * pop)
+        # EASE on the same longer history; its new-only lists leave out everything the customer ever bought,
+        # earlier history included, as Tailor's discovery lists do.
+        full_seen = (full_freq > 0).astype(np.float64).tocsr()
+        refs["ease_full"] = batched(_ease(full_seen), mask=full_seen)
+    return refs
 
-    def ease_scores(rows: list[int]) -> npt.NDArray[np.float64]:
-        if not ease:
-            if len(items) > EASE_MAX_ITEMS:
-                raise DataError(
-                    f"EASE needs a dense {len(items)}^2 matrix", hint="leave the ease reference out"
-                )
-            g = np.asarray(gram.todense(), dtype=np.float64)
+
+def _ease(seen: sp.csr_matrix) -> Callable[[list[int]], npt.NDArray[np.float64]]:
+    """EASE scores of customer rows of ``seen``; the item-item weights are fitted on first use."""
+    fitted: list[npt.NDArray[np.float64]] = []
+
+    def scores(rows: list[int]) -> npt.NDArray[np.float64]:
+        if not fitted:
+            n = seen.shape[1]
+            if n > EASE_MAX_ITEMS:
+                raise DataError(f"EASE needs a dense {n}^2 matrix", hint="leave the ease reference out")
+            g = np.asarray((seen.T @ seen).todense(), dtype=np.float64)
             g[np.diag_indices_from(g)] += EASE_L2
             inv = np.linalg.inv(g)
             b = -inv / np.diag(inv)
             np.fill_diagonal(b, 0.0)
-            ease.append(b)
-        return np.asarray(seen[rows] @ ease[0], dtype=np.float64)
+            fitted.append(b)
+        return np.asarray(seen[rows] @ fitted[0], dtype=np.float64)
 
-    return {
-        "popularity": batched(lambda rows: np.tile(pop.astype(np.float64), (len(rows), 1))),
-        "repeat": batched(lambda rows: freq[rows].toarray() + 1e-6 * pop),
-        "itemknn": batched(lambda rows: np.asarray((seen[rows] @ cosine).todense())),
-        "ease": batched(ease_scores),
-    }
+    return scores
 
 
 class RankingEval:
@@ -209,6 +240,11 @@ class RankingEval:
     ``text`` is ``"embed"`` (item descriptions through the bundled sentence-transformer, cached under
     ``cache_dir``), a mapping of item id → vector, or ``None`` for no text signal. The split is at ``cut``
     (the reference 2011-09-09 by default) or, with ``holdout_days``, the last that many days of the data.
+
+    Earlier history: read from the UCI parquet, the purchases of ``earlier`` (Online Retail II's 2009-2010
+    year by default; ``None`` for none) before Online Retail begins are history the ranker learns from.
+    With a purchase frame, ``start`` says where the protocol's period begins (rows before it are earlier
+    history). Either way the protocol's customers, catalog and relevant items come from its period alone.
     """
 
     def __init__(
@@ -216,6 +252,8 @@ class RankingEval:
         purchases: pd.DataFrame | None = None,
         *,
         parquet: Path = DEFAULT_PARQUET,
+        earlier: Path | None = DEFAULT_EARLIER_PARQUET,
+        start: pd.Timestamp | str | None = None,
         cut: pd.Timestamp | str | None = None,
         holdout_days: int | None = None,
         text: str | Mapping[str, npt.NDArray[np.floating[Any]]] | None = "embed",
@@ -230,6 +268,8 @@ class RankingEval:
             raise DataError(f"text must be 'embed', a mapping or None, got {text!r}")
         self.purchases = purchases
         self.parquet = parquet
+        self.earlier = earlier
+        self.start = start
         if cut is not None and holdout_days is not None:
             raise DataError("give a cut or holdout days, not both")
         if holdout_days is not None and holdout_days < 1:
@@ -254,8 +294,22 @@ class RankingEval:
                 raise DataError(
                     f"{self.parquet} does not exist", hint="the UCI Online Retail parquet is needed"
                 )
-            raw = pd.read_parquet(self.parquet)
+            raw = read_uci(self.parquet)
             purchases = purchases_from_uci(raw)
+            if self.earlier is not None:
+                if not self.earlier.exists():
+                    raise DataError(
+                        f"{self.earlier} does not exist",
+                        hint="pass the Online Retail II 2009-2010 parquet, or no earlier history",
+                    )
+                early_raw = read_uci(self.earlier)
+                start = purchases["timestamp"].min().normalize()
+                early = purchases_from_uci(early_raw)
+                # The two files overlap on Online Retail's first days: those rows are the later file's alone.
+                purchases = pd.concat([early[early["timestamp"] < start], purchases], ignore_index=True)
+                self.start = start
+                # Items sold only in the earlier year are described by it; the later file wins for the rest.
+                raw = pd.concat([early_raw[~early_raw["StockCode"].isin(raw["StockCode"])], raw])
         else:
             purchases = self.purchases
         if self.text is None:
@@ -276,20 +330,25 @@ class RankingEval:
         purchases, vectors = self._load()
         cut = holdout_cut(purchases, self.holdout_days) if self.holdout_days is not None else self.cut
         assert cut is not None
-        split = temporal_split(purchases, cut)
+        split = temporal_split(purchases, cut, start=self.start)
         self.split = split
         self.timings["load_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         params = {"seed": self.seed, **self.ranker_params}
-        ranker = Ranker(**params).fit(split.train, vectors, now=split.cut)
+        ranker = Ranker(**params).fit(split.history, vectors, now=split.cut)
         self.ranker = ranker
         self.timings["fit_s"] = time.perf_counter() - t0
         kmax = max(max(self.ks), 10)
+        # Items sold only in the earlier history are off the protocol's catalog (no longer on sale).
+        only = split.catalog if not split.earlier.empty else None
         rankers: dict[str, RankFn] = {
-            "tailor": lambda cs, new: ranker.rank(cs, new_only=new, k=kmax),
+            "tailor": lambda cs, new: ranker.rank(cs, new_only=new, k=kmax, only=only),
         }
         refs = reference_rankers(split, kmax)
-        for name in self.references:
+        # The same-data baselines come with the references they extend (repeat_full always: it is cheap).
+        full = [f"{n}_full" for n in ("repeat", *(("ease",) if "ease" in self.references else ()))]
+        names = (*self.references, *(n for n in full if n in refs))
+        for name in dict.fromkeys(names):
             if name not in refs:
                 raise DataError(f"unknown reference ranker {name!r}", hint=f"choose from {sorted(refs)}")
             rankers[name] = refs[name]
@@ -299,7 +358,7 @@ class RankingEval:
         for name, rank in rankers.items():
             t0 = time.perf_counter()
             for variant in VARIANTS:
-                if name == "repeat" and variant == "new-only":
+                if name.startswith("repeat") and variant == "new-only":
                     continue  # repeating is all it does
                 metrics = evaluate(split, rank, variant, ks=self.ks)
                 out[f"ranking.customers.{variant}"] = metrics.pop("customers")

@@ -126,8 +126,8 @@ def _ranking_protocol(inp: SuiteInput) -> dict[str, Any]:
 
 
 def _ranking(inp: SuiteInput) -> Eval:
-    from evals.protocol import holdout_cut
-    from evals.ranking import RankingEval
+    from evals.protocol import UCI_START, holdout_cut
+    from evals.ranking import DEFAULT_EARLIER_PARQUET, RankingEval
 
     protocol = _ranking_protocol(inp)
     purchases = inp.purchases
@@ -142,8 +142,28 @@ def _ranking(inp: SuiteInput) -> Eval:
         return RankingEval(purchases, cut=cut, text=None, seed=inp.seed, references=refs)
     if inp.from_store:
         inp.notes.append("ranking: store purchases, so no text signal (item vectors come from the parquet)")
-        return RankingEval(purchases, cut=cut, text=None, seed=inp.seed, out_dir=inp.out_dir)
-    return RankingEval(None, cut=cut, cache_dir=inp.settings.cache_dir, seed=inp.seed, out_dir=inp.out_dir)
+        # A store that holds the year before Online Retail learns from it; the reference period is measured.
+        start = UCI_START if inp.uci and purchases["timestamp"].min() < UCI_START else None
+        if start is not None:
+            inp.notes.append(f"ranking: purchases before {start.date()} are earlier history, not measured")
+        elif inp.uci:
+            inp.notes.append(
+                f"ranking: the store holds nothing before {UCI_START.date()}, so no earlier history; on an"
+                f" empty data dir the suite reads the parquet files, {DEFAULT_EARLIER_PARQUET.name} included"
+            )
+        return RankingEval(purchases, cut=cut, start=start, text=None, seed=inp.seed, out_dir=inp.out_dir)
+    if DEFAULT_EARLIER_PARQUET.exists():
+        inp.notes.append(
+            f"ranking: {DEFAULT_EARLIER_PARQUET.name} before {UCI_START.date()} is earlier history"
+        )
+    return RankingEval(
+        None,
+        earlier=DEFAULT_EARLIER_PARQUET if DEFAULT_EARLIER_PARQUET.exists() else None,
+        cut=cut,
+        cache_dir=inp.settings.cache_dir,
+        seed=inp.seed,
+        out_dir=inp.out_dir,
+    )
 
 
 def demo_now(settings: Settings, last_event: datetime | None) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,10 +17,11 @@ from evals.protocol import (
     mrr_at,
     ndcg_at,
     purchases_from_uci,
+    read_uci,
     recall_at,
     temporal_split,
 )
-from evals.ranking import RankingEval, rebuy_by_recency, reference_rankers
+from evals.ranking import DEFAULT_PARQUET, RankingEval, rebuy_by_recency, reference_rankers
 from tailor.errors import DataError
 
 CUT = "2011-01-10"
@@ -134,8 +136,8 @@ def test_reference_rankers_follow_their_definitions(tiny: pd.DataFrame) -> None:
 
 @pytest.mark.slow
 def test_ranking_eval_on_online_retail_beats_its_references() -> None:
-    """The whole protocol on the real data: the learned ranker beats the repeat and item-kNN references."""
-    out = RankingEval(text=None, ranker_params={"max_iter": 120}).run()
+    """The protocol's file alone: the learned ranker beats the repeat and item-kNN references."""
+    out = RankingEval(text=None, earlier=None, ranker_params={"max_iter": 120}).run()
     assert out["ranking.tailor.all.recall@10"] > out["ranking.repeat.all.recall@10"]
     assert out["ranking.tailor.all.ndcg@10"] > out["ranking.repeat.all.ndcg@10"]
     assert out["ranking.tailor.new-only.recall@10"] > out["ranking.itemknn.new-only.recall@10"]
@@ -184,3 +186,87 @@ def test_rebuy_by_recency_counts_pairs_of_window_buyers_by_days_since_last_bough
     frame = pd.DataFrame(rows, columns=["customer_id", "item_id", "timestamp"])
     out = rebuy_by_recency(frame, cut, 92)
     assert out == {"0-30": (2, 0.5), "240-300": (2, 0.5)}
+
+
+def test_earlier_history_changes_nothing_the_protocol_measures(tiny: pd.DataFrame) -> None:
+    """Purchases before the protocol's start are history to learn from: customers, catalog, seen items and
+    answers are those of the protocol's period alone."""
+    earlier = frame(
+        [
+            ("A", "e", "2010-06-01"),  # e was sold only before the period: off the catalog
+            ("A", "z", "2010-06-02"),  # A bought z before the period: still new to A under the protocol
+            ("E", "x", "2010-06-03"),  # E bought only before the period: not a train customer
+        ]
+    )
+    plain = temporal_split(tiny, CUT)
+    split = temporal_split(pd.concat([earlier, tiny]), CUT, start="2011-01-01")
+    assert (split.customers, split.catalog, split.seen) == (plain.customers, plain.catalog, plain.seen)
+    assert split.relevant("A", "new-only") == plain.relevant("A", "new-only") == {"z"}
+    assert len(split.earlier) == 3 and len(split.history) == len(plain.train) + 3
+    assert split.history["timestamp"].max() < split.cut
+    assert plain.earlier.empty and plain.history is plain.train
+    with pytest.raises(DataError, match="not before the cut"):
+        temporal_split(tiny, CUT, start=CUT)
+
+
+def test_repeat_full_counts_the_earlier_history_within_the_catalog(tiny: pd.DataFrame) -> None:
+    earlier = frame([("A", "z", "2010-06-02"), ("A", "z", "2010-06-09"), ("A", "e", "2010-06-01")])
+    split = temporal_split(pd.concat([earlier, tiny]), CUT, start="2011-01-01")
+    refs = reference_rankers(split, k=3)
+    # Over the train period alone A bought x and y once each; with the earlier year z twice comes first.
+    assert set(refs["repeat"](["A"], False)[0][:2]) == {"x", "y"}
+    assert refs["repeat_full"](["A"], False)[0] == ["z", "x", "y"]
+    assert "repeat_full" not in reference_rankers(temporal_split(tiny, CUT), k=3)
+
+
+def test_ease_full_leaves_what_the_customer_bought_earlier_out_of_new_only_lists() -> None:
+    train = [("A", "x", "2011-01-01"), ("A", "y", "2011-01-02"), ("B", "x", "2011-01-02")]
+    train += [("B", "z", "2011-01-03"), ("C", "z", "2011-01-03"), ("C", "w", "2011-01-04")]
+    test = [("A", "z", "2011-01-12")]
+    data = frame([("A", "w", "2010-06-01"), *train, *test])
+    split = temporal_split(data, CUT, start="2011-01-01")
+    refs = reference_rankers(split, k=2)
+    # On the train period alone w is new to A; A bought it in the earlier year, so only z is new to ease_full.
+    assert set(refs["ease"](["A"], True)[0]) == {"z", "w"}
+    assert refs["ease_full"](["A"], True)[0][0] == "z"
+    assert "ease_full" not in reference_rankers(temporal_split(frame(train + test), CUT), k=2)
+
+
+def test_online_retail_ii_columns_are_read_as_online_retail(tmp_path: Path) -> None:
+    ii = pd.DataFrame(
+        {
+            "Invoice": ["489434", "C489449"],
+            "StockCode": ["85048", "22087"],
+            "Description": ["A", "B"],
+            "Quantity": [12, -12],
+            "InvoiceDate": ["2009-12-01 07:45:00", "2009-12-01 10:33:00"],
+            "Price": [6.95, 2.95],
+            "Customer ID": [13085.0, 16321.0],
+            "Country": ["United Kingdom"] * 2,
+        }
+    )
+    path = tmp_path / "ii.parquet"
+    ii.to_parquet(path)
+    out = purchases_from_uci(path)
+    assert out[["customer_id", "item_id", "order_id"]].values.tolist() == [["13085", "85048", "489434"]]
+    assert out["timestamp"].iloc[0] == pd.Timestamp("2009-12-01 07:45", tz="UTC")
+    ii.loc[1, "InvoiceDate"] = "the first of December"
+    ii.to_parquet(path)
+    with pytest.raises(DataError, match="InvoiceDate"):
+        read_uci(path)
+
+
+@pytest.mark.slow
+def test_ranking_eval_learns_from_the_earlier_year_and_beats_repeat_over_it() -> None:
+    """On the real data with Online Retail II's earlier year: the protocol's customers are unchanged, no list
+    holds an item off the catalog, and the ranker beats repeat history given the same longer history."""
+    ev = RankingEval(text=None, ranker_params={"max_iter": 120})
+    out = ev.run()
+    assert ev.split is not None and ev.ranker is not None
+    assert ev.split.earlier["timestamp"].max() < ev.split.train["timestamp"].min()
+    assert len(ev.split.customers) == len(temporal_split(purchases_from_uci(DEFAULT_PARQUET)).customers)
+    lists = ev.ranker.rank(list(ev.split.customers[:200]), k=10, only=ev.split.catalog)
+    assert all(x in ev.split.catalog for lst in lists for x in lst)
+    assert out["ranking.repeat_full.all.recall@10"] > out["ranking.repeat.all.recall@10"]
+    assert out["ranking.tailor.all.recall@10"] > out["ranking.repeat_full.all.recall@10"]
+    assert out["ranking.tailor.all.ndcg@10"] > out["ranking.repeat_full.all.ndcg@10"]
