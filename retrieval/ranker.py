@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -189,7 +189,8 @@ class Ranker:
         self,
         *,
         label_days: int = 92,
-        windows: int = 2,
+        windows: int = 4,
+        min_past_days: int = 60,
         weighted: int = 1,
         n_collab: int = 100,
         n_text: int = 30,
@@ -204,9 +205,12 @@ class Ranker:
             raise DataError(f"label_days must be >= 7, got {label_days}")
         if windows < 1:
             raise DataError(f"windows must be >= 1, got {windows}")
+        if min_past_days < 1:
+            raise DataError(f"min_past_days must be >= 1, got {min_past_days}")
         self.params: dict[str, int] = {
             "label_days": label_days,
             "windows": windows,
+            "min_past_days": min_past_days,
             "weighted": weighted,
             "n_collab": n_collab,
             "n_text": n_text,
@@ -222,6 +226,7 @@ class Ranker:
         self.customer_ids: list[str] = []
         self.customer_index: dict[str, int] = {}
         self.now_day = 0.0
+        self.windows_used = 0  # label windows the last fit trained on
         self._history: History | None = None
         self._items: ItemStats | None = None
         self._collab: CollabModel | None = None
@@ -255,9 +260,10 @@ class Ranker:
         p = self.params
         seed = p["seed"]
         data: _Rows = {"all": ([], [], []), "new": ([], [], [])}
+        self.windows_used = 0
         for w in range(p["windows"]):
             end = self.now_day - w * p["label_days"]
-            self._window_rows(history.before(end), end - p["label_days"], n_items, data)
+            self._window_rows(history.before(end), end - p["label_days"], n_items, data, first=w == 0)
         if not data["all"][0]:
             raise DataError(
                 f"fitting needs purchases both before and within the last {p['label_days']} days before now",
@@ -300,6 +306,8 @@ class Ranker:
         label_start: float,
         n_items: int,
         data: _Rows,
+        *,
+        first: bool = True,
     ) -> None:
         """Training rows of one label window: features strictly before it, labels inside it."""
         p = self.params
@@ -307,6 +315,12 @@ class Ranker:
         window = history.day >= label_start
         if not len(past.day) or not window.any():
             return
+        # A window whose past is only days long teaches what customers do with almost no history, which is not
+        # what is served: earlier windows reach back only as far as the history holds ``min_past_days`` before
+        # them. The first window always counts, so a short history can still be fitted.
+        if not first and label_start - float(past.day.min()) < p["min_past_days"]:
+            return
+        self.windows_used += 1
         past_items = item_stats(past, n_items, label_start)
         past_collab = self._fit_collab(past, n_items)
         known = np.bincount(past.item, minlength=n_items) > 0
@@ -387,9 +401,23 @@ class Ranker:
         _, _, _, all_model, new_model = self._require()
         return (new_model if new_only else all_model).predict(cands.x)
 
-    def rank(self, customer_ids: Sequence[str], *, new_only: bool = False, k: int = 20) -> list[list[str]]:
-        """Top ``k`` item ids for customers known at fit time, scored as of the fit's ``now`` (for evals)."""
+    def rank(
+        self,
+        customer_ids: Sequence[str],
+        *,
+        new_only: bool = False,
+        k: int = 20,
+        only: Collection[str] | None = None,
+    ) -> list[list[str]]:
+        """Top ``k`` item ids for customers known at fit time, scored as of the fit's ``now`` (for evals).
+
+        ``only`` limits the lists to those items (the ones still on sale, say); by default any fitted item.
+        """
         history, items, collab, _, _ = self._require()
+        allowed: npt.NDArray[np.bool_] | None = None
+        if only is not None:
+            allowed = np.zeros(len(self.item_ids), dtype=bool)
+            allowed[[self.item_index[x] for x in only if x in self.item_index]] = True
         out: list[list[str]] = []
         ids = list(customer_ids)
         for start in range(0, len(ids), self._chunk()):
@@ -405,6 +433,7 @@ class Ranker:
                 collab=collab,
                 text=self._text,
                 new_only=new_only,
+                allowed=allowed,
                 n_collab=self.params["n_collab"],
                 n_text=self.params["n_text"],
                 n_trend=self.params["n_trend"],

@@ -224,3 +224,19 @@ def test_recency_shift_bound_reranks_only_the_old_purchases(shop: pd.DataFrame, 
     assert bound[1000.0] != bound[0.0]
     with pytest.raises(DataError, match="shifts"):
         recency_shift_bound(fitted, split, shifts=(-0.5,))
+
+
+def test_earlier_windows_need_enough_past_but_the_first_always_counts(
+    shop: pd.DataFrame, text: dict[str, np.ndarray]
+) -> None:
+    # 300 days before the cut, 60-day windows: label windows start 240, 180, 120, 60 and 0 days in.
+    def used(frame: pd.DataFrame, **params: int) -> int:
+        return Ranker(max_iter=5, label_days=60, windows=6, **params).fit(frame, text, now=CUT).windows_used
+
+    assert used(shop, min_past_days=1) == 4  # the window starting on day 0 has no past at all
+    assert used(shop, min_past_days=100) == 3  # 60 days of past is too little
+    assert used(shop, min_past_days=250) == 1  # only the first: 240 days of past
+    short = shop[shop["timestamp"] >= CUT - pd.Timedelta(days=90)]
+    assert used(short, min_past_days=60) == 1  # 30 days of past, yet a short history still fits
+    with pytest.raises(DataError, match="min_past_days"):
+        Ranker(min_past_days=0)
