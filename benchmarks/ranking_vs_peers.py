@@ -23,7 +23,13 @@ sys.path.insert(0, str(REPO))
 
 import pandas as pd  # noqa: E402
 
-from evals.ranking import DEFAULT_PARQUET, RankingEval, rebuy_by_recency, recency_shift_bound  # noqa: E402
+from evals.ranking import (  # noqa: E402
+    DEFAULT_EARLIER_PARQUET,
+    DEFAULT_PARQUET,
+    RankingEval,
+    rebuy_by_recency,
+    recency_shift_bound,
+)
 
 _LINE = re.compile(
     r"^(?P<name>\S+)\s+(?P<variant>all|new-only)\s+Recall@10 (?P<recall>[\d.]+)\s+NDCG@10 (?P<ndcg>[\d.]+)"
@@ -62,9 +68,9 @@ def _print_recency(ev: RankingEval) -> None:
     if split is None or ev.ranker is None:
         return
     label_days = ev.ranker.params["label_days"]
-    frame = pd.concat([split.train, split.test])
+    frame = pd.concat([split.history, split.test])
     test = rebuy_by_recency(frame, split.cut, label_days)
-    train = rebuy_by_recency(split.train, split.cut - pd.Timedelta(days=label_days), label_days)
+    train = rebuy_by_recency(split.history, split.cut - pd.Timedelta(days=label_days), label_days)
     print(f"\nrebuy within {label_days} days by days since last bought (pairs, share):")
     print(f"{'days':>9s} {'last training window':>24s} {'test window':>20s}")
     for key in test:
@@ -80,12 +86,20 @@ def _print_recency(ev: RankingEval) -> None:
     print("  " + "  ".join(f"+{s:.2f}: {r:.4f} ({r - base:+.4f})" for s, r in bound.items()))
 
 
+def _figures(out: dict[str, float], ranker: str, variant: str) -> dict[str, float]:
+    """One ranker's row of the table, from a ``RankingEval`` result."""
+    row = {m: out[f"ranking.{ranker}.{variant}.{m}"] for m in ("recall@10", "ndcg@10", "hitrate@10")}
+    return {**row, "customers": out[f"ranking.customers.{variant}"]}
+
+
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--peers", type=Path, default=REPO.parent / "shared" / "bench" / "retail_peers.py")
     parser.add_argument("--parquet", type=Path, default=DEFAULT_PARQUET)
+    parser.add_argument("--earlier", type=Path, default=DEFAULT_EARLIER_PARQUET, help="earlier history")
+    parser.add_argument("--no-earlier", action="store_true", help="fit on the protocol's file alone")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure here")
     parser.add_argument("--no-text", action="store_true", help="leave the text-similarity signal out")
     args = parser.parse_args()
@@ -93,12 +107,21 @@ def main() -> None:
     peers, peer_stdout, peer_s = run_peers(args.peers, args.parquet)
     print(peer_stdout.rstrip())
     print(f"peer script wall time {peer_s:.1f}s\n")
+    text = None if args.no_text else "embed"
     t0 = time.perf_counter()
     ev = RankingEval(
-        parquet=args.parquet, text=None if args.no_text else "embed", cache_dir=REPO / "var" / "cache"
+        parquet=args.parquet,
+        earlier=None if args.no_earlier else args.earlier,
+        text=text,
+        cache_dir=REPO / "var" / "cache",
     )
     ours = ev.run()
     tailor_s = time.perf_counter() - t0
+    file_only: dict[str, float] = {}
+    if not args.no_earlier:
+        file_only = RankingEval(
+            parquet=args.parquet, earlier=None, text=text, cache_dir=REPO / "var" / "cache", references=()
+        ).run()
 
     header = (
         f"{'ranker':22s} {'variant':8s} {'Recall@10':>9s} {'NDCG@10':>8s} {'Hit@10':>7s} {'customers':>9s}"
@@ -108,31 +131,12 @@ def main() -> None:
     summary: dict[str, float] = {}
     for variant in ("all", "new-only"):
         rows = [(f"peer:{n}", m) for (n, v), m in peers.items() if v == variant]
-        rows.append(
-            (
-                "tailor",
-                {
-                    "recall@10": ours[f"ranking.tailor.{variant}.recall@10"],
-                    "ndcg@10": ours[f"ranking.tailor.{variant}.ndcg@10"],
-                    "hitrate@10": ours[f"ranking.tailor.{variant}.hitrate@10"],
-                    "customers": ours[f"ranking.customers.{variant}"],
-                },
-            )
-        )
-        for name in ("popularity", "repeat", "itemknn"):
-            key = f"ranking.{name}.{variant}.recall@10"
-            if key in ours:
-                rows.append(
-                    (
-                        f"tailor-ref:{name}",
-                        {
-                            "recall@10": ours[key],
-                            "ndcg@10": ours[f"ranking.{name}.{variant}.ndcg@10"],
-                            "hitrate@10": ours[f"ranking.{name}.{variant}.hitrate@10"],
-                            "customers": ours[f"ranking.customers.{variant}"],
-                        },
-                    )
-                )
+        rows.append(("tailor", _figures(ours, "tailor", variant)))
+        if file_only:
+            rows.append(("tailor-file-only", _figures(file_only, "tailor", variant)))
+        for name in ("popularity", "repeat", "repeat_full", "itemknn", "ease_full"):
+            if f"ranking.{name}.{variant}.recall@10" in ours:
+                rows.append((f"tailor-ref:{name}", _figures(ours, name, variant)))
         for name, m in sorted(rows, key=lambda r: -r[1]["recall@10"]):
             print(
                 f"{name:22s} {variant:8s} {m['recall@10']:9.4f} {m['ndcg@10']:8.4f} {m['hitrate@10']:7.4f}"
@@ -144,9 +148,25 @@ def main() -> None:
         r_ratio = ours[f"ranking.tailor.{variant}.recall@10"] / best["recall@10"]
         n_ratio = ours[f"ranking.tailor.{variant}.ndcg@10"] / best["ndcg@10"]
         print(f"=> {variant}: tailor / best peer ({best_name}):", end=" ")
-        print(f"Recall@10 x{r_ratio:.3f}, NDCG@10 x{n_ratio:.3f}\n")
+        print(f"Recall@10 x{r_ratio:.3f}, NDCG@10 x{n_ratio:.3f}")
         summary[f"{variant}.recall_ratio_vs_{best_name}"] = r_ratio
         summary[f"{variant}.ndcg_ratio_vs_{best_name}"] = n_ratio
+        if file_only:
+            f_ratio = file_only[f"ranking.tailor.{variant}.recall@10"] / best["recall@10"]
+            print(f"   file only (no earlier history): Recall@10 x{f_ratio:.3f}")
+            summary[f"{variant}.file_only_recall_ratio_vs_{best_name}"] = f_ratio
+        # The peers see the protocol's file alone; the same rankers over the same longer history say how much
+        # of Tailor's lead is the data and how much the model.
+        same = [n for n in ("repeat_full", "ease_full") if f"ranking.{n}.{variant}.recall@10" in ours]
+        if same:
+            ref = max(same, key=lambda n: ours[f"ranking.{n}.{variant}.recall@10"])
+            ratio = ours[f"ranking.tailor.{variant}.recall@10"] / ours[f"ranking.{ref}.{variant}.recall@10"]
+            n_same = ours[f"ranking.tailor.{variant}.ndcg@10"] / ours[f"ranking.{ref}.{variant}.ndcg@10"]
+            print(f"   tailor / best reference on the same longer history ({ref}):", end=" ")
+            print(f"Recall@10 x{ratio:.3f}, NDCG@10 x{n_same:.3f}")
+            summary[f"{variant}.recall_ratio_vs_{ref}"] = ratio
+            summary[f"{variant}.ndcg_ratio_vs_{ref}"] = n_same
+        print()
     for name in ("tailor", "popularity", "repeat", "itemknn"):
         keys = ("coverage", "diversity", "novelty", "popularity_bias")
         vals = [ours.get(f"ranking.{name}.all.{k}@10") for k in keys]
@@ -159,6 +179,7 @@ def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "tailor": ours,
+            "tailor_file_only": file_only,
             "peers": {f"{n}.{v}": m for (n, v), m in peers.items()},
             "ratios": summary,
             "timings": {**ev.timings, "peer_script_s": peer_s},
