@@ -34,6 +34,7 @@ import pandas as pd
 
 from tailor.errors import DataError
 from tailor.store import Store
+from tailor.uci import read_uci
 
 __all__ = [
     "DEFAULT_CUT",
@@ -66,8 +67,6 @@ DEFAULT_CUT = pd.Timestamp("2011-09-09", tz="UTC")
 DEFAULT_KS = (5, 10, 20)
 # The first day of UCI Online Retail: the protocol's period begins here; anything before is earlier history.
 UCI_START = pd.Timestamp("2010-12-01", tz="UTC")
-# Online Retail II names three of the columns differently; the rows mean the same.
-_UCI_II_NAMES = {"Invoice": "InvoiceNo", "Price": "UnitPrice", "Customer ID": "CustomerID"}
 REQUIRED = ("customer_id", "item_id", "timestamp")
 
 # (customers, new_only) -> one ranked list of item ids per customer, best first.
@@ -77,21 +76,6 @@ RankFn = Callable[[Sequence[str], bool], Sequence[Sequence[str]]]
 def _utc(ts: pd.Series) -> pd.Series:
     ts = pd.to_datetime(ts)
     return ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts.dt.tz_convert("UTC")
-
-
-def read_uci(path: Path | str) -> pd.DataFrame:
-    """A UCI Online Retail or Online Retail II parquet under Online Retail's column names, dates parsed."""
-    try:
-        raw = pd.read_parquet(path)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read {path}: {exc}", hint="pass a UCI Online Retail parquet") from exc
-    raw = raw.rename(columns={k: v for k, v in _UCI_II_NAMES.items() if k in raw.columns})
-    if "InvoiceDate" in raw.columns and not pd.api.types.is_datetime64_any_dtype(raw["InvoiceDate"]):
-        try:
-            raw["InvoiceDate"] = pd.to_datetime(raw["InvoiceDate"])
-        except (ValueError, TypeError) as exc:
-            raise DataError(f"{path}: InvoiceDate holds a value that is not a date: {exc}") from exc
-    return raw
 
 
 def purchases_from_uci(raw: pd.DataFrame | Path | str) -> pd.DataFrame:

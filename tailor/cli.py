@@ -114,7 +114,7 @@ def import_(
         Path | None,
         typer.Argument(
             help="A folder in the canonical format (items/customers/events "
-            ".jsonl or .csv), or a UCI Online Retail .parquet file."
+            ".jsonl or .csv), or a UCI Online Retail (or Online Retail II) .parquet file."
         ),
     ] = None,
     customers_limit: Annotated[

@@ -30,6 +30,7 @@ __all__ = [
     "clean_title",
     "convert",
     "load_transactions",
+    "read_uci",
 ]
 
 # Postage, fees and manual adjustments are not products.
@@ -217,11 +218,27 @@ def clean_title(description: str) -> str:
     return " ".join(words)
 
 
-def load_transactions(path: Path) -> pd.DataFrame:
+# Online Retail II names three of the columns differently; the rows mean the same.
+_UCI_II_NAMES = {"Invoice": "InvoiceNo", "Price": "UnitPrice", "Customer ID": "CustomerID"}
+
+
+def read_uci(path: Path | str) -> pd.DataFrame:
+    """A UCI Online Retail or Online Retail II parquet under Online Retail's column names, dates parsed."""
     try:
-        frame = pd.read_parquet(path)
+        raw = pd.read_parquet(path)
     except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read {path}: {exc}", hint="pass the UCI Online Retail parquet file") from exc
+        raise DataError(f"cannot read {path}: {exc}", hint="pass a UCI Online Retail parquet file") from exc
+    raw = raw.rename(columns={k: v for k, v in _UCI_II_NAMES.items() if k in raw.columns})
+    if "InvoiceDate" in raw.columns and not pd.api.types.is_datetime64_any_dtype(raw["InvoiceDate"]):
+        try:
+            raw["InvoiceDate"] = pd.to_datetime(raw["InvoiceDate"])
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"{path}: InvoiceDate holds a value that is not a date: {exc}") from exc
+    return raw
+
+
+def load_transactions(path: Path) -> pd.DataFrame:
+    frame = read_uci(path)
     expected = {
         "InvoiceNo",
         "StockCode",

@@ -56,3 +56,20 @@ def test_conversion_is_deterministic(slice_dir: Path, tmp_path: Path) -> None:
     convert(PARQUET, tmp_path, customers_limit=SLICE_CUSTOMERS)
     for name in ("items.jsonl", "customers.jsonl"):
         assert (tmp_path / name).read_bytes() == (slice_dir / name).read_bytes()
+
+
+def test_online_retail_ii_converts_as_online_retail(tmp_path: Path) -> None:
+    """Online Retail II names three columns differently and keeps dates as text: its rows convert alike."""
+    from tailor.uci import convert
+
+    rows = pd.read_parquet(PARQUET).head(400)
+    ii = rows.rename(columns={"InvoiceNo": "Invoice", "UnitPrice": "Price", "CustomerID": "Customer ID"})
+    ii["InvoiceDate"] = ii["InvoiceDate"].dt.strftime("%Y-%m-%d %H:%M:%S")
+    rows.to_parquet(tmp_path / "i.parquet")
+    ii.to_parquet(tmp_path / "ii.parquet")
+    first = convert(tmp_path / "i.parquet", tmp_path / "i")
+    second = convert(tmp_path / "ii.parquet", tmp_path / "ii")
+    counts = (first.items, first.customers, first.events)
+    assert counts == (second.items, second.customers, second.events) and first.events > 0
+    for name in ("items.jsonl", "customers.jsonl", "events.jsonl"):
+        assert (tmp_path / "ii" / name).read_bytes() == (tmp_path / "i" / name).read_bytes()
