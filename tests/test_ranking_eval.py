@@ -259,7 +259,7 @@ def test_online_retail_ii_columns_are_read_as_online_retail(tmp_path: Path) -> N
 @pytest.mark.slow
 def test_ranking_eval_learns_from_the_earlier_year_and_beats_repeat_over_it() -> None:
     """On the real data with Online Retail II's earlier year: the protocol's customers are unchanged, no list
-    holds an item off the catalog, and the ranker beats repeat history given the same longer history."""
+    holds an item off the catalog, and the ranker beats repeat and EASE given the same longer history."""
     ev = RankingEval(text=None, ranker_params={"max_iter": 120})
     out = ev.run()
     assert ev.split is not None and ev.ranker is not None
@@ -270,3 +270,5 @@ def test_ranking_eval_learns_from_the_earlier_year_and_beats_repeat_over_it() ->
     assert out["ranking.repeat_full.all.recall@10"] > out["ranking.repeat.all.recall@10"]
     assert out["ranking.tailor.all.recall@10"] > out["ranking.repeat_full.all.recall@10"]
     assert out["ranking.tailor.all.ndcg@10"] > out["ranking.repeat_full.all.ndcg@10"]
+    # Under the same rule (nothing the customer ever bought is new), EASE over the same history trails Tailor.
+    assert out["ranking.tailor.new-only.recall@10"] > out["ranking.ease_full.new-only.recall@10"]
