@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tailor.errors import TailorError
+from tailor.errors import DataError, TailorError
 from tailor.logs import quiet_libraries
 from tailor.settings import Settings
 
@@ -111,10 +111,11 @@ def _dump(obj: Any) -> None:
 @app.command("import")
 def import_(
     source: Annotated[
-        Path | None,
+        list[Path] | None,
         typer.Argument(
             help="A folder in the canonical format (items/customers/events "
-            ".jsonl or .csv), or a UCI Online Retail (or Online Retail II) .parquet file."
+            ".jsonl or .csv), or UCI Online Retail .parquet files: Online Retail, Online Retail II, "
+            "or both years together."
         ),
     ] = None,
     customers_limit: Annotated[
@@ -128,12 +129,16 @@ def import_(
     def body() -> None:
         from tailor.service import DEMO_SOURCE
 
+        paths = source or [DEMO_SOURCE]
+        if len(paths) > 1 and any(p.suffix != ".parquet" for p in paths):
+            raise DataError(
+                "several sources must all be UCI .parquet files", hint="import one canonical folder at a time"
+            )
         with _tailor(data_dir) as t:
-            path = source or DEMO_SOURCE
-            if path.suffix == ".parquet":
-                report = t.import_uci(path, customers_limit=customers_limit, force=force)
+            if paths[0].suffix == ".parquet":
+                report = t.import_uci(paths, customers_limit=customers_limit, force=force)
             else:
-                report = t.import_dir(path, force=force)
+                report = t.import_dir(paths[0], force=force)
             verb = "unchanged" if report.skipped else "imported"
             out.print(f"{verb}: {report.items} items, {report.customers} customers, {report.events} events")
 

@@ -167,19 +167,26 @@ class Tailor:
             _release_memory()
 
     def import_uci(
-        self, parquet: Path = DEMO_SOURCE, *, customers_limit: int | None = None, force: bool = False
+        self,
+        parquet: Path | Sequence[Path] = DEMO_SOURCE,
+        *,
+        customers_limit: int | None = None,
+        force: bool = False,
     ) -> ImportReport:
-        """Convert UCI Online Retail to the canonical format under the data dir, then import it."""
+        """Convert UCI Online Retail to the canonical format under the data dir, then import it.
+
+        Several files (Online Retail II's 2009-2010 year beside Online Retail) make one history."""
         from tailor.uci import convert
 
-        if not parquet.exists():
-            raise DataError(f"{parquet} does not exist", hint="pass the path of online_retail.parquet")
+        paths = [parquet] if isinstance(parquet, Path) else list(parquet)
+        for path in paths:
+            if not path.exists():
+                raise DataError(f"{path} does not exist", hint="pass the path of online_retail.parquet")
         out = self.settings.data_dir / "canonical"
-        marker = (
-            f"{parquet.resolve()}:{parquet.stat().st_size}:{parquet.stat().st_mtime_ns}:{customers_limit}"
-        )
+        marker = ";".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths)
+        marker += f":{customers_limit}"
         if force or self.store.get_meta("uci_source") != marker or not (out / "items.jsonl").exists():
-            convert(parquet, out, customers_limit=customers_limit)
+            convert(paths, out, customers_limit=customers_limit)
             self.store.set_meta("uci_source", marker)
             _release_memory()
         return self.import_dir(out, force=force)

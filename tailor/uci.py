@@ -9,10 +9,11 @@ items, prices, countries, purchases and returns.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from pathlib import Path
@@ -223,12 +224,17 @@ _UCI_II_NAMES = {"Invoice": "InvoiceNo", "Price": "UnitPrice", "Customer ID": "C
 
 
 def read_uci(path: Path | str) -> pd.DataFrame:
-    """A UCI Online Retail or Online Retail II parquet under Online Retail's column names, dates parsed."""
+    """A UCI Online Retail or Online Retail II parquet under Online Retail's column names, dates parsed.
+
+    ``frame.attrs["dataset"]`` says which of the two it was (``"online-retail"`` or ``"online-retail-ii"``).
+    """
     try:
         raw = pd.read_parquet(path)
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read {path}: {exc}", hint="pass a UCI Online Retail parquet file") from exc
+    ii = "Invoice" in raw.columns and "InvoiceNo" not in raw.columns
     raw = raw.rename(columns={k: v for k, v in _UCI_II_NAMES.items() if k in raw.columns})
+    raw.attrs["dataset"] = "online-retail-ii" if ii else "online-retail"
     if "InvoiceDate" in raw.columns and not pd.api.types.is_datetime64_any_dtype(raw["InvoiceDate"]):
         try:
             raw["InvoiceDate"] = pd.to_datetime(raw["InvoiceDate"])
@@ -237,8 +243,36 @@ def read_uci(path: Path | str) -> pd.DataFrame:
     return raw
 
 
-def load_transactions(path: Path) -> pd.DataFrame:
+def load_transactions(path: Path | Sequence[Path]) -> pd.DataFrame:
+    """Product lines of one UCI file, or of several years of it (Online Retail II's 2009-2010 and Online
+    Retail's 2010-2011, say) as one history.
+
+    The years overlap (Online Retail II's last nine days are Online Retail's first), so each file is kept
+    only up to the first day of the next one. Each dataset numbers its lines apart: ``event_key`` is
+    ``uci-<line>`` for Online Retail, as it always was, and ``uci2-<line>`` for Online Retail II.
+    """
+    paths = [path] if isinstance(path, Path) else list(path)
+    if not paths:
+        raise DataError("no UCI file given", hint="pass online_retail.parquet")
+    loaded = [_load_one(p) for p in paths]
+    if len(loaded) == 1:
+        return loaded[0][1]
+    kinds = [kind for kind, _ in loaded]
+    for kind in dict.fromkeys(kinds):
+        if kinds.count(kind) > 1:
+            same = ", ".join(str(p) for p, k in zip(paths, kinds, strict=True) if k == kind)
+            raise DataError(
+                f"{kind} is given twice ({same})",
+                hint="give each dataset once: Online Retail II's 2009-2010 year and Online Retail",
+            )
+    frames = sorted((frame for _, frame in loaded), key=lambda f: f["InvoiceDate"].min())
+    kept = [f[f["InvoiceDate"] < nxt["InvoiceDate"].min()] for f, nxt in itertools.pairwise(frames)]
+    return pd.concat([*kept, frames[-1]], ignore_index=True)
+
+
+def _load_one(path: Path) -> tuple[str, pd.DataFrame]:
     frame = read_uci(path)
+    kind = str(frame.attrs["dataset"])
     expected = {
         "InvoiceNo",
         "StockCode",
@@ -255,7 +289,10 @@ def load_transactions(path: Path) -> pd.DataFrame:
     # "84536a" and "84536A" are one product: codes differ only in case in the source.
     frame["StockCode"] = frame["StockCode"].astype(str).str.strip().str.upper()
     frame["InvoiceNo"] = frame["InvoiceNo"].astype(str).str.strip()
-    return frame[~frame["StockCode"].isin(NON_PRODUCTS) & (frame["UnitPrice"] > 0)]
+    # The source has identical duplicate lines; the line number keeps each one a distinct event.
+    prefix = "uci2-" if kind == "online-retail-ii" else "uci-"
+    frame["event_key"] = prefix + frame.index.astype(str)
+    return kind, frame[~frame["StockCode"].isin(NON_PRODUCTS) & (frame["UnitPrice"] > 0)]
 
 
 @dataclass(frozen=True)
@@ -332,16 +369,17 @@ def _events(frame: pd.DataFrame, titles: dict[str, str], seed: int) -> Iterator[
     known = frame.dropna(subset=["CustomerID"])
     known = known[known["StockCode"].isin(titles)]
     cancelled = known["InvoiceNo"].str.startswith("C")
-    rows = known[["InvoiceNo", "StockCode", "Quantity", "UnitPrice", "InvoiceDate", "CustomerID"]]
-    # The source has identical duplicate lines; the row number keeps each one a distinct event.
-    for (row, invoice, code, qty, unit, when, cid), is_return in zip(
-        rows.itertuples(index=True, name=None), cancelled, strict=True
+    rows = known[
+        ["event_key", "InvoiceNo", "StockCode", "Quantity", "UnitPrice", "InvoiceDate", "CustomerID"]
+    ]
+    for (key, invoice, code, qty, unit, when, cid), is_return in zip(
+        rows.itertuples(index=False, name=None), cancelled, strict=True
     ):
         if (qty > 0) == is_return:
             continue  # a positive quantity on a cancellation invoice (or the reverse) is an adjustment
         kind = EventKind.RETURN if is_return else EventKind.PURCHASE
         yield Event(
-            id=f"uci-{row}",
+            id=str(key),
             customer_id=str(int(cid)),
             kind=kind,
             item_id=str(code),
@@ -388,11 +426,21 @@ def catalog_from_parquet(parquet: Path) -> list[Item]:
     return _items(frame, frame["InvoiceDate"].max())
 
 
+_DATASETS = {
+    "online-retail": "UCI Online Retail (Chen, 2015), CC BY 4.0, https://doi.org/10.24432/C5BW33",
+    "online-retail-ii": "UCI Online Retail II (Chen, 2012), CC BY 4.0, https://doi.org/10.24432/C5CG6D",
+}
+
+
 def convert(
-    parquet: Path, out_dir: Path, *, seed: int = 7, customers_limit: int | None = None
+    parquet: Path | Sequence[Path], out_dir: Path, *, seed: int = 7, customers_limit: int | None = None
 ) -> ConvertReport:
-    """Write items.jsonl, customers.jsonl and events.jsonl (the canonical format) into ``out_dir``."""
-    frame = load_transactions(parquet)
+    """Write items.jsonl, customers.jsonl and events.jsonl (the canonical format) into ``out_dir``.
+
+    Several files (Online Retail II's 2009-2010 year and Online Retail) make one store of both years.
+    """
+    paths = [parquet] if isinstance(parquet, Path) else list(parquet)
+    frame = load_transactions(paths)
     if customers_limit is not None:
         # A deterministic slice: the customers with the most invoices, for small demos and tests.
         busiest = frame.dropna(subset=["CustomerID"]).groupby("CustomerID")["InvoiceNo"].nunique()
@@ -404,10 +452,12 @@ def convert(
     n_items = _write_jsonl(out_dir / "items.jsonl", items)
     n_customers = _write_jsonl(out_dir / "customers.jsonl", _customers(frame, seed))
     n_events = _write_jsonl(out_dir / "events.jsonl", _events(frame, {i.id: i.title for i in items}, seed))
+    ii = frame["event_key"].str.startswith("uci2-")
+    kinds = [k for k, present in (("online-retail-ii", ii.any()), ("online-retail", (~ii).any())) if present]
     source = {
-        "dataset": "UCI Online Retail (Chen, 2015), CC BY 4.0, https://doi.org/10.24432/C5BW33",
-        "file": parquet.name,
-        "sha256": hashlib.sha256(parquet.read_bytes()).hexdigest(),
+        "dataset": "; ".join(_DATASETS[k] for k in kinds),
+        "file": ", ".join(p.name for p in paths),
+        "sha256": ", ".join(hashlib.sha256(p.read_bytes()).hexdigest() for p in paths),
         "seed": seed,
         "customers_limit": customers_limit,
         "synthetic": ["customer names, e-mail addresses, consent flags, quiet hours", "support ticket texts"],

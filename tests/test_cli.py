@@ -28,6 +28,19 @@ def test_import_then_list_customers(slice_dir: Path, tmp_path: Path) -> None:
     assert len(rows) == 3 and all(r["synthetic"] for r in rows)
 
 
+def test_import_both_years_of_online_retail(tmp_path: Path) -> None:
+    raw = Path(__file__).resolve().parents[1] / "data" / "raw"
+    files = [str(raw / "online_retail_ii_2009_2010.parquet"), str(raw / "online_retail.parquet")]
+    done = tailor("import", *files, "--customers-limit", "20", data_dir=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "imported:" in done.stdout and "20 customers" in done.stdout
+    assert "unchanged:" in tailor("import", *files, "--customers-limit", "20", data_dir=tmp_path).stdout
+    events = (tmp_path / "canonical" / "events.jsonl").read_text()
+    assert '"id":"uci2-' in events and '"id":"uci-' in events
+    mixed = tailor("import", files[1], str(tmp_path / "canonical"), data_dir=tmp_path / "other")
+    assert mixed.returncode == 1 and "must all be UCI .parquet files" in mixed.stderr
+
+
 def test_bad_input_is_one_line_and_exit_1(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "items.jsonl").write_text('{"id": "A", "title": "Bag"}\n')

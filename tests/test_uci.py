@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
+from tailor.errors import DataError
 from tailor.models import EventKind
 from tailor.store import Store
 from tailor.uci import categorize, clean_title
@@ -58,18 +60,55 @@ def test_conversion_is_deterministic(slice_dir: Path, tmp_path: Path) -> None:
         assert (tmp_path / name).read_bytes() == (slice_dir / name).read_bytes()
 
 
+def _ii(rows: pd.DataFrame) -> pd.DataFrame:
+    ii = rows.rename(columns={"InvoiceNo": "Invoice", "UnitPrice": "Price", "CustomerID": "Customer ID"})
+    ii["InvoiceDate"] = ii["InvoiceDate"].dt.strftime("%Y-%m-%d %H:%M:%S")
+    return ii
+
+
 def test_online_retail_ii_converts_as_online_retail(tmp_path: Path) -> None:
     """Online Retail II names three columns differently and keeps dates as text: its rows convert alike."""
     from tailor.uci import convert
 
     rows = pd.read_parquet(PARQUET).head(400)
-    ii = rows.rename(columns={"InvoiceNo": "Invoice", "UnitPrice": "Price", "CustomerID": "Customer ID"})
-    ii["InvoiceDate"] = ii["InvoiceDate"].dt.strftime("%Y-%m-%d %H:%M:%S")
     rows.to_parquet(tmp_path / "i.parquet")
-    ii.to_parquet(tmp_path / "ii.parquet")
+    _ii(rows).to_parquet(tmp_path / "ii.parquet")
     first = convert(tmp_path / "i.parquet", tmp_path / "i")
     second = convert(tmp_path / "ii.parquet", tmp_path / "ii")
     counts = (first.items, first.customers, first.events)
     assert counts == (second.items, second.customers, second.events) and first.events > 0
-    for name in ("items.jsonl", "customers.jsonl", "events.jsonl"):
+    for name in ("items.jsonl", "customers.jsonl"):
         assert (tmp_path / "ii" / name).read_bytes() == (tmp_path / "i" / name).read_bytes()
+    # The same lines, numbered apart: Online Retail II's event ids cannot meet Online Retail's.
+    events_ii = (tmp_path / "ii" / "events.jsonl").read_text()
+    assert '"uci2-' in events_ii and '"uci-' not in events_ii
+    assert events_ii.replace('"uci2-', '"uci-') == (tmp_path / "i" / "events.jsonl").read_text()
+
+
+def test_both_years_convert_into_one_history(tmp_path: Path) -> None:
+    """Online Retail II's year before Online Retail, given with it: its lines up to Online Retail's first day
+    join the history, the nine overlapping days are read once, and the source names both datasets."""
+    from tailor.uci import convert
+
+    rows = pd.read_parquet(PARQUET).head(300)
+    year_before = rows.head(120).assign(InvoiceDate=rows.head(120)["InvoiceDate"] - pd.Timedelta(days=200))
+    overlap = rows.head(50)  # Online Retail II repeats Online Retail's first days
+    rows.to_parquet(tmp_path / "i.parquet")
+    _ii(pd.concat([year_before, overlap], ignore_index=True)).to_parquet(tmp_path / "ii.parquet")
+    alone = convert(tmp_path / "i.parquet", tmp_path / "alone")
+    both = convert([tmp_path / "i.parquet", tmp_path / "ii.parquet"], tmp_path / "both")
+    events = [json.loads(line) for line in (tmp_path / "both" / "events.jsonl").open()]
+    earlier = [e for e in events if e["id"].startswith("uci2-")]
+    first_day = rows["InvoiceDate"].min().tz_localize("UTC")
+    assert earlier and all(pd.Timestamp(e["timestamp"]) < first_day for e in earlier)
+    assert both.events - alone.events == len(earlier) > 0
+    assert len({e["id"] for e in events if "id" in e}) == len([e for e in events if "id" in e])
+    source = json.loads((tmp_path / "both" / "SOURCE.json").read_text())
+    assert "Online Retail II" in source["dataset"] and "C5BW33" in source["dataset"]
+    # The order given does not matter; the same dataset twice is refused by name.
+    again = convert([tmp_path / "ii.parquet", tmp_path / "i.parquet"], tmp_path / "again")
+    for name in ("items.jsonl", "customers.jsonl", "events.jsonl"):
+        assert (tmp_path / "again" / name).read_bytes() == (tmp_path / "both" / name).read_bytes()
+    assert again.events == both.events
+    with pytest.raises(DataError, match="online-retail is given twice"):
+        convert([tmp_path / "i.parquet", tmp_path / "i.parquet"], tmp_path / "twice")
