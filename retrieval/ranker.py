@@ -265,9 +265,18 @@ class Ranker:
             end = self.now_day - w * p["label_days"]
             self._window_rows(history.before(end), end - p["label_days"], n_items, data, first=w == 0)
         if not data["all"][0]:
+            newest = frame["timestamp"].max()
+            idle = (now_ts - newest).days
+            # Historical data read today is the usual cause: the clock, not the data, is what to change.
+            hint = (
+                f"the newest purchase is from {newest.date()}, {idle} days before now ({now_ts.date()}):"
+                " for historical data set TAILOR_NOW to the day after it"
+                if idle >= p["label_days"]
+                else "lower label_days or fit on a longer history"
+            )
             raise DataError(
                 f"fitting needs purchases both before and within the last {p['label_days']} days before now",
-                hint="lower label_days or fit on a longer history",
+                hint=hint,
             )
         models = {
             v: _train_trees(

@@ -240,3 +240,12 @@ def test_earlier_windows_need_enough_past_but_the_first_always_counts(
     assert used(short, min_past_days=60) == 1  # 30 days of past, yet a short history still fits
     with pytest.raises(DataError, match="min_past_days"):
         Ranker(min_past_days=0)
+
+
+def test_fitting_old_data_at_today_names_the_clock(shop: pd.DataFrame, text: dict[str, np.ndarray]) -> None:
+    later = CUT + pd.Timedelta(days=400)
+    with pytest.raises(DataError, match=r"newest purchase is from .*set TAILOR_NOW to the day after it"):
+        Ranker(max_iter=5).fit(shop[shop["timestamp"] < CUT], text, now=later)
+    with pytest.raises(DataError, match="lower label_days"):
+        recent = shop[(shop["timestamp"] >= CUT - pd.Timedelta(days=30)) & (shop["timestamp"] < CUT)]
+        Ranker(max_iter=5).fit(recent, text, now=CUT)  # nothing before the label window to learn from
