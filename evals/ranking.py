@@ -36,6 +36,7 @@ from evals.protocol import (
 )
 from retrieval.ranker import Ranker
 from tailor.errors import DataError
+from tailor.uci import join_years
 
 __all__ = [
     "DEFAULT_EARLIER_PARQUET",
@@ -135,13 +136,22 @@ def _matrix(split: Split) -> tuple[sp.csr_matrix, sp.csr_matrix, list[str], dict
     item_ix = {x: i for i, x in enumerate(items)}
     customers = sorted(set(split.train["customer_id"]))
     cust_ix = {x: i for i, x in enumerate(customers)}
-    counts = split.train.groupby(["customer_id", "item_id"]).size().reset_index(name="n")
+    freq = _counts(split.train, cust_ix, item_ix)
+    return freq, _bought(freq), items, item_ix, cust_ix
+
+
+def _counts(frame: pd.DataFrame, cust_ix: Mapping[str, int], item_ix: Mapping[str, int]) -> sp.csr_matrix:
+    """Customers x items purchase counts of ``frame``, whose ids must all be in the two indexes."""
+    counts = frame.groupby(["customer_id", "item_id"]).size().reset_index(name="n")
     rows = counts["customer_id"].map(cust_ix).to_numpy()
     cols = counts["item_id"].map(item_ix).to_numpy()
-    shape = (len(customers), len(items))
-    freq = sp.csr_matrix((counts["n"].to_numpy(np.float64), (rows, cols)), shape=shape)
-    seen = sp.csr_matrix((np.ones(len(counts)), (rows, cols)), shape=shape)
-    return freq, seen, items, item_ix, cust_ix
+    shape = (len(cust_ix), len(item_ix))
+    return sp.csr_matrix((counts["n"].to_numpy(np.float64), (rows, cols)), shape=shape)
+
+
+def _bought(freq: sp.csr_matrix) -> sp.csr_matrix:
+    """1 where the customer bought the item at all."""
+    return (freq > 0).astype(np.float64).tocsr()
 
 
 # EASE inverts a dense items x items Gram matrix: past this many items it is left out (memory grows as n^2).
@@ -197,19 +207,13 @@ def reference_rankers(split: Split, k: int = 20) -> dict[str, RankFn]:
         # Repeat history over the earlier history too: what the extra data gives the simplest ranker, so a
         # gain from the data is not mistaken for a gain from the model.
         full = split.history
-        full = full[full["item_id"].isin(item_ix) & full["customer_id"].isin(cust_ix)]
-        counts = full.groupby(["customer_id", "item_id"]).size().reset_index(name="n")
-        full_freq = sp.csr_matrix(
-            (
-                counts["n"].to_numpy(np.float64),
-                (counts["customer_id"].map(cust_ix).to_numpy(), counts["item_id"].map(item_ix).to_numpy()),
-            ),
-            shape=freq.shape,
+        full_freq = _counts(
+            full[full["item_id"].isin(item_ix) & full["customer_id"].isin(cust_ix)], cust_ix, item_ix
         )
         refs["repeat_full"] = batched(lambda rows: full_freq[rows].toarray() + 1e-6 * pop)
         # EASE on the same longer history; its new-only lists leave out everything the customer ever bought,
         # earlier history included, as Tailor's discovery lists do.
-        full_seen = (full_freq > 0).astype(np.float64).tocsr()
+        full_seen = _bought(full_freq)
         refs["ease_full"] = batched(_ease(full_seen), mask=full_seen)
     return refs
 
@@ -303,11 +307,8 @@ class RankingEval:
                         hint="pass the Online Retail II 2009-2010 parquet, or no earlier history",
                     )
                 early_raw = read_uci(self.earlier)
-                start = purchases["timestamp"].min().normalize()
-                early = purchases_from_uci(early_raw)
-                # The two files overlap on Online Retail's first days: those rows are the later file's alone.
-                purchases = pd.concat([early[early["timestamp"] < start], purchases], ignore_index=True)
-                self.start = start
+                purchases = purchases_from_uci(join_years([early_raw, raw]))
+                self.start = raw["InvoiceDate"].min().normalize()  # the protocol's period begins here
                 # Items sold only in the earlier year are described by it; the later file wins for the rest.
                 raw = pd.concat([early_raw[~early_raw["StockCode"].isin(raw["StockCode"])], raw])
         else:

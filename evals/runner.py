@@ -152,13 +152,12 @@ def _ranking(inp: SuiteInput) -> Eval:
                 f" empty data dir the suite reads the parquet files, {DEFAULT_EARLIER_PARQUET.name} included"
             )
         return RankingEval(purchases, cut=cut, start=start, text=None, seed=inp.seed, out_dir=inp.out_dir)
-    if DEFAULT_EARLIER_PARQUET.exists():
-        inp.notes.append(
-            f"ranking: {DEFAULT_EARLIER_PARQUET.name} before {UCI_START.date()} is earlier history"
-        )
+    earlier = DEFAULT_EARLIER_PARQUET if DEFAULT_EARLIER_PARQUET.exists() else None
+    if earlier is not None:
+        inp.notes.append(f"ranking: {earlier.name} before {UCI_START.date()} is earlier history")
     return RankingEval(
         None,
-        earlier=DEFAULT_EARLIER_PARQUET if DEFAULT_EARLIER_PARQUET.exists() else None,
+        earlier=earlier,
         cut=cut,
         cache_dir=inp.settings.cache_dir,
         seed=inp.seed,

@@ -30,6 +30,7 @@ __all__ = [
     "categorize",
     "clean_title",
     "convert",
+    "join_years",
     "load_transactions",
     "read_uci",
 ]
@@ -221,6 +222,8 @@ def clean_title(description: str) -> str:
 
 # Online Retail II names three of the columns differently; the rows mean the same.
 _UCI_II_NAMES = {"Invoice": "InvoiceNo", "Price": "UnitPrice", "Customer ID": "CustomerID"}
+# Each dataset's event ids, so that the two years' line numbers never meet (oldest year first).
+_EVENT_PREFIX = {"online-retail-ii": "uci2-", "online-retail": "uci-"}
 
 
 def read_uci(path: Path | str) -> pd.DataFrame:
@@ -247,8 +250,7 @@ def load_transactions(path: Path | Sequence[Path]) -> pd.DataFrame:
     """Product lines of one UCI file, or of several years of it (Online Retail II's 2009-2010 and Online
     Retail's 2010-2011, say) as one history.
 
-    The years overlap (Online Retail II's last nine days are Online Retail's first), so each file is kept
-    only up to the first day of the next one. Each dataset numbers its lines apart: ``event_key`` is
+    Overlapping days are read once (``join_years``). Each dataset numbers its lines apart: ``event_key`` is
     ``uci-<line>`` for Online Retail, as it always was, and ``uci2-<line>`` for Online Retail II.
     """
     paths = [path] if isinstance(path, Path) else list(path)
@@ -265,9 +267,20 @@ def load_transactions(path: Path | Sequence[Path]) -> pd.DataFrame:
                 f"{kind} is given twice ({same})",
                 hint="give each dataset once: Online Retail II's 2009-2010 year and Online Retail",
             )
-    frames = sorted((frame for _, frame in loaded), key=lambda f: f["InvoiceDate"].min())
-    kept = [f[f["InvoiceDate"] < nxt["InvoiceDate"].min()] for f, nxt in itertools.pairwise(frames)]
-    return pd.concat([*kept, frames[-1]], ignore_index=True)
+    return join_years([frame for _, frame in loaded])
+
+
+def join_years(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """UCI frames of consecutive years as one history, oldest first.
+
+    The years overlap (Online Retail II's last nine days are Online Retail's first), so each frame is kept
+    only before the first day of the next one: a line of the shared days is read once, from the later file.
+    """
+    ordered = sorted(frames, key=lambda f: f["InvoiceDate"].min())
+    kept = [
+        f[f["InvoiceDate"] < nxt["InvoiceDate"].min().normalize()] for f, nxt in itertools.pairwise(ordered)
+    ]
+    return pd.concat([*kept, ordered[-1]], ignore_index=True)
 
 
 def _load_one(path: Path) -> tuple[str, pd.DataFrame]:
@@ -290,8 +303,7 @@ def _load_one(path: Path) -> tuple[str, pd.DataFrame]:
     frame["StockCode"] = frame["StockCode"].astype(str).str.strip().str.upper()
     frame["InvoiceNo"] = frame["InvoiceNo"].astype(str).str.strip()
     # The source has identical duplicate lines; the line number keeps each one a distinct event.
-    prefix = "uci2-" if kind == "online-retail-ii" else "uci-"
-    frame["event_key"] = prefix + frame.index.astype(str)
+    frame["event_key"] = _EVENT_PREFIX[kind] + frame.index.astype(str)
     return kind, frame[~frame["StockCode"].isin(NON_PRODUCTS) & (frame["UnitPrice"] > 0)]
 
 
@@ -452,8 +464,9 @@ def convert(
     n_items = _write_jsonl(out_dir / "items.jsonl", items)
     n_customers = _write_jsonl(out_dir / "customers.jsonl", _customers(frame, seed))
     n_events = _write_jsonl(out_dir / "events.jsonl", _events(frame, {i.id: i.title for i in items}, seed))
-    ii = frame["event_key"].str.startswith("uci2-")
-    kinds = [k for k, present in (("online-retail-ii", ii.any()), ("online-retail", (~ii).any())) if present]
+    kinds = [
+        kind for kind, prefix in _EVENT_PREFIX.items() if frame["event_key"].str.startswith(prefix).any()
+    ]
     source = {
         "dataset": "; ".join(_DATASETS[k] for k in kinds),
         "file": ", ".join(p.name for p in paths),
