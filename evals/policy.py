@@ -26,6 +26,7 @@ import pandas as pd
 
 from evals.base import Artifact, read_jsonl
 from tailor.errors import DataError, RecordError
+from tailor.utc import utc_series, utc_timestamp
 
 __all__ = [
     "ACTIONS",
@@ -163,8 +164,7 @@ def simulate(
 
 def _naive_utc(ts: pd.Series) -> npt.NDArray[np.datetime64]:
     # numpy compares datetime64 only without zones, so everything is brought to naive UTC first.
-    ts = pd.to_datetime(ts)
-    ts = ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts.dt.tz_convert("UTC")
+    ts = utc_series(ts)
     out: npt.NDArray[np.datetime64] = ts.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
     return out
 
@@ -184,8 +184,7 @@ def load_decisions(path: Path, events: pd.DataFrame | None = None) -> list[Decis
             if name not in rec:
                 raise RecordError("missing", source=str(path), line=line, field=name)
         try:
-            ts = pd.Timestamp(rec["timestamp"])
-            ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+            ts = utc_timestamp(rec["timestamp"])
             propensity = float(rec["propensity"])
         except (ValueError, TypeError) as exc:
             raise RecordError(str(exc), source=str(path), line=line) from exc

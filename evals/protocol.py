@@ -35,6 +35,7 @@ import pandas as pd
 from tailor.errors import DataError
 from tailor.store import Store
 from tailor.uci import read_uci
+from tailor.utc import utc_series, utc_timestamp
 
 __all__ = [
     "DEFAULT_CUT",
@@ -73,11 +74,6 @@ REQUIRED = ("customer_id", "item_id", "timestamp")
 RankFn = Callable[[Sequence[str], bool], Sequence[Sequence[str]]]
 
 
-def _utc(ts: pd.Series) -> pd.Series:
-    ts = pd.to_datetime(ts)
-    return ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts.dt.tz_convert("UTC")
-
-
 def purchases_from_uci(raw: pd.DataFrame | Path | str) -> pd.DataFrame:
     """UCI Online Retail rows (or the parquet; Online Retail II's names too) → the protocol's purchases."""
     if not isinstance(raw, pd.DataFrame):
@@ -94,7 +90,7 @@ def purchases_from_uci(raw: pd.DataFrame | Path | str) -> pd.DataFrame:
         {
             "customer_id": df["CustomerID"].astype(int).astype(str).to_numpy(),
             "item_id": df["StockCode"].astype(str).to_numpy(),
-            "timestamp": _utc(df["InvoiceDate"]).to_numpy(),
+            "timestamp": utc_series(df["InvoiceDate"]).to_numpy(),
             "quantity": df["Quantity"].astype(int).to_numpy(),
             "value": (df["Quantity"] * df["UnitPrice"]).astype(float).to_numpy(),
             "order_id": df["InvoiceNo"].astype(str).to_numpy(),
@@ -119,7 +115,7 @@ def check_frame(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
     out["customer_id"] = out["customer_id"].astype(str)
     out["item_id"] = out["item_id"].astype(str)
-    out["timestamp"] = _utc(out["timestamp"])
+    out["timestamp"] = utc_series(out["timestamp"])
     return out
 
 
@@ -159,11 +155,6 @@ def _sets(frame: pd.DataFrame) -> dict[str, frozenset[str]]:
     return {str(k): v for k, v in grouped.items()}
 
 
-def _utc_stamp(moment: pd.Timestamp | datetime | str) -> pd.Timestamp:
-    stamp = pd.Timestamp(moment)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-
-
 def temporal_split(
     purchases: pd.DataFrame,
     cut: pd.Timestamp | datetime | str = DEFAULT_CUT,
@@ -172,10 +163,10 @@ def temporal_split(
 ) -> Split:
     """Train before ``cut``, test from it on; purchases before ``start`` (if given) are earlier history."""
     frame = check_frame(purchases)
-    cut_ts = _utc_stamp(cut)
+    cut_ts = utc_timestamp(cut)
     earlier = frame.iloc[:0]
     if start is not None:
-        start_ts = _utc_stamp(start)
+        start_ts = utc_timestamp(start)
         if start_ts >= cut_ts:
             raise DataError(
                 f"the protocol's start {start_ts.isoformat()} is not before the cut {cut_ts.isoformat()}",

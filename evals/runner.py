@@ -23,6 +23,7 @@ from evals.protocol import DEFAULT_CUT as DEFAULT_CUT_TS
 from evals.report import DEFAULT_GATES, Report, evaluate_gates, load_gates, load_report
 from tailor.errors import ConfigError, DataError, TailorError
 from tailor.settings import Settings
+from tailor.utc import utc_timestamp
 
 __all__ = [
     "DEFAULT_HOLDOUT_DAYS",
@@ -110,10 +111,9 @@ def _ranking_protocol(inp: SuiteInput) -> dict[str, Any]:
         raise ConfigError("--cut and --holdout-days both given", hint="choose one way to split")
     if inp.cut is not None:
         try:
-            cut = pd.Timestamp(inp.cut)
+            cut = utc_timestamp(inp.cut)
         except ValueError as exc:
             raise ConfigError(f"--cut {inp.cut!r} is not a date", hint="write it as YYYY-MM-DD") from exc
-        cut = cut.tz_localize("UTC") if cut.tzinfo is None else cut.tz_convert("UTC")
         return {"split": "cut", "cut": cut.isoformat(), "chosen_by": "--cut"}
     if inp.holdout_days is not None:
         if inp.holdout_days < 1:

@@ -19,6 +19,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from tailor.errors import DataError
+from tailor.utc import utc_timestamp
 
 __all__ = [
     "FEATURES",
@@ -130,9 +131,7 @@ def _days(ts: pd.Series) -> F64:
 
 
 def to_day(moment: pd.Timestamp) -> float:
-    stamp = pd.Timestamp(moment)
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return float(stamp.value / 1e9 / DAY)
+    return float(utc_timestamp(moment).value / 1e9 / DAY)
 
 
 @dataclass(frozen=True)

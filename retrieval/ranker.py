@@ -38,6 +38,7 @@ from retrieval.features import (
     to_day,
 )
 from tailor.errors import DataError, NotFoundError
+from tailor.utc import utc_timestamp
 
 __all__ = ["Ranker", "ScoredItem", "TreeEnsemble"]
 
@@ -243,8 +244,7 @@ class Ranker:
         *,
         now: datetime | pd.Timestamp | str,
     ) -> Ranker:
-        now_ts = pd.Timestamp(now)
-        now_ts = now_ts.tz_localize("UTC") if now_ts.tzinfo is None else now_ts.tz_convert("UTC")
+        now_ts = utc_timestamp(now)
         frame = check_frame(purchases)
         frame = frame[frame["timestamp"] < now_ts]
         if frame.empty:

@@ -23,6 +23,7 @@ import pandas as pd
 from tailor.errors import DataError
 from tailor.models import Item
 from tailor.settings import Settings
+from tailor.utc import utc_timestamp
 
 __all__ = [
     "ColdKind",
@@ -239,8 +240,7 @@ class ColdStart:
         session_item_ids: Sequence[str] = (),
         k: int = 50,
     ) -> list[ColdPick]:
-        ts = pd.Timestamp(now)
-        ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+        ts = utc_timestamp(now)
         key = (country or "", ts.floor("D").isoformat())
         # Under the lock, so a customer forgotten meanwhile cannot come back through a cache entry.
         with self._lock:

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import pandas as pd
 
 from tailor.errors import ConflictError, DataError, NotFoundError
 from tailor.models import FROM_STORE, Customer, Event, EventKind, Item
+from tailor.utc import as_utc
 
 __all__ = ["CustomerFacts", "EventsWritten", "Store"]
 
@@ -154,11 +155,6 @@ def _event_row(e: Event) -> tuple[Any, ...]:
         e.timestamp.isoformat(),
         e.order_id,
     )
-
-
-def _utc(moment: datetime) -> datetime:
-    # Stored as ISO text and compared as text, so every stamp must be in one zone; naive means UTC.
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 _UPSERT_CUSTOMER = (
@@ -469,7 +465,8 @@ class Store:
     ) -> int:
         """The customer was shown these items (once each, whatever the repeats); the 30-day cap counts
         these. Returns how many were recorded."""
-        stamp = _utc(when).isoformat()
+        # Stamps are stored as ISO text and compared as text, so every one must be in the same zone.
+        stamp = as_utc(when).isoformat()
         rows = [(customer_id, item_id, stamp, channel) for item_id in dict.fromkeys(item_ids)]
         with self.transaction() as db:
             db.executemany("INSERT INTO impressions VALUES (?,?,?,?)", rows)
@@ -481,7 +478,7 @@ class Store:
         params: list[Any] = [customer_id]
         if since is not None:
             sql += " AND ts>=?"
-            params.append(_utc(since).isoformat())
+            params.append(as_utc(since).isoformat())
         rows = self._query(sql + " ORDER BY ts, item_id", params)
         return [(r[0], datetime.fromisoformat(r[1])) for r in rows]
 
