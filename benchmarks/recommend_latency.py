@@ -1,6 +1,7 @@
 """Latency of ``HybridRecommender.recommend()`` for one customer, in process.
 
-1. The real Online Retail catalog (converted and imported into a temporary store, or ``--store PATH``):
+1. The real catalog: the demo store's two years of Online Retail, imported into a temporary store (or
+   ``--store PATH``):
    p50/p95 per call, cold (first call for a customer: loads their events from SQLite) and warm (state cached),
    beside a peer measured in the same run: implicit ALS ``recommend()`` for one user on the same purchases;
    and the CPU time of a warm call with the machine's BLAS threads against one (what ``tailor serve`` keeps,
@@ -101,13 +102,14 @@ def real_catalog(store_path: Path | None, sample: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if store_path is None:
             from tailor.importer import import_dir
+            from tailor.service import DEMO_SOURCE
             from tailor.uci import convert
 
             t0 = time.perf_counter()
-            convert(REPO / "data" / "raw" / "online_retail.parquet", Path(tmp) / "canonical")
+            convert(list(DEMO_SOURCE), Path(tmp) / "canonical")
             store = Store(Path(tmp) / "tailor.db")
             import_dir(store, Path(tmp) / "canonical")
-            print(f"imported Online Retail into a temporary store in {time.perf_counter() - t0:.0f}s")
+            print(f"imported the demo store (both years) in {time.perf_counter() - t0:.0f}s")
         else:
             store = Store(store_path)
         store.require_data()

@@ -141,7 +141,18 @@ def _ranking(inp: SuiteInput) -> Eval:
         refs = ("popularity", "repeat", "ease")
         return RankingEval(purchases, cut=cut, text=None, seed=inp.seed, references=refs)
     if inp.from_store:
-        inp.notes.append("ranking: store purchases, so no text signal (item vectors come from the parquet)")
+        from retrieval.embeddings import Embedder
+        from retrieval.recommender import item_text_vectors
+        from tailor.store import Store
+
+        # The same item vectors the service fits on (the store's catalog through the configured embedder,
+        # cached on disk), so the suite measures the ranker that serves.
+        store = Store(inp.settings.store_path)
+        try:
+            vectors = item_text_vectors(store.items(), Embedder.from_settings(inp.settings))
+        finally:
+            store.close()
+        inp.notes.append(f"ranking: store purchases; text vectors of the store's {len(vectors)} items")
         # A store that holds the year before Online Retail learns from it; the reference period is measured.
         start = UCI_START if inp.uci and purchases["timestamp"].min() < UCI_START else None
         if start is not None:
@@ -151,7 +162,7 @@ def _ranking(inp: SuiteInput) -> Eval:
                 f"ranking: the store holds nothing before {UCI_START.date()}, so no earlier history; on an"
                 f" empty data dir the suite reads the parquet files, {DEFAULT_EARLIER_PARQUET.name} included"
             )
-        return RankingEval(purchases, cut=cut, start=start, text=None, seed=inp.seed, out_dir=inp.out_dir)
+        return RankingEval(purchases, cut=cut, start=start, text=vectors, seed=inp.seed, out_dir=inp.out_dir)
     earlier = DEFAULT_EARLIER_PARQUET if DEFAULT_EARLIER_PARQUET.exists() else None
     if earlier is not None:
         inp.notes.append(f"ranking: {earlier.name} before {UCI_START.date()} is earlier history")

@@ -37,8 +37,11 @@ NEW_ITEM_MIN_K = 5
 
 
 def item_text_vectors(items: Sequence[Item], embedder: Any) -> dict[str, npt.NDArray[np.float32]]:
-    """Text vectors of the catalog (``Item.embedding_text``) through a ``retrieval.embeddings.Embedder``."""
-    vectors = embedder.encode([i.embedding_text() for i in items])
+    """The ranker's text vectors of the catalog (``Item.ranking_text``), through an ``Embedder``.
+
+    On the validation cut (2011-06-09, the store of both years) the name alone gave new-to-customer Recall@10
+    0.1336, the search text (name, category, description) 0.1277 and no text signal 0.1288."""
+    vectors = embedder.encode([i.ranking_text() for i in items])
     return {item.id: np.asarray(vectors[n], dtype=np.float32) for n, item in enumerate(items)}
 
 

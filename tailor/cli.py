@@ -129,7 +129,7 @@ def import_(
     def body() -> None:
         from tailor.service import DEMO_SOURCE
 
-        paths = source or [DEMO_SOURCE]
+        paths = source or list(DEMO_SOURCE)
         if len(paths) > 1 and any(p.suffix != ".parquet" for p in paths):
             raise DataError(
                 "several sources must all be UCI .parquet files", hint="import one canonical folder at a time"

@@ -157,7 +157,13 @@ class Item(_Model):
         return format_price(self.price, self.currency)
 
     def embedding_text(self) -> str:
+        """What search embeds (Qdrant's ``text`` vector): name, category and description."""
         return f"{self.title}. {self.category}. {self.description}".strip()
+
+    def ranking_text(self) -> str:
+        """What the ranker's text signal embeds: the product's name alone. The category and the other
+        spellings that search wants make every item of a category look alike to the ranker."""
+        return self.title
 
 
 class Consent(_Model):

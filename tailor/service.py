@@ -31,7 +31,11 @@ from tailor.store import Store
 __all__ = ["DEMO_SOURCE", "Refits", "Tailor"]
 
 _ROOT = Path(__file__).resolve().parent.parent
-DEMO_SOURCE = _ROOT / "data" / "raw" / "online_retail.parquet"
+# The demo store: the retailer's two years, Online Retail II's 2009-2010 sheet, then Online Retail.
+DEMO_SOURCE: tuple[Path, ...] = (
+    _ROOT / "data" / "raw" / "online_retail_ii_2009_2010.parquet",
+    _ROOT / "data" / "raw" / "online_retail.parquet",
+)
 
 Progress = Callable[[str, int, int], None]
 

@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from evals.protocol import purchases_from_store
 from retrieval.embeddings import EmbeddingCache
 from retrieval.ranker import Ranker
 from tailor.errors import ConsentError, NotFoundError
@@ -49,6 +51,22 @@ def test_demo_prints_three_customers_end_to_end(demo_run: tuple[Path, str]) -> N
     assert out.count("Subject:") + out.count("No email for customer") == 3
     assert out.count("Why item") == 3
     assert "https://example-retail.test/p/" in out and "£" in out
+
+
+def test_demo_store_holds_the_retailers_two_years(demo_run: tuple[Path, str], tailor: Tailor) -> None:
+    source = json.loads((demo_run[0] / "canonical" / "SOURCE.json").read_text())
+    assert source["file"] == "online_retail_ii_2009_2010.parquet, online_retail.parquet"
+    assert (
+        "Online Retail II (Chen, 2012)" in source["dataset"]
+        and "Online Retail (Chen, 2015)" in source["dataset"]
+    )
+    frame = purchases_from_store(tailor.store)
+    start = pd.Timestamp("2010-12-01", tz="UTC")
+    # Online Retail II's year before Online Retail's first day, then Online Retail to its last.
+    assert frame["timestamp"].min() < start - pd.Timedelta(days=300)
+    assert frame["timestamp"].max() >= pd.Timestamp("2011-11-01", tz="UTC")
+    assert frame["id"].str.startswith("uci2-").any() and frame["id"].str.startswith("uci-").any()
+    assert frame.loc[frame["timestamp"] >= start, "id"].str.startswith("uci-").all()
 
 
 def test_second_demo_run_reembeds_nothing(demo_run: tuple[Path, str]) -> None:

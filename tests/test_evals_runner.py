@@ -222,6 +222,13 @@ def test_ranking_suite_runs_on_any_store_with_a_holdout_by_default(tmp_path: Pat
     data = json.loads((tmp_path / "out/report.json").read_text())
     assert data["meta"]["ranking_protocol"] == protocol
     assert any("default (not UCI)" in n for n in data["meta"]["notes"])
+    # The ranker is fitted with the same text vectors the service uses: every catalog item's.
+    store = Store(settings.store_path)
+    try:
+        n_items = store.counts()["items"]
+    finally:
+        store.close()
+    assert f"ranking: store purchases; text vectors of the store's {n_items} items" in data["meta"]["notes"]
     html = (tmp_path / "out/report.html").read_text()
     assert "Ranking: metric@k per ranker" in html and "hitrate@k (all)" not in html  # plots are images
 
