@@ -421,10 +421,12 @@ def build_candidates(
     n_text: int = 30,
     n_trend: int = 30,
     allowed: npt.NDArray[np.bool_] | None = None,
+    n_repeat: int = 0,
 ) -> Candidates:
     """Candidates and features for the customers at ``rows`` (indices into the history's customers).
 
-    Candidates: every item the customer bought (unless ``new_only``), the top ``n_collab`` items by EASE,
+    Candidates: the items the customer bought (unless ``new_only``; with ``n_repeat`` > 0 only their
+    ``n_repeat`` most bought of late, by orders decayed over 120 days), the top ``n_collab`` items by EASE,
     the top ``n_text`` by text similarity to their taste, and the ``n_trend`` most trending items.
     ``history`` must already end before ``now_day``: the caller owns the cut, so nothing leaks.
     """
@@ -460,9 +462,15 @@ def build_candidates(
     for r in range(nreq):
         flags: dict[int, int] = {}
         if not new_only:
-            for it in p_item[p_row == r]:
-                if allowed is None or allowed[it]:
-                    flags[int(it)] = flags.get(int(it), 0) | 1
+            mine = np.flatnonzero(p_row == r)
+            if allowed is not None:
+                mine = mine[allowed[p_item[mine]]]
+            if 0 < n_repeat < len(mine):
+                # Years of history make hundreds of past items, each one scored by every tree; the ones bought
+                # neither often nor lately rarely reach a top 10 (stable order: ties keep the item order).
+                mine = mine[np.argsort(-st["d120"][mine], kind="stable")[:n_repeat]]
+            for it in p_item[mine]:
+                flags[int(it)] = flags.get(int(it), 0) | 1
         for score, n, bit in ((ease[r], n_collab, 2), (tsim[r], n_text, 4), (trend_score, n_trend, 8)):
             if n <= 0:
                 continue

@@ -196,6 +196,7 @@ class Ranker:
         n_collab: int = 100,
         n_text: int = 30,
         n_trend: int = 30,
+        n_repeat: int = 300,
         max_iter: int = 200,
         seed: int = 0,
         neighbours: int = 100,
@@ -208,6 +209,8 @@ class Ranker:
             raise DataError(f"windows must be >= 1, got {windows}")
         if min_past_days < 1:
             raise DataError(f"min_past_days must be >= 1, got {min_past_days}")
+        if n_repeat < 0:
+            raise DataError(f"n_repeat must be >= 0 (0: every past item), got {n_repeat}")
         self.params: dict[str, int] = {
             "label_days": label_days,
             "windows": windows,
@@ -216,6 +219,7 @@ class Ranker:
             "n_collab": n_collab,
             "n_text": n_text,
             "n_trend": n_trend,
+            "n_repeat": n_repeat,
             "max_iter": max_iter,
             "seed": seed,
             "neighbours": neighbours,
@@ -351,6 +355,7 @@ class Ranker:
                     n_collab=p["n_collab"],
                     n_text=p["n_text"],
                     n_trend=p["n_trend"],
+                    n_repeat=p["n_repeat"],
                 )
                 keys = chunk[cands.row] * n_items + cands.item
                 data[variant][0].append(cands.x)
@@ -446,6 +451,7 @@ class Ranker:
                 n_collab=self.params["n_collab"],
                 n_text=self.params["n_text"],
                 n_trend=self.params["n_trend"],
+                n_repeat=self.params["n_repeat"],
             )
             scores = self._score_candidates(cands, new_only)
             ranked: dict[int, list[str]] = {}
@@ -515,6 +521,7 @@ class Ranker:
             n_collab=self.params["n_collab"],
             n_text=self.params["n_text"],
             n_trend=self.params["n_trend"],
+            n_repeat=self.params["n_repeat"],
         )
         scores = self._score_candidates(cands, new_only)
         order = np.lexsort((cands.item, -scores))[:k]

@@ -107,6 +107,37 @@ def test_features_refuse_a_history_past_now(shop: pd.DataFrame) -> None:
         )
 
 
+def test_repeat_candidates_keep_the_items_bought_most_of_late(shop: pd.DataFrame) -> None:
+    items = sorted(shop["item_id"].unique())
+    custs = sorted(shop["customer_id"].unique())
+    hist = History.from_frame(shop, {c: i for i, c in enumerate(custs)}, {x: i for i, x in enumerate(items)})
+    now_day = float(hist.day.max()) + 1
+    common = {
+        "now_day": now_day,
+        "n_items": len(items),
+        "items": item_stats(hist, len(items), now_day),
+        "collab": fit_collab(hist, len(items), dims=8),
+        "text": None,
+        "n_collab": 0,
+        "n_text": 0,
+        "n_trend": 0,
+    }
+    row = int(np.argmax(np.bincount(hist.cust)))  # the busiest customer: the most past items
+    mine = hist.cust == row
+    past = np.unique(hist.item[mine])
+    assert len(past) > 3
+    every = build_candidates(hist, [row], **common)
+    assert sorted(every.item.tolist()) == past.tolist() and set(every.source.tolist()) == {1}
+    kept = build_candidates(hist, [row], n_repeat=3, **common)
+    assert len(kept) == 3
+    # The three with the most orders decayed over 120 days, the feature the candidates carry.
+    decay = every.x[:, FEATURES.index("decay120")]
+    assert set(kept.item.tolist()) == set(every.item[np.argsort(-decay, kind="stable")[:3]].tolist())
+    assert decay[np.isin(every.item, kept.item)].min() >= decay[~np.isin(every.item, kept.item)].max()
+    with pytest.raises(DataError, match="n_repeat"):
+        Ranker(n_repeat=-1)
+
+
 def test_save_load_roundtrip_without_pickle(fitted: Ranker, tmp_path: Path) -> None:
     path = fitted.save(tmp_path / "ranker")
     with np.load(path, allow_pickle=False) as arrays:
