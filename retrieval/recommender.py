@@ -235,6 +235,15 @@ class HybridRecommender:
                 self._countries.setdefault(customer_id, country)
         return len(states)
 
+    def evict(self, customer_id: str) -> bool:
+        """Drop the customer's cached events and country, nothing else: their next request reads them from the
+        store again (what a first request costs). Unlike ``forget`` it leaves the ranker alone. Returns
+        whether anything was cached."""
+        with self._lock:
+            state = self._states.pop(customer_id, None)
+            country = self._countries.pop(customer_id, None)
+            return state is not None or country is not None
+
     def cached_customers(self) -> list[str]:
         with self._lock:
             return sorted(set(self._states) | set(self._countries))

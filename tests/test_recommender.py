@@ -152,6 +152,18 @@ def test_new_item_gets_exposure_through_its_text(rec: HybridRecommender, store: 
     assert rec.cold.new_items_for(taste, ["NEW1"])[0][1] >= 0.5
 
 
+def test_evict_drops_only_the_cache(rec: HybridRecommender, store: Store) -> None:
+    customer = store.busiest_customers(3)[-1]
+    first = [r.item.id for r in rec.recommend(customer, k=10, now=NOW)]
+    assert customer in rec.cached_customers()
+    assert rec.evict(customer) is True
+    assert customer not in rec.cached_customers()
+    # The ranker still knows them, and the store gives the same events back: the same list.
+    assert customer in rec.ranker.customer_index
+    assert [r.item.id for r in rec.recommend(customer, k=10, now=NOW)] == first
+    assert rec.evict(customer) is True and rec.evict(customer) is False
+
+
 def test_observe_updates_at_once_and_forget_drops_it(
     rec: HybridRecommender, store: Store, vectors: dict[str, npt.NDArray[np.float32]], tmp_path: Path
 ) -> None:
