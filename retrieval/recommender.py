@@ -210,8 +210,7 @@ class HybridRecommender:
         The ranker changes in memory only; the caller saves it (``ranker.save``) to purge its files too.
         """
         with self._lock:
-            state = self._states.pop(customer_id, None)
-            country = self._countries.pop(customer_id, None)
+            state, country = self._pop_cached(customer_id)
             return {
                 "cached_events": len(state.events) if state else 0,
                 "cached_profiles": int(state is not None or country is not None),
@@ -240,9 +239,13 @@ class HybridRecommender:
         store again (what a first request costs). Unlike ``forget`` it leaves the ranker alone. Returns
         whether anything was cached."""
         with self._lock:
-            state = self._states.pop(customer_id, None)
-            country = self._countries.pop(customer_id, None)
+            state, country = self._pop_cached(customer_id)
             return state is not None or country is not None
+
+    def _pop_cached(self, customer_id: str) -> tuple[_CustomerState | None, str | None]:
+        """Everything cached per customer, taken out; the caller holds the lock. ``forget`` and ``evict``
+        both go through here, so a cache added later is dropped by both."""
+        return self._states.pop(customer_id, None), self._countries.pop(customer_id, None)
 
     def cached_customers(self) -> list[str]:
         with self._lock:
