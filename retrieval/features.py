@@ -23,6 +23,7 @@ from tailor.utc import utc_timestamp
 
 __all__ = [
     "FEATURES",
+    "CandidateLimits",
     "Candidates",
     "CollabModel",
     "History",
@@ -342,6 +343,25 @@ def _t64(m: F32) -> F64:
 
 
 @dataclass(frozen=True)
+class CandidateLimits:
+    """How many candidates each source may add per customer (0 turns a source off).
+
+    ``repeat`` caps the customer's own past items at the ones bought most of late (0: every past item).
+    """
+
+    collab: int = 100
+    text: int = 30
+    trend: int = 30
+    repeat: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("collab", "text", "trend", "repeat"):
+            value = getattr(self, name)
+            if value < 0:
+                raise DataError(f"the {name} candidate limit must be >= 0, got {value}")
+
+
+@dataclass(frozen=True)
 class Candidates:
     """Rows to score: which customer (position in the request), which item column, the feature matrix."""
 
@@ -417,17 +437,15 @@ def build_candidates(
     collab: CollabModel,
     text: F32 | None,
     new_only: bool = False,
-    n_collab: int = 100,
-    n_text: int = 30,
-    n_trend: int = 30,
     allowed: npt.NDArray[np.bool_] | None = None,
-    n_repeat: int = 0,
+    limits: CandidateLimits = CandidateLimits(),
 ) -> Candidates:
     """Candidates and features for the customers at ``rows`` (indices into the history's customers).
 
-    Candidates: the items the customer bought (unless ``new_only``; with ``n_repeat`` > 0 only their
-    ``n_repeat`` most bought of late, by orders decayed over 120 days), the top ``n_collab`` items by EASE,
-    the top ``n_text`` by text similarity to their taste, and the ``n_trend`` most trending items.
+    Candidates (per ``limits``): the items the customer bought (unless ``new_only``; with ``limits.repeat``
+    > 0 only that many, the ones bought most of late by orders decayed over 120 days), the top
+    ``limits.collab`` items by EASE, the top ``limits.text`` by text similarity to their taste, and the
+    ``limits.trend`` most trending items.
     ``history`` must already end before ``now_day``: the caller owns the cut, so nothing leaks.
     """
     req = np.asarray(rows, dtype=np.int64)
@@ -465,13 +483,14 @@ def build_candidates(
             mine = np.flatnonzero(p_row == r)
             if allowed is not None:
                 mine = mine[allowed[p_item[mine]]]
-            if 0 < n_repeat < len(mine):
+            if 0 < limits.repeat < len(mine):
                 # Years of history make hundreds of past items, each one scored by every tree; the ones bought
                 # neither often nor lately rarely reach a top 10 (stable order: ties keep the item order).
-                mine = mine[np.argsort(-st["d120"][mine], kind="stable")[:n_repeat]]
+                mine = mine[np.argsort(-st["d120"][mine], kind="stable")[: limits.repeat]]
             for it in p_item[mine]:
                 flags[int(it)] = flags.get(int(it), 0) | 1
-        for score, n, bit in ((ease[r], n_collab, 2), (tsim[r], n_text, 4), (trend_score, n_trend, 8)):
+        sources = ((ease[r], limits.collab, 2), (tsim[r], limits.text, 4), (trend_score, limits.trend, 8))
+        for score, n, bit in sources:
             if n <= 0:
                 continue
             masked = np.where(blocked[r], -np.inf, score)

@@ -28,6 +28,7 @@ from retrieval.features import (
     DAY,
     FEATURES,
     SOURCES,
+    CandidateLimits,
     Candidates,
     CollabModel,
     History,
@@ -209,8 +210,12 @@ class Ranker:
             raise DataError(f"windows must be >= 1, got {windows}")
         if min_past_days < 1:
             raise DataError(f"min_past_days must be >= 1, got {min_past_days}")
-        if n_repeat < 0:
-            raise DataError(f"n_repeat must be >= 0 (0: every past item), got {n_repeat}")
+        limits = {"n_collab": n_collab, "n_text": n_text, "n_trend": n_trend, "n_repeat": n_repeat}
+        for name, value in limits.items():
+            if value < 0:
+                what = "every past item" if name == "n_repeat" else "the source is off"
+                raise DataError(f"{name} must be >= 0 (0: {what}), got {value}")
+        self.limits = CandidateLimits(collab=n_collab, text=n_text, trend=n_trend, repeat=n_repeat)
         self.params: dict[str, int] = {
             "label_days": label_days,
             "windows": windows,
@@ -352,10 +357,7 @@ class Ranker:
                     text=self._text,
                     new_only=variant == "new",
                     allowed=known,
-                    n_collab=p["n_collab"],
-                    n_text=p["n_text"],
-                    n_trend=p["n_trend"],
-                    n_repeat=p["n_repeat"],
+                    limits=self.limits,
                 )
                 keys = chunk[cands.row] * n_items + cands.item
                 data[variant][0].append(cands.x)
@@ -448,10 +450,7 @@ class Ranker:
                 text=self._text,
                 new_only=new_only,
                 allowed=allowed,
-                n_collab=self.params["n_collab"],
-                n_text=self.params["n_text"],
-                n_trend=self.params["n_trend"],
-                n_repeat=self.params["n_repeat"],
+                limits=self.limits,
             )
             scores = self._score_candidates(cands, new_only)
             ranked: dict[int, list[str]] = {}
@@ -518,10 +517,7 @@ class Ranker:
             text=self._text,
             new_only=new_only,
             allowed=allowed,
-            n_collab=self.params["n_collab"],
-            n_text=self.params["n_text"],
-            n_trend=self.params["n_trend"],
-            n_repeat=self.params["n_repeat"],
+            limits=self.limits,
         )
         scores = self._score_candidates(cands, new_only)
         order = np.lexsort((cands.item, -scores))[:k]

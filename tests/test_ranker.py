@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,14 @@ import pytest
 
 from evals.protocol import evaluate, recall_at, temporal_split
 from evals.ranking import recency_shift_bound, reference_rankers
-from retrieval.features import FEATURES, History, build_candidates, fit_collab, item_stats
+from retrieval.features import (
+    FEATURES,
+    CandidateLimits,
+    History,
+    build_candidates,
+    fit_collab,
+    item_stats,
+)
 from retrieval.ranker import Ranker, TreeEnsemble
 from tailor.errors import DataError, NotFoundError
 
@@ -118,24 +126,27 @@ def test_repeat_candidates_keep_the_items_bought_most_of_late(shop: pd.DataFrame
         "items": item_stats(hist, len(items), now_day),
         "collab": fit_collab(hist, len(items), dims=8),
         "text": None,
-        "n_collab": 0,
-        "n_text": 0,
-        "n_trend": 0,
     }
     row = int(np.argmax(np.bincount(hist.cust)))  # the busiest customer: the most past items
     mine = hist.cust == row
     past = np.unique(hist.item[mine])
     assert len(past) > 3
-    every = build_candidates(hist, [row], **common)
+    repeat_only = CandidateLimits(collab=0, text=0, trend=0)
+    every = build_candidates(hist, [row], limits=repeat_only, **common)
     assert sorted(every.item.tolist()) == past.tolist() and set(every.source.tolist()) == {1}
-    kept = build_candidates(hist, [row], n_repeat=3, **common)
+    kept = build_candidates(hist, [row], limits=dataclasses.replace(repeat_only, repeat=3), **common)
     assert len(kept) == 3
     # The three with the most orders decayed over 120 days, the feature the candidates carry.
     decay = every.x[:, FEATURES.index("decay120")]
     assert set(kept.item.tolist()) == set(every.item[np.argsort(-decay, kind="stable")[:3]].tolist())
     assert decay[np.isin(every.item, kept.item)].min() >= decay[~np.isin(every.item, kept.item)].max()
-    with pytest.raises(DataError, match="n_repeat"):
+    with pytest.raises(DataError, match="n_repeat must be >= 0"):
         Ranker(n_repeat=-1)
+    with pytest.raises(DataError, match="n_text must be >= 0"):
+        Ranker(n_text=-2)
+    with pytest.raises(DataError, match="trend candidate limit"):
+        CandidateLimits(trend=-1)
+    assert Ranker(n_collab=7, n_repeat=5).limits == CandidateLimits(collab=7, text=30, trend=30, repeat=5)
 
 
 def test_save_load_roundtrip_without_pickle(fitted: Ranker, tmp_path: Path) -> None:
