@@ -233,7 +233,7 @@ def fit_collab(
     *,
     neighbours: int = 100,
     dims: int = 48,
-    ease_lambda: float = 250.0,
+    ease_lambda: float = 600.0,
     ease_max_items: int = 8000,
     seed: int = 0,
 ) -> CollabModel:

@@ -203,11 +203,14 @@ class Ranker:
         neighbours: int = 100,
         dims: int = 48,
         ease_items: int = 6000,
+        ease_lambda: int = 600,
     ) -> None:
         if label_days < 7:
             raise DataError(f"label_days must be >= 7, got {label_days}")
         if windows < 1:
             raise DataError(f"windows must be >= 1, got {windows}")
+        if ease_lambda <= 0:
+            raise DataError(f"ease_lambda must be > 0 (EASE's L2 penalty), got {ease_lambda}")
         if min_past_days < 1:
             raise DataError(f"min_past_days must be >= 1, got {min_past_days}")
         limits = {"n_collab": n_collab, "n_text": n_text, "n_trend": n_trend, "n_repeat": n_repeat}
@@ -230,6 +233,7 @@ class Ranker:
             "neighbours": neighbours,
             "dims": dims,
             "ease_items": ease_items,
+            "ease_lambda": ease_lambda,
         }
         self.item_ids: list[str] = []
         self.item_index: dict[str, int] = {}
@@ -312,6 +316,7 @@ class Ranker:
             dims=p["dims"],
             seed=p["seed"],
             ease_max_items=p["ease_items"],
+            ease_lambda=float(p["ease_lambda"]),
         )
 
     def _chunk(self) -> int:

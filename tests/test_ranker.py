@@ -231,9 +231,24 @@ def test_collab_vectors_are_unit_length(fitted: Ranker) -> None:
     assert (norms > 0).mean() > 0.9
 
 
+def test_ease_penalty_reaches_the_fit_and_the_saved_parameters(shop: pd.DataFrame, tmp_path: Path) -> None:
+    light, heavy = (
+        Ranker(max_iter=10, label_days=60, windows=1, ease_lambda=lam).fit(shop, None, now=CUT)
+        for lam in (5, 5000)
+    )
+    ease_light, ease_heavy = light._require()[2].ease, heavy._require()[2].ease
+    assert ease_light.nnz and ease_heavy.nnz
+    # EASE's weights shrink toward zero as its L2 penalty grows (B_ij -> G_ij / lambda).
+    assert np.abs(ease_heavy.data).max() < 0.2 * np.abs(ease_light.data).max()
+    heavy.save(tmp_path / "heavy")
+    assert Ranker.load(tmp_path / "heavy").params["ease_lambda"] == 5000
+
+
 def test_bad_inputs_are_named(shop: pd.DataFrame) -> None:
     with pytest.raises(DataError, match="label_days"):
         Ranker(label_days=1)
+    with pytest.raises(DataError, match="ease_lambda must be > 0"):
+        Ranker(ease_lambda=0)
     with pytest.raises(DataError, match="no purchases"):
         Ranker().fit(shop, None, now=START)
     with pytest.raises(DataError, match="not fitted"):
