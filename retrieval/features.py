@@ -358,7 +358,9 @@ class CandidateLimits:
         for name in ("collab", "text", "trend", "repeat"):
             value = getattr(self, name)
             if value < 0:
-                raise DataError(f"the {name} candidate limit must be >= 0, got {value}")
+                # Named as the Ranker's parameter too, since that is where a user sets it.
+                what = "every past item" if name == "repeat" else "the source is off"
+                raise DataError(f"n_{name} must be >= 0 (0: {what}), got {value}: the {name} candidate limit")
 
 
 @dataclass(frozen=True)

@@ -213,11 +213,6 @@ class Ranker:
             raise DataError(f"ease_lambda must be > 0 (EASE's L2 penalty), got {ease_lambda}")
         if min_past_days < 1:
             raise DataError(f"min_past_days must be >= 1, got {min_past_days}")
-        limits = {"n_collab": n_collab, "n_text": n_text, "n_trend": n_trend, "n_repeat": n_repeat}
-        for name, value in limits.items():
-            if value < 0:
-                what = "every past item" if name == "n_repeat" else "the source is off"
-                raise DataError(f"{name} must be >= 0 (0: {what}), got {value}")
         self.limits = CandidateLimits(collab=n_collab, text=n_text, trend=n_trend, repeat=n_repeat)
         self.params: dict[str, int] = {
             "label_days": label_days,
