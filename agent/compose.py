@@ -127,12 +127,11 @@ def rail_context(
     return RailContext(
         customer=customer,
         catalog=catalog,
+        brand=brand,
         plan_item_ids=tuple(p.item_id for p in plan.products),
         now=now,  # type: ignore[arg-type]
         events=events,
         other_customers=tuple(others),
-        allowed_domains=brand.allowed_link_domains,
-        allowed_offers=brand.allowed_offers,
         purpose=purpose,  # type: ignore[arg-type]
         extra={"facts": facts, "urls": urls, "footer": footer(brand, customer)},
     )

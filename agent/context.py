@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from agent.writers import TemplateWriter, Writer
 from guardrails import grounding
-from guardrails.brand_config import BrandConfig, load_brand
+from guardrails.brand_config import BrandConfig
 from retrieval.base import Recommender
 from tailor.models import Item
 from tailor.settings import Settings
@@ -22,8 +22,10 @@ class AgentDeps:
     store: Store
     recommender: Recommender
     settings: Settings
+    # The retailer's configuration, loaded once by the caller: no default, so no part writes or checks an
+    # email under a brand other than the one the service was configured with.
+    brand: BrandConfig
     writer: Writer = field(default_factory=TemplateWriter)
-    brand: BrandConfig = field(default_factory=load_brand)
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     # When the customer was last sent a marketing email (for the frequency cap); none known by default.
     contacts: Callable[[str], Sequence[datetime]] | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from guardrails import check_all, failed
 from guardrails.base import RailContext
+from guardrails.brand_config import BrandConfig
 from prompts import render
 from retrieval.base import Recommender
 from tailor.errors import NotFoundError, TailorError
@@ -22,6 +23,7 @@ def explain(
     store: Store,
     recommender: Recommender,
     settings: Settings,
+    brand: BrandConfig,
     customer_id: str,
     item_id: str,
     *,
@@ -53,6 +55,7 @@ def explain(
     context = RailContext(
         customer=customer,
         catalog={item.id: item, **{i: store.get_item(i) for e in rec.evidence for i in e.item_ids}},
+        brand=brand,
         plan_item_ids=(item.id, *[i for e in rec.evidence for i in e.item_ids]),
         purpose="explanation",
         extra={"facts": " ".join(e.summary for e in rec.evidence)},

@@ -169,7 +169,7 @@ def _candidates(
         out.append(Suggestion(kind="resolve", title=title, talking_points=_points(text), evidence=grounds))
     if grounds:
         # Amends are for something that happened to her: the same ticket, return or order, not a blanket gift.
-        offer = brand.allowed_offers[0] if brand.allowed_offers else "a sincere apology"
+        offer = brand.support_offers[0] if brand.support_offers else "a sincere apology"
         text, _ = render("support.j2", kind="offer", offer=offer)
         out.append(
             Suggestion(
@@ -385,11 +385,10 @@ def support_suggestions(
     context = RailContext(
         customer=customer,
         catalog=catalog,
+        brand=brand,
         now=now,
         events=history,
         other_customers=other_customers(store, customer, [asked, *texts], catalog, history),
-        allowed_domains=brand.allowed_link_domains,
-        allowed_offers=brand.allowed_offers,
         purpose="support",
     )
     kept: list[Suggestion] = []

@@ -36,6 +36,7 @@ from agent import AgentDeps, EmailOutcome, OpenAIWriter, TemplateWriter, run_ema
 from agent.compose import assemble  # noqa: E402
 from agent.nodes.generate import copy_request  # noqa: E402
 from agent.state import EmailState, Plan  # noqa: E402
+from guardrails.brand_config import load_brand  # noqa: E402
 from retrieval.recommender import HybridRecommender  # noqa: E402
 from tailor.importer import import_dir  # noqa: E402
 from tailor.settings import Settings  # noqa: E402
@@ -210,6 +211,9 @@ def main() -> None:
     )
     parser.add_argument("--store", help="an imported tailor.db (default: a 40-customer slice, built here)")
     parser.add_argument("--customers", type=int, default=40)
+    parser.add_argument(
+        "--brand", type=Path, default=None, help="a retailer configuration TOML (default: the bundled one)"
+    )
     parser.add_argument("--emails", type=int, default=200)
     parser.add_argument(
         "--llm", type=int, default=0, help="also run N emails through the local llama.cpp model"
@@ -220,7 +224,9 @@ def main() -> None:
         store = open_store(args.store, args.customers, work)
         settings = Settings(data_dir=work / "data", now=NOW.isoformat())
         recommender = HybridRecommender.build(store, settings)
-        deps = AgentDeps(store=store, recommender=recommender, settings=settings, now=NOW)
+        deps = AgentDeps(
+            store=store, recommender=recommender, settings=settings, brand=load_brand(args.brand), now=NOW
+        )
         ids = [c.id for c in store.customers() if c.consent.marketing_email and c.consent.personalization]
         if not ids:
             raise SystemExit("no customer in the store agreed to marketing email and personalization")

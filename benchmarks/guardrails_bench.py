@@ -31,7 +31,7 @@ from agent.compose import rail_context  # noqa: E402
 from evals.make_redteam import render, scene, template_copy, varied_copy  # noqa: E402
 from guardrails import grounding  # noqa: E402
 from guardrails.base import RailContext  # noqa: E402
-from guardrails.brand_config import load_brand  # noqa: E402
+from guardrails.brand_config import DEFAULT_BRAND, load_brand  # noqa: E402
 from guardrails.runner import DEFAULT_RAILS, check_all, check_email  # noqa: E402
 from tailor.models import Item  # noqa: E402
 from tailor.store import Store  # noqa: E402
@@ -113,7 +113,7 @@ def main() -> None:
     ap.add_argument("--emails", type=int, default=200)
     ap.add_argument("--show", action="store_true", help="print the findings of blocked emails")
     args = ap.parse_args()
-    brand = load_brand()
+    brand = load_brand(DEFAULT_BRAND)
     catalog, source = _catalog()
     pool = [i for i in catalog.values() if i.in_stock and len(i.title) >= 14]
     rng = random.Random(SEED)

@@ -193,10 +193,9 @@ def independent_grounding(
     context = RailContext(
         customer=customer,
         catalog=catalog,
+        brand=brand,
         plan_item_ids=tuple(p.item_id for p in email.products),
         events=history,
-        allowed_domains=brand.allowed_link_domains,
-        allowed_offers=brand.allowed_offers,
         # The footer is the brand's own fixed text (its name and postal address), not a claim to ground.
         extra={
             "facts": "\n".join((_history_facts(history, catalog), brand.name, brand.postal_address)),
@@ -290,6 +289,7 @@ class GenerationEval:
                 self.deps.store,
                 self.deps.recommender,
                 self.deps.settings,
+                self.deps.brand,
                 customer_id,
                 item_id,
                 now=self.deps.now,

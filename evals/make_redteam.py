@@ -27,7 +27,7 @@ from agent.compose import assemble, email_parts, rail_context
 from agent.planner import plan_action
 from agent.state import Plan, Trigger
 from agent.writers import CopyRequest, EmailCopy, ProductFacts, TemplateWriter
-from guardrails.brand_config import BrandConfig, load_brand
+from guardrails.brand_config import DEFAULT_BRAND, BrandConfig, load_brand
 from tailor.models import Consent, Customer, Event, EventKind, Evidence, Item, QuietHours, Recommendation
 from tailor.uci import catalog_from_parquet
 
@@ -820,7 +820,7 @@ def build(items: list[Item], seed: int = SEED) -> tuple[list[dict[str, Any]], li
         add("consent", kind, item, {}, customer=customer, now=now, contacts=contacts)
 
     # -- the categories the audit found missing: whole emails with one fault each --------------------------
-    brand = load_brand()
+    brand = load_brand(DEFAULT_BRAND)  # the set is written for the bundled retailer (evals/safety.py)
     serial = 0
 
     def fresh(action: str | None = None) -> tuple[Scene, EmailCopy]:

@@ -27,7 +27,7 @@ import numpy as np
 from evals.base import read_jsonl
 from guardrails import check_email, grounding
 from guardrails.base import RailContext, Verdict
-from guardrails.brand_config import load_brand
+from guardrails.brand_config import DEFAULT_BRAND, load_brand
 from guardrails.consent import check_send
 from guardrails.injection import detect, neutralize
 from tailor.errors import DataError
@@ -52,19 +52,20 @@ def _uci_catalog(path: Path = UCI) -> dict[str, Item]:
 
 
 def _context(case: dict[str, Any]) -> RailContext:
-    brand = load_brand()
+    # The red-team set was generated under the bundled retailer (its offers, footer and link domain are in
+    # the cases), so it is checked under that one by name, whatever the service is configured with.
+    brand = load_brand(DEFAULT_BRAND)
     items = {i["id"]: Item.model_validate(i) for i in case["items"]}
     base: Mapping[str, Item] = _uci_catalog() if case.get("catalog") == "uci" else {}
     others = tuple(Customer.model_validate({"consent": {}, **c}) for c in case.get("other_customers", []))
     return RailContext(
         customer=Customer.model_validate(case["customer"]),
         catalog={**base, **items},
+        brand=brand,
         plan_item_ids=tuple(case["plan"]),
         now=datetime.fromisoformat(case.get("now", "2011-12-10T10:00:00+00:00")),
         events=tuple(Event.model_validate(e) for e in case.get("events", [])),
         other_customers=others,
-        allowed_domains=brand.allowed_link_domains,
-        allowed_offers=brand.allowed_offers,
         purpose=case.get("purpose", "email"),
         extra=dict(case.get("extra", {})),
     )

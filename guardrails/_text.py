@@ -48,6 +48,15 @@ def email_spans(text: str) -> Iterator[tuple[int, int]]:
         pos, after_match = m.end(), True
 
 
+# ISO 4217 codes a reader takes for money: the grounding rail checks the amounts they mark, and the brand rail
+# does not read them as shouting. A shop's own currency counts too, listed here or not ("TRY" is left out:
+# "TRY IT" is shouting, unless the shop trades in lira).
+CURRENCY_CODES = (
+    "GBP", "EUR", "USD", "TWD", "NTD", "JPY", "CNY", "RMB", "HKD", "SGD", "MYR", "THB", "KRW", "INR", "IDR",
+    "PHP", "VND", "AUD", "NZD", "CAD", "MXN", "BRL", "CHF", "SEK", "NOK", "DKK", "PLN", "CZK", "HUF", "RON",
+    "ILS", "ZAR", "AED", "SAR",
+)  # fmt: skip
+
 # A number as an amount is written: a comma is a thousands separator only when exactly three digits follow,
 # so "£50, as always" is £50 and "£1,250.00" is one amount.
 AMOUNT = r"\d+(?:,\d{3}(?!\d))*(?:\.\d+)?"

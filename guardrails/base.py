@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
 
+from guardrails.brand_config import BrandConfig
 from tailor.models import Customer, Event, Item
 
 __all__ = ["Finding", "Rail", "RailContext", "Severity", "Verdict"]
@@ -40,18 +41,30 @@ class Verdict:
 
 @dataclass(frozen=True)
 class RailContext:
-    """What a rail may look at besides the text. Built by the agent for each output."""
+    """What a rail may look at besides the text. Built by the agent for each output.
+
+    ``brand`` is the retailer configuration the output was written under: the rails hold the output to that
+    one (footer, voice, offers, link domains), never to one they load themselves."""
 
     customer: Customer
     catalog: Mapping[str, Item]
+    brand: BrandConfig
     plan_item_ids: Sequence[str] = ()
     now: datetime | None = None
     events: Sequence[Event] = ()  # this customer's own history (for creepiness and grounding of claims)
     other_customers: Sequence[Customer] = ()  # identifiers that must never appear (leakage canaries)
-    allowed_domains: Sequence[str] = ("example-retail.test",)
-    allowed_offers: Sequence[str] = ()
     purpose: Literal["email", "explanation", "support", "prompt_input"] = "email"
     extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def allowed_domains(self) -> tuple[str, ...]:
+        return self.brand.allowed_link_domains
+
+    @property
+    def allowed_offers(self) -> tuple[str, ...]:
+        """The offers this output may make: a support answer may make the support offers, any other output
+        only the marketing ones."""
+        return self.brand.support_offers if self.purpose == "support" else self.brand.allowed_offers
 
 
 class Rail(Protocol):

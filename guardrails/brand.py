@@ -9,9 +9,9 @@ import time
 from collections.abc import Iterator
 from functools import lru_cache
 
-from guardrails._text import EMAIL, phrase_pattern
+from guardrails._text import CURRENCY_CODES, EMAIL, phrase_pattern
 from guardrails.base import Finding, RailContext, Verdict
-from guardrails.brand_config import BrandConfig, load_brand
+from guardrails.brand_config import BrandConfig
 
 __all__ = ["check", "name"]
 
@@ -27,7 +27,7 @@ _CAPS_WORD = re.compile(r"[A-Z]{2,}")
 # SKU such as DCGSSBOY, "LED" in a title) come from the context.
 _ACRONYMS = frozenset(
     {
-        *("GBP", "EUR", "USD", "CHF", "JPY", "AUD", "CAD", "NZD", "SEK", "NOK", "DKK", "PLN", "CZK"),
+        *CURRENCY_CODES,
         *("UK", "GB", "USA", "US", "EU", "UAE", "NHS", "BBC"),
         *("LED", "DIY", "OK", "XS", "XL", "XXL", "XXXL", "TV", "USB", "UV", "BBQ", "FAQ", "PDF", "VAT"),
         *("AM", "PM", "PS", "ID", "SKU"),
@@ -137,7 +137,9 @@ def _shouting(text: str, context: RailContext) -> Iterator[tuple[int, int, str]]
 
     def ok(word: str) -> bool:
         if word not in allowed:
-            allowed[word] = word in _ACRONYMS or _catalog_word(word, context)
+            allowed[word] = (
+                word in _ACRONYMS or word == context.brand.currency or _catalog_word(word, context)
+            )
         return allowed[word]
 
     covered: list[tuple[int, int]] = []
@@ -223,11 +225,9 @@ def _footer(text: str, context: RailContext, brand: BrandConfig, part: str) -> l
     return findings
 
 
-def check(
-    text: str, context: RailContext, *, part: str | None = None, brand: BrandConfig | None = None
-) -> Verdict:
+def check(text: str, context: RailContext, *, part: str | None = None) -> Verdict:
     start = time.perf_counter()
-    brand = brand or load_brand()
+    brand = context.brand
     if part == "body_html":
         # Markup is not prose ("<!doctype" is no exclamation): the parts and the plain body carry the
         # tone checks; what the HTML body must have of its own is the footer.

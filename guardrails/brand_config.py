@@ -1,4 +1,10 @@
-"""The brand voice config (``tailor/brand.toml`` by default), shared by the prompts and the guardrails."""
+"""The retailer's configuration: who the shop is and how it speaks, read by the prompts, the writers, the
+footer, the support policy and the guardrails alike.
+
+No module loads it by itself: the service loads it once (``TAILOR_BRAND_CONFIG``, or the bundled
+``tailor/brand.toml`` when unset) and hands the one object to every part, down to each rail through
+``RailContext.brand``. A part that fell back to a default brand of its own would check one shop's email
+against another shop's footer."""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import tomllib
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tailor.errors import ConfigError
 
@@ -19,20 +25,36 @@ DEFAULT_BRAND = Path(__file__).resolve().parent.parent / "tailor" / "brand.toml"
 class BrandConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str
+    name: str = Field(min_length=1)
+    # One line on what the shop sells ("a gift and homeware shop"): the model is told this, nothing more.
+    description: str = ""
     tone: tuple[str, ...]
     sign_off: str
+    # ISO 4217: the currency the shop trades in, given to catalog rows that name none, and recognised as
+    # money by the grounding rail ("120 TWD" is an amount to check, like "£12").
+    currency: str = Field("GBP", pattern=r"^[A-Z]{3}$")
     banned_phrases: tuple[str, ...] = ()
     allowed_claims: tuple[str, ...] = ()
+    # What marketing emails may offer, each written whole (condition and amount included).
     allowed_offers: tuple[str, ...] = ()
+    # What a support agent may offer a customer who had a problem; never copied into marketing.
+    support_offers: tuple[str, ...] = ()
     max_exclamation_marks: int = Field(1, ge=0)
     subject_max_chars: int = Field(70, ge=10)
     preheader_max_chars: int = Field(110, ge=10)
     intro_max_chars: int = Field(400, ge=20)
     reason_max_chars: int = Field(200, ge=20)
-    postal_address: str
+    postal_address: str = Field(min_length=1)
     unsubscribe_url: str = Field(pattern=r"^https://.*\{customer_token\}")
-    allowed_link_domains: tuple[str, ...]
+    allowed_link_domains: tuple[str, ...] = Field(min_length=1)
+
+    @field_validator("allowed_link_domains")
+    @classmethod
+    def _bare_hosts(cls, domains: tuple[str, ...]) -> tuple[str, ...]:
+        for domain in domains:
+            if not domain or "/" in domain or ":" in domain or " " in domain:
+                raise ValueError(f"{domain!r} is not a bare host name such as 'shop.example.com'")
+        return tuple(d.lower() for d in domains)
 
     def unsubscribe_link(self, customer_id: str) -> str:
         # An opaque token, so the customer id does not travel in the link.
@@ -41,7 +63,8 @@ class BrandConfig(BaseModel):
 
 
 @lru_cache(maxsize=8)
-def load_brand(path: Path | None = None) -> BrandConfig:
+def load_brand(path: Path | None) -> BrandConfig:
+    """The retailer configuration at ``path``; ``None`` names the bundled one (the demo retailer)."""
     path = path or DEFAULT_BRAND
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))

@@ -9,8 +9,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date
+from functools import lru_cache
 
-from guardrails._text import AMOUNT, LINK, PhraseIndex, find_phrases, tokens
+from guardrails._text import AMOUNT, CURRENCY_CODES, LINK, PhraseIndex, find_phrases, tokens
 from guardrails.base import Finding, RailContext, Verdict
 from tailor.models import Item, format_price
 
@@ -18,10 +19,23 @@ __all__ = ["check", "name", "warm"]
 
 name = "grounding"
 
-_MONEY = re.compile(
-    rf"(?:[£€$]\s?{AMOUNT}|\b{AMOUNT}\s?(?:GBP|EUR|USD|pounds?|euros?)\b)",
-    re.IGNORECASE,
-)
+# Currencies a reader takes for money, by symbol, ISO code or word, before or after the amount ("NT$120",
+# "120.00 TWD", "TWD 120", "¥900"). The shop's own currency joins them (``_money``), so a retailer trading
+# in a currency not listed here still has its amounts checked.
+_SYMBOLS = r"[£€$¥₩₹₽₺₪฿₫₱]"
+_WORDS = r"pounds?|euros?|dollars?|yen|yuan"
+
+
+@lru_cache(maxsize=8)
+def _money(currency: str) -> re.Pattern[str]:
+    codes = "|".join(CURRENCY_CODES if currency in CURRENCY_CODES else (*CURRENCY_CODES, re.escape(currency)))
+    return re.compile(
+        # Codes in capitals only: "give it 1 try" is no amount of Turkish lira.
+        rf"(?:{_SYMBOLS}\s?{AMOUNT}|\b(?-i:{codes})\s?{AMOUNT}|\b{AMOUNT}\s?(?:(?-i:{codes})|{_WORDS})\b)",
+        re.IGNORECASE,
+    )
+
+
 _PERCENT = re.compile(r"\b\d+(?:\.\d+)?\s?(?:%|per ?cent\b)", re.IGNORECASE)
 # Any wording of a deal. Only the brand's allowed offers, each written whole (condition and amount included),
 # may carry one: "free delivery" on its own is not "free delivery on orders over £50".
@@ -329,7 +343,7 @@ def check(text: str, context: RailContext) -> Verdict:
     def inside(m: re.Match[str], spans: list[tuple[int, int]]) -> bool:
         return any(a <= m.start() and m.end() <= b for a, b in spans)
 
-    for m in _MONEY.finditer(text):
+    for m in _money(context.brand.currency).finditer(text):
         if inside(m, offer_spans):
             continue
         if m.group().replace(" ", "") not in prices:

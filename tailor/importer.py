@@ -100,14 +100,19 @@ def _raw_records(path: Path, kind: str) -> Iterator[tuple[int, dict[str, Any] | 
                     yield n, exc
 
 
-def read_records(path: Path, model: type[M], kind: str) -> tuple[list[M], list[RecordError]]:
-    """Parse and validate every record; return the good ones and the errors (capped)."""
+def read_records(
+    path: Path, model: type[M], kind: str, *, defaults: dict[str, Any] | None = None
+) -> tuple[list[M], list[RecordError]]:
+    """Parse and validate every record; return the good ones and the errors (capped). ``defaults`` fill the
+    fields a record leaves out (an item's currency: the retailer's own)."""
     good: list[M] = []
     errors: list[RecordError] = []
     for line, raw in _raw_records(path, kind):
         if isinstance(raw, Exception):
             errors.append(RecordError(str(raw), source=path.name, line=line))
             continue
+        if defaults:
+            raw = {**defaults, **raw}
         try:
             good.append(model.model_validate(raw))
         except ValidationError as exc:
@@ -139,8 +144,13 @@ def _fingerprint(paths: list[Path]) -> str:
     return json.dumps([[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in paths])
 
 
-def import_dir(store: Store, directory: Path, *, force: bool = False) -> ImportReport:
-    """Validate the whole directory, then write it in one transaction. Unchanged input is skipped."""
+def import_dir(
+    store: Store, directory: Path, *, force: bool = False, currency: str | None = None
+) -> ImportReport:
+    """Validate the whole directory, then write it in one transaction. Unchanged input is skipped.
+
+    ``currency`` (the retailer's) is given to items that name none; without it they fall back on the
+    item model's default."""
     if not directory.is_dir():
         raise DataError(f"{directory} is not a directory", hint="point at a folder with items.jsonl etc.")
     files = {kind: _find(directory, kind) for kind in ("items", "customers", "events")}
@@ -149,13 +159,15 @@ def import_dir(store: Store, directory: Path, *, force: bool = False) -> ImportR
             f"no items.jsonl or items.csv in {directory}", hint="see the canonical format in the README"
         )
     present = [p for p in files.values() if p is not None]
-    fingerprint = _fingerprint(present)
+    fingerprint = _fingerprint(present) + f":{currency}"
     if not force and store.get_meta("import_fingerprint") == fingerprint:
         counts = store.counts()
         return ImportReport(counts["items"], counts["customers"], counts["events"], skipped=True)
 
     report = ImportReport()
-    items, errs = read_records(files["items"], Item, "items")
+    items, errs = read_records(
+        files["items"], Item, "items", defaults={"currency": currency} if currency else None
+    )
     report.errors += errs
     customers: list[Customer] = []
     events: list[Event] = []

@@ -166,7 +166,7 @@ class Tailor:
     # -- data ------------------------------------------------------------------------------------
     def import_dir(self, directory: Path, *, force: bool = False) -> ImportReport:
         try:
-            return import_dir(self.store, directory, force=force)
+            return import_dir(self.store, directory, force=force, currency=self.brand.currency)
         finally:
             _release_memory()
 
@@ -510,7 +510,9 @@ class Tailor:
 
         self._require_personalization(customer_id)
         self.store.get_item(item_id)
-        return explain(self.store, self.recommender, self.settings, customer_id, item_id, now=self.now())
+        return explain(
+            self.store, self.recommender, self.settings, self.brand, customer_id, item_id, now=self.now()
+        )
 
     def search_history(self, customer_id: str, text: str, limit: int) -> list[Any]:
         from agent.support import history_search

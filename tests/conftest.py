@@ -16,6 +16,7 @@ from tailor.importer import import_dir
 from tailor.settings import Settings
 from tailor.store import Store
 from tailor.uci import convert
+from tests.retailers import RETAILERS, Retailer, rebrand_catalog
 
 REPO = Path(__file__).resolve().parent.parent
 PARQUET = REPO / "data" / "raw" / "online_retail.parquet"
@@ -35,6 +36,27 @@ def slice_store(slice_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     """A read-only store with the slice imported. Tests that write use ``fresh_store``."""
     store = Store(tmp_path_factory.mktemp("store") / "tailor.db")
     import_dir(store, slice_dir)
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="session", params=sorted(RETAILERS))
+def retailer(request: pytest.FixtureRequest) -> Retailer:
+    """Each retailer configuration of ``tests/retailers.py``: a test that takes it runs under both."""
+    return RETAILERS[str(request.param)]
+
+
+@pytest.fixture(scope="session")
+def retail_store(
+    retailer: Retailer, slice_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Store]:
+    """The slice as ``retailer`` sells it (its currency, links on its domain); read-only like slice_store."""
+    if retailer.key == "hearth":
+        src = slice_dir
+    else:
+        src = rebrand_catalog(slice_dir, tmp_path_factory.mktemp(f"canonical-{retailer.key}"), retailer)
+    store = Store(tmp_path_factory.mktemp(f"store-{retailer.key}") / "tailor.db")
+    import_dir(store, src, currency=retailer.brand.currency)
     yield store
     store.close()
 

@@ -233,8 +233,11 @@ class ScriptedTailor:
         return Outcome(email=email, audit=audit)
 
 
-def seed_store(data_dir: Path, n_customers: int = 3) -> list[str]:
-    """A small, real store: 6 items, ``n_customers`` customers (the second opted out), purchases."""
+def seed_store(
+    data_dir: Path, n_customers: int = 3, *, domain: str = "example-retail.test", currency: str = "GBP"
+) -> list[str]:
+    """A small, real store: 6 items, ``n_customers`` customers (the second opted out), purchases. The
+    items are sold at ``domain`` in ``currency`` (a retailer configuration's own)."""
     store = Store(data_dir / "tailor.db")
     try:
         items = [
@@ -243,7 +246,8 @@ def seed_store(data_dir: Path, n_customers: int = 3) -> list[str]:
                 title=f"Lantern {n}",
                 category="lighting" if n % 2 else "kitchen",
                 price=2.5 + n,
-                url=f"https://example-retail.test/p/I{n}",
+                currency=currency,
+                url=f"https://{domain}/p/I{n}",
             )
             for n in range(6)
         ]

@@ -1,4 +1,5 @@
-"""The email graph end to end on real customers of the demo slice, with the real recommender and rails."""
+"""The email graph end to end on real customers of the demo slice, with the real recommender and rails, under
+each of the two retailer configurations."""
 
 from __future__ import annotations
 
@@ -22,31 +23,34 @@ from tailor.models import Consent, Customer, Event, EventKind, QuietHours
 from tailor.settings import Settings
 from tailor.store import Store
 from tests.openai_endpoint import chat, fail, scripted_endpoint
+from tests.retailers import Retailer
 
 NOW = datetime(2011, 12, 10, 10, tzinfo=UTC)
 NODES = {"load_context", "retrieve", "plan", "generate", "check", "finalize"}
 
 
 @pytest.fixture(scope="module")
-def recommender(slice_store: Store, tmp_path_factory: pytest.TempPathFactory) -> HybridRecommender:
+def recommender(retail_store: Store, tmp_path_factory: pytest.TempPathFactory) -> HybridRecommender:
     settings = Settings(data_dir=tmp_path_factory.mktemp("agent"), now=NOW.isoformat())
-    return HybridRecommender.build(slice_store, settings)
+    return HybridRecommender.build(retail_store, settings)
 
 
 @pytest.fixture(scope="module")
-def sendable(slice_store: Store, recommender: HybridRecommender) -> list[str]:
+def sendable(retail_store: Store, recommender: HybridRecommender) -> list[str]:
     """Customers who agreed to both marketing and personalization: the ones an email may go to."""
-    ids = [c.id for c in slice_store.customers() if c.consent.marketing_email and c.consent.personalization]
+    ids = [c.id for c in retail_store.customers() if c.consent.marketing_email and c.consent.personalization]
     assert len(ids) >= 3, "the slice should hold a few customers who consented"
     return ids
 
 
 @pytest.fixture
-def deps(slice_store: Store, recommender: HybridRecommender) -> Iterator[AgentDeps]:
+def deps(retail_store: Store, recommender: HybridRecommender, retailer: Retailer) -> Iterator[AgentDeps]:
     settings = Settings(data_dir=Path("/nonexistent-unused"), now=NOW.isoformat())
-    d = AgentDeps(store=slice_store, recommender=recommender, settings=settings, now=NOW)
+    d = AgentDeps(
+        store=retail_store, recommender=recommender, settings=settings, brand=retailer.brand, now=NOW
+    )
     # The rails load lazily; one warm-up run keeps their first-call cost out of the rail time limit.
-    agent.run_email_sync(d, slice_store.customers()[0].id)
+    agent.run_email_sync(d, retail_store.customers()[0].id)
     yield d
 
 
@@ -91,6 +95,11 @@ def test_template_emails_for_real_customers_are_grounded_and_pass_every_rail(
             assert product.price_text == item.price_text and product.url == item.url
             assert item.title in out.email.body_text and item.url in out.email.body_html
         assert deps.brand.unsubscribe_link(cid) in out.email.body_text
+        # Sent under the retailer it was written for: its sign-off, address and links, none of another's.
+        assert deps.brand.sign_off in out.email.body_text and deps.brand.postal_address in out.email.body_text
+        assert all(
+            p.url.startswith(f"https://{deps.brand.allowed_link_domains[0]}/") for p in out.email.products
+        )
         generate = next(a for a in out.audit if a["node"] == "generate")
         assert "copy.subject@v1" in generate["prompts"]
     assert sent >= 2
@@ -108,9 +117,9 @@ def _refused_plan(plan: Plan | None, reason: str, fact: str) -> Plan:
 
 
 def test_customer_without_marketing_consent_is_refused_before_any_profiling(
-    slice_store: Store, deps: AgentDeps
+    retail_store: Store, deps: AgentDeps
 ) -> None:
-    refused = next(c for c in slice_store.customers() if not c.consent.marketing_email)
+    refused = next(c for c in retail_store.customers() if not c.consent.marketing_email)
     out = run_email_sync(deps, refused.id)
     assert out.email is None and out.refusal is not None
     assert out.refusal.reason == "no_marketing_consent"
@@ -141,17 +150,22 @@ def test_contacted_too_recently_is_refused(deps: AgentDeps, sendable: list[str])
 
 
 def test_quiet_hours_are_refused_with_a_plan_that_says_the_local_time(
-    slice_store: Store, deps: AgentDeps, sendable: list[str], tmp_path: Path
+    retail_store: Store, deps: AgentDeps, sendable: list[str], tmp_path: Path
 ) -> None:
     """A real customer of the slice, given quiet hours around NOW (10:00 in London), in a store of theirs."""
     store = Store(tmp_path / "quiet.db")
     try:
-        quiet = slice_store.get_customer(sendable[0]).model_copy(
+        quiet = retail_store.get_customer(sendable[0]).model_copy(
             update={"quiet_hours": QuietHours(start=time(9), end=time(11)), "timezone": "Europe/London"}
         )
         store.upsert_customers([quiet])
         local = AgentDeps(
-            store=store, recommender=deps.recommender, settings=deps.settings, now=NOW, catalog=deps.catalog
+            store=store,
+            recommender=deps.recommender,
+            settings=deps.settings,
+            brand=deps.brand,
+            now=NOW,
+            catalog=deps.catalog,
         )
         out = run_email_sync(local, quiet.id)
     finally:
@@ -421,10 +435,10 @@ def test_a_model_that_answers_garbage_falls_back_even_when_deferring(
 
 
 def test_a_draft_that_leaks_another_customers_id_is_blocked_and_replaced(
-    deps: AgentDeps, sendable: list[str], slice_store: Store
+    deps: AgentDeps, sendable: list[str], retail_store: Store
 ) -> None:
     cid = _first_sent(deps, sendable)
-    other = next(c for c in slice_store.customers() if c.id != cid and c.id not in deps.catalog)
+    other = next(c for c in retail_store.customers() if c.id != cid and c.id not in deps.catalog)
     good, items = _template_copy(deps, cid)
     leaky = good.model_copy(
         update={"reasons": {**good.reasons, items[0]: f"Customer {other.id} swears by it."}}

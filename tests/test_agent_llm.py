@@ -16,6 +16,7 @@ from retrieval.recommender import HybridRecommender
 from tailor.settings import Settings
 from tailor.store import Store
 from tests.llm_server import llm_server
+from tests.retailers import HEARTH
 
 pytestmark = [pytest.mark.slow, pytest.mark.llm]
 
@@ -39,6 +40,7 @@ def llm_deps(slice_store: Store, tmp_path_factory: pytest.TempPathFactory) -> It
         )
         recommender = HybridRecommender.build(slice_store, settings)
         yield AgentDeps(
+            brand=HEARTH,
             store=slice_store,
             recommender=recommender,
             settings=settings,
@@ -67,7 +69,7 @@ def test_llm_emails_for_real_customers_are_grounded_or_logged_fallbacks(
         generate = next(a for a in out.audit if a["node"] == "generate")
         assert generate["writer"] == "openai"
         assert generate["model"] == llm_deps.settings.llm_model or generate["error"]
-        assert generate["prompts"] == ["llm.email_copy@v1"] or generate["error"]
+        assert generate["prompts"] == ["llm.email_copy@v2"] or generate["error"]
         # Parts that did not survive are named, in the email and in the audit's fallback record.
         if out.email.fallback_parts:
             replaced = {p for a in out.audit if a["node"] == "fallback" for p in a["parts"]}

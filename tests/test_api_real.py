@@ -18,6 +18,7 @@ import pytest
 from tailor.api import create_key
 from tailor.service import Tailor
 from tailor.settings import Settings
+from tests.retailers import RETAILERS, Retailer
 from tests.server import ServerProcess, free_port, seed_store
 
 pytestmark = pytest.mark.slow
@@ -48,25 +49,35 @@ def _email_job(client: httpx.Client, crm: dict[str, str], cid: str, kind: str, k
     return row
 
 
-def _imported(data_dir: Path, *, index: bool = True) -> list[str]:
-    """A small real store (see ``seed_store``), indexed as `tailor index` would; its customer ids."""
-    ids = seed_store(data_dir, n_customers=12)
+def _imported(data_dir: Path, *, index: bool = True, retailer: Retailer = RETAILERS["hearth"]) -> list[str]:
+    """A small real store (see ``seed_store``) sold by ``retailer``, indexed as `tailor index` would; its
+    customer ids."""
+    ids = seed_store(data_dir, n_customers=12, domain=retailer.domain, currency=retailer.brand.currency)
     if index:
-        with Tailor.open(Settings(data_dir=data_dir, now=NOW)) as tailor:
+        with Tailor.open(Settings(data_dir=data_dir, now=NOW, brand_config=retailer.path)) as tailor:
             tailor.index()
     return ids
 
 
 @pytest.fixture(scope="module")
-def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    data_dir = tmp_path_factory.mktemp("real") / "data"
-    busiest = _imported(data_dir)
+def real(tmp_path_factory: pytest.TempPathFactory, retailer: Retailer) -> Iterator[dict[str, Any]]:
+    """One real server per retailer configuration (``TAILOR_BRAND_CONFIG``) over a store it sells."""
+    data_dir = tmp_path_factory.mktemp(f"real-{retailer.key}") / "data"
+    busiest = _imported(data_dir, retailer=retailer)
     settings = Settings(data_dir=data_dir)
     crm = {"Authorization": f"Bearer {create_key(settings, 'crm')}"}
     support = {"Authorization": f"Bearer {create_key(settings, 'support')}"}
-    proc = ServerProcess(data_dir, {"TAILOR_NOW": NOW}, facade="real", start_timeout=180)
+    env = {"TAILOR_NOW": NOW, "TAILOR_BRAND_CONFIG": str(retailer.path)}
+    proc = ServerProcess(data_dir, env, facade="real", start_timeout=180)
     with proc, httpx.Client(base_url=proc.base_url, timeout=300) as client:
-        yield {"client": client, "crm": crm, "support": support, "customers": busiest, "proc": proc}
+        yield {
+            "client": client,
+            "crm": crm,
+            "support": support,
+            "customers": busiest,
+            "proc": proc,
+            "retailer": retailer,
+        }
 
 
 def test_real_recommendations_and_why(real: dict[str, Any]) -> None:
@@ -89,6 +100,24 @@ def test_real_email_trigger_runs_to_an_email_or_a_refusal(real: dict[str, Any]) 
         assert row["result"]["email"]["customer_id"] == cid and row["result"]["email"]["products"]
     else:
         assert row["result"]["refusal"]["reason"]
+
+
+def test_a_real_email_goes_out_under_the_configured_retailer(real: dict[str, Any]) -> None:
+    """The service composes and checks the email with the one retailer configuration it was started with:
+    its voice, footer and links pass its own rails (a custom brand once had every email refused)."""
+    client, crm, retailer = real["client"], real["crm"], real["retailer"]
+    cid = real["customers"][0]
+    row = _email_job(client, crm, cid, "campaign", f"brand-{retailer.key}")
+    assert row["status"] == "done", row
+    email = row["result"]["email"]
+    brand = retailer.brand
+    assert brand.postal_address in email["body_text"] and brand.sign_off in email["body_text"]
+    assert brand.unsubscribe_link(cid) in email["body_text"]
+    assert all(p["url"].startswith(f"https://{retailer.domain}/") for p in email["products"])
+    for other in RETAILERS.values():
+        if other.key != retailer.key:
+            assert other.brand.postal_address not in email["body_text"]
+            assert other.brand.name not in email["body_text"]
 
 
 def test_real_segment_events_update_the_customer_at_once(real: dict[str, Any]) -> None:

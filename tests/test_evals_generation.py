@@ -17,7 +17,6 @@ from evals.generation import (
     sentence_problems,
     syllables,
 )
-from guardrails.brand_config import load_brand
 from retrieval.recommender import HybridRecommender
 from tailor.errors import DataError
 from tailor.models import (
@@ -33,6 +32,7 @@ from tailor.models import (
 )
 from tailor.settings import Settings
 from tailor.store import Store
+from tests.retailers import HEARTH
 
 NOW = datetime(2011, 12, 10, 10, tzinfo=UTC)
 
@@ -56,7 +56,7 @@ def test_readability_and_distinctness_measures() -> None:
 def test_generation_eval_on_the_slice(slice_store: Store, tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data", now=NOW.isoformat())
     recommender = HybridRecommender.build(slice_store, settings)
-    deps = AgentDeps(store=slice_store, recommender=recommender, settings=settings, now=NOW)
+    deps = AgentDeps(store=slice_store, recommender=recommender, settings=settings, brand=HEARTH, now=NOW)
     ev = GenerationEval(deps, n=4, seed=3, out_dir=tmp_path / "out")
     assert ev.customers() == GenerationEval(deps, n=4, seed=3).customers()  # seeded sample
     out = ev.run()
@@ -236,7 +236,7 @@ def test_faithfulness_checks_that_the_evidence_supports_the_sentence(fresh_store
 
 def test_independent_grounding_catches_what_the_agent_let_through(fresh_store: Store) -> None:
     items = _history_store(fresh_store)
-    brand = load_brand()
+    brand = HEARTH
     customer = fresh_store.get_customer("c1")
     history = fresh_store.events("c1")
 

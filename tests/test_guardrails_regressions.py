@@ -12,6 +12,7 @@ from guardrails._text import PhraseIndex, find_phrases, phrase_pattern
 from guardrails.base import RailContext, Verdict
 from guardrails.runner import check_all
 from tailor.models import Consent, Customer, Item
+from tests.retailers import HEARTH
 
 ANN = Customer(
     id="13001",
@@ -55,6 +56,8 @@ def _ctx(**kw: object) -> RailContext:
         "catalog": {TINS.id: TINS, DAISY.id: DAISY},
         "plan_item_ids": (TINS.id,),
         "now": datetime(2011, 12, 9, 12, tzinfo=UTC),
+        # The bundled retailer without its offers, unless a test names the offers it allows.
+        "brand": HEARTH.model_copy(update={"allowed_offers": tuple(kw.pop("allowed_offers", ()))}),  # type: ignore[arg-type]
     }
     base.update(kw)
     return RailContext(**base)  # type: ignore[arg-type]

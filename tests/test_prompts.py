@@ -9,11 +9,11 @@ import pytest
 from jinja2.exceptions import SecurityError
 
 from agent.writers import CopyRequest, OpenAIWriter, ProductFacts, TemplateWriter
-from guardrails.brand_config import load_brand
 from prompts import PROMPTS_DIR, environment, render, template_ref
 from tailor.errors import ConfigError
 from tailor.models import Evidence
 from tailor.settings import Settings
+from tests.retailers import HEARTH
 
 SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
 UPDATE = os.environ.get("TAILOR_UPDATE_SNAPSHOTS") == "1"
@@ -100,7 +100,7 @@ def test_html_is_escaped_but_text_is_not() -> None:
 
 
 def test_template_writer_copy_snapshot() -> None:
-    result = TemplateWriter().write_email(REQUEST, load_brand())
+    result = TemplateWriter().write_email(REQUEST, HEARTH)
     copy = result.copy
     text = "\n".join(
         [copy.subject, copy.preheader, copy.intro, *[f"{k}: {v}" for k, v in copy.reasons.items()]]
@@ -119,7 +119,7 @@ def test_llm_prompt_snapshot_keeps_catalog_text_inside_the_data_block() -> None:
             )
         }
     )
-    brand = load_brand()
+    brand = HEARTH
     writer = OpenAIWriter(Settings(llm_base_url="http://127.0.0.1:9/v1"))
     prompt = writer.prompt(hostile, brand)
     snapshot("llm_email_copy_prompt.txt", prompt)

@@ -9,10 +9,10 @@ import pytest
 from agent.compose import other_customers
 from guardrails import brand, consent, grounding, injection, output, privacy
 from guardrails.base import RailContext, Verdict
-from guardrails.brand_config import load_brand
 from guardrails.runner import check_all, check_email
 from tailor.models import Consent, Customer, Event, EventKind, Item, QuietHours
 from tailor.store import Store
+from tests.retailers import HEARTH
 
 NOW = datetime(2011, 12, 10, 10, tzinfo=UTC)
 MUG = Item(
@@ -45,7 +45,7 @@ def ctx(**kw: object) -> RailContext:
         "catalog": {MUG.id: MUG, HOLDER.id: HOLDER},
         "plan_item_ids": (MUG.id,),
         "now": NOW,
-        "allowed_offers": ("free delivery on orders over £50",),
+        "brand": HEARTH,
     }
     base.update(kw)
     return RailContext(**base)  # type: ignore[arg-type]
@@ -102,7 +102,7 @@ def test_brand_rules() -> None:
 
 
 def test_brand_requires_the_footer_in_the_email_body() -> None:
-    b = load_brand()
+    b = HEARTH
     good = f"Hello\n--\nUnsubscribe: {b.unsubscribe_link(ANN.id)}\n{b.postal_address}"
     assert brand.check(good, ctx(), part="body_text").passed
     assert set(rules(brand.check("Hello", ctx(), part="body_text"))) == {

@@ -7,9 +7,10 @@ import pytest
 
 from guardrails import brand, injection, privacy
 from guardrails.base import RailContext, Verdict
-from guardrails.brand_config import BrandConfig, load_brand
+from guardrails.brand_config import BrandConfig
 from guardrails.runner import check_email
 from tailor.models import Item
+from tests.retailers import HEARTH
 from tests.test_rails import ANN, MUG, NOW
 
 BAG = Item(
@@ -26,7 +27,7 @@ LIGHTS = Item(
     price=5.75,
     url="https://example-retail.test/p/79321",
 )
-BRAND = load_brand()
+BRAND = HEARTH
 FOOTER = (
     "You receive this because you agreed to hear from Hearth & Twine. "
     f"Unsubscribe: {BRAND.unsubscribe_link(ANN.id)}\n{BRAND.postal_address}"
@@ -39,7 +40,7 @@ def ctx(**kw: object) -> RailContext:
         "catalog": {i.id: i for i in (MUG, BAG, LIGHTS)},
         "plan_item_ids": (MUG.id, BAG.id),
         "now": NOW,
-        "allowed_offers": BRAND.allowed_offers,
+        "brand": BRAND,
         "extra": {"footer": FOOTER},
     }
     base.update(kw)
@@ -229,7 +230,7 @@ def test_claims_need_the_brands_allowed_claims() -> None:
     ):
         assert "unallowed_claim" not in rules(brand.check(text, ctx(), part="intro")), text
     allowing = BrandConfig.model_validate({**BRAND.model_dump(), "allowed_claims": ["award-winning"]})
-    assert brand.check("Award winning candles.", ctx(), part="intro", brand=allowing).passed
+    assert brand.check("Award winning candles.", ctx(brand=allowing), part="intro").passed
     best = Item(id="90001", title="Worlds Best Mum Mug", category="Gifts", price=2.0, url=MUG.url)
     catalog = {MUG.id: MUG, best.id: best}
     verdict = brand.check("The Worlds Best Mum Mug is here.", ctx(catalog=catalog, plan_item_ids=(best.id,)))

@@ -8,8 +8,8 @@ from typing import Any
 
 from evals.make_redteam import build
 from evals.safety import DATA, SafetyEval
-from guardrails.brand_config import load_brand
 from tailor.models import Item
+from tests.retailers import HEARTH
 
 # Each red-team category and the rail that must block it.
 CATEGORIES = {
@@ -85,7 +85,7 @@ def test_red_team_set_is_large_and_varied() -> None:
 
 def test_good_outputs_are_whole_varied_emails() -> None:
     good = _rows("good_outputs.jsonl")
-    brand = load_brand()
+    brand = HEARTH
     assert len(good) >= 400
     for case in good:
         parts, customer = case["parts"], case["customer"]

@@ -22,7 +22,7 @@ from agent.writers import (
     TemplateWriter,
     Writer,
 )
-from guardrails.brand_config import BrandConfig, load_brand
+from guardrails.brand_config import BrandConfig
 from retrieval.recommender import HybridRecommender
 from tailor.errors import LLMError, LLMOutputError, LLMTimeoutError
 from tailor.logs import LIBRARY_LOGGERS, quiet_libraries
@@ -31,6 +31,7 @@ from tailor.settings import Settings
 from tailor.store import Store
 from tests.llm_server import llm_server
 from tests.openai_endpoint import Reply, chat, scripted_endpoint, stall
+from tests.retailers import HEARTH
 
 NOW = datetime(2011, 12, 10, 10, tzinfo=UTC)
 REQUEST = CopyRequest(
@@ -84,7 +85,7 @@ def writer(request: pytest.FixtureRequest) -> Writer:
 
 @pytest.fixture(scope="module")
 def brand() -> BrandConfig:
-    return load_brand()
+    return HEARTH
 
 
 def test_writer_contract(writer: Writer, brand: BrandConfig, request: pytest.FixtureRequest) -> None:
@@ -122,6 +123,7 @@ def _falls_back_in_the_agent(error: LLMOutputError, request: pytest.FixtureReque
     data = request.getfixturevalue("tmp_path")
     settings = Settings(data_dir=data, now=NOW.isoformat(), llm_unavailable="defer")
     deps = AgentDeps(
+        brand=HEARTH,
         store=store,
         recommender=HybridRecommender.build(store, settings),
         settings=settings,
