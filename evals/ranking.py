@@ -369,10 +369,28 @@ class RankingEval:
             for key, value in beyond_accuracy(lists, split, pop, item_vecs).items():
                 out[f"ranking.{name}.all.{key}@10"] = value
             self.timings[f"{name}_s"] = time.perf_counter() - t0
+        out.update(best_reference(out, [n for n in rankers if n != "tailor"]))
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "ranking.json").write_text(json.dumps(out, indent=1, sort_keys=True))
         return out
+
+
+_ACCURACY = ("recall@", "ndcg@", "hit@", "mrr@")
+
+
+def best_reference(metrics: Mapping[str, float], names: Sequence[str]) -> dict[str, float]:
+    """``ranking.best_reference.<variant>.<metric>``: the best any reference ranker of the run scored, so a
+    gate can hold Tailor to whichever reference is strongest on the store at hand (repeat history on a
+    grocery, EASE on new items of a gift shop) instead of one named for the demo store."""
+    best: dict[str, float] = {}
+    for key, value in metrics.items():
+        parts = key.split(".")
+        if len(parts) != 4 or parts[1] not in names or not parts[3].startswith(_ACCURACY):
+            continue
+        name = f"ranking.best_reference.{parts[2]}.{parts[3]}"
+        best[name] = max(best.get(name, value), value)
+    return best
 
 
 def beyond_accuracy(

@@ -119,13 +119,20 @@ def load_report(path: Path) -> Report:
     return Report(metrics=metrics, meta=dict(data.get("meta", {})), gates=gates)
 
 
-def load_gates(path: Path = DEFAULT_GATES, *, quick: bool = False) -> dict[str, Rule]:
+def load_gates(
+    path: Path = DEFAULT_GATES, *, quick: bool = False, section: str | None = None
+) -> dict[str, Rule]:
+    """The rules of one section: ``[quick]`` (else ``[gates]``) when ``quick``, ``[gates]`` otherwise, or the
+    ``section`` named (``uci``: the store-specific figures), which is empty when the file has none."""
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read gates {path}: {exc}") from exc
-    section = "quick" if quick else "gates"
-    table = doc.get(section, doc.get("gates", {}))
+    if section is not None:
+        table = doc.get(section, {})
+    else:
+        section = "quick" if quick else "gates"
+        table = doc.get(section, doc.get("gates", {}))
     out: dict[str, Rule] = {}
     shape = (
         "a gate is { min = X } and/or { max = Y } (numbers), or { above = 'metric' } / { below = 'metric' }"

@@ -307,7 +307,9 @@ def run_suites(
     if cut is not None and holdout_days is not None:
         raise ConfigError("--cut and --holdout-days both given", hint="choose one way to split")
     chosen = _check_suites(suites)
-    gates = load_gates(gates_path, quick=quick)  # before the long part: a broken gates file fails fast
+    # Before the long part: a broken gates file fails fast. UCI's own figures are read now, judged later.
+    gates = load_gates(gates_path, quick=quick)
+    uci_gates = {} if quick else load_gates(gates_path, section="uci")
     old = load_report(compare) if compare is not None else None
     makers = {**DEFAULT_FACTORIES, **(factories or {})}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -351,11 +353,15 @@ def run_suites(
         "errors": errors,
         "notes": notes,
     }
+    judged = evaluate_gates(metrics, gates, chosen)
     if inp.protocol:
         meta["ranking_protocol"] = inp.protocol
-    report = Report(
-        metrics=metrics, meta=meta, gates=evaluate_gates(metrics, gates, chosen), artifacts=artifacts
-    )
+        # The peers' published figures are UCI's under its reference cut: they bind there and nowhere else.
+        if inp.uci and utc_timestamp(inp.protocol["cut"]) == DEFAULT_CUT_TS and uci_gates:
+            judged += evaluate_gates(metrics, uci_gates, chosen)
+            meta["gate_sections"] = ["gates", "uci"]
+    meta.setdefault("gate_sections", ["quick" if quick else "gates"])
+    report = Report(metrics=metrics, meta=meta, gates=judged, artifacts=artifacts)
     if old is not None:
         report.meta["compared_with"] = str(compare)
         report.comparison_html = to_html(compare_reports(old, report), old, report)

@@ -83,6 +83,37 @@ def test_runner_runs_each_suite_once_and_writes_the_report(tmp_path: Path) -> No
     assert "Latency" in html and html.count("data:image/png;base64,") == 2
 
 
+@pytest.mark.parametrize("uci", [False, True])
+def test_uci_figures_bind_only_on_uci_under_its_reference_cut(tmp_path: Path, uci: bool) -> None:
+    """A store that is not UCI is held to the best reference of its own run, never to UCI's figures."""
+    from evals.protocol import DEFAULT_CUT
+
+    metrics = {"ranking.customers.all": 100.0}
+    for variant, mine, theirs in (("all", 0.20, 0.18), ("new-only", 0.05, 0.04)):
+        for metric in ("recall@10", "ndcg@10"):
+            metrics[f"ranking.tailor.{variant}.{metric}"] = mine
+            metrics[f"ranking.best_reference.{variant}.{metric}"] = theirs
+            metrics[f"ranking.{'repeat' if variant == 'all' else 'ease'}.{variant}.{metric}"] = theirs
+
+    def ranking(inp: SuiteInput) -> OnceEval:
+        inp.protocol, inp.uci = {"split": "cut", "cut": DEFAULT_CUT.isoformat()}, uci
+        return OnceEval(metrics)
+
+    report = run_suites(
+        Settings(data_dir=tmp_path / "data"), ["ranking"], tmp_path / "out", factories={"ranking": ranking}
+    )
+    judged = {(g.key, g.rule, g.versus) for g in report.gates if g.key.startswith("ranking.")}
+    failed = {(g.key, g.rule) for g in report.gates if g.status == "fail"}
+    assert ("ranking.tailor.all.recall@10", "above", "ranking.best_reference.all.recall@10") in judged
+    assert report.meta["gate_sections"] == (["gates", "uci"] if uci else ["gates"])
+    if uci:
+        # Beating the run's references is not enough on UCI: 0.20 is under the peers' published 0.3561.
+        assert ("ranking.tailor.all.recall@10", "min") in failed and report.failed
+    else:
+        assert not any(k.startswith("ranking.") for k, _ in failed)
+        assert all(g.rule != "min" for g in report.gates if g.key.startswith("ranking."))
+
+
 def test_a_failing_suite_is_recorded_and_fails_its_gates(tmp_path: Path) -> None:
     def broken(inp: SuiteInput) -> OnceEval:
         raise DataError("no purchases at all")
