@@ -241,6 +241,7 @@ class Tailor:
             "items_embedded": catalog.embedded,
             "items_skipped": catalog.skipped,
             "items_deleted": catalog.deleted,
+            "items_unnamed": catalog.unnamed,
             "ranker": "fitted" if stale else "unchanged",
             "history_indexed": history.upserted,
             "seconds": round(catalog.seconds + history.seconds, 2),
