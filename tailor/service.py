@@ -243,6 +243,7 @@ class Tailor:
             "items_deleted": catalog.deleted,
             "items_unnamed": catalog.unnamed,
             "ranker": "fitted" if stale else "unchanged",
+            "label_days": self.recommender.ranker.label_days_used,
             "history_indexed": history.upserted,
             "seconds": round(catalog.seconds + history.seconds, 2),
         }
@@ -263,6 +264,8 @@ class Tailor:
             "fitted_at": fitted.get("fitted_at") if saved else None,
             "fit_seconds": fitted.get("seconds") if saved else None,
             "customers": fitted.get("customers") if saved else None,
+            # The label window the fit used and why (shorter than configured on a young store).
+            "fit": fitted.get("fit") if saved else None,
             "purchases_since_fit": since["purchases"],
             "forgotten_since_fit": since["forgotten"],
             "stale": (
@@ -333,9 +336,15 @@ class Tailor:
                     "fitted_at": datetime.now(UTC).isoformat(timespec="seconds"),
                     "seconds": seconds,
                     "customers": len(ranker.customer_ids),
+                    "fit": ranker.fit_report,
                 },
             )
-        return {"seconds": seconds, "customers": len(ranker.customer_ids), "purged_during_fit": len(purged)}
+        return {
+            "seconds": seconds,
+            "customers": len(ranker.customer_ids),
+            "purged_during_fit": len(purged),
+            "fit": ranker.fit_report,
+        }
 
     def _fit_here(self, vectors: dict[str, Any]) -> Any:
         from evals.protocol import purchases_from_store
