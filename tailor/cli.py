@@ -376,7 +376,8 @@ def eval_(
         str | None,
         typer.Option(
             help="Ranking: train before this date (YYYY-MM-DD, UTC), test from it on. Default: 2011-09-09 "
-            "(the peers' reference cut) on UCI Online Retail, else the last 28 days held out."
+            "(the peers' reference cut) on UCI Online Retail, else the store's last quarter held out "
+            "(7 to 28 days)."
         ),
     ] = None,
     holdout_days: Annotated[

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -335,3 +336,38 @@ def test_compare_names_both_runs_in_the_html(tmp_path: Path) -> None:
     assert "abc123old" in html and "digestold" in html
     assert report.meta["git_commit"] in html and report.meta["settings_digest"] in html
     assert "+10.0% better" in html
+
+
+def test_absolute_ranking_bounds_are_skipped_on_a_store_that_is_not_uci(tmp_path: Path) -> None:
+    gates = tmp_path / "gates.toml"
+    gates.write_text(
+        '[gates]\n"ranking.tailor.all.recall@10" = { min = 0.3561, above = "ranking.repeat.all.recall@10" }\n'
+        '"policy.synthetic.decisions" = { min = 10 }\n'
+    )
+    figures = {"ranking.tailor.all.recall@10": 0.12, "ranking.repeat.all.recall@10": 0.10}
+
+    def ranking(uci: bool) -> Callable[[SuiteInput], OnceEval]:
+        def make(inp: SuiteInput) -> OnceEval:
+            # What the ranking factory records once it knows the data (see ``_ranking_protocol``).
+            inp.uci = uci
+            inp.protocol = {"split": "holdout", "holdout_days": 28, "chosen_by": "default (not UCI)"}
+            return OnceEval(figures)
+
+        return make
+
+    settings = Settings(data_dir=tmp_path / "data")
+    other = run_suites(
+        settings, ["ranking"], tmp_path / "a", gates_path=gates, factories={"ranking": ranking(False)}
+    )
+    # 0.12 is far under UCI's 0.3561, which says nothing about this store: only the peer gate judges it.
+    assert [(g.rule, g.status) for g in other.gates] == [
+        ("min", "skipped"),
+        ("above", "pass"),
+        ("min", "skipped"),
+    ]
+    assert not other.failed
+    assert any("absolute bounds on ranking figures are UCI Online Retail's" in n for n in other.meta["notes"])
+    uci = run_suites(
+        settings, ["ranking"], tmp_path / "b", gates_path=gates, factories={"ranking": ranking(True)}
+    )
+    assert [(g.rule, g.status) for g in uci.gates] == [("min", "fail"), ("above", "pass"), ("min", "skipped")]
