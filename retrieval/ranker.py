@@ -6,6 +6,9 @@ this candidate in the window". Then it refits every feature source (item statist
 all purchases before ``T`` and serves with those. Two models are trained: one for all candidates, one for
 items the customer never bought (the ``new-only`` use: discovery).
 
+A young store's history can be shorter than the configured window and the past it needs: the fit then
+shortens its label window to fit the history (``label_window``) and says so in ``fit_report``.
+
 The trees are stored as plain arrays (npz) and evaluated in numpy, so a saved ranker loads without pickle.
 """
 
@@ -41,7 +44,7 @@ from retrieval.features import (
 from tailor.errors import DataError, NotFoundError
 from tailor.utc import utc_timestamp
 
-__all__ = ["Ranker", "ScoredItem", "TreeEnsemble"]
+__all__ = ["MIN_LABEL_DAYS", "Ranker", "ScoredItem", "TreeEnsemble", "label_window"]
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -158,6 +161,34 @@ class TreeEnsemble:
         )
 
 
+# A label window of less than a week would miss the weekly shop of anyone who shops weekly.
+MIN_LABEL_DAYS = 7
+
+
+def label_window(configured: int, history_days: int, min_past_days: int) -> tuple[int, str]:
+    """The label window a fit uses on ``history_days`` of purchases before now, and why.
+
+    The configured window stands while the history holds ``min_past_days`` of past before it (the rule
+    earlier windows follow), so any history of ``configured + min_past_days`` days or more (the UCI store's
+    282 or 647 before its reference cut) fits exactly as configured. On a shorter one the window shrinks
+    so that ``min_past_days`` of past stay before it, but to no less than a third of the history (whatever
+    is left is at least twice the window: features need a past to be built from) and never below
+    ``MIN_LABEL_DAYS``. On Ta-Feng (92, 60): 91 days before its eval cut give 31 days, the full four months
+    before 2001-03-01 give 59; eight weeks (55 days) give 18.
+    """
+    if history_days - min_past_days >= configured:
+        return configured, (
+            f"configured: {history_days} days of history hold the {configured}-day window and "
+            f"{min_past_days} days of past before it"
+        )
+    days = max(MIN_LABEL_DAYS, history_days - min_past_days, history_days // 3)
+    return days, (
+        f"shortened from {configured} days: {history_days} days of history are too few for the configured "
+        f"window and {min_past_days} days of past before it; the window is max({MIN_LABEL_DAYS}, history - "
+        f"{min_past_days}, history / 3) days"
+    )
+
+
 def _train_trees(x: F32, y: npt.NDArray[np.int8], w: F64 | None, *, seed: int, max_iter: int) -> TreeEnsemble:
     if len(np.unique(y)) < 2:
         raise DataError(
@@ -205,8 +236,8 @@ class Ranker:
         ease_items: int = 6000,
         ease_lambda: int = 600,
     ) -> None:
-        if label_days < 7:
-            raise DataError(f"label_days must be >= 7, got {label_days}")
+        if label_days < MIN_LABEL_DAYS:
+            raise DataError(f"label_days must be >= {MIN_LABEL_DAYS}, got {label_days}")
         if windows < 1:
             raise DataError(f"windows must be >= 1, got {windows}")
         if ease_lambda <= 0:
@@ -236,6 +267,9 @@ class Ranker:
         self.customer_index: dict[str, int] = {}
         self.now_day = 0.0
         self.windows_used = 0  # label windows the last fit trained on
+        self.label_days_used = label_days  # the label window the last fit used (see ``label_window``)
+        self.label_reason = ""
+        self.history_days = 0  # whole days from the first purchase fitted on to now
         self._history: History | None = None
         self._items: ItemStats | None = None
         self._collab: CollabModel | None = None
@@ -267,11 +301,14 @@ class Ranker:
         self._text = self._text_matrix(item_text_vectors)
         p = self.params
         seed = p["seed"]
+        self.history_days = int(self.now_day - float(history.day.min()))
+        label_days, self.label_reason = label_window(p["label_days"], self.history_days, p["min_past_days"])
+        self.label_days_used = label_days
         data: _Rows = {"all": ([], [], []), "new": ([], [], [])}
         self.windows_used = 0
         for w in range(p["windows"]):
-            end = self.now_day - w * p["label_days"]
-            self._window_rows(history.before(end), end - p["label_days"], n_items, data, first=w == 0)
+            end = self.now_day - w * label_days
+            self._window_rows(history.before(end), end - label_days, n_items, data, first=w == 0)
         if not data["all"][0]:
             newest = frame["timestamp"].max()
             idle = (now_ts - newest).days
@@ -279,11 +316,12 @@ class Ranker:
             hint = (
                 f"the newest purchase is from {newest.date()}, {idle} days before now ({now_ts.date()}):"
                 " for historical data set TAILOR_NOW to the day after it"
-                if idle >= p["label_days"]
-                else "lower label_days or fit on a longer history"
+                if idle >= label_days
+                else f"the history holds {self.history_days} days before now: fit on a longer one"
             )
             raise DataError(
-                f"fitting needs purchases both before and within the last {p['label_days']} days before now",
+                f"fitting needs purchases both before and within the last {label_days} days before now"
+                f" (label window {self.label_reason})",
                 hint=hint,
             )
         models = {
@@ -394,6 +432,17 @@ class Ranker:
         ):
             raise DataError("the ranker is not fitted", hint="call fit() or Ranker.load() first")
         return self._history, self._items, self._collab, self._all, self._new
+
+    @property
+    def fit_report(self) -> dict[str, Any]:
+        """What the last fit did with its label windows: the window used and why, how many it trained on."""
+        return {
+            "label_days": self.label_days_used,
+            "label_days_configured": self.params["label_days"],
+            "label_window": self.label_reason,
+            "windows_used": self.windows_used,
+            "history_days": self.history_days,
+        }
 
     @property
     def fitted_at(self) -> pd.Timestamp:
@@ -618,6 +667,7 @@ class Ranker:
             "now_day": self.now_day,
             "item_ids": self.item_ids,
             "customer_ids": self.customer_ids,
+            "fit": self.fit_report,
         }
         # Written beside the targets and renamed over them, so a reader (or a crash) never sees half a file.
         npz_tmp, json_tmp = base.with_suffix(".npz.tmp"), base.with_suffix(".json.tmp")
@@ -669,6 +719,12 @@ class Ranker:
         ranker.customer_ids = list(meta["customer_ids"])
         ranker.customer_index = {x: i for i, x in enumerate(ranker.customer_ids)}
         ranker.now_day = float(meta["now_day"])
+        # Saved before the label window could shrink: the configured one was used, and nothing else is known.
+        fit = meta.get("fit") or {}
+        ranker.label_days_used = int(fit.get("label_days", ranker.params["label_days"]))
+        ranker.label_reason = str(fit.get("label_window", ""))
+        ranker.windows_used = int(fit.get("windows_used", 0))
+        ranker.history_days = int(fit.get("history_days", 0))
         ranker._history = History(
             arrays["h_cust"], arrays["h_item"], arrays["h_day"], arrays["h_order"], len(ranker.customer_ids)
         )

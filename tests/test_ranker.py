@@ -19,7 +19,7 @@ from retrieval.features import (
     fit_collab,
     item_stats,
 )
-from retrieval.ranker import Ranker, TreeEnsemble
+from retrieval.ranker import Ranker, TreeEnsemble, label_window
 from tailor.errors import DataError, NotFoundError
 
 START = pd.Timestamp("2011-01-01", tz="UTC")
@@ -294,15 +294,57 @@ def test_earlier_windows_need_enough_past_but_the_first_always_counts(
     assert used(shop, min_past_days=100) == 3  # 60 days of past is too little
     assert used(shop, min_past_days=250) == 1  # only the first: 240 days of past
     short = shop[shop["timestamp"] >= CUT - pd.Timedelta(days=90)]
-    assert used(short, min_past_days=60) == 1  # 30 days of past, yet a short history still fits
+    # 89 whole days cannot hold a 60-day window and 60 days of past: the window shrinks to 29 days, one of
+    # them fits, and an earlier one would have 31 days of past.
+    assert used(short, min_past_days=60) == 1
     with pytest.raises(DataError, match="min_past_days"):
         Ranker(min_past_days=0)
+
+
+def test_label_window_is_kept_on_a_long_history_and_shortened_on_a_young_one() -> None:
+    # Long enough for the window and its past: exactly as configured (UCI's 282 and 647 days, say).
+    for days in (152, 282, 647):
+        assert label_window(92, days, 60)[0] == 92
+    assert "configured" in label_window(92, 152, 60)[1]
+    # Shorter: the past keeps its 60 days while a third of the history is less than what is left.
+    assert label_window(92, 151, 60)[0] == 91
+    assert label_window(92, 119, 60)[0] == 59  # Ta-Feng, the four months before 2001-03-01
+    assert label_window(92, 91, 60)[0] == 31  # Ta-Feng before its eval cut (2001-02-01)
+    # Then a third of it, and never under a week.
+    assert label_window(92, 55, 60)[0] == 18  # eight weeks
+    assert label_window(92, 12, 60)[0] == 7
+    days, why = label_window(92, 55, 60)
+    assert "shortened from 92 days" in why and "55 days of history" in why
+
+
+def test_a_young_store_fits_with_a_shorter_window_and_says_so(
+    shop: pd.DataFrame, text: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    eight_weeks = shop[shop["timestamp"] >= CUT - pd.Timedelta(days=56)]
+    ranker = Ranker(max_iter=10).fit(eight_weeks, text, now=CUT)
+    report = ranker.fit_report
+    first = eight_weeks["timestamp"].min()
+    history = int((CUT - first) / pd.Timedelta(days=1))
+    assert report["history_days"] == history and 50 <= history <= 56
+    assert report["label_days"] == history // 3 and report["label_days_configured"] == 92
+    assert report["windows_used"] == 1 and "shortened from 92 days" in report["label_window"]
+    assert ranker.rank(["c1"], k=5)[0]  # it ranks
+    # A long history keeps the configured window, as it always did.
+    assert (
+        Ranker(max_iter=5, label_days=60, windows=1).fit(shop, text, now=CUT).fit_report["label_days"] == 60
+    )
+    # The report is saved with the ranker.
+    ranker.save(tmp_path / "young")
+    assert Ranker.load(tmp_path / "young").fit_report == report
 
 
 def test_fitting_old_data_at_today_names_the_clock(shop: pd.DataFrame, text: dict[str, np.ndarray]) -> None:
     later = CUT + pd.Timedelta(days=400)
     with pytest.raises(DataError, match=r"newest purchase is from .*set TAILOR_NOW to the day after it"):
         Ranker(max_iter=5).fit(shop[shop["timestamp"] < CUT], text, now=later)
-    with pytest.raises(DataError, match="lower label_days"):
-        recent = shop[(shop["timestamp"] >= CUT - pd.Timedelta(days=30)) & (shop["timestamp"] < CUT)]
-        Ranker(max_iter=5).fit(recent, text, now=CUT)  # nothing before the label window to learn from
+    # Six days: even the shortest window (a week) holds the whole history, and nothing comes before it.
+    recent = shop[(shop["timestamp"] >= CUT - pd.Timedelta(days=6)) & (shop["timestamp"] < CUT)]
+    held = int((CUT - recent["timestamp"].min()) / pd.Timedelta(days=1))
+    with pytest.raises(DataError, match="within the last 7 days before now") as info:
+        Ranker(max_iter=5).fit(recent, text, now=CUT)
+    assert info.value.hint == f"the history holds {held} days before now: fit on a longer one"
