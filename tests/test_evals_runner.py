@@ -366,4 +366,3 @@ def test_compare_names_both_runs_in_the_html(tmp_path: Path) -> None:
     assert "abc123old" in html and "digestold" in html
     assert report.meta["git_commit"] in html and report.meta["settings_digest"] in html
     assert "+10.0% better" in html
-
