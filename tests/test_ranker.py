@@ -19,7 +19,7 @@ from retrieval.features import (
     fit_collab,
     item_stats,
 )
-from retrieval.ranker import Ranker, TreeEnsemble, label_window
+from retrieval.ranker import SCORERS, Ranker, TreeEnsemble, label_window
 from tailor.errors import DataError, NotFoundError
 
 START = pd.Timestamp("2011-01-01", tz="UTC")
@@ -348,3 +348,67 @@ def test_fitting_old_data_at_today_names_the_clock(shop: pd.DataFrame, text: dic
     with pytest.raises(DataError, match="within the last 7 days before now") as info:
         Ranker(max_iter=5).fit(recent, text, now=CUT)
     assert info.value.hint == f"the history holds {held} days before now: fit on a longer one"
+
+
+def test_each_variant_serves_what_won_on_the_latest_window(fitted: Ranker) -> None:
+    report = fitted.fit_report
+    val = report["validation"]
+    assert val["window_days"] == 60 and val["window_start"] == (CUT - pd.Timedelta(days=60)).isoformat()
+    assert min(val["customers"].values()) >= 30
+    for variant in ("all", "new"):
+        figures = val["recall@10"][variant]
+        assert set(figures) == set(SCORERS[variant]) and all(0 <= v <= 1 for v in figures.values())
+        chosen = report["serving"][variant]
+        assert figures[chosen] == max(figures.values())
+        assert chosen == "trees" or figures["trees"] < figures[chosen]  # a tie keeps the trees
+    # Favourites re-bought at each customer's cadence: the learned ranker beats plain repeat history here.
+    assert report["serving"]["all"] == "trees"
+    assert val["recall@10"]["all"]["trees"] > val["recall@10"]["all"]["repeat"]
+
+
+def test_reference_scorers_rank_by_their_own_signal(fitted: Ranker, shop: pd.DataFrame) -> None:
+    past = shop[shop["timestamp"] < CUT]
+    cid = past["customer_id"].value_counts().index[0]
+    orders = past[past["customer_id"] == cid].groupby("item_id")["order_id"].nunique()
+    [repeat] = fitted.rank([cid], k=10, how="repeat")
+    assert set(repeat) <= set(orders.index)
+    counts = [int(orders[i]) for i in repeat]
+    assert counts == sorted(counts, reverse=True) and counts[0] == int(orders.max())
+    [fresh] = fitted.rank([cid], new_only=True, k=10, how="trees_all")
+    assert fresh and not set(fresh) & set(orders.index)
+
+
+def test_what_is_served_survives_save_and_load(
+    shop: pd.DataFrame, text: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    ranker = Ranker(max_iter=15, label_days=60, windows=1).fit(shop, text, now=CUT)
+    ranker.serving = {"all": "repeat", "new": "trees_all"}  # as a validation could have chosen
+    back = Ranker.load(ranker.save(tmp_path / "ranker"))
+    assert back.serving == ranker.serving and back.validation == ranker.validation
+    ids = ["c1", "c2", "c3"]
+    assert back.rank(ids, k=10) == ranker.rank(ids, k=10) == ranker.rank(ids, k=10, how="repeat")
+    assert back.rank(ids, new_only=True, k=10) == ranker.rank(ids, new_only=True, k=10, how="trees_all")
+
+
+def test_a_store_where_the_trees_lose_serves_the_winning_reference() -> None:
+    """One boosting round cannot learn a cadence: on a shop of pure repeat buying, repeat history wins the
+    validation window and is what the ranker serves."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for c in range(200):
+        favourites = rng.choice(60, size=12, replace=False)
+        weights = rng.dirichlet(np.ones(12) * 0.3)
+        for order, day in enumerate(np.sort(rng.uniform(0, 400, 30))):
+            for it in set(rng.choice(favourites, size=3, p=weights)):
+                rows.append((f"c{c}", f"i{it}", START + pd.Timedelta(days=float(day)), f"o{c}-{order}"))
+    frame = pd.DataFrame(rows, columns=["customer_id", "item_id", "timestamp", "order_id"])
+    ranker = Ranker(max_iter=1, label_days=30, windows=1).fit(frame, None, now=CUT)
+    figures = ranker.validation["recall@10"]["all"]
+    assert figures["repeat"] > figures["trees"] and ranker.serving["all"] != "trees"
+    assert ranker.fit_report["serving"]["all"] == ranker.serving["all"]
+    assert ranker.rank(["c1"], k=10) == ranker.rank(["c1"], k=10, how=ranker.serving["all"])
+
+
+def test_validation_can_be_turned_off(shop: pd.DataFrame) -> None:
+    ranker = Ranker(max_iter=10, label_days=60, windows=1, validate=0).fit(shop, None, now=CUT)
+    assert ranker.serving == {"all": "trees", "new": "trees"} and ranker.validation == {}
