@@ -253,6 +253,9 @@ class Ranker:
         return self
 
     def _fit_collab(self, history: History, n_items: int) -> CollabModel:
+        """``ease_items`` is the catalog size up to which EASE is exact (a dense inverse); a larger catalog
+        fits EASE on each item's nearest items (``features.fit_collab``), every label window as the final fit.
+        """
         p = self.params
         return fit_collab(
             history,
@@ -260,7 +263,7 @@ class Ranker:
             neighbours=p["neighbours"],
             dims=p["dims"],
             seed=p["seed"],
-            ease_max_items=p["ease_items"],
+            ease_dense_items=p["ease_items"],
             ease_lambda=float(p["ease_lambda"]),
         )
 

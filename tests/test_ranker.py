@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from evals.protocol import evaluate, recall_at, temporal_split
 from evals.ranking import recency_shift_bound, reference_rankers
@@ -16,12 +17,14 @@ from retrieval.features import (
     FEATURES,
     CandidateLimits,
     History,
+    _local_ease,
     build_candidates,
     fit_collab,
     item_stats,
 )
 from retrieval.ranker import Ranker, TreeEnsemble, _train_trees
 from tailor.errors import DataError, NotFoundError
+from tailor.synthetic import SyntheticStore
 
 START = pd.Timestamp("2011-01-01", tz="UTC")
 CUT = START + pd.Timedelta(days=300)
@@ -361,3 +364,83 @@ def test_fitting_old_data_at_today_names_the_clock(shop: pd.DataFrame, text: dic
         recent = shop[(shop["timestamp"] >= CUT - pd.Timedelta(days=30)) & (shop["timestamp"] < CUT)]
         Ranker(max_iter=5).fit(recent, text, now=CUT)  # nothing before the label window to learn from
 
+
+def _shop_history(frame: pd.DataFrame) -> tuple[History, list[str]]:
+    items = sorted(frame["item_id"].unique())
+    custs = sorted(frame["customer_id"].unique())
+    hist = History.from_frame(frame, {c: i for i, c in enumerate(custs)}, {x: i for i, x in enumerate(items)})
+    return hist, items
+
+
+def test_exact_ease_up_to_the_threshold_and_local_ease_with_every_item_is_the_same(
+    shop: pd.DataFrame,
+) -> None:
+    hist, items = _shop_history(shop)
+    n = len(items)
+    exact = fit_collab(hist, n, dims=8, ease_dense_items=n).ease.toarray()
+    # EASE from its closed form, here: B = I - P / diag(P), P = (X'X + 600 I)^-1, top 100 positive a row.
+    x = np.zeros((hist.n_customers, n))
+    x[hist.cust, hist.item] = 1.0
+    p = np.linalg.inv(x.T @ x + 600.0 * np.eye(n))
+    b = -p / np.diag(p)
+    np.fill_diagonal(b, 0.0)
+    assert n - 1 <= 100  # so the top-100 lists are every positive weight
+    np.testing.assert_allclose(exact, np.where(b > 0, b, 0.0), rtol=1e-5, atol=1e-7)
+    # Local EASE whose support is the whole catalog solves the same regressions: the same weights.
+    gram = sp.csr_matrix(x.T @ x)
+    everything = sp.csr_matrix(np.ones((n, n)) - np.eye(n))
+    np.testing.assert_allclose(
+        _local_ease(gram, everything, 600.0, 100).toarray(), exact, rtol=1e-5, atol=1e-7
+    )
+    # One item over the threshold, the fit is local: fewer predictors, other weights.
+    local = fit_collab(hist, n, dims=8, ease_dense_items=n - 1, ease_support=10).ease.toarray()
+    assert not np.allclose(local, exact)
+    assert np.diff(sp.csr_matrix(local).indptr).max() <= 100
+
+
+def test_a_catalog_above_the_threshold_gets_ease_neighbours_from_its_co_buyers() -> None:
+    spec = SyntheticStore(customers=2500, items=1200, categories=30, seed=0)
+    frame = spec.purchases()
+    category = {item.id: item.category for item in spec.items_list()}
+    hist, items = _shop_history(frame)
+    n = len(items)
+    same = np.array([[category[a] == category[b] for b in items] for a in items])
+    local = fit_collab(hist, n, dims=8, ease_dense_items=n // 4, ease_support=32).ease
+    exact = fit_collab(hist, n, dims=8, ease_dense_items=n).ease
+    old = fit_collab(hist, n, dims=8, ease_dense_items=n // 4, ease_support=0).ease
+    pop = np.bincount(hist.item, minlength=n)
+
+    def top(m: sp.csr_matrix, row: int, k: int) -> list[int]:
+        data, cols = m.data[m.indptr[row] : m.indptr[row + 1]], m.indices[m.indptr[row] : m.indptr[row + 1]]
+        return cols[np.argsort(-data, kind="stable")[:k]].tolist()
+
+    # Every item bought by two customers or more points at others, and others at it: all can be proposed.
+    sold = pop >= 2
+    assert (np.diff(local.indptr) > 0)[sold].all()
+    assert (np.diff(local.tocsc().indptr) > 0)[sold].mean() > 0.99
+    # The old way left three quarters of the catalog without EASE neighbours.
+    assert (np.diff(old.indptr) > 0).mean() < 0.3
+    # Customers like two or three of thirty categories: an item's strongest neighbours share its category
+    # about as often as exact EASE's do, far above the 1 in 30 of chance, and are mostly exact EASE's own.
+    rows = np.flatnonzero(sold)
+    local_same = np.mean([same[r, top(local, r, 5)].mean() for r in rows])
+    exact_same = np.mean([same[r, top(exact, r, 5)].mean() for r in rows])
+    assert local_same > 0.5 and local_same > exact_same - 0.05
+    shared = np.mean([len(set(top(local, r, 5)) & set(top(exact, r, 10))) / 5 for r in rows])
+    assert shared > 0.8
+
+
+def test_the_ranker_fits_local_ease_above_its_threshold_and_ranks(shop: pd.DataFrame) -> None:
+    split = temporal_split(shop, CUT)
+    ranker = Ranker(max_iter=40, label_days=60, windows=2, ease_items=40).fit(shop, None, now=CUT)
+    assert len(ranker.item_ids) > 40
+    collab = ranker._require()[2]
+    # The final fit is local EASE, which gives every item that was bought with another an EASE list.
+    hist, items = _shop_history(shop[shop["timestamp"] < CUT])
+    assert items == ranker.item_ids
+    assert (np.diff(collab.ease.indptr) > 0).all()
+    expected = fit_collab(hist, len(items), dims=48, ease_dense_items=40).ease
+    np.testing.assert_array_equal(collab.ease.toarray(), expected.toarray())
+    refs = reference_rankers(split)
+    ours = evaluate(split, lambda cs, new: ranker.rank(cs, new_only=new, k=20), "all")
+    assert ours["recall@10"] > evaluate(split, refs["popularity"], "all")["recall@10"] + 0.1
