@@ -227,6 +227,87 @@ def _top_per_row(dense: F64, m: int) -> sp.csr_matrix:
     )
 
 
+def _dense_ease(gram: sp.csr_matrix, keep: I64, lam: float, neighbours: int) -> sp.csr_matrix:
+    """EASE on the items ``keep`` (B = I - P / diag(P), P = (G + lam·I)^-1), top ``neighbours`` a row."""
+    n_items = gram.shape[0]
+    if len(keep) < 2:
+        return sp.csr_matrix((n_items, n_items), dtype=np.float32)
+    g = gram[keep][:, keep].toarray()
+    g[np.diag_indices_from(g)] += lam
+    inv = np.linalg.inv(g)
+    b = -inv / np.diag(inv)
+    np.fill_diagonal(b, 0.0)
+    small = _top_per_row(b, neighbours).tocoo()
+    return sp.csr_matrix(
+        (small.data, (keep[small.row], keep[small.col])), shape=(n_items, n_items), dtype=np.float32
+    )
+
+
+def _local_ease(gram: sp.csr_matrix, support: sp.csr_matrix, lam: float, neighbours: int) -> sp.csr_matrix:
+    """EASE with each item's column fitted on the items of its row of ``support`` alone.
+
+    EASE's column j is a ridge regression of item j's buyers on every other item,
+    B[-j, j] = (G[-j, -j] + lam·I)^-1 G[-j, j]; here the predictors are j's support S, so the column costs
+    one |S|×|S| solve: B[S, j] = (G[S, S] + lam·I)^-1 G[S, j]. With the whole catalog as support this is
+    exact EASE. Items are solved in batches of equal support size, each G[S, S] read from the sparse gram
+    (its upper triangle: the gram is symmetric, and its diagonal is the popularity).
+    """
+    n = gram.shape[0]
+    gram = gram.tocsr()
+    gram.sort_indices()
+    diag = gram.diagonal()
+    support = support.tocsr()
+    support.sort_indices()
+    sizes = np.diff(support.indptr)
+
+    def entries(rows: I64, cols: I64) -> F64:
+        if not len(rows):
+            return np.zeros(0)
+        return np.asarray(gram[rows, cols], dtype=np.float64).ravel()
+
+    rows_out: list[I64] = []
+    cols_out: list[I64] = []
+    vals_out: list[F64] = []
+    targets = np.flatnonzero(sizes > 0)
+    targets = targets[np.argsort(sizes[targets], kind="stable")]
+    start = 0
+    while start < len(targets):
+        # About 2M gram cells a batch (tens of MB of systems), whatever the support size; sizes ascend, so
+        # the batch's last item has the largest support.
+        step = max(1, 2_000_000 // int(sizes[targets[start]]) ** 2)
+        k = int(sizes[targets[min(start + step, len(targets)) - 1]])
+        batch = targets[start : start + max(1, min(step, 2_000_000 // (k * k)))]
+        start += len(batch)
+        k = int(sizes[batch].max())
+        offs = np.arange(k)
+        valid = offs[None, :] < sizes[batch][:, None]
+        pos = np.minimum(support.indptr[batch][:, None] + offs[None, :], len(support.indices) - 1)
+        items = np.where(valid, support.indices[pos], 0).astype(np.int64)
+        iu, ju = np.triu_indices(k, 1)
+        pair = valid[:, iu] & valid[:, ju]
+        upper = np.zeros(pair.shape)
+        upper[pair] = entries(items[:, iu][pair], items[:, ju][pair])
+        g = np.zeros((len(batch), k, k))
+        g[:, iu, ju] = upper
+        g += g.transpose(0, 2, 1)
+        g[:, offs, offs] = np.where(valid, diag[items], 0.0) + lam
+        rhs = np.zeros(valid.shape)
+        rhs[valid] = entries(items[valid], np.broadcast_to(batch[:, None], items.shape)[valid])
+        b = np.linalg.solve(g, rhs[:, :, None])[:, :, 0]
+        rows_out.append(items[valid])
+        cols_out.append(np.broadcast_to(batch[:, None], items.shape)[valid])
+        vals_out.append(b[valid])
+    if not rows_out:
+        return sp.csr_matrix((n, n), dtype=np.float32)
+    vals = np.concatenate(vals_out)
+    # Only the items that raise another's score are kept, as in the dense fit's top lists.
+    keep = vals > 0
+    b_all = sp.csr_matrix(
+        (vals[keep], (np.concatenate(rows_out)[keep], np.concatenate(cols_out)[keep])), shape=(n, n)
+    )
+    return _sparse_top(b_all, neighbours)
+
+
 def fit_collab(
     history: History,
     n_items: int,
@@ -234,13 +315,18 @@ def fit_collab(
     neighbours: int = 100,
     dims: int = 48,
     ease_lambda: float = 600.0,
-    ease_max_items: int = 8000,
+    ease_dense_items: int = 6000,
+    ease_support: int = 64,
     seed: int = 0,
 ) -> CollabModel:
     """EASE (Steck, 2019) and cosine item-kNN as sparse top-``neighbours`` lists, and SVD item factors.
 
-    EASE needs a dense item×item inverse; beyond ``ease_max_items`` it is fitted on the most popular items
-    only and the rest get no EASE neighbours (the cosine lists still cover them).
+    A catalog of up to ``ease_dense_items`` items fits exact EASE, whose dense item×item inverse costs the
+    cube of the catalog in time and its square in memory. A larger one fits EASE on each item's
+    ``ease_support`` nearest items by cosine (``_local_ease``): the same regression with fewer predictors, so
+    every item gets EASE neighbours and the cost grows with the catalog, not its square. With
+    ``ease_support=0`` a larger catalog fits exact EASE on its ``ease_dense_items`` most popular items only
+    and the rest get no EASE neighbours (the method before local EASE, kept as the benchmarks' peer).
     """
     seen = sp.csr_matrix(
         (np.ones(len(history.cust)), (history.cust, history.item)), shape=(history.n_customers, n_items)
@@ -255,19 +341,18 @@ def fit_collab(
     cos.setdiag(0.0)
     cos.eliminate_zeros()
     knn = _sparse_top(cos.tocsr(), neighbours)
-    keep = np.argsort(-pop, kind="stable")[: min(ease_max_items, n_items)]
-    keep = keep[pop[keep] > 0]
-    ease = sp.csr_matrix((n_items, n_items), dtype=np.float32)
-    if len(keep) > 1:
-        g = gram[keep][:, keep].toarray()
-        g[np.diag_indices_from(g)] += ease_lambda
-        inv = np.linalg.inv(g)
-        b = -inv / np.diag(inv)
-        np.fill_diagonal(b, 0.0)
-        small = _top_per_row(b, neighbours).tocoo()
-        ease = sp.csr_matrix(
-            (small.data, (keep[small.row], keep[small.col])), shape=(n_items, n_items), dtype=np.float32
-        )
+    # The method follows the catalog, not the items bought so far: a label window's fit (on less history)
+    # must give the trees the same kind of EASE scores as the final fit they are served with.
+    # Most popular first, as the dense fit always ordered its items: the same order gives the same inverse to
+    # the bit, so the figures of catalogs under the threshold stay exactly as they were.
+    by_pop = np.argsort(-pop, kind="stable")
+    if n_items <= ease_dense_items:
+        ease = _dense_ease(gram, by_pop[pop[by_pop] > 0], ease_lambda, neighbours)
+    elif ease_support > 0:
+        ease = _local_ease(gram, _sparse_top(cos, ease_support), ease_lambda, neighbours)
+    else:
+        top = by_pop[:ease_dense_items]
+        ease = _dense_ease(gram, top[pop[top] > 0], ease_lambda, neighbours)
     factors = np.zeros((n_items, dims), dtype=np.float32)
     k = min(dims, min(seen.shape) - 1)
     if k >= 1 and seen.nnz:
