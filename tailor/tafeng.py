@@ -23,7 +23,6 @@ import random
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import IO, Any, Final
@@ -33,6 +32,7 @@ from pydantic import ValidationError
 
 from tailor.errors import DataError, RecordError
 from tailor.models import MAX_ID_LENGTH, Consent, Customer, Event, EventKind, Item, QuietHours
+from tailor.uci import ConvertReport  # one report for every converter
 
 __all__ = [
     "COLUMNS",
@@ -101,14 +101,6 @@ _FIRST_NAMES = (
     "Wen-Chieh",
 )
 _LAST_NAMES = ("Chen", "Lin", "Huang", "Chang", "Lee", "Wang", "Wu", "Liu", "Tsai", "Yang", "Hsu", "Cheng")
-
-
-@dataclass(frozen=True)
-class ConvertReport:
-    items: int
-    customers: int
-    events: int
-    out_dir: Path
 
 
 @contextmanager
