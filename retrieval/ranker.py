@@ -105,7 +105,11 @@ class TreeEnsemble:
         return cls(booster)
 
 
-def _train_trees(x: F32, y: npt.NDArray[np.int8], w: F64 | None, *, seed: int, max_iter: int) -> TreeEnsemble:
+def _train_trees(
+    x: F32 | Sequence[F32], y: npt.NDArray[np.int8], w: F64 | None, *, seed: int, max_iter: int
+) -> TreeEnsemble:
+    """``x``: the feature rows, or their blocks in order (LightGBM bins a list of blocks as it would their
+    concatenation, the same model to the byte, without the concatenated copy)."""
     if len(np.unique(y)) < 2:
         raise DataError(
             "the label window has no positive (or no negative) candidates",
@@ -130,7 +134,8 @@ def _train_trees(x: F32, y: npt.NDArray[np.int8], w: F64 | None, *, seed: int, m
         "num_threads": _TREE_THREADS,
         "verbosity": -1,
     }
-    data = lgb.Dataset(x, label=y, weight=w, feature_name=list(FEATURES), free_raw_data=True)
+    blocks = [b for b in x if len(b)] if isinstance(x, Sequence) else x
+    data = lgb.Dataset(blocks, label=y, weight=w, feature_name=list(FEATURES), free_raw_data=True)
     return TreeEnsemble(lgb.train(params, data, num_boost_round=max_iter))
 
 
@@ -238,7 +243,7 @@ class Ranker:
             )
         models = {
             v: _train_trees(
-                np.concatenate(xs),
+                xs,
                 np.concatenate(ys),
                 np.concatenate(ws) if p["weighted"] else None,
                 seed=seed,
