@@ -622,7 +622,7 @@ class Ranker:
             raise DataError(
                 f"the ranker at {base} was saved by another version (format {meta.get('format')}, this"
                 f" version reads format {_FORMAT} with its own features)",
-                hint="refit it: fit and save it again (`tailor index`)",
+                hint="refit it (`tailor refit` fits anew over the old files; in code: fit and save again)",
             )
         ranker = cls(**meta["params"])
         ranker.item_ids = list(meta["item_ids"])
