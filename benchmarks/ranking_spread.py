@@ -89,7 +89,9 @@ def main() -> None:
         print(f"seed {seed:3d}  {row}  (windows {windows}, fit {ev.timings['fit_s']:.0f}s)", flush=True)
 
     print()
-    for key in sorted(k for k in refs if ".tailor." not in k and k.endswith(METRICS)):
+    # ``best_reference`` is the run's maximum over the references already listed, not one of its own.
+    measured = {k: v for k, v in refs.items() if ".best_reference." not in k}
+    for key in sorted(k for k in measured if ".tailor." not in k and k.endswith(METRICS)):
         _, name, variant, metric = key.split(".")
         print(f"reference {name:12s} {variant:8s} {metric:9s} {refs[key]:.4f}")
     for variant in VARIANTS:
@@ -98,7 +100,9 @@ def main() -> None:
             values = [r[key] for r in runs]
             mean = statistics.fmean(values)
             names = [
-                k.split(".")[1] for k in refs if k.endswith(f".{variant}.{metric}") and ".tailor." not in k
+                k.split(".")[1]
+                for k in measured
+                if k.endswith(f".{variant}.{metric}") and ".tailor." not in k
             ]
             best = max(names, key=lambda name: refs[f"ranking.{name}.{variant}.{metric}"])
             ref = refs[f"ranking.{best}.{variant}.{metric}"]

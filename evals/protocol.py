@@ -4,7 +4,8 @@ It is the project's reference protocol for UCI Online Retail (the one the peer b
 ``../shared/bench/retail_peers.py`` follow), so that Tailor's figures and the peers' are comparable:
 
 - purchases only (a customer, a positive quantity and price, not a cancellation, not a fee or postage code);
-- train = before the cut, test = from the cut on (2011-09-09 for Online Retail, or a store's last N days);
+- train = before the cut, test = from the cut on (2011-09-09 for Online Retail, or a store's last N days,
+  by default a quarter of its days, 7 to 28: ``sized_holdout_days``);
 - evaluated customers bought in both periods; the candidate items are those seen in train;
 - relevant items: the train-known items a customer bought in the test period;
 - variants: ``all`` (repeat purchases count) and ``new-only`` (items the customer bought in train are neither
@@ -56,6 +57,7 @@ __all__ = [
     "purchases_from_uci",
     "read_uci",
     "recall_at",
+    "sized_holdout_days",
     "temporal_split",
 ]
 
@@ -205,6 +207,23 @@ def holdout_cut(purchases: pd.DataFrame, days: int) -> pd.Timestamp:
         raise DataError("no purchases to split", hint="import data first (`tailor import`)")
     cut: pd.Timestamp = frame["timestamp"].max().normalize() - pd.Timedelta(days=days - 1)
     return cut
+
+
+def sized_holdout_days(purchases: pd.DataFrame, *, most: int = 28, least: int = 7) -> int:
+    """How many of a store's last days to hold out when nothing else says: a quarter of the calendar days
+    its purchases span, at most ``most`` and at least ``least``.
+
+    A quarter leaves three to learn from, out of which the ranker can still take a label window as long as
+    the test period (``retrieval.ranker.label_window``: a third of its history at least). Four weeks, the
+    cap, is what a store of four months or more gets (Ta-Feng: February); eight weeks get two."""
+    if least < 1 or most < least:
+        raise DataError(f"holdout bounds must satisfy 1 <= least <= most, got least={least}, most={most}")
+    frame = check_frame(purchases)
+    if frame.empty:
+        raise DataError("no purchases to split", hint="import data first (`tailor import`)")
+    span = frame["timestamp"].max().normalize() - frame["timestamp"].min().normalize()
+    days = int(span.days) + 1
+    return min(most, max(least, days // 4))
 
 
 def holdout_split(purchases: pd.DataFrame, days: int) -> Split:

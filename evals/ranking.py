@@ -44,6 +44,7 @@ __all__ = [
     "RECENCY_BINS",
     "RankingEval",
     "beyond_accuracy",
+    "ease_items",
     "rebuy_by_recency",
     "recency_shift_bound",
     "reference_rankers",
@@ -154,8 +155,11 @@ def _bought(freq: sp.csr_matrix) -> sp.csr_matrix:
     return (freq > 0).astype(np.float64).tocsr()
 
 
-# EASE inverts a dense items x items Gram matrix: past this many items it is left out (memory grows as n^2).
-EASE_MAX_ITEMS = 20_000
+# EASE inverts a dense items x items Gram matrix (memory grows as n^2, time as n^3): past this many items it
+# is fitted on the most bought ones only, as the ranker's own EASE is (``ease_items``), and the others score
+# nothing. 8,000 items take three 512 MB matrices; UCI Online Retail's ~3,700 items are fitted whole, so its
+# figure is the peer's own, while Ta-Feng's 22,542 would take 4 GB each and minutes on two cores.
+EASE_MAX_ITEMS = 8_000
 EASE_L2 = 250.0  # the peer script's regularisation, so the figure is the peer's own
 
 
@@ -166,7 +170,7 @@ def reference_rankers(split: Split, k: int = 20) -> dict[str, RankFn]:
 
     They follow the peer script's definitions (``repeat`` is its ``repeat_history``, ``ease`` its
     ``ease_l250``), so the peers' figures are measured again on every split the eval runs on. EASE is fitted
-    on first use only, and refused past ``EASE_MAX_ITEMS`` items.
+    on first use only, on the ``EASE_MAX_ITEMS`` most bought items of a larger catalog.
     """
     freq, seen, items, item_ix, cust_ix = _matrix(split)
     pop = np.asarray(seen.sum(0)).ravel()
@@ -218,22 +222,39 @@ def reference_rankers(split: Split, k: int = 20) -> dict[str, RankFn]:
     return refs
 
 
-def _ease(seen: sp.csr_matrix) -> Callable[[list[int]], npt.NDArray[np.float64]]:
-    """EASE scores of customer rows of ``seen``; the item-item weights are fitted on first use."""
-    fitted: list[npt.NDArray[np.float64]] = []
+def ease_items(seen: sp.csr_matrix, most: int = EASE_MAX_ITEMS) -> npt.NDArray[np.int64]:
+    """The columns EASE is fitted on: every item, or the ``most`` bought by the most customers (ties: the
+    lower column), in column order."""
+    n = seen.shape[1]
+    if n <= most:
+        return np.arange(n, dtype=np.int64)
+    pop = np.asarray((seen > 0).sum(0)).ravel()
+    return np.sort(np.argsort(-pop, kind="stable")[:most]).astype(np.int64)
+
+
+def _ease(seen: sp.csr_matrix, most: int = EASE_MAX_ITEMS) -> Callable[[list[int]], npt.NDArray[np.float64]]:
+    """EASE scores of customer rows of ``seen``; the item-item weights are fitted on first use, on
+    ``ease_items`` (items left out score -inf: below every item EASE scored)."""
+    fitted: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]] = []
 
     def scores(rows: list[int]) -> npt.NDArray[np.float64]:
         if not fitted:
-            n = seen.shape[1]
-            if n > EASE_MAX_ITEMS:
-                raise DataError(f"EASE needs a dense {n}^2 matrix", hint="leave the ease reference out")
-            g = np.asarray((seen.T @ seen).todense(), dtype=np.float64)
+            keep = ease_items(seen, most)
+            # The whole matrix as it is when every item is kept, so UCI's figures are computed as before.
+            part = seen if len(keep) == seen.shape[1] else seen[:, keep]
+            g = np.asarray((part.T @ part).todense(), dtype=np.float64)
             g[np.diag_indices_from(g)] += EASE_L2
-            inv = np.linalg.inv(g)
-            b = -inv / np.diag(inv)
-            np.fill_diagonal(b, 0.0)
-            fitted.append(b)
-        return np.asarray(seen[rows] @ fitted[0], dtype=np.float64)
+            inv = np.asarray(np.linalg.inv(g), dtype=np.float64)
+            del g
+            inv /= -np.diag(inv).copy()  # B = -P / diag(P) in place: one n^2 matrix less at the peak
+            np.fill_diagonal(inv, 0.0)
+            fitted.append((keep, inv))
+        keep, b = fitted[0]
+        if len(keep) == seen.shape[1]:
+            return np.asarray(seen[rows] @ b, dtype=np.float64)
+        out = np.full((len(rows), seen.shape[1]), -np.inf)
+        out[:, keep] = seen[rows][:, keep] @ b
+        return out
 
     return scores
 
@@ -339,6 +360,12 @@ class RankingEval:
         ranker = Ranker(**params).fit(split.history, vectors, now=split.cut)
         self.ranker = ranker
         self.timings["fit_s"] = time.perf_counter() - t0
+        # The label window the fit chose (shorter than configured on a young store) beside the figures it
+        # produced: a --compare then shows when a figure moved because the window did.
+        fit = ranker.fit_report
+        fitted = {
+            f"ranking.fit.{key}": float(fit[key]) for key in ("label_days", "windows_used", "history_days")
+        }
         kmax = max(max(self.ks), 10)
         # Items sold only in the earlier history are off the protocol's catalog (no longer on sale).
         only = split.catalog if not split.earlier.empty else None
@@ -353,7 +380,7 @@ class RankingEval:
             if name not in refs:
                 raise DataError(f"unknown reference ranker {name!r}", hint=f"choose from {sorted(refs)}")
             rankers[name] = refs[name]
-        out: dict[str, float] = {}
+        out: dict[str, float] = dict(fitted)
         pop = split.train.groupby("item_id")["customer_id"].nunique()
         item_vecs = vectors or ranker.collab_vectors()
         for name, rank in rankers.items():
@@ -374,6 +401,18 @@ class RankingEval:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "ranking.json").write_text(json.dumps(out, indent=1, sort_keys=True))
         return out
+
+    def artifacts(self) -> dict[str, Any]:
+        """After ``run()``: the fit's report (label window used and why), for report.json and the HTML."""
+        if self.ranker is None:
+            return {}
+        return {
+            "ranking_fit": {
+                "kind": "fit",
+                "title": "Ranking: how Tailor's ranker was fitted",
+                **self.ranker.fit_report,
+            }
+        }
 
 
 _ACCURACY = ("recall@", "ndcg@", "hit@", "mrr@")

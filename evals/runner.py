@@ -40,8 +40,10 @@ __all__ = [
 Suite = Literal["ranking", "generation", "safety", "policy"]
 SUITES: tuple[Suite, ...] = get_args(Suite)
 # A store that is not UCI Online Retail has no reference cut: its last four weeks are the test period (long
-# enough for most customers to come back once, short enough to leave the ranker a long history).
+# enough for most customers to come back once, short enough to leave the ranker a long history), or, on a
+# store younger than four months, a quarter of its days (``evals.protocol.sized_holdout_days``).
 DEFAULT_HOLDOUT_DAYS = 28
+MIN_HOLDOUT_DAYS = 7
 UCI_LAST_DAY = pd.Timestamp("2011-12-09", tz="UTC")
 
 
@@ -119,10 +121,18 @@ def _ranking_protocol(inp: SuiteInput) -> dict[str, Any]:
         if inp.holdout_days < 1:
             raise ConfigError(f"--holdout-days must be >= 1, got {inp.holdout_days}")
         return {"split": "holdout", "holdout_days": inp.holdout_days, "chosen_by": "--holdout-days"}
-    _ = inp.purchases  # decides whether the data is UCI
+    from evals.protocol import sized_holdout_days
+
+    purchases = inp.purchases  # decides whether the data is UCI
     if inp.uci:
         return {"split": "cut", "cut": DEFAULT_CUT_TS.isoformat(), "chosen_by": "default (UCI reference cut)"}
-    return {"split": "holdout", "holdout_days": DEFAULT_HOLDOUT_DAYS, "chosen_by": "default (not UCI)"}
+    days = sized_holdout_days(purchases, most=DEFAULT_HOLDOUT_DAYS, least=MIN_HOLDOUT_DAYS)
+    why = (
+        "default (not UCI)"
+        if days == DEFAULT_HOLDOUT_DAYS
+        else f"default (not UCI): a quarter of the store's days, at least {MIN_HOLDOUT_DAYS}"
+    )
+    return {"split": "holdout", "holdout_days": days, "chosen_by": why}
 
 
 def _ranking(inp: SuiteInput) -> Eval:
@@ -149,10 +159,15 @@ def _ranking(inp: SuiteInput) -> Eval:
         # cached on disk), so the suite measures the ranker that serves.
         store = Store(inp.settings.store_path)
         try:
-            vectors = item_text_vectors(store.items(), Embedder.from_settings(inp.settings))
+            items = store.items()
+            vectors = item_text_vectors(items, Embedder.from_settings(inp.settings))
         finally:
             store.close()
-        inp.notes.append(f"ranking: store purchases; text vectors of the store's {len(vectors)} items")
+        unnamed = len(items) - len(vectors)
+        inp.notes.append(
+            f"ranking: store purchases; text vectors of the store's {len(vectors)} items"
+            + (f" ({unnamed} unnamed items have none: their titles are stand-ins)" if unnamed else "")
+        )
         # A store that holds the year before Online Retail learns from it; the reference period is measured.
         start = UCI_START if inp.uci and purchases["timestamp"].min() < UCI_START else None
         if start is not None:

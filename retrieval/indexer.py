@@ -62,6 +62,7 @@ class IndexReport:
     skipped: int
     deleted: int
     seconds: float
+    unnamed: int = 0  # catalog items left out of the text index: their titles are stand-ins (``Item.named``)
 
     def as_dict(self) -> dict[str, float]:
         return {
@@ -70,6 +71,7 @@ class IndexReport:
             "embedded": self.embedded,
             "skipped": self.skipped,
             "deleted": self.deleted,
+            "unnamed": self.unnamed,
             "seconds": round(self.seconds, 3),
         }
 
@@ -114,18 +116,26 @@ def index_catalog(
 
     ``force`` rewrites every item's point. Vectors still come from the embedding cache when their text and
     model are unchanged: a cached vector is exactly what the model would return.
+
+    Unnamed items (``Item.named`` False) get no point: the text vector of a stand-in title would put them
+    in answers to questions they have no words for. They are counted in ``unnamed``, and an item indexed
+    while it had a name loses its point when it loses the name.
     """
     start = time.perf_counter()
     vectors.ensure_collections()
     wanted = store.item_hashes()
     indexed = vectors.item_payload_hashes(embedding_model=embedder.model_id)
     every_indexed = vectors.item_ids()
-    gone = sorted(every_indexed - wanted.keys())
+    # An unnamed item is never indexed, so it shows as changed on every pass; reading it to find that out
+    # costs a JSON parse, not an embedding.
     changed = sorted(i for i, h in wanted.items() if force or indexed.get(i) != h)
+    loaded = store.items(changed)
+    unnamed = {item.id for item in loaded if not item.named}
+    gone = sorted((every_indexed - wanted.keys()) | (every_indexed & unnamed))
     embedded_before = embedder.embedded
     # Chunks of similar length pad less: the model then runs as fast as on the whole catalog in one call,
     # which sorts by length itself, while chunks still let Qdrant writes overlap with embedding.
-    pending = sorted(store.items(changed), key=lambda item: len(item.embedding_text()))
+    pending = sorted((item for item in loaded if item.named), key=lambda item: len(item.embedding_text()))
     writer = _Writer()
     done = 0
     total = len(pending)
@@ -157,9 +167,10 @@ def index_catalog(
         total=len(wanted),
         upserted=total,
         embedded=embedder.embedded - embedded_before,
-        skipped=len(wanted) - total,
+        skipped=len(wanted) - total - len(unnamed),
         deleted=len(gone),
         seconds=time.perf_counter() - start,
+        unnamed=len(unnamed),
     )
 
 

@@ -6,6 +6,16 @@ this candidate in the window". Then it refits every feature source (item statist
 all purchases before ``T`` and serves with those. Two models are trained: one for all candidates, one for
 items the customer never bought (the ``new-only`` use: discovery).
 
+A young store's history can be shorter than the configured window and the past it needs: the fit then
+shortens its label window to fit the history (``label_window``) and says so in ``fit_report``.
+
+What it serves is chosen on the store's own latest window (``validate``): before the final fit, a ranker
+fitted on the history before that window ranks it with each way of scoring the candidates (the trees; for
+new items also the all-items trees with past items left out; and the reference scorers repeat history,
+popularity and EASE), and each variant serves the one with the best Recall@10 there (``SCORERS``). On the
+demo store the trees win; on a store where they lose to a plain reference, the reference is served, and the
+fit says so (``fit_report["serving"]``, ``fit_report["validation"]``).
+
 The trees are LightGBM boosters, saved in LightGBM's own text model format inside the npz, so a saved ranker
 loads without pickle.
 """
@@ -47,7 +57,7 @@ from tailor.utc import utc_timestamp
 if TYPE_CHECKING:
     import lightgbm as lgb
 
-__all__ = ["Ranker", "ScoredItem", "TreeEnsemble"]
+__all__ = ["MIN_LABEL_DAYS", "SCORERS", "Ranker", "ScoredItem", "TreeEnsemble", "label_window"]
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -105,6 +115,48 @@ class TreeEnsemble:
         return cls(booster)
 
 
+# How a variant's candidates may be scored: the variant's own trees, the all-items trees (for new items:
+# "the all list with her past items removed"), or one candidate feature as a reference ranker does (repeat
+# history: orders of the item; popularity: its buyers; EASE: its item-item score). Ties go to popularity.
+SCORERS: dict[str, tuple[str, ...]] = {
+    "all": ("trees", "repeat", "popularity", "ease"),
+    "new": ("trees", "trees_all", "popularity", "ease"),
+}
+_FEATURE_SCORERS = {"repeat": "orders", "popularity": "i_pop_log", "ease": "s_ease"}
+_F = {name: i for i, name in enumerate(FEATURES)}
+_VALIDATION_K = 10
+# Fewer customers than this in the validation window make its figures noise: the trees are kept.
+_MIN_VALIDATION_CUSTOMERS = 30
+
+
+# A label window of less than a week would miss the weekly shop of anyone who shops weekly.
+MIN_LABEL_DAYS = 7
+
+
+def label_window(configured: int, history_days: int, min_past_days: int) -> tuple[int, str]:
+    """The label window a fit uses on ``history_days`` of purchases before now, and why.
+
+    The configured window stands while the history holds ``min_past_days`` of past before it (the rule
+    earlier windows follow), so any history of ``configured + min_past_days`` days or more (the UCI store's
+    282 or 647 before its reference cut) fits exactly as configured. On a shorter one the window shrinks
+    so that ``min_past_days`` of past stay before it, but to no less than a third of the history (whatever
+    is left is at least twice the window: features need a past to be built from) and never below
+    ``MIN_LABEL_DAYS``. On Ta-Feng (92, 60): 91 days before its eval cut give 31 days, the full four months
+    before 2001-03-01 give 59; eight weeks (55 days) give 18.
+    """
+    if history_days - min_past_days >= configured:
+        return configured, (
+            f"configured: {history_days} days of history hold the {configured}-day window and "
+            f"{min_past_days} days of past before it"
+        )
+    days = max(MIN_LABEL_DAYS, history_days - min_past_days, history_days // 3)
+    return days, (
+        f"shortened from {configured} days: {history_days} days of history are too few for the configured "
+        f"window and {min_past_days} days of past before it; the window is max({MIN_LABEL_DAYS}, history - "
+        f"{min_past_days}, history / 3) days"
+    )
+
+
 def _train_trees(
     x: F32 | Sequence[F32], y: npt.NDArray[np.int8], w: F64 | None, *, seed: int, max_iter: int
 ) -> TreeEnsemble:
@@ -139,6 +191,59 @@ def _train_trees(
     return TreeEnsemble(lgb.train(params, data, num_boost_round=max_iter))
 
 
+def _recall(ranked: Sequence[str], relevant: set[str]) -> float:
+    # As the ranking protocol counts it: hits in the top k over the most that could be there.
+    return sum(1 for x in ranked[:_VALIDATION_K] if x in relevant) / min(len(relevant), _VALIDATION_K)
+
+
+def _choose_serving(
+    params: Mapping[str, int],
+    frame: pd.DataFrame,
+    vectors: Mapping[str, npt.NDArray[np.floating[Any]]] | None,
+    now: pd.Timestamp,
+    label_days: int,
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """What each variant serves, chosen on the latest ``label_days`` before ``now``: a ranker fitted on the
+    history before that window ranks it with every scorer of ``SCORERS``; the best Recall@10 wins, the trees
+    on a tie. Returns the choice and the figures behind it (or why there was no choice to make)."""
+    trees = {"all": "trees", "new": "trees"}
+    cut = now - pd.Timedelta(days=label_days)
+    report: dict[str, Any] = {"window_start": cut.isoformat(), "window_days": label_days}
+    before = frame[frame["timestamp"] < cut]
+    try:
+        sub = Ranker(**{**params, "validate": 0}).fit(before, vectors, now=cut)
+    except DataError as exc:
+        return trees, {**report, "skipped": f"the history before the window cannot be fitted: {exc.message}"}
+    window = frame[frame["timestamp"] >= cut]
+    window = window[window["customer_id"].isin(sub.customer_index) & window["item_id"].isin(sub.item_index)]
+    bought = window.groupby("customer_id")["item_id"].agg(set)
+    past = before.groupby("customer_id")["item_id"].agg(set)
+    chosen: dict[str, str] = {}
+    figures: dict[str, dict[str, float]] = {}
+    customers: dict[str, int] = {}
+    for variant, new in (("all", False), ("new", True)):
+        relevant = {str(c): (items - past.get(c, set())) if new else items for c, items in bought.items()}
+        evaluated = sorted(c for c, items in relevant.items() if items)
+        customers[variant] = len(evaluated)
+        if len(evaluated) < _MIN_VALIDATION_CUSTOMERS:
+            chosen[variant] = "trees"
+            continue
+        scores: dict[str, float] = {}
+        for how in SCORERS[variant]:
+            lists = sub.rank(evaluated, new_only=new, k=_VALIDATION_K, how=how)
+            scores[how] = float(
+                np.mean([_recall(lst, relevant[c]) for c, lst in zip(evaluated, lists, strict=True)])
+            )
+        figures[variant] = {h: round(v, 4) for h, v in scores.items()}
+        chosen[variant] = max(SCORERS[variant], key=lambda h: (scores[h], h == "trees"))
+    report.update({"customers": customers, "recall@10": figures})
+    if any(n < _MIN_VALIDATION_CUSTOMERS for n in customers.values()):
+        report["note"] = (
+            f"a variant with fewer than {_MIN_VALIDATION_CUSTOMERS} customers in the window keeps the trees"
+        )
+    return chosen, report
+
+
 class Ranker:
     """Fit on purchases before ``now``; score any customer's candidates with per-source scores."""
 
@@ -159,9 +264,10 @@ class Ranker:
         dims: int = 48,
         ease_items: int = 6000,
         ease_lambda: int = 600,
+        validate: int = 1,
     ) -> None:
-        if label_days < 7:
-            raise DataError(f"label_days must be >= 7, got {label_days}")
+        if label_days < MIN_LABEL_DAYS:
+            raise DataError(f"label_days must be >= {MIN_LABEL_DAYS}, got {label_days}")
         if windows < 1:
             raise DataError(f"windows must be >= 1, got {windows}")
         if ease_lambda <= 0:
@@ -184,6 +290,7 @@ class Ranker:
             "dims": dims,
             "ease_items": ease_items,
             "ease_lambda": ease_lambda,
+            "validate": validate,
         }
         self.item_ids: list[str] = []
         self.item_index: dict[str, int] = {}
@@ -191,6 +298,12 @@ class Ranker:
         self.customer_index: dict[str, int] = {}
         self.now_day = 0.0
         self.windows_used = 0  # label windows the last fit trained on
+        self.label_days_used = label_days  # the label window the last fit used (see ``label_window``)
+        self.label_reason = ""
+        self.history_days = 0  # whole days from the first purchase fitted on to now
+        # What each variant serves (see ``SCORERS``) and the validation figures that chose it.
+        self.serving: dict[str, str] = {"all": "trees", "new": "trees"}
+        self.validation: dict[str, Any] = {}
         self._history: History | None = None
         self._items: ItemStats | None = None
         self._collab: CollabModel | None = None
@@ -222,11 +335,14 @@ class Ranker:
         self._text = self._text_matrix(item_text_vectors)
         p = self.params
         seed = p["seed"]
+        self.history_days = int(self.now_day - float(history.day.min()))
+        label_days, self.label_reason = label_window(p["label_days"], self.history_days, p["min_past_days"])
+        self.label_days_used = label_days
         data: _Rows = {"all": ([], [], []), "new": ([], [], [])}
         self.windows_used = 0
         for w in range(p["windows"]):
-            end = self.now_day - w * p["label_days"]
-            self._window_rows(history.before(end), end - p["label_days"], n_items, data, first=w == 0)
+            end = self.now_day - w * label_days
+            self._window_rows(history.before(end), end - label_days, n_items, data, first=w == 0)
         if not data["all"][0]:
             newest = frame["timestamp"].max()
             idle = (now_ts - newest).days
@@ -234,11 +350,12 @@ class Ranker:
             hint = (
                 f"the newest purchase is from {newest.date()}, {idle} days before now ({now_ts.date()}):"
                 " for historical data set TAILOR_NOW to the day after it"
-                if idle >= p["label_days"]
-                else "lower label_days or fit on a longer history"
+                if idle >= label_days
+                else f"the history holds {self.history_days} days before now: fit on a longer one"
             )
             raise DataError(
-                f"fitting needs purchases both before and within the last {p['label_days']} days before now",
+                f"fitting needs purchases both before and within the last {label_days} days before now"
+                f" (label window {self.label_reason})",
                 hint=hint,
             )
         models = {
@@ -251,6 +368,10 @@ class Ranker:
             )
             for v, (xs, ys, ws) in data.items()
         }
+        if p["validate"]:
+            self.serving, self.validation = _choose_serving(p, frame, item_text_vectors, now_ts, label_days)
+        else:
+            self.serving, self.validation = {"all": "trees", "new": "trees"}, {}
         self._all, self._new = models["all"], models["new"]
         self._history = history
         self._items = item_stats(history, n_items, self.now_day)
@@ -354,6 +475,19 @@ class Ranker:
         return self._history, self._items, self._collab, self._all, self._new
 
     @property
+    def fit_report(self) -> dict[str, Any]:
+        """What the last fit did with its label windows: the window used and why, how many it trained on."""
+        return {
+            "label_days": self.label_days_used,
+            "label_days_configured": self.params["label_days"],
+            "label_window": self.label_reason,
+            "windows_used": self.windows_used,
+            "history_days": self.history_days,
+            "serving": dict(self.serving),
+            "validation": self.validation,
+        }
+
+    @property
     def fitted_at(self) -> pd.Timestamp:
         return pd.Timestamp(self.now_day * DAY * 1e9, tz="UTC")
 
@@ -371,9 +505,15 @@ class Ranker:
         return self._require()[1].pop
 
     # -- scoring ---------------------------------------------------------------------------------
-    def _score_candidates(self, cands: Candidates, new_only: bool) -> F64:
+    def _score_candidates(self, cands: Candidates, new_only: bool, how: str | None = None) -> F64:
         _, _, _, all_model, new_model = self._require()
-        return (new_model if new_only else all_model).predict(cands.x)
+        how = how or self.serving["new" if new_only else "all"]
+        if how == "trees":
+            return (new_model if new_only else all_model).predict(cands.x)
+        if how == "trees_all":
+            return all_model.predict(cands.x)
+        feature = np.nan_to_num(cands.x[:, _F[_FEATURE_SCORERS[how]]].astype(np.float64), nan=0.0)
+        return feature + 1e-6 * np.nan_to_num(cands.x[:, _F["i_pop_log"]].astype(np.float64), nan=0.0)
 
     def rank(
         self,
@@ -382,6 +522,7 @@ class Ranker:
         new_only: bool = False,
         k: int = 20,
         only: Collection[str] | None = None,
+        how: str | None = None,
     ) -> list[list[str]]:
         """Top ``k`` item ids for customers known at fit time, scored as of the fit's ``now`` (for evals).
 
@@ -410,7 +551,7 @@ class Ranker:
                 allowed=allowed,
                 limits=self.limits,
             )
-            scores = self._score_candidates(cands, new_only)
+            scores = self._score_candidates(cands, new_only, how)
             ranked: dict[int, list[str]] = {}
             order = np.lexsort((cands.item, -scores, cands.row))
             for r, it in zip(cands.row[order], cands.item[order], strict=True):
@@ -577,6 +718,7 @@ class Ranker:
             "now_day": self.now_day,
             "item_ids": self.item_ids,
             "customer_ids": self.customer_ids,
+            "fit": self.fit_report,
         }
         # Written beside the targets and renamed over them, so a reader (or a crash) never sees half a file.
         npz_tmp, json_tmp = base.with_suffix(".npz.tmp"), base.with_suffix(".json.tmp")
@@ -630,6 +772,19 @@ class Ranker:
         ranker.customer_ids = list(meta["customer_ids"])
         ranker.customer_index = {x: i for i, x in enumerate(ranker.customer_ids)}
         ranker.now_day = float(meta["now_day"])
+        # Saved before the label window could shrink: the configured one was used, and nothing else is known.
+        fit = meta.get("fit") or {}
+        ranker.label_days_used = int(fit.get("label_days", ranker.params["label_days"]))
+        ranker.label_reason = str(fit.get("label_window", ""))
+        ranker.windows_used = int(fit.get("windows_used", 0))
+        ranker.history_days = int(fit.get("history_days", 0))
+        # Saved before the validation chose what to serve: it served the trees.
+        serving = fit.get("serving") or {}
+        ranker.serving = {v: str(serving.get(v, "trees")) for v in ("all", "new")}
+        unknown = {v: h for v, h in ranker.serving.items() if h not in SCORERS[v]}
+        if unknown:
+            raise DataError(f"the ranker at {base} serves unknown scorers {unknown}", hint="fit it again")
+        ranker.validation = dict(fit.get("validation") or {})
         ranker._history = History(
             arrays["h_cust"], arrays["h_item"], arrays["h_day"], arrays["h_order"], len(ranker.customer_ids)
         )

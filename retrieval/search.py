@@ -58,6 +58,11 @@ def ask_catalog(
     bought = list(dict.fromkeys(bought_item_ids))
     if not bought:
         return []
+    # Her purchases with a text vector: only named items have one (``index_catalog``). With none, no hit
+    # could be tied to a purchase of hers, so the question is not even embedded.
+    mine, own = vectors.item_vectors(bought, "text")
+    if not mine:
+        return []
     asked = _unit(embedder.encode([question], keep=False)[0])
     taste = vectors.get_taste(customer_id, using="text")
     prefetch = [("text", asked)]
@@ -74,9 +79,6 @@ def ask_catalog(
         return []
     ids, mat = vectors.item_vectors([i for i, _ in fused], "text")
     if not ids:
-        return []
-    mine, own = vectors.item_vectors(bought, "text")
-    if not mine:
         return []
     items, own = _unit(mat), _unit(own)
     match = items @ asked

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tailor.errors import DataError, TailorError
+from tailor.errors import TailorError
 from tailor.logs import quiet_libraries
 from tailor.settings import Settings
 
@@ -113,13 +113,13 @@ def import_(
     source: Annotated[
         list[Path] | None,
         typer.Argument(
-            help="A folder in the canonical format (items/customers/events "
-            ".jsonl or .csv), or UCI Online Retail .parquet files: Online Retail, Online Retail II, "
-            "or both years together."
+            help="A folder in the canonical format (items/customers/events .jsonl or .csv), UCI Online "
+            "Retail .parquet files (Online Retail, Online Retail II, or both years together), or the Ta-Feng "
+            "grocery file (ta_feng.csv.zip or its .csv)."
         ),
     ] = None,
     customers_limit: Annotated[
-        int | None, typer.Option(help="UCI only: keep the N busiest customers.")
+        int | None, typer.Option(help="UCI and Ta-Feng only: keep the N busiest customers.")
     ] = None,
     force: Annotated[bool, typer.Option(help="Re-import even when the input is unchanged.")] = False,
     data_dir: DataDir = None,
@@ -127,18 +127,8 @@ def import_(
     """Validate and load data into the store (all or nothing). Default: the bundled demo store."""
 
     def body() -> None:
-        from tailor.service import DEMO_SOURCE
-
-        paths = source or list(DEMO_SOURCE)
-        if len(paths) > 1 and any(p.suffix != ".parquet" for p in paths):
-            raise DataError(
-                "several sources must all be UCI .parquet files", hint="import one canonical folder at a time"
-            )
         with _tailor(data_dir) as t:
-            if paths[0].suffix == ".parquet":
-                report = t.import_uci(paths, customers_limit=customers_limit, force=force)
-            else:
-                report = t.import_dir(paths[0], force=force)
+            report = t.import_source(source or [], customers_limit=customers_limit, force=force)
             verb = "unchanged" if report.skipped else "imported"
             out.print(f"{verb}: {report.items} items, {report.customers} customers, {report.events} events")
 
@@ -376,7 +366,8 @@ def eval_(
         str | None,
         typer.Option(
             help="Ranking: train before this date (YYYY-MM-DD, UTC), test from it on. Default: 2011-09-09 "
-            "(the peers' reference cut) on UCI Online Retail, else the last 28 days held out."
+            "(the peers' reference cut) on UCI Online Retail, else the store's last quarter held out "
+            "(7 to 28 days)."
         ),
     ] = None,
     holdout_days: Annotated[

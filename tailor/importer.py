@@ -2,7 +2,8 @@
 
 The canonical format is one file per record type in a directory:
 
-- ``items.jsonl`` / ``items.csv``: id, title, description, category, price, currency, in_stock, url
+- ``items.jsonl`` / ``items.csv``: id, title, description, category, price, currency, in_stock, url, named
+  (optional, default true; false when the title is a stand-in such as a product code)
 - ``customers.jsonl`` / ``customers.csv``: id, first_name, email, country, consent (JSONL: an object with
   marketing_email and personalization; CSV: columns consent_marketing_email, consent_personalization),
   quiet_hours (JSONL: {start, end} as HH:MM; CSV: quiet_hours_start, quiet_hours_end), locale, timezone,
@@ -47,8 +48,10 @@ class ImportReport:
 
 def _csv_row(kind: str, row: dict[str, str]) -> dict[str, Any]:
     data: dict[str, Any] = {k: v for k, v in row.items() if v not in ("", None)}
-    if kind == "items" and "in_stock" in data:
-        data["in_stock"] = _parse_bool(data["in_stock"], "in_stock")
+    if kind == "items":
+        for name in ("in_stock", "named"):
+            if name in data:
+                data[name] = _parse_bool(data[name], name)
     if kind == "customers":
         consent = {}
         for name in ("marketing_email", "personalization"):

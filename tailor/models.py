@@ -151,6 +151,14 @@ class Item(_Model):
     currency: str = Field("GBP", pattern=r"^[A-Z]{3}$")
     in_stock: bool = True
     url: str = Field(pattern=r"^https://[^\s]+$")
+    # Written out only when False: the store and Qdrant key an item's content by the sha256 of its JSON,
+    # and a "named": true on every item would change every hash of an existing catalog (and re-embed it).
+    named: bool = Field(
+        True,
+        description="False: the title is a stand-in (a product code), not a name. Signals that read text "
+        "(catalog search, the ranker's text feature, taste vectors) leave such an item out.",
+        exclude_if=lambda named: named is True,
+    )
 
     @property
     def price_text(self) -> str:
@@ -162,7 +170,10 @@ class Item(_Model):
 
     def ranking_text(self) -> str:
         """What the ranker's text signal embeds: the product's name alone. The category and the other
-        spellings that search wants make every item of a category look alike to the ranker."""
+        spellings that search wants make every item of a category look alike to the ranker.
+
+        Only for a named item: an unnamed one's stand-in title is a code, and its vector would be noise
+        (``retrieval.recommender.item_text_vectors`` leaves such items out)."""
         return self.title
 
 

@@ -192,8 +192,75 @@ class Tailor:
         if force or self.store.get_meta("uci_source") != marker or not (out / "items.jsonl").exists():
             convert(paths, out, customers_limit=customers_limit)
             self.store.set_meta("uci_source", marker)
+            # The canonical folder no longer holds Ta-Feng: its marker must not skip a later conversion.
+            self.store.set_meta("tafeng_source", None)
             _release_memory()
         return self.import_dir(out, force=force)
+
+    def import_tafeng(
+        self, path: Path, *, customers_limit: int | None = None, force: bool = False
+    ) -> ImportReport:
+        """Convert the Ta-Feng grocery file (.csv.zip or .csv) to the canonical format under the data dir,
+        then import it. Its clock is historical: set TAILOR_NOW to the morning after its last day."""
+        from tailor.tafeng import convert
+
+        if not path.exists():
+            raise DataError(f"{path} does not exist", hint="pass the path of ta_feng.csv.zip")
+        out = self.settings.data_dir / "canonical"
+        marker = f"{path.resolve()}:{path.stat().st_size}:{path.stat().st_mtime_ns}:{customers_limit}"
+        if force or self.store.get_meta("tafeng_source") != marker or not (out / "items.jsonl").exists():
+            convert(path, out, customers_limit=customers_limit)
+            self.store.set_meta("tafeng_source", marker)
+            # The canonical folder now holds Ta-Feng: a UCI marker left by an earlier import would make the
+            # ranking eval take this store for UCI Online Retail (and its reference cut).
+            self.store.set_meta("uci_source", None)
+            _release_memory()
+        return self.import_dir(out, force=force)
+
+    def import_source(
+        self, sources: Sequence[Path], *, customers_limit: int | None = None, force: bool = False
+    ) -> ImportReport:
+        """``tailor import``: a canonical folder, UCI Online Retail .parquet files, or the Ta-Feng file
+        (.csv.zip or .csv, told by its columns). Nothing given: the demo store."""
+        from tailor.tafeng import COLUMNS, is_tafeng, read_header
+
+        paths = list(sources) or list(DEMO_SOURCE)
+        if len(paths) > 1 and any(p.suffix != ".parquet" for p in paths):
+            raise DataError(
+                "several sources must all be UCI .parquet files", hint="import one canonical folder at a time"
+            )
+        path = paths[0]
+        if path.suffix == ".parquet":
+            return self.import_uci(paths, customers_limit=customers_limit, force=force)
+        if not path.exists():
+            raise DataError(
+                f"{path} does not exist",
+                hint="pass a canonical folder, UCI .parquet files or the Ta-Feng .csv.zip",
+            )
+        if path.is_dir():
+            if customers_limit is not None:
+                raise DataError(
+                    "--customers-limit keeps the busiest customers of a UCI or Ta-Feng file",
+                    hint="a canonical folder is imported as it is: leave the option out",
+                )
+            return self.import_dir(path, force=force)
+        if path.suffix.lower() not in (".csv", ".zip"):
+            raise DataError(
+                f"{path}: Tailor does not import {path.suffix or 'extension-less'} files",
+                hint="pass a canonical folder, UCI .parquet files or the Ta-Feng .csv.zip",
+            )
+        columns = read_header(path)
+        if is_tafeng(columns):
+            return self.import_tafeng(path, customers_limit=customers_limit, force=force)
+        canonical = path.stem.split(".")[0] in ("items", "customers", "events")
+        raise DataError(
+            f"{path} is not a file Tailor knows: its columns are {columns[:10]}",
+            hint=(
+                "a canonical items/customers/events .csv goes in a folder: pass the folder"
+                if canonical
+                else f"the Ta-Feng file's columns are {', '.join(COLUMNS)}"
+            ),
+        )
 
     # -- index ------------------------------------------------------------------------------------
     @cached_property
@@ -241,7 +308,9 @@ class Tailor:
             "items_embedded": catalog.embedded,
             "items_skipped": catalog.skipped,
             "items_deleted": catalog.deleted,
+            "items_unnamed": catalog.unnamed,
             "ranker": "fitted" if stale else "unchanged",
+            "label_days": self.recommender.ranker.label_days_used,
             "history_indexed": history.upserted,
             "seconds": round(catalog.seconds + history.seconds, 2),
         }
@@ -262,6 +331,8 @@ class Tailor:
             "fitted_at": fitted.get("fitted_at") if saved else None,
             "fit_seconds": fitted.get("seconds") if saved else None,
             "customers": fitted.get("customers") if saved else None,
+            # The label window the fit used and why (shorter than configured on a young store).
+            "fit": fitted.get("fit") if saved else None,
             "purchases_since_fit": since["purchases"],
             "forgotten_since_fit": since["forgotten"],
             "stale": (
@@ -332,9 +403,15 @@ class Tailor:
                     "fitted_at": datetime.now(UTC).isoformat(timespec="seconds"),
                     "seconds": seconds,
                     "customers": len(ranker.customer_ids),
+                    "fit": ranker.fit_report,
                 },
             )
-        return {"seconds": seconds, "customers": len(ranker.customer_ids), "purged_during_fit": len(purged)}
+        return {
+            "seconds": seconds,
+            "customers": len(ranker.customer_ids),
+            "purged_during_fit": len(purged),
+            "fit": ranker.fit_report,
+        }
 
     def _fit_here(self, vectors: dict[str, Any]) -> Any:
         from evals.protocol import purchases_from_store

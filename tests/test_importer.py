@@ -71,6 +71,7 @@ def test_csv_with_flat_consent_columns(tmp_path: Path, fresh_store: Store) -> No
     )
     import_dir(fresh_store, tmp_path)
     assert fresh_store.get_item("A1").in_stock is False
+    assert fresh_store.get_item("A1").named is True  # no column: a title is a name
     customer = fresh_store.get_customer("c1")
     assert customer.consent.personalization is False
     assert customer.quiet_hours is not None and customer.quiet_hours.start.hour == 21
@@ -105,3 +106,19 @@ def test_event_for_unknown_customer_is_refused_whole(tmp_path: Path, fresh_store
 def test_missing_items_file_is_a_clear_error(tmp_path: Path, fresh_store: Store) -> None:
     with pytest.raises(DataError, match=r"no items\.jsonl or items\.csv"):
         import_dir(fresh_store, tmp_path)
+
+
+def test_an_unnamed_item_keeps_its_flag_through_jsonl_and_csv(tmp_path: Path, fresh_store: Store) -> None:
+    code = {**ITEM, "id": "4710085120468", "title": "Item 4710085120468", "named": False}
+    write_jsonl(tmp_path / "items.jsonl", [ITEM, code])
+    import_dir(fresh_store, tmp_path)
+    assert fresh_store.get_item("4710085120468").named is False
+    assert fresh_store.get_item("A1").named is True
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "items.csv").write_text(
+        "id,title,category,price,url,named\n"
+        "B1,Item B1,Subclass 1,2.5,https://tafeng.example.test/p/B1,false\n"
+        "B2,Oat Milk,Dairy,1.5,https://tafeng.example.test/p/B2,maybe\n"
+    )
+    with pytest.raises(DataError, match=r"items\.csv:3.*named: expected true/false, got 'maybe'"):
+        import_dir(fresh_store, tmp_path / "csv")

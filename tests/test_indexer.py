@@ -232,3 +232,44 @@ def test_taste_follows_recent_purchases_and_returns(store: Store, vs: VectorStor
 def test_update_customer_unknown(store: Store, vs: VectorStore, emb: Embedder) -> None:
     with pytest.raises(NotFoundError, match="customer 'nobody'"):
         update_customer(store, vs, emb, "nobody")
+
+
+def test_unnamed_items_get_no_text_point_and_no_search_answer(
+    store: Store, vs: VectorStore, emb: Embedder
+) -> None:
+    from retrieval.search import ask_catalog
+
+    index_catalog(store, vs, emb)
+    items = store.items()
+    # Ten items lose their names (a store whose products are barcodes): their indexed points must go.
+    coded = [
+        i.model_copy(update={"title": f"Item {i.id}", "description": "", "named": False}) for i in items[:10]
+    ]
+    store.upsert_items(coded)
+    report = index_catalog(store, vs, emb)
+    assert (report.unnamed, report.deleted, report.upserted, report.embedded) == (10, 10, 0, 0)
+    assert report.skipped == N_ITEMS - 10
+    assert vs.item_ids() == {i.id for i in items[10:]}
+    # They stay out on the next pass too, with nothing embedded for them.
+    again = index_catalog(store, vs, emb)
+    assert (again.unnamed, again.deleted, again.upserted, again.embedded) == (10, 0, 0, 0)
+
+    # A customer who bought only unnamed items has no taste in text space and no product answer: the
+    # question is not even embedded.
+    dave = store.get_customer(store.customer_ids()[0]).model_copy(update={"id": "dave"})
+    store.upsert_customers([dave])
+    store.add_events(
+        Event(
+            customer_id="dave",
+            kind=EventKind.PURCHASE,
+            item_id=i.id,
+            quantity=1,
+            timestamp=datetime(2011, 11, 1, tzinfo=UTC),
+        )
+        for i in coded
+    )
+    update_customer(store, vs, emb, "dave")
+    assert vs.get_taste("dave") is None
+    asked = emb.hits + emb.misses
+    assert ask_catalog(vs, emb, "dave", "anything like her usual?", [i.id for i in coded]) == []
+    assert emb.hits + emb.misses == asked

@@ -74,3 +74,14 @@ def test_event_amounts_out_of_range_are_refused_by_name(field: str, value: float
             **{field: value},
         )
     assert info.value.errors()[0]["loc"] == (field,)
+
+
+def test_named_is_written_only_when_false() -> None:
+    named = Item(id="A1", title="Bag", category="Bags", price=1.0, url="https://example-retail.test/p/A1")
+    # A named item's JSON is what it was before the field existed, so its stored content hash holds.
+    assert "named" not in named.model_dump_json() and named.named is True
+    code = named.model_copy(update={"id": "4710085120468", "title": "Item 4710085120468", "named": False})
+    doc = code.model_dump_json()
+    assert '"named":false' in doc
+    assert Item.model_validate_json(doc).named is False
+    assert Item.model_validate_json(named.model_dump_json()).named is True

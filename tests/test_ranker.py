@@ -22,7 +22,7 @@ from retrieval.features import (
     fit_collab,
     item_stats,
 )
-from retrieval.ranker import Ranker, TreeEnsemble, _train_trees
+from retrieval.ranker import SCORERS, Ranker, TreeEnsemble, _train_trees, label_window
 from tailor.errors import DataError, NotFoundError
 from tailor.synthetic import SyntheticStore
 
@@ -351,18 +351,124 @@ def test_earlier_windows_need_enough_past_but_the_first_always_counts(
     assert used(shop, min_past_days=100) == 3  # 60 days of past is too little
     assert used(shop, min_past_days=250) == 1  # only the first: 240 days of past
     short = shop[shop["timestamp"] >= CUT - pd.Timedelta(days=90)]
-    assert used(short, min_past_days=60) == 1  # 30 days of past, yet a short history still fits
+    # 89 whole days cannot hold a 60-day window and 60 days of past: the window shrinks to 29 days, one of
+    # them fits, and an earlier one would have 31 days of past.
+    assert used(short, min_past_days=60) == 1
     with pytest.raises(DataError, match="min_past_days"):
         Ranker(min_past_days=0)
+
+
+def test_label_window_is_kept_on_a_long_history_and_shortened_on_a_young_one() -> None:
+    # Long enough for the window and its past: exactly as configured (UCI's 282 and 647 days, say).
+    for days in (152, 282, 647):
+        assert label_window(92, days, 60)[0] == 92
+    assert "configured" in label_window(92, 152, 60)[1]
+    # Shorter: the past keeps its 60 days while a third of the history is less than what is left.
+    assert label_window(92, 151, 60)[0] == 91
+    assert label_window(92, 119, 60)[0] == 59  # Ta-Feng, the four months before 2001-03-01
+    assert label_window(92, 91, 60)[0] == 31  # Ta-Feng before its eval cut (2001-02-01)
+    # Then a third of it, and never under a week.
+    assert label_window(92, 55, 60)[0] == 18  # eight weeks
+    assert label_window(92, 12, 60)[0] == 7
+    days, why = label_window(92, 55, 60)
+    assert "shortened from 92 days" in why and "55 days of history" in why
+
+
+def test_a_young_store_fits_with_a_shorter_window_and_says_so(
+    shop: pd.DataFrame, text: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    eight_weeks = shop[shop["timestamp"] >= CUT - pd.Timedelta(days=56)]
+    ranker = Ranker(max_iter=10).fit(eight_weeks, text, now=CUT)
+    report = ranker.fit_report
+    first = eight_weeks["timestamp"].min()
+    history = int((CUT - first) / pd.Timedelta(days=1))
+    assert report["history_days"] == history and 50 <= history <= 56
+    assert report["label_days"] == history // 3 and report["label_days_configured"] == 92
+    assert report["windows_used"] == 1 and "shortened from 92 days" in report["label_window"]
+    assert ranker.rank(["c1"], k=5)[0]  # it ranks
+    # A long history keeps the configured window, as it always did.
+    assert (
+        Ranker(max_iter=5, label_days=60, windows=1).fit(shop, text, now=CUT).fit_report["label_days"] == 60
+    )
+    # The report is saved with the ranker.
+    ranker.save(tmp_path / "young")
+    assert Ranker.load(tmp_path / "young").fit_report == report
 
 
 def test_fitting_old_data_at_today_names_the_clock(shop: pd.DataFrame, text: dict[str, np.ndarray]) -> None:
     later = CUT + pd.Timedelta(days=400)
     with pytest.raises(DataError, match=r"newest purchase is from .*set TAILOR_NOW to the day after it"):
         Ranker(max_iter=5).fit(shop[shop["timestamp"] < CUT], text, now=later)
-    with pytest.raises(DataError, match="lower label_days"):
-        recent = shop[(shop["timestamp"] >= CUT - pd.Timedelta(days=30)) & (shop["timestamp"] < CUT)]
-        Ranker(max_iter=5).fit(recent, text, now=CUT)  # nothing before the label window to learn from
+    # Six days: even the shortest window (a week) holds the whole history, and nothing comes before it.
+    recent = shop[(shop["timestamp"] >= CUT - pd.Timedelta(days=6)) & (shop["timestamp"] < CUT)]
+    held = int((CUT - recent["timestamp"].min()) / pd.Timedelta(days=1))
+    with pytest.raises(DataError, match="within the last 7 days before now") as info:
+        Ranker(max_iter=5).fit(recent, text, now=CUT)
+    assert info.value.hint == f"the history holds {held} days before now: fit on a longer one"
+
+
+def test_each_variant_serves_what_won_on_the_latest_window(fitted: Ranker) -> None:
+    report = fitted.fit_report
+    val = report["validation"]
+    assert val["window_days"] == 60 and val["window_start"] == (CUT - pd.Timedelta(days=60)).isoformat()
+    assert min(val["customers"].values()) >= 30
+    for variant in ("all", "new"):
+        figures = val["recall@10"][variant]
+        assert set(figures) == set(SCORERS[variant]) and all(0 <= v <= 1 for v in figures.values())
+        chosen = report["serving"][variant]
+        assert figures[chosen] == max(figures.values())
+        assert chosen == "trees" or figures["trees"] < figures[chosen]  # a tie keeps the trees
+    # Favourites re-bought at each customer's cadence: the learned ranker beats plain repeat history here.
+    assert report["serving"]["all"] == "trees"
+    assert val["recall@10"]["all"]["trees"] > val["recall@10"]["all"]["repeat"]
+
+
+def test_reference_scorers_rank_by_their_own_signal(fitted: Ranker, shop: pd.DataFrame) -> None:
+    past = shop[shop["timestamp"] < CUT]
+    cid = past["customer_id"].value_counts().index[0]
+    orders = past[past["customer_id"] == cid].groupby("item_id")["order_id"].nunique()
+    [repeat] = fitted.rank([cid], k=10, how="repeat")
+    assert set(repeat) <= set(orders.index)
+    counts = [int(orders[i]) for i in repeat]
+    assert counts == sorted(counts, reverse=True) and counts[0] == int(orders.max())
+    [fresh] = fitted.rank([cid], new_only=True, k=10, how="trees_all")
+    assert fresh and not set(fresh) & set(orders.index)
+
+
+def test_what_is_served_survives_save_and_load(
+    shop: pd.DataFrame, text: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    ranker = Ranker(max_iter=15, label_days=60, windows=1).fit(shop, text, now=CUT)
+    ranker.serving = {"all": "repeat", "new": "trees_all"}  # as a validation could have chosen
+    back = Ranker.load(ranker.save(tmp_path / "ranker"))
+    assert back.serving == ranker.serving and back.validation == ranker.validation
+    ids = ["c1", "c2", "c3"]
+    assert back.rank(ids, k=10) == ranker.rank(ids, k=10) == ranker.rank(ids, k=10, how="repeat")
+    assert back.rank(ids, new_only=True, k=10) == ranker.rank(ids, new_only=True, k=10, how="trees_all")
+
+
+def test_a_store_where_the_trees_lose_serves_the_winning_reference() -> None:
+    """One boosting round cannot learn a cadence: on a shop of pure repeat buying, repeat history wins the
+    validation window and is what the ranker serves."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for c in range(200):
+        favourites = rng.choice(60, size=12, replace=False)
+        weights = rng.dirichlet(np.ones(12) * 0.3)
+        for order, day in enumerate(np.sort(rng.uniform(0, 400, 30))):
+            for it in set(rng.choice(favourites, size=3, p=weights)):
+                rows.append((f"c{c}", f"i{it}", START + pd.Timedelta(days=float(day)), f"o{c}-{order}"))
+    frame = pd.DataFrame(rows, columns=["customer_id", "item_id", "timestamp", "order_id"])
+    ranker = Ranker(max_iter=1, label_days=30, windows=1).fit(frame, None, now=CUT)
+    figures = ranker.validation["recall@10"]["all"]
+    assert figures["repeat"] > figures["trees"] and ranker.serving["all"] != "trees"
+    assert ranker.fit_report["serving"]["all"] == ranker.serving["all"]
+    assert ranker.rank(["c1"], k=10) == ranker.rank(["c1"], k=10, how=ranker.serving["all"])
+
+
+def test_validation_can_be_turned_off(shop: pd.DataFrame) -> None:
+    ranker = Ranker(max_iter=10, label_days=60, windows=1, validate=0).fit(shop, None, now=CUT)
+    assert ranker.serving == {"all": "trees", "new": "trees"} and ranker.validation == {}
 
 
 def _shop_history(frame: pd.DataFrame) -> tuple[History, list[str]]:

@@ -19,9 +19,17 @@ from evals.protocol import (
     purchases_from_uci,
     read_uci,
     recall_at,
+    sized_holdout_days,
     temporal_split,
 )
-from evals.ranking import DEFAULT_PARQUET, RankingEval, rebuy_by_recency, reference_rankers
+from evals.ranking import (
+    DEFAULT_PARQUET,
+    RankingEval,
+    _ease,
+    ease_items,
+    rebuy_by_recency,
+    reference_rankers,
+)
 from tailor.errors import DataError
 
 CUT = "2011-01-10"
@@ -157,6 +165,47 @@ def test_ease_reference_follows_the_peer_definition(tiny: pd.DataFrame) -> None:
     expected = [items[j] for j in np.argsort(-(x[0] @ b), kind="stable")]
     assert ease(["A"], False)[0][0] == expected[0]
     assert ease(["A"], True)[0][0] == "z"  # A has x and y; z is the one new item
+
+
+def test_ease_on_a_large_catalog_is_fitted_on_its_most_bought_items() -> None:
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    # 40 customers, 12 items, item j bought less often as j grows: the first items are the most bought.
+    dense = (rng.random((40, 12)) < np.linspace(0.9, 0.1, 12)).astype(np.float64)
+    seen = sp.csr_matrix(dense)
+    buyers = dense.sum(0)
+    keep = ease_items(seen, most=5)
+    assert list(keep) == sorted(np.argsort(-buyers, kind="stable")[:5].tolist())
+    assert list(ease_items(seen, most=12)) == list(range(12))
+    # Capped: EASE of the kept columns alone, and the rest below every scored item.
+    scores = _ease(seen, most=5)([0, 1, 2])
+    x = dense[:, keep]
+    p = np.linalg.inv(x.T @ x + 250.0 * np.eye(5))
+    b = -p / np.diag(p)
+    np.fill_diagonal(b, 0.0)
+    np.testing.assert_allclose(scores[:, keep], dense[[0, 1, 2]][:, keep] @ b, atol=1e-12)
+    left = np.setdiff1d(np.arange(12), keep)
+    assert np.isneginf(scores[:, left]).all()
+    # Uncapped, the peer's EASE over every item, exactly.
+    full = _ease(seen, most=12)([0, 1, 2])
+    p = np.linalg.inv(dense.T @ dense + 250.0 * np.eye(12))
+    b = -p / np.diag(p)
+    np.fill_diagonal(b, 0.0)
+    assert np.array_equal(full, dense[[0, 1, 2]] @ b)
+
+
+def test_holdout_is_a_quarter_of_the_store_between_a_week_and_four_weeks() -> None:
+    def store(days: int) -> pd.DataFrame:
+        start = pd.Timestamp("2000-11-01", tz="UTC")
+        return frame([("A", "x", str(start + pd.Timedelta(days=d, hours=4))) for d in range(days)])
+
+    assert sized_holdout_days(store(120)) == 28  # Ta-Feng's four months: February
+    assert sized_holdout_days(store(400)) == 28
+    assert sized_holdout_days(store(56)) == 14  # eight weeks
+    assert sized_holdout_days(store(10)) == 7
+    with pytest.raises(DataError, match="least"):
+        sized_holdout_days(store(10), least=0)
 
 
 def test_ranking_eval_holds_out_the_last_days(tiny: pd.DataFrame) -> None:

@@ -417,3 +417,15 @@ def test_item_text_vectors_cover_the_catalog(store: Store) -> None:
     assert all(np.allclose(vecs[i.id], names[n]) for n, i in enumerate(items))
     search = Embedder(cache_dir=REPO / "var" / "cache").encode([items[0].embedding_text()])[0]
     assert not np.allclose(vecs[items[0].id], search)
+
+
+def test_item_text_vectors_leave_unnamed_items_out(store: Store) -> None:
+    items: list[Item] = store.items()[:4]
+    coded = [i.model_copy(update={"title": f"Item {i.id}", "named": False}) for i in items[:2]]
+    embedder = Embedder(cache_dir=REPO / "var" / "cache")
+    vecs = item_text_vectors([*coded, *items[2:]], embedder)
+    assert set(vecs) == {i.id for i in items[2:]}
+    # A catalog with no name in it has no text signal at all, and the model is not asked for one.
+    asked = embedder.hits + embedder.misses
+    assert item_text_vectors(coded, embedder) == {}
+    assert embedder.hits + embedder.misses == asked

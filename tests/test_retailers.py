@@ -139,6 +139,26 @@ def test_amounts_in_the_retailers_currency_are_checked_like_pounds() -> None:
         assert "ungrounded_price" in {f.rule for f in grounding.check(made_up, ctx).findings}, made_up
 
 
+def test_a_barcode_in_the_catalog_is_a_product_not_a_card_number() -> None:
+    """Ta-Feng's products are barcodes; one in ten passes the Luhn check that card numbers pass."""
+    from guardrails import privacy
+
+    barcode = "4710085120004"  # Luhn-valid, as a card number would be
+    item = Item(
+        id=barcode,
+        title=f"Item {barcode}",
+        category="Subclass 100205",
+        price=38.0,
+        currency="TWD",
+        url=f"https://harbourlane.example.test/p/{barcode}",
+        named=False,
+    )
+    ctx = RailContext(customer=ANN, catalog={barcode: item}, brand=HARBOUR, plan_item_ids=(barcode,), now=NOW)
+    assert privacy.check(f"Item {barcode} is back on the shelf.", ctx).passed
+    other = RailContext(customer=ANN, catalog={}, brand=HARBOUR, now=NOW)
+    assert "card_number" in {f.rule for f in privacy.check(f"Item {barcode} is back.", other).findings}
+
+
 def test_the_model_is_told_the_retailers_name_voice_and_what_it_sells(retailer: Retailer) -> None:
     request = CopyRequest(
         action="replenishment",
