@@ -157,7 +157,11 @@ def label_window(configured: int, history_days: int, min_past_days: int) -> tupl
     )
 
 
-def _train_trees(x: F32, y: npt.NDArray[np.int8], w: F64 | None, *, seed: int, max_iter: int) -> TreeEnsemble:
+def _train_trees(
+    x: F32 | Sequence[F32], y: npt.NDArray[np.int8], w: F64 | None, *, seed: int, max_iter: int
+) -> TreeEnsemble:
+    """``x``: the feature rows, or their blocks in order (LightGBM bins a list of blocks as it would their
+    concatenation, the same model to the byte, without the concatenated copy)."""
     if len(np.unique(y)) < 2:
         raise DataError(
             "the label window has no positive (or no negative) candidates",
@@ -182,7 +186,8 @@ def _train_trees(x: F32, y: npt.NDArray[np.int8], w: F64 | None, *, seed: int, m
         "num_threads": _TREE_THREADS,
         "verbosity": -1,
     }
-    data = lgb.Dataset(x, label=y, weight=w, feature_name=list(FEATURES), free_raw_data=True)
+    blocks = [b for b in x if len(b)] if isinstance(x, Sequence) else x
+    data = lgb.Dataset(blocks, label=y, weight=w, feature_name=list(FEATURES), free_raw_data=True)
     return TreeEnsemble(lgb.train(params, data, num_boost_round=max_iter))
 
 
@@ -355,7 +360,7 @@ class Ranker:
             )
         models = {
             v: _train_trees(
-                np.concatenate(xs),
+                xs,
                 np.concatenate(ys),
                 np.concatenate(ws) if p["weighted"] else None,
                 seed=seed,
@@ -759,7 +764,7 @@ class Ranker:
             raise DataError(
                 f"the ranker at {base} was saved by another version (format {meta.get('format')}, this"
                 f" version reads format {_FORMAT} with its own features)",
-                hint="refit it: fit and save it again (`tailor index`)",
+                hint="refit it (`tailor refit` fits anew over the old files; in code: fit and save again)",
             )
         ranker = cls(**meta["params"])
         ranker.item_ids = list(meta["item_ids"])

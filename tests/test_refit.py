@@ -5,6 +5,7 @@ A small real store (``seed_store``: 6 items, 12 customers), embedded Qdrant, rea
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ import pytest
 from evals.protocol import purchases_from_store
 from retrieval.ranker import Ranker
 from retrieval.recommender import item_text_vectors
-from tailor.errors import BackendError
+from tailor.errors import BackendError, DataError
 from tailor.models import Event, EventKind
 from tailor.service import Tailor
 from tailor.settings import Settings
@@ -127,6 +128,25 @@ def test_new_events_make_the_ranker_stale_until_index_refits(indexed: tuple[Tail
     assert tailor.index()["ranker"] == "fitted"
     assert tailor.model_status()["purchases_since_fit"] == 0
     assert tailor.index()["ranker"] == "unchanged"
+
+
+def test_a_ranker_saved_by_an_older_version_names_the_refit_and_a_refit_replaces_it(
+    indexed: tuple[Tailor, list[str]],
+) -> None:
+    tailor, ids = indexed
+    meta_path = tailor.ranker_path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    meta["format"] = 1  # as the scikit-learn trees were saved
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=r"format 1, this version reads format 2") as err:
+        Ranker.load(tailor.ranker_path)
+    assert err.value.hint is not None and "`tailor refit`" in err.value.hint
+    # An unchanged store is not refitted by `tailor index`; what the hint names is: it fits anew without
+    # reading the old files, and replaces them with ones this version loads.
+    assert tailor.index()["ranker"] == "unchanged"
+    tailor.refit()
+    assert json.loads(meta_path.read_text())["format"] == 2
+    assert Ranker.load(tailor.ranker_path).rank([ids[0]], k=3)[0]
 
 
 def test_background_refits_run_one_at_a_time_and_coalesce(indexed: tuple[Tailor, list[str]]) -> None:
