@@ -258,6 +258,7 @@ class Ranker:
         n_text: int = 30,
         n_trend: int = 30,
         n_repeat: int = 300,
+        n_popular: int = 30,
         max_iter: int = 200,
         seed: int = 0,
         neighbours: int = 100,
@@ -274,7 +275,9 @@ class Ranker:
             raise DataError(f"ease_lambda must be > 0 (EASE's L2 penalty), got {ease_lambda}")
         if min_past_days < 1:
             raise DataError(f"min_past_days must be >= 1, got {min_past_days}")
-        self.limits = CandidateLimits(collab=n_collab, text=n_text, trend=n_trend, repeat=n_repeat)
+        self.limits = CandidateLimits(
+            collab=n_collab, text=n_text, trend=n_trend, repeat=n_repeat, popular=n_popular
+        )
         self.params: dict[str, int] = {
             "label_days": label_days,
             "windows": windows,
@@ -284,6 +287,7 @@ class Ranker:
             "n_text": n_text,
             "n_trend": n_trend,
             "n_repeat": n_repeat,
+            "n_popular": n_popular,
             "max_iter": max_iter,
             "seed": seed,
             "neighbours": neighbours,
@@ -766,7 +770,8 @@ class Ranker:
                 f" version reads format {_FORMAT} with its own features)",
                 hint="refit it (`tailor refit` fits anew over the old files; in code: fit and save again)",
             )
-        ranker = cls(**meta["params"])
+        # Saved before the popular candidate source: served as it was fitted, without it.
+        ranker = cls(**{"n_popular": 0, **meta["params"]})
         ranker.item_ids = list(meta["item_ids"])
         ranker.item_index = {x: i for i, x in enumerate(ranker.item_ids)}
         ranker.customer_ids = list(meta["customer_ids"])

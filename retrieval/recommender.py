@@ -433,6 +433,16 @@ class HybridRecommender:
                     weight=float(f["i_trend"]),
                 )
             )
+        if "popular" in scored.sources and f["i_pop_log"] > 0:
+            buyers = round(float(np.expm1(f["i_pop_log"])))
+            evidence.append(
+                Evidence(
+                    kind="popular",
+                    summary=f"one of the store's best sellers, bought by {buyers} customers",
+                    item_ids=(scored.item_id,),
+                    weight=float(f["i_pop_log"]),
+                )
+            )
         if session:
             evidence.append(
                 Evidence(

@@ -166,7 +166,59 @@ def test_repeat_candidates_keep_the_items_bought_most_of_late(shop: pd.DataFrame
         Ranker(n_text=-2)
     with pytest.raises(DataError, match="trend candidate limit"):
         CandidateLimits(trend=-1)
-    assert Ranker(n_collab=7, n_repeat=5).limits == CandidateLimits(collab=7, text=30, trend=30, repeat=5)
+    assert Ranker(n_collab=7, n_repeat=5).limits == CandidateLimits(
+        collab=7, text=30, trend=30, repeat=5, popular=30
+    )
+    with pytest.raises(DataError, match="n_popular must be >= 0"):
+        Ranker(n_popular=-1)
+
+
+def test_popular_candidates_are_the_best_sellers_she_has_not_bought(shop: pd.DataFrame) -> None:
+    items = sorted(shop["item_id"].unique())
+    custs = sorted(shop["customer_id"].unique())
+    hist = History.from_frame(shop, {c: i for i, c in enumerate(custs)}, {x: i for i, x in enumerate(items)})
+    now_day = float(hist.day.max()) + 1
+    stats = item_stats(hist, len(items), now_day)
+    common = {
+        "now_day": now_day,
+        "n_items": len(items),
+        "items": stats,
+        "collab": fit_collab(hist, len(items), dims=8),
+    }
+    popular_only = CandidateLimits(collab=0, text=0, trend=0, popular=5)
+    row = int(np.argmax(np.bincount(hist.cust)))
+    mine = set(np.unique(hist.item[hist.cust == row]).tolist())
+    new = build_candidates(hist, [row], limits=popular_only, new_only=True, text=None, **common)
+    # The five items most customers bought, among those she has not.
+    best = [int(i) for i in np.argsort(-stats.pop, kind="stable") if int(i) not in mine][:5]
+    assert sorted(new.item.tolist()) == sorted(best) and set(new.source.tolist()) == {16}
+    rest = [i for i in range(len(items)) if i not in mine | set(best)]
+    assert stats.pop[new.item].min() >= stats.pop[rest].max()
+    # With her own items too, a best seller she bought is both a repeat and a popular candidate.
+    both = build_candidates(hist, [row], limits=popular_only, text=None, **common)
+    assert set(mine) <= set(both.item.tolist())
+    assert all(s & 16 for s, it in zip(both.source, both.item, strict=True) if int(it) in best)
+
+
+def test_without_text_vectors_the_text_source_adds_nothing(shop: pd.DataFrame) -> None:
+    """A store with no product names (Ta-Feng) has no text signal: items must not be added by a similarity of
+    zero, which is no similarity at all."""
+    items = sorted(shop["item_id"].unique())
+    custs = sorted(shop["customer_id"].unique())
+    hist = History.from_frame(shop, {c: i for i, c in enumerate(custs)}, {x: i for i, x in enumerate(items)})
+    now_day = float(hist.day.max()) + 1
+    cands = build_candidates(
+        hist,
+        [0, 1, 2],
+        now_day=now_day,
+        n_items=len(items),
+        items=item_stats(hist, len(items), now_day),
+        collab=fit_collab(hist, len(items), dims=8),
+        text=None,
+        limits=CandidateLimits(collab=0, text=30, trend=0),
+        new_only=True,
+    )
+    assert len(cands) == 0
 
 
 def test_save_load_roundtrip_without_pickle(fitted: Ranker, tmp_path: Path) -> None:
@@ -181,6 +233,16 @@ def test_save_load_roundtrip_without_pickle(fitted: Ranker, tmp_path: Path) -> N
     assert [s.score for s in loaded.score("c9", new_only=True)] == [
         s.score for s in fitted.score("c9", new_only=True)
     ]
+
+
+def test_a_ranker_saved_before_popular_candidates_serves_without_them(fitted: Ranker, tmp_path: Path) -> None:
+    fitted.save(tmp_path / "before")
+    meta = json.loads((tmp_path / "before.json").read_text())
+    del meta["params"]["n_popular"]
+    (tmp_path / "before.json").write_text(json.dumps(meta))
+    loaded = Ranker.load(tmp_path / "before")
+    assert loaded.limits.popular == 0 and fitted.limits.popular == 30
+    assert not any("popular" in s.sources for s in loaded.score("c9", k=100))
 
 
 def test_an_old_or_corrupt_saved_ranker_is_a_clear_error(fitted: Ranker, tmp_path: Path) -> None:
