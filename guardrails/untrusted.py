@@ -29,8 +29,10 @@ _MARKUP = re.compile(
     re.IGNORECASE,
 )
 # A code to type in: named as one ("code FREE70", "voucher: TWINE15", "promo code is X") or handed over
-# with a verb ("use SAVE10 at checkout"). Letters and digits in capitals, as shops write them.
+# with a verb ("use SAVE10 at checkout"). Letters and digits in capitals, as shops write them; a post code
+# is an address, not a code.
 _CODE = re.compile(
+    r"(?<!post\s)(?<!zip\s)(?<!area\s)(?<!dialling\s)"
     r"\b(?:codes?|coupons?|vouchers?|promo(?:tion)?s?)\b\s*(?:[:#=-]\s*|is\s+|of\s+)?(?-i:[A-Z][A-Z0-9-]{2,})\b"
     r"|\b(?:use|enter|apply|redeem|quote)\s+(?-i:[A-Z0-9]*\d[A-Z0-9]*[A-Z][A-Z0-9]*|[A-Z]+\d+[A-Z0-9]*)\b",
     re.IGNORECASE,
@@ -40,7 +42,7 @@ _OFFER = re.compile(
     r"\b(?:\d+(?:\.\d+)?\s?(?:%|per ?cent)\s+off|half[- ]price|discount(?:s|ed)?|vouchers?|coupons?|"
     r"promo(?:tion(?:al)?)?(?: codes?)?|(?:offer|gift) codes?|special offer|exclusive offer|money off|"
     r"free (?:gifts?|delivery|shipping|postage|p&p|returns?|samples?)|for free|free of charge|cashback|"
-    r"cash back|bogof?|buy\s+(?:one|two|a|any|\d+)\b,?\s+get\b|(?:full\s+)?refund of\s+\S*\d)",
+    r"cash back|bogof?|buy\s+(?:one|two|a|any|\d+)\b,?\s+get\b|(?:full\s+)?refund of\s+\S*\d)(?!\w)",
     re.IGNORECASE,
 )
 
