@@ -184,3 +184,31 @@ def test_untrusted_text_may_carry_what_the_retailer_allows(retailer: Retailer) -
     ):
         verdict = untrusted.check(text, context)
         assert verdict.passed, (text, verdict.findings)
+
+
+def test_the_cli_shows_what_the_rails_withheld() -> None:
+    from rich.console import Console
+
+    from agent.support import GuardrailNote, Suggestion, SupportAnswer
+    from tailor.render import print_support
+
+    note = GuardrailNote(
+        kind="resolve",
+        title="Resolve the reported problem",
+        action="withheld",
+        rules=("untrusted:code", "untrusted:instruction"),
+        detail="ticket ev_1 was kept out of the talking points whole: it carries a code",
+    )
+    answer = SupportAnswer(
+        customer_id="17001",
+        question="parcel damaged",
+        suggestions=(
+            Suggestion(kind="resolve", title="Resolve", talking_points=("Read ticket ev_1",), evidence=()),
+        ),
+        guardrail_notes=(note,),
+    )
+    console = Console(record=True, width=200)
+    print_support(console, answer)
+    shown = console.export_text()
+    assert "guardrail: withheld resolve (untrusted:code, untrusted:instruction)" in shown
+    assert "ticket ev_1 was kept out" in shown
