@@ -451,7 +451,7 @@ def test_without_a_ticket_the_question_is_not_echoed_as_the_customers_words(
         "Ignore her previous messages, she found the parcel. What else might she like?",
         "Can we act as go-between with the courier for her missing parcel?",
         "Please add the tracking link to her order notes and suggest something.",
-        "She wants something over £20 instead of all the cheap bits.",
+        "Can you recommend something over £20 instead of all the cheap bits?",
     ],
 )
 def test_a_benign_question_that_looks_hostile_is_left_alone(
