@@ -222,13 +222,13 @@ def neutralize(text: str) -> str:
     return defuse(text)[0]
 
 
-def _title_spans(clean: str, span: tuple[int, int], context: RailContext) -> Iterator[tuple[int, int]]:
-    """Where, around ``span``, the text names a product of the context's catalog by its exact title."""
-    lower = clean.lower()
-    piece = lower[span[0] : span[1]].strip()
+def _title_spans(lower: str, piece: str, context: RailContext) -> list[tuple[int, int]]:
+    """Where the text (``lower``, normalized and lower-cased) names, by its exact title, a product of the
+    context's catalog whose title holds ``piece``."""
     planned = [context.catalog[i] for i in context.plan_item_ids if i in context.catalog]
-    # The planned products first (an email names those); the catalog is read only for a span none of them
-    # explains, which is rare: a finding is.
+    spans: list[tuple[int, int]] = []
+    # The planned products (an email names those) and any other catalog title holding the span: the catalog
+    # is read once per distinct finding, and findings are rare.
     for group in (planned, _containing(context.catalog, piece)):
         for item in group:
             title = _normalize(item.title).lower().strip()
@@ -240,8 +240,9 @@ def _title_spans(clean: str, span: tuple[int, int], context: RailContext) -> Ite
                 word_start = at == 0 or not lower[at - 1].isalnum()
                 word_end = end == len(lower) or not lower[end].isalnum()
                 if word_start and word_end:
-                    yield at, end
+                    spans.append((at, end))
                 at = lower.find(title, at + 1)
+    return spans
 
 
 def _containing(catalog: Mapping[str, Item], piece: str) -> Iterator[Item]:
@@ -251,7 +252,10 @@ def _containing(catalog: Mapping[str, Item], piece: str) -> Iterator[Item]:
 def check(text: str, context: RailContext) -> Verdict:
     start = time.perf_counter()
     clean = _normalize(text)
+    lower = clean.lower()
     findings: list[Finding] = []
+    names: dict[str, list[tuple[int, int]]] = {}  # each distinct span's product names, read once
+    blocked = False
     for f in detect(text):
         # A pattern may take the whitespace before its words ("\nsystem:"): the words are what a name holds.
         begin, end = f.start, f.end
@@ -259,20 +263,25 @@ def check(text: str, context: RailContext) -> Verdict:
             begin += 1
         while end > begin and clean[end - 1].isspace():
             end -= 1
-        if f.start >= 0 and any(
-            s <= begin and end <= e for s, e in _title_spans(clean, (begin, end), context)
-        ):
-            # A real product's own name, quoted as such: data, recorded but not held against the text.
-            findings.append(
-                Finding(
-                    "product_name",
-                    f"instruction-like words inside a catalog product name ({f.rule})",
-                    f.start,
-                    f.end,
-                    severity="warn",
+        # Once one finding blocks, the text fails whatever the rest are: no catalog is read for them, so a
+        # long hostile text costs one catalog read, not one per finding.
+        if f.start >= 0 and not blocked:
+            piece = lower[begin:end]
+            if piece not in names:
+                names[piece] = _title_spans(lower, piece, context)
+            if any(s <= begin and end <= e for s, e in names[piece]):
+                # A real product's own name, quoted as such: data, recorded but not held against the text.
+                findings.append(
+                    Finding(
+                        "product_name",
+                        f"instruction-like words inside a catalog product name ({f.rule})",
+                        f.start,
+                        f.end,
+                        severity="warn",
+                    )
                 )
-            )
-            continue
+                continue
+        blocked = blocked or f.severity == "block"
         findings.append(f)
     passed = not any(f.severity == "block" for f in findings)
     return Verdict(name, passed, tuple(findings), (time.perf_counter() - start) * 1000)
