@@ -150,7 +150,9 @@ def resolve_suggestion(
     verdict = untrusted.check(ticket.text or "", context)
     note: GuardrailNote | None = None
     if verdict.passed:
-        said = ticket.text or ""
+        # One line, and no quote mark of its own: a line break or a '"' in the ticket must not end the
+        # quotation and start a talking point of the ticket's making.
+        said = " ".join((ticket.text or "").split()).replace('"', "'")
         text, _ = render("support.j2", kind="resolve", ticket=said, date=date, order=order_id or "")
         summary = f"ticket of {date}: {said[:120]}"
     else:
