@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from agent.compose import other_customers
-from guardrails import injection, privacy, untrusted
+from guardrails import injection, output, privacy, untrusted
 from guardrails.base import Finding, RailContext
 from guardrails.brand_config import BrandConfig
 from guardrails.injection import defuse
@@ -368,13 +368,18 @@ def _redact(text: str, findings: Sequence[Finding]) -> str:
     return text
 
 
+_FOREIGN = frozenset({"link_domain", "active_html", "event_handler", "tracking_image"})
+
+
 def _guard(suggestion: Suggestion, context: RailContext) -> tuple[Suggestion | None, GuardrailNote | None]:
     """The suggestion as it may be shown, or None; and what the rails found, if anything.
 
     Personal data in a quoted ticket gets its spans redacted, since the suggestion still stands on its
     evidence; a product suggestion that trips a rail is dropped instead: redacting it would leave a
     suggestion about nothing. Instruction-like text (the injection rail's one policy, under which a real
-    product's name is a name) drops the suggestion whole: trimmed, the rest would still carry it."""
+    product's name is a name) drops the suggestion whole: trimmed, the rest would still carry it. So does a
+    link off the allowed domains or active markup (the output rail), from a catalog title or anywhere else:
+    only the retailer's own links may reach a talking point."""
     rules: list[str] = []
     missing: list[str] = []  # findings with no span to redact
     instructed = False
@@ -386,6 +391,12 @@ def _guard(suggestion: Suggestion, context: RailContext) -> tuple[Suggestion | N
             instructed = True
             rules.extend(f"injection:{f.rule}" for f in blocking)
             text, _ = defuse(text)
+        # Links and markup only: "data:" in plain words ("my data: …") is no script URL in a talking point.
+        unsafe = [f for f in output.check(text, context).findings if f.rule in _FOREIGN]
+        if unsafe:
+            instructed = True
+            rules.extend(f"output:{f.rule}" for f in unsafe)
+            text = _redact(text, unsafe)  # so not even the note repeats the link
         verdict = privacy.check(text, context)
         if verdict.passed:
             return text
@@ -404,7 +415,7 @@ def _guard(suggestion: Suggestion, context: RailContext) -> tuple[Suggestion | N
         why = (
             "a product suggestion is not shown redacted"
             if suggestion.kind == "product"
-            else "instruction-like text is kept out whole"
+            else "instruction-like text or a foreign link is kept out whole"
             if instructed
             else "still unsafe"
         )

@@ -473,3 +473,28 @@ def test_a_hostile_question_is_neutralized_and_that_is_recorded(
     (note,) = [n for n in out.guardrail_notes if n.kind == "question"]
     assert note.action == "neutralized" and "injection:override" in note.rules
     assert "Ignore" not in note.detail
+
+
+def test_a_product_whose_name_carries_a_foreign_link_is_dropped_and_recorded(
+    ticket_store: tuple[Store, str, Event], recommender: HybridRecommender, retailer: Retailer
+) -> None:
+    """Catalog text is untrusted too: a product title with a link off the retailer's domains never reaches a
+    talking point, and the note that records the drop does not repeat the link."""
+    store, cid, _ = ticket_store
+    # Every title planted, so whichever products come up carry the link.
+    store.upsert_items(
+        [i.model_copy(update={"title": f"{i.title} see hearth-deals.example/x"}) for i in store.items()]
+    )
+    planted = HybridRecommender(
+        store,
+        recommender.ranker,
+        settings=recommender.settings,
+        impressions=store.impressions,
+        cold_start=recommender.cold,
+    )
+    out = support_suggestions(store, planted, retailer.brand, cid, "parcel damaged", now=NOW)
+    assert "hearth-deals.example" not in out.model_dump_json()
+    dropped = [n for n in out.guardrail_notes if n.action == "dropped"]
+    assert dropped and all(n.kind == "product" and "output:link_domain" in n.rules for n in dropped)
+    assert all("[redacted: link domain]" in n.title for n in dropped)
+    assert [s.kind for s in out.suggestions][:2] == ["resolve", "offer"]
