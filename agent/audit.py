@@ -33,12 +33,14 @@ def check_fields(verdicts: Sequence[Verdict]) -> dict[str, Any]:
 
 
 def write_fields(result: WriteResult | None, error: str | None) -> dict[str, Any]:
-    """What one call of a writer cost and produced: model, prompts, tokens (total and by kind), error."""
+    """What one call of a writer cost and produced: model, prompts, tokens (total and by kind), what of the
+    catalog data it was given was defused (``neutralized``), error."""
     return {
         "model": result.model if result else None,
         "prompts": [str(p) for p in result.prompts] if result else [],
         "tokens": result.tokens if result else 0,
         "prompt_tokens": result.prompt_tokens if result else 0,
         "completion_tokens": result.completion_tokens if result else 0,
+        "neutralized": list(result.neutralized) if result else [],
         "error": error,
     }

@@ -7,7 +7,7 @@ from guardrails.base import RailContext
 from guardrails.brand_config import BrandConfig
 from prompts import render
 from retrieval.base import Recommender
-from tailor.errors import NotFoundError, TailorError
+from tailor.errors import ConsentError, GuardrailBlockedError, NotFoundError
 from tailor.models import Explanation, ExplanationSentence, Recommendation
 from tailor.settings import Settings
 from tailor.store import Store
@@ -32,7 +32,7 @@ def explain(
     customer = store.get_customer(customer_id)
     item = store.get_item(item_id)
     if not customer.consent.personalization:
-        raise TailorError(
+        raise ConsentError(
             f"customer {customer_id!r} has not agreed to personalization",
             hint="explanations use their data; record consent first",
         )
@@ -63,5 +63,11 @@ def explain(
     explanation = Explanation(customer_id=customer_id, item_id=item_id, sentences=tuple(sentences))
     blocking = failed(check_all(explanation.text, context))
     if blocking:
-        raise TailorError(f"the explanation failed a guardrail: {blocking[0].rule}: {blocking[0].message}")
+        # A refusal, not a fault: the caller is told which rules refused it (a 422, never a 500).
+        raise GuardrailBlockedError(
+            "explanation",
+            tuple(sorted({f.rule for f in blocking})),
+            f"{blocking[0].rule}: {blocking[0].message}",
+            hint="show the recommendation without an explanation",
+        )
     return explanation

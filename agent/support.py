@@ -3,7 +3,12 @@
 Each comes with talking points and the evidence from the customer's own history behind it: real event ids
 (a ticket, a return, an order) or real item ids (a recommendation, a best seller in her country). Three come
 back whenever her history and the catalog hold three well-founded ones; every talking point has been through
-injection neutralization and the privacy rail first, and what a rail changed or dropped is recorded."""
+the injection and privacy rails first, and what a rail changed or dropped is recorded.
+
+A ticket is untrusted text: anyone who can write to the CRM can write one. It is quoted as data, never as
+an instruction and never as the customer's own words (nothing records who wrote it), and only when the
+untrusted-text rail lets it be quoted whole; otherwise it is withheld whole, with a note that says why,
+and the agent is pointed to the ticket itself. Offers come from the retailer configuration alone."""
 
 from __future__ import annotations
 
@@ -14,10 +19,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from agent.compose import other_customers
-from guardrails import privacy
+from guardrails import injection, output, privacy, untrusted
 from guardrails.base import Finding, RailContext
 from guardrails.brand_config import BrandConfig
-from guardrails.injection import detect, neutralize
+from guardrails.injection import defuse
 from prompts import render
 from retrieval.base import Recommender
 from retrieval.rules import ColdStart
@@ -33,6 +38,7 @@ __all__ = [
     "Suggestion",
     "SupportAnswer",
     "history_search",
+    "resolve_suggestion",
     "support_suggestions",
 ]
 
@@ -65,15 +71,17 @@ class Suggestion(BaseModel):
 
 
 class GuardrailNote(BaseModel):
-    """What a rail found in a suggestion before it was returned, and what was done: the offending spans
-    were ``redacted`` (the suggestion still stands on its evidence), or the suggestion was ``dropped`` and
-    the next well-founded one took its place."""
+    """What a rail found before the answer was returned, and what was done: the offending spans were
+    ``redacted`` (the suggestion still stands on its evidence); the suggestion was ``dropped`` and the next
+    well-founded one took its place; a ticket was ``withheld`` whole from the talking points; or the
+    question was ``neutralized`` before it was searched with or echoed. ``detail`` never repeats what was
+    removed."""
 
     model_config = ConfigDict(frozen=True)
 
     kind: str
     title: str
-    action: Literal["redacted", "dropped"]
+    action: Literal["redacted", "dropped", "withheld", "neutralized"]
     rules: tuple[str, ...]
     detail: str
 
@@ -123,6 +131,60 @@ def _ticket(
     return tickets[-1] if tickets else None
 
 
+_WHY_WITHHELD = {
+    "instruction": "reads as an instruction",
+    "link": "carries a link off the shop's domains",
+    "markup": "carries markup",
+    "code": "carries a code",
+    "offer": "names an offer the shop has not configured",
+}
+
+
+def resolve_suggestion(
+    ticket: Event, orders: Sequence[Event], context: RailContext
+) -> tuple[Suggestion, GuardrailNote | None]:
+    """The "resolve" suggestion for a ticket: its text quoted as data when the untrusted-text rail lets it
+    be quoted whole, else withheld whole (with the note that records why), the agent pointed to it."""
+    order_id = ticket.order_id or (orders[-1].order_id if orders else None)
+    date = f"{ticket.timestamp:%Y-%m-%d}"
+    verdict = untrusted.check(ticket.text or "", context)
+    note: GuardrailNote | None = None
+    if verdict.passed:
+        # One line, and no quote mark of its own: a line break or a '"' in the ticket must not end the
+        # quotation and start a talking point of the ticket's making.
+        said = " ".join((ticket.text or "").split()).replace('"', "'")
+        text, _ = render("support.j2", kind="resolve", ticket=said, date=date, order=order_id or "")
+        summary = f"ticket of {date}: {said[:120]}"
+    else:
+        found = sorted({f.rule for f in verdict.findings})
+        why = " and ".join(_WHY_WITHHELD[r] for r in found)
+        text, _ = render(
+            "support.j2",
+            kind="resolve",
+            ticket="",
+            withheld=why,
+            ticket_id=ticket.id,
+            date=date,
+            order=order_id or "",
+        )
+        summary = f"ticket of {date} (not quoted: it {why})"
+        note = GuardrailNote(
+            kind="resolve",
+            title="Resolve the reported problem",
+            action="withheld",
+            rules=tuple(f"untrusted:{r}" for r in found),
+            detail=f"ticket {ticket.id} was kept out of the talking points whole: it {why}",
+        )
+    grounds: tuple[Evidence, ...] = (_event_evidence(ticket, summary),)
+    order = next((o for o in reversed(orders) if ticket.order_id and o.order_id == ticket.order_id), None)
+    if order is not None:
+        grounds += (_event_evidence(order, f"order {order.order_id} on {order.timestamp:%Y-%m-%d}"),)
+    suggestion = Suggestion(
+        kind="resolve", title="Resolve the reported problem", talking_points=_points(text), evidence=grounds
+    )
+    return suggestion, note
+
+
 def _candidates(
     store: Store,
     recommender: Recommender,
@@ -134,33 +196,28 @@ def _candidates(
     now: datetime | None,
     search: HistorySearch | None,
     ask: CatalogAsk | None = None,
+    *,
+    context: RailContext,
+    notes: list[GuardrailNote],
 ) -> list[Suggestion]:
-    """Every well-founded suggestion, best first; each carries evidence or is not made."""
+    """Every well-founded suggestion, best first; each carries evidence or is not made. A ticket withheld
+    from the talking points adds its note to ``notes``."""
     out: list[Suggestion] = []
     orders = [e for e in history if e.kind is EventKind.PURCHASE and e.id]
     returns = [e for e in history if e.kind is EventKind.RETURN and e.id]
     ticket = _ticket(store, customer.id, asked, history, search)
     grounds: tuple[Evidence, ...] = ()
     if ticket is not None:
-        said = neutralize(ticket.text or "")
-        order_id = ticket.order_id or (orders[-1].order_id if orders else None)
-        text, _ = render("support.j2", kind="resolve", ticket=said, order=order_id or "")
-        grounds = (_event_evidence(ticket, f"ticket of {ticket.timestamp:%Y-%m-%d}: {said[:120]}"),)
-        order = next((o for o in reversed(orders) if ticket.order_id and o.order_id == ticket.order_id), None)
-        if order is not None:
-            grounds += (_event_evidence(order, f"order {order.order_id} on {order.timestamp:%Y-%m-%d}"),)
-        out.append(
-            Suggestion(
-                kind="resolve",
-                title="Resolve the reported problem",
-                talking_points=_points(text),
-                evidence=grounds,
-            )
-        )
+        resolve, note = resolve_suggestion(ticket, orders, context)
+        if note is not None:
+            notes.append(note)
+        grounds = resolve.evidence
+        out.append(resolve)
     elif returns or orders:
         latest = max([*returns, *orders], key=lambda e: e.timestamp)
         what = "returned" if latest.kind is EventKind.RETURN else "ordered"
-        text, _ = render("support.j2", kind="resolve", ticket=asked[:200], order=latest.order_id or "")
+        # No ticket: nothing the customer wrote to quote. The agent's own question is not her words.
+        text, _ = render("support.j2", kind="resolve", ticket="", withheld="", order=latest.order_id or "")
         summary = f"{what} {_title(catalog, latest.item_id)} on {latest.timestamp:%Y-%m-%d}"
         if latest.order_id:
             summary += f" (order {latest.order_id})"
@@ -311,19 +368,35 @@ def _redact(text: str, findings: Sequence[Finding]) -> str:
     return text
 
 
+_FOREIGN = frozenset({"link_domain", "active_html", "event_handler", "tracking_image"})
+
+
 def _guard(suggestion: Suggestion, context: RailContext) -> tuple[Suggestion | None, GuardrailNote | None]:
     """The suggestion as it may be shown, or None; and what the rails found, if anything.
 
-    Text the customer or an agent typed (a ticket quoted in a resolve or offer) gets its offending spans
-    redacted, since the suggestion still stands on its evidence; a product suggestion that trips a rail is
-    dropped instead: redacting it would leave a suggestion about nothing."""
+    Personal data in a quoted ticket gets its spans redacted, since the suggestion still stands on its
+    evidence; a product suggestion that trips a rail is dropped instead: redacting it would leave a
+    suggestion about nothing. Instruction-like text (the injection rail's one policy, under which a real
+    product's name is a name) drops the suggestion whole: trimmed, the rest would still carry it. So does a
+    link off the allowed domains or active markup (the output rail), from a catalog title or anywhere else:
+    only the retailer's own links may reach a talking point."""
     rules: list[str] = []
     missing: list[str] = []  # findings with no span to redact
+    instructed = False
 
     def clean(text: str) -> str:
-        if detect(text):
-            rules.extend(f"injection:{f.rule}" for f in detect(text) if f.severity == "block")
-            text = neutralize(text)
+        nonlocal instructed
+        blocking = injection.check(text, context).blocking
+        if blocking:
+            instructed = True
+            rules.extend(f"injection:{f.rule}" for f in blocking)
+            text, _ = defuse(text)
+        # Links and markup only: "data:" in plain words ("my data: …") is no script URL in a talking point.
+        unsafe = [f for f in output.check(text, context).findings if f.rule in _FOREIGN]
+        if unsafe:
+            instructed = True
+            rules.extend(f"output:{f.rule}" for f in unsafe)
+            text = _redact(text, unsafe)  # so not even the note repeats the link
         verdict = privacy.check(text, context)
         if verdict.passed:
             return text
@@ -338,8 +411,14 @@ def _guard(suggestion: Suggestion, context: RailContext) -> tuple[Suggestion | N
         return suggestion, None
     found = tuple(sorted(set(rules)))
     recheck = [privacy.check(t, context) for t in (*points, title, *(e.summary for e in evidence))]
-    if suggestion.kind == "product" or missing or not all(v.passed for v in recheck):
-        why = "a product suggestion is not shown redacted" if suggestion.kind == "product" else "still unsafe"
+    if suggestion.kind == "product" or instructed or missing or not all(v.passed for v in recheck):
+        why = (
+            "a product suggestion is not shown redacted"
+            if suggestion.kind == "product"
+            else "instruction-like text or a foreign link is kept out whole"
+            if instructed
+            else "still unsafe"
+        )
         note = GuardrailNote(
             kind=suggestion.kind, title=title, action="dropped", rules=found, detail=f"dropped: {why}"
         )
@@ -377,10 +456,35 @@ def support_suggestions(
             hint="help them with the standard support script; their consent can be updated with "
             "PUT /v1/customers/ID/consent",
         )
-    asked = neutralize(question)
+    notes: list[GuardrailNote] = []
+    asked, changed = defuse(question)
+    if changed:
+        notes.append(
+            GuardrailNote(
+                kind="question",
+                title="The question",
+                action="neutralized",
+                rules=tuple(sorted({f"injection:{f.rule}" for f in changed})),
+                detail="instruction-like text in the question was replaced by a marker before it was used",
+            )
+        )
     history = store.events(customer.id, until=now, limit=_HISTORY)
     catalog: Mapping[str, Item] = getattr(recommender, "catalog", None) or store.item_map()
-    candidates = _candidates(store, recommender, brand, customer, asked, history, catalog, now, search, ask)
+    quoting = RailContext(customer=customer, catalog=catalog, brand=brand, now=now, purpose="support")
+    candidates = _candidates(
+        store,
+        recommender,
+        brand,
+        customer,
+        asked,
+        history,
+        catalog,
+        now,
+        search,
+        ask,
+        context=quoting,
+        notes=notes,
+    )
     texts = [t for s in candidates for t in (*s.talking_points, *(e.summary for e in s.evidence))]
     context = RailContext(
         customer=customer,
@@ -392,7 +496,6 @@ def support_suggestions(
         purpose="support",
     )
     kept: list[Suggestion] = []
-    notes: list[GuardrailNote] = []
     for candidate in candidates:
         if len(kept) >= _WANTED:
             break

@@ -16,7 +16,7 @@ import openai
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from guardrails.brand_config import BrandConfig
-from guardrails.injection import neutralize
+from guardrails.injection import defuse
 from prompts import PromptRef, render
 from tailor.errors import LLMError, LLMOutputError, LLMTimeoutError
 from tailor.models import Evidence
@@ -74,6 +74,8 @@ class WriteResult:
     tokens: int = 0  # total, as the endpoint counted it
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # What was defused in the data given to the model, as "ITEM:field:rule": recorded, never silent.
+    neutralized: tuple[str, ...] = ()
 
 
 class Writer(Protocol):
@@ -128,7 +130,30 @@ class OpenAIWriter:
         return self._prompt(request, brand)[0]
 
     def _prompt(self, request: CopyRequest, brand: BrandConfig) -> tuple[str, PromptRef]:
-        return render(
+        text, ref, _ = self._prompt_defused(request, brand)
+        return text, ref
+
+    def _prompt_defused(
+        self, request: CopyRequest, brand: BrandConfig
+    ) -> tuple[str, PromptRef, tuple[str, ...]]:
+        changed: list[str] = []
+
+        def data(item_id: str, field_name: str, text: str) -> str:
+            safe, found = defuse(text)
+            changed.extend(f"{item_id}:{field_name}:{f.rule}" for f in found if f.severity == "block")
+            return safe
+
+        # Catalog text is data from outside: defused before it reaches the model, inside the DATA block.
+        products = [
+            {
+                "item_id": p.item_id,
+                "title": data(p.item_id, "title", p.title),
+                "category": data(p.item_id, "category", p.category),
+                "facts": data(p.item_id, "facts", p.facts),
+            }
+            for p in request.products
+        ]
+        text, ref = render(
             "email_copy.llm.j2",
             tone=brand.tone,
             brand_name=brand.name,
@@ -138,21 +163,13 @@ class OpenAIWriter:
             subject_max_chars=brand.subject_max_chars,
             first_name=request.first_name,
             action=request.action.replace("_", " "),
-            # Catalog text is data from outside: defused before it reaches the model, inside the DATA block.
-            products=[
-                {
-                    "item_id": p.item_id,
-                    "title": neutralize(p.title),
-                    "category": neutralize(p.category),
-                    "facts": neutralize(p.facts),
-                }
-                for p in request.products
-            ],
+            products=products,
             findings=request.findings,
         )
+        return text, ref, tuple(changed)
 
     def write_email(self, request: CopyRequest, brand: BrandConfig) -> WriteResult:
-        prompt, ref = self._prompt(request, brand)
+        prompt, ref, changed = self._prompt_defused(request, brand)
         extra: dict[str, Any] = {}
         if self.settings.llm_json_schema:
             # A small model rarely writes the right JSON unaided; llama.cpp constrains it with this schema.
@@ -180,7 +197,8 @@ class OpenAIWriter:
         n_prompt = int(getattr(usage, "prompt_tokens", None) or 0)
         n_completion = int(getattr(usage, "completion_tokens", None) or 0)
         total = int(getattr(usage, "total_tokens", None) or 0) or n_prompt + n_completion
-        return WriteResult(parse_copy(content, request), (ref,), self.model, total, n_prompt, n_completion)
+        copy = parse_copy(content, request)
+        return WriteResult(copy, (ref,), self.model, total, n_prompt, n_completion, neutralized=changed)
 
 
 def copy_schema(request: CopyRequest, brand: BrandConfig) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -22,6 +24,7 @@ DEFAULT_RAILS: tuple[tuple[str, RailFn], ...] = (
     ("output", output.check),
 )
 _TAKES_PART = {"brand", "privacy", "output"}
+_TAG = re.compile(r"<[^<>]*>")
 
 
 def _run(
@@ -85,8 +88,10 @@ def check_email(parts: Mapping[str, str], context: RailContext, *, budget_ms: fl
 
     Free-text parts go through every text rail; the assembled plain body is checked for grounding, the
     footer and leaks (minus the template's own footer); the HTML body for its footer and safe output.
-    The bodies travel in ``context.extra`` (``body_text``, ``body_html``), so the subject can be held to
-    what the body says."""
+    The injection rail reads every part, the bodies included (the HTML one as its reader sees it): one
+    policy for all the text, so a product title is held to the same rule in the subject as in the third
+    product line. The bodies travel in ``context.extra`` (``body_text``, ``body_html``), so the subject
+    can be held to what the body says."""
     rails = dict(DEFAULT_RAILS)
     bodies = {k: parts[k] for k in ("body_text", "body_html") if k in parts}
     if bodies:
@@ -94,7 +99,9 @@ def check_email(parts: Mapping[str, str], context: RailContext, *, budget_ms: fl
     verdicts: list[Verdict] = [_run("consent", rails["consent"], "", context, None, budget_ms)]
     for part, text in parts.items():
         if part == "body_html":
+            seen = html.unescape(_TAG.sub(" ", text))
             verdicts.append(_run("brand", rails["brand"], text, context, part, budget_ms))
+            verdicts.append(_run("injection", rails["injection"], seen, context, part, budget_ms))
             verdicts.append(_run("output", rails["output"], text, context, part, budget_ms))
         elif part == "body_text":
             footer = str(context.extra.get("footer", ""))
@@ -102,6 +109,7 @@ def check_email(parts: Mapping[str, str], context: RailContext, *, budget_ms: fl
             verdicts.append(_run("grounding", rails["grounding"], body, context, part, budget_ms))
             verdicts.append(_run("brand", rails["brand"], text, context, part, budget_ms))
             verdicts.append(_run("privacy", rails["privacy"], body, context, part, budget_ms))
+            verdicts.append(_run("injection", rails["injection"], body, context, part, budget_ms))
             verdicts.append(_run("output", rails["output"], text, context, part, budget_ms))
         else:
             for name in ("grounding", "brand", "privacy", "injection", "output"):

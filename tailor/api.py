@@ -30,6 +30,7 @@ from tailor.errors import (
     ConflictError,
     ConsentError,
     DataError,
+    GuardrailBlockedError,
     GuardrailError,
     NotFoundError,
     RecordError,
@@ -91,6 +92,7 @@ _TAILOR_STATUS: tuple[tuple[type[TailorError], int, str], ...] = (
     (ConflictError, 409, "conflict"),
     (BackendError, 503, "backend_unavailable"),
     (GuardrailError, 503, "guardrail_failed"),
+    (GuardrailBlockedError, 422, "guardrail_blocked"),
 )
 
 
@@ -407,6 +409,10 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
                 field = exc.field if isinstance(exc, RecordError) else None
                 if status >= 500:
                     log.warning("backend error on %s: %s", request.url.path, type(exc).__name__)
+                if isinstance(exc, GuardrailBlockedError):
+                    # The refusal's reason, as data a client can act on, beside the message.
+                    body = {"code": code, "message": str(exc), "field": None, "rules": list(exc.rules)}
+                    return JSONResponse({"error": body}, status_code=status)
                 return _error(status, code, str(exc), field)
         log.error("unmapped error on %s: %s", request.url.path, type(exc).__name__)
         return _error(500, "internal_error", str(exc))
@@ -709,8 +715,15 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
     async def suggestions(request: Request, key: Support, body: SupportIn) -> dict[str, Any]:
         st = _state(request)
         answer = await run_in_threadpool(st.facade.support, body.customer_id, body.question)
-        st.ops.audit("support", key_id=key.id, customer_id=body.customer_id, detail={})
         dumped = answer.model_dump(mode="json") if isinstance(answer, BaseModel) else dict(answer)
+        # What the rails withheld, redacted, dropped or neutralized goes into the audit trace too: the
+        # rules and actions only, never the text that was removed.
+        notes = [
+            {k: n.get(k) for k in ("kind", "action", "rules")} for n in dumped.get("guardrail_notes", ())
+        ]
+        st.ops.audit(
+            "support", key_id=key.id, customer_id=body.customer_id, detail={"guardrail_notes": notes}
+        )
         return dict(dumped)
 
     app.add_middleware(_Shell, max_body=settings.api_max_body_bytes, metrics=metrics)

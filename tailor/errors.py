@@ -13,7 +13,8 @@
     │   └── LLMError                 an OpenAI-compatible endpoint
     │       ├── LLMTimeoutError      it did not answer in time
     │       └── LLMOutputError       it answered, but not with usable output (the model is up)
-    └── GuardrailError               a rail itself failed (the output is then blocked: fail closed)
+    ├── GuardrailError               a rail itself failed (the output is then blocked: fail closed)
+    └── GuardrailBlockedError        the rails refused an output (a typed refusal, with its rules)
 
 A refusal (no consent, nothing worth sending) is an outcome, not an error: see ``tailor.models.Refusal``.
 """
@@ -27,6 +28,7 @@ __all__ = [
     "ConsentError",
     "DataError",
     "EmbeddingError",
+    "GuardrailBlockedError",
     "GuardrailError",
     "LLMError",
     "LLMOutputError",
@@ -124,3 +126,14 @@ class GuardrailError(TailorError):
     def __init__(self, rail: str, message: str) -> None:
         super().__init__(f"guardrail {rail!r} failed: {message}")
         self.rail = rail
+
+
+class GuardrailBlockedError(TailorError):
+    """The rails worked and refused what was asked for: an answer about the request (HTTP 422), not a
+    fault of the service. ``rules`` names what they found, ``what`` the output that was refused."""
+
+    def __init__(self, what: str, rules: tuple[str, ...], detail: str, *, hint: str | None = None) -> None:
+        super().__init__(f"the {what} was refused by a guardrail ({', '.join(rules)}): {detail}", hint=hint)
+        self.what = what
+        self.rules = rules
+        self.detail = detail

@@ -98,6 +98,11 @@ def print_support(console: Console, answer: Any) -> None:
         evidence = "; ".join(e.summary for e in suggestion.evidence) or "no evidence"
         body.append(f"evidence: {evidence}", style="dim")
         console.print(Panel(body, title=f"{n}. {suggestion.title}"))
+    # What the rails withheld, redacted, dropped or neutralized is shown too: nothing changes silently.
+    for note in getattr(answer, "guardrail_notes", ()):
+        console.print(
+            f"[dim]guardrail: {note.action} {note.kind} ({', '.join(note.rules)}): {note.detail}[/]"
+        )
 
 
 def run_demo(

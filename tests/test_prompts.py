@@ -131,9 +131,31 @@ def test_llm_prompt_snapshot_keeps_catalog_text_inside_the_data_block() -> None:
 def test_explanation_and_support_snapshots() -> None:
     ev = Evidence(kind="repeat_purchase", summary="bought 4 times, last on 2011-11-02")
     expl, _ = render("explanation.j2", e=ev, title="Heart Holder")
-    sup, _ = render("support.j2", kind="resolve", ticket="My mug arrived broken", order="536365")
+    sup, _ = render(
+        "support.j2", kind="resolve", ticket="My mug arrived broken", date="2011-12-01", order="536365"
+    )
     # A refund or ticket with no order id: "their last order", not "order their last order".
-    no_order, _ = render("support.j2", kind="resolve", ticket="Where is my parcel?", order="")
-    snapshot("explanation_support.txt", expl + "---\n" + sup + "---\n" + no_order)
+    no_order, _ = render(
+        "support.j2", kind="resolve", ticket="Where is my parcel?", date="2011-12-01", order=""
+    )
+    withheld, _ = render(
+        "support.j2",
+        kind="resolve",
+        ticket="",
+        withheld="reads as an instruction",
+        ticket_id="e1",
+        date="2011-12-01",
+        order="536365",
+    )
+    asked, _ = render("support.j2", kind="resolve", ticket="", withheld="", order="536365")
+    snapshot(
+        "explanation_support.txt",
+        "---\n".join((expl, sup, no_order, withheld, asked)),
+    )
     assert "bought 4 times" in expl and "536365" in sup
     assert "for their last order." in no_order and "order their" not in no_order
+    # A ticket is quoted as data; nothing is ever called the customer's own words (nothing says who wrote it).
+    for text in (sup, no_order, withheld, asked):
+        assert "own words" not in text
+    assert '"My mug arrived broken"' in sup and "not as an instruction" in sup
+    assert "Read ticket e1" in withheld and '"' not in withheld
