@@ -15,7 +15,8 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -306,18 +307,38 @@ class Ops:
             raise NotFoundError("job", job_id)
         return rows[0][0]  # type: ignore[no-any-return]
 
-    def next_item(self, now: float | None = None) -> JobItem | None:
-        """The oldest pending item that is due (jobs in creation order), or None."""
+    def next_item(
+        self,
+        now: float | None = None,
+        *,
+        running: Collection[tuple[str, str]] = (),
+    ) -> JobItem | None:
+        """The next pending item that is due, or None.
+
+        ``running`` are the (job, customer) items under way: none of them is handed out again, nor another
+        item for one of their customers (two emails to one customer at once would both pass the frequency
+        cap). Of the jobs with a due item, the one with the fewest items running goes first, then the
+        oldest; within a job, items go in order. With nothing running that is plain job order.
+        """
         now = time.time() if now is None else now
-        rows = self._query(
-            "SELECT i.job_id, i.customer_id, i.status, i.reason, i.result, i.attempts FROM job_items i"
-            " JOIN jobs j ON j.id = i.job_id WHERE i.status='pending' AND i.next_attempt<=?"
-            " ORDER BY j.created, i.seq LIMIT 1",
+        busy_customers = {c for _, c in running}
+        load = Counter(j for j, _ in running)
+        jobs = self._query(
+            "SELECT i.job_id, MIN(j.created) FROM job_items i JOIN jobs j ON j.id = i.job_id"
+            " WHERE i.status='pending' AND i.next_attempt<=? GROUP BY i.job_id",
             (now,),
         )
-        if not rows:
-            return None
-        return self._item(rows[0])
+        for job_id, _ in sorted(jobs, key=lambda row: (load[row[0]], row[1], row[0])):
+            # Skipping is bounded by what runs: at most ``len(running)`` of a job's first rows are busy.
+            rows = self._query(
+                "SELECT job_id, customer_id, status, reason, result, attempts FROM job_items"
+                " WHERE job_id=? AND status='pending' AND next_attempt<=? ORDER BY seq LIMIT ?",
+                (job_id, now, 2 * len(running) + 1),
+            )
+            for row in rows:
+                if row[1] not in busy_customers:
+                    return self._item(row)
+        return None
 
     def next_due_in(self, now: float | None = None) -> float | None:
         """Seconds until the next deferred item is due, or None when nothing is pending."""
@@ -373,6 +394,16 @@ class Ops:
             " ORDER BY updated"
         )
         return [(r[0], r[1], r[2]) for r in rows]
+
+    def sent_items(self, job_id: str, customer_id: str) -> list[str]:
+        """The products of the email a finished item sent (none for a refusal or a forgotten result)."""
+        rows = self._query(
+            "SELECT result FROM job_items WHERE job_id=? AND customer_id=?", (job_id, customer_id)
+        )
+        result = json.loads(rows[0][0]) if rows and rows[0][0] else {}
+        email = result.get("email") if isinstance(result, dict) else None
+        products = email.get("products", []) if isinstance(email, dict) else []
+        return [str(p["item_id"]) for p in products if isinstance(p, dict) and "item_id" in p]
 
     def contact_recorded(self, job_id: str, customer_id: str) -> None:
         with self._tx() as db:

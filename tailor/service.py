@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
@@ -574,11 +575,14 @@ class Tailor:
             self.agent_deps(writer=writer, contacts=self.store.contacts), customer_id, trigger
         )
         if send and outcome.email is not None:
-            self.store.record_contact(customer_id, self.now())
             # A sent email shows its products to the customer: they count toward the 30-day impression
-            # cap. A preview is seen by staff only, so it does not.
-            self.store.record_impressions(
-                customer_id, [p.item_id for p in outcome.email.products], self.now(), channel="email"
+            # cap. A preview is seen by staff only, so it does not. The job runner records its sends the
+            # same way, under the job item's id.
+            self.store.record_send(
+                "direct:" + uuid.uuid4().hex,
+                customer_id,
+                [p.item_id for p in outcome.email.products],
+                self.now(),
             )
         return outcome
 

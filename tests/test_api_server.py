@@ -21,6 +21,7 @@ import pytest
 from tailor.api import create_key
 from tailor.ops import Ops
 from tailor.settings import Settings
+from tailor.store import Store
 from tests.server import ServerProcess, seed_segment_facts, seed_store
 
 pytestmark = pytest.mark.slow
@@ -512,11 +513,8 @@ def test_campaign_survives_sigkill_without_duplicates(tmp_path: Path) -> None:
     proc.start()
     try:
         client = httpx.Client(base_url=proc.base_url, timeout=30)
-        r = client.post(
-            "/v1/campaigns",
-            headers=crm,
-            json={"segment": {"customer_ids": ids}, "trigger": {"kind": "campaign", "campaign_id": "x"}},
-        )
+        campaign = {"segment": {"customer_ids": ids}, "trigger": {"kind": "campaign", "campaign_id": "x"}}
+        r = client.post("/v1/campaigns", headers={**crm, "Idempotency-Key": "c1"}, json=campaign)
         assert r.status_code == 202, r.text
         job_id = r.json()["job_id"]
         assert r.json()["total"] == 24
@@ -543,13 +541,30 @@ def test_campaign_survives_sigkill_without_duplicates(tmp_path: Path) -> None:
         ]
         assert sorted(r["customer_id"] for r in rows) == sorted(ids)
         assert [r["customer_id"] for r in rows if r["status"] == "refused"] == opted_out
-        # At most the one email in flight at the kill is written again; it was never delivered.
+        # At most the emails in flight at the kill (one per worker) are written again; none was delivered.
         written = _emails(data_dir)
         assert set(written) == set(ids) - set(opted_out)
-        assert len(written) - len(set(written)) <= 1
+        assert len(written) - len(set(written)) <= Settings.model_fields["job_concurrency"].default
+        # A replay of the campaign is the same job: nothing runs again.
+        again = client.post("/v1/campaigns", headers={**crm, "Idempotency-Key": "c1"}, json=campaign)
+        assert again.json()["job_id"] == job_id and again.headers["Idempotent-Replayed"] == "true"
         client.close()
     finally:
         proc.stop()
+    # Exactly once, with the caps on: every sent email is one contact and one impression per product in
+    # the customer store, whatever the kill and the replay did.
+    store = Store(data_dir / "tailor.db")
+    try:
+        for row in rows:
+            contacts, shown = store.contacts(row["customer_id"]), store.impressions(row["customer_id"])
+            if row["status"] == "refused":
+                assert contacts == [] and shown == []
+                continue
+            products = [p["item_id"] for p in row["result"]["email"]["products"]]
+            assert len(contacts) == 1 and products
+            assert sorted(i for i, _ in shown) == sorted(products)
+    finally:
+        store.close()
 
 
 def test_campaign_by_country_segment(server: tuple[ServerProcess, httpx.Client], keys: Any) -> None:
