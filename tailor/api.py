@@ -19,7 +19,7 @@ import httpx
 from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -38,7 +38,7 @@ from tailor.errors import (
 from tailor.jobs import Facade, JobRunner, TriggerSpec, check_callback_url
 from tailor.logs import describe, quiet_libraries
 from tailor.metrics import Metrics
-from tailor.models import MAX_ID_LENGTH, Consent, Customer, Event
+from tailor.models import MAX_ID_LENGTH, Consent, Customer, Event, refuse_control
 from tailor.ops import ApiKey, Ops, body_hash
 from tailor.segment import from_segment, is_segment
 from tailor.settings import Settings
@@ -99,10 +99,17 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Free text in a request body: bounded (each field's limit is named in its 422) and free of control and
+# bidirectional formatting characters, which are refused as in ``tailor.models`` (see ``refuse_control``).
+_Clean = AfterValidator(refuse_control)
+_Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH), _Clean]
+_Url = Annotated[str, Field(max_length=2000), _Clean]
+
+
 class EmailTriggerIn(_In):
-    customer_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    customer_id: _Id
     trigger: TriggerSpec
-    callback_url: str | None = Field(None, max_length=2000)
+    callback_url: _Url | None = None
 
 
 class SegmentIn(Audience):
@@ -112,20 +119,20 @@ class SegmentIn(Audience):
 class CampaignIn(_In):
     segment: SegmentIn
     trigger: TriggerSpec = TriggerSpec(kind="campaign")
-    callback_url: str | None = Field(None, max_length=2000)
+    callback_url: _Url | None = None
 
 
 class SupportIn(_In):
-    customer_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
-    question: str = Field(min_length=1, max_length=4000)
+    customer_id: _Id
+    question: Annotated[str, Field(min_length=1, max_length=4000), _Clean]
 
 
 class FeedbackIn(_In):
-    customer_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    customer_id: _Id
     signal: Literal["open", "click", "purchase", "unsubscribe", "complaint", "thumbs_up", "thumbs_down"]
-    item_id: str | None = Field(None, max_length=MAX_ID_LENGTH)
-    job_id: str | None = Field(None, max_length=100)
-    note: str | None = Field(None, max_length=2000)
+    item_id: _Id | None = None
+    job_id: Annotated[str, Field(max_length=100), _Clean] | None = None
+    note: Annotated[str, Field(max_length=2000), _Clean] | None = None
 
 
 class EventsIn(_In):

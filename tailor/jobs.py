@@ -26,17 +26,26 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from tailor import budget
 from tailor.errors import BackendError, DataError, NotFoundError, TailorError
 from tailor.logs import describe
 from tailor.metrics import Metrics, record_outcome
-from tailor.models import Customer, Email, Event, Explanation, Recommendation, Refusal
+from tailor.models import (
+    MAX_ID_LENGTH,
+    Customer,
+    Email,
+    Event,
+    Explanation,
+    Recommendation,
+    Refusal,
+    refuse_control,
+)
 from tailor.ops import JobItem, Ops
 from tailor.settings import Settings
 from tailor.store import Store
@@ -55,8 +64,10 @@ class TriggerSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["campaign", "abandoned_cart", "browse", "support_contact", "win_back"]
-    campaign_id: str | None = Field(None, max_length=200)
-    item_ids: list[str] = Field(default_factory=list, max_length=50)
+    campaign_id: Annotated[str, AfterValidator(refuse_control)] | None = Field(None, max_length=200)
+    item_ids: list[
+        Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(refuse_control)]
+    ] = Field(default_factory=list, max_length=50)
 
 
 class EmailOutcomeLike(Protocol):
