@@ -30,6 +30,7 @@ from tailor.errors import (
     ConflictError,
     ConsentError,
     DataError,
+    ForgottenError,
     GuardrailError,
     NotFoundError,
     RecordError,
@@ -87,6 +88,7 @@ _TAILOR_STATUS: tuple[tuple[type[TailorError], int, str], ...] = (
     (ConsentError, 403, "consent_required"),
     (RecordError, 422, "invalid_record"),
     (DataError, 422, "invalid_data"),
+    (ForgottenError, 410, "forgotten"),
     (NotFoundError, 404, "not_found"),
     (ConflictError, 409, "conflict"),
     (BackendError, 503, "backend_unavailable"),
@@ -411,7 +413,7 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
     async def _tailor_error(request: Request, exc: TailorError) -> JSONResponse:
         for kind, status, code in _TAILOR_STATUS:
             if isinstance(exc, kind):
-                field = exc.field if isinstance(exc, RecordError) else None
+                field = exc.field if isinstance(exc, RecordError | ForgottenError) else None
                 if status >= 500:
                     log.warning("backend error on %s: %s", request.url.path, type(exc).__name__)
                 return _error(status, code, str(exc), field)
@@ -541,6 +543,8 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
         if body.callback_url:
             check_callback_url(body.callback_url, st.settings.callback_hosts)
         if not await run_in_threadpool(st.facade.store.has_customer, body.customer_id):
+            if await run_in_threadpool(st.ops.forgotten, [body.customer_id]):
+                raise ForgottenError([body.customer_id], field="customer_id")
             raise NotFoundError("customer", body.customer_id)
         spec = body.model_dump(mode="json")
         # Scoped to the API key, as jobs are (``_own_job``): a replay never hands one key's job to another.
@@ -577,6 +581,7 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
         st = _state(request)
         if body.callback_url:
             check_callback_url(body.callback_url, st.settings.callback_hosts)
+        await run_in_threadpool(_refuse_forgotten, st, body.segment.customer_ids or [])
         ids = await run_in_threadpool(_resolve_segment, st, body.segment)
         if not ids:
             raise RecordError("the segment matches no customer", source="body", field="segment")
@@ -657,9 +662,10 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
         # Rows, ids and vectors went above; the item-level aggregates lose the customer's share at a refit.
         start = _facade_method(st.facade, "refit_in_background")
         refit = start() if st.settings.refit_after_forget and start is not None else "off"
-        st.ops.audit(
-            "forget", key_id=key.id, customer_id=customer_id, detail={"deleted": deleted, "refit": refit}
-        )
+        # Under the tombstone: the audit says that a customer was forgotten, and by which key, not who.
+        tomb = st.ops.tombstone(customer_id)
+        st.ops.audit("forget", key_id=key.id, customer_id=tomb, detail={"deleted": deleted, "refit": refit})
+        st.ops.checkpoint()
         return {"customer_id": customer_id, "deleted": deleted, "refit": refit}
 
     @app.get("/v1/model", tags=["crm"])
@@ -766,6 +772,15 @@ def _known_customers(st: _State, ids: list[str]) -> dict[str, Customer]:
         if st.facade.store.has_customer(cid):
             out[cid] = st.facade.store.get_customer(cid)
     return out
+
+
+def _refuse_forgotten(st: _State, customer_ids: list[str]) -> None:
+    """A campaign naming a forgotten customer (who is not a customer again) is refused whole: queued, it
+    would store their id again, in its spec and its items."""
+    unknown = [c for c in dict.fromkeys(customer_ids) if not st.facade.store.has_customer(c)]
+    gone = st.ops.forgotten(unknown)
+    if gone:
+        raise ForgottenError(gone, field=f"segment.customer_ids.{customer_ids.index(gone[0])}")
 
 
 def _resolve_segment(st: _State, segment: SegmentIn) -> list[str]:

@@ -277,6 +277,15 @@ def forget(
     def body() -> None:
         with _tailor(data_dir) as t:
             deleted = t.forget(customer)
+            if t.settings.ops_path.exists():
+                # The HTTP service's jobs, feedback and audit: the id goes there too (a tombstone stays).
+                from tailor.ops import Ops
+
+                ops = Ops(t.settings.ops_path)
+                try:
+                    deleted.update({f"ops_{k}": v for k, v in ops.forget(customer).items()})
+                finally:
+                    ops.close()
             out_doc: dict[str, Any] = {"deleted": deleted}
             if refit:
                 out_doc["refit"] = t.refit()

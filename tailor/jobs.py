@@ -294,6 +294,8 @@ class JobRunner:
             key_id=None,
             customer_id=item.customer_id,
             detail={"job_id": item.job_id, "reason": reason},
+            # Not once the customer was forgotten meanwhile: the row would store their id again.
+            item=(item.job_id, item.customer_id),
         )
 
     def _finish(

@@ -209,6 +209,9 @@ class Store:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        # Deleted rows are overwritten with zeros, not left in free pages: a forgotten customer's rows must
+        # not survive in the file (``delete_customer``).
+        self._db.execute("PRAGMA secure_delete=ON")
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -540,7 +543,8 @@ class Store:
 
     # -- lifecycle -------------------------------------------------------------------------------
     def delete_customer(self, customer_id: str) -> dict[str, int]:
-        """Forget a customer: their profile and every event. Returns what was deleted."""
+        """Forget a customer: their profile, every event, contact, impression and send, overwritten in the
+        file (``secure_delete``) and checkpointed out of the write-ahead log. Returns what was deleted."""
         with self.transaction() as db:
             n_events = db.execute("DELETE FROM events WHERE customer_id=?", (customer_id,)).rowcount
             n_customers = db.execute("DELETE FROM customers WHERE id=?", (customer_id,)).rowcount
@@ -548,12 +552,21 @@ class Store:
             n_shown = db.execute("DELETE FROM impressions WHERE customer_id=?", (customer_id,)).rowcount
             db.execute("DELETE FROM sends WHERE customer_id=?", (customer_id,))
             _count_change(db, "forgotten", n_customers)
+        # The old pages are still in the write-ahead log until a checkpoint copies the zeroed ones over.
+        self.checkpoint()
         return {
             "customers": n_customers,
             "events": n_events,
             "contacts": n_contacts,
             "impressions": n_shown,
         }
+
+    def checkpoint(self) -> bool:
+        """Copy the write-ahead log into the database file and empty it. False when a reader (another
+        process) kept it from finishing; the next checkpoint finishes it."""
+        with self._lock:
+            busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        return not busy
 
     def counts(self) -> dict[str, int]:
         return {t: self._query(f"SELECT COUNT(*) FROM {t}")[0][0] for t in ("items", "customers", "events")}
