@@ -338,13 +338,22 @@ class Tailor:
             "forgotten_since_fit": since["forgotten"],
             "stale": (
                 not saved
-                or self.store.get_meta("ranker_fingerprint") != self.store.get_meta("import_fingerprint")
+                or self.store.get_meta("ranker_fingerprint") != self._ranker_input()
                 or any(since.values())
             ),
             "refitting": self.refits.running,
             "refits": self.refits.done,
             "last_error": self.refits.error,
         }
+
+    def _ranker_input(self) -> Any:
+        """What the ranker is fitted on, as the last import left it (``tailor.importer.ranker_input``): a
+        change to an item's description alone does not change it. A store imported before that fingerprint
+        existed has the import's own."""
+        from tailor.importer import RANKER_INPUT
+
+        value = self.store.get_meta(RANKER_INPUT)
+        return value if value is not None else self.store.get_meta("import_fingerprint")
 
     def refit(self, *, isolated: bool = False) -> dict[str, Any]:
         """Fit the ranker anew on the store's purchases and swap it in; one fit at a time.
@@ -362,7 +371,7 @@ class Tailor:
 
         self.store.require_data()
         seen = self.store.changes()
-        fingerprint = self.store.get_meta("import_fingerprint")
+        fingerprint = self._ranker_input()
         started = time.perf_counter()
         vectors = item_text_vectors(self.store.items(), self.embedder)
         ranker = self._fit_in_child(vectors) if isolated else self._fit_here(vectors)
