@@ -356,7 +356,15 @@ class Email(_Model):
     body_text: str
     body_html: str
     products: tuple[EmailProduct, ...]
-    writer: str
+    writer: str = Field(
+        description="Who wrote the free text: one writer, or '<writer>+template' when the template writer"
+        " stood in for the parts in fallback_parts ('template' when it wrote them all)."
+    )
+    part_writers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Each free-text part (subject, preheader, intro, reason:<item>)"
+        " and the writer that wrote it.",
+    )
     fallback_parts: tuple[str, ...] = ()
 
 
