@@ -299,6 +299,28 @@ class _State:
         self.metrics = metrics
         self.runner = JobRunner(facade, ops, settings, metrics)
         self.buckets = TokenBuckets(settings.api_rate_per_s, settings.api_rate_burst)
+        self.warm = threading.Event()
+        self.warm_up: dict[str, Any] = {}
+
+    def start_warm_up(self) -> None:
+        """Warm the facade on a thread (``Tailor.warm_up``): the server answers ``/healthz`` at once, and
+        ``/readyz`` says ready only once it is done. A failed warm-up is logged and ends the wait: the
+        checks then say what is down."""
+        warm = _facade_method(self.facade, "warm_up")
+        if warm is None:
+            self.warm.set()
+            return
+
+        def run() -> None:
+            try:
+                self.warm_up = {"seconds": dict(warm())}
+            except Exception as exc:
+                log.warning("warm-up failed: %s", describe(exc))
+                self.warm_up = {"error": type(exc).__name__}
+            finally:
+                self.warm.set()
+
+        threading.Thread(target=run, name="tailor-warm-up", daemon=True).start()
 
 
 def _state(request: Request) -> _State:
@@ -383,6 +405,7 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
         ops = Ops(settings.ops_path)
         state = _State(settings, the_facade, ops, metrics)
         app.state.tailor = state
+        state.start_warm_up()
         if run_jobs:
             # Picks up whatever a previous process left pending: that is what makes jobs resumable.
             state.runner.start()
@@ -451,8 +474,15 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"], responses={503: {"description": "a backend is unreachable"}})
+    @app.get(
+        "/readyz",
+        tags=["ops"],
+        responses={503: {"description": "down (a backend is unreachable) or still warming up"}},
+    )
     async def readyz(request: Request) -> JSONResponse:
+        """``status``: ``ready``; ``degraded`` (200: the model endpoint is down and the template writer
+        serves, ``mode: fallback``); ``warming`` (503: loading models before the first request); ``down``
+        (503: the store or Qdrant is unreachable, or the model is and emails wait for it, ``mode: defer``)."""
         st = _state(request)
         try:
             checks = dict(await run_in_threadpool(st.facade.health))
@@ -461,8 +491,19 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
             checks = {"store": False, "qdrant": False}
         if st.settings.writer == "openai" and "llm" not in checks:
             checks["llm"] = await _probe_llm(st.settings)
-        ready = all(checks.values())
-        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+        body: dict[str, Any] = {"checks": checks, "warm": st.warm.is_set(), "warm_up": st.warm_up}
+        if not all(ok for name, ok in checks.items() if name != "llm"):
+            body["status"] = "down"
+        elif not st.warm.is_set():
+            body["status"] = "warming"
+        elif not checks.get("llm", True):
+            # The model is not needed to serve when the template writer stands in for it.
+            body["mode"] = st.settings.llm_unavailable
+            body["status"] = "degraded" if st.settings.llm_unavailable == "fallback" else "down"
+        else:
+            body["status"] = "ready"
+        body["ready"] = body["status"] in ("ready", "degraded")
+        return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
     async def metrics_text(request: Request) -> PlainTextResponse:

@@ -707,6 +707,46 @@ def test_llm_timeout_with_fallback_uses_the_template_writer(tmp_path: Path) -> N
         llm.close()
 
 
+def test_readiness_tells_degraded_fallback_from_down(tmp_path: Path) -> None:
+    """The model endpoint is down. With the fallback, the template writer serves every email: 200,
+    ``degraded``. With ``defer``, emails wait for the model: 503, ``down``. Qdrant and the store up."""
+    data_dir = tmp_path / "data"
+    seed_store(data_dir)
+    llm = ScriptedHTTP(models_status=500)
+    try:
+        for mode, code, status in (("fallback", 200, "degraded"), ("defer", 503, "down")):
+            with _llm_server(data_dir, llm, mode) as proc, httpx.Client(base_url=proc.base_url) as client:
+                _wait(lambda: client.get("/readyz").json()["warm"])
+                ready = client.get("/readyz")
+                assert ready.status_code == code, ready.text
+                body = ready.json()
+                assert (body["status"], body["mode"], body["ready"]) == (status, mode, code == 200)
+                assert body["checks"] == {"store": True, "qdrant": True, "llm": False}
+                llm.models_status = 200
+                assert client.get("/readyz").json()["status"] == "ready"
+                llm.models_status = 500
+    finally:
+        llm.close()
+
+
+def test_readiness_waits_for_the_warm_up(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    seed_store(data_dir)
+    gate = tmp_path / "warm.go"
+    with (
+        ServerProcess(data_dir, {"TAILOR_TEST_WARM_GATE": str(gate)}) as proc,
+        httpx.Client(base_url=proc.base_url) as client,
+    ):
+        assert client.get("/healthz").status_code == 200, "alive while warming"
+        warming = client.get("/readyz")
+        assert warming.status_code == 503 and warming.json()["status"] == "warming"
+        assert warming.json()["checks"]["store"] is True
+        gate.touch()
+        _wait(lambda: client.get("/readyz").status_code == 200)
+        ready = client.get("/readyz").json()
+        assert ready["status"] == "ready" and ready["warm_up"] == {"seconds": {"scripted": 0.0}}
+
+
 def test_jobs_are_visible_to_their_key_only(server: tuple[ServerProcess, httpx.Client], keys: Any) -> None:
     proc, client = server
     crm, _ = keys
