@@ -7,6 +7,8 @@ at once with 202 and a job id, and run by ``tailor.jobs.JobRunner``.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import math
 import threading
@@ -395,6 +397,12 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
         owned = facade is None
         if facade is None:
             from tailor.service import Tailor
+
+            # torch whole before the first request: scipy looks torch up in sys.modules on array operations,
+            # and a request doing one while the warm-up (or another request) is half way through importing
+            # it (the embedding model's first load) failed with a 500 (AttributeError: no torch.Tensor yet).
+            with contextlib.suppress(ImportError):
+                await run_in_threadpool(importlib.import_module, "torch")
 
             opened: object = await run_in_threadpool(Tailor.open, settings)
             if not isinstance(opened, Facade):
