@@ -174,16 +174,20 @@ class JobRunner:
             self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
         if self._pool is not None:
-            # Items under way finish (each is bounded by its budget); nothing new starts. One that is
-            # cut off by the process ending is redone at the next start, unsent.
+            # Nothing new starts; items under way get what is left of ``timeout`` to finish, before the
+            # facade they use is closed. One cut off by the process ending is redone at the next start,
+            # unsent (module docstring).
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+            while self.running() and time.monotonic() < deadline:
+                time.sleep(0.02)
 
     def wake(self) -> None:
         self._wake.set()

@@ -292,7 +292,7 @@ _ITEM_KINDS = {EventKind.VIEW, EventKind.ADD_TO_CART, EventKind.PURCHASE, EventK
 
 
 class Event(_Model):
-    id: str | None = Field(None, description="Stable id; assigned by the store when absent.")
+    id: Name | None = Field(None, description="Stable id; assigned by the store when absent.")
     customer_id: CustomerId
     kind: EventKind
     item_id: ItemId | None = None
