@@ -28,6 +28,7 @@ from tailor.service import Tailor
 from tailor.settings import Settings
 from tailor.store import Store
 from tests.openai_endpoint import chat, fail, scripted_endpoint
+from tests.retailers import Retailer
 from tests.server import Outcome, seed_store
 from tests.test_api_server import ScriptedHTTP
 
@@ -583,19 +584,28 @@ def test_a_kill_between_the_result_and_the_contact_record_keeps_both(
 
 @pytest.mark.slow
 def test_job_sends_count_toward_the_impression_cap_which_refuses_the_fourth(
-    imported: tuple[Path, str], tmp_path: Path
+    retail_store: Store, retailer: Retailer, tmp_path: Path
 ) -> None:
     """Every job's send records its products as impressions; after three identical ones, the cap
-    (``max_impressions_30d=3``) keeps those products out of the fourth email."""
-    import shutil
+    (``max_impressions_30d=3``) keeps those products out of the fourth email. Under each retailer."""
+    import sqlite3
 
-    source, cid = imported
     data = tmp_path / "data"
-    shutil.copytree(source, data)
+    data.mkdir()
+    # A copy of the retailer's session store (read-only there), with what its write-ahead log holds.
+    with sqlite3.connect(retail_store.path) as src, sqlite3.connect(data / "tailor.db") as dst:
+        src.backup(dst)
     # No frequency cap, so that four emails in a row are allowed and the impression cap is what decides.
-    settings = Settings(data_dir=data, now=NOW, frequency_cap_days=0, max_impressions_30d=3)
+    settings = Settings(
+        data_dir=data, now=NOW, frequency_cap_days=0, max_impressions_30d=3, brand_config=retailer.path
+    )
     with Tailor(settings) as tailor:
         _use_recommender(tailor)
+        cid = next(
+            c.id
+            for c in tailor.store.customers()
+            if c.consent.marketing_email and tailor.email(c.id).email is not None
+        )
         ops = Ops(data / "ops.db")
         runner = JobRunner(tailor, ops, settings)
         sent: list[set[str]] = []
