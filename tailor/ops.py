@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS job_items (
     updated REAL NOT NULL, audit TEXT, contact_at TEXT, PRIMARY KEY (job_id, customer_id)
 );
 CREATE INDEX IF NOT EXISTS job_items_pending ON job_items(status, next_attempt);
+CREATE INDEX IF NOT EXISTS job_items_next ON job_items(job_id, status, seq);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, key_id TEXT, action TEXT NOT NULL,
     customer_id TEXT, detail TEXT NOT NULL
@@ -357,15 +358,13 @@ class Ops:
         now = time.time() if now is None else now
         busy_customers = {c for _, c in running}
         load = Counter(j for j, _ in running)
-        jobs = self._query(
-            "SELECT i.job_id, MIN(j.created) FROM job_items i JOIN jobs j ON j.id = i.job_id"
-            " WHERE i.status='pending' AND i.next_attempt<=? GROUP BY i.job_id",
-            (now,),
-        )
+        # Unfinished jobs are few; each one's next items come from an index, whatever its size.
+        jobs = self._query("SELECT id, created FROM jobs WHERE status IN ('queued', 'running')")
         for job_id, _ in sorted(jobs, key=lambda row: (load[row[0]], row[1], row[0])):
             # Skipping is bounded by what runs: at most ``len(running)`` of a job's first rows are busy.
             rows = self._query(
                 "SELECT job_id, customer_id, status, reason, result, attempts FROM job_items"
+                " INDEXED BY job_items_next"
                 " WHERE job_id=? AND status='pending' AND next_attempt<=? ORDER BY seq LIMIT ?",
                 (job_id, now, 2 * len(running) + 1),
             )
