@@ -13,7 +13,7 @@ from prompts import render
 from tailor.models import Customer, Email, EmailProduct, Event, Item
 from tailor.store import Store
 
-__all__ = ["assemble", "email_parts", "other_customers", "rail_context"]
+__all__ = ["assemble", "email_parts", "other_customers", "overall_writer", "rail_context"]
 
 _MAX_CANDIDATES = 64
 
@@ -62,6 +62,8 @@ def assemble(
         postal_address=brand.postal_address,
         unsubscribe_url=brand.unsubscribe_link(customer.id),
     )
+    parts = ["subject", "preheader", "intro", *(f"reason:{p.item_id}" for p in products)]
+    part_writers = {p: TEMPLATE if p in fallback_parts else writer for p in parts}
     return Email(
         customer_id=customer.id,
         action=plan.action,
@@ -70,9 +72,23 @@ def assemble(
         body_text=body_text,
         body_html=body_html,
         products=products,
-        writer=writer,
+        writer=overall_writer(part_writers),
+        part_writers=part_writers,
         fallback_parts=fallback_parts,
     )
+
+
+TEMPLATE = "template"
+
+
+def overall_writer(part_writers: Mapping[str, str]) -> str:
+    """The email's writer, as the reader of a result needs it: the one writer of every part, or
+    ``"<writer>+template"`` when the template writer stood in for some parts (a fallback). An email whose
+    every part came from the template after the model failed is ``"template"``, not the model's."""
+    writers = sorted(set(part_writers.values()))
+    if len(writers) == 1:
+        return writers[0]
+    return "+".join([*(w for w in writers if w != TEMPLATE), TEMPLATE])
 
 
 def email_parts(copy: EmailCopy, email: Email) -> dict[str, str]:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from guardrails.brand_config import BrandConfig
 from guardrails.injection import defuse
 from prompts import PromptRef, render
+from tailor import budget
 from tailor.errors import LLMError, LLMOutputError, LLMTimeoutError
 from tailor.models import Evidence
 from tailor.settings import Settings
@@ -126,6 +127,25 @@ class OpenAIWriter:
             max_retries=settings.llm_max_retries,
         )
 
+    def _client_within_budget(self) -> tuple[openai.OpenAI, float]:
+        """The client, cut to what is left of the job's time budget (``tailor.budget``), and its timeout.
+
+        A retry is kept only when every try can still run to its full timeout: a hanging model must cost a
+        job item its budget at most, however the timeout and retries are set."""
+        left = budget.remaining()
+        timeout = self.settings.llm_timeout_s
+        if left is None:
+            return self._client, timeout
+        if left <= 0:
+            raise LLMTimeoutError(
+                f"the job's time budget was spent before the model at {self.settings.llm_base_url} was asked"
+            )
+        tries = self.settings.llm_max_retries + 1
+        if left >= tries * timeout:
+            return self._client, timeout
+        timeout = min(timeout, left)
+        return self._client.with_options(timeout=timeout, max_retries=0), timeout
+
     def prompt(self, request: CopyRequest, brand: BrandConfig) -> str:
         return self._prompt(request, brand)[0]
 
@@ -174,8 +194,9 @@ class OpenAIWriter:
         if self.settings.llm_json_schema:
             # A small model rarely writes the right JSON unaided; llama.cpp constrains it with this schema.
             extra["response_format"] = {"type": "json_object", "schema": copy_schema(request, brand)}
+        client, timeout = self._client_within_budget()
         try:
-            response = self._client.chat.completions.create(
+            response = client.chat.completions.create(
                 model=self.model,
                 messages=[{"role": "user", "content": prompt}],
                 temperature=self.settings.llm_temperature,
@@ -184,8 +205,7 @@ class OpenAIWriter:
             )
         except openai.APITimeoutError as exc:
             raise LLMTimeoutError(
-                f"model endpoint {self.settings.llm_base_url} timed out after "
-                f"{self.settings.llm_timeout_s:.0f} s"
+                f"model endpoint {self.settings.llm_base_url} timed out after {timeout:.1f} s"
             ) from exc
         except openai.OpenAIError as exc:
             raise LLMError(

@@ -7,6 +7,8 @@ at once with 202 and a job id, and run by ``tailor.jobs.JobRunner``.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import math
 import threading
@@ -19,7 +21,7 @@ import httpx
 from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -30,6 +32,7 @@ from tailor.errors import (
     ConflictError,
     ConsentError,
     DataError,
+    ForgottenError,
     GuardrailBlockedError,
     GuardrailError,
     NotFoundError,
@@ -39,7 +42,7 @@ from tailor.errors import (
 from tailor.jobs import Facade, JobRunner, TriggerSpec, check_callback_url
 from tailor.logs import describe, quiet_libraries
 from tailor.metrics import Metrics
-from tailor.models import MAX_ID_LENGTH, Consent, Customer, Event
+from tailor.models import MAX_ID_LENGTH, Consent, Customer, Event, refuse_control
 from tailor.ops import ApiKey, Ops, body_hash
 from tailor.segment import from_segment, is_segment
 from tailor.settings import Settings
@@ -88,6 +91,7 @@ _TAILOR_STATUS: tuple[tuple[type[TailorError], int, str], ...] = (
     (ConsentError, 403, "consent_required"),
     (RecordError, 422, "invalid_record"),
     (DataError, 422, "invalid_data"),
+    (ForgottenError, 410, "forgotten"),
     (NotFoundError, 404, "not_found"),
     (ConflictError, 409, "conflict"),
     (BackendError, 503, "backend_unavailable"),
@@ -101,10 +105,17 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Free text in a request body: bounded (each field's limit is named in its 422) and free of control and
+# bidirectional formatting characters, which are refused as in ``tailor.models`` (see ``refuse_control``).
+_Clean = AfterValidator(refuse_control)
+_Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH), _Clean]
+_Url = Annotated[str, Field(max_length=2000), _Clean]
+
+
 class EmailTriggerIn(_In):
-    customer_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    customer_id: _Id
     trigger: TriggerSpec
-    callback_url: str | None = Field(None, max_length=2000)
+    callback_url: _Url | None = None
 
 
 class SegmentIn(Audience):
@@ -114,20 +125,20 @@ class SegmentIn(Audience):
 class CampaignIn(_In):
     segment: SegmentIn
     trigger: TriggerSpec = TriggerSpec(kind="campaign")
-    callback_url: str | None = Field(None, max_length=2000)
+    callback_url: _Url | None = None
 
 
 class SupportIn(_In):
-    customer_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
-    question: str = Field(min_length=1, max_length=4000)
+    customer_id: _Id
+    question: Annotated[str, Field(min_length=1, max_length=4000), _Clean]
 
 
 class FeedbackIn(_In):
-    customer_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    customer_id: _Id
     signal: Literal["open", "click", "purchase", "unsubscribe", "complaint", "thumbs_up", "thumbs_down"]
-    item_id: str | None = Field(None, max_length=MAX_ID_LENGTH)
-    job_id: str | None = Field(None, max_length=100)
-    note: str | None = Field(None, max_length=2000)
+    item_id: _Id | None = None
+    job_id: Annotated[str, Field(max_length=100), _Clean] | None = None
+    note: Annotated[str, Field(max_length=2000), _Clean] | None = None
 
 
 class EventsIn(_In):
@@ -292,6 +303,28 @@ class _State:
         self.metrics = metrics
         self.runner = JobRunner(facade, ops, settings, metrics)
         self.buckets = TokenBuckets(settings.api_rate_per_s, settings.api_rate_burst)
+        self.warm = threading.Event()
+        self.warm_up: dict[str, Any] = {}
+
+    def start_warm_up(self) -> None:
+        """Warm the facade on a thread (``Tailor.warm_up``): the server answers ``/healthz`` at once, and
+        ``/readyz`` says ready only once it is done. A failed warm-up is logged and ends the wait: the
+        checks then say what is down."""
+        warm = _facade_method(self.facade, "warm_up")
+        if warm is None:
+            self.warm.set()
+            return
+
+        def run() -> None:
+            try:
+                self.warm_up = {"seconds": dict(warm())}
+            except Exception as exc:
+                log.warning("warm-up failed: %s", describe(exc))
+                self.warm_up = {"error": type(exc).__name__}
+            finally:
+                self.warm.set()
+
+        threading.Thread(target=run, name="tailor-warm-up", daemon=True).start()
 
 
 def _state(request: Request) -> _State:
@@ -367,6 +400,12 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
         if facade is None:
             from tailor.service import Tailor
 
+            # torch whole before the first request: scipy looks torch up in sys.modules on array operations,
+            # and a request doing one while the warm-up (or another request) is half way through importing
+            # it (the embedding model's first load) failed with a 500 (AttributeError: no torch.Tensor yet).
+            with contextlib.suppress(ImportError):
+                await run_in_threadpool(importlib.import_module, "torch")
+
             opened: object = await run_in_threadpool(Tailor.open, settings)
             if not isinstance(opened, Facade):
                 raise ConfigError("tailor.service.Tailor lacks methods the HTTP service needs")
@@ -376,6 +415,7 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
         ops = Ops(settings.ops_path)
         state = _State(settings, the_facade, ops, metrics)
         app.state.tailor = state
+        state.start_warm_up()
         if run_jobs:
             # Picks up whatever a previous process left pending: that is what makes jobs resumable.
             state.runner.start()
@@ -406,7 +446,7 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
     async def _tailor_error(request: Request, exc: TailorError) -> JSONResponse:
         for kind, status, code in _TAILOR_STATUS:
             if isinstance(exc, kind):
-                field = exc.field if isinstance(exc, RecordError) else None
+                field = exc.field if isinstance(exc, RecordError | ForgottenError) else None
                 if status >= 500:
                     log.warning("backend error on %s: %s", request.url.path, type(exc).__name__)
                 if isinstance(exc, GuardrailBlockedError):
@@ -448,8 +488,15 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"], responses={503: {"description": "a backend is unreachable"}})
+    @app.get(
+        "/readyz",
+        tags=["ops"],
+        responses={503: {"description": "down (a backend is unreachable) or still warming up"}},
+    )
     async def readyz(request: Request) -> JSONResponse:
+        """``status``: ``ready``; ``degraded`` (200: the model endpoint is down and the template writer
+        serves, ``mode: fallback``); ``warming`` (503: loading models before the first request); ``down``
+        (503: the store or Qdrant is unreachable, or the model is and emails wait for it, ``mode: defer``)."""
         st = _state(request)
         try:
             checks = dict(await run_in_threadpool(st.facade.health))
@@ -458,8 +505,19 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
             checks = {"store": False, "qdrant": False}
         if st.settings.writer == "openai" and "llm" not in checks:
             checks["llm"] = await _probe_llm(st.settings)
-        ready = all(checks.values())
-        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+        body: dict[str, Any] = {"checks": checks, "warm": st.warm.is_set(), "warm_up": st.warm_up}
+        if not all(ok for name, ok in checks.items() if name != "llm"):
+            body["status"] = "down"
+        elif not st.warm.is_set():
+            body["status"] = "warming"
+        elif not checks.get("llm", True):
+            # The model is not needed to serve when the template writer stands in for it.
+            body["mode"] = st.settings.llm_unavailable
+            body["status"] = "degraded" if st.settings.llm_unavailable == "fallback" else "down"
+        else:
+            body["status"] = "ready"
+        body["ready"] = body["status"] in ("ready", "degraded")
+        return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
     async def metrics_text(request: Request) -> PlainTextResponse:
@@ -540,6 +598,8 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
         if body.callback_url:
             check_callback_url(body.callback_url, st.settings.callback_hosts)
         if not await run_in_threadpool(st.facade.store.has_customer, body.customer_id):
+            if await run_in_threadpool(st.ops.forgotten, [body.customer_id]):
+                raise ForgottenError([body.customer_id], field="customer_id")
             raise NotFoundError("customer", body.customer_id)
         spec = body.model_dump(mode="json")
         # Scoped to the API key, as jobs are (``_own_job``): a replay never hands one key's job to another.
@@ -576,6 +636,7 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
         st = _state(request)
         if body.callback_url:
             check_callback_url(body.callback_url, st.settings.callback_hosts)
+        await run_in_threadpool(_refuse_forgotten, st, body.segment.customer_ids or [])
         ids = await run_in_threadpool(_resolve_segment, st, body.segment)
         if not ids:
             raise RecordError("the segment matches no customer", source="body", field="segment")
@@ -656,9 +717,10 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
         # Rows, ids and vectors went above; the item-level aggregates lose the customer's share at a refit.
         start = _facade_method(st.facade, "refit_in_background")
         refit = start() if st.settings.refit_after_forget and start is not None else "off"
-        st.ops.audit(
-            "forget", key_id=key.id, customer_id=customer_id, detail={"deleted": deleted, "refit": refit}
-        )
+        # Under the tombstone: the audit says that a customer was forgotten, and by which key, not who.
+        tomb = st.ops.tombstone(customer_id)
+        st.ops.audit("forget", key_id=key.id, customer_id=tomb, detail={"deleted": deleted, "refit": refit})
+        st.ops.checkpoint()
         return {"customer_id": customer_id, "deleted": deleted, "refit": refit}
 
     @app.get("/v1/model", tags=["crm"])
@@ -772,6 +834,15 @@ def _known_customers(st: _State, ids: list[str]) -> dict[str, Customer]:
         if st.facade.store.has_customer(cid):
             out[cid] = st.facade.store.get_customer(cid)
     return out
+
+
+def _refuse_forgotten(st: _State, customer_ids: list[str]) -> None:
+    """A campaign naming a forgotten customer (who is not a customer again) is refused whole: queued, it
+    would store their id again, in its spec and its items."""
+    unknown = [c for c in dict.fromkeys(customer_ids) if not st.facade.store.has_customer(c)]
+    gone = st.ops.forgotten(unknown)
+    if gone:
+        raise ForgottenError(gone, field=f"segment.customer_ids.{customer_ids.index(gone[0])}")
 
 
 def _resolve_segment(st: _State, segment: SegmentIn) -> list[str]:

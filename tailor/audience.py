@@ -12,14 +12,16 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from tailor.errors import RecordError
+from tailor.models import MAX_ID_LENGTH, refuse_control
 from tailor.store import CustomerFacts, Store
 
 __all__ = ["Audience", "select"]
 
-_Country = Annotated[str, Field(min_length=1, max_length=100)]
+_Country = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(refuse_control)]
+_Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(refuse_control)]
 
 
 def _listed(value: object) -> object:
@@ -42,7 +44,7 @@ class Audience(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    customer_ids: list[str] | None = Field(
+    customer_ids: list[_Id] | None = Field(
         None, min_length=1, max_length=100_000, description="These customers (intersected with any filter)."
     )
     country: _Countries | None = Field(None, description="One country or a list, case-blind.")

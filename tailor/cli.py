@@ -17,6 +17,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from tailor.errors import TailorError
 from tailor.logs import quiet_libraries
+from tailor.models import CONTROL_CHARACTERS
+from tailor.render import markup_safe
 from tailor.settings import Settings
 
 __all__ = ["app", "main"]
@@ -65,9 +67,10 @@ def _run(fn: Callable[[], T]) -> T:
     except TailorError as exc:
         if _state["debug"]:
             raise
-        err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        # A message may quote input (an id, a file's line): escaped, as all data printed here is.
+        err.print(f"[bold red]error:[/] {markup_safe(exc.message)}", highlight=False)
         if exc.hint:
-            err.print(f"  hint: {exc.hint}", highlight=False)
+            err.print(f"  hint: {markup_safe(exc.hint)}", highlight=False)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -104,8 +107,11 @@ def _tailor(data_dir: Path | None) -> Any:
 
 
 def _dump(obj: Any) -> None:
-    # Plain JSON on stdout, so that `tailor ... --json | jq` works.
-    sys.stdout.write(json.dumps(obj, default=str, ensure_ascii=False, indent=2) + "\n")
+    # Plain JSON on stdout, so that `tailor ... --json | jq` works. JSON escapes C0 controls itself; DEL,
+    # C1 and the bidi controls it would print raw are written as \u escapes too, which jq reads back as
+    # the same characters, so a terminal never gets them (``tailor.render.terminal_safe``).
+    text = json.dumps(obj, default=str, ensure_ascii=False, indent=2)
+    sys.stdout.write(CONTROL_CHARACTERS.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n")
 
 
 @app.command("import")
@@ -165,7 +171,7 @@ def customers(
             return
         for c in rows:
             consent = "email" if c.consent.marketing_email else "no-email"
-            out.print(f"{c.id}\t{c.first_name}\t{c.country}\t{consent}")
+            out.print(markup_safe(f"{c.id}\t{c.first_name}\t{c.country}\t{consent}"), highlight=False)
 
     _run(body)
 
@@ -200,12 +206,20 @@ def email(
     ] = "campaign",
     data_dir: DataDir = None,
     as_json: AsJson = False,
+    send: Annotated[
+        bool,
+        typer.Option(
+            "--send",
+            help="Record it as sent: the contact (frequency cap) and its products' impressions (30-day"
+            " cap), as the HTTP service's jobs do. Without it, a preview that counts toward neither.",
+        ),
+    ] = False,
 ) -> None:
     """Write a personalized email (or a logged refusal) for a customer."""
 
     def body() -> None:
         with _tailor(data_dir) as t:
-            outcome = t.email(customer, trigger=trigger)
+            outcome = t.email(customer, trigger=trigger, send=send)
         from tailor.render import outcome_dict, print_outcome
 
         if as_json:
@@ -263,6 +277,15 @@ def forget(
     def body() -> None:
         with _tailor(data_dir) as t:
             deleted = t.forget(customer)
+            if t.settings.ops_path.exists():
+                # The HTTP service's jobs, feedback and audit: the id goes there too (a tombstone stays).
+                from tailor.ops import Ops
+
+                ops = Ops(t.settings.ops_path)
+                try:
+                    deleted.update({f"ops_{k}": v for k, v in ops.forget(customer).items()})
+                finally:
+                    ops.close()
             out_doc: dict[str, Any] = {"deleted": deleted}
             if refit:
                 out_doc["refit"] = t.refit()

@@ -5,6 +5,7 @@
     ├── DataError                    input data is malformed
     │   └── RecordError              one record failed validation (names the source, line and field)
     ├── NotFoundError                a customer, item, job or key does not exist
+    │   └── ForgottenError           the customer was forgotten: work naming them is refused
     ├── ConflictError                an idempotency key reused with another body, a state clash
     ├── ConsentError                 personalized output asked for without the consent it needs
     ├── BackendError                 a real backend failed; library errors are translated into these
@@ -28,6 +29,7 @@ __all__ = [
     "ConsentError",
     "DataError",
     "EmbeddingError",
+    "ForgottenError",
     "GuardrailBlockedError",
     "GuardrailError",
     "LLMError",
@@ -88,6 +90,22 @@ class NotFoundError(TailorError):
         super().__init__(f"{kind} {key!r} not found", hint=hint)
         self.kind = kind
         self.key = key
+
+
+class ForgottenError(NotFoundError):
+    """A request names customers who were forgotten (and are not customers again since). ``field`` is
+    where the first one is named; the ids are the caller's own input, echoed to it and stored nowhere."""
+
+    def __init__(self, customer_ids: list[str], *, field: str | None = None) -> None:
+        shown = ", ".join(repr(c) for c in customer_ids[:5]) + (" ..." if len(customer_ids) > 5 else "")
+        super().__init__(
+            "customer",
+            customer_ids[0],
+            hint="their data was deleted on request; nothing may be sent to them or stored about them",
+        )
+        self.message = f"{len(customer_ids)} forgotten customer(s) named: {shown}; nothing was queued"
+        self.customer_ids = customer_ids
+        self.field = field
 
 
 class ConflictError(TailorError):

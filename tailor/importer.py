@@ -17,6 +17,7 @@ Every record is validated before anything is written; the first errors are repor
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,7 +30,10 @@ from tailor.errors import DataError, RecordError
 from tailor.models import Customer, Event, Item
 from tailor.store import Store
 
-__all__ = ["ImportReport", "import_dir", "read_records"]
+__all__ = ["RANKER_INPUT", "ImportReport", "import_dir", "ranker_input", "read_records"]
+
+# The store's meta key for ``ranker_input``; the ranker's own fingerprint is compared with it.
+RANKER_INPUT = "ranker_input"
 
 M = TypeVar("M", bound=BaseModel)
 _MAX_ERRORS = 20
@@ -147,6 +151,21 @@ def _fingerprint(paths: list[Path]) -> str:
     return json.dumps([[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in paths])
 
 
+# What an item's description feeds is search (its Qdrant text vector), never the ranker, which reads the
+# name, category, price, stock and purchases (``Item.ranking_text``): a change to it alone re-embeds the
+# item (its content hash changed) and leaves the fitted ranker current.
+_NOT_RANKED = {"description"}
+
+
+def ranker_input(items: list[Item], others: list[Path], currency: str | None) -> str:
+    """A fingerprint of what the ranker is fitted on: the items less their descriptions, and the
+    customers' and events' files. The ranker is stale when it differs from the one it was fitted on."""
+    digest = hashlib.sha256()
+    for item in sorted(items, key=lambda i: i.id):
+        digest.update(json.dumps(item.model_dump(mode="json", exclude=_NOT_RANKED), sort_keys=True).encode())
+    return json.dumps([digest.hexdigest(), _fingerprint(others), currency])
+
+
 def import_dir(
     store: Store, directory: Path, *, force: bool = False, currency: str | None = None
 ) -> ImportReport:
@@ -190,6 +209,9 @@ def import_dir(
     _check_references(store, items, customers, events, files["events"])
     store.import_all(items, customers, events)
     store.set_meta("import_fingerprint", fingerprint)
+    others = [p for p in (files["customers"], files["events"]) if p is not None]
+    # The store's catalog, not the file's: an import adds to what earlier ones left.
+    store.set_meta(RANKER_INPUT, ranker_input(store.items(), others, currency))
     return ImportReport(len(items), len(customers), len(events))
 
 

@@ -1,18 +1,20 @@
 """The background runner of email triggers and campaigns.
 
 All state is in the ops database: a job is a set of (job, customer) items, each written once when it
-finishes. The runner only ever asks "what is the oldest pending item that is due?", so after a crash or
-SIGKILL it simply carries on where it stopped: finished items are never redone, unfinished ones are
-redone (nothing was sent for them, so that is not a duplicate).
+finishes. The runner only ever asks "which pending item is due next?", so after a crash or SIGKILL it
+simply carries on where it stopped: finished items are never redone, unfinished ones are redone (nothing
+was sent for them, so that is not a duplicate).
 
 A backend that is down (Qdrant, or the model endpoint with ``llm_unavailable='defer'``) does not fail an
 item: it stays pending with a growing delay, and the job reports it as ``deferred``.
 
-The frequency cap needs every send in the customer store's contact log, which is another database. So
-the email is made as a preview, saved with its audit trace and a note of the contact still to record, in
-one transaction, and only then is the contact recorded (and the note cleared). A kill before the save
-leaves no contact, so the redo is not refused as ``frequency_cap`` by its own send; a kill after it
-leaves the note, and the contact is recorded before the next item runs.
+The frequency cap and the 30-day impression cap need every send in the customer store (its contact log
+and impressions), which is another database. So the email is made as a preview, saved with its audit
+trace and a note of the send still to record, in one transaction, and only then is the send recorded
+(``Store.record_send``, the one path the CLI's ``--send`` takes too: contact and impressions in one
+transaction, once per job item) and the note cleared. A kill before the save leaves no send, so the redo
+is not refused as ``frequency_cap`` by its own send; a kill after it leaves the note, and the send is
+recorded before the next item runs, once however often that is retried.
 """
 
 from __future__ import annotations
@@ -22,17 +24,28 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from tailor import budget
 from tailor.errors import BackendError, DataError, NotFoundError, TailorError
 from tailor.logs import describe
 from tailor.metrics import Metrics, record_outcome
-from tailor.models import Customer, Email, Event, Explanation, Recommendation, Refusal
+from tailor.models import (
+    MAX_ID_LENGTH,
+    Customer,
+    Email,
+    Event,
+    Explanation,
+    Recommendation,
+    Refusal,
+    refuse_control,
+)
 from tailor.ops import JobItem, Ops
 from tailor.settings import Settings
 from tailor.store import Store
@@ -51,8 +64,10 @@ class TriggerSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["campaign", "abandoned_cart", "browse", "support_contact", "win_back"]
-    campaign_id: str | None = Field(None, max_length=200)
-    item_ids: list[str] = Field(default_factory=list, max_length=50)
+    campaign_id: Annotated[str, AfterValidator(refuse_control)] | None = Field(None, max_length=200)
+    item_ids: list[
+        Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(refuse_control)]
+    ] = Field(default_factory=list, max_length=50)
 
 
 class EmailOutcomeLike(Protocol):
@@ -130,7 +145,14 @@ def _outcome_result(outcome: Any) -> tuple[Literal["done", "refused"], dict[str,
 
 
 class JobRunner:
-    """One worker thread: items run one at a time, so the model endpoint sees one request at a time."""
+    """Runs job items on up to ``settings.job_concurrency`` worker threads, each under a time budget.
+
+    A dispatcher thread hands due items to the workers (``Ops.next_item``: never two items of one
+    customer at once, and a free worker goes to the job with the fewest items running, so a campaign
+    cannot hold every worker while a webhook waits). Each item runs under ``settings.job_time_budget_s``
+    (``tailor.budget``): a hanging model costs an item that long at most, so it delays a job queued
+    behind it by one budget at most. ``run_once`` processes one item in the caller's thread (tests).
+    """
 
     def __init__(self, facade: Facade, ops: Ops, settings: Settings, metrics: Metrics | None = None) -> None:
         self.facade = facade
@@ -141,34 +163,74 @@ class JobRunner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._specs: dict[str, dict[str, Any]] = {}
+        self._running: set[tuple[str, str]] = set()
+        self._running_lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
 
     def start(self) -> None:
         if self._thread is None:
+            self._pool = ThreadPoolExecutor(self.settings.job_concurrency, thread_name_prefix="tailor-job")
             self._thread = threading.Thread(target=self._loop, name="tailor-jobs", daemon=True)
             self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        if self._pool is not None:
+            # Nothing new starts; items under way get what is left of ``timeout`` to finish, before the
+            # facade they use is closed. One cut off by the process ending is redone at the next start,
+            # unsent (module docstring).
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+            while self.running() and time.monotonic() < deadline:
+                time.sleep(0.02)
 
     def wake(self) -> None:
         self._wake.set()
 
+    def running(self) -> int:
+        with self._running_lock:
+            return len(self._running)
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                worked = self.run_once()
+                self.record_contacts()
+                self._dispatch()
                 self.deliver_callbacks()
             except Exception as exc:  # the runner must outlive any one bad item or database hiccup
                 log.error("job runner iteration failed: %s", describe(exc))
-                worked = False
-            if not worked:
-                due = self.ops.next_due_in()
-                self._wake.wait(timeout=1.0 if due is None else min(max(due, 0.05), 1.0))
-                self._wake.clear()
+            due = self.ops.next_due_in()
+            self._wake.wait(timeout=1.0 if due is None else min(max(due, 0.05), 1.0))
+            self._wake.clear()
+
+    def _dispatch(self) -> None:
+        """Hand due items to free workers until either runs out."""
+        pool = self._pool
+        assert pool is not None
+        while not self._stop.is_set():
+            with self._running_lock:
+                if len(self._running) >= self.settings.job_concurrency:
+                    return
+                item = self.ops.next_item(running=frozenset(self._running))
+                if item is None:
+                    return
+                self._running.add((item.job_id, item.customer_id))
+            pool.submit(self._work, item)
+
+    def _work(self, item: JobItem) -> None:
+        try:
+            self._process(item)
+        except Exception as exc:  # as in _loop: one item's failure must not take its worker down
+            log.error("job %s customer %s: %s", item.job_id, item.customer_id, describe(exc))
+        finally:
+            with self._running_lock:
+                self._running.discard((item.job_id, item.customer_id))
+            self._wake.set()
 
     def _spec(self, job_id: str) -> dict[str, Any]:
         if job_id not in self._specs:
@@ -176,10 +238,11 @@ class JobRunner:
         return self._specs[job_id]
 
     def run_once(self) -> bool:
-        """Process the next due item, if any. True when one was processed (or deferred)."""
+        """Process the next due item, if any, in this thread. True when one was processed (or deferred)."""
         # A send saved before a crash is in the contact log before the next email is capped against it.
         self.record_contacts()
-        item = self.ops.next_item()
+        with self._running_lock:
+            item = self.ops.next_item(running=frozenset(self._running))
         if item is None:
             return False
         self._process(item)
@@ -188,8 +251,9 @@ class JobRunner:
     def _process(self, item: JobItem) -> None:
         spec = TriggerSpec.model_validate(self._spec(item.job_id)["trigger"])
         try:
-            # A preview: the runner records the contact itself, after the result is saved (module docstring).
-            outcome = self.facade.email(item.customer_id, to_trigger(spec), send=False)
+            # A preview: the runner records the send itself, after the result is saved (module docstring).
+            with budget.within(self.settings.job_time_budget_s):
+                outcome = self.facade.email(item.customer_id, to_trigger(spec), send=False)
             status, result, reason = _outcome_result(outcome)
             sent_at = self.facade.now().isoformat() if status == "done" else None
         except NotFoundError as exc:
@@ -234,6 +298,8 @@ class JobRunner:
             key_id=None,
             customer_id=item.customer_id,
             detail={"job_id": item.job_id, "reason": reason},
+            # Not once the customer was forgotten meanwhile: the row would store their id again.
+            item=(item.job_id, item.customer_id),
         )
 
     def _finish(
@@ -252,13 +318,18 @@ class JobRunner:
             self.metrics.inc("tailor_jobs_items_total", {"status": status})
 
     def record_contacts(self) -> None:
-        """Record the saved sends in the customer store's contact log, each once (module docstring)."""
+        """Record the saved sends, contact and impressions, each once (module docstring)."""
         store = self.facade.store
         for job_id, customer_id, when in self.ops.pending_contacts():
-            moment = datetime.fromisoformat(when)
-            # A kill between the record and clearing the note leaves it recorded already: not twice.
-            if store.has_customer(customer_id) and moment not in store.contacts(customer_id):
-                store.record_contact(customer_id, moment)
+            # Keyed by the job item: a kill between the record and clearing the note, or a worker and the
+            # dispatcher both finding the note, records it once (``Store.record_send``).
+            if store.has_customer(customer_id):
+                store.record_send(
+                    f"job:{job_id}:{customer_id}",
+                    customer_id,
+                    self.ops.sent_items(job_id, customer_id),
+                    datetime.fromisoformat(when),
+                )
             self.ops.contact_recorded(job_id, customer_id)
 
     def deliver_callbacks(self) -> None:

@@ -19,10 +19,13 @@ from pydantic import (
 )
 
 __all__ = [
+    "CONTROL_CHARACTERS",
     "EARLIEST",
     "FROM_STORE",
     "LATEST",
     "MAX_ID_LENGTH",
+    "MAX_NAME_LENGTH",
+    "MAX_TEXT_LENGTH",
     "Consent",
     "Customer",
     "CustomerId",
@@ -35,11 +38,55 @@ __all__ = [
     "ExplanationSentence",
     "Item",
     "ItemId",
+    "Name",
     "QuietHours",
     "Recommendation",
     "Refusal",
+    "Text",
     "format_price",
+    "refuse_control",
 ]
+
+
+# Input bounds on free text (issue 25): a length cap on every free-text field, and no control or
+# bidirectional formatting characters. Such characters are refused, never stripped: a field is stored as
+# sent or not at all, and the 422 names the field, the character and where it is. Tab, newline and
+# carriage return are text. The rest of C0 and C1 (NUL, BEL, ESC, which starts an ANSI escape), DEL, and
+# the bidi controls (U+202E, the right-to-left override, makes a terminal or a page show text reversed)
+# are not. Rows stored before the rule existed stay readable (``FROM_STORE``), and the CLI escapes what it
+# prints anyway (``tailor.render``).
+MAX_TEXT_LENGTH = 10_000  # a support ticket, a CRM note, an item description
+MAX_NAME_LENGTH = 300  # a title, a name, a category, a country, an e-mail address, an order id
+CONTROL_CHARACTERS = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def refuse_control(value: str) -> str:
+    """``value``, or ValueError naming the first control or bidi character in it (see above)."""
+    found = CONTROL_CHARACTERS.search(value)
+    if found is not None:
+        raise ValueError(
+            f"contains the control character U+{ord(found.group()):04X} at position {found.start()}: "
+            "control and bidirectional formatting characters are refused"
+        )
+    return value
+
+
+def _bounded(most: int) -> Any:
+    def check(value: str, info: ValidationInfo) -> str:
+        if _from_store(info):
+            return value
+        if len(value) > most:
+            raise ValueError(f"must be at most {most} characters (got {len(value)})")
+        return refuse_control(value)
+
+    return AfterValidator(check)
+
+
+# Free text as it comes in: bounded, and free of control characters (the rule above).
+Text = Annotated[str, _bounded(MAX_TEXT_LENGTH)]
+Name = Annotated[str, _bounded(MAX_NAME_LENGTH)]
 
 
 def _non_blank(value: str) -> str:
@@ -50,6 +97,7 @@ def _non_blank(value: str) -> str:
 
 
 NonBlank = Annotated[str, AfterValidator(_non_blank)]
+NonBlankName = Annotated[str, AfterValidator(_non_blank), _bounded(MAX_NAME_LENGTH)]
 
 
 # The validation context the store reads its own rows with. The rules below on ids and timestamps are
@@ -82,7 +130,7 @@ def _reachable_id(value: str, info: ValidationInfo, *, spaces: bool) -> str:
         raise ValueError("must not contain '/', or the HTTP routes cannot name it")
     if not spaces and _SPACE.search(value):
         raise ValueError("must not contain whitespace, or the HTTP routes cannot name it")
-    return value
+    return refuse_control(value)
 
 
 def _customer_id(value: str, info: ValidationInfo) -> str:
@@ -144,9 +192,9 @@ class _Model(BaseModel):
 
 class Item(_Model):
     id: ItemId
-    title: NonBlank
-    description: str = ""
-    category: NonBlank
+    title: NonBlankName
+    description: Text = ""
+    category: NonBlankName
     price: float = Field(ge=0)
     currency: str = Field("GBP", pattern=r"^[A-Z]{3}$")
     in_stock: bool = True
@@ -220,9 +268,9 @@ LanguageTag = Annotated[str, AfterValidator(_language_tag)]
 
 class Customer(_Model):
     id: CustomerId
-    first_name: NonBlank
-    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-    country: NonBlank
+    first_name: NonBlankName
+    email: Name = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    country: NonBlankName
     consent: Consent = Consent()
     quiet_hours: QuietHours | None = None
     locale: LanguageTag = Field("en-GB", description="A language tag (BCP 47).")
@@ -244,16 +292,16 @@ _ITEM_KINDS = {EventKind.VIEW, EventKind.ADD_TO_CART, EventKind.PURCHASE, EventK
 
 
 class Event(_Model):
-    id: str | None = Field(None, description="Stable id; assigned by the store when absent.")
+    id: Name | None = Field(None, description="Stable id; assigned by the store when absent.")
     customer_id: CustomerId
     kind: EventKind
     item_id: ItemId | None = None
     # Bounded so that a typo cannot overflow SQLite's 64-bit integers (a 500) or skew every aggregate.
     quantity: int | None = Field(None, ge=0, le=1_000_000_000)
     value: float | None = Field(None, allow_inf_nan=False, ge=-1e12, le=1e12)
-    text: str | None = None
+    text: Text | None = None
     timestamp: UTCDateTime
-    order_id: str | None = None
+    order_id: Name | None = None
 
     @model_validator(mode="after")
     def _item_events_name_an_item(self) -> Event:
@@ -308,7 +356,15 @@ class Email(_Model):
     body_text: str
     body_html: str
     products: tuple[EmailProduct, ...]
-    writer: str
+    writer: str = Field(
+        description="Who wrote the free text: one writer, or '<writer>+template' when the template writer"
+        " stood in for the parts in fallback_parts ('template' when it wrote them all)."
+    )
+    part_writers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Each free-text part (subject, preheader, intro, reason:<item>)"
+        " and the writer that wrote it.",
+    )
     fallback_parts: tuple[str, ...] = ()
 
 

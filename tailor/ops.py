@@ -15,7 +15,8 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,7 @@ CREATE TABLE IF NOT EXISTS job_items (
     updated REAL NOT NULL, audit TEXT, contact_at TEXT, PRIMARY KEY (job_id, customer_id)
 );
 CREATE INDEX IF NOT EXISTS job_items_pending ON job_items(status, next_attempt);
+CREATE INDEX IF NOT EXISTS job_items_next ON job_items(job_id, status, seq);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, key_id TEXT, action TEXT NOT NULL,
     customer_id TEXT, detail TEXT NOT NULL
@@ -67,6 +69,8 @@ CREATE TABLE IF NOT EXISTS feedback (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, customer_id TEXT NOT NULL, item_id TEXT,
     job_id TEXT, signal TEXT NOT NULL, note TEXT
 );
+CREATE TABLE IF NOT EXISTS ops_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS forgotten (tombstone TEXT PRIMARY KEY, ts REAL NOT NULL);
 """
 
 # Item states: pending (to do, maybe after a backoff), and the three final ones.
@@ -153,8 +157,11 @@ class Ops:
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL, not NORMAL: a job result acknowledged to a client must survive a power cut too.
             self._db.execute("PRAGMA synchronous=FULL")
+            # Deleted rows are overwritten with zeros, not left in free pages (forgetting, see ``forget``).
+            self._db.execute("PRAGMA secure_delete=ON")
             self._db.executescript(_SCHEMA)
             self._migrate()
+            self._salt = self._install_salt()
         except sqlite3.Error as exc:
             raise DataError(f"cannot open the ops database {self.path}: {exc}") from exc
 
@@ -164,6 +171,35 @@ class Ops:
             for column, kind in columns:
                 if column not in have:
                     self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+    def _install_salt(self) -> bytes:
+        """This database's secret for tombstones, made once: a forgotten id is kept only as its HMAC."""
+        self._db.execute(
+            "INSERT OR IGNORE INTO ops_meta VALUES ('tombstone_salt', ?)", (secrets.token_hex(32),)
+        )
+        row = self._db.execute("SELECT value FROM ops_meta WHERE key='tombstone_salt'").fetchone()
+        return bytes.fromhex(row[0])
+
+    def tombstone(self, customer_id: str) -> str:
+        """The opaque stand-in for a forgotten customer's id: the same id always gives the same one here,
+        so a later request naming them is known, and the id cannot be read back from it."""
+        digest = hmac.new(self._salt, customer_id.encode(), hashlib.sha256).hexdigest()
+        return "forgotten:" + digest[:32]
+
+    def forgotten(self, customer_ids: Sequence[str]) -> list[str]:
+        """Those of ``customer_ids`` that were forgotten here, in input order."""
+        if not customer_ids:
+            return []
+        marks = {self.tombstone(c): c for c in dict.fromkeys(customer_ids)}
+        found: set[str] = set()
+        keys = list(marks)
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            rows = self._query(
+                f"SELECT tombstone FROM forgotten WHERE tombstone IN ({','.join('?' * len(chunk))})", chunk
+            )
+            found.update(marks[r[0]] for r in rows)
+        return [c for c in customer_ids if c in found]
 
     def close(self) -> None:
         with self._lock:
@@ -306,18 +342,36 @@ class Ops:
             raise NotFoundError("job", job_id)
         return rows[0][0]  # type: ignore[no-any-return]
 
-    def next_item(self, now: float | None = None) -> JobItem | None:
-        """The oldest pending item that is due (jobs in creation order), or None."""
+    def next_item(
+        self,
+        now: float | None = None,
+        *,
+        running: Collection[tuple[str, str]] = (),
+    ) -> JobItem | None:
+        """The next pending item that is due, or None.
+
+        ``running`` are the (job, customer) items under way: none of them is handed out again, nor another
+        item for one of their customers (two emails to one customer at once would both pass the frequency
+        cap). Of the jobs with a due item, the one with the fewest items running goes first, then the
+        oldest; within a job, items go in order. With nothing running that is plain job order.
+        """
         now = time.time() if now is None else now
-        rows = self._query(
-            "SELECT i.job_id, i.customer_id, i.status, i.reason, i.result, i.attempts FROM job_items i"
-            " JOIN jobs j ON j.id = i.job_id WHERE i.status='pending' AND i.next_attempt<=?"
-            " ORDER BY j.created, i.seq LIMIT 1",
-            (now,),
-        )
-        if not rows:
-            return None
-        return self._item(rows[0])
+        busy_customers = {c for _, c in running}
+        load = Counter(j for j, _ in running)
+        # Unfinished jobs are few; each one's next items come from an index, whatever its size.
+        jobs = self._query("SELECT id, created FROM jobs WHERE status IN ('queued', 'running')")
+        for job_id, _ in sorted(jobs, key=lambda row: (load[row[0]], row[1], row[0])):
+            # Skipping is bounded by what runs: at most ``len(running)`` of a job's first rows are busy.
+            rows = self._query(
+                "SELECT job_id, customer_id, status, reason, result, attempts FROM job_items"
+                " INDEXED BY job_items_next"
+                " WHERE job_id=? AND status='pending' AND next_attempt<=? ORDER BY seq LIMIT ?",
+                (job_id, now, 2 * len(running) + 1),
+            )
+            for row in rows:
+                if row[1] not in busy_customers:
+                    return self._item(row)
+        return None
 
     def next_due_in(self, now: float | None = None) -> float | None:
         """Seconds until the next deferred item is due, or None when nothing is pending."""
@@ -373,6 +427,16 @@ class Ops:
             " ORDER BY updated"
         )
         return [(r[0], r[1], r[2]) for r in rows]
+
+    def sent_items(self, job_id: str, customer_id: str) -> list[str]:
+        """The products of the email a finished item sent (none for a refusal or a forgotten result)."""
+        rows = self._query(
+            "SELECT result FROM job_items WHERE job_id=? AND customer_id=?", (job_id, customer_id)
+        )
+        result = json.loads(rows[0][0]) if rows and rows[0][0] else {}
+        email = result.get("email") if isinstance(result, dict) else None
+        products = email.get("products", []) if isinstance(email, dict) else []
+        return [str(p["item_id"]) for p in products if isinstance(p, dict) and "item_id" in p]
 
     def contact_recorded(self, job_id: str, customer_id: str) -> None:
         with self._tx() as db:
@@ -455,12 +519,22 @@ class Ops:
         key_id: str | None,
         customer_id: str | None,
         detail: dict[str, Any] | None = None,
+        item: tuple[str, str] | None = None,
     ) -> None:
+        """Add an audit row. With ``item`` (job, customer), only while that job item still names the
+        customer: one statement, so a ``forget`` cannot slip in between the check and the write."""
+        row = (time.time(), key_id, action, customer_id, json.dumps(detail or {}, default=str))
         with self._tx() as db:
-            db.execute(
-                "INSERT INTO audit (ts, key_id, action, customer_id, detail) VALUES (?,?,?,?,?)",
-                (time.time(), key_id, action, customer_id, json.dumps(detail or {}, default=str)),
-            )
+            if item is None:
+                db.execute(
+                    "INSERT INTO audit (ts, key_id, action, customer_id, detail) VALUES (?,?,?,?,?)", row
+                )
+            else:
+                db.execute(
+                    "INSERT INTO audit (ts, key_id, action, customer_id, detail) SELECT ?,?,?,?,?"
+                    " WHERE EXISTS (SELECT 1 FROM job_items WHERE job_id=? AND customer_id=?)",
+                    (*row, *item),
+                )
 
     def audit_trail(self, customer_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         sql = "SELECT ts, key_id, action, customer_id, detail FROM audit"
@@ -492,22 +566,74 @@ class Ops:
             return int(cur.lastrowid or 0)
 
     def forget(self, customer_id: str) -> dict[str, int]:
-        """Remove a customer's operational traces: job results, feedback and audit detail.
+        """Remove a customer's operational traces; what must stay (a job's items, the audit row that says
+        they were forgotten) keeps their tombstone instead of their id.
 
-        The audit keeps one row saying that the customer was forgotten (and by which key), not what they were.
+        Job items lose their results, traces and notes, and name the tombstone; job specs (a trigger's
+        customer, a campaign's id list) and the idempotency keys and body hashes of those jobs are rewritten
+        the same way, and a callback URL naming the id is dropped; feedback and audit rows go. The tombstone
+        is kept, so a later job naming the id is refused (``forgotten``). Then the database is checkpointed:
+        with ``secure_delete`` on, no deleted row is left in the file or its write-ahead log.
         """
+        tomb = self.tombstone(customer_id)
+        now = time.time()
         with self._tx() as db:
+            jobs = [
+                r[0]
+                for r in db.execute(
+                    "SELECT DISTINCT job_id FROM job_items WHERE customer_id=?", (customer_id,)
+                ).fetchall()
+            ]
             items = db.execute(
-                "UPDATE job_items SET result=NULL, audit=NULL, contact_at=NULL,"
-                " reason=CASE WHEN status='pending' THEN reason ELSE"
-                " 'forgotten' END, status=CASE WHEN status='pending' THEN 'failed' ELSE status END"
+                "UPDATE job_items SET customer_id=?, result=NULL, audit=NULL, contact_at=NULL,"
+                " reason='forgotten', status=CASE WHEN status='pending' THEN 'failed' ELSE status END"
                 " WHERE customer_id=?",
-                (customer_id,),
+                (tomb, customer_id),
             ).rowcount
+            specs = 0
+            for job_id in jobs:
+                specs += self._scrub_job(db, job_id, customer_id, tomb)
+                self._maybe_complete(db, job_id, now)
             feedback = db.execute("DELETE FROM feedback WHERE customer_id=?", (customer_id,)).rowcount
             audit = db.execute("DELETE FROM audit WHERE customer_id=?", (customer_id,)).rowcount
-            for (job_id,) in db.execute(
-                "SELECT DISTINCT job_id FROM job_items WHERE customer_id=?", (customer_id,)
-            ).fetchall():
-                self._maybe_complete(db, job_id, time.time())
-        return {"job_results": items, "feedback": feedback, "audit": audit}
+            db.execute("INSERT OR IGNORE INTO forgotten VALUES (?, ?)", (tomb, now))
+        self.checkpoint()
+        return {"job_results": items, "job_specs": specs, "feedback": feedback, "audit": audit}
+
+    def _scrub_job(self, db: sqlite3.Connection, job_id: str, customer_id: str, tomb: str) -> int:
+        row = db.execute("SELECT spec, callback_url FROM jobs WHERE id=?", (job_id,)).fetchone()
+        if row is None:
+            return 0
+        spec = _replace_id(json.loads(row[0]), customer_id, tomb)
+        callback = None if row[1] is not None and customer_id in row[1] else row[1]
+        db.execute(
+            "UPDATE jobs SET spec=?, callback_url=?, callback_status=CASE WHEN ? IS NULL AND callback_url"
+            " IS NOT NULL THEN 'dropped:forgotten' ELSE callback_status END WHERE id=?",
+            (json.dumps(spec), callback, callback, job_id),
+        )
+        # The key and the hash of the body were the request's: either may carry the id (a key made from
+        # it; a hash that confirms a guess). A replay of that request is then a new request, and refused.
+        for key, scope in db.execute(
+            "SELECT key, scope FROM idempotency WHERE job_id=?", (job_id,)
+        ).fetchall():
+            db.execute(
+                "UPDATE idempotency SET key=?, body_hash=? WHERE scope=? AND key=?",
+                (self.tombstone(key), body_hash(spec), scope, key),
+            )
+        return 1
+
+    def checkpoint(self) -> bool:
+        """Copy the write-ahead log into the database file and empty it. False when a reader kept it from
+        finishing (it is finished by the next checkpoint)."""
+        with self._lock:
+            busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        return not busy
+
+
+def _replace_id(value: Any, customer_id: str, tomb: str) -> Any:
+    """``value`` (a job spec) with every string equal to ``customer_id`` replaced by its tombstone."""
+    if isinstance(value, dict):
+        return {k: _replace_id(v, customer_id, tomb) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace_id(v, customer_id, tomb) for v in value]
+    return tomb if value == customer_id else value

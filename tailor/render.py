@@ -2,24 +2,51 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from tailor.models import Explanation, Recommendation
+from tailor.models import CONTROL_CHARACTERS, Explanation, Recommendation
 
 __all__ = [
+    "markup_safe",
     "outcome_dict",
     "print_explanation",
     "print_outcome",
     "print_recommendations",
     "print_support",
     "run_demo",
+    "terminal_safe",
 ]
+
+
+def terminal_safe(text: object) -> str:
+    """``text`` with every control and bidirectional formatting character written out as an escape
+    (``\\x1b``, ``\\u202e``): data printed to a terminal must not drive it (ANSI escapes, BEL, NUL) nor
+    show itself reversed (U+202E). Stored text may predate the input rule that refuses these
+    (``tailor.models.refuse_control``), and an item or a name may come from any import."""
+    return CONTROL_CHARACTERS.sub(_escaped, str(text))
+
+
+def _escaped(found: re.Match[str]) -> str:
+    code = ord(found.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def markup_safe(text: object) -> str:
+    """``terminal_safe``, and rich's markup escaped: for data inside a string that rich parses as markup
+    (a panel's title, a table cell, ``Console.print``), where ``[bold red]`` in a name would be obeyed."""
+    return escape(terminal_safe(text))
+
+
+def _text(text: object, style: str = "") -> Text:
+    return Text(terminal_safe(text), style=style)
 
 
 def print_recommendations(
@@ -33,19 +60,19 @@ def print_recommendations(
     table.add_column("why (top evidence)")
     for rec in recs:
         reason = rec.evidence[0].summary if rec.evidence else ", ".join(rec.sources)
-        table.add_row(str(rec.rank), rec.item.id, rec.item.title, rec.item.price_text, reason)
+        cells = (rec.item.id, rec.item.title, rec.item.price_text, reason)
+        table.add_row(str(rec.rank), *(_text(c) for c in cells))
     console.print(table)
 
 
 def print_explanation(console: Console, explanation: Explanation) -> None:
     lines = Text()
     for n, sentence in enumerate(explanation.sentences, start=1):
-        lines.append(f"{sentence.text}", style="bold")
+        lines.append(terminal_safe(sentence.text), style="bold")
         cited = "; ".join(e.summary for e in sentence.evidence) or "no evidence cited"
-        lines.append(f"\n   [{n}] {cited}\n", style="dim")
-    console.print(
-        Panel(lines, title=f"Why item {explanation.item_id} for customer {explanation.customer_id}")
-    )
+        lines.append(f"\n   [{n}] {terminal_safe(cited)}\n", style="dim")
+    item, customer = markup_safe(explanation.item_id), markup_safe(explanation.customer_id)
+    console.print(Panel(lines, title=f"Why item {item} for customer {customer}"))
 
 
 def outcome_dict(outcome: Any) -> dict[str, Any]:
@@ -65,8 +92,8 @@ def print_outcome(console: Console, outcome: Any) -> None:
         r = outcome.refusal
         console.print(
             Panel(
-                f"[bold]{r.reason}[/]: {r.detail}",
-                title=f"No email for customer {r.customer_id}",
+                f"[bold]{markup_safe(r.reason)}[/]: {markup_safe(r.detail)}",
+                title=f"No email for customer {markup_safe(r.customer_id)}",
                 border_style="yellow",
             )
         )
@@ -74,17 +101,17 @@ def print_outcome(console: Console, outcome: Any) -> None:
     email = outcome.email
     header = Text()
     header.append("Subject: ", style="dim")
-    header.append(email.subject + "\n", style="bold")
+    header.append(terminal_safe(email.subject) + "\n", style="bold")
     header.append("Preheader: ", style="dim")
-    header.append(email.preheader + "\n")
+    header.append(terminal_safe(email.preheader) + "\n")
     meta = f"action={email.action} writer={email.writer}"
     if email.fallback_parts:
         meta += f" fallback={','.join(email.fallback_parts)}"
     console.print(
         Panel(
-            Group(header, Text(email.body_text)),
-            title=f"Email to customer {email.customer_id}",
-            subtitle=meta,
+            Group(header, _text(email.body_text)),
+            title=f"Email to customer {markup_safe(email.customer_id)}",
+            subtitle=markup_safe(meta),
             border_style="green",
         )
     )
@@ -94,14 +121,16 @@ def print_support(console: Console, answer: Any) -> None:
     for n, suggestion in enumerate(answer.suggestions, start=1):
         body = Text()
         for point in suggestion.talking_points:
-            body.append(f"• {point}\n")
+            body.append(f"• {terminal_safe(point)}\n")
         evidence = "; ".join(e.summary for e in suggestion.evidence) or "no evidence"
-        body.append(f"evidence: {evidence}", style="dim")
-        console.print(Panel(body, title=f"{n}. {suggestion.title}"))
+        body.append(f"evidence: {terminal_safe(evidence)}", style="dim")
+        console.print(Panel(body, title=f"{n}. {markup_safe(suggestion.title)}"))
     # What the rails withheld, redacted, dropped or neutralized is shown too: nothing changes silently.
     for note in getattr(answer, "guardrail_notes", ()):
+        rules = ", ".join(note.rules)
         console.print(
-            f"[dim]guardrail: {note.action} {note.kind} ({', '.join(note.rules)}): {note.detail}[/]"
+            f"[dim]guardrail: {markup_safe(note.action)} {markup_safe(note.kind)} ({markup_safe(rules)}):"
+            f" {markup_safe(note.detail)}[/]"
         )
 
 
@@ -124,7 +153,8 @@ def run_demo(
     chosen: list[str] = tailor.demo_customers(n_customers)
     for customer_id in chosen:
         customer = tailor.store.get_customer(customer_id)
-        console.rule(f"Customer {customer.id} ({customer.first_name}, {customer.country}; synthetic name)")
+        who = markup_safe(f"{customer.id} ({customer.first_name}, {customer.country}; synthetic name)")
+        console.rule(f"Customer {who}")
         recs = tailor.recommend(customer_id, k=5)
         print_recommendations(console, recs, title=f"Top {len(recs)} for customer {customer_id}")
         print_outcome(console, tailor.email(customer_id, trigger="campaign"))

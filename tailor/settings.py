@@ -76,6 +76,21 @@ class Settings(BaseSettings):
         ["127.0.0.1", "localhost"], description="Hosts that job results may be POSTed to."
     )
     job_retry_s: float = Field(5.0, gt=0, description="First retry delay of a job whose backend was down.")
+    job_concurrency: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Job items (one customer's email each) run at once. A job never holds every worker"
+        " while another job waits: a free worker goes to the job with the fewest items running. 1 runs"
+        " items one at a time, in job order.",
+    )
+    job_time_budget_s: float = Field(
+        45.0,
+        gt=0,
+        description="The most one job item may wait on the model: the writer's timeout and retries are"
+        " cut to fit it, then the item falls back or is deferred (TAILOR_LLM_UNAVAILABLE). So a hanging"
+        " model delays other jobs by one budget at most.",
+    )
     serve_blas_threads: int = Field(
         1,
         ge=1,

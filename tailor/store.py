@@ -47,6 +47,10 @@ CREATE TABLE IF NOT EXISTS impressions (
     customer_id TEXT NOT NULL, item_id TEXT NOT NULL, ts TEXT NOT NULL, channel TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS impressions_customer ON impressions(customer_id, ts);
+CREATE TABLE IF NOT EXISTS sends (
+    id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, ts TEXT NOT NULL, channel TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sends_customer ON sends(customer_id);
 """
 
 
@@ -205,6 +209,9 @@ class Store:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        # Deleted rows are overwritten with zeros, not left in free pages: a forgotten customer's rows must
+        # not survive in the file (``delete_customer``).
+        self._db.execute("PRAGMA secure_delete=ON")
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -454,6 +461,33 @@ class Store:
         with self.transaction() as db:
             db.execute("INSERT INTO contacts VALUES (?,?,?)", (customer_id, when.isoformat(), channel))
 
+    def record_send(
+        self,
+        send_id: str,
+        customer_id: str,
+        item_ids: Iterable[str],
+        when: datetime,
+        channel: str = "email",
+    ) -> bool:
+        """The one way a sent message is recorded: its contact (the frequency cap) and its products'
+        impressions (the 30-day cap), in one transaction, once per ``send_id``.
+
+        False when that send was recorded already: a replayed or resumed job that records its send again
+        counts nothing twice, and a crash between the two records cannot leave one without the other."""
+        stamp = as_utc(when).isoformat()
+        with self.transaction() as db:
+            fresh = db.execute(
+                "INSERT OR IGNORE INTO sends VALUES (?,?,?,?)", (send_id, customer_id, stamp, channel)
+            ).rowcount
+            if not fresh:
+                return False
+            db.execute("INSERT INTO contacts VALUES (?,?,?)", (customer_id, when.isoformat(), channel))
+            db.executemany(
+                "INSERT INTO impressions VALUES (?,?,?,?)",
+                [(customer_id, item_id, stamp, channel) for item_id in dict.fromkeys(item_ids)],
+            )
+        return True
+
     def contacts(self, customer_id: str, channel: str = "email") -> list[datetime]:
         rows = self._query(
             "SELECT ts FROM contacts WHERE customer_id=? AND channel=? ORDER BY ts", (customer_id, channel)
@@ -509,19 +543,30 @@ class Store:
 
     # -- lifecycle -------------------------------------------------------------------------------
     def delete_customer(self, customer_id: str) -> dict[str, int]:
-        """Forget a customer: their profile and every event. Returns what was deleted."""
+        """Forget a customer: their profile, every event, contact, impression and send, overwritten in the
+        file (``secure_delete``) and checkpointed out of the write-ahead log. Returns what was deleted."""
         with self.transaction() as db:
             n_events = db.execute("DELETE FROM events WHERE customer_id=?", (customer_id,)).rowcount
             n_customers = db.execute("DELETE FROM customers WHERE id=?", (customer_id,)).rowcount
             n_contacts = db.execute("DELETE FROM contacts WHERE customer_id=?", (customer_id,)).rowcount
             n_shown = db.execute("DELETE FROM impressions WHERE customer_id=?", (customer_id,)).rowcount
+            db.execute("DELETE FROM sends WHERE customer_id=?", (customer_id,))
             _count_change(db, "forgotten", n_customers)
+        # The old pages are still in the write-ahead log until a checkpoint copies the zeroed ones over.
+        self.checkpoint()
         return {
             "customers": n_customers,
             "events": n_events,
             "contacts": n_contacts,
             "impressions": n_shown,
         }
+
+    def checkpoint(self) -> bool:
+        """Copy the write-ahead log into the database file and empty it. False when a reader (another
+        process) kept it from finishing; the next checkpoint finishes it."""
+        with self._lock:
+            busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        return not busy
 
     def counts(self) -> dict[str, int]:
         return {t: self._query(f"SELECT COUNT(*) FROM {t}")[0][0] for t in ("items", "customers", "events")}

@@ -10,6 +10,7 @@ agent. It logs every email it writes to ``<data_dir>/emails.log`` so tests can c
 ``writer='openai'``, really calls the configured endpoint, so a dead or slow endpoint is real. Its audit
 trace is built with the agent's own ``agent.audit`` functions and types, so it has the real shape.
 
+``TAILOR_TEST_WARM_GATE`` (a file path) holds the warm-up until the file exists (the readiness tests).
 Two switches for the log tests: ``TAILOR_TEST_LOG_LEVEL`` (e.g. ``debug``) sends every logger, Tailor's,
 uvicorn's (access log included) and the libraries', to ``server.log`` at that level; and
 ``TAILOR_TEST_FAULT_CUSTOMER`` makes ``email`` and ``support`` for that customer fail the way a careless
@@ -156,6 +157,14 @@ class ScriptedTailor:
 
     def health(self) -> dict[str, bool]:
         return {"store": self.store.counts()["items"] > 0, "qdrant": True}
+
+    def warm_up(self) -> dict[str, float]:
+        """Nothing to load; with ``TAILOR_TEST_WARM_GATE`` set, it lasts until that file exists, so a test
+        can watch readiness while the service warms up."""
+        gate = os.environ.get("TAILOR_TEST_WARM_GATE")
+        while gate and not Path(gate).exists():
+            time.sleep(0.05)
+        return {"scripted": 0.0}
 
     def _llm_subject(self, customer: Customer) -> tuple[str, list[dict[str, Any]]]:
         base = (self.settings.llm_base_url or "").rstrip("/")

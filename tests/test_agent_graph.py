@@ -220,6 +220,10 @@ def test_a_draft_still_bad_after_revision_falls_back_to_the_template_for_that_pa
     out = run_email_sync(deps, cid)
     assert out.email is not None
     assert out.email.fallback_parts == (f"reason:{items[0]}",)
+    # Labelled as written: the writer's parts and the template's one, never the writer's alone.
+    assert out.email.writer == "scripted+template"
+    assert out.email.part_writers[f"reason:{items[0]}"] == "template"
+    assert out.email.part_writers["subject"] == out.email.part_writers["intro"] == "scripted"
     assert "evil.test" not in out.email.body_html and "£0.01" not in out.email.body_text
     assert out.email.products[0].reason and out.email.products[0].reason != invented.reasons[items[0]]
     assert [a["node"] for a in out.audit][-3:] == ["fallback", "check", "finalize"]
@@ -376,6 +380,21 @@ def test_metrics_count_the_tokens_a_real_endpoint_reports(deps: AgentDeps, senda
     assert metrics.value("tailor_llm_tokens_total", {"kind": "completion"}) == 45
     generate = next(a for a in out.audit if a["node"] == "generate")
     assert generate["tokens"] == 165 and generate["model"] == "m"
+
+
+def test_an_email_written_wholly_by_the_template_after_a_model_failure_says_so(
+    deps: AgentDeps, sendable: list[str]
+) -> None:
+    cid = _first_sent(deps, sendable)
+    with scripted_endpoint() as ep:
+        ep.script.extend([fail(500), fail(500)])
+        deps.writer = OpenAIWriter(_llm_settings(ep.url, "fallback"))
+        out = run_email_sync(deps, cid)
+    assert out.email is not None, out.refusal
+    assert set(out.email.fallback_parts) == set(out.email.part_writers)
+    assert out.email.writer == "template" and set(out.email.part_writers.values()) == {"template"}
+    assert {"subject", "preheader", "intro"} <= set(out.email.part_writers)
+    assert next(a for a in out.audit if a["node"] == "finalize")["writer"] == "template"
 
 
 def _llm_settings(url: str, unavailable: Literal["fallback", "defer"]) -> Settings:

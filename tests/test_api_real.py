@@ -80,6 +80,26 @@ def real(tmp_path_factory: pytest.TempPathFactory, retailer: Retailer) -> Iterat
         }
 
 
+def test_the_real_service_warms_up_before_it_says_ready(real: dict[str, Any]) -> None:
+    """Readiness waits for the warm-up, which runs every request path once (the embedding model, Qdrant,
+    the ranker, the graph, a recommendation, an explanation, a support answer, an email preview)."""
+    client = real["client"]
+    _wait(lambda: client.get("/readyz").json()["status"] != "warming")
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready", ready.text
+    parts = ready.json()["warm_up"]["seconds"]
+    assert set(parts) == {
+        "embedder",
+        "qdrant",
+        "recommender",
+        "graph",
+        "recommend",
+        "why",
+        "support",
+        "email",
+    }
+
+
 def test_real_recommendations_and_why(real: dict[str, Any]) -> None:
     client, support, cid = real["client"], real["support"], real["customers"][0]
     r = client.get(f"/v1/customers/{cid}/recommendations?k=5", headers=support)

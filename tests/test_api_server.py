@@ -21,6 +21,7 @@ import pytest
 from tailor.api import create_key
 from tailor.ops import Ops
 from tailor.settings import Settings
+from tailor.store import Store
 from tests.server import ServerProcess, seed_segment_facts, seed_store
 
 pytestmark = pytest.mark.slow
@@ -512,11 +513,8 @@ def test_campaign_survives_sigkill_without_duplicates(tmp_path: Path) -> None:
     proc.start()
     try:
         client = httpx.Client(base_url=proc.base_url, timeout=30)
-        r = client.post(
-            "/v1/campaigns",
-            headers=crm,
-            json={"segment": {"customer_ids": ids}, "trigger": {"kind": "campaign", "campaign_id": "x"}},
-        )
+        campaign = {"segment": {"customer_ids": ids}, "trigger": {"kind": "campaign", "campaign_id": "x"}}
+        r = client.post("/v1/campaigns", headers={**crm, "Idempotency-Key": "c1"}, json=campaign)
         assert r.status_code == 202, r.text
         job_id = r.json()["job_id"]
         assert r.json()["total"] == 24
@@ -543,13 +541,30 @@ def test_campaign_survives_sigkill_without_duplicates(tmp_path: Path) -> None:
         ]
         assert sorted(r["customer_id"] for r in rows) == sorted(ids)
         assert [r["customer_id"] for r in rows if r["status"] == "refused"] == opted_out
-        # At most the one email in flight at the kill is written again; it was never delivered.
+        # At most the emails in flight at the kill (one per worker) are written again; none was delivered.
         written = _emails(data_dir)
         assert set(written) == set(ids) - set(opted_out)
-        assert len(written) - len(set(written)) <= 1
+        assert len(written) - len(set(written)) <= Settings.model_fields["job_concurrency"].default
+        # A replay of the campaign is the same job: nothing runs again.
+        again = client.post("/v1/campaigns", headers={**crm, "Idempotency-Key": "c1"}, json=campaign)
+        assert again.json()["job_id"] == job_id and again.headers["Idempotent-Replayed"] == "true"
         client.close()
     finally:
         proc.stop()
+    # Exactly once, with the caps on: every sent email is one contact and one impression per product in
+    # the customer store, whatever the kill and the replay did.
+    store = Store(data_dir / "tailor.db")
+    try:
+        for row in rows:
+            contacts, shown = store.contacts(row["customer_id"]), store.impressions(row["customer_id"])
+            if row["status"] == "refused":
+                assert contacts == [] and shown == []
+                continue
+            products = [p["item_id"] for p in row["result"]["email"]["products"]]
+            assert len(contacts) == 1 and products
+            assert sorted(i for i, _ in shown) == sorted(products)
+    finally:
+        store.close()
 
 
 def test_campaign_by_country_segment(server: tuple[ServerProcess, httpx.Client], keys: Any) -> None:
@@ -690,6 +705,46 @@ def test_llm_timeout_with_fallback_uses_the_template_writer(tmp_path: Path) -> N
             assert llm.overruns == 0 and not llm.script
     finally:
         llm.close()
+
+
+def test_readiness_tells_degraded_fallback_from_down(tmp_path: Path) -> None:
+    """The model endpoint is down. With the fallback, the template writer serves every email: 200,
+    ``degraded``. With ``defer``, emails wait for the model: 503, ``down``. Qdrant and the store up."""
+    data_dir = tmp_path / "data"
+    seed_store(data_dir)
+    llm = ScriptedHTTP(models_status=500)
+    try:
+        for mode, code, status in (("fallback", 200, "degraded"), ("defer", 503, "down")):
+            with _llm_server(data_dir, llm, mode) as proc, httpx.Client(base_url=proc.base_url) as client:
+                _wait(lambda: client.get("/readyz").json()["warm"])
+                ready = client.get("/readyz")
+                assert ready.status_code == code, ready.text
+                body = ready.json()
+                assert (body["status"], body["mode"], body["ready"]) == (status, mode, code == 200)
+                assert body["checks"] == {"store": True, "qdrant": True, "llm": False}
+                llm.models_status = 200
+                assert client.get("/readyz").json()["status"] == "ready"
+                llm.models_status = 500
+    finally:
+        llm.close()
+
+
+def test_readiness_waits_for_the_warm_up(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    seed_store(data_dir)
+    gate = tmp_path / "warm.go"
+    with (
+        ServerProcess(data_dir, {"TAILOR_TEST_WARM_GATE": str(gate)}) as proc,
+        httpx.Client(base_url=proc.base_url) as client,
+    ):
+        assert client.get("/healthz").status_code == 200, "alive while warming"
+        warming = client.get("/readyz")
+        assert warming.status_code == 503 and warming.json()["status"] == "warming"
+        assert warming.json()["checks"]["store"] is True
+        gate.touch()
+        _wait(lambda: client.get("/readyz").status_code == 200)
+        ready = client.get("/readyz").json()
+        assert ready["status"] == "ready" and ready["warm_up"] == {"seconds": {"scripted": 0.0}}
 
 
 def test_jobs_are_visible_to_their_key_only(server: tuple[ServerProcess, httpx.Client], keys: Any) -> None:

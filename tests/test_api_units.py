@@ -28,6 +28,7 @@ from tailor.service import Tailor
 from tailor.settings import Settings
 from tailor.store import Store
 from tests.openai_endpoint import chat, fail, scripted_endpoint
+from tests.retailers import Retailer
 from tests.server import Outcome, seed_store
 from tests.test_api_server import ScriptedHTTP
 
@@ -562,11 +563,11 @@ def test_a_kill_between_the_result_and_the_contact_record_keeps_both(
         raise _Killed
 
     with monkeypatch.context() as patch:
-        patch.setattr(tailor.store, "record_contact", killed)
+        patch.setattr(tailor.store, "record_send", killed)
         with pytest.raises(_Killed):
             JobRunner(tailor, ops, tailor.settings).run_once()
     assert ops.job_items(job)[0].status == "done" and len(ops.pending_contacts()) == 1
-    assert tailor.store.contacts(cid) == []
+    assert tailor.store.contacts(cid) == [] and tailor.store.impressions(cid) == []
     # Killed again, after the record but before the note is cleared: the restart must not record it twice.
     with monkeypatch.context() as patch:
         patch.setattr(ops, "contact_recorded", killed)
@@ -576,3 +577,59 @@ def test_a_kill_between_the_result_and_the_contact_record_keeps_both(
     assert not JobRunner(tailor, ops, tailor.settings).run_once()  # nothing to do but the note
     assert len(tailor.store.contacts(cid)) == 1 and not ops.pending_contacts()
     assert ops.job_items(job)[0].result is not None
+    # The send's products were recorded once too, with its contact.
+    sent = [p["item_id"] for p in ops.job_items(job)[0].result["email"]["products"]]  # type: ignore[index]
+    assert sorted(i for i, _ in tailor.store.impressions(cid)) == sorted(sent) and sent
+
+
+@pytest.mark.slow
+def test_job_sends_count_toward_the_impression_cap_which_refuses_the_fourth(
+    retail_store: Store, retailer: Retailer, tmp_path: Path
+) -> None:
+    """Every job's send records its products as impressions; after three identical ones, the cap
+    (``max_impressions_30d=3``) keeps those products out of the fourth email. Under each retailer."""
+    import sqlite3
+
+    data = tmp_path / "data"
+    data.mkdir()
+    # A copy of the retailer's session store (read-only there), with what its write-ahead log holds.
+    with sqlite3.connect(retail_store.path) as src, sqlite3.connect(data / "tailor.db") as dst:
+        src.backup(dst)
+    # No frequency cap, so that four emails in a row are allowed and the impression cap is what decides.
+    settings = Settings(
+        data_dir=data, now=NOW, frequency_cap_days=0, max_impressions_30d=3, brand_config=retailer.path
+    )
+    with Tailor(settings) as tailor:
+        _use_recommender(tailor)
+        cid = next(
+            c.id
+            for c in tailor.store.customers()
+            if c.consent.marketing_email and tailor.email(c.id).email is not None
+        )
+        ops = Ops(data / "ops.db")
+        runner = JobRunner(tailor, ops, settings)
+        sent: list[set[str]] = []
+        for _ in range(4):
+            job = _job(ops, cid)
+            assert runner.run_once()
+            [item] = ops.job_items(job)
+            assert item.status == "done" and item.result is not None, item
+            sent.append({p["item_id"] for p in item.result["email"]["products"]})
+        ops.close()
+        shown = [i for i, _ in tailor.store.impressions(cid)]
+        contacts = tailor.store.contacts(cid)
+    assert sent[0] == sent[1] == sent[2], "the same products, three times: the cap is not reached yet"
+    assert not sent[3] & sent[0], "the fourth email shows none of the products shown three times"
+    assert {i: shown.count(i) for i in sent[0]} == dict.fromkeys(sent[0], 3) and len(contacts) == 4
+
+
+def test_a_send_is_recorded_once_per_send_id(fresh_store: Store) -> None:
+    fresh_store.upsert_customers([ANN])
+    when = datetime(2011, 12, 10, 10, tzinfo=UTC)
+    assert fresh_store.record_send("job:j1:100", "100", ["I1", "I2", "I1"], when)
+    assert not fresh_store.record_send("job:j1:100", "100", ["I1", "I2"], when), "a replay counts nothing"
+    assert fresh_store.contacts("100") == [when]
+    assert sorted(i for i, _ in fresh_store.impressions("100")) == ["I1", "I2"]
+    assert fresh_store.delete_customer("100")["impressions"] == 2
+    # Forgotten, the send's key goes too; nothing of it is left to match.
+    assert fresh_store._query("SELECT COUNT(*) FROM sends") == [(0,)]

@@ -94,3 +94,27 @@ def test_forget_then_refit_from_the_command_line(tmp_path: Path, monkeypatch: py
     done = tailor("forget", ids[4], "--refit", data_dir=tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["refit"]["customers"] == 6 and "until a refit" not in done.stderr
+
+
+@pytest.mark.slow
+def test_email_send_records_the_contact_and_the_impressions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``tailor email --send`` takes the job runner's send path: the contact and every product shown."""
+    from tailor.store import Store
+
+    monkeypatch.setenv("TAILOR_NOW", "2011-12-10T10:00:00+00:00")
+    seed_store(tmp_path, n_customers=3)
+    assert tailor("index", data_dir=tmp_path).returncode == 0
+    sent = tailor("email", "100", "--send", "--json", data_dir=tmp_path)
+    assert sent.returncode == 0, sent.stderr
+    products = [p["item_id"] for p in json.loads(sent.stdout)["email"]["products"]]
+    store = Store(tmp_path / "tailor.db")
+    try:
+        assert len(store.contacts("100")) == 1 and products
+        assert sorted(i for i, _ in store.impressions("100")) == sorted(products)
+    finally:
+        store.close()
+    # A preview counts toward neither cap, and is itself held back by the send's frequency cap.
+    preview = json.loads(tailor("email", "100", "--json", data_dir=tmp_path).stdout)
+    assert preview["refusal"]["reason"] == "frequency_cap"

@@ -110,10 +110,58 @@ def test_forget_removes_results_feedback_and_audit(ops: Ops) -> None:
     ops.add_feedback("a", "click", item_id="I1")
     ops.audit("consent", key_id="k", customer_id="a", detail={"x": 1})
     ops.audit("consent", key_id="k", customer_id="b")
-    assert ops.forget("a") == {"job_results": 1, "feedback": 1, "audit": 1}
+    assert ops.forget("a") == {"job_results": 1, "job_specs": 1, "feedback": 1, "audit": 1}
     item = ops.job_items(job.job_id)[0]
     assert item.result is None and item.reason == "forgotten"
+    assert item.customer_id == ops.tombstone("a") and item.customer_id.startswith("forgotten:")
     assert [r["customer_id"] for r in ops.audit_trail()] == ["b"]
+
+
+def _raw(path: Path) -> bytes:
+    """The database file and its write-ahead log, as bytes: what a copy of the disk would hold."""
+    wal = path.with_name(path.name + "-wal")
+    return path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+
+
+def test_forgetting_leaves_no_id_in_the_ops_file_and_refuses_the_id_later(ops: Ops, tmp_path: Path) -> None:
+    gone, kept = "zq-forget-me-4242", "zq-keep-me-5353"
+    spec = {"customer_id": gone, "trigger": {"kind": "browse"}}
+    email = ops.create_job("email", [gone], spec, idempotency=("email:k", f"key-{gone}", body_hash(spec)))
+    ops.finish_item(email.job_id, gone, "done", {"email": {"customer_id": gone}}, audit=[{"who": gone}])
+    campaign = ops.create_job(
+        "campaign", [kept, gone], {"segment": {"customer_ids": [kept, gone]}}, callback_url="http://h/x"
+    )
+    ops.add_feedback(gone, "click", note=f"from {gone}")
+    ops.audit("trigger.email", key_id="k", customer_id=gone, detail={"job_id": email.job_id})
+    assert gone.encode() in _raw(tmp_path / "ops.db")
+    ops.forget(gone)
+    ops.audit("forget", key_id="k", customer_id=ops.tombstone(gone), detail={})
+    ops.checkpoint()
+    raw = _raw(tmp_path / "ops.db")
+    assert gone.encode() not in raw, "no copy of the id: not in a row, a free page or the log"
+    assert kept.encode() in raw
+    assert ops.get_job(campaign.job_id).spec == {"segment": {"customer_ids": [kept, ops.tombstone(gone)]}}
+    assert ops.get_job(email.job_id).spec["customer_id"] == ops.tombstone(gone)
+    [final] = ops.job_items(campaign.job_id)
+    assert (final.customer_id, final.status, final.reason) == (ops.tombstone(gone), "failed", "forgotten")
+    assert [r["customer_id"] for r in ops.audit_trail()] == [ops.tombstone(gone)]
+    assert ops.forgotten([kept, gone, "other"]) == [gone]
+    # The old request replayed is not the old job any more: the key was the request's, and it is gone.
+    again = ops.create_job("email", [gone], spec, idempotency=("email:k", f"key-{gone}", body_hash(spec)))
+    assert again.created
+
+
+def test_tombstones_are_stable_per_database_and_opaque(tmp_path: Path) -> None:
+    one, two = Ops(tmp_path / "a.db"), Ops(tmp_path / "b.db")
+    try:
+        assert one.tombstone("c1") == one.tombstone("c1") != one.tombstone("c2")
+        assert one.tombstone("c1") != two.tombstone("c1"), "salted per database"
+    finally:
+        one.close()
+        two.close()
+    reopened = Ops(tmp_path / "a.db")
+    assert reopened.tombstone("c1") != two.tombstone("c1")
+    reopened.close()
 
 
 def test_the_audit_trace_and_the_contact_to_record_are_saved_with_the_result(ops: Ops) -> None:

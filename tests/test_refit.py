@@ -214,3 +214,49 @@ def test_closing_the_service_ends_a_fit_under_way(tmp_path: Path) -> None:
     with Tailor.open(settings) as again:
         assert again.model_status()["fitted_at"] == fitted
     assert not list(data_dir.glob("refit-*"))
+
+
+def _canonical(folder: Path, tmp: Path) -> Path:
+    """``seed_store``'s store written out as a canonical folder, for ``tailor import``."""
+    from tailor.store import Store
+
+    seed_store(tmp, n_customers=12)
+    store = Store(tmp / "tailor.db")
+    try:
+        folder.mkdir()
+        for name, rows in (
+            ("items", store.items()),
+            ("customers", store.customers()),
+            ("events", store.events()),
+        ):
+            (folder / f"{name}.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in rows))
+    finally:
+        store.close()
+    return folder
+
+
+def _edit_item(folder: Path, item_id: str, **changes: object) -> None:
+    path = folder / "items.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for row in rows:
+        if row["id"] == item_id:
+            row.update(changes)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_a_description_only_import_re_embeds_without_refitting(tmp_path: Path) -> None:
+    folder = _canonical(tmp_path / "canonical", tmp_path / "seed")
+    with Tailor.open(Settings(data_dir=tmp_path / "data", now=NOW)) as tailor:
+        tailor.import_dir(folder)
+        assert tailor.index()["ranker"] == "fitted"
+        _edit_item(folder, "I2", description="Now in a brighter brass, with a longer wick.")
+        assert not tailor.import_dir(folder).skipped
+        assert not tailor.model_status()["stale"], "a description is not what the ranker is fitted on"
+        report = tailor.index()
+        assert (report["ranker"], report["items_embedded"]) == ("unchanged", 1)
+        assert tailor.store.get_item("I2").description.startswith("Now in a brighter brass")
+        # A change the ranker does read (the name it embeds) still refits it.
+        _edit_item(folder, "I2", title="Brass Lantern")
+        tailor.import_dir(folder)
+        assert tailor.model_status()["stale"]
+        assert tailor.index()["ranker"] == "fitted"

@@ -65,6 +65,32 @@ def test_delete_customer_removes_profile_events_contacts_and_impressions(fresh_s
     assert fresh_store.impressions("c2") == [("A", when)]
 
 
+def test_a_deleted_customer_survives_nowhere_in_the_file_or_its_log(tmp_path: Path) -> None:
+    gone, secret = "zq-forget-me-4242", "my-ticket-says-zq-9917"
+    store = Store(tmp_path / "tailor.db")
+    try:
+        store.upsert_customers(
+            [
+                Customer(id=gone, first_name="Ann", email="zq-ann@example.test", country="UK"),
+                Customer(id="c2", first_name="Bo", email="b@example.test", country="UK"),
+            ]
+        )
+        at = datetime(2011, 2, 1, tzinfo=UTC)
+        ticket = Event(customer_id=gone, kind=EventKind.SUPPORT_TICKET, text=secret * 200, timestamp=at)
+        store.add_events([ticket, ticket.model_copy(update={"customer_id": "c2", "text": "fine"})])
+        store.record_send("job:j:" + gone, gone, ["A"], at)
+        # A checkpoint first, so the rows are in the file itself, not only in the log.
+        store.checkpoint()
+        store.delete_customer(gone)
+        wal = tmp_path / "tailor.db-wal"
+        raw = (tmp_path / "tailor.db").read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+        for trace in (gone, secret, "zq-ann@example.test"):
+            assert trace.encode() not in raw, trace
+        assert store.get_customer("c2").first_name == "Bo" and b"b@example.test" in raw
+    finally:
+        store.close()
+
+
 def test_impressions_are_kept_per_customer_in_utc_and_filtered_by_time(fresh_store: Store) -> None:
     paris = timezone(timedelta(hours=1))
     fresh_store.record_impressions("c1", ["A", "B", "A"], datetime(2011, 3, 1, 10, tzinfo=paris))
