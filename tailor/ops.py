@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from tailor.errors import ConflictError, DataError, NotFoundError
 
@@ -571,7 +572,8 @@ class Ops:
 
         Job items lose their results, traces and notes, and name the tombstone; job specs (a trigger's
         customer, a campaign's id list) and the idempotency keys and body hashes of those jobs are rewritten
-        the same way, and a callback URL naming the id is dropped; feedback and audit rows go. The tombstone
+        the same way, and a callback URL naming the id (a path segment or query value equal to it) is
+        dropped; feedback and audit rows go. The tombstone
         is kept, so a later job naming the id is refused (``forgotten``). Then the database is checkpointed:
         with ``secure_delete`` on, no deleted row is left in the file or its write-ahead log.
         """
@@ -605,7 +607,7 @@ class Ops:
         if row is None:
             return 0
         spec = _replace_id(json.loads(row[0]), customer_id, tomb)
-        callback = None if row[1] is not None and customer_id in row[1] else row[1]
+        callback = None if row[1] is not None and _url_names(row[1], customer_id) else row[1]
         db.execute(
             "UPDATE jobs SET spec=?, callback_url=?, callback_status=CASE WHEN ? IS NULL AND callback_url"
             " IS NOT NULL THEN 'dropped:forgotten' ELSE callback_status END WHERE id=?",
@@ -628,6 +630,20 @@ class Ops:
         with self._lock:
             busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         return not busy
+
+
+def _url_names(url: str, customer_id: str) -> bool:
+    """Whether a part of ``url`` is ``customer_id``: a path segment or a query value, unquoted, equal to it.
+
+    Whole parts only: forgetting customer ``1`` must not match ``http://127.0.0.1/...``.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return customer_id in url  # not a URL we can take apart: be safe, drop it if the id is in it
+    if any(unquote(segment) == customer_id for segment in parts.path.split("/")):
+        return True
+    return any(value == customer_id for _, value in parse_qsl(parts.query, keep_blank_values=True))
 
 
 def _replace_id(value: Any, customer_id: str, tomb: str) -> Any:

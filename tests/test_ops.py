@@ -202,3 +202,23 @@ def test_an_older_ops_database_gains_the_new_columns(tmp_path: Path) -> None:
     reopened = Ops(path)
     assert reopened.pending_contacts() == [(job.job_id, "a", "x")]
     reopened.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "dropped"),
+    [
+        ("http://127.0.0.1:8080/hooks/done", False),  # "1" is in the host, not a part naming them
+        ("http://h/hooks/c10/done?batch=11", False),
+        ("http://h/hooks/1/done", True),
+        ("http://h/hooks/%31", True),  # a quoted segment is the id once unquoted
+        ("http://h/hook?customer=1&x=y", True),
+    ],
+)
+def test_forget_drops_only_a_callback_url_whose_parts_name_the_id(ops: Ops, url: str, dropped: bool) -> None:
+    job = ops.create_job("campaign", ["1", "2"], {"segment": {"customer_ids": ["1", "2"]}}, callback_url=url)
+    ops.forget("1")
+    state = ops.get_job(job.job_id)
+    if dropped:
+        assert (state.callback_url, state.callback_status) == (None, "dropped:forgotten")
+    else:
+        assert (state.callback_url, state.callback_status) == (url, None)
