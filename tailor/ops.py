@@ -573,8 +573,8 @@ class Ops:
         Job items lose their results, traces and notes, and name the tombstone; job specs (a trigger's
         customer, a campaign's id list) and the idempotency keys and body hashes of those jobs are rewritten
         the same way, and a callback URL naming the id (a path segment or query value equal to it) is
-        dropped; feedback and audit rows go. The tombstone
-        is kept, so a later job naming the id is refused (``forgotten``). Then the database is checkpointed:
+        dropped, from the job and from its spec; feedback and audit rows go. The tombstone is kept, so a
+        later job naming the id is refused (``forgotten``). Then the database is checkpointed:
         with ``secure_delete`` on, no deleted row is left in the file or its write-ahead log.
         """
         tomb = self.tombstone(customer_id)
@@ -608,6 +608,10 @@ class Ops:
             return 0
         spec = _replace_id(json.loads(row[0]), customer_id, tomb)
         callback = None if row[1] is not None and _url_names(row[1], customer_id) else row[1]
+        # The spec is the request's body and holds the callback URL too: scrubbed by the same rule.
+        spec_url = spec.get("callback_url") if isinstance(spec, dict) else None
+        if isinstance(spec_url, str) and _url_names(spec_url, customer_id):
+            spec["callback_url"] = None
         db.execute(
             "UPDATE jobs SET spec=?, callback_url=?, callback_status=CASE WHEN ? IS NULL AND callback_url"
             " IS NOT NULL THEN 'dropped:forgotten' ELSE callback_status END WHERE id=?",
