@@ -566,7 +566,7 @@ class Ops:
             )
             return int(cur.lastrowid or 0)
 
-    def forget(self, customer_id: str) -> dict[str, int]:
+    def forget(self, customer_id: str, *, only_if_found: bool = False) -> dict[str, int]:
         """Remove a customer's operational traces; what must stay (a job's items, the audit row that says
         they were forgotten) keeps their tombstone instead of their id.
 
@@ -576,6 +576,10 @@ class Ops:
         dropped, from the job and from its spec; feedback and audit rows go. The tombstone is kept, so a
         later job naming the id is refused (``forgotten``). Then the database is checkpointed:
         with ``secure_delete`` on, no deleted row is left in the file or its write-ahead log.
+
+        ``only_if_found`` (the customer store no longer knows the id: a retry of a forget that died half
+        way, or an id never seen): when nothing here names the id either, nothing is written, not even the
+        tombstone, so an id never seen stays unknown rather than forgotten. Every count is then 0.
         """
         tomb = self.tombstone(customer_id)
         now = time.time()
@@ -598,6 +602,8 @@ class Ops:
                 self._maybe_complete(db, job_id, now)
             feedback = db.execute("DELETE FROM feedback WHERE customer_id=?", (customer_id,)).rowcount
             audit = db.execute("DELETE FROM audit WHERE customer_id=?", (customer_id,)).rowcount
+            if only_if_found and not (items or feedback or audit):
+                return {"job_results": 0, "job_specs": 0, "feedback": 0, "audit": 0}
             db.execute("INSERT OR IGNORE INTO forgotten VALUES (?, ?)", (tomb, now))
         self.checkpoint()
         return {"job_results": items, "job_specs": specs, "feedback": feedback, "audit": audit}
