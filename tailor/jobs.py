@@ -342,14 +342,14 @@ class JobRunner:
         store = self.facade.store
         for job_id, customer_id, when in self.ops.pending_contacts():
             # Keyed by the job item: a kill between the record and clearing the note, or a worker and the
-            # dispatcher both finding the note, records it once (``Store.record_send``).
-            if store.has_customer(customer_id):
-                store.record_send(
-                    f"job:{job_id}:{customer_id}",
-                    customer_id,
-                    self.ops.sent_items(job_id, customer_id),
-                    datetime.fromisoformat(when),
-                )
+            # dispatcher both finding the note, records it once (``Store.record_send``). A customer forgotten
+            # meanwhile gets nothing written: record_send looks them up in the transaction that writes.
+            store.record_send(
+                f"job:{job_id}:{customer_id}",
+                customer_id,
+                self.ops.sent_items(job_id, customer_id),
+                datetime.fromisoformat(when),
+            )
             self.ops.contact_recorded(job_id, customer_id)
 
     def deliver_callbacks(self) -> None:
