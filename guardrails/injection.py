@@ -222,6 +222,17 @@ def neutralize(text: str) -> str:
     return defuse(text)[0]
 
 
+def _fold(text: str) -> str:
+    """``text`` lower-cased character for character, its length kept: a finding's offsets into the text are
+    offsets into this. (``str.lower`` can lengthen a string: ``'İ'.lower()`` is two characters, which would
+    shift every offset after it, and a product name's exemption onto the words that follow the name.) A
+    character that would lower-case longer is kept as it is."""
+    lower = text.lower()
+    if len(lower) == len(text):
+        return lower
+    return "".join(low if len(low := c.lower()) == 1 else c for c in text)
+
+
 def _title_spans(lower: str, piece: str, context: RailContext) -> list[tuple[int, int]]:
     """Where the text (``lower``, normalized and lower-cased) names, by its exact title, a product of the
     context's catalog whose title holds ``piece``."""
@@ -231,7 +242,7 @@ def _title_spans(lower: str, piece: str, context: RailContext) -> list[tuple[int
     # is read once per distinct finding, and findings are rare.
     for group in (planned, _containing(context.catalog, piece)):
         for item in group:
-            title = _normalize(item.title).lower().strip()
+            title = _fold(_normalize(item.title)).strip()
             if not title or piece not in title:
                 continue
             at = lower.find(title)
@@ -246,13 +257,13 @@ def _title_spans(lower: str, piece: str, context: RailContext) -> list[tuple[int
 
 
 def _containing(catalog: Mapping[str, Item], piece: str) -> Iterator[Item]:
-    return (item for item in catalog.values() if piece in item.title.lower())
+    return (item for item in catalog.values() if piece in _fold(item.title))
 
 
 def check(text: str, context: RailContext) -> Verdict:
     start = time.perf_counter()
     clean = _normalize(text)
-    lower = clean.lower()
+    lower = _fold(clean)  # the same length as ``clean``: the findings' offsets hold in both
     findings: list[Finding] = []
     names: dict[str, list[tuple[int, int]]] = {}  # each distinct span's product names, read once
     blocked = False

@@ -712,8 +712,18 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
     @app.delete("/v1/customers/{customer_id}", tags=["crm"])
     async def delete_customer(request: Request, key: Crm, customer_id: _CustomerId) -> dict[str, Any]:
         st = _state(request)
-        deleted = dict(await run_in_threadpool(st.facade.forget, customer_id))
-        deleted.update(await run_in_threadpool(st.ops.forget, customer_id))
+        # The store goes first, the ops database second: a forget that died between them left the customer
+        # row gone and their jobs, feedback and audit named. A retry finishes it; 404 only when neither
+        # database knew the id.
+        try:
+            deleted = dict(await run_in_threadpool(st.facade.forget, customer_id))
+            in_store = True
+        except NotFoundError:
+            deleted, in_store = {}, False
+        in_ops = await run_in_threadpool(st.ops.forget, customer_id, only_if_found=not in_store)
+        if not in_store and not any(in_ops.values()):
+            raise NotFoundError("customer", customer_id)
+        deleted.update(in_ops)
         # Rows, ids and vectors went above; the item-level aggregates lose the customer's share at a refit.
         start = _facade_method(st.facade, "refit_in_background")
         refit = start() if st.settings.refit_after_forget and start is not None else "off"

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tailor.errors import TailorError
+from tailor.errors import NotFoundError, TailorError
 from tailor.logs import quiet_libraries
 from tailor.models import CONTROL_CHARACTERS
 from tailor.render import markup_safe
@@ -276,16 +276,27 @@ def forget(
 
     def body() -> None:
         with _tailor(data_dir) as t:
-            deleted = t.forget(customer)
+            # A customer already gone from the store (a forget that died before the ops database) still
+            # has their ops traces forgotten: the retry finishes the job. Not found only if neither knew them.
+            try:
+                deleted = t.forget(customer)
+                not_found: NotFoundError | None = None
+            except NotFoundError as exc:
+                deleted, not_found = {}, exc
+            in_ops = 0
             if t.settings.ops_path.exists():
                 # The HTTP service's jobs, feedback and audit: the id goes there too (a tombstone stays).
                 from tailor.ops import Ops
 
                 ops = Ops(t.settings.ops_path)
                 try:
-                    deleted.update({f"ops_{k}": v for k, v in ops.forget(customer).items()})
+                    counts = ops.forget(customer, only_if_found=not_found is not None)
                 finally:
                     ops.close()
+                in_ops = sum(counts.values())
+                deleted.update({f"ops_{k}": v for k, v in counts.items()})
+            if not_found is not None and not in_ops:
+                raise not_found
             out_doc: dict[str, Any] = {"deleted": deleted}
             if refit:
                 out_doc["refit"] = t.refit()

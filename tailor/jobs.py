@@ -30,7 +30,7 @@ from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from tailor import budget
 from tailor.errors import BackendError, DataError, NotFoundError, TailorError
@@ -96,6 +96,17 @@ class Facade(Protocol):
     def forget(self, customer_id: str) -> dict[str, int]: ...
     def health(self) -> dict[str, bool]: ...
     def close(self) -> None: ...
+
+
+def _spec_problem(exc: ValidationError | DataError) -> str:
+    """What is wrong with a job's stored spec, by field and rule: never the value (it may be the input)."""
+    if isinstance(exc, DataError):
+        return str(exc)
+    problems = "; ".join(
+        ".".join(["trigger", *(str(part) for part in error["loc"])]) + f": {error['msg']}"
+        for error in exc.errors(include_url=False, include_input=False)
+    )
+    return f"the job's stored trigger is no longer valid: {problems}"
 
 
 def to_trigger(spec: TriggerSpec) -> Any:
@@ -249,7 +260,16 @@ class JobRunner:
         return True
 
     def _process(self, item: JobItem) -> None:
-        spec = TriggerSpec.model_validate(self._spec(item.job_id)["trigger"])
+        # A spec stored before the input rules changed may no longer validate: its items fail, named, and
+        # are not left pending for the dispatcher to pick again and again.
+        try:
+            stored = self._spec(item.job_id)
+            if not isinstance(stored, dict) or "trigger" not in stored:
+                raise DataError("the job's stored spec has no trigger")
+            spec = TriggerSpec.model_validate(stored["trigger"])
+        except (ValidationError, DataError) as exc:
+            self._finish(item, "failed", {"error": _spec_problem(exc)}, "invalid_spec")
+            return
         try:
             # A preview: the runner records the send itself, after the result is saved (module docstring).
             with budget.within(self.settings.job_time_budget_s):
@@ -322,14 +342,14 @@ class JobRunner:
         store = self.facade.store
         for job_id, customer_id, when in self.ops.pending_contacts():
             # Keyed by the job item: a kill between the record and clearing the note, or a worker and the
-            # dispatcher both finding the note, records it once (``Store.record_send``).
-            if store.has_customer(customer_id):
-                store.record_send(
-                    f"job:{job_id}:{customer_id}",
-                    customer_id,
-                    self.ops.sent_items(job_id, customer_id),
-                    datetime.fromisoformat(when),
-                )
+            # dispatcher both finding the note, records it once (``Store.record_send``). A customer forgotten
+            # meanwhile gets nothing written: record_send looks them up in the transaction that writes.
+            store.record_send(
+                f"job:{job_id}:{customer_id}",
+                customer_id,
+                self.ops.sent_items(job_id, customer_id),
+                datetime.fromisoformat(when),
+            )
             self.ops.contact_recorded(job_id, customer_id)
 
     def deliver_callbacks(self) -> None:

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from tailor.errors import ConflictError, DataError, NotFoundError
 
@@ -565,15 +566,20 @@ class Ops:
             )
             return int(cur.lastrowid or 0)
 
-    def forget(self, customer_id: str) -> dict[str, int]:
+    def forget(self, customer_id: str, *, only_if_found: bool = False) -> dict[str, int]:
         """Remove a customer's operational traces; what must stay (a job's items, the audit row that says
         they were forgotten) keeps their tombstone instead of their id.
 
         Job items lose their results, traces and notes, and name the tombstone; job specs (a trigger's
         customer, a campaign's id list) and the idempotency keys and body hashes of those jobs are rewritten
-        the same way, and a callback URL naming the id is dropped; feedback and audit rows go. The tombstone
-        is kept, so a later job naming the id is refused (``forgotten``). Then the database is checkpointed:
+        the same way, and a callback URL naming the id (a path segment or query value equal to it) is
+        dropped, from the job and from its spec; feedback and audit rows go. The tombstone is kept, so a
+        later job naming the id is refused (``forgotten``). Then the database is checkpointed:
         with ``secure_delete`` on, no deleted row is left in the file or its write-ahead log.
+
+        ``only_if_found`` (the customer store no longer knows the id: a retry of a forget that died half
+        way, or an id never seen): when nothing here names the id either, nothing is written, not even the
+        tombstone, so an id never seen stays unknown rather than forgotten. Every count is then 0.
         """
         tomb = self.tombstone(customer_id)
         now = time.time()
@@ -596,6 +602,8 @@ class Ops:
                 self._maybe_complete(db, job_id, now)
             feedback = db.execute("DELETE FROM feedback WHERE customer_id=?", (customer_id,)).rowcount
             audit = db.execute("DELETE FROM audit WHERE customer_id=?", (customer_id,)).rowcount
+            if only_if_found and not (items or feedback or audit):
+                return {"job_results": 0, "job_specs": 0, "feedback": 0, "audit": 0}
             db.execute("INSERT OR IGNORE INTO forgotten VALUES (?, ?)", (tomb, now))
         self.checkpoint()
         return {"job_results": items, "job_specs": specs, "feedback": feedback, "audit": audit}
@@ -605,7 +613,11 @@ class Ops:
         if row is None:
             return 0
         spec = _replace_id(json.loads(row[0]), customer_id, tomb)
-        callback = None if row[1] is not None and customer_id in row[1] else row[1]
+        callback = None if row[1] is not None and _url_names(row[1], customer_id) else row[1]
+        # The spec is the request's body and holds the callback URL too: scrubbed by the same rule.
+        spec_url = spec.get("callback_url") if isinstance(spec, dict) else None
+        if isinstance(spec_url, str) and _url_names(spec_url, customer_id):
+            spec["callback_url"] = None
         db.execute(
             "UPDATE jobs SET spec=?, callback_url=?, callback_status=CASE WHEN ? IS NULL AND callback_url"
             " IS NOT NULL THEN 'dropped:forgotten' ELSE callback_status END WHERE id=?",
@@ -628,6 +640,20 @@ class Ops:
         with self._lock:
             busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         return not busy
+
+
+def _url_names(url: str, customer_id: str) -> bool:
+    """Whether a part of ``url`` is ``customer_id``: a path segment or a query value, unquoted, equal to it.
+
+    Whole parts only: forgetting customer ``1`` must not match ``http://127.0.0.1/...``.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return customer_id in url  # not a URL we can take apart: be safe, drop it if the id is in it
+    if any(unquote(segment) == customer_id for segment in parts.path.split("/")):
+        return True
+    return any(value == customer_id for _, value in parse_qsl(parts.query, keep_blank_values=True))
 
 
 def _replace_id(value: Any, customer_id: str, tomb: str) -> Any:

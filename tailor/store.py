@@ -472,10 +472,14 @@ class Store:
         """The one way a sent message is recorded: its contact (the frequency cap) and its products'
         impressions (the 30-day cap), in one transaction, once per ``send_id``.
 
-        False when that send was recorded already: a replayed or resumed job that records its send again
-        counts nothing twice, and a crash between the two records cannot leave one without the other."""
+        False when nothing was written: that send was recorded already (a replayed or resumed job that
+        records its send again counts nothing twice, and a crash between the two records cannot leave one
+        without the other), or the customer is gone. The customer is looked up in the same transaction as
+        the writes, so a forget that lands after a caller's own check leaves no row naming them."""
         stamp = as_utc(when).isoformat()
         with self.transaction() as db:
+            if db.execute("SELECT 1 FROM customers WHERE id=?", (customer_id,)).fetchone() is None:
+                return False
             fresh = db.execute(
                 "INSERT OR IGNORE INTO sends VALUES (?,?,?,?)", (send_id, customer_id, stamp, channel)
             ).rowcount

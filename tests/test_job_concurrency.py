@@ -20,7 +20,7 @@ from guardrails.brand_config import load_brand
 from tailor import budget
 from tailor.errors import LLMTimeoutError
 from tailor.jobs import JobRunner
-from tailor.models import Email
+from tailor.models import Customer, Email
 from tailor.ops import Ops
 from tailor.settings import Settings
 from tailor.store import Store
@@ -212,3 +212,42 @@ def test_budgets_nest_and_only_shorten() -> None:
             inner = budget.remaining()
         assert outer is not None and inner is not None and inner <= outer <= 100
     assert budget.remaining() is None
+
+
+def test_a_stored_spec_that_no_longer_validates_fails_its_items_and_the_runner_goes_on(rig: Any) -> None:
+    """A job queued before the input rules were stricter (here: a trigger kind since removed, a spec with
+    no trigger) fails, with the validation problem named, instead of staying pending for ever."""
+    runner, facade, ops = _runner(rig, held=set(), concurrency=2)
+    stale = ops.create_job("campaign", ["a", "b"], {"trigger": {"kind": "birthday"}})
+    bare = ops.create_job("email", ["c"], {})
+    good = ops.create_job("email", ["w"], {"trigger": {"kind": "browse"}})
+    runner.start()
+    try:
+        _wait(lambda: all(ops.get_job(j.job_id).status == "done" for j in (stale, bare, good)), timeout=10)
+    finally:
+        runner.stop()
+    assert facade.finished == ["w"], "no email is made from a spec that does not validate"
+    items = ops.job_items(stale.job_id)
+    assert [(i.status, i.reason) for i in items] == [("failed", "invalid_spec")] * 2
+    assert items[0].result is not None and "trigger.kind" in items[0].result["error"]
+    [bare_item] = ops.job_items(bare.job_id)
+    assert (bare_item.status, bare_item.reason) == ("failed", "invalid_spec")
+    assert bare_item.result is not None and "trigger" in bare_item.result["error"]
+
+
+def test_a_forget_between_the_check_and_the_send_leaves_no_send_rows(
+    rig: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The customer is there when asked, and forgotten before the send is written: no contact, impression
+    or send row is left naming them, and the note of the send to record is cleared."""
+    store, ops = rig
+    store.upsert_customers([Customer(id="c1", first_name="Ann", email="a@example.test", country="UK")])
+    runner, _, _ = _runner(rig, held=set(), concurrency=1)
+    job = ops.create_job("email", ["c1"], {"trigger": {"kind": "browse"}})
+    ops.finish_item(job.job_id, "c1", "done", {"email": {}}, contact_at="2011-12-10T10:00:00+00:00")
+    store.delete_customer("c1")
+    monkeypatch.setattr(store, "has_customer", lambda customer_id: True)  # what it said just before
+    runner.record_contacts()
+    assert ops.pending_contacts() == []
+    assert store.contacts("c1") == [] and store.impressions("c1") == []
+    assert store._query("SELECT COUNT(*) FROM sends")[0][0] == 0

@@ -202,3 +202,45 @@ def test_an_older_ops_database_gains_the_new_columns(tmp_path: Path) -> None:
     reopened = Ops(path)
     assert reopened.pending_contacts() == [(job.job_id, "a", "x")]
     reopened.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "dropped"),
+    [
+        ("http://127.0.0.1:8080/hooks/done", False),  # "1" is in the host, not a part naming them
+        ("http://h/hooks/c10/done?batch=11", False),
+        ("http://h/hooks/1/done", True),
+        ("http://h/hooks/%31", True),  # a quoted segment is the id once unquoted
+        ("http://h/hook?customer=1&x=y", True),
+    ],
+)
+def test_forget_drops_only_a_callback_url_whose_parts_name_the_id(ops: Ops, url: str, dropped: bool) -> None:
+    job = ops.create_job("campaign", ["1", "2"], {"segment": {"customer_ids": ["1", "2"]}}, callback_url=url)
+    ops.forget("1")
+    state = ops.get_job(job.job_id)
+    if dropped:
+        assert (state.callback_url, state.callback_status) == (None, "dropped:forgotten")
+    else:
+        assert (state.callback_url, state.callback_status) == (url, None)
+
+
+def test_forget_scrubs_a_callback_url_naming_the_id_from_the_job_spec_too(ops: Ops, tmp_path: Path) -> None:
+    # The API stores the whole request body as the spec, callback_url included.
+    gone, kept = "zq-forget-me-4242", "zq-keep-me-5353"
+    url = f"http://h/hook?customer={gone}"
+    spec = {"segment": {"customer_ids": [kept, gone]}, "callback_url": url}
+    job = ops.create_job("campaign", [kept, gone], spec, callback_url=url)
+    assert gone.encode() in _raw(tmp_path / "ops.db")
+    ops.forget(gone)
+    ops.checkpoint()
+    assert gone.encode() not in _raw(tmp_path / "ops.db"), "not in the spec's callback_url"
+    state = ops.get_job(job.job_id)
+    assert state.callback_url is None and state.spec["callback_url"] is None
+    # A callback URL that does not name them stays in both.
+    other = ops.create_job("campaign", [kept, "b"], {"callback_url": "http://h/x"}, callback_url="http://h/x")
+    ops.forget("b")
+    assert (
+        ops.get_job(other.job_id).spec["callback_url"]
+        == ops.get_job(other.job_id).callback_url
+        == "http://h/x"
+    )

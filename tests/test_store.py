@@ -183,3 +183,23 @@ def test_changes_count_new_purchases_and_forgotten_customers_only(fresh_store: S
     assert fresh_store.changes()["forgotten"] == 0
     fresh_store.delete_customer("c1")
     assert fresh_store.changes() == {"purchases": 4, "forgotten": 1}
+
+
+def test_a_send_for_a_customer_forgotten_meanwhile_writes_nothing(fresh_store: Store) -> None:
+    """The runner checks the customer, then records the send: a forget landing between the two must not
+    leave a contact, impressions or a send row for a customer who is gone. record_send checks in its own
+    transaction, and says that it wrote nothing."""
+    _seed(fresh_store)
+    at = datetime(2011, 2, 1, tzinfo=UTC)
+    fresh_store.delete_customer("c1")
+    assert not fresh_store.record_send("job:j:c1", "c1", ["A"], at)
+    assert fresh_store.contacts("c1") == [] and fresh_store.impressions("c1") == []
+    db = sqlite3.connect(fresh_store.path)
+    try:
+        assert db.execute("SELECT COUNT(*) FROM sends WHERE customer_id='c1'").fetchone()[0] == 0
+    finally:
+        db.close()
+    # Back again (a new import), the same send id is not spent: it is recorded then, once.
+    fresh_store.upsert_customers([Customer(id="c1", first_name="Ann", email="a@example.com", country="UK")])
+    assert fresh_store.record_send("job:j:c1", "c1", ["A"], at)
+    assert not fresh_store.record_send("job:j:c1", "c1", ["A"], at)
