@@ -173,6 +173,7 @@ class JobRunner:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._callbacks: threading.Thread | None = None
         self._specs: dict[str, dict[str, Any]] = {}
         self._running: set[tuple[str, str]] = set()
         self._running_lock = threading.Lock()
@@ -183,6 +184,12 @@ class JobRunner:
             self._pool = ThreadPoolExecutor(self.settings.job_concurrency, thread_name_prefix="tailor-job")
             self._thread = threading.Thread(target=self._loop, name="tailor-jobs", daemon=True)
             self._thread.start()
+            # Callbacks go out on their own thread: a slow or dead callback host (5 s a try, and the back-off
+            # between tries) must not keep free workers from their next items.
+            self._callbacks = threading.Thread(
+                target=self._callback_loop, name="tailor-callbacks", daemon=True
+            )
+            self._callbacks.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -191,6 +198,9 @@ class JobRunner:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        if self._callbacks is not None:
+            self._callbacks.join(max(deadline - time.monotonic(), 0.0))
+            self._callbacks = None
         if self._pool is not None:
             # Nothing new starts; items under way get what is left of ``timeout`` to finish, before the
             # facade they use is closed. One cut off by the process ending is redone at the next start,
@@ -212,12 +222,23 @@ class JobRunner:
             try:
                 self.record_contacts()
                 self._dispatch()
-                self.deliver_callbacks()
             except Exception as exc:  # the runner must outlive any one bad item or database hiccup
                 log.error("job runner iteration failed: %s", describe(exc))
             due = self.ops.next_due_in()
+            if due is not None and due <= 0 and self.running():
+                # What is due now and was not handed out waits on an item under way (its customer's, or a
+                # worker), and every item's end wakes the loop: no need to ask again every 50 ms meanwhile.
+                due = 1.0
             self._wake.wait(timeout=1.0 if due is None else min(max(due, 0.05), 1.0))
             self._wake.clear()
+
+    def _callback_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.deliver_callbacks()
+            except Exception as exc:  # as in _loop
+                log.error("job callbacks failed: %s", describe(exc))
+            self._stop.wait(0.5)
 
     def _dispatch(self) -> None:
         """Hand due items to free workers until either runs out."""

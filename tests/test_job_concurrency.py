@@ -251,3 +251,46 @@ def test_a_forget_between_the_check_and_the_send_leaves_no_send_rows(
     assert ops.pending_contacts() == []
     assert store.contacts("c1") == [] and store.impressions("c1") == []
     assert store._query("SELECT COUNT(*) FROM sends")[0][0] == 0
+
+
+def test_a_hanging_callback_host_does_not_hold_up_the_next_job(rig: Any) -> None:
+    """A finished job's callback goes to a host that takes the connection and never answers. A webhook
+    created meanwhile still runs on a free worker: callbacks go out on their own thread."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    accepted: list[socket.socket] = []
+    done = threading.Event()
+
+    def hold() -> None:
+        listener.settimeout(0.2)
+        while not done.is_set():
+            try:
+                accepted.append(listener.accept()[0])  # read nothing, answer nothing
+            except TimeoutError:
+                continue
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    store, ops = rig
+    settings = Settings(data_dir=Path(store.path).parent, job_concurrency=2, callback_hosts=["127.0.0.1"])
+    facade = _HeldModel(store, settings, held=set())
+    runner = JobRunner(facade, ops, settings)  # type: ignore[arg-type]
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+    try:
+        first = ops.create_job("email", ["a"], {"trigger": {"kind": "browse"}}, callback_url=url)
+        runner.start()
+        _wait(lambda: ops.get_job(first.job_id).status == "done" and bool(accepted))
+        # The callback is now waiting on a host that never answers (5 s a try).
+        webhook = ops.create_job("email", ["w"], {"trigger": {"kind": "browse"}})
+        runner.wake()
+        _wait(lambda: ops.get_job(webhook.job_id).status == "done")
+        assert ops.get_job(first.job_id).callback_status is None  # still the first try, unanswered
+    finally:
+        done.set()
+        runner.stop(timeout=8.0)
+        for conn in accepted:
+            conn.close()
+        listener.close()
