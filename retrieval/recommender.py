@@ -28,7 +28,7 @@ from tailor.models import Event, EventKind, Evidence, Item, Recommendation
 from tailor.settings import Settings
 from tailor.store import Store, event_id
 
-__all__ = ["HybridRecommender", "item_text_vectors"]
+__all__ = ["HybridRecommender", "item_text_vectors", "popular_summary"]
 
 _MAX_EVIDENCE_EVENTS = 50
 # The reserved slot for a never-sold item: only in lists long enough that giving up the last ranked pick
@@ -50,6 +50,12 @@ def item_text_vectors(items: Sequence[Item], embedder: Any) -> dict[str, npt.NDA
         return {}
     vectors = embedder.encode([i.ranking_text() for i in named])
     return {item.id: np.asarray(vectors[n], dtype=np.float32) for n, item in enumerate(named)}
+
+
+def popular_summary(buyers: int) -> str:
+    """The evidence of a best seller, in words every brand's rails pass: not "best seller", a superlative
+    that the brand rail holds to the brand's own allowed claims."""
+    return f"popular with the store's customers: {buyers} have bought it"
 
 
 @dataclass(frozen=True)
@@ -438,7 +444,7 @@ class HybridRecommender:
             evidence.append(
                 Evidence(
                     kind="popular",
-                    summary=f"one of the store's best sellers, bought by {buyers} customers",
+                    summary=popular_summary(buyers),
                     item_ids=(scored.item_id,),
                     weight=float(f["i_pop_log"]),
                 )

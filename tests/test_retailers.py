@@ -17,6 +17,8 @@ from guardrails import brand, grounding
 from guardrails.base import RailContext
 from guardrails.brand_config import load_brand
 from guardrails.runner import check_email, failed
+from prompts import render
+from retrieval.recommender import popular_summary
 from tailor.errors import ConfigError
 from tailor.importer import import_dir
 from tailor.models import Consent, Customer, Evidence, Item
@@ -48,10 +50,12 @@ def _other(retailer: Retailer) -> Retailer:
     return next(r for r in RETAILERS.values() if r.key != retailer.key)
 
 
-def _email(retailer: Retailer) -> tuple[dict[str, str], Plan, dict[str, Item]]:
+def _email(
+    retailer: Retailer, evidence: Evidence | None = None
+) -> tuple[dict[str, str], Plan, dict[str, Item]]:
     """A template email for Ann under ``retailer``: its catalog links, currency, footer and voice."""
     catalog = {i.id: rebrand_item(i, retailer) for i in BASE}
-    evidence = Evidence(
+    evidence = evidence or Evidence(
         kind="repeat_purchase", summary="Bought 3 times, last on 2011-11-02.", item_ids=("22633",)
     )
     plan = Plan(
@@ -87,6 +91,16 @@ def test_an_email_passes_the_rails_of_the_retailer_it_was_written_for(retailer: 
         retailer.brand.postal_address in parts["body_text"] and retailer.brand.sign_off in parts["body_text"]
     )
     assert retailer.brand.currency in parts["body_text"] or "£" in parts["body_text"]
+
+
+def test_a_best_seller_is_recommended_in_words_every_retailers_rails_pass(retailer: Retailer) -> None:
+    """The popular candidate source's evidence once said "best seller": a superlative claim that the brand
+    rail refused in every explanation and email that cited it."""
+    popular = Evidence(kind="popular", summary=popular_summary(1234), item_ids=("22633",))
+    parts, plan, catalog = _email(retailer, popular)
+    assert not failed(check_email(parts, _context(retailer, plan, catalog)))
+    sentence = render("explanation.j2", e=popular, title=catalog["22633"].title)[0]
+    assert not brand.check(sentence, _context(retailer, plan, catalog)).blocking, sentence
 
 
 def test_the_same_email_is_refused_under_the_other_retailer(retailer: Retailer) -> None:
