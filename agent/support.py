@@ -117,13 +117,24 @@ def _title(catalog: Mapping[str, Item], item_id: str | None) -> str:
 
 
 def _ticket(
-    store: Store, customer_id: str, asked: str, history: Sequence[Event], search: HistorySearch | None
+    store: Store,
+    customer_id: str,
+    asked: str,
+    history: Sequence[Event],
+    search: HistorySearch | None,
+    now: datetime | None,
 ) -> Event | None:
-    """The ticket nearest the question in meaning (Qdrant), else her latest one."""
+    """The ticket nearest the question in meaning (Qdrant), else her latest one; filed before ``now``."""
     hits = list(search(customer_id, asked, 3)) if search else []
     ids = [str(h.event_id) for h in hits if getattr(h, "kind", "") == EventKind.SUPPORT_TICKET.value]
-    # Only the customer's own, stored events can be evidence: a hit is resolved to its event.
-    found = {e.id: e for e in store.get_events(ids) if e.customer_id == customer_id}
+    # Only the customer's own, stored events can be evidence: a hit is resolved to its event. The history
+    # index holds every event it was given, later ones too (historical data read at a set clock): what
+    # happens after the store's clock has not happened yet, and is never evidence.
+    found = {
+        e.id: e
+        for e in store.get_events(ids)
+        if e.customer_id == customer_id and (now is None or e.timestamp < now)
+    }
     for event_id in ids:
         if event_id in found:
             return found[event_id]
@@ -205,7 +216,7 @@ def _candidates(
     out: list[Suggestion] = []
     orders = [e for e in history if e.kind is EventKind.PURCHASE and e.id]
     returns = [e for e in history if e.kind is EventKind.RETURN and e.id]
-    ticket = _ticket(store, customer.id, asked, history, search)
+    ticket = _ticket(store, customer.id, asked, history, search, now)
     grounds: tuple[Evidence, ...] = ()
     if ticket is not None:
         resolve, note = resolve_suggestion(ticket, orders, context)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -128,6 +129,37 @@ def test_support_suggestions_are_grounded_in_the_customers_own_ticket(
     assert not any(o in offered for o in (*other.support_offers, *other.allowed_offers))
     assert out.suggestions[2].kind == "product" and out.suggestions[2].evidence
     _assert_grounded(store, out)
+
+
+def test_a_ticket_filed_after_the_stores_clock_is_never_evidence(
+    ticket_store: tuple[Store, str, Event], recommender: HybridRecommender, retailer: Retailer
+) -> None:
+    """The history index holds a ticket dated after the clock (historical data read at a set clock); the
+    search ranks it first, as nearest the question. It has not happened yet: the ticket before the clock is
+    the one quoted."""
+    store, cid, ticket = ticket_store
+    (later_id,) = store.add_events(
+        [
+            ticket.model_copy(
+                update={
+                    "id": None,
+                    "text": "Do you have it in other colours?",
+                    "timestamp": NOW + timedelta(days=4),
+                }
+            )
+        ]
+    )
+
+    def search(customer_id: str, question: str, limit: int) -> Sequence[object]:
+        kind = EventKind.SUPPORT_TICKET.value
+        return [SimpleNamespace(event_id=later_id, kind=kind), SimpleNamespace(event_id=ticket.id, kind=kind)]
+
+    out = support_suggestions(
+        store, recommender, retailer.brand, cid, "her parcel was late", now=NOW, search=search
+    )
+    used = {i for s in out.suggestions for e in s.evidence for i in e.event_ids}
+    assert ticket.id in used and later_id not in used
+    assert not any("other colours" in p for s in out.suggestions for p in s.talking_points)
 
 
 def _assert_grounded(store: Store, out: SupportAnswer) -> None:
