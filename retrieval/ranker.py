@@ -229,10 +229,10 @@ def _choose_serving(
             chosen[variant] = "trees"
             continue
         scores: dict[str, float] = {}
+        each = sub.rank_each(evaluated, new_only=new, k=_VALIDATION_K, hows=SCORERS[variant])
         for how in SCORERS[variant]:
-            lists = sub.rank(evaluated, new_only=new, k=_VALIDATION_K, how=how)
             scores[how] = float(
-                np.mean([_recall(lst, relevant[c]) for c, lst in zip(evaluated, lists, strict=True)])
+                np.mean([_recall(lst, relevant[c]) for c, lst in zip(evaluated, each[how], strict=True)])
             )
         figures[variant] = {h: round(v, 4) for h, v in scores.items()}
         chosen[variant] = max(SCORERS[variant], key=lambda h: (scores[h], h == "trees"))
@@ -531,13 +531,27 @@ class Ranker:
         """Top ``k`` item ids for customers known at fit time, scored as of the fit's ``now`` (for evals).
 
         ``only`` limits the lists to those items (the ones still on sale, say); by default any fitted item.
+        ``how`` is one of ``SCORERS`` (by default what the variant serves).
         """
+        return self.rank_each(customer_ids, new_only=new_only, k=k, only=only, hows=(how,))[how]
+
+    def rank_each(
+        self,
+        customer_ids: Sequence[str],
+        *,
+        new_only: bool = False,
+        k: int = 20,
+        only: Collection[str] | None = None,
+        hows: Sequence[str | None] = (None,),
+    ) -> dict[str | None, list[list[str]]]:
+        """``rank`` by each scorer of ``hows``, over candidates built once: building them is most of a
+        ranking pass, and the serving choice ranks its window with every scorer."""
         history, items, collab, _, _ = self._require()
         allowed: npt.NDArray[np.bool_] | None = None
         if only is not None:
             allowed = np.zeros(len(self.item_ids), dtype=bool)
             allowed[[self.item_index[x] for x in only if x in self.item_index]] = True
-        out: list[list[str]] = []
+        out: dict[str | None, list[list[str]]] = {how: [] for how in hows}
         ids = list(customer_ids)
         for start in range(0, len(ids), self._chunk()):
             chunk = ids[start : start + self._chunk()]
@@ -555,20 +569,21 @@ class Ranker:
                 allowed=allowed,
                 limits=self.limits,
             )
-            scores = self._score_candidates(cands, new_only, how)
-            ranked: dict[int, list[str]] = {}
-            order = np.lexsort((cands.item, -scores, cands.row))
-            for r, it in zip(cands.row[order], cands.item[order], strict=True):
-                lst = ranked.setdefault(int(r), [])
-                if len(lst) < k:
-                    lst.append(self.item_ids[int(it)])
-            pos = 0
-            for r in rows:
-                if r < 0:
-                    out.append([])
-                else:
-                    out.append(ranked.get(pos, []))
-                    pos += 1
+            for how in out:
+                scores = self._score_candidates(cands, new_only, how)
+                ranked: dict[int, list[str]] = {}
+                order = np.lexsort((cands.item, -scores, cands.row))
+                for r, it in zip(cands.row[order], cands.item[order], strict=True):
+                    lst = ranked.setdefault(int(r), [])
+                    if len(lst) < k:
+                        lst.append(self.item_ids[int(it)])
+                pos = 0
+                for r in rows:
+                    if r < 0:
+                        out[how].append([])
+                    else:
+                        out[how].append(ranked.get(pos, []))
+                        pos += 1
         return out
 
     def score(

@@ -497,6 +497,15 @@ def test_reference_scorers_rank_by_their_own_signal(fitted: Ranker, shop: pd.Dat
     assert fresh and not set(fresh) & set(orders.index)
 
 
+def test_ranking_by_every_scorer_at_once_is_ranking_by_each(fitted: Ranker) -> None:
+    customers = [f"c{i}" for i in range(0, 160, 7)] + ["nobody"]
+    for variant, new in (("all", False), ("new", True)):
+        each = fitted.rank_each(customers, new_only=new, k=10, hows=(*SCORERS[variant], None))
+        for how in (*SCORERS[variant], None):
+            assert each[how] == fitted.rank(customers, new_only=new, k=10, how=how)
+        assert each[None] == each[fitted.serving[variant]] and each["popularity"] != each["trees"]
+
+
 def test_what_is_served_survives_save_and_load(
     shop: pd.DataFrame, text: dict[str, np.ndarray], tmp_path: Path
 ) -> None:
