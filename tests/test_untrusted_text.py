@@ -48,16 +48,20 @@ def _items(retailer: Retailer, hostile: str, position: int) -> list[Item]:
     ]
 
 
-def _email(retailer: Retailer, items: list[Item], copy: EmailCopy | None = None) -> list[Verdict]:
-    """The email the agent's ``check`` node sees: the template writer's copy (or ``copy``), assembled and
-    checked part by part under the retailer's configuration."""
+def _plan(items: list[Item]) -> Plan:
     evidence = Evidence(kind="popular", summary="popular this month", item_ids=(items[0].id,))
-    plan = Plan(
+    return Plan(
         action="recommend",
         score=1.0,
         reason="test",
         products=tuple(PlannedProduct(item_id=i.id, score=1.0, evidence=(evidence,)) for i in items),
     )
+
+
+def _email(retailer: Retailer, items: list[Item], copy: EmailCopy | None = None) -> list[Verdict]:
+    """The email the agent's ``check`` node sees: the template writer's copy (or ``copy``), assembled and
+    checked part by part under the retailer's configuration."""
+    plan = _plan(items)
     catalog = {i.id: i for i in items}
     request = CopyRequest(
         action="recommend",
@@ -106,13 +110,7 @@ def test_instruction_text_is_blocked_in_every_part(retailer: Retailer, part: str
     verdicts = _email(retailer, items, copy)
     if part.startswith("body_"):
         # A body carrying what no part said (tampered with after assembly) is still read by the same rail.
-        evidence = Evidence(kind="popular", summary="popular this month", item_ids=(items[0].id,))
-        plan = Plan(
-            action="recommend",
-            score=1.0,
-            reason="test",
-            products=tuple(PlannedProduct(item_id=i.id, score=1.0, evidence=(evidence,)) for i in items),
-        )
+        plan = _plan(items)
         catalog = {i.id: i for i in items}
         email = assemble(copy, plan, ANN, catalog, retailer.brand, writer="template")
         parts = email_parts(copy, email)
