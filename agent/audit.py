@@ -42,5 +42,7 @@ def write_fields(result: WriteResult | None, error: str | None) -> dict[str, Any
         "prompt_tokens": result.prompt_tokens if result else 0,
         "completion_tokens": result.completion_tokens if result else 0,
         "neutralized": list(result.neutralized) if result else [],
+        # Parts the model gave no usable answer for, each filled by the template, with why.
+        "unwritten": dict(result.fallback_parts) if result else {},
         "error": error,
     }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from agent.state import Plan
 from agent.writers import EmailCopy
@@ -137,7 +137,12 @@ def rail_context(
     *,
     purpose: str = "email",
     others: Sequence[Customer] = (),
+    instructions: str = "",
+    findings: Sequence[str] = (),
+    similarity: Callable[[str, str], float] | None = None,
 ) -> RailContext:
+    """What the rails may look at besides the text. ``instructions`` (the writer's brief) and ``findings``
+    (what it was last told to fix) let the copy-quality rail catch either written back into the copy."""
     facts = " ".join(e.summary for e in plan.evidence)
     urls = " ".join([brand.unsubscribe_link(customer.id)])
     return RailContext(
@@ -149,5 +154,14 @@ def rail_context(
         events=events,
         other_customers=tuple(others),
         purpose=purpose,  # type: ignore[arg-type]
-        extra={"facts": facts, "urls": urls, "footer": footer(brand, customer)},
+        extra={
+            "facts": facts,
+            "urls": urls,
+            "footer": footer(brand, customer),
+            "instructions": instructions,
+            "findings": " ".join(findings),
+        },
+        action=plan.action,
+        product_evidence={p.item_id: p.evidence for p in plan.products},
+        similarity=similarity,
     )

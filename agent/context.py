@@ -30,6 +30,8 @@ class AgentDeps:
     # When the customer was last sent a marketing email (for the frequency cap); none known by default.
     contacts: Callable[[str], Sequence[datetime]] | None = None
     catalog: Mapping[str, Item] = field(default_factory=dict)
+    # A sentence encoder's cosine similarity (``Embedder.similarity``), for the rails that need meaning.
+    similarity: Callable[[str, str], float] | None = None
 
     def __post_init__(self) -> None:
         if not self.catalog:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from guardrails import check_all, failed
+from agent.writers import CopyRequest, ProductFacts, Writer
+from guardrails import check_all, copy_quality, failed
 from guardrails.base import RailContext
 from guardrails.brand_config import BrandConfig
+from guardrails.runner import DEFAULT_RAILS
 from prompts import render
 from retrieval.base import Recommender
-from tailor.errors import ConsentError, GuardrailBlockedError, NotFoundError
-from tailor.models import Explanation, ExplanationSentence, Recommendation
+from tailor.errors import ConsentError, GuardrailBlockedError, LLMError, NotFoundError
+from tailor.models import Customer, Evidence, Explanation, ExplanationSentence, Item, Recommendation
 from tailor.settings import Settings
 from tailor.store import Store
 
@@ -28,7 +30,13 @@ def explain(
     item_id: str,
     *,
     now: object = None,
+    writer: Writer | None = None,
 ) -> Explanation:
+    """One sentence per piece of evidence (at most three), each returned with the evidence it rests on.
+
+    With a model ``writer`` each sentence is the model's, asked for one piece of evidence at a time and
+    held by every rail, copy quality included, as a reason of that evidence; a sentence that fails, or that
+    the model could not write, is the template's. Each sentence says who wrote it."""
     customer = store.get_customer(customer_id)
     item = store.get_item(item_id)
     if not customer.consent.personalization:
@@ -51,7 +59,10 @@ def explain(
     sentences = []
     for evidence in rec.evidence[:_MAX_SENTENCES]:
         text, _ = render("explanation.j2", e=evidence, title=item.title)
-        sentences.append(ExplanationSentence(text=text.strip(), evidence=(evidence,)))
+        sentence = ExplanationSentence(text=text.strip(), evidence=(evidence,))
+        if writer is not None and writer.name != "template":
+            sentence = _model_sentence(writer, brand, customer, item, evidence, store) or sentence
+        sentences.append(sentence)
     context = RailContext(
         customer=customer,
         catalog={item.id: item, **{i: store.get_item(i) for e in rec.evidence for i in e.item_ids}},
@@ -71,3 +82,46 @@ def explain(
             hint="show the recommendation without an explanation",
         )
     return explanation
+
+
+def _model_sentence(
+    writer: Writer, brand: BrandConfig, customer: Customer, item: Item, evidence: Evidence, store: Store
+) -> ExplanationSentence | None:
+    """The model's sentence for one piece of evidence, or None when it wrote none that passes every rail."""
+    request = CopyRequest(
+        action="recommend",
+        first_name=customer.first_name,
+        products=(
+            ProductFacts(item_id=item.id, title=item.title, category=item.category, evidence=(evidence,)),
+        ),
+        parts=(f"reason:{item.id}",),
+    )
+    try:
+        result = writer.write_email(request, brand)
+    except LLMError:
+        return None  # the template's sentence stands; an explanation never waits on a model
+    if f"reason:{item.id}" in result.fallback_parts:
+        return None
+    text = result.copy.reasons.get(item.id, "").strip()
+    if not text:
+        return None
+    catalog = {item.id: item}
+    for other in evidence.item_ids:
+        try:
+            catalog[other] = store.get_item(other)
+        except NotFoundError:
+            continue
+    context = RailContext(
+        customer=customer,
+        catalog=catalog,
+        brand=brand,
+        plan_item_ids=tuple(catalog),
+        purpose="explanation",
+        extra={"facts": evidence.summary, "instructions": result.brief},
+        action="recommend",
+        product_evidence={item.id: (evidence,)},
+    )
+    rails = (*DEFAULT_RAILS, ("copy_quality", copy_quality.check))
+    if failed(check_all(text, context, rails=rails, part=f"reason:{item.id}")):
+        return None
+    return ExplanationSentence(text=text, evidence=(evidence,), writer=writer.name)

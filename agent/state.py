@@ -88,6 +88,8 @@ class EmailState:
     copy: EmailCopy | None = None
     writer: str = ""
     writer_error: str | None = None
+    # What the writer was told apart from the data (its brief): the copy-quality rail holds the copy apart.
+    brief: str = ""
     fell_back: bool = False
     verdicts: list[Verdict] = field(default_factory=list)
     revisions: int = 0

@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import openai
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from guardrails.brand_config import BrandConfig
 from guardrails.injection import defuse
@@ -31,8 +31,10 @@ __all__ = [
     "ScriptedWriter",
     "TemplateWriter",
     "Writer",
-    "copy_schema",
+    "hints_for",
     "make_writer",
+    "parse_part",
+    "part_schema",
 ]
 
 
@@ -55,7 +57,20 @@ class CopyRequest(BaseModel):
     action: str
     first_name: str
     products: tuple[ProductFacts, ...] = Field(min_length=1)
-    findings: tuple[str, ...] = ()  # what the guardrails objected to in the last draft
+    # A revision: only these parts are written again (None: all of them); the others are kept from
+    # ``previous``. ``hints`` says, per part, what to do differently, in the writer's words: never the
+    # rails' findings or the failed draft, which a model would only write back into the copy.
+    parts: tuple[str, ...] | None = None
+    previous: EmailCopy | None = None
+    hints: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+
+    @property
+    def all_parts(self) -> tuple[str, ...]:
+        return ("subject", "preheader", "intro", *(f"reason:{p.item_id}" for p in self.products))
+
+    @property
+    def wanted(self) -> tuple[str, ...]:
+        return self.all_parts if self.parts is None else tuple(p for p in self.all_parts if p in self.parts)
 
 
 class EmailCopy(BaseModel):
@@ -65,6 +80,20 @@ class EmailCopy(BaseModel):
     preheader: str = Field(min_length=1, max_length=500)
     intro: str = Field(min_length=1, max_length=2000)
     reasons: dict[str, str]
+
+    def part(self, name: str) -> str:
+        if name.startswith("reason:"):
+            return self.reasons.get(name.removeprefix("reason:"), "")
+        return str(getattr(self, name))
+
+    def with_parts(self, parts: Mapping[str, str]) -> EmailCopy:
+        """This copy with some parts replaced (``subject``, ``preheader``, ``intro``, ``reason:ITEM``)."""
+        fields = {k: v for k, v in parts.items() if not k.startswith("reason:")}
+        reasons = {
+            **self.reasons,
+            **{k.removeprefix("reason:"): v for k, v in parts.items() if k.startswith("reason:")},
+        }
+        return self.model_copy(update={**fields, "reasons": reasons})
 
 
 @dataclass
@@ -77,6 +106,10 @@ class WriteResult:
     completion_tokens: int = 0
     # What was defused in the data given to the model, as "ITEM:field:rule": recorded, never silent.
     neutralized: tuple[str, ...] = ()
+    # Parts the writer could not write (an unusable answer), filled by the template writer instead, with why.
+    fallback_parts: dict[str, str] = field(default_factory=dict)
+    # What the writer was told, apart from the data: the copy-quality rail catches it written back.
+    brief: str = ""
 
 
 class Writer(Protocol):
@@ -97,8 +130,12 @@ class TemplateWriter:
         intro, i_ref = render("copy_intro.j2", **data)
         reasons: dict[str, str] = {}
         r_ref = i_ref
+        kinds: dict[str, int] = {}
         for product in request.products:
-            text, r_ref = render("copy_reason.j2", product=product)
+            kind = product.evidence[0].kind if product.evidence else ""
+            # Products with the same kind of evidence get their own words, not one sentence said again.
+            text, r_ref = render("copy_reason.j2", product=product, variant=kinds.get(kind, 0))
+            kinds[kind] = kinds.get(kind, 0) + 1
             reasons[product.item_id] = text.strip()
         subject = subject.strip()
         if len(subject) > brand.subject_max_chars:
@@ -109,11 +146,117 @@ class TemplateWriter:
 
 _JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
 
+# What each action is, said to the model as the occasion of the email, in the words the email speaks to the
+# customer in: a model given "they may be running low" writes "They might be running low" to the customer.
+_OCCASIONS = {
+    "recommend": "a few new things for you, picked from what you have bought before",
+    "abandoned_cart": "you left these in your basket",
+    "replenishment": "you may be running low on things you buy regularly",
+    "win_back": "you have not shopped with us for a while",
+}
+
+
+def plain_why(evidence: Sequence[Evidence]) -> str:
+    """A product's evidence in plain words, said to the customer ("you have bought it 3 times, last on
+    2011-11-02"), for a model to turn into a reason. Unknown kinds keep their summary as it is."""
+    said: list[str] = []
+    for e in evidence[:2]:
+        summary = e.summary
+        if e.kind == "repeat_purchase" and summary.startswith("bought "):
+            said.append("you have bought it " + summary.removeprefix("bought "))
+        elif e.kind == "similar_customers" and "also bought " in summary:
+            said.append(
+                f"customers who bought {summary.split('also bought ', 1)[1]}, as you did, often buy it too"
+            )
+        elif e.kind == "text_similarity" and summary.startswith("similar to "):
+            said.append(f"it is like {summary.removeprefix('similar to ')}")
+        elif e.kind == "popular":
+            said.append(summary.replace("popular with the store's customers", "popular with our customers"))
+        elif e.kind == "cart":
+            said.append("it is still in your basket")
+        else:
+            said.append(summary)
+    return "; ".join(said) or "one of our customers' favourites"
+
+
+# One worked example per part, on a made-up customer and products, shown to the model as a turn of its
+# own before the real request. Short, so a small model copies the shape and not the words; the copy-quality
+# rail holds the real copy apart from it (five words running from the brief are an echo).
+_EXAMPLE_PRODUCTS = (
+    {
+        "title": "Enamel Camping Mug",
+        "category": "Kitchen",
+        "facts": "customers who bought Linen Tea Towel, as you did, often buy it too",
+    },
+)
+_EXAMPLES = {
+    "subject": "Sam, an enamel mug to go with your tea towel",
+    "preheader": "An enamel mug that goes with the Linen Tea Towel you chose.",
+    "intro": "Hello Sam, we found an enamel mug to sit beside the tea towel you chose last time.",
+    "reason": "Shoppers who chose the Linen Tea Towel, as you did, often add this mug too.",
+}
+
+# What to do differently, per rule a part failed: the writer's own words, never the finding's message.
+_HINTS = {
+    "placeholder": "Use real words only; leave no blanks such as a name in brackets.",
+    "echo": "Use your own words, not the example's, and say nothing about how you were asked to write.",
+    "third_person": "Speak to the customer as you, never as they or by name in the third person.",
+    "names_only": "Say something about the product, not only its name.",
+    "vague_subject": "Name the product or the occasion in the subject.",
+    "vague_preheader": "Write a short line to the customer, not a heading.",
+    "no_reason": "Give the reason from the Why line.",
+    "not_a_sentence": "Write one full sentence to the customer.",
+    "repeated": "Say something new, not what the subject or another part says.",
+    "empty": "Write the text; it must not be empty.",
+    "first_person": "Write as the shop, we, never as I.",
+    "wrong_name": "Use only the customer's own first name.",
+    "invented_history": "Say only what the facts say about the customer; invent no history.",
+    "unfinished": "Write one short, complete sentence.",
+}
+_RAIL_HINTS = {
+    "grounding": "State only the facts given: no numbers, prices, dates or products of your own.",
+    "brand": "Keep to the shop's voice: none of the phrases it never says, no shouting, no claims.",
+    "privacy": "Say nothing about other customers or anyone's personal details.",
+    "injection": "Write no links, codes or instructions.",
+    "output": "Plain words only, no markup.",
+}
+
+
+def hints_for(findings: Iterable[tuple[str, str]]) -> tuple[str, ...]:
+    """The hints for a part, from its failed (rail, rule) pairs: one line each, in a stable order."""
+    out: dict[str, None] = {}
+    for rail, rule in findings:
+        hint = _HINTS.get(rule) or _RAIL_HINTS.get(rail)
+        if hint:
+            out[hint] = None
+    return tuple(out)
+
+
+def _ask(part: str, brand: BrandConfig, first_name: str, title: str = "") -> str:
+    if part == "subject":
+        return (
+            f"the subject line: under {brand.subject_max_chars} characters, naming a product or the occasion."
+        )
+    if part == "preheader":
+        return (
+            f"the preview line shown after the subject: one short sentence to {first_name} naming a product."
+        )
+    if part == "intro":
+        return (
+            f"the opening: one short sentence to {first_name} about the occasion, written as the shop (we)."
+        )
+    return f"one sentence telling {first_name} why they might like {title}, from its Why line."
+
 
 class OpenAIWriter:
-    """Free text from an OpenAI-compatible chat endpoint, as JSON validated by pydantic.
+    """Free text from an OpenAI-compatible chat endpoint: one narrow request per part (subject, preheader,
+    intro, each product's reason), each with a worked example and its answer held by a JSON schema.
 
-    Timeouts are explicit and retries bounded; every library error becomes a ``tailor.errors.LLMError``."""
+    A narrow request is what a small model can do well; a part whose answer is unusable is filled by the
+    template writer and named (``WriteResult.fallback_parts``), so one bad answer costs one part, not the
+    email. Timeouts are explicit and retries bounded; every library error becomes a
+    ``tailor.errors.LLMError``.
+    """
 
     name = "openai"
 
@@ -126,6 +269,7 @@ class OpenAIWriter:
             timeout=settings.llm_timeout_s,
             max_retries=settings.llm_max_retries,
         )
+        self._template = TemplateWriter()
 
     def _client_within_budget(self) -> tuple[openai.OpenAI, float]:
         """The client, cut to what is left of the job's time budget (``tailor.budget``), and its timeout.
@@ -146,16 +290,19 @@ class OpenAIWriter:
         timeout = min(timeout, left)
         return self._client.with_options(timeout=timeout, max_retries=0), timeout
 
-    def prompt(self, request: CopyRequest, brand: BrandConfig) -> str:
-        return self._prompt(request, brand)[0]
+    def prompt(self, request: CopyRequest, brand: BrandConfig, part: str | None = None) -> str:
+        """One part's messages as one text, for reading and snapshots (the first product's reason unless
+        ``part`` names another)."""
+        chosen = part or f"reason:{request.products[0].item_id}"
+        return "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in self.messages(chosen, request, brand))
 
-    def _prompt(self, request: CopyRequest, brand: BrandConfig) -> tuple[str, PromptRef]:
-        text, ref, _ = self._prompt_defused(request, brand)
-        return text, ref
+    def messages(self, part: str, request: CopyRequest, brand: BrandConfig) -> list[dict[str, str]]:
+        """The chat messages for one part: the brief, a worked example, and the request itself."""
+        return self._messages(part, request, brand)[0]
 
-    def _prompt_defused(
-        self, request: CopyRequest, brand: BrandConfig
-    ) -> tuple[str, PromptRef, tuple[str, ...]]:
+    def _messages(
+        self, part: str, request: CopyRequest, brand: BrandConfig
+    ) -> tuple[list[dict[str, str]], tuple[PromptRef, ...], tuple[str, ...], str]:
         changed: list[str] = []
 
         def data(item_id: str, field_name: str, text: str) -> str:
@@ -163,44 +310,74 @@ class OpenAIWriter:
             changed.extend(f"{item_id}:{field_name}:{f.rule}" for f in found if f.severity == "block")
             return safe
 
+        kind = "reason" if part.startswith("reason:") else part
         # Catalog text is data from outside: defused before it reaches the model, inside the DATA block.
+        chosen = [
+            p
+            for p in request.products
+            if part in ("subject", "preheader", "intro") or part == f"reason:{p.item_id}"
+        ]
         products = [
             {
-                "item_id": p.item_id,
                 "title": data(p.item_id, "title", p.title),
                 "category": data(p.item_id, "category", p.category),
-                "facts": data(p.item_id, "facts", p.facts),
+                "facts": data(p.item_id, "facts", plain_why(p.evidence)),
             }
-            for p in request.products
+            for p in chosen[:4]
         ]
-        text, ref = render(
-            "email_copy.llm.j2",
+        occasion = _OCCASIONS.get(request.action, _OCCASIONS["recommend"])
+        system, s_ref = render(
+            "copy_part.system.llm.j2",
             tone=brand.tone,
             brand_name=brand.name,
             description=brand.description,
             banned_phrases=brand.banned_phrases,
             max_exclamation_marks=brand.max_exclamation_marks,
-            subject_max_chars=brand.subject_max_chars,
-            first_name=request.first_name,
-            action=request.action.replace("_", " "),
-            products=products,
-            findings=request.findings,
+            hints=request.hints.get(part, ()),
         )
-        return text, ref, tuple(changed)
+        example, _ = render(
+            "copy_part.llm.j2",
+            first_name="Sam",
+            occasion=_OCCASIONS["recommend"],
+            products=_EXAMPLE_PRODUCTS,
+            ask=_ask(kind, brand, "Sam", _EXAMPLE_PRODUCTS[0]["title"]),
+        )
+        answer = json.dumps({"text": _EXAMPLES[kind]})
+        user, u_ref = render(
+            "copy_part.llm.j2",
+            first_name=data("customer", "first_name", request.first_name),
+            occasion=occasion,
+            products=products,
+            ask=_ask(kind, brand, request.first_name, products[0]["title"] if products else ""),
+        )
+        messages = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": example},
+            {"role": "assistant", "content": answer},
+            {"role": "user", "content": user},
+        ]
+        brief = "\n".join([system, example, answer])
+        return messages, (s_ref, u_ref), tuple(changed), brief
 
-    def write_email(self, request: CopyRequest, brand: BrandConfig) -> WriteResult:
-        prompt, ref, changed = self._prompt_defused(request, brand)
+    def _max_chars(self, kind: str, brand: BrandConfig) -> int:
+        return {
+            "subject": brand.subject_max_chars,
+            "preheader": min(brand.preheader_max_chars, 160),
+            "intro": min(brand.intro_max_chars, 200),
+        }.get(kind, min(brand.reason_max_chars, 220))
+
+    def _ask_model(self, messages: list[dict[str, str]], most: int) -> tuple[str, int, int, int]:
         extra: dict[str, Any] = {}
         if self.settings.llm_json_schema:
             # A small model rarely writes the right JSON unaided; llama.cpp constrains it with this schema.
-            extra["response_format"] = {"type": "json_object", "schema": copy_schema(request, brand)}
+            extra["response_format"] = {"type": "json_object", "schema": part_schema(most)}
         client, timeout = self._client_within_budget()
         try:
             response = client.chat.completions.create(
                 model=self.model,
-                messages=[{"role": "user", "content": prompt}],
+                messages=messages,  # type: ignore[arg-type]
                 temperature=self.settings.llm_temperature,
-                max_tokens=self.settings.llm_max_tokens,
+                max_tokens=min(self.settings.llm_max_tokens, most // 2 + 24),
                 **extra,
             )
         except openai.APITimeoutError as exc:
@@ -217,47 +394,72 @@ class OpenAIWriter:
         n_prompt = int(getattr(usage, "prompt_tokens", None) or 0)
         n_completion = int(getattr(usage, "completion_tokens", None) or 0)
         total = int(getattr(usage, "total_tokens", None) or 0) or n_prompt + n_completion
-        copy = parse_copy(content, request)
-        return WriteResult(copy, (ref,), self.model, total, n_prompt, n_completion, neutralized=changed)
+        return content, total, n_prompt, n_completion
+
+    def write_email(self, request: CopyRequest, brand: BrandConfig) -> WriteResult:
+        base = request.previous or self._template.write_email(request, brand).copy
+        written: dict[str, str] = {}
+        failed: dict[str, str] = {}
+        refs: dict[PromptRef, None] = {}
+        changed: dict[str, None] = {}
+        briefs: dict[str, None] = {}
+        tokens = n_prompt = n_completion = 0
+        for part in request.wanted:
+            kind = "reason" if part.startswith("reason:") else part
+            messages, part_refs, part_changed, brief = self._messages(part, request, brand)
+            refs.update(dict.fromkeys(part_refs))
+            changed.update(dict.fromkeys(part_changed))
+            briefs[brief] = None
+            most = self._max_chars(kind, brand)
+            content, t, p, c = self._ask_model(messages, most)
+            tokens, n_prompt, n_completion = tokens + t, n_prompt + p, n_completion + c
+            try:
+                written[part] = parse_part(content, most)
+            except LLMOutputError as exc:
+                failed[part] = str(exc)
+        if failed and not written and request.parts is None:
+            raise LLMOutputError("; ".join(f"{k}: {v}" for k, v in list(failed.items())[:3]))
+        template = self._template.write_email(request, brand).copy if failed else base
+        copy = base.with_parts({**{k: template.part(k) for k in failed}, **written})
+        return WriteResult(
+            copy,
+            tuple(refs),
+            self.model,
+            tokens,
+            n_prompt,
+            n_completion,
+            neutralized=tuple(changed),
+            fallback_parts=failed,
+            brief="\n".join(briefs),
+        )
 
 
-def copy_schema(request: CopyRequest, brand: BrandConfig) -> dict[str, Any]:
-    """The JSON schema of one email's free text, with one reason for each requested product."""
-
-    def text(most: int) -> dict[str, Any]:
-        return {"type": "string", "minLength": 1, "maxLength": most}
-
-    ids = [p.item_id for p in request.products]
+def part_schema(most: int) -> dict[str, Any]:
+    """The JSON schema of one part's answer: ``{"text": "..."}``, no longer than the part may be."""
     return {
         "type": "object",
-        "properties": {
-            "subject": text(brand.subject_max_chars),
-            "preheader": text(120),
-            "intro": text(400),
-            "reasons": {"type": "object", "properties": {i: text(200) for i in ids}, "required": ids},
-        },
-        "required": ["subject", "preheader", "intro", "reasons"],
+        "properties": {"text": {"type": "string", "minLength": 1, "maxLength": most}},
+        "required": ["text"],
     }
 
 
-def parse_copy(content: str, request: CopyRequest) -> EmailCopy:
-    """Parse a model's answer; missing or extra reasons are dropped/left out, never invented.
-
-    An unusable answer is an ``LLMOutputError``: the model is up, so the agent falls back, never defers."""
+def parse_part(content: str, most: int) -> str:
+    """One part's text from a model's answer. An unusable answer is an ``LLMOutputError``: the model is up,
+    so that part falls back, never defers."""
     match = _JSON_OBJECT.search(content)
     if not match:
         raise LLMOutputError(f"the model did not answer with a JSON object: {content[:120]!r}")
     try:
         raw = json.loads(match.group())
-        if not isinstance(raw, dict):
-            raise TypeError("not an object")
-        given = raw.get("reasons")
-        reasons: dict[object, object] = given if isinstance(given, dict) else {}
-        wanted = {p.item_id for p in request.products}
-        raw["reasons"] = {str(k): str(v) for k, v in reasons.items() if str(k) in wanted and str(v).strip()}
-        return EmailCopy.model_validate(raw)
-    except (json.JSONDecodeError, TypeError, ValidationError) as exc:
-        raise LLMOutputError(f"the model's JSON is not a valid email copy: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise LLMOutputError(f"the model's JSON is not valid: {exc}") from exc
+    text = raw.get("text") if isinstance(raw, dict) else None
+    if not isinstance(text, str) or not text.strip():
+        raise LLMOutputError(f"the model's JSON has no text: {content[:120]!r}")
+    text = " ".join(text.split())
+    if len(text) > most:
+        raise LLMOutputError(f"the model's text is {len(text)} characters, over the {most} allowed")
+    return text
 
 
 @dataclass

@@ -4,20 +4,24 @@ Template writer (default): p50/p95 per email (target p95 <= 100 ms) and batch em
 beside two peers measured in the same run: the recommender call alone, which every email makes once, and a
 plain Jinja render of the same emails (the template copy and the assembled body, no graph, no rails), so
 the ratio shows what the graph and its guardrails add over rendering.
-With ``--llm``: the same graph with the OpenAI writer against a local llama.cpp server running
-SmolLM2-135M-Instruct; emails per minute, the share of the model's parts that reached the customer, and per
+With ``--llm N``: the same graph with the OpenAI writer against a local llama.cpp server, for each model of
+``--model`` (SmolLM2-135M-Instruct and Gemma 3 270M); emails per minute, the share of sent emails fully
+model-written, an independent count of sent emails with a placeholder, an echo or a names-only part (the
+gate: 0), the share of the model's parts that reached the customer, and per
 guardrail and per part (subject, preheader, intro, reasons) the share of model-written parts that fell back
 because of that rail (from the ``because`` field of the fallback audit record).
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/agent_bench.py [--store DB] [--customers 40] [--emails 200] \
-        [--llm N]
+        [--llm N] [--model smollm2,gemma3] [--samples out/copy_samples.jsonl]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -37,6 +41,7 @@ from agent.compose import assemble  # noqa: E402
 from agent.nodes.generate import copy_request  # noqa: E402
 from agent.state import EmailState, Plan  # noqa: E402
 from guardrails.brand_config import load_brand  # noqa: E402
+from retrieval.embeddings import Embedder  # noqa: E402
 from retrieval.recommender import HybridRecommender  # noqa: E402
 from tailor.importer import import_dir  # noqa: E402
 from tailor.settings import Settings  # noqa: E402
@@ -125,10 +130,36 @@ async def template_run(deps: AgentDeps, ids: list[str], emails: int) -> None:
     print(f"  batch: {rate:6.1f} emails/s   (target >= 20/s: {'ok' if rate >= 20 else 'MISSED'})")
 
 
-def llm_run(deps: AgentDeps, ids: list[str], emails: int) -> None:
+# An independent look at what was sent, apart from the copy-quality rail that decided it: the stock
+# placeholders and brief words the issue found in sent emails, and a part that is exactly a product's title.
+_GATE = re.compile(
+    r"\[[^\]]*\]|\{[^}]*\}|\byour name\b|\bproduct (?:details|name|description)\b|\bprevious draft\b"
+    r"|\bcatalog title\b|\bjson\b|\bthe rules\b|\bfirst[_ ]name\b",
+    re.IGNORECASE,
+)
+
+
+def gate_failures(out: EmailOutcome, deps: AgentDeps) -> list[str]:
+    """The sent email's model-written parts with a placeholder, an echo or nothing but a product's name."""
+    email = out.email
+    if email is None:
+        return []
+    titles = {deps.catalog[p.item_id].title.lower() for p in email.products}
+    parts = {"subject": email.subject, "preheader": email.preheader}
+    parts.update({f"reason:{p.item_id}": p.reason for p in email.products})
+    bad = []
+    for name, text in parts.items():
+        if email.part_writers.get(name) == "template":
+            continue
+        if _GATE.search(text) or text.strip(" .").lower() in titles:
+            bad.append(f"{name}: {text}")
+    return bad
+
+
+def llm_run(deps: AgentDeps, ids: list[str], emails: int, model: str, samples: Path | None) -> None:
     from tests.llm_server import llm_server
 
-    with llm_server() as server:
+    with llm_server(model=model) as server:
         settings = deps.settings.model_copy(
             update={
                 "writer": "openai",
@@ -146,9 +177,33 @@ def llm_run(deps: AgentDeps, ids: list[str], emails: int) -> None:
         for n in range(emails):
             outcomes.append(asyncio.run(run_email(deps, ids[n % len(ids)])))
         minutes = (time.perf_counter() - start) / 60
-    sent = sum(1 for o in outcomes if o.email is not None)
-    print(f"llama.cpp SmolLM2-135M, {emails} emails: {emails / minutes:5.1f} emails/minute, {sent} sent")
+    sent = [o for o in outcomes if o.email is not None]
+    whole = sum(1 for o in sent if o.email is not None and o.email.writer == "openai")
+    print(
+        f"llama.cpp {server.model}, {emails} emails: {emails / minutes:5.1f} emails/minute, {len(sent)} sent"
+    )
+    if sent:
+        print(f"  fully model-written: {whole}/{len(sent)} sent emails ({whole / len(sent):.0%})")
+    failures = [f for o in sent for f in gate_failures(o, deps)]
+    print(f"  gate: sent emails with a placeholder, an echo or a names-only part: {len(failures)}")
+    for f in failures[:5]:
+        print(f"    {f}")
     report_fallbacks(outcomes)
+    if samples is not None:
+        samples.parent.mkdir(parents=True, exist_ok=True)
+        with samples.open("a", encoding="utf-8") as fh:
+            for o in sent:
+                assert o.email is not None
+                row = {
+                    "model": server.model,
+                    "customer_id": o.email.customer_id,
+                    "writer": o.email.writer,
+                    "part_writers": o.email.part_writers,
+                    "subject": o.email.subject,
+                    "preheader": o.email.preheader,
+                    "body_text": o.email.body_text,
+                }
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def _part_type(part: str) -> str:
@@ -216,7 +271,15 @@ def main() -> None:
     )
     parser.add_argument("--emails", type=int, default=200)
     parser.add_argument(
-        "--llm", type=int, default=0, help="also run N emails through the local llama.cpp model"
+        "--llm", type=int, default=0, help="also run N emails through each local llama.cpp model"
+    )
+    parser.add_argument(
+        "--model",
+        default="smollm2,gemma3",
+        help="the local models for --llm, comma-separated (tests/llm_server.py)",
+    )
+    parser.add_argument(
+        "--samples", type=Path, default=None, help="append the sent model emails here (JSONL)"
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -232,7 +295,9 @@ def main() -> None:
             raise SystemExit("no customer in the store agreed to marketing email and personalization")
         asyncio.run(template_run(deps, ids, args.emails))
         if args.llm:
-            llm_run(deps, ids, args.llm)
+            deps.similarity = Embedder().similarity
+            for model in args.model.split(","):
+                llm_run(deps, ids, args.llm, model.strip(), args.samples)
 
 
 if __name__ == "__main__":

@@ -261,6 +261,7 @@ class GenerationEval:
         self._rail_fail: Counter[str] = Counter()
         self._names: re.Pattern[str] | None = None
         self._unfaithful: list[dict[str, Any]] = []
+        self._model_sentences = [0, 0]
 
     def customers(self) -> list[str]:
         """The seeded sample: customers who agreed to marketing email and personalization."""
@@ -293,6 +294,7 @@ class GenerationEval:
                 customer_id,
                 item_id,
                 now=self.deps.now,
+                writer=self.deps.writer,
             )
         except TailorError:
             return None  # no explanation is offered for this item; nothing to judge
@@ -300,6 +302,9 @@ class GenerationEval:
         for s in ex.sentences:
             problems = self.sentence_problems(customer_id, item_id, s)
             good += not problems
+            if s.writer != "template":
+                self._model_sentences[0] += not problems
+                self._model_sentences[1] += 1
             if problems:
                 self._unfaithful.append(
                     {"customer_id": customer_id, "item_id": item_id, "text": s.text, "problems": problems}
@@ -398,6 +403,7 @@ class GenerationEval:
             ]
             out["generation.tokens_per_email"] = statistics.fmean(tokens)
         self._unfaithful = []
+        self._model_sentences = [0, 0]  # faithful, written: the model's own sentences
         if self.explain and emails:
             good = total = explained = 0
             for e in emails:
@@ -409,6 +415,11 @@ class GenerationEval:
                 out["generation.explanation.faithfulness"] = good / total
                 out["generation.explanation.sentences"] = float(total)
                 out["generation.explanation.products"] = float(explained)
+                # With a model writer: how many sentences are the model's, and how faithful those are.
+                faithful, written = self._model_sentences
+                out["generation.explanation.model_written_share"] = written / total
+                if written:
+                    out["generation.explanation.model_faithfulness"] = faithful / written
         for o, ms in zip(outcomes, self._latency_ms, strict=True):
             records.append(
                 {

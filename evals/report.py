@@ -266,7 +266,43 @@ def _artifact_plot(name: str, art: Artifact) -> str:
         ax.set_xlabel("value (reward rate)")
         ax.legend(fontsize=8)
         return _png(fig)
+    if kind == "table":
+        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in art["columns"])
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in art["rows"]
+        )
+        return f"<table><tr>{head}</tr>{body or '<tr><td>none</td></tr>'}</table>"
+    if kind == "emails":
+        return _emails_side_by_side(art["emails"])
     return f"<pre>{html.escape(json.dumps(art, default=str)[:2000])}</pre>"
+
+
+def _emails_side_by_side(emails: Sequence[Mapping[str, Any]], most: int = 8) -> str:
+    """One row per customer, one column per writer: each email as its reader gets it (subject, preview
+    line, body), with the parts the template wrote in its stead named under it."""
+    writers = list(dict.fromkeys(str(e["writer"]) for e in emails))
+    by_customer: dict[str, dict[str, Mapping[str, Any]]] = {}
+    for e in emails:
+        by_customer.setdefault(str(e["customer_id"]), {})[str(e["writer"])] = e
+    rows = sorted(by_customer.items(), key=lambda kv: -len(kv[1]))[:most]
+
+    def cell(e: Mapping[str, Any] | None) -> str:
+        if e is None:
+            return "<td class='skipped'>no email</td>"
+        fell = e.get("fallback_parts") or [p for p, w in e.get("part_writers", {}).items() if w == "template"]
+        note = f"<br><small>template wrote: {html.escape(', '.join(fell))}</small>" if fell else ""
+        return (
+            f"<td style='vertical-align:top;max-width:380px'><b>{html.escape(str(e['subject']))}</b><br>"
+            f"<i>{html.escape(str(e['preheader']))}</i><pre style='white-space:pre-wrap;font-size:12px'>"
+            f"{html.escape(str(e['body_text']))}</pre>{note}</td>"
+        )
+
+    head = "<tr><th>customer</th>" + "".join(f"<th>{html.escape(w)}</th>" for w in writers) + "</tr>"
+    body = "".join(
+        f"<tr><td>{html.escape(cid)}</td>" + "".join(cell(got.get(w)) for w in writers) + "</tr>"
+        for cid, got in rows
+    )
+    return f"<table>{head}{body}</table>"
 
 
 _CSS = """

@@ -37,7 +37,7 @@ __all__ = [
     "run_suites",
 ]
 
-Suite = Literal["ranking", "generation", "safety", "policy"]
+Suite = Literal["ranking", "generation", "safety", "policy", "copy"]
 SUITES: tuple[Suite, ...] = get_args(Suite)
 # A store that is not UCI Online Retail has no reference cut: its last four weeks are the test period (long
 # enough for most customers to come back once, short enough to leave the ranker a long history), or, on a
@@ -227,6 +227,36 @@ def _safety(inp: SuiteInput) -> Eval:
     return SafetyEval(seed=inp.seed, quick=inp.quick)
 
 
+def _copy(inp: SuiteInput) -> Eval:
+    from evals.copy import CopyQualityEval
+    from tailor.service import Tailor
+    from tailor.store import Store
+
+    deps = None
+    service = None
+    if inp.settings.store_path.exists():
+        store = Store(inp.settings.store_path)
+        try:
+            has_data = store.counts()["items"] > 0
+            now = demo_now(inp.settings, store.last_event_time()) if has_data else None
+        finally:
+            store.close()
+        if has_data:
+            settings = (
+                inp.settings if now == inp.settings.now else inp.settings.model_copy(update={"now": now})
+            )
+            service = Tailor(settings)
+            deps = service.agent_deps()
+    if deps is None:
+        inp.notes.append("copy: no store imported, so only the labelled set was measured (no writers)")
+    else:
+        inp.notes.append(
+            f"copy: writers measured on the store's customers with the {deps.writer.name} writer"
+        )
+    similarity = service.embedder.similarity if service is not None else None
+    return CopyQualityEval(deps, n=4 if inp.quick else 10, seed=inp.seed, similarity=similarity)
+
+
 def decisions_path(settings: Settings) -> Path:
     """Where logged email decisions are read from: one JSON object a line (``customer_id``, ``timestamp``,
     ``action``, ``propensity``, optionally ``reward``), as the CRM that sent them logged them."""
@@ -267,6 +297,7 @@ DEFAULT_FACTORIES: Mapping[str, EvalFactory] = {
     "generation": _generation,
     "safety": _safety,
     "policy": _policy,
+    "copy": _copy,
 }
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
 
 from guardrails.brand_config import BrandConfig
-from tailor.models import Customer, Event, Item
+from tailor.models import Customer, Event, Evidence, Item
 
 __all__ = ["Finding", "Rail", "RailContext", "Severity", "Verdict"]
 
@@ -55,6 +55,13 @@ class RailContext:
     other_customers: Sequence[Customer] = ()  # identifiers that must never appear (leakage canaries)
     purpose: Literal["email", "explanation", "support", "prompt_input"] = "email"
     extra: Mapping[str, str] = field(default_factory=dict)
+    # What the email is for and why each product is in it: the copy-quality rail holds a subject to the
+    # occasion and a reason to its product's evidence.
+    action: str = ""
+    product_evidence: Mapping[str, Sequence[Evidence]] = field(default_factory=dict)
+    # Cosine similarity of two texts by a sentence encoder, when one is at hand (the store's embedding model
+    # in the agent): a rail that needs meaning, not words, asks it; without one it is held to the words.
+    similarity: Callable[[str, str], float] | None = None
 
     @property
     def allowed_domains(self) -> tuple[str, ...]:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from guardrails import brand, consent, grounding, injection, output, privacy
+from guardrails import brand, consent, copy_quality, grounding, injection, output, privacy
 from guardrails.base import Finding, RailContext, Verdict
 
 __all__ = ["DEFAULT_RAILS", "check_all", "check_email", "failed", "summary"]
@@ -23,7 +23,7 @@ DEFAULT_RAILS: tuple[tuple[str, RailFn], ...] = (
     ("injection", injection.check),
     ("output", output.check),
 )
-_TAKES_PART = {"brand", "privacy", "output"}
+_TAKES_PART = {"brand", "privacy", "output", "copy_quality"}
 _TAG = re.compile(r"<[^<>]*>")
 
 
@@ -91,11 +91,14 @@ def check_email(parts: Mapping[str, str], context: RailContext, *, budget_ms: fl
     The injection rail reads every part, the bodies included (the HTML one as its reader sees it): one
     policy for all the text, so a product title is held to the same rule in the subject as in the third
     product line. The bodies travel in ``context.extra`` (``body_text``, ``body_html``), so the subject
-    can be held to what the body says."""
-    rails = dict(DEFAULT_RAILS)
+    can be held to what the body says. The free-text parts also go through the copy-quality rail, which
+    needs them all (``part:NAME`` in ``context.extra``) to see one repeat another."""
+    rails = {**dict(DEFAULT_RAILS), "copy_quality": copy_quality.check}
     bodies = {k: parts[k] for k in ("body_text", "body_html") if k in parts}
-    if bodies:
-        context = replace(context, extra={**context.extra, **bodies})
+    # Every free-text part, in reading order, so the copy-quality rail can see a part repeat an earlier one.
+    free = {f"part:{k}": v for k, v in parts.items() if k not in ("body_text", "body_html")}
+    if bodies or free:
+        context = replace(context, extra={**context.extra, **bodies, **free})
     verdicts: list[Verdict] = [_run("consent", rails["consent"], "", context, None, budget_ms)]
     for part, text in parts.items():
         if part == "body_html":
@@ -112,7 +115,7 @@ def check_email(parts: Mapping[str, str], context: RailContext, *, budget_ms: fl
             verdicts.append(_run("injection", rails["injection"], body, context, part, budget_ms))
             verdicts.append(_run("output", rails["output"], text, context, part, budget_ms))
         else:
-            for name in ("grounding", "brand", "privacy", "injection", "output"):
+            for name in ("grounding", "brand", "privacy", "injection", "output", "copy_quality"):
                 verdicts.append(_run(name, rails[name], text, context, part, budget_ms))
     return _merge(verdicts)
 

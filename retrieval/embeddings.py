@@ -276,6 +276,12 @@ class Embedder:
     def stats(self) -> CacheStats:
         return CacheStats(hits=self.hits, misses=self.misses, size=len(self.cache))
 
+    def similarity(self, a: str, b: str) -> float:
+        """Cosine similarity of two texts (the vectors are normalized). Nothing is written to the cache:
+        the texts are a draft and its evidence, nobody's stored data."""
+        va, vb = self.encode([a, b], keep=False)
+        return float(np.dot(va, vb))
+
     def encode(self, texts: Sequence[str], *, keep: bool = True) -> FloatMatrix:
         """One row per text, in order. Cached texts are not re-embedded; duplicates are embedded once.
 

@@ -371,6 +371,8 @@ class Email(_Model):
 class ExplanationSentence(_Model):
     text: str
     evidence: tuple[Evidence, ...]
+    # Who wrote the sentence: "template", or the model's writer when its sentence passed every rail.
+    writer: str = "template"
 
 
 class Explanation(_Model):

@@ -554,6 +554,7 @@ class Tailor:
             now=self.now(),
             contacts=contacts,
             catalog=self.recommender.catalog,
+            similarity=self.embedder.similarity,
         )
 
     def email(
@@ -601,7 +602,14 @@ class Tailor:
         self._require_personalization(customer_id)
         self.store.get_item(item_id)
         return explain(
-            self.store, self.recommender, self.settings, self.brand, customer_id, item_id, now=self.now()
+            self.store,
+            self.recommender,
+            self.settings,
+            self.brand,
+            customer_id,
+            item_id,
+            now=self.now(),
+            writer=self.writer,
         )
 
     def search_history(self, customer_id: str, text: str, limit: int) -> list[Any]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["Endpoint", "Reply", "chat", "fail", "scripted_endpoint", "stall"]
+__all__ = ["Endpoint", "Reply", "chat", "copy_replies", "fail", "scripted_endpoint", "stall"]
 
 Reply = Callable[[BaseHTTPRequestHandler], None]
 
@@ -87,6 +87,13 @@ def chat(content: str | Callable[[dict[str, Any]], str], usage: tuple[int, int] 
         handler.wfile.write(body)
 
     return reply
+
+
+def copy_replies(copy: Any, usage: tuple[int, int] = (1, 1)) -> list[Reply]:
+    """The answers to the OpenAI writer's per-part requests for an ``EmailCopy``, in the order it asks:
+    subject, preheader, intro, then each product's reason."""
+    texts = [copy.subject, copy.preheader, copy.intro, *copy.reasons.values()]
+    return [chat(json.dumps({"text": t}), usage) for t in texts]
 
 
 def fail(status: int = 500) -> Reply:

@@ -3,6 +3,7 @@ each of the two retailer configurations."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -22,7 +23,7 @@ from tailor.metrics import Metrics, record_outcome
 from tailor.models import Consent, Customer, Event, EventKind, QuietHours
 from tailor.settings import Settings
 from tailor.store import Store
-from tests.openai_endpoint import chat, fail, scripted_endpoint
+from tests.openai_endpoint import chat, copy_replies, fail, scripted_endpoint
 from tests.retailers import Retailer
 
 NOW = datetime(2011, 12, 10, 10, tzinfo=UTC)
@@ -180,8 +181,10 @@ def _template_copy(deps: AgentDeps, cid: str) -> tuple[EmailCopy, list[str]]:
     out = run_email_sync(deps, cid)
     assert out.email is not None and out.plan is not None
     reasons = {p.item_id: p.reason for p in out.email.products}
+    name = deps.store.get_customer(cid).first_name
+    intro = f"Hello {name}, we picked these with what you have bought from us in mind."
     return EmailCopy(
-        subject=out.email.subject, preheader=out.email.preheader, intro="Hello.", reasons=reasons
+        subject=out.email.subject, preheader=out.email.preheader, intro=intro, reasons=reasons
     ), [p.item_id for p in out.plan.products]
 
 
@@ -192,7 +195,9 @@ def _first_sent(deps: AgentDeps, sendable: list[str]) -> str:
     raise AssertionError("no consenting customer got an email")
 
 
-def test_a_bad_draft_is_revised_once_with_the_findings(deps: AgentDeps, sendable: list[str]) -> None:
+def test_a_bad_draft_is_revised_once_for_its_failing_parts_with_hints(
+    deps: AgentDeps, sendable: list[str]
+) -> None:
     cid = _first_sent(deps, sendable)
     good, _ = _template_copy(deps, cid)
     bad = good.model_copy(update={"subject": "ACT NOW!!! 90% OFF everything, only £0.01"})
@@ -203,7 +208,10 @@ def test_a_bad_draft_is_revised_once_with_the_findings(deps: AgentDeps, sendable
     assert [a["node"] for a in out.audit].count("revise") == 1
     writer = deps.writer
     assert isinstance(writer, ScriptedWriter) and len(writer.calls) == 2
-    assert writer.calls[1].findings and all(f.startswith("subject") for f in writer.calls[1].findings)
+    # Only the failing part is asked for again, with hints in the writer's words, not the rails' findings.
+    revision = writer.calls[1]
+    assert revision.parts == ("subject",) and revision.previous == bad
+    assert revision.hints["subject"] and not any("ACT NOW" in h for h in revision.hints["subject"])
 
 
 def test_a_draft_still_bad_after_revision_falls_back_to_the_template_for_that_part(
@@ -358,10 +366,13 @@ def test_metrics_count_what_the_real_graph_blocked_and_replaced(deps: AgentDeps,
     out = run_email_sync(deps, cid)
     assert out.email is not None
     checks = [a for a in out.audit if a["node"] == "check"]
-    assert [c["blocked"] for c in checks] == [["grounding"], ["grounding"], []]
+    # An invented price is ungrounded, and says nothing of why this customer might want the product.
+    both = ["copy_quality", "grounding"]
+    assert [c["blocked"] for c in checks] == [both, both, []]
     metrics = Metrics()
     record_outcome(metrics, out.audit, out.email.fallback_parts)
     assert metrics.value("tailor_guardrail_blocks_total", {"rail": "grounding"}) == 2
+    assert metrics.value("tailor_guardrail_blocks_total", {"rail": "copy_quality"}) == 2
     assert metrics.value("tailor_fallbacks_total", {"part": "reason"}) == 1
     assert 'tailor_guardrail_blocks_total{rail="grounding"} 2' in metrics.render()
 
@@ -370,16 +381,18 @@ def test_metrics_count_the_tokens_a_real_endpoint_reports(deps: AgentDeps, senda
     cid = _first_sent(deps, sendable)
     good, _ = _template_copy(deps, cid)
     with scripted_endpoint() as ep:
-        ep.script.append(chat(good.model_dump_json(), usage=(120, 45)))
+        replies = copy_replies(good, usage=(30, 10))
+        ep.script.extend(replies)
         deps.writer = OpenAIWriter(_llm_settings(ep.url, "fallback"))
         out = run_email_sync(deps, cid)
     assert out.email is not None and out.email.writer == "openai" and out.email.fallback_parts == ()
     metrics = Metrics()
     record_outcome(metrics, out.audit)
-    assert metrics.value("tailor_llm_tokens_total", {"kind": "prompt"}) == 120
-    assert metrics.value("tailor_llm_tokens_total", {"kind": "completion"}) == 45
+    # One request per part, each counted.
+    assert metrics.value("tailor_llm_tokens_total", {"kind": "prompt"}) == 30 * len(replies)
+    assert metrics.value("tailor_llm_tokens_total", {"kind": "completion"}) == 10 * len(replies)
     generate = next(a for a in out.audit if a["node"] == "generate")
-    assert generate["tokens"] == 165 and generate["model"] == "m"
+    assert generate["tokens"] == 40 * len(replies) and generate["model"] == "m"
 
 
 def test_an_email_written_wholly_by_the_template_after_a_model_failure_says_so(
@@ -444,13 +457,14 @@ def test_a_model_that_answers_garbage_falls_back_even_when_deferring(
 ) -> None:
     cid = _first_sent(deps, sendable)
     with scripted_endpoint() as ep:
-        ep.script.append(chat("I would rather not write JSON."))
+        ep.script.extend([chat("I would rather not write JSON.")] * 12)
         settings = _llm_settings(ep.url, "defer")
         deps.settings = settings
         deps.writer = OpenAIWriter(settings)
         out = run_email_sync(deps, cid)
     assert out.email is not None and "subject" in out.email.fallback_parts
-    assert len(ep.requests) == 1
+    # One request per part, none of them again: an unusable answer is not retried, and not deferred.
+    assert len(ep.requests) == 3 + len(out.email.products) and ep.overruns == 0
 
 
 def test_a_draft_that_leaks_another_customers_id_is_blocked_and_replaced(
@@ -460,7 +474,12 @@ def test_a_draft_that_leaks_another_customers_id_is_blocked_and_replaced(
     other = next(c for c in retail_store.customers() if c.id != cid and c.id not in deps.catalog)
     good, items = _template_copy(deps, cid)
     leaky = good.model_copy(
-        update={"reasons": {**good.reasons, items[0]: f"Customer {other.id} swears by it."}}
+        update={
+            "reasons": {
+                **good.reasons,
+                items[0]: f"Customer {other.id} bought it too, like many of our customers.",
+            }
+        }
     )
     deps.writer = ScriptedWriter([leaky, leaky])
     out = run_email_sync(deps, cid)
@@ -472,3 +491,55 @@ def test_a_draft_that_leaks_another_customers_id_is_blocked_and_replaced(
     because = next(a for a in out.audit if a["node"] == "fallback")["because"]
     assert because == {f"reason:{items[0]}": ["privacy"]}
     assert other.id not in out.email.body_text and other.id not in out.email.body_html
+
+
+# -- explanations written by a model ---------------------------------------------------------------
+
+
+def _explained(deps: AgentDeps, sendable: list[str]) -> tuple[str, str, int]:
+    """A customer, an item recommended to them with evidence, and how many sentences its explanation has."""
+    for cid in sendable:
+        for rec in deps.recommender.recommend(cid, 10, now=NOW):
+            if rec.evidence:
+                out = agent.explain(
+                    deps.store, deps.recommender, deps.settings, deps.brand, cid, rec.item.id, now=NOW
+                )
+                return cid, rec.item.id, len(out.sentences)
+    raise AssertionError("no customer of the slice has a recommendation with evidence")
+
+
+def test_a_model_writes_the_explanation_sentence_by_sentence_and_the_rails_keep_the_template_for_the_rest(
+    deps: AgentDeps, sendable: list[str]
+) -> None:
+    """Each sentence is asked for one piece of evidence; the model's stands when it passes every rail, copy
+    quality included, and says so; a sentence that says nothing of the evidence is the template's."""
+    cid, item_id, n = _explained(deps, sendable)
+    template = agent.explain(deps.store, deps.recommender, deps.settings, deps.brand, cid, item_id, now=NOW)
+    with scripted_endpoint() as ep:
+        good = "Customers whose baskets look like yours often choose it, and you have bought it before too."
+        ep.script.append(chat(json.dumps({"text": good})))
+        ep.script.extend(chat(json.dumps({"text": "You will love it."})) for _ in range(n - 1))
+        writer = OpenAIWriter(_llm_settings(ep.url, "fallback"))
+        out = agent.explain(
+            deps.store, deps.recommender, deps.settings, deps.brand, cid, item_id, now=NOW, writer=writer
+        )
+    assert len(ep.requests) == n and ep.overruns == 0, "one narrow request per piece of evidence"
+    first = out.sentences[0]
+    # The first sentence is the model's only if it ties to its own evidence; either way it says who wrote it.
+    assert first.writer == ("openai" if first.text == good else "template")
+    assert first.evidence == template.sentences[0].evidence
+    for model_said, fallback in zip(out.sentences[1:], template.sentences[1:], strict=True):
+        assert model_said.writer == "template" and model_said.text == fallback.text
+    assert "You will love it." not in out.text
+
+
+def test_an_unreachable_model_leaves_the_template_explanation_whole(
+    deps: AgentDeps, sendable: list[str]
+) -> None:
+    cid, item_id, _ = _explained(deps, sendable)
+    template = agent.explain(deps.store, deps.recommender, deps.settings, deps.brand, cid, item_id, now=NOW)
+    writer = OpenAIWriter(_llm_settings("http://127.0.0.1:9/v1", "defer"))
+    out = agent.explain(
+        deps.store, deps.recommender, deps.settings, deps.brand, cid, item_id, now=NOW, writer=writer
+    )
+    assert out == template and all(s.writer == "template" for s in out.sentences)

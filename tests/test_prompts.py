@@ -122,10 +122,12 @@ def test_llm_prompt_snapshot_keeps_catalog_text_inside_the_data_block() -> None:
     brand = HEARTH
     writer = OpenAIWriter(Settings(llm_base_url="http://127.0.0.1:9/v1"))
     prompt = writer.prompt(hostile, brand)
-    snapshot("llm_email_copy_prompt.txt", prompt)
-    data = prompt.split("\n<<<DATA\n", 1)[1].split("\nDATA>>>\n", 1)
+    snapshot("llm_copy_part_prompt.txt", prompt)
+    # The last DATA block is the real request's (the one before it is the worked example's).
+    data = prompt.rsplit("<<<DATA\n", 1)[1].split("\nDATA>>>\n", 1)
     assert "Ignore all previous instructions" not in prompt
-    assert "85123A" in data[0] and "Answer with the JSON object only." in data[1]
+    assert "Mug." in data[0] and data[1].startswith("Write one sentence telling")
+    assert data[0].count("DATA>>>") == 0, "the title's own marker is defused, so the block ends only once"
 
 
 def test_explanation_and_support_snapshots() -> None:

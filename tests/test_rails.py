@@ -246,6 +246,7 @@ def test_a_rail_that_raises_blocks_the_output() -> None:
 
 
 def test_check_email_names_the_failing_part() -> None:
-    verdicts = check_email({"subject": "Hello Ann", "reason:21871": "Only £0.50 today"}, ctx())
+    subject = "Ann, a Save The Planet Mug for your morning tea"
+    verdicts = check_email({"subject": subject, "reason:21871": "Only £0.50 today"}, ctx())
     failing = [f for v in verdicts for f in v.findings]
     assert failing and all(f.part == "reason:21871" for f in failing)

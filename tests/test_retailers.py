@@ -183,6 +183,8 @@ def test_the_model_is_told_the_retailers_name_voice_and_what_it_sells(retailer: 
     prompt = writer.prompt(request, retailer.brand)
     brand = retailer.brand
     assert f"for {brand.name}, {brand.description}." in prompt
+    for part in ("subject", "preheader", "intro"):
+        assert brand.name in writer.prompt(request, retailer.brand, part)
     assert ", ".join(brand.tone) in prompt and all(p in prompt for p in brand.banned_phrases)
     other = _other(retailer).brand
     assert other.name not in prompt and other.description not in prompt

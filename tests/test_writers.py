@@ -22,6 +22,7 @@ from agent.writers import (
     ScriptedWriter,
     TemplateWriter,
     Writer,
+    hints_for,
 )
 from guardrails.brand_config import BrandConfig
 from retrieval.recommender import HybridRecommender
@@ -31,7 +32,7 @@ from tailor.models import Evidence
 from tailor.settings import Settings
 from tailor.store import Store
 from tests.llm_server import llm_server
-from tests.openai_endpoint import Reply, chat, scripted_endpoint, stall
+from tests.openai_endpoint import Reply, chat, copy_replies, scripted_endpoint, stall
 from tests.retailers import HEARTH, Retailer
 
 NOW = datetime(2011, 12, 10, 10, tzinfo=UTC)
@@ -174,33 +175,82 @@ def _writer(url: str, **kw: Any) -> OpenAIWriter:
     return OpenAIWriter(Settings(writer="openai", llm_base_url=url, llm_model="m", llm_max_retries=0, **kw))
 
 
-def test_openai_writer_parses_json_in_prose_and_drops_unknown_products(
+def test_openai_writer_asks_one_part_at_a_time_and_parses_json_in_prose(
     endpoint: tuple[str, list[Reply]], brand: BrandConfig
 ) -> None:
     url, script = endpoint
-    answer = {**GOOD.model_dump(), "reasons": {"85123A": "You like it.", "99999": "Invented product."}}
-    script.append(chat("Sure! ```json\n" + json.dumps(answer) + "\n```"))
+    replies = copy_replies(GOOD)
+    replies[0] = chat('Sure! ```json\n{"text": "Ada, time for more?"}\n```')
+    script.extend(replies)
     result = _writer(url).write_email(REQUEST, brand)
-    assert result.copy.reasons == {"85123A": "You like it."}
-    assert result.model == "m" and result.tokens == 2 and not script
+    assert result.copy == GOOD and not result.fallback_parts
+    assert result.model == "m" and result.tokens == 2 * 4 and not script
+    assert [str(p) for p in result.prompts] == ["llm.copy_part.system@v2", "llm.copy_part@v1"]
 
 
 @pytest.mark.parametrize(
     ("content", "message"),
     [
         ("I cannot write JSON today.", "did not answer with a JSON object"),
-        ('{"subject": "", "preheader": "p", "intro": "i", "reasons": {}}', "not a valid email copy"),
-        ('{"subject": "s", "preheader": "p"', "did not answer with a JSON object"),
-        ('{"subject": "s", "intro": "i", "reasons": {}}', "preheader"),
+        ('{"text": ""}', "has no text"),
+        ('{"text": "s"', "did not answer with a JSON object"),
+        ('{"subject": "s"}', "has no text"),
+        ('{"text": "' + "long " * 100 + '"}', "over the"),
     ],
 )
-def test_openai_writer_rejects_unusable_answers(
+def test_openai_writer_fills_an_unusable_part_from_the_template_and_names_it(
     endpoint: tuple[str, list[Reply]], brand: BrandConfig, content: str, message: str
 ) -> None:
+    """One unusable answer costs its part, not the email: the template writes that part, and the result
+    names it with why."""
     url, script = endpoint
-    script.append(chat(content))
-    with pytest.raises(LLMError, match=message):
+    replies = copy_replies(GOOD)
+    replies[2] = chat(content)  # the intro
+    script.extend(replies)
+    result = _writer(url).write_email(REQUEST, brand)
+    template = TemplateWriter().write_email(REQUEST, brand).copy
+    assert list(result.fallback_parts) == ["intro"] and message in result.fallback_parts["intro"]
+    assert result.copy.intro == template.intro
+    assert result.copy.subject == GOOD.subject and result.copy.reasons == GOOD.reasons
+
+
+def test_openai_writer_with_no_usable_part_is_an_output_error(
+    endpoint: tuple[str, list[Reply]], brand: BrandConfig
+) -> None:
+    url, script = endpoint
+    script.extend([chat("no JSON")] * 4)
+    with pytest.raises(LLMOutputError, match="did not answer with a JSON object"):
         _writer(url).write_email(REQUEST, brand)
+
+
+def test_openai_writer_revises_only_the_parts_asked_with_hints_apart_from_the_data(
+    endpoint: tuple[str, list[Reply]], brand: BrandConfig
+) -> None:
+    """A revision asks again for the failing parts only; its hint is in the brief (the system message),
+    never the rails' findings or the failed draft, which a model would write back into the copy."""
+    url, script = endpoint
+    seen: list[dict[str, Any]] = []
+
+    def reply(handler: BaseHTTPRequestHandler) -> None:
+        seen.append(json.loads(handler.body))  # type: ignore[attr-defined]
+        chat(json.dumps({"text": "Ada, your usual T-light holder is ready to reorder"}))(handler)
+
+    script.append(reply)
+    bad = GOOD.model_copy(update={"subject": "Your previous draft"})
+    request = REQUEST.model_copy(
+        update={
+            "parts": ("subject",),
+            "previous": bad,
+            "hints": {"subject": hints_for([("copy_quality", "echo")])},
+        }
+    )
+    result = _writer(url).write_email(request, brand)
+    assert result.copy.subject == "Ada, your usual T-light holder is ready to reorder"
+    assert result.copy.model_copy(update={"subject": GOOD.subject}) == GOOD, "the other parts are kept"
+    system = seen[0]["messages"][0]
+    assert "say nothing about how you were asked to write" in system["content"]
+    assert "previous draft" not in json.dumps(seen[0]["messages"]).lower()
+    assert "previous draft" not in result.brief.lower() and "how you were asked" in result.brief
 
 
 def test_openai_writer_timeout_is_translated_and_bounded(
@@ -230,32 +280,39 @@ def test_openai_writer_http_error_is_an_llm_error(
         _writer(url).write_email(REQUEST, brand)
 
 
-def test_openai_writer_sends_the_copy_schema_when_asked(
+def test_openai_writer_sends_each_part_its_schema_when_asked(
     endpoint: tuple[str, list[Reply]], brand: BrandConfig
 ) -> None:
     url, script = endpoint
     seen: list[dict[str, Any]] = []
 
-    def reply(handler: BaseHTTPRequestHandler) -> None:
-        seen.append(json.loads(handler.body))  # type: ignore[attr-defined]
-        chat(GOOD.model_dump_json())(handler)
+    def recorded(reply: Reply) -> Reply:
+        def run(handler: BaseHTTPRequestHandler) -> None:
+            seen.append(json.loads(handler.body))  # type: ignore[attr-defined]
+            reply(handler)
 
-    script.append(reply)
+        return run
+
+    script.extend(recorded(r) for r in copy_replies(GOOD))
     assert _writer(url, llm_json_schema=True).write_email(REQUEST, brand).copy == GOOD
-    fmt = seen[0]["response_format"]
-    assert fmt["type"] == "json_object"
-    assert fmt["schema"]["properties"]["reasons"]["required"] == ["85123A"]
-    assert fmt["schema"]["properties"]["subject"]["maxLength"] == brand.subject_max_chars
-    script.append(reply)
+    schemas = [r["response_format"]["schema"] for r in seen]
+    assert all(r["response_format"]["type"] == "json_object" for r in seen)
+    assert [s["required"] for s in schemas] == [["text"]] * 4
+    assert schemas[0]["properties"]["text"]["maxLength"] == brand.subject_max_chars
+    # One narrow request each, with a worked example as a turn of its own.
+    assert [[m["role"] for m in r["messages"]] for r in seen] == [["system", "user", "assistant", "user"]] * 4
+    assert "the subject line" in seen[0]["messages"][-1]["content"]
+    assert "White Hanging Heart T-Light Holder" in seen[3]["messages"][-1]["content"]
+    script.extend(recorded(r) for r in copy_replies(GOOD))
     _writer(url).write_email(REQUEST, brand)
-    assert "response_format" not in seen[1]
+    assert "response_format" not in seen[4]
 
 
 def test_model_client_logs_nothing_once_quieted(
     endpoint: tuple[str, list[Reply]], brand: BrandConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
     url, script = endpoint
-    script.extend([chat(json.dumps(GOOD.model_dump())), chat(json.dumps(GOOD.model_dump()))])
+    script.extend([*copy_replies(GOOD), *copy_replies(GOOD)])
     saved = {name: logging.getLogger(name).level for name in LIBRARY_LOGGERS}
     try:
         for name in LIBRARY_LOGGERS:
@@ -288,8 +345,7 @@ def test_openai_writer_records_what_it_defused_in_the_catalog_data(
             )
         }
     )
-    script.append(chat(json.dumps(GOOD.model_dump())))
-    script.append(chat(json.dumps(GOOD.model_dump())))
+    script.extend([*copy_replies(GOOD), *copy_replies(GOOD)])
     result = _writer(url).write_email(hostile, retailer.brand)
     assert result.neutralized == ("85123A:title:override",)
     assert write_fields(result, None)["neutralized"] == ["85123A:title:override"]

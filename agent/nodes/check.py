@@ -9,7 +9,7 @@ from agent.audit import check_fields, record
 from agent.compose import assemble, email_parts, other_customers, rail_context
 from agent.context import AgentDeps
 from agent.state import EmailState
-from guardrails import check_email
+from guardrails import check_email, failed
 
 
 async def check(state: EmailState, runtime: Runtime[AgentDeps]) -> dict[str, Any]:
@@ -31,7 +31,17 @@ async def check(state: EmailState, runtime: Runtime[AgentDeps]) -> dict[str, Any
     parts = email_parts(state.copy, email)
     others = other_customers(deps.store, state.customer, parts.values(), deps.catalog, state.events)
     context = rail_context(
-        state.customer, state.plan, deps.catalog, deps.brand, state.events, deps.now, others=others
+        state.customer,
+        state.plan,
+        deps.catalog,
+        deps.brand,
+        state.events,
+        deps.now,
+        others=others,
+        instructions=state.brief,
+        # The findings the writer was last held to: written back into the copy, they are an echo.
+        findings=[f.message for f in failed(state.verdicts)],
+        similarity=deps.similarity,
     )
     verdicts = check_email(parts, context)
     return {

@@ -13,7 +13,12 @@ from tailor.errors import LLMError, LLMOutputError
 
 
 def copy_request(
-    state: EmailState, plan: Plan, deps: AgentDeps, findings: tuple[str, ...] = ()
+    state: EmailState,
+    plan: Plan,
+    deps: AgentDeps,
+    *,
+    parts: tuple[str, ...] | None = None,
+    hints: dict[str, tuple[str, ...]] | None = None,
 ) -> CopyRequest:
     assert state.customer is not None
     products = tuple(
@@ -26,7 +31,12 @@ def copy_request(
         for p in plan.products
     )
     return CopyRequest(
-        action=plan.action, first_name=state.customer.first_name, products=products, findings=findings
+        action=plan.action,
+        first_name=state.customer.first_name,
+        products=products,
+        parts=parts,
+        previous=state.copy if parts is not None else None,
+        hints=hints or {},
     )
 
 
@@ -57,5 +67,8 @@ async def generate(state: EmailState, runtime: Runtime[AgentDeps]) -> dict[str, 
         "copy": result.copy if result else None,
         "writer_error": error,
         "writer": deps.writer.name,
+        "brief": result.brief if result else "",
+        # A part the model gave no usable answer for was filled by the template: it is the template's.
+        "fallback_parts": sorted(set(state.fallback_parts) | set(result.fallback_parts if result else ())),
         "audit": record("generate", start, writer=deps.writer.name, **write_fields(result, error)),
     }

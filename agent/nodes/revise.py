@@ -9,21 +9,65 @@ from agent.audit import record, write_fields
 from agent.context import AgentDeps
 from agent.nodes.generate import copy_request, write
 from agent.state import EmailState
-from guardrails import failed
+from agent.writers import hints_for
+from guardrails import Verdict
+
+_BODIES = ("body_text", "body_html")
+
+
+def failing_parts(verdicts: list[Verdict], parts: tuple[str, ...]) -> dict[str, list[tuple[str, str]]]:
+    """Each free-text part that failed, with the (rail, rule) pairs it failed. A finding on an assembled
+    body, or on no part, could come from any part: it counts against all of them."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for v in verdicts:
+        if v.passed:
+            continue
+        findings = v.blocking or ()
+        if not findings:
+            for p in parts:
+                out.setdefault(p, []).append((v.rail, "rail_failed"))
+        for f in findings:
+            named = [f.part] if f.part in parts else list(parts) if f.part in (None, *_BODIES) else []
+            for p in named:
+                out.setdefault(p, []).append((v.rail, f.rule))
+    return out
 
 
 async def revise(state: EmailState, runtime: Runtime[AgentDeps]) -> dict[str, Any]:
-    """One more draft from the same writer, told exactly what the guardrails objected to."""
+    """The failing parts written once more by the same writer, each with a hint of what to do differently.
+
+    The writer is never shown the rails' findings or its failed draft: a model writes them back into the
+    copy ("Your previous draft…"). It gets one plain hint per failed rule, apart from the data, and only
+    the failing parts are asked for again; the parts that passed are kept. A part that fails again falls
+    back to the template's (the router sends the second failure to ``fallback``)."""
     start = time.perf_counter()
     deps = runtime.context
-    assert state.plan is not None
-    findings = tuple(f"{f.part or 'text'}: {f.message}" for f in failed(state.verdicts))[:8]
-    result, error = write(deps.writer, copy_request(state, state.plan, deps, findings), deps)
+    assert state.plan is not None and state.copy is not None
+    model_parts = tuple(
+        p
+        for p in ("subject", "preheader", "intro", *(f"reason:{x.item_id}" for x in state.plan.products))
+        if p not in state.fallback_parts
+    )
+    failing = failing_parts(state.verdicts, model_parts)
+    hints = {p: hints_for(rules) for p, rules in failing.items()}
+    request = copy_request(state, state.plan, deps, parts=tuple(failing), hints=hints)
+    result, error = write(deps.writer, request, deps)
+    copy = state.copy
+    if result is not None:
+        # Whatever the writer answered, only the parts asked for are taken from it.
+        copy = state.copy.with_parts({p: result.copy.part(p) for p in failing if result.copy.part(p)})
     return {
-        "copy": result.copy if result else state.copy,
+        "copy": copy,
         "writer_error": error,
         "revisions": state.revisions + 1,
+        "brief": "\n".join(x for x in (state.brief, result.brief if result else "") if x),
+        "fallback_parts": sorted(set(state.fallback_parts) | set(result.fallback_parts if result else ())),
         "audit": record(
-            "revise", start, writer=deps.writer.name, findings=list(findings), **write_fields(result, error)
+            "revise",
+            start,
+            writer=deps.writer.name,
+            parts=list(failing),
+            hints=hints,
+            **write_fields(result, error),
         ),
     }

@@ -1,0 +1,531 @@
+"""Copy quality: an email part that says nothing does not go out, however safe it is.
+
+The other rails keep an email safe; this one keeps it worth reading. It holds each free-text part (subject,
+preheader, intro, one reason per product) to what a marketer would sign, and names what is wrong:
+
+- ``placeholder``: a blank left to fill ("Your Name", "[Product]", "{first_name}", "Lorem ipsum");
+- ``echo``: the writer's instructions, rules or the rails' findings written back ("Your previous draft",
+  "Answer with the JSON object", "in no catalog title", or five words running from the prompt);
+- ``names_only``: a part that is only product names, or only the product's own title;
+- ``vague_subject``: a subject that names neither a product, nor the occasion, nor the customer's interest;
+- ``vague_preheader``: a preheader that is a heading ("Products and Brands"), not a line to the customer;
+- ``no_reason``: a reason that gives no reason tied to the product's evidence;
+- ``not_a_sentence``: an intro that is not a sentence to the customer;
+- ``third_person``: a part that speaks of the customer instead of to them ("They might be running low");
+- ``repeated``: a part that says again what another part of the same email says.
+
+Everything is decided by rules, which are fast and need no model, except one question of meaning: a reason
+with no word of its evidence may still say it in other words ("It matches the lanterns in your last order").
+When the context carries a sentence encoder (``RailContext.similarity``, the store's own embedding model
+in the agent) such a reason passes if it is close to its evidence. Without one it is held to the words.
+
+The context says what the email is about: the plan's products (``plan_item_ids``) with their evidence
+(``product_evidence``), the action, and in ``extra`` the writer's instructions (``instructions``), the
+findings it was last given (``findings``) and every part of the email (``part:NAME``), for repetition."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
+
+from guardrails.base import Finding, RailContext, Verdict
+from tailor.models import Evidence
+
+__all__ = ["FREE_TEXT_PARTS", "check", "name"]
+
+name = "copy_quality"
+
+FREE_TEXT_PARTS = ("subject", "preheader", "intro")
+_PARTS = ("subject", "preheader", "intro", "reason")
+
+
+def _bag(words: str) -> frozenset[str]:
+    return frozenset(words.split())
+
+
+_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*", re.UNICODE)
+
+_STOP = _bag(
+    "a an and are as at be been but by for from had has have he her here his i if in into is "
+    "it its it's me more most my no not of on or our ours out so some such than that the "
+    "their them then there these they this those to too up us very was we were what when "
+    "where which who will with would you your yours you'll you're you've we've we're we'll "
+    "just also all any one ones few lot lots"
+)
+
+# A blank left in the copy: brackets or braces around a word, template syntax, or the stock words of a
+# form that was never filled in.
+_PLACEHOLDER = re.compile(
+    r"\[[^\]\n]{1,40}\]|\{\{?[^{}\n]{1,40}\}?\}|<(?!/?(?:b|i|em|strong|br)\b)[A-Za-z_][\w ]{0,30}>"
+    r"|%\(?\w+\)?[sd]|\$\{?\w+\}?|\bX{3,}\b|\blorem ipsum\b|\bTBD\b|\bTODO\b|\bN/A\b"
+    r"|\b(?:insert|enter) (?:the |your )?"
+    r"(?:name|product|text|here)\b|\bplaceholder\b"
+    r"|\b(?:your|first|last|customer(?:'s)?|product|item|brand|company|shop|store|recipient|user)[ _]name\b"
+    r"(?!\s+(?-i:[A-Z][a-z]))"
+    r"|\b(?:product|item)[ _]?#?\d{1,2}\b|\bdear (?:customer|user|valued customer|sir or madam)\b"
+    r"|\b(?:product|item) (?:title|description|details|category)\b",
+    re.IGNORECASE,
+)
+
+# Words of a writer's brief, not of a letter to a customer: the prompt's own vocabulary, a model talking
+# about itself, and the rails' findings.
+_ECHO = re.compile(
+    r"\b(?:previous draft|(?:the|these|those|my|your) (?:rules|instructions)|broke (?:these|the) rules"
+    r"|json|product ids?|item ids?|<<<|>>>|\bdata\b(?= *>>>)|guardrails?|catalog(?:ue)? titles?|findings?"
+    r"|banned phrases?|exclamation marks?|the action is|answer with|as an ai"
+    r"|(?:a |an )?(?:large )?language model"
+    r"|i (?:cannot|can't|am unable|'m unable|am sorry|'m sorry)|here (?:is|are) (?:the|your|a) "
+    r"(?:email|subject|preheader|intro|reason|draft|json|copy|text)"
+    r"|^(?:subject|preheader|intro|introduction|reason|reasons|body|email)\s*[:\-]"
+    r"|(?:the|this) (?:subject|preheader|intro)(?: line)?\b"
+    r"|(?:address|addressing) the customer|the customer(?:'s)?\b"
+    r"|marketing emails?|write only|free text|fix them|one sentence on why|do not (?:write|use)"
+    r"|under \d+ characters|capital[- ]letter|product descriptions?"
+    r"|the (?:facts|evidence|category) (?:is|are|says?)"
+    r"|(?:this|the) reason (?:for|is|why)|no catalog|worked example|example (?:email|answer)"
+    r"|^\s*(?:sure|certainly|of course|okay|ok|as requested|as asked)\b[^.\n]{0,40}[:!]"
+    r"|here(?:'s| is) (?:a|an|the|your) (?:subject|preheader|preview|intro|opening|reason|sentence|line)\b"
+    r"|\bone sentence\b|subject line|\bpreheader\b|\bgoes here\b|\b[a-z]+_[a-z_]+\b"
+    r"|\bmax(?:imum)? \d+ char|\b\d+ chars\b"
+    r"|^(?:why this product|why|tone|summary of evidence|evidence|facts|occasion|customer|product|products|"
+    r"voice|action|output|answer|text)\s*:)",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+# Words that say why a product suits this customer, by the kind of evidence behind it. A reason must use
+# one (or a content word of its evidence's own summary) to count as a reason.
+_WHY_WORDS: Mapping[str, frozenset[str]] = {
+    "repeat_purchase": _bag(
+        "bought order ordered orders again regular regulars restock usual times running reorder staple "
+        "staples"
+    ),
+    "similar_customers": _bag(
+        "customers shoppers people others basket baskets also bought choose chose popular pair pairs "
+        "alongside"
+    ),
+    "text_similarity": _bag(
+        "similar goes go match matches matching pair pairs complements complement alongside same style "
+        "bought collection set together"
+    ),
+    "category_affinity": _bag("bought often shop range collection usual regular"),
+    "trending": _bag("popular customers trending month week weeks season many shoppers"),
+    "popular": _bag("popular customers choose chosen many shoppers bought"),
+    "cart": _bag("basket cart left still waiting added saved kept aside"),
+    "recent_view": _bag("viewed looked looking browsing browsed saw seen"),
+    "support_ticket": _bag("asked ticket help support contacted"),
+}
+_ANY_WHY = frozenset().union(*_WHY_WORDS.values())
+_NO_EVIDENCE_WHY = _bag("popular customers choose shoppers")
+
+# The occasion each action is, in the words a subject may use for it.
+_OCCASION: Mapping[str, frozenset[str]] = {
+    "abandoned_cart": _bag("basket cart left waiting still saved forget forgot"),
+    "replenishment": _bag("restock stock running low again time top reorder refill supply"),
+    "win_back": _bag("miss missed back while saved return welcome"),
+    "recommend": _bag("picked chosen pick ideas new favourites selection think like love try discover"),
+}
+_SECOND_PERSON = _bag("you your you'll you're you've yours")
+_SEPARATORS = re.compile(r"[|,;/·•+&\-–—:()\"'“”‘’!?.…]+")
+_SENTENCE_END = re.compile(r"[.!?…]['\"’”)]*\s*$")
+# How close (cosine) a reason must be to its evidence to tie to it by meaning alone.
+REASON_SIMILARITY = 0.45
+# Two parts this alike (share of words) say the same thing.
+_REPEAT_JACCARD = 0.8
+
+
+def _words(text: str) -> list[str]:
+    return [w.lower().replace("’", "'") for w in _WORD.findall(text)]
+
+
+def _content(words: Iterable[str]) -> set[str]:
+    return {w for w in words if w not in _STOP and len(w) > 1}
+
+
+def _part_kind(part: str | None) -> str:
+    if part is None:
+        return "text"
+    return "reason" if part.startswith("reason:") else part
+
+
+def _titles(context: RailContext) -> list[str]:
+    titles = [context.catalog[i].title for i in context.plan_item_ids if i in context.catalog]
+    return sorted(titles, key=len, reverse=True)
+
+
+@lru_cache(maxsize=4096)
+def _title_pattern(titles: tuple[str, ...]) -> re.Pattern[str] | None:
+    if not titles:
+        return None
+    return re.compile("|".join(re.escape(t) for t in titles), re.IGNORECASE)
+
+
+def _without_names(text: str, context: RailContext) -> str:
+    """The text with the plan's product names, the customer's first name and the shop's name cut out."""
+    pattern = _title_pattern(tuple(_titles(context)))
+    out = pattern.sub(" ", text) if pattern else text
+    for word in (context.customer.first_name, context.brand.name):
+        if word:
+            out = re.sub(re.escape(word), " ", out, flags=re.IGNORECASE)
+    return out
+
+
+def _interest_words(context: RailContext) -> set[str]:
+    """Content words of the plan's products: their names and categories (what the customer is shown)."""
+    words: set[str] = set()
+    for item_id in context.plan_item_ids:
+        item = context.catalog.get(item_id)
+        if item is not None:
+            words |= {w for w in _content(_words(f"{item.title} {item.category}")) if len(w) > 2}
+    return words
+
+
+def _echo_spans(text: str, context: RailContext) -> list[Finding]:
+    found = [
+        Finding("echo", f"reads as the writer's brief: {m.group()!r}", m.start(), m.end())
+        for m in _ECHO.finditer(text)
+    ]
+    if found:
+        return found
+    summaries = [e.summary for evidence in context.product_evidence.values() for e in evidence]
+    own = _content(_words(" ".join([*_titles(context), context.extra.get("facts", ""), *summaries])))
+    for key, what in (("instructions", "the writer's instructions"), ("findings", "the rails' findings")):
+        source = context.extra.get(key, "")
+        if not source:
+            continue
+        run = 5 if key == "instructions" else 4
+        shared = _shared_run(_words(text), _words(source), run, own)
+        if shared:
+            found.append(Finding("echo", f"repeats {what}: {shared!r}"))
+    return found
+
+
+def _shared_run(words: Sequence[str], source: Sequence[str], n: int, own: set[str]) -> str:
+    """A run of ``n`` words found in ``source`` too, with at least two content words that are not the
+    products' or the evidence's own (those may be quoted), or ``""``."""
+    if len(words) < n:
+        return ""
+    grams = {tuple(source[i : i + n]) for i in range(len(source) - n + 1)}
+    for i in range(len(words) - n + 1):
+        gram = tuple(words[i : i + n])
+        if gram in grams and len({w for w in _content(gram) - own if not w.isdigit()}) >= 2:
+            return " ".join(gram)
+    return ""
+
+
+def _names_only(text: str, context: RailContext, kind: str) -> Finding | None:
+    rest = _content(_words(_SEPARATORS.sub(" ", _without_names(text, context))))
+    if rest:
+        return None
+    titles = _titles(context)
+    if not titles or not _title_pattern(tuple(titles)) or not _title_pattern(tuple(titles)).search(text):  # type: ignore[union-attr]
+        return None
+    return Finding("names_only", f"the {kind} is only product names, with nothing said about them")
+
+
+def _ties_to_evidence(text: str, evidence: Sequence[Evidence], context: RailContext, item_id: str) -> bool:
+    words = set(_words(text))
+    if not evidence:
+        return bool(words & _NO_EVIDENCE_WHY)
+    own_title = _content(_words(context.catalog[item_id].title)) if item_id in context.catalog else set()
+    for e in evidence:
+        if words & _WHY_WORDS.get(e.kind, frozenset()):
+            return True
+        summary_words = {w for w in _content(_words(e.summary)) - own_title if len(w) > 3 and not w.isdigit()}
+        # Two of the evidence's own words (a bought product's name, say): one ("pink") may be chance.
+        if len(words & summary_words) >= 2:
+            return True
+    similarity = context.similarity
+    if similarity is None:
+        return False
+    return any(similarity(text, e.summary) >= REASON_SIMILARITY for e in evidence)
+
+
+def _repeats(text: str, part: str, context: RailContext) -> Finding | None:
+    """A part that says what an earlier part of the same email said. The first of two alike parts keeps
+    its words; the later one (in the email's reading order) is the repeat."""
+    # Product names and the evidence's own words are left out: two reasons that quote the same bought
+    # product are not alike for that, and two that say the same around different names are.
+    # Between a reason and another reason only: elsewhere a part naming the product another part names is
+    # the point of repeating a name, and what matters is whether the rest is said again too.
+    quoted = _quoted_words(context)
+    # The greeting and the name are how a part opens, not what it says.
+    name = {*_words(context.customer.first_name), "hi", "hello", "hey", "dear"}
+    raw = _content(_words(text)) - name
+    for key, other in context.extra.items():
+        if not key.startswith("part:"):
+            continue
+        other_part = key.removeprefix("part:")
+        if other_part == part:
+            break  # parts are listed in reading order: only those before this one count
+        both_reasons = part.startswith("reason:") and other_part.startswith("reason:")
+        mine = raw - quoted if both_reasons else raw
+        theirs = _content(_words(other)) - name - (quoted if both_reasons else set())
+        if len(mine) < 2 or not theirs:
+            continue
+        shared = len(mine & theirs)
+        # Alike as a whole, or this part said almost wholly inside the earlier one (a reason that is a
+        # sentence of the intro, a preheader that is the subject again).
+        if shared / len(mine | theirs) >= _REPEAT_JACCARD or (len(mine) >= 3 and shared / len(mine) >= 0.8):
+            return Finding("repeated", f"says again what the {other_part} says")
+    return None
+
+
+def _title_spans(text: str, context: RailContext) -> list[tuple[int, int]]:
+    pattern = _title_pattern(tuple(_titles(context)))
+    return [m.span() for m in pattern.finditer(text)] if pattern is not None else []
+
+
+def _inside(start: int, end: int, spans: Sequence[tuple[int, int]]) -> bool:
+    return any(start < e and s < end for s, e in spans)
+
+
+def _quoted_words(context: RailContext) -> set[str]:
+    quoted = " ".join(
+        [*_titles(context), *(e.summary for ev in context.product_evidence.values() for e in ev)]
+    )
+    # Numbers stay: "bought 5 times" and "bought 6 times" are two facts, not one said twice.
+    words = {w for w in _content(_words(quoted)) if w not in _ANY_WHY and not w.isdigit()}
+    return words | {context.customer.first_name.lower()}
+
+
+def _is_heading(text: str) -> bool:
+    words = [w for w in _WORD.findall(text) if w.lower() not in _STOP]
+    return bool(words) and all(w[:1].isupper() for w in words) and not _SENTENCE_END.search(text)
+
+
+def check(text: str, context: RailContext, *, part: str | None = None) -> Verdict:
+    start = time.perf_counter()
+    kind = _part_kind(part)
+    findings: list[Finding] = []
+    stripped = text.strip()
+    # A real product's name may hold such words ("Name Tag Stickers", "Customer Favourites Box"): inside
+    # it they are its name, not a blank or the brief.
+    names = _title_spans(text, context)
+    for m in _PLACEHOLDER.finditer(text):
+        if not _inside(m.start(), m.end(), names):
+            findings.append(
+                Finding("placeholder", f"a blank left to fill: {m.group()!r}", m.start(), m.end())
+            )
+    findings.extend(
+        f for f in _echo_spans(text, context) if f.start < 0 or not _inside(f.start, f.end, names)
+    )
+    findings.extend(_voice(text, context, kind))
+    if not stripped:
+        findings.append(Finding("empty", f"the {kind} is empty"))
+    elif kind in ("subject", "preheader", "intro", "reason"):
+        only_names = _names_only(text, context, kind)
+        if only_names is not None:
+            findings.append(only_names)
+        elif kind == "subject":
+            if not _subject_says_something(text, context):
+                findings.append(
+                    Finding(
+                        "vague_subject",
+                        "the subject names no product, no occasion and none of the customer's interests",
+                    )
+                )
+        elif kind == "preheader":
+            # A preview line says what the email holds: a product, an interest or the occasion, not only
+            # adjectives around "you" ("A beautiful, elegant piece of your home").
+            words = _words(text)
+            if len(words) < 4 or _is_heading(text) or _fluff(text, context):
+                findings.append(
+                    Finding("vague_preheader", "the preheader is a heading, not a line to the customer")
+                )
+        elif kind == "intro":
+            words = _words(text)
+            to_customer = set(words) & _SECOND_PERSON or _names_customer(text, context)
+            if len(words) < 5 or not to_customer or _is_heading(text):
+                findings.append(
+                    Finding("not_a_sentence", "the intro is not a sentence addressed to the customer")
+                )
+        elif kind == "reason":
+            item_id = part.removeprefix("reason:") if part else ""
+            evidence = context.product_evidence.get(item_id, ())
+            if len(_words(text)) < 4 or not _ties_to_evidence(text, evidence, context, item_id):
+                findings.append(
+                    Finding("no_reason", "the reason gives no reason tied to the product's evidence")
+                )
+    if stripped and kind in _PARTS and _third_person(text, context):
+        findings.append(Finding("third_person", f"the {kind} speaks of the customer, not to them"))
+    # A bare product name does not end a sentence either; it is names_only, said once.
+    if (
+        stripped
+        and kind in _PARTS
+        and not any(f.rule == "names_only" for f in findings)
+        and _unfinished(text, kind)
+    ):
+        findings.append(Finding("unfinished", f"the {kind} stops mid-sentence"))
+    if part is not None and stripped:
+        repeated = _repeats(text, part, context)
+        if repeated is not None:
+            findings.append(repeated)
+    findings = [
+        f if f.part or part is None else Finding(f.rule, f.message, f.start, f.end, f.severity, part)
+        for f in findings
+    ]
+    return Verdict(name, not findings, tuple(findings), (time.perf_counter() - start) * 1000)
+
+
+_ABOUT_THEM = (
+    r"(?:may|might|could|likes?|loves?|enjoys?|buys?|bought|needs?|wants?|seems?"
+    r"|is looking|are looking|has bought|have bought|is running|are running)"
+)
+
+
+def _third_person(text: str, context: RailContext) -> bool:
+    """Whether the text speaks of the customer in the third person and nowhere to them. "They" alone may be
+    the products ("they go with your tins"), so it counts only with a verb of a shopper; the customer's
+    name counts when a sentence goes on about them ("Tom has not shopped…", "Ann left…"), not when it is
+    said to them ("Ann, …", "Hello Ann", "picked for Ann")."""
+    if set(_words(text)) & _SECOND_PERSON:
+        return False
+    first = context.customer.first_name
+    if re.search(
+        rf"\b(?:they|she|he|the customer|the shopper)(?:\s+|'ll\s+|’ll\s+)(?:\w+ly\s+)?"
+        rf"(?:{_ABOUT_THEM}|like|love|enjoy|want|need)\b",
+        text,
+        re.IGNORECASE,
+    ):
+        return True
+    if re.search(
+        r"\b(?:her|his|their)\s+(?:basket|cart|order|orders|usual|last|kitchen|home|pantry)\b", text, re.I
+    ):
+        return True
+    if first:
+        about = re.compile(rf"(?<![\w-]){re.escape(first)}(?![\w-])\s+(?!and\b)(?:[a-z]\w*|'s\b)")
+        for m in about.finditer(text):
+            before = text[: m.start()].rstrip().lower()
+            if not re.search(r"\b(?:hi|hello|hey|dear|for|to|thanks|thank you|with)$|,$", before):
+                return True
+    return False
+
+
+# Words that praise without saying anything: a line made of them is no preview of anything.
+_FLUFF = _bag(
+    "beautiful elegant lovely special unique perfect wonderful luxurious stunning amazing great nice "
+    "gorgeous "
+    "fantastic fabulous exquisite delightful charming stylish sweet piece pieces item items product products "
+    "thing things home life collection selection range brand brands quality"
+)
+
+
+def _fluff(text: str, context: RailContext) -> bool:
+    words = _content(_words(_without_names(text, context))) - _SECOND_PERSON
+    if not words:
+        return True
+    return len(words & _FLUFF) / len(words) >= 0.6 and not _names_something(text, context)
+
+
+def _cites_evidence(text: str, context: RailContext) -> bool:
+    """Whether the text uses a word of the why of any planned product's evidence ("you've bought it")."""
+    kinds = {e.kind for ev in context.product_evidence.values() for e in ev}
+    words = set(_words(text))
+    return any(words & _WHY_WORDS.get(k, frozenset()) for k in kinds)
+
+
+def _names_customer(text: str, context: RailContext) -> bool:
+    first = context.customer.first_name
+    return (
+        bool(first) and re.search(rf"(?<![\w-]){re.escape(first)}(?![\w-])", text, re.IGNORECASE) is not None
+    )
+
+
+def _stem(word: str) -> str:
+    """Singular enough to match a title's word: "noodles" and "noodle", "berries" and "berry"."""
+    if word in ("news", "less"):
+        return word
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith("s") and not word.endswith("ss") and len(word) > 3:
+        return word[:-1]
+    return word
+
+
+def _names_something(text: str, context: RailContext) -> bool:
+    """Whether the text names a plan product, a word of one's name or category, or the occasion."""
+    pattern = _title_pattern(tuple(_titles(context)))
+    if pattern is not None and pattern.search(text):
+        return True
+    rest = {_stem(w) for w in _content(_words(_without_names(text, context)))}
+    wanted = {_stem(w) for w in _interest_words(context) | _occasion(context)}
+    return bool(rest & wanted)
+
+
+# A letter from the shop is written as "we"; a model often writes as "I" and tells a story of its own.
+_FIRST_PERSON = re.compile(
+    r"\b(?:I|I'm|I've|I'll|I'd|I’m|I’ve|I’ll|I’d)\b|\b(?:my|me|myself)\b", re.IGNORECASE
+)
+# History the evidence cannot hold: years, always, a life.
+_INVENTED = re.compile(
+    r"\b(?:for (?:many |so many |a few )?years|all your life|(?:part of )?your (?:whole )?life|in my family"
+    r"|you(?:'ve| have) always|always (?:loved|wanted|had|been)|since (?:childhood|you were)"
+    r"|been with you for|you(?:'ve| have) been wearing"
+    r"|since (?:the day|we opened|the (?:very )?(?:start|beginning)))\b",
+    re.IGNORECASE,
+)
+_GREETING = re.compile(r"^\s*(?i:hi|hello|hey|dear)\s+([A-Z][\w'-]*)|^\s*([A-Z][\w'-]*)\s*,", re.MULTILINE)
+
+
+def _voice(text: str, context: RailContext, kind: str) -> list[Finding]:
+    """The shop's voice to this customer: written as "we", to the right person, without invented history."""
+    found: list[Finding] = []
+    if kind in _PARTS:
+        for m in _FIRST_PERSON.finditer(text):
+            if m.group() == "I" or m.group().lower() != "i":
+                found.append(Finding("first_person", "written as 'I', not as the shop", m.start(), m.end()))
+                break
+        for m in _INVENTED.finditer(text):
+            found.append(
+                Finding(
+                    "invented_history",
+                    f"history the evidence does not hold: {m.group()!r}",
+                    m.start(),
+                    m.end(),
+                )
+            )
+            break
+    first = context.customer.first_name.lower()
+    known = {first, *(w.lower() for w in _words(" ".join(_titles(context))))}
+    for m in _GREETING.finditer(text):
+        addressed = (m.group(1) or m.group(2) or "").lower()
+        plain_word = addressed in _NOT_NAMES or addressed.endswith("ly")
+        if addressed and addressed not in known and not plain_word and first:
+            found.append(
+                Finding("wrong_name", f"addressed to {addressed!r}, not the customer", m.start(), m.end())
+            )
+    return found
+
+
+# Words that may open a part followed by a comma without being anybody's name.
+_NOT_NAMES = _bag(
+    "hello hi hey dear yes no so well now oh also still plus again sure okay ok today tonight sadly good "
+    "great perfect lovely "
+    "fresh new here there finally meanwhile besides instead sometimes often and but or psst welcome"
+)
+
+
+def _unfinished(text: str, kind: str) -> bool:
+    """A part cut off by a length limit: a sentence part that does not end a sentence, or any part that
+    ends on a joining word or a dash."""
+    stripped = text.rstrip()
+    if re.search(r"(?:[-–—,;:]|\b(?:and|or|to|the|a|an|of|with|for|your|but))$", stripped, re.IGNORECASE):
+        return True
+    return kind in ("intro", "reason") and not _SENTENCE_END.search(stripped)
+
+
+def _occasion(context: RailContext) -> frozenset[str]:
+    return _OCCASION.get(context.action, _OCCASION["recommend"])
+
+
+def _subject_says_something(text: str, context: RailContext) -> bool:
+    # "Picked for you" is no occasion: a recommendation's subject must name what it recommends.
+    if context.action in ("recommend", ""):
+        pattern = _title_pattern(tuple(_titles(context)))
+        if pattern is not None and pattern.search(text):
+            return True
+        rest = {_stem(w) for w in _content(_words(_without_names(text, context)))}
+        return bool(rest & {_stem(w) for w in _interest_words(context)})
+    return _names_something(text, context)

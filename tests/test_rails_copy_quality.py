@@ -1,0 +1,349 @@
+"""The copy-quality rail, under both retailers: what real small models wrote that must not go out (the
+parts below are the ones that did go out before the rail), what a marketer writes that must, and the
+template writer's own copy, which is the fallback and so must always pass."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pytest
+
+from agent.writers import CopyRequest, ProductFacts, TemplateWriter
+from guardrails import copy_quality
+from guardrails.base import RailContext
+from guardrails.runner import check_email
+from retrieval.embeddings import Embedder
+from tailor.models import Consent, Customer, Evidence, Item
+from tests.retailers import Retailer
+
+CUSTOMER = Customer(
+    id="c1",
+    first_name="Hannah",
+    email="hannah@example.com",
+    country="United Kingdom",
+    consent=Consent(marketing_email=True, personalization=True),
+)
+
+# Each retailer's own products, with the evidence the recommender would give them.
+CATALOGS: Mapping[str, list[tuple[Item, tuple[Evidence, ...]]]] = {
+    "hearth": [
+        (
+            Item(
+                id="23203",
+                title="Jumbo Bag Vintage Leaf",
+                category="Bags",
+                price=2.08,
+                url="https://shop.test/p",
+            ),
+            (Evidence(kind="repeat_purchase", summary="bought 3 times, last on 2011-11-02"),),
+        ),
+        (
+            Item(id="23202", title="Jumbo Bag Pears", category="Bags", price=2.08, url="https://shop.test/p"),
+            (
+                Evidence(
+                    kind="similar_customers",
+                    summary="often bought by customers who also bought Jumbo Bag Vintage Leaf",
+                ),
+            ),
+        ),
+        (
+            Item(
+                id="22386", title="Jumbo Bag Alphabet", category="Bags", price=2.08, url="https://shop.test/p"
+            ),
+            (Evidence(kind="popular", summary="popular with the store's customers: 640 have bought it"),),
+        ),
+    ],
+    "harbour": [
+        (
+            Item(
+                id="4710011401128",
+                title="Oolong Tea Leaves 300g",
+                category="Tea",
+                price=180,
+                url="https://shop.test/p",
+            ),
+            (Evidence(kind="repeat_purchase", summary="bought 5 times, last on 2001-02-10"),),
+        ),
+        (
+            Item(
+                id="4710018004605",
+                title="Jasmine Green Tea 20 Bags",
+                category="Tea",
+                price=65,
+                url="https://shop.test/p",
+            ),
+            (
+                Evidence(
+                    kind="similar_customers",
+                    summary="often bought by customers who also bought Oolong Tea Leaves 300g",
+                ),
+            ),
+        ),
+        (
+            Item(
+                id="4710088410139",
+                title="Brown Rice Crackers",
+                category="Snacks",
+                price=45,
+                url="https://shop.test/p",
+            ),
+            (Evidence(kind="popular", summary="popular with the store's customers: 212 have bought it"),),
+        ),
+    ],
+}
+
+
+def context(retailer: Retailer, action: str = "recommend", **extra: str) -> RailContext:
+    rows = CATALOGS[retailer.key]
+    return RailContext(
+        customer=CUSTOMER,
+        catalog={item.id: item for item, _ in rows},
+        brand=retailer.brand,
+        plan_item_ids=tuple(item.id for item, _ in rows),
+        action=action,
+        product_evidence={item.id: evidence for item, evidence in rows},
+        extra=extra,
+    )
+
+
+def rules(text: str, ctx: RailContext, part: str) -> list[str]:
+    return [f.rule for f in copy_quality.check(text, ctx, part=part).findings]
+
+
+def ids(retailer: Retailer) -> list[str]:
+    return [item.id for item, _ in CATALOGS[retailer.key]]
+
+
+def titles(retailer: Retailer) -> list[str]:
+    return [item.title for item, _ in CATALOGS[retailer.key]]
+
+
+# What SmolLM2 wrote for demo customers that passed every other rail and went out (issue #19).
+@pytest.mark.parametrize(
+    ("part", "text", "rule"),
+    [
+        ("subject", "Products", "vague_subject"),
+        ("subject", "Hannah", "vague_subject"),
+        ("subject", "Your previous draft", "echo"),
+        ("preheader", "Your Name", "placeholder"),
+        ("preheader", "The Product Details", "placeholder"),
+        ("preheader", "Products and Brands", "vague_preheader"),
+        ("intro", "This is a product description.", "echo"),
+        ("intro", "Product Details", "placeholder"),
+        ("intro", "The reason for this product is that it's in no catalog title.", "echo"),
+        ("subject", "{first_name}, picked for you", "placeholder"),
+        ("intro", "Dear [Customer Name], here are some ideas.", "placeholder"),
+        ("intro", "Here is the email you asked for, written as JSON.", "echo"),
+        ("preheader", "As an AI language model I cannot know what you like.", "echo"),
+    ],
+)
+def test_what_small_models_wrote_is_stopped_with_its_rule(
+    retailer: Retailer, part: str, text: str, rule: str
+) -> None:
+    assert rule in rules(text, context(retailer), part)
+
+
+def test_the_shop_name_alone_is_not_a_subject(retailer: Retailer) -> None:
+    assert rules(retailer.brand.name, context(retailer), "subject") == ["vague_subject"]
+
+
+def test_a_part_that_is_only_product_names_or_the_title_is_stopped(retailer: Retailer) -> None:
+    ctx = context(retailer)
+    first = ids(retailer)[0]
+    names = titles(retailer)
+    assert "names_only" in rules(" | ".join(names), ctx, f"reason:{first}")
+    assert rules(names[0], ctx, f"reason:{first}") == ["names_only"]
+    assert rules(f"{names[0]}, {names[1]} and {names[2]}.", ctx, "preheader") == ["names_only"]
+    assert rules(names[1], ctx, "subject") == ["names_only"]
+
+
+def test_a_reason_must_give_a_reason_from_its_evidence(retailer: Retailer) -> None:
+    ctx = context(retailer)
+    repeat, similar, popular = ids(retailer)
+    assert rules("You will love it.", ctx, f"reason:{repeat}") == ["no_reason"]
+    assert rules("A great choice for any home.", ctx, f"reason:{similar}") == ["no_reason"]
+    assert rules("You have ordered it again and again, so here it is.", ctx, f"reason:{repeat}") == []
+    assert rules("Shoppers with a basket like yours pick it too.", ctx, f"reason:{similar}") == []
+    assert rules("One of the most popular things we sell.", ctx, f"reason:{popular}") == []
+    # The evidence's own words tie a reason to it: the product the customer bought, named.
+    other = titles(retailer)[0]
+    assert rules(f"It sits nicely beside the {other} in your cupboard.", ctx, f"reason:{similar}") == []
+
+
+def test_a_subject_names_a_product_the_occasion_or_an_interest(retailer: Retailer) -> None:
+    ctx = context(retailer, action="replenishment")
+    category = CATALOGS[retailer.key][0][0].category
+    assert rules("Hannah, time to restock?", ctx, "subject") == []
+    assert rules(f"Hannah, more {category.lower()} for you", ctx, "subject") == []
+    assert rules(f"A {titles(retailer)[0]} picked for Hannah", ctx, "subject") == []
+    assert rules(f"{titles(retailer)[0]} for Hannah", ctx, "subject") == ["names_only"]
+    assert rules("Hannah, hello", ctx, "subject") == ["vague_subject"]
+    assert (
+        rules("Hannah, your basket is waiting", context(retailer, action="abandoned_cart"), "subject") == []
+    )
+
+
+def test_an_intro_is_a_sentence_to_the_customer(retailer: Retailer) -> None:
+    ctx = context(retailer)
+    assert rules("Hello Hannah, we picked a few things with your last orders in mind.", ctx, "intro") == []
+    assert rules("It has been a while since your last visit, so here are some ideas.", ctx, "intro") == []
+    assert "not_a_sentence" in rules("New Arrivals In Store", ctx, "intro")
+    assert rules("Some products are available.", ctx, "intro") == ["not_a_sentence"]
+
+
+def test_the_writers_brief_and_the_rails_findings_written_back_are_echoes(retailer: Retailer) -> None:
+    brief = "Write to the customer as you or by their first name, in plain words, and say why from the facts"
+    ctx = context(
+        retailer, instructions=brief, findings="reason: the amount is not the price of a planned product"
+    )
+    first = ids(retailer)[0]
+    echo = "Hannah, in plain words, and say why from the facts: you bought it."
+    assert "echo" in rules(echo, ctx, f"reason:{first}")
+    assert "echo" in rules(
+        "You bought it, though the amount is not the price of a planned product.", ctx, "intro"
+    )
+    # Quoting the evidence or the product is not an echo, though both are in the brief's data.
+    summary = CATALOGS[retailer.key][0][1][0].summary
+    quoted = f"You have {summary} and the {titles(retailer)[0]} is here again."
+    assert rules(quoted, context(retailer, instructions=brief + " " + quoted), f"reason:{first}") == []
+
+
+def test_a_part_that_says_what_an_earlier_part_said_is_a_repeat(retailer: Retailer) -> None:
+    first, second, _ = ids(retailer)
+    reason = "Shoppers who like what you buy often choose it too."
+    parts = {
+        "subject": "Hannah, a few ideas picked for you",
+        "preheader": "Hannah, a few ideas picked for you.",
+        "intro": "Hello Hannah, here are a few things we think you will like.",
+        f"reason:{first}": "You have bought it again and again.",
+        f"reason:{second}": reason,
+        f"reason:{ids(retailer)[2]}": reason,
+    }
+    verdicts = check_email(parts, context(retailer))
+    [quality] = [v for v in verdicts if v.rail == "copy_quality"]
+    repeated = sorted(f.part or "" for f in quality.findings if f.rule == "repeated")
+    assert repeated == ["preheader", f"reason:{ids(retailer)[2]}"]
+
+
+@pytest.mark.parametrize("action", ["recommend", "replenishment", "abandoned_cart", "win_back"])
+def test_the_template_writers_copy_always_passes_it_is_the_fallback(retailer: Retailer, action: str) -> None:
+    """Every action, every kind of evidence, and several products with the same kind (which would read
+    alike but for the product's name): the fallback must never be what blocks an email."""
+    base = CATALOGS[retailer.key]
+    kinds = ["similar_customers", "text_similarity", "trending", "popular", "cart", "recent_view"]
+    extra = [
+        (
+            Item(
+                id=f"x{i}",
+                title=f"{base[i % 3][0].title} Gift Set {i}",
+                category=base[i % 3][0].category,
+                price=5.0,
+                url="https://shop.test/p",
+            ),
+            (Evidence(kind=kind, summary=summary),),  # type: ignore[arg-type]
+        )
+        for i, (kind, summary) in enumerate(
+            [
+                ("similar_customers", f"often bought by customers who also bought {base[0][0].title}"),
+                ("similar_customers", f"often bought by customers who also bought {base[0][0].title}"),
+                ("text_similarity", f"similar to {base[0][0].title} you bought"),
+                ("trending", "bought by 37 customers in the last 4 weeks"),
+                ("popular", "popular with the store's customers: 640 have bought it"),
+                ("popular", "popular with the store's customers: 640 have bought it"),
+                ("cart", f"added {base[1][0].title} to the basket"),
+                ("recent_view", "related to what was viewed in this session"),
+            ]
+        )
+    ]
+    assert {e[0].kind for _, e in extra} >= set(kinds)
+    rows = [
+        *base,
+        *extra,
+        (Item(id="bare", title="Plain Tote", category="Bags", price=3.0, url="https://shop.test/p"), ()),
+    ]
+    products = tuple(
+        ProductFacts(item_id=i.id, title=i.title, category=i.category, evidence=e) for i, e in rows
+    )
+    copy = (
+        TemplateWriter()
+        .write_email(CopyRequest(action=action, first_name="Hannah", products=products), retailer.brand)
+        .copy
+    )
+    ctx = RailContext(
+        customer=CUSTOMER,
+        catalog={i.id: i for i, _ in rows},
+        brand=retailer.brand,
+        plan_item_ids=tuple(i.id for i, _ in rows),
+        action=action,
+        product_evidence={i.id: e for i, e in rows},
+    )
+    parts = {"subject": copy.subject, "preheader": copy.preheader, "intro": copy.intro}
+    parts.update({f"reason:{k}": v for k, v in copy.reasons.items()})
+    [quality] = [v for v in check_email(parts, ctx) if v.rail == "copy_quality"]
+    assert quality.passed, [(f.part, f.rule, parts.get(f.part or "")) for f in quality.findings]
+
+
+def test_a_reason_in_other_words_ties_to_its_evidence_through_the_sentence_encoder(
+    retailer: Retailer,
+) -> None:
+    """Meaning, not words: a reason with no word of its evidence passes when the store's own embedding
+    model finds it close to that evidence, and is held to the words without one."""
+    embedder = Embedder()
+    first = ids(retailer)[0]
+    title = titles(retailer)[0]
+    ctx = RailContext(
+        **{
+            **context(retailer).__dict__,
+            "product_evidence": {
+                first: (Evidence(kind="category_affinity", summary=f"{title} is what you buy most from us"),)
+            },
+        }
+    )
+    text = f"The {title} you keep coming back to, ready when you are."
+    assert rules(text, ctx, f"reason:{first}") == ["no_reason"]
+    with_model = RailContext(**{**ctx.__dict__, "similarity": embedder.similarity})
+    assert (
+        embedder.similarity(text, f"{title} is what you buy most from us") >= copy_quality.REASON_SIMILARITY
+    )
+    assert rules(text, with_model, f"reason:{first}") == []
+    assert rules("Our doors open at nine on weekdays.", with_model, f"reason:{first}") == ["no_reason"]
+
+
+# Written by SmolLM2-135M for demo customers through the per-part writer; each passed every other rail.
+@pytest.mark.parametrize(
+    ("part", "text", "rule"),
+    [
+        (
+            "intro",
+            "Hello Hannah, I hope you're doing well. I've been thinking about something that has happened "
+            "to me recently.",
+            "first_person",
+        ),
+        ("preheader", "A lovely, sweet rose that you've been wearing for years.", "invented_history"),
+        ("subject", "Sammy, a set of keys for your home and garden", "wrong_name"),
+        ("intro", "Hello Sam, we have picked a few bags that go with what you bought before.", "wrong_name"),
+        ("preheader", "A beautiful, elegant, and very special piece of your home.", "vague_preheader"),
+        ("reason", "You might love the pink, you know.", "no_reason"),
+        (
+            "reason",
+            "You have a beautiful bag, as you did last on 2011-09-01; customers who bought it too,",
+            "unfinished",
+        ),
+        ("reason", "They might be running low on things they buy regularly.", "third_person"),
+        ("intro", "Hannah has not shopped with us for a while and may like these bags.", "third_person"),
+    ],
+)
+def test_what_the_per_part_writer_wrote_is_stopped_with_its_rule(
+    retailer: Retailer, part: str, text: str, rule: str
+) -> None:
+    name = f"reason:{ids(retailer)[1]}" if part == "reason" else part
+    assert rule in rules(text, context(retailer), name)
+
+
+def test_a_greeting_word_or_the_customers_own_name_is_not_a_wrong_name(retailer: Retailer) -> None:
+    ctx = context(retailer)
+    assert rules("Hello Hannah, we picked a few bags with your last order in mind.", ctx, "intro") == []
+    assert rules("Finally, a few ideas picked from what you have bought.", ctx, "intro") == []
+    assert rules(f"Hannah, picked for you: {titles(retailer)[0]}", ctx, "subject") == []
+    # "Picked for you" is no occasion: a recommendation's subject names what it recommends.
+    assert rules("Hannah, picked for you: a few new things to try", ctx, "subject") == ["vague_subject"]
