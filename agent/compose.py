@@ -138,6 +138,7 @@ def rail_context(
     purpose: str = "email",
     others: Sequence[Customer] = (),
     instructions: str = "",
+    example: str = "",
     findings: Sequence[str] = (),
     similarity: Callable[[str, str], float] | None = None,
 ) -> RailContext:
@@ -159,6 +160,7 @@ def rail_context(
             "urls": urls,
             "footer": footer(brand, customer),
             "instructions": instructions,
+            "example": example,
             "findings": " ".join(findings),
         },
         action=plan.action,

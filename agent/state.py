@@ -90,6 +90,7 @@ class EmailState:
     writer_error: str | None = None
     # What the writer was told apart from the data (its brief): the copy-quality rail holds the copy apart.
     brief: str = ""
+    example: str = ""
     fell_back: bool = False
     verdicts: list[Verdict] = field(default_factory=list)
     revisions: int = 0

@@ -24,6 +24,7 @@ from tailor.models import Evidence
 from tailor.settings import Settings
 
 __all__ = [
+    "EXAMPLE_NAMES",
     "CopyRequest",
     "EmailCopy",
     "OpenAIWriter",
@@ -110,6 +111,9 @@ class WriteResult:
     fallback_parts: dict[str, str] = field(default_factory=dict)
     # What the writer was told, apart from the data: the copy-quality rail catches it written back.
     brief: str = ""
+    # The worked example's made-up names (customer, products): in the copy, they are the example's, not
+    # this customer's.
+    example: str = ""
 
 
 class Writer(Protocol):
@@ -189,6 +193,7 @@ _EXAMPLE_PRODUCTS = (
         "facts": "customers who bought Linen Tea Towel, as you did, often buy it too",
     },
 )
+EXAMPLE_NAMES = " ".join(["Sam", _EXAMPLE_PRODUCTS[0]["title"], "Linen Tea Towel"])
 _EXAMPLES = {
     "subject": "Sam, an enamel mug to go with your tea towel",
     "preheader": "An enamel mug that goes with the Linen Tea Towel you chose.",
@@ -356,7 +361,10 @@ class OpenAIWriter:
             {"role": "assistant", "content": answer},
             {"role": "user", "content": user},
         ]
-        brief = "\n".join([system, example, answer])
+        # The brief is the rules the model was given, not the data (the occasion, the why may be quoted) and
+        # not the example's answer: a sentence as plain as "we have picked a few things for you" is fine
+        # copy however it came. The example's made-up names, in the copy, are caught apart (``example``).
+        brief = system
         return messages, (s_ref, u_ref), tuple(changed), brief
 
     def _max_chars(self, kind: str, brand: BrandConfig) -> int:
@@ -431,6 +439,7 @@ class OpenAIWriter:
             neutralized=tuple(changed),
             fallback_parts=failed,
             brief="\n".join(briefs),
+            example=EXAMPLE_NAMES,
         )
 
 

@@ -29,6 +29,7 @@ from evals.base import Artifact, read_jsonl
 from guardrails import copy_quality
 from guardrails.base import RailContext
 from guardrails.brand_config import DEFAULT_BRAND, BrandConfig, load_brand
+from guardrails.runner import DEFAULT_RAILS, check_all
 from tailor.errors import DataError
 from tailor.models import Consent, Customer, Evidence, Item
 
@@ -41,12 +42,18 @@ DATA = Path(__file__).resolve().parent / "data"
 LABELLED = DATA / "copy_parts.jsonl"
 # Written apart, by another hand, after the rail was built on the first set; read to confirm its figures.
 HELDOUT = DATA / "copy_parts_heldout.jsonl"
+# Parts the two local models wrote for demo customers (before any rail), each labelled by a person as a
+# marketer would judge it; the brief and the worked example they were shown are in each sample's context.
+MODEL_PARTS = DATA / "copy_parts_models.jsonl"
 MODEL_EMAILS = DATA / "model_emails.jsonl"
 BRANDS: Mapping[str, Path] = {
     "hearth": DEFAULT_BRAND,
     "harbour": Path(__file__).resolve().parents[1] / "examples" / "brands" / "harbour_lane.toml",
 }
 _PARTS = ("subject", "preheader", "intro", "reason")
+_PART_RAILS = tuple(
+    (n, f) for n, f in DEFAULT_RAILS if n in ("grounding", "brand", "privacy", "injection", "output")
+)
 
 
 def sample_context(sample: Mapping[str, Any], brand: BrandConfig) -> tuple[str, RailContext]:
@@ -85,7 +92,14 @@ def sample_context(sample: Mapping[str, Any], brand: BrandConfig) -> tuple[str, 
         plan_item_ids=tuple(items),
         action=ctx["action"],
         product_evidence=evidence,
-        extra={**earlier, f"part:{part}": sample["text"]},
+        # What the writer was told and shown, when the sample records it (the model-written parts do).
+        extra={
+            "facts": " ".join(e.summary for ev in evidence.values() for e in ev),
+            "instructions": ctx.get("instructions", ""),
+            "example": ctx.get("example", ""),
+            **earlier,
+            f"part:{part}": sample["text"],
+        },
     )
     return part, context
 
@@ -103,6 +117,7 @@ class CopyQualityEval:
         seed: int = 0,
         labelled: Path = LABELLED,
         heldout: Path | None = HELDOUT,
+        model_parts: Path | None = MODEL_PARTS,
         model_emails: Path = MODEL_EMAILS,
         similarity: Any = None,
     ) -> None:
@@ -111,6 +126,7 @@ class CopyQualityEval:
         self.seed = seed
         self.labelled = labelled
         self.heldout = heldout
+        self.model_parts = model_parts
         self.model_emails = model_emails
         self.similarity = similarity
         self._brands = {k: load_brand(p) for k, p in BRANDS.items()}
@@ -125,7 +141,7 @@ class CopyQualityEval:
         self._rail_ms = []
         if len(samples) < 2:
             raise DataError(f"{path} holds {len(samples)} labelled parts; the suite needs some of each")
-        tp = fp = fn = tn = 0
+        tp = fp = fn = tn = all_tp = all_fp = 0
         by_kind: Counter[str] = Counter()
         caught: Counter[str] = Counter()
         by_source: Counter[str] = Counter()
@@ -142,6 +158,12 @@ class CopyQualityEval:
             self._rail_ms.append((time.perf_counter() - t0) * 1000)
             flagged = not verdict.passed
             bad = s["label"] == "bad"
+            # As the agent checks a part: every rail of a free-text part, the copy-quality rail among them.
+            stopped = flagged or any(
+                not v.passed for v in check_all(s["text"], context, _PART_RAILS, part=part)
+            )
+            all_tp += bad and stopped
+            all_fp += not bad and stopped
             by_source[s["source"]] += 1
             source_ok[s["source"]] += flagged == bad
             if bad:
@@ -173,6 +195,8 @@ class CopyQualityEval:
             f"copy.{key}.recall": tp / (tp + fn) if tp + fn else 1.0,
             f"copy.{key}.false_positive_rate": fp / (fp + tn) if fp + tn else 0.0,
             f"copy.{key}.rail_p95_ms_per_part": float(np.percentile(self._rail_ms, 95)),
+            f"copy.{key}.all_rails.recall": all_tp / (tp + fn) if tp + fn else 1.0,
+            f"copy.{key}.all_rails.false_positive_rate": all_fp / (fp + tn) if fp + tn else 0.0,
         }
         for kind, n in sorted(by_kind.items()):
             out[f"copy.{key}.recall.{kind}"] = caught[kind] / n
@@ -203,7 +227,7 @@ class CopyQualityEval:
             sent += 1
             parts = out.email.part_writers
             written += len(parts)
-            accepted += sum(1 for w in parts.values() if w != "template")
+            accepted += sum(1 for p in parts if p not in out.email.fallback_parts)
             whole += out.email.fallback_parts == ()
             self._emails.append(
                 {
@@ -250,8 +274,9 @@ class CopyQualityEval:
     def run(self) -> dict[str, float]:
         self._missed, self._false_alarms, self._emails, self._rail_ms = [], [], [], []
         out = self._labelled(self.labelled, "labelled")
-        if self.heldout is not None and self.heldout.exists():
-            out.update(self._labelled(self.heldout, "heldout"))
+        for path, key in ((self.heldout, "heldout"), (self.model_parts, "models")):
+            if path is not None and path.exists():
+                out.update(self._labelled(path, key))
         return {**out, **self._writers()}
 
     def artifacts(self) -> dict[str, Artifact]:

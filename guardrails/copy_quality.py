@@ -181,11 +181,15 @@ def _interest_words(context: RailContext) -> set[str]:
     return words
 
 
-def _echo_spans(text: str, context: RailContext) -> list[Finding]:
-    found = [
-        Finding("echo", f"reads as the writer's brief: {m.group()!r}", m.start(), m.end())
-        for m in _ECHO.finditer(text)
-    ]
+def _echo_spans(text: str, context: RailContext, part: str | None = None) -> list[Finding]:
+    found = (
+        _example_words(text, context, part)
+        + _data_format(text, context)
+        + [
+            Finding("echo", f"reads as the writer's brief: {m.group()!r}", m.start(), m.end())
+            for m in _ECHO.finditer(text)
+        ]
+    )
     if found:
         return found
     summaries = [e.summary for evidence in context.product_evidence.values() for e in evidence]
@@ -199,6 +203,37 @@ def _echo_spans(text: str, context: RailContext) -> list[Finding]:
         if shared:
             found.append(Finding("echo", f"repeats {what}: {shared!r}"))
     return found
+
+
+def _example_words(text: str, context: RailContext, part: str | None = None) -> list[Finding]:
+    """The worked example's made-up names (its customer, its products) in this customer's copy: "add this
+    mug too" in an email that sells no mug. Words this email's own products, evidence or customer use are
+    theirs to use."""
+    example = context.extra.get("example", "")
+    if not example:
+        return []
+    # A reason's own words are its product's and that product's evidence's: another product in the email
+    # that is a mug does not make "add this mug too" true of this one.
+    item = part.removeprefix("reason:") if part and part.startswith("reason:") else None
+    if item is not None and item in context.catalog:
+        titles = [context.catalog[item].title]
+        summaries = [e.summary for e in context.product_evidence.get(item, ())]
+    else:
+        titles = _titles(context)
+        summaries = [e.summary for ev in context.product_evidence.values() for e in ev]
+    own = {_stem(w) for w in _words(" ".join([*titles, *summaries, context.customer.first_name]))}
+    borrowed = {_stem(w) for w in _content(_words(example)) if len(w) > 2} - own
+    hits = sorted({w for w in _words(text) if _stem(w) in borrowed})
+    return [Finding("echo", f"borrows the worked example's names: {', '.join(hits)}")] if hits else []
+
+
+def _data_format(text: str, context: RailContext) -> list[Finding]:
+    """The request's data written as it was given: a product's category in brackets after its name."""
+    categories = {context.catalog[i].category for i in context.plan_item_ids if i in context.catalog}
+    for category in categories:
+        if category and f"({category.lower()})" in text.lower():
+            return [Finding("echo", f"writes the data as given: '({category})'")]
+    return []
 
 
 def _shared_run(words: Sequence[str], source: Sequence[str], n: int, own: set[str]) -> str:
@@ -242,14 +277,40 @@ def _ties_to_evidence(text: str, evidence: Sequence[Evidence], context: RailCont
     return any(similarity(text, e.summary) >= REASON_SIMILARITY for e in evidence)
 
 
+_CITED = re.compile(
+    r"\b(?:bought|chose|chosen|picked|ordered|purchased)\s+(?:the\s+|this\s+|a\s+|an\s+)?(?P<what>[^,.;]{3,80}?)"
+    r"(?:,?\s+(?:as|like)\s+you\s+did\b)",
+    re.IGNORECASE,
+)
+
+
+def _cites_itself(text: str, evidence: Sequence[Evidence], context: RailContext, item_id: str) -> bool:
+    """A reason that gives as what the customer bought ("shoppers who chose X, as you did…") the product
+    itself, or something its evidence does not name: the customer did not buy it, or the evidence says
+    what they did buy. A product they buy again (repeat purchase) may be cited as bought."""
+    title = context.catalog[item_id].title if item_id in context.catalog else ""
+    own = {_stem(w) for w in _content(_words(title))}
+    named = {_stem(w) for e in evidence for w in _content(_words(e.summary))} - own
+    bought_it = any(e.kind == "repeat_purchase" for e in evidence)
+    summaries = [e.summary.lower() for e in evidence]
+    for m in _CITED.finditer(text):
+        what = m.group("what").strip().lower()
+        cited = {_stem(w) for w in _content(_words(what))}
+        if not cited or any(what in summary for summary in summaries):
+            continue  # it names what the evidence names
+        # "Shoppers who chose <this very product>, as you did, often buy it too" says nothing.
+        if len(cited & own) * 2 >= len(cited) and len(cited & named) < len(cited & own):
+            return True
+        if not bought_it and not cited & named:
+            return True
+    return False
+
+
 def _repeats(text: str, part: str, context: RailContext) -> Finding | None:
     """A part that says what an earlier part of the same email said. The first of two alike parts keeps
     its words; the later one (in the email's reading order) is the repeat."""
     # Product names and the evidence's own words are left out: two reasons that quote the same bought
     # product are not alike for that, and two that say the same around different names are.
-    # Between a reason and another reason only: elsewhere a part naming the product another part names is
-    # the point of repeating a name, and what matters is whether the rest is said again too.
-    quoted = _quoted_words(context)
     # The greeting and the name are how a part opens, not what it says.
     name = {*_words(context.customer.first_name), "hi", "hello", "hey", "dear"}
     raw = _content(_words(text)) - name
@@ -260,14 +321,17 @@ def _repeats(text: str, part: str, context: RailContext) -> Finding | None:
         if other_part == part:
             break  # parts are listed in reading order: only those before this one count
         both_reasons = part.startswith("reason:") and other_part.startswith("reason:")
-        mine = raw - quoted if both_reasons else raw
-        theirs = _content(_words(other)) - name - (quoted if both_reasons else set())
+        mine = raw
+        theirs = _content(_words(other)) - name
         if len(mine) < 2 or not theirs:
             continue
         shared = len(mine & theirs)
         # Alike as a whole, or this part said almost wholly inside the earlier one (a reason that is a
         # sentence of the intro, a preheader that is the subject again).
-        if shared / len(mine | theirs) >= _REPEAT_JACCARD or (len(mine) >= 3 and shared / len(mine) >= 0.8):
+        # Two reasons are held to the first test only: each quotes its own evidence, dates and counts
+        # alike, and most of one may well be found in the other without saying the same.
+        contained = not both_reasons and len(mine) >= 3 and shared / len(mine) >= 0.8
+        if shared / len(mine | theirs) >= _REPEAT_JACCARD or contained:
             return Finding("repeated", f"says again what the {other_part} says")
     return None
 
@@ -309,7 +373,7 @@ def check(text: str, context: RailContext, *, part: str | None = None) -> Verdic
                 Finding("placeholder", f"a blank left to fill: {m.group()!r}", m.start(), m.end())
             )
     findings.extend(
-        f for f in _echo_spans(text, context) if f.start < 0 or not _inside(f.start, f.end, names)
+        f for f in _echo_spans(text, context, part) if f.start < 0 or not _inside(f.start, f.end, names)
     )
     findings.extend(_voice(text, context, kind))
     if not stripped:
@@ -348,8 +412,20 @@ def check(text: str, context: RailContext, *, part: str | None = None) -> Verdic
                 findings.append(
                     Finding("no_reason", "the reason gives no reason tied to the product's evidence")
                 )
+            elif _cites_itself(text, evidence, context, item_id):
+                findings.append(
+                    Finding(
+                        "no_reason", "the reason cites as bought what its evidence does not say was bought"
+                    )
+                )
     if stripped and kind in _PARTS and _third_person(text, context):
         findings.append(Finding("third_person", f"the {kind} speaks of the customer, not to them"))
+    if stripped and kind in ("subject", "preheader", "intro"):
+        invented = _unknown_product(text, context)
+        if invented:
+            findings.append(Finding("unknown_product", f"offers what the email does not hold: {invented!r}"))
+    if stripped and kind in _PARTS and _puffery(text):
+        findings.append(Finding("puffery", f"the {kind} praises instead of saying something true"))
     # A bare product name does not end a sentence either; it is names_only, said once.
     if (
         stripped
@@ -412,6 +488,23 @@ _FLUFF = _bag(
 )
 
 
+_PUFF = _bag(
+    "beautiful elegant lovely special unique perfect wonderful luxurious stunning amazing gorgeous fantastic "
+    "fabulous exquisite delightful charming stylish colorful colourful antique handmade hand-crafted"
+)
+_PUFF_PHRASE = re.compile(
+    r"\b(?:never seen before|you(?:'ve| have) ever seen|of (?:a|your) lifetime|for generations|passed down"
+    r"|will make your day|the most (?:beautiful|elegant|luxurious|expensive|stunning|amazing|wonderful))\b",
+    re.IGNORECASE,
+)
+
+
+def _puffery(text: str) -> bool:
+    """Praise in place of a fact: three or more words of praise in one part, or a phrase no shop could
+    stand behind ("a gift of your lifetime", "you have never seen before")."""
+    return sum(1 for w in _words(text) if w in _PUFF) >= 3 or _PUFF_PHRASE.search(text) is not None
+
+
 def _fluff(text: str, context: RailContext) -> bool:
     words = _content(_words(_without_names(text, context))) - _SECOND_PERSON
     if not words:
@@ -463,7 +556,9 @@ _INVENTED = re.compile(
     r"\b(?:for (?:many |so many |a few )?years|all your life|(?:part of )?your (?:whole )?life|in my family"
     r"|you(?:'ve| have) always|always (?:loved|wanted|had|been)|since (?:childhood|you were)"
     r"|been with you for|you(?:'ve| have) been wearing"
-    r"|since (?:the day|we opened|the (?:very )?(?:start|beginning)))\b",
+    r"|since (?:the day|we opened|the (?:very )?(?:start|beginning))"
+    r"|(?:as you did |you did |bought (?:it )?)?(?:last month|last week|yesterday|this morning)"
+    r"|your new (?:life|home|house|flat|job|baby|partner))\b",
     re.IGNORECASE,
 )
 _GREETING = re.compile(r"^\s*(?i:hi|hello|hey|dear)\s+([A-Z][\w'-]*)|^\s*([A-Z][\w'-]*)\s*,", re.MULTILINE)
@@ -507,13 +602,37 @@ _NOT_NAMES = _bag(
 )
 
 
+_OFFERED = re.compile(
+    r"\b(?:found|picked|chosen|chose|brought|got|have|saved)\s+(?:you\s+)?(?:a|an|the|some)\s+"
+    r"(?P<what>[a-z][\w'-]*(?:\s+[a-z][\w'-]*){0,3})",
+    re.IGNORECASE,
+)
+_GENERIC = _bag(
+    "few couple things thing ideas idea selection something pick picks favourite favourites items item range "
+    "reminder look little lot new more treat gift gifts one ones way while piece pieces christmas winter "
+    "summer spring autumn season seasonal holiday holidays"
+)
+
+
+def _unknown_product(text: str, context: RailContext) -> str:
+    """What the text says the shop found for the customer when that is none of the email's products (a
+    model inventing "an Easter egg" for a customer sent a cakestand), or ``""``."""
+    known = {_stem(w) for w in _interest_words(context)}
+    for m in _OFFERED.finditer(text):
+        words = [_stem(w) for w in _content(_words(m.group("what")))]
+        concrete = [w for w in words if w not in _GENERIC and len(w) > 2]
+        if concrete and not set(concrete) & known:
+            return m.group("what")
+    return ""
+
+
 def _unfinished(text: str, kind: str) -> bool:
     """A part cut off by a length limit: a sentence part that does not end a sentence, or any part that
     ends on a joining word or a dash."""
     stripped = text.rstrip()
     if re.search(r"(?:[-–—,;:]|\b(?:and|or|to|the|a|an|of|with|for|your|but))$", stripped, re.IGNORECASE):
         return True
-    return kind in ("intro", "reason") and not _SENTENCE_END.search(stripped)
+    return kind in ("preheader", "intro", "reason") and not _SENTENCE_END.search(stripped)
 
 
 def _occasion(context: RailContext) -> frozenset[str]:

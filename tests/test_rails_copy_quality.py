@@ -347,3 +347,40 @@ def test_a_greeting_word_or_the_customers_own_name_is_not_a_wrong_name(retailer:
     assert rules(f"Hannah, picked for you: {titles(retailer)[0]}", ctx, "subject") == []
     # "Picked for you" is no occasion: a recommendation's subject names what it recommends.
     assert rules("Hannah, picked for you: a few new things to try", ctx, "subject") == ["vague_subject"]
+
+
+def test_the_worked_examples_names_and_the_datas_format_are_echoes(retailer: Retailer) -> None:
+    """A model copies its worked example: "add this mug too" in an email that sells no mug, or the
+    request's data as given ("Name (Category)"). Words this email's own products use are theirs."""
+    example = "Sam Enamel Camping Mug Linen Tea Towel"
+    ctx = context(retailer, example=example)
+    second = f"reason:{ids(retailer)[1]}"
+    first_title = titles(retailer)[0]
+    assert "echo" in rules(
+        f"Shoppers who chose the {first_title}, as you did, often add this mug too.", ctx, second
+    )
+    category = CATALOGS[retailer.key][0][0].category
+    assert "echo" in rules(f"Hannah, a {first_title} ({category}) for you", ctx, "subject")
+    fine = f"Shoppers who chose the {first_title}, as you did, often add this one too."
+    assert rules(fine, ctx, second) == []
+
+
+def test_a_reason_that_cites_the_product_itself_or_an_unbought_one_as_bought_gives_no_reason(
+    retailer: Retailer,
+) -> None:
+    ctx = context(retailer)
+    similar = ids(retailer)[1]
+    own = titles(retailer)[1]
+    assert rules(
+        f"Shoppers who chose the {own}, as you did, often buy it too.", ctx, f"reason:{similar}"
+    ) == ["no_reason"]
+    assert rules(
+        "Shoppers who bought the Garden Gnome, as you did, often add this too.", ctx, f"reason:{similar}"
+    ) == ["no_reason"]
+
+
+def test_praise_in_place_of_a_fact_is_puffery(retailer: Retailer) -> None:
+    ctx = context(retailer)
+    assert "puffery" in rules("A beautiful, elegant, and luxurious piece for your home.", ctx, "preheader")
+    assert "puffery" in rules(f"Hannah, a gift of your lifetime: {titles(retailer)[0]}", ctx, "subject")
+    assert rules(f"A lovely {titles(retailer)[0]} to go with your last order.", ctx, "preheader") == []

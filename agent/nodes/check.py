@@ -39,6 +39,7 @@ async def check(state: EmailState, runtime: Runtime[AgentDeps]) -> dict[str, Any
         deps.now,
         others=others,
         instructions=state.brief,
+        example=state.example,
         # The findings the writer was last held to: written back into the copy, they are an echo.
         findings=[f.message for f in failed(state.verdicts)],
         similarity=deps.similarity,

@@ -68,6 +68,7 @@ async def generate(state: EmailState, runtime: Runtime[AgentDeps]) -> dict[str, 
         "writer_error": error,
         "writer": deps.writer.name,
         "brief": result.brief if result else "",
+        "example": result.example if result else "",
         # A part the model gave no usable answer for was filled by the template: it is the template's.
         "fallback_parts": sorted(set(state.fallback_parts) | set(result.fallback_parts if result else ())),
         "audit": record("generate", start, writer=deps.writer.name, **write_fields(result, error)),

@@ -1,0 +1,106 @@
+"""The copy eval: the copy-quality rail on the hand-labelled parts (both brands, and the held-out set written
+apart), the writers on real customers of the slice, and the report that shows their emails side by side."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from agent import AgentDeps
+from evals.base import read_jsonl
+from evals.copy import HELDOUT, LABELLED, CopyQualityEval, sample_context
+from evals.report import Report, evaluate_gates, load_gates, render_html
+from evals.runner import DEFAULT_FACTORIES, SUITES
+from retrieval.recommender import HybridRecommender
+from tailor.errors import DataError
+from tailor.settings import Settings
+from tailor.store import Store
+from tests.retailers import HARBOUR, HEARTH, RETAILERS
+
+NOW = datetime(2011, 12, 10, 10, tzinfo=UTC)
+
+
+def test_the_labelled_sets_cover_both_brands_every_part_and_every_kind() -> None:
+    for path, least in ((LABELLED, 300), (HELDOUT, 200)):
+        samples = list(read_jsonl(path))
+        assert len(samples) >= least
+        assert {s["brand"] for s in samples} == set(RETAILERS)
+        assert {s["part"] for s in samples} == {"subject", "preheader", "intro", "reason"}
+        kinds = {s["kind"] for s in samples if s["label"] == "bad"}
+        assert {"placeholder", "echo", "names_only", "no_reason", "repeated", "vague_subject"} <= kinds
+        good = sum(s["label"] == "good" for s in samples)
+        assert 0.3 < good / len(samples) < 0.7, "both good and bad parts, in measure"
+
+
+def test_a_sample_is_read_in_the_context_it_was_written_in() -> None:
+    sample = next(s for s in read_jsonl(LABELLED) if s["kind"] == "repeated" and s["part"] == "reason")
+    brand = HEARTH if sample["brand"] == "hearth" else HARBOUR
+    part, ctx = sample_context(sample, brand)
+    assert part == f"reason:{sample['context']['item']}"
+    keys = [k for k in ctx.extra if k.startswith("part:")]
+    assert keys[-1] == f"part:{part}" and len(keys) == len(sample["context"]["earlier"]) + 1
+    assert ctx.product_evidence[sample["context"]["item"]] and ctx.action == sample["context"]["action"]
+
+
+def test_the_rail_meets_its_gates_on_both_labelled_sets() -> None:
+    """Recall >= 0.95 on the bad parts and <= 3 % of the good ones stopped, on the set the rail was built
+    on and on the one written apart after it; the shipped gates say so, and fail a run that does not."""
+    ev = CopyQualityEval(None)
+    metrics = ev.run()
+    for key in ("labelled", "heldout"):
+        assert metrics[f"copy.{key}.recall"] >= 0.95, ev.artifacts()["copy_misses"]
+        assert metrics[f"copy.{key}.false_positive_rate"] <= 0.03, ev.artifacts()["copy_misses"]
+        assert metrics[f"copy.{key}.rail_p95_ms_per_part"] > 0
+    gates = {k: v for k, v in load_gates(quick=True).items() if k.startswith("copy.")}
+    assert {g.status for g in evaluate_gates(metrics, gates, ["copy"])} == {"pass"}
+    worse = {**metrics, "copy.heldout.false_positive_rate": 0.05}
+    assert "fail" in {g.status for g in evaluate_gates(worse, gates, ["copy"])}
+
+
+def test_a_labelled_set_naming_an_unknown_brand_is_refused_by_name(tmp_path: Path) -> None:
+    sample = next(read_jsonl(LABELLED))
+    bad = tmp_path / "parts.jsonl"
+    lines = [json.dumps({**sample, "brand": "nowhere"}), json.dumps(sample)]
+    bad.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match="unknown brand 'nowhere'"):
+        CopyQualityEval(None, labelled=bad, heldout=None, model_parts=None).run()
+
+
+def test_the_copy_suite_is_one_of_the_eval_suites() -> None:
+    assert "copy" in SUITES and "copy" in DEFAULT_FACTORIES
+
+
+@pytest.mark.slow
+def test_writers_on_real_customers_and_their_emails_side_by_side(slice_store: Store, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", now=NOW.isoformat())
+    recommender = HybridRecommender.build(slice_store, settings)
+    deps = AgentDeps(store=slice_store, recommender=recommender, settings=settings, brand=HEARTH, now=NOW)
+    recorded = tmp_path / "model_emails.jsonl"
+    recorded.write_text(
+        json.dumps(
+            {
+                "model": "smollm2-135m-instruct",
+                "customer_id": "12347",
+                "part_writers": {"subject": "openai", "intro": "template"},
+                "subject": "Ann, more lanterns for the garden",
+                "preheader": "A lantern to go with the ones you bought.",
+                "body_text": "Hello Ann, ...",
+            }
+        )
+        + "\n"
+    )
+    ev = CopyQualityEval(deps, n=3, seed=1, heldout=None, model_parts=None, model_emails=recorded)
+    metrics = ev.run()
+    assert metrics["copy.writer.template.emails_sent"] >= 1
+    # The template writer is the fallback: every part it writes is accepted, every email wholly its own.
+    assert metrics["copy.writer.template.parts_accepted"] == 1.0
+    assert metrics["copy.writer.template.fully_written"] == 1.0
+    assert metrics["copy.writer.template.emails_per_minute"] > 0
+    arts = ev.artifacts()
+    writers = {e["writer"] for e in arts["copy_emails"]["emails"]}
+    assert writers == {"template", "smollm2-135m-instruct (recorded)"}
+    html = render_html(Report(metrics=metrics, artifacts=arts, meta={"suites": ["copy"]}))
+    assert "Ann, more lanterns for the garden" in html and "template wrote: intro" in html
