@@ -90,8 +90,9 @@ def _category(case: dict[str, Any]) -> str:
 
 
 def _blocked_by(verdicts: list[Verdict]) -> set[str]:
-    # The safety rails' decisions. Whether the copy says anything is the copy suite's question (evals/copy.py):
-    # these cases carry no evidence for a reason to be tied to, so that rail has nothing to judge here.
+    # The safety rails' decisions. Whether the copy says anything is the copy suite's question
+    # (evals/copy.py): these cases carry no evidence for a reason to be tied to, so that rail has nothing
+    # to judge here.
     return {v.rail for v in verdicts if not v.passed and v.rail != "copy_quality"}
 
 

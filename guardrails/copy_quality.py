@@ -455,10 +455,12 @@ def _third_person(text: str, context: RailContext) -> bool:
     """Whether the text speaks of the customer in the third person and nowhere to them. "They" alone may be
     the products ("they go with your tins"), so it counts only with a verb of a shopper; the customer's
     name counts when a sentence goes on about them ("Tom has not shopped…", "Ann left…"), not when it is
-    said to them ("Ann, …", "Hello Ann", "picked for Ann")."""
+    said to them ("Ann, …", "Hello Ann", "picked for Ann"), whether or not the text also says "you"."""
+    first = context.customer.first_name
+    if first and _named_in_third_person(text, first):
+        return True
     if set(_words(text)) & _SECOND_PERSON:
         return False
-    first = context.customer.first_name
     if re.search(
         rf"\b(?:they|she|he|the customer|the shopper)(?:\s+|'ll\s+|’ll\s+)(?:\w+ly\s+)?"
         rf"(?:{_ABOUT_THEM}|like|love|enjoy|want|need)\b",
@@ -466,23 +468,13 @@ def _third_person(text: str, context: RailContext) -> bool:
         re.IGNORECASE,
     ):
         return True
-    if re.search(
-        r"\b(?:her|his|their)\s+(?:basket|cart|order|orders|usual|last|kitchen|home|pantry)\b", text, re.I
-    ):
-        return True
-    if first:
-        about = re.compile(rf"(?<![\w-]){re.escape(first)}(?![\w-])\s+(?!and\b)(?:[a-z]\w*|'s\b)")
-        for m in about.finditer(text):
-            before = text[: m.start()].rstrip().lower()
-            if not re.search(r"\b(?:hi|hello|hey|dear|for|to|thanks|thank you|with)$|,$", before):
-                return True
-    return False
+    possessive = r"\b(?:her|his|their)\s+(?:basket|cart|order|orders|usual|last|kitchen|home|pantry)\b"
+    return re.search(possessive, text, re.IGNORECASE) is not None
 
 
 # Words that praise without saying anything: a line made of them is no preview of anything.
 _FLUFF = _bag(
-    "beautiful elegant lovely special unique perfect wonderful luxurious stunning amazing great nice "
-    "gorgeous "
+    "beautiful elegant lovely special unique perfect wonderful luxurious stunning amazing great nice gorgeous "
     "fantastic fabulous exquisite delightful charming stylish sweet piece pieces item items product products "
     "thing things home life collection selection range brand brands quality"
 )
@@ -517,6 +509,15 @@ def _cites_evidence(text: str, context: RailContext) -> bool:
     kinds = {e.kind for ev in context.product_evidence.values() for e in ev}
     words = set(_words(text))
     return any(words & _WHY_WORDS.get(k, frozenset()) for k in kinds)
+
+
+def _named_in_third_person(text: str, first: str) -> bool:
+    about = re.compile(rf"(?<![\w-]){re.escape(first)}(?![\w-])\s+(?!and\b)(?:[a-z]\w*|'s\b)")
+    for m in about.finditer(text):
+        before = text[: m.start()].rstrip().lower()
+        if not re.search(r"\b(?:hi|hello|hey|dear|for|to|thanks|thank you|with)$|,$", before):
+            return True
+    return False
 
 
 def _names_customer(text: str, context: RailContext) -> bool:
