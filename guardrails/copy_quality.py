@@ -474,9 +474,9 @@ def _third_person(text: str, context: RailContext) -> bool:
 
 # Words that praise without saying anything: a line made of them is no preview of anything.
 _FLUFF = _bag(
-    "beautiful elegant lovely special unique perfect wonderful luxurious stunning amazing great nice gorgeous "
-    "fantastic fabulous exquisite delightful charming stylish sweet piece pieces item items product products "
-    "thing things home life collection selection range brand brands quality"
+    "beautiful elegant lovely special unique perfect wonderful luxurious stunning amazing great nice "
+    "gorgeous fantastic fabulous exquisite delightful charming stylish sweet piece pieces item items "
+    "product products thing things home life collection selection range brand brands quality"
 )
 
 
