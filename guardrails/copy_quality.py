@@ -298,6 +298,8 @@ def _cites_itself(text: str, evidence: Sequence[Evidence], context: RailContext,
         cited = {_stem(w) for w in _content(_words(what))}
         if not cited or any(what in summary for summary in summaries):
             continue  # it names what the evidence names
+        if not cited - _GENERIC - {"set", "pack", "one", "bag", "box"}:
+            return True  # "shoppers who bought the set, as you did": which set?
         # "Shoppers who chose <this very product>, as you did, often buy it too" says nothing.
         if len(cited & own) * 2 >= len(cited) and len(cited & named) < len(cited & own):
             return True
@@ -558,7 +560,8 @@ _INVENTED = re.compile(
     r"|you(?:'ve| have) always|always (?:loved|wanted|had|been)|since (?:childhood|you were)"
     r"|been with you for|you(?:'ve| have) been wearing"
     r"|since (?:the day|we opened|the (?:very )?(?:start|beginning))"
-    r"|(?:as you did |you did |bought (?:it )?)?(?:last month|last week|yesterday|this morning)"
+    r"|(?:as you did |you did |bought (?:it )?)?(?:last (?:month|week|night)|yesterday|this morning)"
+    r"|as you (?:mentioned|said|told us|asked|requested|wished)"
     r"|your new (?:life|home|house|flat|job|baby|partner))\b",
     re.IGNORECASE,
 )
@@ -615,16 +618,40 @@ _GENERIC = _bag(
 )
 
 
+@lru_cache(maxsize=1)
+def _generic_stems() -> frozenset[str]:
+    return frozenset(_stem(w) for w in _GENERIC)
+
+
 def _unknown_product(text: str, context: RailContext) -> str:
     """What the text says the shop found for the customer when that is none of the email's products (a
     model inventing "an Easter egg" for a customer sent a cakestand), or ``""``."""
     known = {_stem(w) for w in _interest_words(context)}
     for m in _OFFERED.finditer(text):
         words = [_stem(w) for w in _content(_words(m.group("what")))]
-        concrete = [w for w in words if w not in _GENERIC and len(w) > 2]
+        concrete = [w for w in words if w not in _GENERIC and _stem(w) not in _generic_stems() and len(w) > 2]
         if concrete and not set(concrete) & known:
             return m.group("what")
     return ""
+
+
+_AS_YOU_DID = re.compile(r"\bas you did\b", re.IGNORECASE)
+_OTHERS_BOUGHT = re.compile(
+    r"\b(?:shoppers|customers|people|others|those|everyone|many|most)\b[^.;!?]*\b(?:bought|chose|picked|ordered|"
+    r"buy|choose|pick|order|added|love|loved)\b",
+    re.IGNORECASE,
+)
+
+
+def _garbled_as_you_did(text: str) -> bool:
+    """ "…, as you did" belongs after others doing something ("shoppers who chose X, as you did, …"); after
+    anything else ("try a doormat, as you did", "you bought it, as you did") it is the example's shape
+    pasted where it does not fit."""
+    for m in _AS_YOU_DID.finditer(text):
+        clause = re.split(r"[.;!?]", text[: m.start()])[-1]
+        if not _OTHERS_BOUGHT.search(clause):
+            return True
+    return False
 
 
 def _unfinished(text: str, kind: str) -> bool:
@@ -633,7 +660,9 @@ def _unfinished(text: str, kind: str) -> bool:
     stripped = text.rstrip()
     if re.search(r"(?:[-–—,;:]|\b(?:and|or|to|the|a|an|of|with|for|your|but))$", stripped, re.IGNORECASE):
         return True
-    return kind in ("preheader", "intro", "reason") and not _SENTENCE_END.search(stripped)
+    if kind in ("preheader", "intro", "reason") and not _SENTENCE_END.search(stripped):
+        return True
+    return _garbled_as_you_did(stripped)
 
 
 def _occasion(context: RailContext) -> frozenset[str]:

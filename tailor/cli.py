@@ -389,7 +389,7 @@ def keys_create(
 @app.command("eval")
 def eval_(
     suite: Annotated[
-        list[str] | None, typer.Option(help="ranking, generation, safety or policy (repeatable).")
+        list[str] | None, typer.Option(help="ranking, generation, safety, policy or copy (repeatable).")
     ] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Where report.html and report.json go.")] = Path(
         "out/eval"

@@ -218,6 +218,8 @@ def test_eval_command_writes_a_report_and_passes_its_gates(
             "safety",
             "--suite",
             "policy",
+            "--suite",
+            "copy",
             "--out",
             str(out),
             "--data-dir",
@@ -239,7 +241,12 @@ def test_eval_command_writes_a_report_and_passes_its_gates(
     assert any(n.startswith("generation: clock at ") for n in report["meta"]["notes"])
     assert report["metrics"]["policy.synthetic.ips_max_z"] <= 3.0
     assert all(g["status"] in ("pass", "skipped") for g in report["gates"])
-    assert "<img" in (out / "report.html").read_text()
+    html = (out / "report.html").read_text()
+    assert "<img" in html
+    # The copy suite: the rail on both hand-labelled sets, and the writers' emails side by side.
+    assert report["metrics"]["copy.heldout.recall"] >= 0.95
+    assert report["metrics"]["copy.writer.template.emails_sent"] >= 1
+    assert "Emails side by side" in html and "copy.labelled.false_positive_rate" in html
 
 
 def test_ranking_suite_on_the_demo_store_learns_from_the_earlier_year(

@@ -384,3 +384,29 @@ def test_praise_in_place_of_a_fact_is_puffery(retailer: Retailer) -> None:
     assert "puffery" in rules("A beautiful, elegant, and luxurious piece for your home.", ctx, "preheader")
     assert "puffery" in rules(f"Hannah, a gift of your lifetime: {titles(retailer)[0]}", ctx, "subject")
     assert rules(f"A lovely {titles(retailer)[0]} to go with your last order.", ctx, "preheader") == []
+
+
+def test_an_intro_offering_what_the_email_does_not_hold_is_invented(retailer: Retailer) -> None:
+    ctx = context(retailer)
+    assert "unknown_product" in rules(
+        "Hello Hannah, we found an Easter egg for you to look at.", ctx, "intro"
+    )
+    bought = titles(retailer)[0]
+    assert rules(f"Hello Hannah, we found a {bought} to go with your last order.", ctx, "intro") == []
+    assert rules("Hello Hannah, we picked a few things with your last order in mind.", ctx, "intro") == []
+
+
+def test_the_customer_named_in_the_third_person_is_caught_beside_you(retailer: Retailer) -> None:
+    reason = f"reason:{ids(retailer)[1]}"
+    said = "Hannah bought this, as you did, and often adds it to her table."
+    assert "third_person" in rules(said, context(retailer), reason)
+
+
+def test_the_examples_shape_pasted_where_it_does_not_fit_is_unfinished(retailer: Retailer) -> None:
+    reason = f"reason:{ids(retailer)[0]}"
+    ctx = context(retailer)
+    assert "unfinished" in rules("You might want to try it again, as you did last time.", ctx, reason)
+    assert "unfinished" in rules(
+        "You have bought it again and again, as you did, so here it is.", ctx, reason
+    )
+    assert "invented_history" in rules("You ordered it again last night, as you mentioned.", ctx, reason)
