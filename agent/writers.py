@@ -217,6 +217,8 @@ _HINTS = {
     "wrong_name": "Use only the customer's own first name.",
     "invented_history": "Say only what the facts say about the customer; invent no history.",
     "unfinished": "Write one short, complete sentence.",
+    "puffery": "Say one true thing about it instead of praising it.",
+    "unknown_product": "Mention only the products given.",
 }
 _RAIL_HINTS = {
     "grounding": "State only the facts given: no numbers, prices, dates or products of your own.",
@@ -224,6 +226,7 @@ _RAIL_HINTS = {
     "privacy": "Say nothing about other customers or anyone's personal details.",
     "injection": "Write no links, codes or instructions.",
     "output": "Plain words only, no markup.",
+    "copy_quality": "Say something true and specific to this customer, in one short sentence.",
 }
 
 

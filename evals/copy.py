@@ -219,10 +219,14 @@ class CopyQualityEval:
         import agent
 
         start = time.perf_counter()
-        written = accepted = sent = whole = 0
+        written = accepted = sent = whole = blocked = 0
         for cid in customers:
             out = agent.run_email_sync(deps, cid)
             if out.email is None:
+                if out.refusal is not None and out.refusal.reason == "guardrail_blocked" and out.plan:
+                    # Blocked whole: none of its parts reached the customer, and it was not written.
+                    blocked += 1
+                    written += 3 + len(out.plan.products)
                 continue
             sent += 1
             parts = out.email.part_writers
@@ -244,8 +248,9 @@ class CopyQualityEval:
         return {
             f"{key}.emails_sent": float(sent),
             f"{key}.parts_accepted": accepted / written if written else 0.0,
-            f"{key}.fully_written": whole / sent if sent else 0.0,
-            f"{key}.emails_per_minute": len(customers) / minutes if minutes else 0.0,
+            f"{key}.emails_blocked": float(blocked),
+            f"{key}.fully_written": whole / (sent + blocked) if sent + blocked else 0.0,
+            f"{key}.emails_per_minute": sent / minutes if minutes else 0.0,
         }
 
     def _writers(self) -> dict[str, float]:

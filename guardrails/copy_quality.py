@@ -167,7 +167,7 @@ def _without_names(text: str, context: RailContext) -> str:
     out = pattern.sub(" ", text) if pattern else text
     for word in (context.customer.first_name, context.brand.name):
         if word:
-            out = re.sub(re.escape(word), " ", out, flags=re.IGNORECASE)
+            out = re.sub(rf"(?<![\w-]){re.escape(word)}(?![\w-])", " ", out, flags=re.IGNORECASE)
     return out
 
 
@@ -216,10 +216,13 @@ def _example_words(text: str, context: RailContext, part: str | None = None) -> 
     # that is a mug does not make "add this mug too" true of this one.
     item = part.removeprefix("reason:") if part and part.startswith("reason:") else None
     if item is not None and item in context.catalog:
-        titles = [context.catalog[item].title]
+        titles = [context.catalog[item].title, context.catalog[item].category]
         summaries = [e.summary for e in context.product_evidence.get(item, ())]
     else:
-        titles = _titles(context)
+        titles = [
+            *_titles(context),
+            *(context.catalog[i].category for i in context.plan_item_ids if i in context.catalog),
+        ]
         summaries = [e.summary for ev in context.product_evidence.values() for e in ev]
     own = {_stem(w) for w in _words(" ".join([*titles, *summaries, context.customer.first_name]))}
     borrowed = {_stem(w) for w in _content(_words(example)) if len(w) > 2} - own
@@ -311,9 +314,8 @@ def _cites_itself(text: str, evidence: Sequence[Evidence], context: RailContext,
 def _repeats(text: str, part: str, context: RailContext) -> Finding | None:
     """A part that says what an earlier part of the same email said. The first of two alike parts keeps
     its words; the later one (in the email's reading order) is the repeat."""
-    # Product names and the evidence's own words are left out: two reasons that quote the same bought
-    # product are not alike for that, and two that say the same around different names are.
-    # The greeting and the name are how a part opens, not what it says.
+    # Whole words, product names and all: two reasons that are one sentence around different names are
+    # not alike for that, and a part said again is. The greeting and the name are how a part opens.
     name = {*_words(context.customer.first_name), "hi", "hello", "hey", "dear"}
     raw = _content(_words(text)) - name
     for key, other in context.extra.items():
@@ -347,15 +349,6 @@ def _inside(start: int, end: int, spans: Sequence[tuple[int, int]]) -> bool:
     return any(start < e and s < end for s, e in spans)
 
 
-def _quoted_words(context: RailContext) -> set[str]:
-    quoted = " ".join(
-        [*_titles(context), *(e.summary for ev in context.product_evidence.values() for e in ev)]
-    )
-    # Numbers stay: "bought 5 times" and "bought 6 times" are two facts, not one said twice.
-    words = {w for w in _content(_words(quoted)) if w not in _ANY_WHY and not w.isdigit()}
-    return words | {context.customer.first_name.lower()}
-
-
 def _is_heading(text: str) -> bool:
     words = [w for w in _WORD.findall(text) if w.lower() not in _STOP]
     return bool(words) and all(w[:1].isupper() for w in words) and not _SENTENCE_END.search(text)
@@ -369,8 +362,10 @@ def check(text: str, context: RailContext, *, part: str | None = None) -> Verdic
     # A real product's name may hold such words ("Name Tag Stickers", "Customer Favourites Box"): inside
     # it they are its name, not a blank or the brief.
     names = _title_spans(text, context)
+    quoted = " ".join(e.summary for ev in context.product_evidence.values() for e in ev).lower()
     for m in _PLACEHOLDER.finditer(text):
-        if not _inside(m.start(), m.end(), names):
+        # Words the evidence itself holds (a bought product called "Product Details Notebook") are quoted.
+        if not _inside(m.start(), m.end(), names) and m.group().lower() not in quoted:
             findings.append(
                 Finding("placeholder", f"a blank left to fill: {m.group()!r}", m.start(), m.end())
             )
@@ -506,16 +501,11 @@ def _fluff(text: str, context: RailContext) -> bool:
     return len(words & _FLUFF) / len(words) >= 0.6 and not _names_something(text, context)
 
 
-def _cites_evidence(text: str, context: RailContext) -> bool:
-    """Whether the text uses a word of the why of any planned product's evidence ("you've bought it")."""
-    kinds = {e.kind for ev in context.product_evidence.values() for e in ev}
-    words = set(_words(text))
-    return any(words & _WHY_WORDS.get(k, frozenset()) for k in kinds)
-
-
 def _named_in_third_person(text: str, first: str) -> bool:
-    about = re.compile(rf"(?<![\w-]){re.escape(first)}(?![\w-])\s+(?!and\b)(?:[a-z]\w*|'s\b)")
+    about = re.compile(rf"(?<![\w-]){re.escape(first)}(?![\w-])\s+(?!and\b)(?:[a-z]\w*|'s\b)", re.IGNORECASE)
     for m in about.finditer(text):
+        if not text[m.start()].isupper():
+            continue  # "you will like" is not about a customer named Will
         before = text[: m.start()].rstrip().lower()
         if not re.search(r"\b(?:hi|hello|hey|dear|for|to|thanks|thank you|with)$|,$", before):
             return True
@@ -565,7 +555,7 @@ _INVENTED = re.compile(
     r"|your new (?:life|home|house|flat|job|baby|partner))\b",
     re.IGNORECASE,
 )
-_GREETING = re.compile(r"^\s*(?i:hi|hello|hey|dear)\s+([A-Z][\w'-]*)|^\s*([A-Z][\w'-]*)\s*,", re.MULTILINE)
+_GREETING = re.compile(r"^\s*(?i:hi|hello|hey|dear)\s+([A-Z][\w'’-]*)|^\s*([A-Z][\w'’-]*)\s*,", re.MULTILINE)
 
 
 def _voice(text: str, context: RailContext, kind: str) -> list[Finding]:
@@ -587,7 +577,15 @@ def _voice(text: str, context: RailContext, kind: str) -> list[Finding]:
             )
             break
     first = context.customer.first_name.lower()
-    known = {first, *(w.lower() for w in _words(" ".join(_titles(context))))}
+    titles = " ".join(_titles(context))
+    # The name whole and in its parts ("Anne Marie", "D’Arcy"), and every word of the products' names,
+    # hyphens kept or not ("Hand-Warmer"): any of them may open a line without being someone else's name.
+    known = {
+        first,
+        *(w.lower() for w in re.split(r"[\s'’-]+", context.customer.first_name) if w),
+        *(w.lower() for w in _words(titles)),
+        *(w.strip(".,:;!?()").lower() for w in titles.split()),
+    }
     for m in _GREETING.finditer(text):
         addressed = (m.group(1) or m.group(2) or "").lower()
         plain_word = addressed in _NOT_NAMES or addressed.endswith("ly")
@@ -648,7 +646,7 @@ def _garbled_as_you_did(text: str) -> bool:
     anything else ("try a doormat, as you did", "you bought it, as you did") it is the example's shape
     pasted where it does not fit."""
     for m in _AS_YOU_DID.finditer(text):
-        clause = re.split(r"[.;!?]", text[: m.start()])[-1]
+        clause = re.split(r"[.;!?]", text[max(0, m.start() - 200) : m.start()])[-1]
         if not _OTHERS_BOUGHT.search(clause):
             return True
     return False

@@ -410,3 +410,51 @@ def test_the_examples_shape_pasted_where_it_does_not_fit_is_unfinished(retailer:
         "You have bought it again and again, as you did, so here it is.", ctx, reason
     )
     assert "invented_history" in rules("You ordered it again last night, as you mentioned.", ctx, reason)
+
+
+@pytest.mark.parametrize("first_name", ["Ed", "Anne Marie", "D’Arcy", "will", "T", "Mei-Ling"])
+@pytest.mark.parametrize("action", ["recommend", "win_back", "abandoned_cart"])
+def test_the_template_passes_whatever_the_name_the_titles_and_with_the_examples_names_about(
+    retailer: Retailer, first_name: str, action: str
+) -> None:
+    """Regressions: a short name cut out of other words, a name in parts, a lowercase name that is also a
+    word, hyphenated titles, a category the worked example shares ("Tea"), three cold-start trends: the
+    fallback's own copy must pass, with the model's brief and worked example in the context."""
+    customer = CUSTOMER.model_copy(update={"first_name": first_name})
+    url = "https://shop.test/p"
+    rows = [
+        (Item(id="a", title="Hand-Warmer", category="Tea", price=2.0, url=url), ()),
+        (
+            Item(id="b", title="Tea-Cosy Knitted", category="Tea", price=3.0, url=url),
+            (Evidence(kind="trending", summary="popular in the same season last year"),),
+        ),
+        (
+            Item(id="c", title="Product Details Notebook", category="Paper", price=3.0, url=url),
+            (Evidence(kind="trending", summary="popular in the same season last year"),),
+        ),
+        (
+            Item(id="d", title="Jasmine Green 20 Bags", category="Tea", price=3.0, url=url),
+            (Evidence(kind="trending", summary="popular in the same season last year"),),
+        ),
+    ]
+    products = tuple(
+        ProductFacts(item_id=i.id, title=i.title, category=i.category, evidence=e) for i, e in rows
+    )
+    copy = (
+        TemplateWriter()
+        .write_email(CopyRequest(action=action, first_name=first_name, products=products), retailer.brand)
+        .copy
+    )
+    ctx = RailContext(
+        customer=customer,
+        catalog={i.id: i for i, _ in rows},
+        brand=retailer.brand,
+        plan_item_ids=tuple(i.id for i, _ in rows),
+        action=action,
+        product_evidence={i.id: e for i, e in rows},
+        extra={"example": "Sam Enamel Camping Mug Linen Tea Towel", "instructions": "Write as the shop."},
+    )
+    parts = {"subject": copy.subject, "preheader": copy.preheader, "intro": copy.intro}
+    parts.update({f"reason:{k}": v for k, v in copy.reasons.items()})
+    [quality] = [v for v in check_email(parts, ctx) if v.rail == "copy_quality"]
+    assert quality.passed, [(f.part, f.rule, f.message, parts.get(f.part or "")) for f in quality.findings]

@@ -49,6 +49,10 @@ async def fallback(state: EmailState, runtime: Runtime[AgentDeps]) -> dict[str, 
         # when no part explains it, nothing narrower than all the free text can be trusted.
         if None in found or (found & {"body_text", "body_html"} and not bad):
             bad |= {*_FREE_TEXT, *[f"reason:{k}" for k in safe.reasons]}
+        # A part the template already wrote that fails again (it repeats a model's part kept before it)
+        # cannot be mended by writing it again: the whole copy is the template's, which passes every rail.
+        if bad and bad <= set(state.fallback_parts):
+            bad = {*_FREE_TEXT, *[f"reason:{k}" for k in safe.reasons]}
         reasons = {
             k: (safe.reasons[k] if f"reason:{k}" in bad or k not in draft.reasons else draft.reasons[k])
             for k in safe.reasons

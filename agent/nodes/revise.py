@@ -16,20 +16,27 @@ _BODIES = ("body_text", "body_html")
 
 
 def failing_parts(verdicts: list[Verdict], parts: tuple[str, ...]) -> dict[str, list[tuple[str, str]]]:
-    """Each free-text part that failed, with the (rail, rule) pairs it failed. A finding on an assembled
-    body, or on no part, could come from any part: it counts against all of them."""
+    """Each free-text part that failed, with the (rail, rule) pairs it failed.
+
+    The assembled body repeats the free text, so a finding there is usually also found in its part, and
+    then only that part is asked again (as the fallback node replaces only it). A finding on the body or on
+    no part that no part's own finding explains could come from any part: it counts against all of them."""
     out: dict[str, list[tuple[str, str]]] = {}
+    unexplained: list[tuple[str, str]] = []
     for v in verdicts:
         if v.passed:
             continue
         findings = v.blocking or ()
         if not findings:
-            for p in parts:
-                out.setdefault(p, []).append((v.rail, "rail_failed"))
+            unexplained.append((v.rail, "rail_failed"))
         for f in findings:
-            named = [f.part] if f.part in parts else list(parts) if f.part in (None, *_BODIES) else []
-            for p in named:
-                out.setdefault(p, []).append((v.rail, f.rule))
+            if f.part in parts:
+                out.setdefault(f.part, []).append((v.rail, f.rule))
+            elif f.part in (None, *_BODIES):
+                unexplained.append((v.rail, f.rule))
+    if unexplained and not out:
+        for p in parts:
+            out[p] = list(unexplained)
     return out
 
 
