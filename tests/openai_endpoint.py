@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["Endpoint", "Reply", "chat", "copy_replies", "fail", "scripted_endpoint", "stall"]
+__all__ = ["Endpoint", "Reply", "chat", "copy_replies", "fail", "good_part", "scripted_endpoint", "stall"]
 
 Reply = Callable[[BaseHTTPRequestHandler], None]
 
@@ -94,6 +94,26 @@ def copy_replies(copy: Any, usage: tuple[int, int] = (1, 1)) -> list[Reply]:
     subject, preheader, intro, then each product's reason."""
     texts = [copy.subject, copy.preheader, copy.intro, *copy.reasons.values()]
     return [chat(json.dumps({"text": t}), usage) for t in texts]
+
+
+def good_part(request: dict[str, Any]) -> str:
+    """What a careful writer answers to one of the OpenAI writer's per-part requests, from that request's
+    own data: the subject names the first product, a reason says its Why line to the customer."""
+    data = request["messages"][-1]["content"]
+    name = data.split("Customer: ", 1)[1].split("\n", 1)[0]
+    products = [line.removeprefix("Product: ") for line in data.splitlines() if line.startswith("Product: ")]
+    title = products[0].split(" (", 1)[0]
+    why = products[0].split(". Why: ", 1)[1] if ". Why: " in products[0] else ""
+    ask = data.rsplit("Write ", 1)[1]
+    if ask.startswith("the subject"):
+        text = f"{name}, a new pick for you: {title}"[:60]
+    elif ask.startswith("the preview"):
+        text = f"Picked from what you have bought before: {title}."
+    elif ask.startswith("the opening"):
+        text = f"Hello {name}, we picked a few things for you from your past orders."
+    else:
+        text = f"We chose it because {why}."
+    return json.dumps({"text": text})
 
 
 def fail(status: int = 500) -> Reply:

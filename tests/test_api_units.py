@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -27,7 +25,7 @@ from tailor.segment import from_segment, is_segment
 from tailor.service import Tailor
 from tailor.settings import Settings
 from tailor.store import Store
-from tests.openai_endpoint import chat, fail, scripted_endpoint
+from tests.openai_endpoint import chat, fail, good_part, scripted_endpoint
 from tests.retailers import Retailer
 from tests.server import Outcome, seed_store
 from tests.test_api_server import ScriptedHTTP
@@ -458,7 +456,7 @@ def test_runner_keeps_the_real_agents_audit_trace_and_counts_its_blocks(rig: tup
     invented = EmailCopy(
         subject=preview.subject,
         preheader=preview.preheader,
-        intro="Hello.",
+        intro=preview.body_text.split("\n\n", 1)[0].replace("\n", " "),
         reasons={**reasons, first: "Now only £0.01, today only."},
     )
     tailor.writer = ScriptedWriter([invented, invented])
@@ -471,11 +469,9 @@ def test_runner_keeps_the_real_agents_audit_trace_and_counts_its_blocks(rig: tup
     [traced] = ops.item_audits(job)
     nodes = [a["node"] for a in traced["audit"]]
     assert nodes[:3] == ["load_context", "retrieve", "plan"] and nodes[-1] == "finalize"
-    assert [a["blocked"] for a in traced["audit"] if a["node"] == "check"] == [
-        ["grounding"],
-        ["grounding"],
-        [],
-    ]
+    # An invented price: ungrounded, and no reason from the product's evidence either.
+    both = ["copy_quality", "grounding"]
+    assert [a["blocked"] for a in traced["audit"] if a["node"] == "check"] == [both, both, []]
     assert runner.metrics.value("tailor_guardrail_blocks_total", {"rail": "grounding"}) == 2
     assert runner.metrics.value("tailor_fallbacks_total", {"part": "reason"}) == 1
     assert len(tailor.store.contacts(cid)) == 1 and not ops.pending_contacts()
@@ -485,10 +481,7 @@ def test_runner_keeps_the_real_agents_audit_trace_and_counts_its_blocks(rig: tup
 def test_runner_defers_while_the_model_endpoint_fails_then_sends(rig: tuple[Tailor, Ops, str]) -> None:
     tailor, ops, cid = rig
 
-    def answer(request: dict[str, Any]) -> str:
-        ids = request["response_format"]["schema"]["properties"]["reasons"]["required"]
-        copy = {"subject": "Picked for you", "preheader": "A few ideas", "intro": "Hello."}
-        return json.dumps({**copy, "reasons": {i: "A favourite of yours." for i in ids}})
+    answer = good_part
 
     with scripted_endpoint() as ep:
         tailor.settings = tailor.settings.model_copy(
@@ -511,17 +504,21 @@ def test_runner_defers_while_the_model_endpoint_fails_then_sends(rig: tuple[Tail
         assert len(ep.requests) == 2, "one try and one retry, then the item is deferred"
         assert not ops.job_items(job) and tailor.store.contacts(cid) == []
         assert not runner.run_once(), "not due yet: the backoff holds it"
-        ep.script.append(chat(answer, usage=(50, 20)))
+        ep.script.extend(chat(answer, usage=(50, 20)) for _ in range(8))
         ops._db.execute("UPDATE job_items SET next_attempt=0")  # time passes
         assert runner.run_once()
     [item] = ops.job_items(job)
     assert item.status == "done" and item.result is not None
-    assert item.result["email"]["writer"] == "openai" and item.result["email"]["subject"] == "Picked for you"
-    assert runner.metrics.value("tailor_llm_tokens_total", {"kind": "prompt"}) == 50
-    assert runner.metrics.value("tailor_llm_tokens_total", {"kind": "completion"}) == 20
+    email = item.result["email"]
+    assert email["writer"] == "openai" and email["subject"].startswith(
+        f"{tailor.store.get_customer(cid).first_name}, "
+    )
+    parts = 3 + len(email["products"])  # one request a part, each counted
+    assert runner.metrics.value("tailor_llm_tokens_total", {"kind": "prompt"}) == 50 * parts
+    assert runner.metrics.value("tailor_llm_tokens_total", {"kind": "completion"}) == 20 * parts
     assert runner.metrics.value("tailor_jobs_items_total", {"status": "deferred"}) == 1
     generate = next(a for a in ops.item_audits(job)[0]["audit"] if a["node"] == "generate")
-    assert generate["prompt_tokens"] == 50 and generate["error"] is None
+    assert generate["prompt_tokens"] == 50 * parts and generate["error"] is None
     assert len(tailor.store.contacts(cid)) == 1
 
 
