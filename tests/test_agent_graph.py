@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 
@@ -23,7 +23,7 @@ from tailor.metrics import Metrics, record_outcome
 from tailor.models import Consent, Customer, Event, EventKind, QuietHours
 from tailor.settings import Settings
 from tailor.store import Store
-from tests.openai_endpoint import chat, copy_replies, fail, scripted_endpoint
+from tests.openai_endpoint import chat, copy_replies, fail, good_part, scripted_endpoint
 from tests.retailers import Retailer
 
 NOW = datetime(2011, 12, 10, 10, tzinfo=UTC)
@@ -543,3 +543,27 @@ def test_an_unreachable_model_leaves_the_template_explanation_whole(
         deps.store, deps.recommender, deps.settings, deps.brand, cid, item_id, now=NOW, writer=writer
     )
     assert out == template and all(s.writer == "template" for s in out.sentences)
+
+
+def test_model_sentences_that_pass_alone_but_not_together_give_way_to_the_template_whole(
+    deps: AgentDeps, sendable: list[str]
+) -> None:
+    """Each sentence with one exclamation mark may pass on its own; the explanation is checked whole too,
+    and when the model's sentences fail together the template's stand, never a refusal."""
+    cid, item_id, n = _explained(deps, sendable)
+    template = agent.explain(deps.store, deps.recommender, deps.settings, deps.brand, cid, item_id, now=NOW)
+
+    def shouted(request: dict[str, Any]) -> str:
+        return json.dumps({"text": json.loads(good_part(request))["text"].rstrip(".") + "!"})
+
+    with scripted_endpoint() as ep:
+        ep.script.extend(chat(shouted) for _ in range(n))
+        writer = OpenAIWriter(_llm_settings(ep.url, "fallback"))
+        out = agent.explain(
+            deps.store, deps.recommender, deps.settings, deps.brand, cid, item_id, now=NOW, writer=writer
+        )
+    assert len(ep.requests) == n
+    if n >= 2 or deps.brand.max_exclamation_marks == 0:
+        assert out == template and out.text.count("!") <= deps.brand.max_exclamation_marks
+    else:
+        assert out.text.count("!") <= deps.brand.max_exclamation_marks
