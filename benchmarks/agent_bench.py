@@ -12,7 +12,7 @@ guardrail and per part (subject, preheader, intro, reasons) the share of model-w
 because of that rail (from the ``because`` field of the fallback audit record).
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/agent_bench.py [--store DB] [--customers 40] [--emails 200] \
-        [--llm N] [--model smollm2,gemma3] [--samples out/copy_samples.jsonl]
+        [--llm N] [--model smollm2,gemma3] [--samples out/copy_samples.jsonl] [--offset K]
 """
 
 from __future__ import annotations
@@ -281,6 +281,9 @@ def main() -> None:
     parser.add_argument(
         "--samples", type=Path, default=None, help="append the sent model emails here (JSONL)"
     )
+    parser.add_argument(
+        "--offset", type=int, default=0, help="start the --llm emails at this consenting customer"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -296,8 +299,11 @@ def main() -> None:
         asyncio.run(template_run(deps, ids, args.emails))
         if args.llm:
             deps.similarity = Embedder().similarity
+            later = (
+                ids[args.offset :] + ids[: args.offset]
+            )  # a later run's customers, not the first ones again
             for model in args.model.split(","):
-                llm_run(deps, ids, args.llm, model.strip(), args.samples)
+                llm_run(deps, later, args.llm, model.strip(), args.samples)
 
 
 if __name__ == "__main__":
