@@ -33,11 +33,10 @@ from functools import lru_cache
 from guardrails.base import Finding, RailContext, Verdict
 from tailor.models import Evidence
 
-__all__ = ["FREE_TEXT_PARTS", "check", "name"]
+__all__ = ["check", "name"]
 
 name = "copy_quality"
 
-FREE_TEXT_PARTS = ("subject", "preheader", "intro")
 _PARTS = ("subject", "preheader", "intro", "reason")
 
 
