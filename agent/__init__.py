@@ -13,7 +13,7 @@ from agent.state import EmailState, Plan, Trigger
 from agent.support import Suggestion, SupportAnswer, support_suggestions
 from agent.writers import OpenAIWriter, ScriptedWriter, TemplateWriter, Writer, make_writer
 from guardrails.base import Verdict
-from tailor.models import Email, Refusal
+from tailor.core.models import Email, Refusal
 
 __all__ = [
     "AgentDeps",

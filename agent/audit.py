@@ -1,7 +1,7 @@
 """The audit trace: one record per node, saying what it read, what it decided and how long it took.
 
 Readers outside the agent rely on a few of its fields, so those records are built here and nowhere else:
-``tailor.metrics.record_outcome`` counts the rails named in a ``check`` record's ``blocked`` and the
+``tailor.app.metrics.record_outcome`` counts the rails named in a ``check`` record's ``blocked`` and the
 ``prompt_tokens``/``completion_tokens`` of ``generate`` and ``revise`` records; the job results keep the
 whole trace. Test doubles build their traces with these functions too, so they cannot drift.
 """

@@ -7,11 +7,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from agent.state import Plan
 from agent.writers import EmailCopy
 from guardrails.base import RailContext
-from guardrails.brand_config import BrandConfig
 from guardrails.privacy import ID_TOKEN
 from prompts import render
-from tailor.models import Customer, Email, EmailProduct, Event, Item
-from tailor.store import Store
+from tailor.core.brand import BrandConfig
+from tailor.core.models import Customer, Email, EmailProduct, Event, Item
+from tailor.data.store import Store
 
 __all__ = ["assemble", "email_parts", "other_customers", "overall_writer", "rail_context"]
 

@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 
 from agent.writers import TemplateWriter, Writer
 from guardrails import grounding
-from guardrails.brand_config import BrandConfig
 from retrieval.base import Recommender
-from tailor.models import Item
-from tailor.settings import Settings
-from tailor.store import Store
+from tailor.core.brand import BrandConfig
+from tailor.core.models import Item
+from tailor.core.settings import Settings
+from tailor.data.store import Store
 
 __all__ = ["AgentDeps"]
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 from agent.writers import CopyRequest, ProductFacts, Writer
 from guardrails import check_all, copy_quality, failed
 from guardrails.base import RailContext
-from guardrails.brand_config import BrandConfig
 from guardrails.runner import DEFAULT_RAILS
 from prompts import render
 from retrieval.base import Recommender
-from tailor.errors import ConsentError, GuardrailBlockedError, LLMError, NotFoundError
-from tailor.models import Customer, Evidence, Explanation, ExplanationSentence, Item, Recommendation
-from tailor.settings import Settings
-from tailor.store import Store
+from tailor.core.brand import BrandConfig
+from tailor.core.errors import ConsentError, GuardrailBlockedError, LLMError, NotFoundError
+from tailor.core.models import Customer, Evidence, Explanation, ExplanationSentence, Item, Recommendation
+from tailor.core.settings import Settings
+from tailor.data.store import Store
 
 __all__ = ["explain"]
 

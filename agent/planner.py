@@ -10,7 +10,7 @@ from typing import Literal
 
 from agent.state import ACTIONS, Action, Alternative, Plan, PlanFact, PlannedProduct, Trigger
 from guardrails.base import Finding
-from tailor.models import Event, EventKind, Evidence, Item, Recommendation, Refusal
+from tailor.core.models import Event, EventKind, Evidence, Item, Recommendation, Refusal
 
 __all__ = ["plan_action", "refused_plan"]
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agent.writers import EmailCopy
 from guardrails.base import Verdict
-from tailor.models import Customer, Email, Event, Evidence, Recommendation, Refusal
+from tailor.core.models import Customer, Email, Event, Evidence, Recommendation, Refusal
 
 __all__ = ["ACTIONS", "Action", "Alternative", "EmailState", "Plan", "PlanFact", "PlannedProduct", "Trigger"]
 

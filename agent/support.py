@@ -21,15 +21,15 @@ from pydantic import BaseModel, ConfigDict
 from agent.compose import other_customers
 from guardrails import injection, output, privacy, untrusted
 from guardrails.base import Finding, RailContext
-from guardrails.brand_config import BrandConfig
 from guardrails.injection import defuse
 from prompts import render
 from retrieval.base import Recommender
 from retrieval.rules import ColdStart
 from retrieval.search import CatalogHit
-from tailor.errors import ConsentError
-from tailor.models import Customer, Event, EventKind, Evidence, Item
-from tailor.store import Store
+from tailor.core.brand import BrandConfig
+from tailor.core.errors import ConsentError
+from tailor.core.models import Customer, Event, EventKind, Evidence, Item
+from tailor.data.store import Store
 
 __all__ = [
     "CatalogAsk",

@@ -15,13 +15,13 @@ from typing import Any, Protocol
 import openai
 from pydantic import BaseModel, ConfigDict, Field
 
-from guardrails.brand_config import BrandConfig
 from guardrails.injection import defuse
 from prompts import PromptRef, render
-from tailor import budget
-from tailor.errors import LLMError, LLMOutputError, LLMTimeoutError
-from tailor.models import Evidence
-from tailor.settings import Settings
+from tailor.core import budget
+from tailor.core.brand import BrandConfig
+from tailor.core.errors import LLMError, LLMOutputError, LLMTimeoutError
+from tailor.core.models import Evidence
+from tailor.core.settings import Settings
 
 __all__ = [
     "EXAMPLE_NAMES",
@@ -263,7 +263,7 @@ class OpenAIWriter:
     A narrow request is what a small model can do well; a part whose answer is unusable is filled by the
     template writer and named (``WriteResult.fallback_parts``), so one bad answer costs one part, not the
     email. Timeouts are explicit and retries bounded; every library error becomes a
-    ``tailor.errors.LLMError``.
+    ``tailor.core.errors.LLMError``.
     """
 
     name = "openai"
@@ -280,7 +280,7 @@ class OpenAIWriter:
         self._template = TemplateWriter()
 
     def _client_within_budget(self) -> tuple[openai.OpenAI, float]:
-        """The client, cut to what is left of the job's time budget (``tailor.budget``), and its timeout.
+        """The client, cut to what is left of the job's time budget (``tailor.core.budget``), and its timeout.
 
         A retry is kept only when every try can still run to its full timeout: a hanging model must cost a
         job item its budget at most, however the timeout and retries are set."""

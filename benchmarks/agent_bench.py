@@ -40,13 +40,13 @@ from agent import AgentDeps, EmailOutcome, OpenAIWriter, TemplateWriter, run_ema
 from agent.compose import assemble  # noqa: E402
 from agent.nodes.generate import copy_request  # noqa: E402
 from agent.state import EmailState, Plan  # noqa: E402
-from guardrails.brand_config import load_brand  # noqa: E402
 from retrieval.embeddings import Embedder  # noqa: E402
 from retrieval.recommender import HybridRecommender  # noqa: E402
-from tailor.importer import import_dir  # noqa: E402
-from tailor.settings import Settings  # noqa: E402
-from tailor.store import Store  # noqa: E402
-from tailor.uci import convert  # noqa: E402
+from tailor.core.brand import load_brand  # noqa: E402
+from tailor.core.settings import Settings  # noqa: E402
+from tailor.data.importer import import_dir  # noqa: E402
+from tailor.data.store import Store  # noqa: E402
+from tailor.data.uci import convert  # noqa: E402
 
 NOW = datetime(2011, 12, 10, 10, tzinfo=UTC)
 PARTS = ("subject", "preheader", "intro", "reasons")

@@ -32,10 +32,10 @@ from agent.compose import rail_context  # noqa: E402
 from evals.make_redteam import render, scene, template_copy, varied_copy  # noqa: E402
 from guardrails import copy_quality, grounding  # noqa: E402
 from guardrails.base import RailContext  # noqa: E402
-from guardrails.brand_config import DEFAULT_BRAND, load_brand  # noqa: E402
 from guardrails.runner import DEFAULT_RAILS, check_all, check_email  # noqa: E402
-from tailor.models import Item  # noqa: E402
-from tailor.store import Store  # noqa: E402
+from tailor.core.brand import DEFAULT_BRAND, load_brand  # noqa: E402
+from tailor.core.models import Item  # noqa: E402
+from tailor.data.store import Store  # noqa: E402
 
 STORE = _ROOT / "var" / "tailor.db"
 SEED = 7

@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from retrieval.embeddings import Embedder
 from retrieval.indexer import IndexReport, index_catalog
 from retrieval.vector_store import VectorStore
-from tailor.importer import import_dir
-from tailor.settings import Settings
-from tailor.store import Store
-from tailor.uci import convert
+from tailor.core.settings import Settings
+from tailor.data.importer import import_dir
+from tailor.data.store import Store
+from tailor.data.uci import convert
 
 REPO = Path(__file__).resolve().parent.parent
 PARQUET = REPO / "data" / "raw" / "online_retail.parquet"

@@ -39,10 +39,10 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from tailor.api import create_key  # noqa: E402
-from tailor.ops import Ops  # noqa: E402
-from tailor.settings import Settings  # noqa: E402
-from tailor.store import Store  # noqa: E402
+from tailor.app.api import create_key  # noqa: E402
+from tailor.app.ops import Ops  # noqa: E402
+from tailor.core.settings import Settings  # noqa: E402
+from tailor.data.store import Store  # noqa: E402
 from tests.server import ServerProcess, seed_store  # noqa: E402
 
 NOW = "2011-12-10T10:00:00+00:00"  # the demo clock: UCI Online Retail ends on 2011-12-09
@@ -264,7 +264,7 @@ def main() -> int:
                 print(f"note: {args.data_dir} holds no imported store; measuring the scripted facade")
         if args.seed:
             # The real facade over a small seeded store, indexed here: real code path, tiny catalog.
-            from tailor.service import Tailor
+            from tailor.app.service import Tailor
 
             data_dir = tmp / "data"
             customers = seed_store(data_dir, n_customers=args.seed)

@@ -1,5 +1,6 @@
 """How the ranker's fit grows with the catalog: EASE's collaborative fit, old method against new, and a whole
-``Ranker.fit``, on synthetic stores (``tailor.synthetic.SyntheticStore``) of 5,000, 25,000 and 100,000 items.
+``Ranker.fit``, on synthetic stores (``tailor.data.synthetic.SyntheticStore``) of 5,000, 25,000 and
+100,000 items.
 
 The collaborative fit (``fit_collab``: cosine neighbours, EASE, SVD factors), measured in the same run for
 - ``dense``: exact EASE on the whole catalog (a dense item×item inverse), where it fits in memory;
@@ -41,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from retrieval.features import History, fit_collab
 from retrieval.ranker import Ranker
-from tailor.synthetic import SyntheticStore
+from tailor.data.synthetic import SyntheticStore
 
 EASE_ITEMS = 6000  # the Ranker's default ease_items: the threshold, and the old method's cap
 DENSE_LIMIT_GB = 6.0  # a dense fit needing more than this (of 24 GB shared by three) is not run

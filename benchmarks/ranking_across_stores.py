@@ -8,7 +8,7 @@ floor is x1.00, the goal x1.05.
 - ``uci``: UCI Online Retail with the earlier year, under the reference protocol (cut 2011-09-09);
 - ``ta-feng``: four months of a grocery chain (../shared/datasets/ta-feng), no product names, its last
   quarter of days held out (``evals.protocol.sized_holdout_days``);
-- ``no-repeat``: a seeded synthetic store in which nobody buys an item twice (``tailor.synthetic``).
+- ``no-repeat``: a seeded synthetic store in which nobody buys an item twice (``tailor.data.synthetic``).
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/ranking_across_stores.py [--stores uci,ta-feng,no-repeat]
         [--seed 0] [--tafeng-customers N]
@@ -31,8 +31,8 @@ sys.path.insert(0, str(REPO))
 
 from evals.protocol import sized_holdout_days  # noqa: E402
 from evals.ranking import DEFAULT_EARLIER_PARQUET, RankingEval  # noqa: E402
-from tailor.synthetic import SyntheticStore  # noqa: E402
-from tailor.tafeng import purchases_frame  # noqa: E402
+from tailor.data.synthetic import SyntheticStore  # noqa: E402
+from tailor.data.tafeng import purchases_frame  # noqa: E402
 
 TAFENG = REPO.parent / "shared" / "datasets" / "ta-feng" / "ta_feng.csv.zip"
 METRICS = ("recall@10", "ndcg@10")

@@ -27,12 +27,12 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from evals.protocol import purchases_from_store  # noqa: E402
 from retrieval.ranker import Ranker  # noqa: E402
 from retrieval.recommender import HybridRecommender  # noqa: E402
-from tailor.models import Customer, Event, EventKind, Item  # noqa: E402
-from tailor.settings import Settings  # noqa: E402
-from tailor.store import Store  # noqa: E402
+from tailor.core.models import Customer, Event, EventKind, Item  # noqa: E402
+from tailor.core.settings import Settings  # noqa: E402
+from tailor.data.frame import purchases_from_store  # noqa: E402
+from tailor.data.store import Store  # noqa: E402
 
 NOW = datetime(2011, 12, 10, 10, 0, tzinfo=UTC)
 
@@ -101,9 +101,9 @@ def real_catalog(store_path: Path | None, sample: int) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         if store_path is None:
-            from tailor.importer import import_dir
-            from tailor.service import DEMO_SOURCE
-            from tailor.uci import convert
+            from tailor.app.service import DEMO_SOURCE
+            from tailor.data.importer import import_dir
+            from tailor.data.uci import convert
 
             t0 = time.perf_counter()
             convert(list(DEMO_SOURCE), Path(tmp) / "canonical")

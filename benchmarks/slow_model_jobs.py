@@ -3,7 +3,7 @@
 The model endpoint is an OpenAI-compatible address on 127.0.0.1 that accepts connections and never
 answers (it closes by itself after ``--max-s``). A 4-customer campaign is queued, then a webhook email
 for a fifth customer; the real service facade (store, ranker, agent graph, the OpenAI writer with
-``llm_unavailable=fallback``) runs them through ``tailor.jobs.JobRunner``. Printed per mode: how long the
+``llm_unavailable=fallback``) runs them through ``tailor.app.jobs.JobRunner``. Printed per mode: how long the
 webhook waited before its item started, when it finished, and when the campaign finished.
 
 Modes, measured in the same run:
@@ -36,10 +36,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from retrieval.recommender import HybridRecommender  # noqa: E402
-from tailor.jobs import JobRunner  # noqa: E402
-from tailor.ops import Ops  # noqa: E402
-from tailor.service import Tailor  # noqa: E402
-from tailor.settings import Settings  # noqa: E402
+from tailor.app.jobs import JobRunner  # noqa: E402
+from tailor.app.ops import Ops  # noqa: E402
+from tailor.app.service import Tailor  # noqa: E402
+from tailor.core.settings import Settings  # noqa: E402
 from tests.server import seed_store  # noqa: E402
 
 NOW = "2011-12-10T10:00:00+00:00"

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from retrieval.vector_store import TEXT_DIM, VectorStore
-from tailor.models import Item
+from tailor.core.models import Item
 
 SIZES = (5_000, 20_000, 50_000)
 QUERIES = 20

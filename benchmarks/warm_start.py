@@ -26,9 +26,9 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from tailor.api import create_key  # noqa: E402
-from tailor.service import Tailor  # noqa: E402
-from tailor.settings import Settings  # noqa: E402
+from tailor.app.api import create_key  # noqa: E402
+from tailor.app.service import Tailor  # noqa: E402
+from tailor.core.settings import Settings  # noqa: E402
 from tests.server import ServerProcess, seed_store  # noqa: E402
 
 NOW = "2011-12-10T10:00:00+00:00"

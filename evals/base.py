@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from tailor.errors import DataError, RecordError
+from tailor.core.errors import DataError, RecordError
 
 __all__ = ["Artifact", "Eval", "artifacts_of", "read_jsonl", "write_jsonl"]
 

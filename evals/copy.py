@@ -28,10 +28,10 @@ import numpy as np
 from evals.base import Artifact, read_jsonl
 from guardrails import copy_quality
 from guardrails.base import RailContext
-from guardrails.brand_config import DEFAULT_BRAND, BrandConfig, load_brand
 from guardrails.runner import DEFAULT_RAILS, check_all
-from tailor.errors import DataError
-from tailor.models import Consent, Customer, Evidence, Item
+from tailor.core.brand import DEFAULT_BRAND, BrandConfig, load_brand
+from tailor.core.errors import DataError
+from tailor.core.models import Consent, Customer, Evidence, Item
 
 if TYPE_CHECKING:
     from agent import AgentDeps

@@ -35,9 +35,9 @@ from evals.base import Artifact, write_jsonl
 from guardrails import grounding
 from guardrails._text import phrase_pattern
 from guardrails.base import RailContext, Verdict
-from guardrails.brand_config import BrandConfig
-from tailor.errors import DataError, TailorError
-from tailor.models import (
+from tailor.core.brand import BrandConfig
+from tailor.core.errors import DataError, TailorError
+from tailor.core.models import (
     Customer,
     Email,
     Event,

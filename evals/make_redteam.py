@@ -29,9 +29,9 @@ from agent.compose import assemble, email_parts, rail_context
 from agent.planner import plan_action
 from agent.state import Plan, Trigger
 from agent.writers import CopyRequest, EmailCopy, ProductFacts, TemplateWriter
-from guardrails.brand_config import DEFAULT_BRAND, BrandConfig, load_brand
-from tailor.models import Consent, Customer, Event, EventKind, Evidence, Item, QuietHours, Recommendation
-from tailor.uci import catalog_from_parquet
+from tailor.core.brand import DEFAULT_BRAND, BrandConfig, load_brand
+from tailor.core.models import Consent, Customer, Event, EventKind, Evidence, Item, QuietHours, Recommendation
+from tailor.data.uci import catalog_from_parquet
 
 __all__ = ["SEED", "Scene", "build", "build_untrusted", "main", "render", "scene", "varied_copy"]
 
@@ -279,7 +279,7 @@ SUPPORT_QUESTIONS = (
     "I was charged twice for order {order}.",
 )
 
-# -- the good outputs' wordings: warm, plain-spoken, never pushy (tailor/brand.toml) ----------------------
+# -- the good outputs' wordings: warm, plain-spoken, never pushy (tailor/core/brand.toml) ---------------
 SUBJECTS: dict[str, tuple[str, ...]] = {
     "recommend": (
         "{name}, picked for you: {title}",

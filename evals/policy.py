@@ -25,8 +25,8 @@ import numpy.typing as npt
 import pandas as pd
 
 from evals.base import Artifact, read_jsonl
-from tailor.errors import DataError, RecordError
-from tailor.utc import utc_series, utc_timestamp
+from tailor.core.errors import DataError, RecordError
+from tailor.core.utc import utc_series, utc_timestamp
 
 __all__ = [
     "ACTIONS",

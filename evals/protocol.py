@@ -18,8 +18,7 @@ Online Retail begins) are *earlier history*: a ranker may learn from them, as a 
 records, but they decide nothing the protocol measures (customers, catalog, seen items, relevant items),
 so the figures stay those of the reference period and comparable with the peers'.
 
-Frames use the columns ``customer_id``, ``item_id`` (str), ``timestamp`` (UTC) and optionally ``quantity``,
-``value`` and ``order_id``.
+Frames are ``tailor.data.frame``'s purchase frames: the protocol reads them, it does not define them.
 """
 
 from __future__ import annotations
@@ -28,97 +27,40 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Literal
 
 import pandas as pd
 
-from tailor.errors import DataError
-from tailor.store import Store
-from tailor.uci import read_uci
-from tailor.utc import utc_series, utc_timestamp
+from tailor.core.errors import DataError
+from tailor.core.utc import utc_timestamp
+from tailor.data.frame import check_frame
 
 __all__ = [
     "DEFAULT_CUT",
     "DEFAULT_KS",
-    "NON_PRODUCTS",
     "UCI_START",
     "RankFn",
     "Split",
     "Variant",
-    "check_frame",
     "evaluate",
     "hit_at",
     "holdout_cut",
     "holdout_split",
     "mrr_at",
     "ndcg_at",
-    "purchases_from_store",
-    "purchases_from_uci",
-    "read_uci",
     "recall_at",
     "sized_holdout_days",
     "temporal_split",
 ]
 
 Variant = Literal["all", "new-only"]
-# Postage, fees and manual adjustments: the reference protocol's list, kept identical for comparability.
-NON_PRODUCTS = frozenset(
-    {"POST", "DOT", "M", "m", "BANK CHARGES", "AMAZONFEE", "CRUK", "D", "PADS", "B", "S"}
-)
 DEFAULT_CUT = pd.Timestamp("2011-09-09", tz="UTC")
 DEFAULT_KS = (5, 10, 20)
 # The first day of UCI Online Retail: the protocol's period begins here; anything before is earlier history.
 UCI_START = pd.Timestamp("2010-12-01", tz="UTC")
-REQUIRED = ("customer_id", "item_id", "timestamp")
 
 # (customers, new_only) -> one ranked list of item ids per customer, best first.
 RankFn = Callable[[Sequence[str], bool], Sequence[Sequence[str]]]
-
-
-def purchases_from_uci(raw: pd.DataFrame | Path | str) -> pd.DataFrame:
-    """UCI Online Retail rows (or the parquet; Online Retail II's names too) → the protocol's purchases."""
-    if not isinstance(raw, pd.DataFrame):
-        raw = read_uci(raw)
-    needed = {"InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID"}
-    missing = needed - set(raw.columns)
-    if missing:
-        raise DataError(f"UCI frame lacks columns {sorted(missing)}", hint="is this UCI Online Retail?")
-    df = raw[raw["CustomerID"].notna() & (raw["Quantity"] > 0) & (raw["UnitPrice"] > 0)]
-    df = df[
-        ~df["InvoiceNo"].astype(str).str.startswith("C") & ~df["StockCode"].astype(str).isin(NON_PRODUCTS)
-    ]
-    return pd.DataFrame(
-        {
-            "customer_id": df["CustomerID"].astype(int).astype(str).to_numpy(),
-            "item_id": df["StockCode"].astype(str).to_numpy(),
-            "timestamp": utc_series(df["InvoiceDate"]).to_numpy(),
-            "quantity": df["Quantity"].astype(int).to_numpy(),
-            "value": (df["Quantity"] * df["UnitPrice"]).astype(float).to_numpy(),
-            "order_id": df["InvoiceNo"].astype(str).to_numpy(),
-        }
-    ).assign(timestamp=lambda f: pd.to_datetime(f["timestamp"], utc=True))
-
-
-def purchases_from_store(store: Store, *, until: datetime | None = None) -> pd.DataFrame:
-    """The purchase events of an imported store, as the protocol's frame."""
-    frame = store.events_frame(until=until)
-    return check_frame(frame[[c for c in frame.columns if c != "kind"]])
-
-
-def check_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    missing = [c for c in REQUIRED if c not in frame.columns]
-    if missing:
-        raise DataError(
-            f"purchase frame lacks columns {missing}", hint="it needs customer_id, item_id and timestamp"
-        )
-    if frame["item_id"].isna().any() or frame["customer_id"].isna().any():
-        raise DataError("purchase frame has rows without a customer_id or item_id")
-    out = frame.copy()
-    out["customer_id"] = out["customer_id"].astype(str)
-    out["item_id"] = out["item_id"].astype(str)
-    out["timestamp"] = utc_series(out["timestamp"])
-    return out
 
 
 @dataclass(frozen=True)

@@ -29,14 +29,13 @@ from evals.protocol import (
     Variant,
     evaluate,
     holdout_cut,
-    purchases_from_uci,
-    read_uci,
     recall_at,
     temporal_split,
 )
 from retrieval.ranker import Ranker
-from tailor.errors import DataError
-from tailor.uci import join_years
+from tailor.core.errors import DataError
+from tailor.data.frame import purchases_from_uci
+from tailor.data.uci import join_years, read_uci
 
 __all__ = [
     "DEFAULT_EARLIER_PARQUET",

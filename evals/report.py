@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from evals.base import Artifact
-from tailor.errors import ConfigError, DataError
+from tailor.core.errors import ConfigError, DataError
 
 __all__ = [
     "AT_K_METRICS",

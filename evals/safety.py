@@ -41,12 +41,12 @@ from agent.writers import CopyRequest, ProductFacts, TemplateWriter
 from evals.base import read_jsonl
 from guardrails import check_email, grounding, untrusted
 from guardrails.base import RailContext, Verdict
-from guardrails.brand_config import DEFAULT_BRAND, load_brand
 from guardrails.consent import check_send
 from guardrails.injection import detect, neutralize
-from tailor.errors import DataError
-from tailor.models import Customer, Event, EventKind, Evidence, Item
-from tailor.uci import catalog_from_parquet
+from tailor.core.brand import DEFAULT_BRAND, load_brand
+from tailor.core.errors import DataError
+from tailor.core.models import Customer, Event, EventKind, Evidence, Item
+from tailor.data.uci import catalog_from_parquet
 
 __all__ = ["SafetyEval"]
 

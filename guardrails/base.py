@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
 
-from guardrails.brand_config import BrandConfig
-from tailor.models import Customer, Event, Evidence, Item
+from tailor.core.brand import BrandConfig
+from tailor.core.models import Customer, Event, Evidence, Item
 
 __all__ = ["Finding", "Rail", "RailContext", "Severity", "Verdict"]
 

@@ -11,7 +11,7 @@ from functools import lru_cache
 
 from guardrails._text import CURRENCY_CODES, EMAIL, phrase_pattern
 from guardrails.base import Finding, RailContext, Verdict
-from guardrails.brand_config import BrandConfig
+from tailor.core.brand import BrandConfig
 
 __all__ = ["check", "name"]
 

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from guardrails.base import Finding, RailContext, Verdict
-from tailor.models import Customer
+from tailor.core.models import Customer
 
 __all__ = ["check", "check_send", "name"]
 
@@ -31,7 +31,7 @@ def check_send(
     frequency_cap_days: int = 3,
     marketing: bool = True,
 ) -> Verdict:
-    """May we send this customer a message now? Finding rules are ``tailor.models.Refusal`` reasons."""
+    """May we send this customer a message now? Finding rules are ``tailor.core.models.Refusal`` reasons."""
     start = time.perf_counter()
     findings: list[Finding] = []
     if not customer.consent.personalization:

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 
 from guardrails.base import Finding, RailContext, Verdict
-from tailor.models import Evidence
+from tailor.core.models import Evidence
 
 __all__ = ["check", "name"]
 

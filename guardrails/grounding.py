@@ -13,7 +13,7 @@ from functools import lru_cache
 
 from guardrails._text import AMOUNT, CURRENCY_CODES, LINK, PhraseIndex, find_phrases, tokens
 from guardrails.base import Finding, RailContext, Verdict
-from tailor.models import Item, format_price
+from tailor.core.models import Item, format_price
 
 __all__ = ["check", "name", "warm"]
 

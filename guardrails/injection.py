@@ -19,7 +19,7 @@ import unicodedata
 from collections.abc import Iterator, Mapping
 
 from guardrails.base import Finding, RailContext, Verdict
-from tailor.models import Item
+from tailor.core.models import Item
 
 __all__ = ["check", "defuse", "detect", "name", "neutralize"]
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from guardrails._text import email_spans, phrase_pattern
 from guardrails.base import Finding, RailContext, Verdict
-from tailor.models import EventKind
+from tailor.core.models import EventKind
 
 __all__ = ["ID_TOKEN", "check", "id_pattern", "luhn_ok", "name"]
 

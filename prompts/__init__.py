@@ -16,7 +16,7 @@ from typing import Any
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from tailor.errors import ConfigError
+from tailor.core.errors import ConfigError
 
 __all__ = ["PROMPTS_DIR", "PromptRef", "environment", "render", "template_ref"]
 

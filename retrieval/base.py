@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from tailor.models import Recommendation
+from tailor.core.models import Recommendation
 
 __all__ = ["Recommender"]
 

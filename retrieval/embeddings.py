@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from tailor.errors import DataError, EmbeddingError
+from tailor.core.errors import DataError, EmbeddingError
 
 if TYPE_CHECKING:
-    from tailor.settings import Settings
+    from tailor.core.settings import Settings
 
 __all__ = ["BUNDLED_MODEL", "CacheStats", "Embedder", "EmbeddingCache"]
 

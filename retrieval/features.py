@@ -18,8 +18,8 @@ import numpy.typing as npt
 import pandas as pd
 import scipy.sparse as sp
 
-from tailor.errors import DataError
-from tailor.utc import utc_timestamp
+from tailor.core.errors import DataError
+from tailor.core.utc import utc_timestamp
 
 __all__ = [
     "FEATURES",

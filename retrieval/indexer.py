@@ -19,9 +19,9 @@ import numpy.typing as npt
 
 from retrieval.embeddings import Embedder
 from retrieval.vector_store import VectorStore
-from tailor.errors import NotFoundError
-from tailor.models import Event, EventKind, Item
-from tailor.store import Store
+from tailor.core.errors import NotFoundError
+from tailor.core.models import Event, EventKind, Item
+from tailor.data.store import Store
 
 __all__ = [
     "HISTORY_KINDS",

@@ -36,7 +36,6 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from evals.protocol import check_frame
 from retrieval.features import (
     DAY,
     FEATURES,
@@ -51,8 +50,9 @@ from retrieval.features import (
     item_stats,
     to_day,
 )
-from tailor.errors import DataError, NotFoundError
-from tailor.utc import utc_timestamp
+from tailor.core.errors import DataError, NotFoundError
+from tailor.core.utc import utc_timestamp
+from tailor.data.frame import check_frame
 
 if TYPE_CHECKING:
     import lightgbm as lgb

@@ -19,14 +19,14 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from evals.protocol import purchases_from_store
 from retrieval.features import DAY, History, to_day
 from retrieval.ranker import Ranker, ScoredItem
 from retrieval.rules import ColdStart, ImpressionSource, RuleConfig, apply_rules
-from tailor.errors import DataError
-from tailor.models import Event, EventKind, Evidence, Item, Recommendation
-from tailor.settings import Settings
-from tailor.store import Store, event_id
+from tailor.core.errors import DataError
+from tailor.core.models import Event, EventKind, Evidence, Item, Recommendation
+from tailor.core.settings import Settings
+from tailor.data.frame import purchases_from_store
+from tailor.data.store import Store, event_id
 
 __all__ = ["HybridRecommender", "item_text_vectors", "popular_summary"]
 

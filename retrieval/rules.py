@@ -20,10 +20,10 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from tailor.errors import DataError
-from tailor.models import Item
-from tailor.settings import Settings
-from tailor.utc import utc_timestamp
+from tailor.core.errors import DataError
+from tailor.core.models import Item
+from tailor.core.settings import Settings
+from tailor.core.utc import utc_timestamp
 
 __all__ = [
     "ColdKind",

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from tailor.errors import DataError
+from tailor.core.errors import DataError
 
 __all__ = ["CatalogHit", "ask_catalog"]
 

@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from tailor.errors import DataError, TailorError, VectorStoreError
-from tailor.models import Event, Item
+from tailor.core.errors import DataError, TailorError, VectorStoreError
+from tailor.core.models import Event, Item
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
     from qdrant_client.http import models as qm
 
-    from tailor.settings import Settings
+    from tailor.core.settings import Settings
 
 __all__ = ["TEXT_DIM", "HistoryHit", "VectorStore", "content_hash", "point_id"]
 

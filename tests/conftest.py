@@ -12,10 +12,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from tailor.importer import import_dir
-from tailor.settings import Settings
-from tailor.store import Store
-from tailor.uci import convert
+from tailor.core.settings import Settings
+from tailor.data.importer import import_dir
+from tailor.data.store import Store
+from tailor.data.uci import convert
 from tests.retailers import RETAILERS, Retailer, rebrand_catalog
 
 REPO = Path(__file__).resolve().parent.parent

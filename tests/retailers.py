@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from guardrails.brand_config import DEFAULT_BRAND, BrandConfig, load_brand
-from tailor.models import Item
+from tailor.core.brand import DEFAULT_BRAND, BrandConfig, load_brand
+from tailor.core.models import Item
 
 __all__ = ["HARBOUR", "HARBOUR_PATH", "HEARTH", "RETAILERS", "Retailer", "rebrand_catalog", "rebrand_item"]
 

@@ -1,8 +1,8 @@
 """Run the real HTTP service (uvicorn, in a subprocess on 127.0.0.1) for tests, and a scripted facade.
 
 ``ServerProcess`` starts ``python -m tests.server`` on a free port with a temp data dir, waits for
-``/healthz`` and stops it (SIGTERM, or SIGKILL on request). The process serves ``tailor.api.create_app``
-over either the real ``tailor.service.Tailor`` (``facade="real"``) or ``ScriptedTailor`` below.
+``/healthz`` and stops it (SIGTERM, or SIGKILL on request). The process serves ``tailor.app.api.create_app``
+over either the real ``tailor.app.service.Tailor`` (``facade="real"``) or ``ScriptedTailor`` below.
 
 ``ScriptedTailor`` implements the facade contract over a real ``Store`` with plain rules; it exists so
 the HTTP layer (keys, idempotency, jobs, resumption, fallbacks) can be tested before and apart from the
@@ -40,8 +40,8 @@ from pydantic import BaseModel
 from agent.audit import record, write_fields
 from agent.writers import EmailCopy, WriteResult
 from prompts import PromptRef
-from tailor.errors import LLMError, LLMTimeoutError, NotFoundError
-from tailor.models import (
+from tailor.core.errors import LLMError, LLMTimeoutError, NotFoundError
+from tailor.core.models import (
     Consent,
     Customer,
     Email,
@@ -55,8 +55,8 @@ from tailor.models import (
     Recommendation,
     Refusal,
 )
-from tailor.settings import Settings
-from tailor.store import Store
+from tailor.core.settings import Settings
+from tailor.data.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -457,7 +457,7 @@ class ServerProcess:
 def main(argv: Sequence[str] | None = None) -> None:
     import uvicorn
 
-    from tailor.api import create_app
+    from tailor.app.api import create_app
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)

@@ -18,11 +18,11 @@ from agent.planner import plan_action
 from agent.state import ACTIONS, Plan, PlanFact
 from agent.writers import EmailCopy
 from retrieval.recommender import HybridRecommender
-from tailor.errors import LLMError, LLMOutputError, LLMTimeoutError
-from tailor.metrics import Metrics, record_outcome
-from tailor.models import Consent, Customer, Event, EventKind, QuietHours
-from tailor.settings import Settings
-from tailor.store import Store
+from tailor.app.metrics import Metrics, record_outcome
+from tailor.core.errors import LLMError, LLMOutputError, LLMTimeoutError
+from tailor.core.models import Consent, Customer, Event, EventKind, QuietHours
+from tailor.core.settings import Settings
+from tailor.data.store import Store
 from tests.openai_endpoint import chat, copy_replies, fail, good_part, scripted_endpoint
 from tests.retailers import Retailer
 

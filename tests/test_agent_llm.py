@@ -13,8 +13,8 @@ import pytest
 from agent import AgentDeps, OpenAIWriter, run_email_sync
 from agent.writers import CopyRequest, ProductFacts
 from retrieval.recommender import HybridRecommender
-from tailor.settings import Settings
-from tailor.store import Store
+from tailor.core.settings import Settings
+from tailor.data.store import Store
 from tests.llm_server import MODELS, llm_server
 from tests.retailers import HEARTH
 

@@ -15,10 +15,10 @@ from agent.support import history_search
 from retrieval.embeddings import Embedder
 from retrieval.recommender import HybridRecommender
 from retrieval.vector_store import VectorStore
-from tailor.errors import ConsentError, NotFoundError, TailorError
-from tailor.models import Event, EventKind
-from tailor.settings import Settings
-from tailor.store import Store
+from tailor.core.errors import ConsentError, NotFoundError, TailorError
+from tailor.core.models import Event, EventKind
+from tailor.core.settings import Settings
+from tailor.data.store import Store
 from tests.retailers import RETAILERS, Retailer
 
 NOW = datetime(2011, 12, 10, 10, tzinfo=UTC)

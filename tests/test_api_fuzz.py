@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tailor.api import create_key
-from tailor.models import MAX_TEXT_LENGTH
-from tailor.settings import Settings
-from tailor.store import Store
+from tailor.app.api import create_key
+from tailor.core.models import MAX_TEXT_LENGTH
+from tailor.core.settings import Settings
+from tailor.data.store import Store
 from tests.server import ServerProcess, seed_store
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""The HTTP service over the real ``tailor.service.Tailor``: store, Qdrant, ranking and the agent.
+"""The HTTP service over the real ``tailor.app.service.Tailor``: store, Qdrant, ranking and the agent.
 
 A slice of UCI Online Retail (40 customers, see conftest) is imported into a fresh data dir; the server
 runs in a uvicorn subprocess on 127.0.0.1 and is called over httpx.
@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tailor.api import create_key
-from tailor.service import Tailor
-from tailor.settings import Settings
+from tailor.app.api import create_key
+from tailor.app.service import Tailor
+from tailor.core.settings import Settings
 from tests.retailers import RETAILERS, Retailer
 from tests.server import ServerProcess, free_port, seed_store
 

@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tailor.api import create_key
-from tailor.ops import Ops
-from tailor.settings import Settings
-from tailor.store import Store
+from tailor.app.api import create_key
+from tailor.app.ops import Ops
+from tailor.core.settings import Settings
+from tailor.data.store import Store
 from tests.server import ServerProcess, seed_segment_facts, seed_store
 
 pytestmark = pytest.mark.slow

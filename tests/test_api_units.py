@@ -14,17 +14,17 @@ from agent.writers import EmailCopy, ScriptedWriter, WriteResult
 from guardrails.base import Finding, Verdict
 from prompts import PromptRef
 from retrieval.recommender import HybridRecommender
-from tailor.api import TokenBuckets
-from tailor.errors import DataError, NotFoundError, RecordError, VectorStoreError
-from tailor.jobs import JobRunner, check_callback_url
-from tailor.logs import describe
-from tailor.metrics import Metrics, record_outcome
-from tailor.models import Consent, Customer, Email, Event, EventKind, Refusal
-from tailor.ops import Ops
-from tailor.segment import from_segment, is_segment
-from tailor.service import Tailor
-from tailor.settings import Settings
-from tailor.store import Store
+from tailor.app.api import TokenBuckets
+from tailor.app.jobs import JobRunner, check_callback_url
+from tailor.app.metrics import Metrics, record_outcome
+from tailor.app.ops import Ops
+from tailor.app.service import Tailor
+from tailor.core.errors import DataError, NotFoundError, RecordError, VectorStoreError
+from tailor.core.logs import describe
+from tailor.core.models import Consent, Customer, Email, Event, EventKind, Refusal
+from tailor.core.settings import Settings
+from tailor.data.segment import from_segment, is_segment
+from tailor.data.store import Store
 from tests.openai_endpoint import chat, fail, good_part, scripted_endpoint
 from tests.retailers import Retailer
 from tests.server import Outcome, seed_store

@@ -11,11 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tailor.api import create_key
-from tailor.ops import Ops
-from tailor.service import Tailor
-from tailor.settings import Settings
-from tailor.store import Store
+from tailor.app.api import create_key
+from tailor.app.ops import Ops
+from tailor.app.service import Tailor
+from tailor.core.settings import Settings
+from tailor.data.store import Store
 from tests.retailers import Retailer
 from tests.server import ServerProcess, seed_store
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from tailor.audience import Audience, select
-from tailor.errors import RecordError
-from tailor.store import CustomerFacts, Store
+from tailor.core.errors import RecordError
+from tailor.data.audience import Audience, select
+from tailor.data.store import CustomerFacts, Store
 from tests.server import seed_segment_facts, seed_store
 
 

@@ -13,7 +13,7 @@ from tests.server import seed_store
 
 
 def tailor(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "tailor.cli", *args, "--data-dir", str(data_dir)]
+    command = [sys.executable, "-m", "tailor.app.cli", *args, "--data-dir", str(data_dir)]
     return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
 
 
@@ -63,7 +63,7 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "tailor.cli",
+            "tailor.app.cli",
             "--debug",
             "import",
             str(tmp_path / "missing"),
@@ -101,7 +101,7 @@ def test_email_send_records_the_contact_and_the_impressions(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``tailor email --send`` takes the job runner's send path: the contact and every product shown."""
-    from tailor.store import Store
+    from tailor.data.store import Store
 
     monkeypatch.setenv("TAILOR_NOW", "2011-12-10T10:00:00+00:00")
     seed_store(tmp_path, n_customers=3)

@@ -13,13 +13,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from evals.protocol import purchases_from_store
 from retrieval.embeddings import EmbeddingCache
 from retrieval.ranker import Ranker
-from tailor.errors import ConsentError, NotFoundError
-from tailor.models import Consent, Event, EventKind
-from tailor.service import Tailor
-from tailor.settings import Settings
+from tailor.app.service import Tailor
+from tailor.core.errors import ConsentError, NotFoundError
+from tailor.core.models import Consent, Event, EventKind
+from tailor.core.settings import Settings
+from tailor.data.frame import purchases_from_store
 
 pytestmark = pytest.mark.slow
 NOW = "2011-12-10T10:00:00+00:00"
@@ -29,7 +29,16 @@ NOW = "2011-12-10T10:00:00+00:00"
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     data_dir = tmp_path_factory.mktemp("demo")
     done = subprocess.run(
-        [sys.executable, "-m", "tailor.cli", "demo", "--customers-limit", "40", "--data-dir", str(data_dir)],
+        [
+            sys.executable,
+            "-m",
+            "tailor.app.cli",
+            "demo",
+            "--customers-limit",
+            "40",
+            "--data-dir",
+            str(data_dir),
+        ],
         capture_output=True,
         text=True,
         timeout=1500,
@@ -74,7 +83,7 @@ def test_second_demo_run_reembeds_nothing(demo_run: tuple[Path, str]) -> None:
         [
             sys.executable,
             "-m",
-            "tailor.cli",
+            "tailor.app.cli",
             "demo",
             "--customers-limit",
             "40",
@@ -209,7 +218,7 @@ def test_eval_command_writes_a_report_and_passes_its_gates(
         [
             sys.executable,
             "-m",
-            "tailor.cli",
+            "tailor.app.cli",
             "eval",
             "--quick",
             "--suite",
@@ -254,7 +263,7 @@ def test_ranking_suite_on_the_demo_store_learns_from_the_earlier_year(
 ) -> None:
     """The store path of ``tailor eval --suite ranking``: the reference protocol on the store's purchases, the
     earlier year as history only, and the ranker fitted with the service's text vectors."""
-    from evals.runner import run_suites
+    from tailor.app.evaluate import run_suites
 
     gates = tmp_path / "gates.toml"
     gates.write_text(

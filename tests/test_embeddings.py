@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from retrieval.embeddings import BUNDLED_MODEL, Embedder
-from tailor.errors import DataError, EmbeddingError
-from tailor.settings import Settings
+from tailor.core.errors import DataError, EmbeddingError
+from tailor.core.settings import Settings
 
 pytestmark = pytest.mark.slow
 

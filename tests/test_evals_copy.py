@@ -13,11 +13,11 @@ from agent import AgentDeps
 from evals.base import read_jsonl
 from evals.copy import HELDOUT, LABELLED, CopyQualityEval, sample_context
 from evals.report import Report, evaluate_gates, load_gates, render_html
-from evals.runner import DEFAULT_FACTORIES, SUITES
 from retrieval.recommender import HybridRecommender
-from tailor.errors import DataError
-from tailor.settings import Settings
-from tailor.store import Store
+from tailor.app.evaluate import DEFAULT_FACTORIES, SUITES
+from tailor.core.errors import DataError
+from tailor.core.settings import Settings
+from tailor.data.store import Store
 from tests.retailers import HARBOUR, HEARTH, RETAILERS
 
 NOW = datetime(2011, 12, 10, 10, tzinfo=UTC)

@@ -18,8 +18,8 @@ from evals.generation import (
     syllables,
 )
 from retrieval.recommender import HybridRecommender
-from tailor.errors import DataError
-from tailor.models import (
+from tailor.core.errors import DataError
+from tailor.core.models import (
     Consent,
     Customer,
     Email,
@@ -30,8 +30,8 @@ from tailor.models import (
     ExplanationSentence,
     Item,
 )
-from tailor.settings import Settings
-from tailor.store import Store
+from tailor.core.settings import Settings
+from tailor.data.store import Store
 from tests.retailers import HEARTH
 
 NOW = datetime(2011, 12, 10, 10, tzinfo=UTC)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from evals.policy import Decision, PolicyEval, ips, load_decisions, simulate, snips, synthetic_log
-from tailor.errors import DataError, RecordError
+from tailor.core.errors import DataError, RecordError
 
 
 def test_ips_and_snips_recover_the_known_value_of_each_policy() -> None:

@@ -13,7 +13,7 @@ from rich.console import Console
 from evals.base import read_jsonl, write_jsonl
 from evals.compare import compare, compare_files, direction, print_header, print_table, to_html
 from evals.report import Report, evaluate_gates, load_gates, load_report
-from tailor.errors import ConfigError, DataError, RecordError
+from tailor.core.errors import ConfigError, DataError, RecordError
 
 GATES = {"ranking.tailor.all.recall@10": {"min": 0.3}, "generation.grounding.violation_rate": {"max": 0.0}}
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from evals.base import Artifact
-from evals.runner import (
+from tailor.app.evaluate import (
     DEFAULT_HOLDOUT_DAYS,
     SuiteInput,
     decisions_path,
@@ -19,10 +19,10 @@ from evals.runner import (
     eval_command,
     run_suites,
 )
-from tailor.errors import ConfigError, DataError
-from tailor.models import Consent, Customer, Event, EventKind, Item
-from tailor.settings import Settings
-from tailor.store import Store
+from tailor.core.errors import ConfigError, DataError
+from tailor.core.models import Consent, Customer, Event, EventKind, Item
+from tailor.core.settings import Settings
+from tailor.data.store import Store
 
 
 class OnceEval:
@@ -267,7 +267,7 @@ def test_ranking_suite_runs_on_any_store_with_a_holdout_by_default(tmp_path: Pat
 def test_eval_cli_takes_a_cut_or_holdout_days(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from tailor.cli import app
+    from tailor.app.cli import app
 
     settings = Settings(data_dir=tmp_path / "data")
     synthetic_store(settings)

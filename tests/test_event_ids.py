@@ -15,15 +15,15 @@ from typing import Any
 
 import pytest
 
-from evals.protocol import purchases_from_store
 from retrieval.ranker import Ranker
 from retrieval.recommender import HybridRecommender
-from tailor.errors import ConflictError
-from tailor.models import Customer, Event, EventKind
-from tailor.segment import from_segment
-from tailor.service import Tailor
-from tailor.settings import Settings
-from tailor.store import Store
+from tailor.app.service import Tailor
+from tailor.core.errors import ConflictError
+from tailor.core.models import Customer, Event, EventKind
+from tailor.core.settings import Settings
+from tailor.data.frame import purchases_from_store
+from tailor.data.segment import from_segment
+from tailor.data.store import Store
 from tests.server import seed_store, segment_view
 
 NOW = "2011-12-10T10:00:00+00:00"

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tailor.api import create_key
-from tailor.ops import Ops
-from tailor.settings import Settings
+from tailor.app.api import create_key
+from tailor.app.ops import Ops
+from tailor.core.settings import Settings
 from tests.server import ServerProcess, seed_store
 
 pytestmark = pytest.mark.slow

@@ -14,10 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from tailor import cli
-from tailor.api import create_app, create_key
-from tailor.ops import Ops
-from tailor.settings import Settings
+from tailor.app import cli
+from tailor.app.api import create_app, create_key
+from tailor.app.ops import Ops
+from tailor.core.settings import Settings
 from tests.server import ScriptedTailor, seed_store
 
 GONE = "101"

@@ -11,7 +11,7 @@ from guardrails import grounding, output
 from guardrails._text import PhraseIndex, find_phrases, phrase_pattern
 from guardrails.base import RailContext, Verdict
 from guardrails.runner import check_all
-from tailor.models import Consent, Customer, Item
+from tailor.core.models import Consent, Customer, Item
 from tests.retailers import HEARTH
 
 ANN = Customer(

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from tailor.errors import DataError, RecordError
-from tailor.importer import import_dir
-from tailor.models import EventKind
-from tailor.store import Store
+from tailor.core.errors import DataError, RecordError
+from tailor.core.models import EventKind
+from tailor.data.importer import import_dir
+from tailor.data.store import Store
 
 ITEM = {
     "id": "A1",

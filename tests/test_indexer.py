@@ -12,10 +12,10 @@ import pytest
 from retrieval.embeddings import Embedder, EmbeddingCache
 from retrieval.indexer import index_catalog, index_history, taste_vector, update_customer
 from retrieval.vector_store import VectorStore
-from tailor.errors import DataError, NotFoundError
-from tailor.models import Event, EventKind
-from tailor.settings import Settings
-from tailor.store import Store
+from tailor.core.errors import DataError, NotFoundError
+from tailor.core.models import Event, EventKind
+from tailor.core.settings import Settings
+from tailor.data.store import Store
 
 pytestmark = pytest.mark.slow
 

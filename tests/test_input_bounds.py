@@ -17,7 +17,8 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from agent.support import Suggestion, SupportAnswer
-from tailor.models import (
+from tailor.app.render import print_outcome, print_support, terminal_safe
+from tailor.core.models import (
     FROM_STORE,
     MAX_NAME_LENGTH,
     MAX_TEXT_LENGTH,
@@ -25,7 +26,6 @@ from tailor.models import (
     Event,
     Item,
 )
-from tailor.render import print_outcome, print_support, terminal_safe
 from tests.server import Outcome, seed_store
 
 AT = datetime(2011, 12, 1, tzinfo=UTC)
@@ -112,7 +112,7 @@ def test_tailor_support_prints_stored_text_escaped() -> None:
 
 
 def test_an_email_preview_prints_escaped() -> None:
-    from tailor.models import Email
+    from tailor.core.models import Email
 
     email = Email(
         customer_id="100",
@@ -130,7 +130,7 @@ def test_an_email_preview_prints_escaped() -> None:
 
 
 def _cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "tailor.cli", *args, "--data-dir", str(data_dir)]
+    command = [sys.executable, "-m", "tailor.app.cli", *args, "--data-dir", str(data_dir)]
     return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
 
 

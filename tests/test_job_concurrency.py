@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 
 from agent.writers import CopyRequest, OpenAIWriter, ProductFacts
-from guardrails.brand_config import load_brand
-from tailor import budget
-from tailor.errors import LLMTimeoutError
-from tailor.jobs import JobRunner
-from tailor.models import Customer, Email
-from tailor.ops import Ops
-from tailor.settings import Settings
-from tailor.store import Store
+from tailor.app.jobs import JobRunner
+from tailor.app.ops import Ops
+from tailor.core import budget
+from tailor.core.brand import load_brand
+from tailor.core.errors import LLMTimeoutError
+from tailor.core.models import Customer, Email
+from tailor.core.settings import Settings
+from tailor.data.store import Store
 from tests.openai_endpoint import scripted_endpoint, stall
 from tests.server import Outcome
 

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, time
 import pytest
 from pydantic import ValidationError
 
-from tailor.models import Customer, Event, EventKind, Item, QuietHours, format_price
+from tailor.core.models import Customer, Event, EventKind, Item, QuietHours, format_price
 
 
 def test_item_rejects_blank_title_and_names_the_field() -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tailor.errors import ConflictError, DataError, NotFoundError
-from tailor.ops import Ops, body_hash
+from tailor.app.ops import Ops, body_hash
+from tailor.core.errors import ConflictError, DataError, NotFoundError
 
 
 @pytest.fixture

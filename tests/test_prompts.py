@@ -10,9 +10,9 @@ from jinja2.exceptions import SecurityError
 
 from agent.writers import CopyRequest, OpenAIWriter, ProductFacts, TemplateWriter
 from prompts import PROMPTS_DIR, environment, render, template_ref
-from tailor.errors import ConfigError
-from tailor.models import Evidence
-from tailor.settings import Settings
+from tailor.core.errors import ConfigError
+from tailor.core.models import Evidence
+from tailor.core.settings import Settings
 from tests.retailers import HEARTH
 
 SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"

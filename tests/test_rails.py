@@ -10,8 +10,8 @@ from agent.compose import other_customers
 from guardrails import brand, consent, grounding, injection, output, privacy
 from guardrails.base import RailContext, Verdict
 from guardrails.runner import check_all, check_email
-from tailor.models import Consent, Customer, Event, EventKind, Item, QuietHours
-from tailor.store import Store
+from tailor.core.models import Consent, Customer, Event, EventKind, Item, QuietHours
+from tailor.data.store import Store
 from tests.retailers import HEARTH
 
 NOW = datetime(2011, 12, 10, 10, tzinfo=UTC)

@@ -7,9 +7,9 @@ import pytest
 
 from guardrails import brand, injection, privacy
 from guardrails.base import RailContext, Verdict
-from guardrails.brand_config import BrandConfig
 from guardrails.runner import check_email
-from tailor.models import Item
+from tailor.core.brand import BrandConfig
+from tailor.core.models import Item
 from tests.retailers import HEARTH
 from tests.test_rails import ANN, MUG, NOW
 

@@ -13,7 +13,7 @@ from guardrails import copy_quality
 from guardrails.base import RailContext
 from guardrails.runner import check_email
 from retrieval.embeddings import Embedder
-from tailor.models import Consent, Customer, Evidence, Item
+from tailor.core.models import Consent, Customer, Evidence, Item
 from tests.retailers import Retailer
 
 CUSTOMER = Customer(

@@ -23,8 +23,8 @@ from retrieval.features import (
     item_stats,
 )
 from retrieval.ranker import SCORERS, Ranker, TreeEnsemble, _train_trees, label_window
-from tailor.errors import DataError, NotFoundError
-from tailor.synthetic import SyntheticStore
+from tailor.core.errors import DataError, NotFoundError
+from tailor.data.synthetic import SyntheticStore
 
 START = pd.Timestamp("2011-01-01", tz="UTC")
 CUT = START + pd.Timedelta(days=300)

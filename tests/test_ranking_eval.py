@@ -16,8 +16,6 @@ from evals.protocol import (
     holdout_split,
     mrr_at,
     ndcg_at,
-    purchases_from_uci,
-    read_uci,
     recall_at,
     sized_holdout_days,
     temporal_split,
@@ -30,7 +28,9 @@ from evals.ranking import (
     rebuy_by_recency,
     reference_rankers,
 )
-from tailor.errors import DataError
+from tailor.core.errors import DataError
+from tailor.data.frame import purchases_from_uci
+from tailor.data.uci import read_uci
 
 CUT = "2011-01-10"
 

@@ -18,14 +18,14 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from tailor.api import create_app, create_key
-from tailor.errors import DataError, RecordError
-from tailor.importer import import_dir
-from tailor.models import Customer, Event, Item
-from tailor.segment import from_segment
-from tailor.service import Tailor
-from tailor.settings import Settings
-from tailor.store import Store
+from tailor.app.api import create_app, create_key
+from tailor.app.service import Tailor
+from tailor.core.errors import DataError, RecordError
+from tailor.core.models import Customer, Event, Item
+from tailor.core.settings import Settings
+from tailor.data.importer import import_dir
+from tailor.data.segment import from_segment
+from tailor.data.store import Store
 from tests.server import seed_store, segment_view
 
 AT = datetime(2011, 12, 9, tzinfo=UTC)

@@ -15,17 +15,17 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from evals.protocol import purchases_from_store
 from retrieval.embeddings import Embedder, EmbeddingCache
 from retrieval.features import _rows_dot, _t64
 from retrieval.ranker import Ranker
 from retrieval.recommender import HybridRecommender, item_text_vectors
 from retrieval.rules import ColdStart
-from tailor.errors import NotFoundError
-from tailor.models import Customer, Event, EventKind, Item
-from tailor.service import Tailor
-from tailor.settings import Settings
-from tailor.store import Store
+from tailor.app.service import Tailor
+from tailor.core.errors import NotFoundError
+from tailor.core.models import Customer, Event, EventKind, Item
+from tailor.core.settings import Settings
+from tailor.data.frame import purchases_from_store
+from tailor.data.store import Store
 
 pytestmark = pytest.mark.slow
 

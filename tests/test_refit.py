@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evals.protocol import purchases_from_store
 from retrieval.ranker import Ranker
 from retrieval.recommender import item_text_vectors
-from tailor.errors import BackendError, DataError
-from tailor.models import Event, EventKind
-from tailor.service import Tailor
-from tailor.settings import Settings
+from tailor.app.service import Tailor
+from tailor.core.errors import BackendError, DataError
+from tailor.core.models import Event, EventKind
+from tailor.core.settings import Settings
+from tailor.data.frame import purchases_from_store
 from tests.server import seed_store
 
 pytestmark = pytest.mark.slow
@@ -218,7 +218,7 @@ def test_closing_the_service_ends_a_fit_under_way(tmp_path: Path) -> None:
 
 def _canonical(folder: Path, tmp: Path) -> Path:
     """``seed_store``'s store written out as a canonical folder, for ``tailor import``."""
-    from tailor.store import Store
+    from tailor.data.store import Store
 
     seed_store(tmp, n_customers=12)
     store = Store(tmp / "tailor.db")

@@ -15,15 +15,15 @@ from agent.state import Plan, PlannedProduct
 from agent.writers import CopyRequest, OpenAIWriter, ProductFacts, TemplateWriter
 from guardrails import brand, grounding
 from guardrails.base import RailContext
-from guardrails.brand_config import load_brand
 from guardrails.runner import check_email, failed
 from prompts import render
 from retrieval.recommender import popular_summary
-from tailor.errors import ConfigError
-from tailor.importer import import_dir
-from tailor.models import Consent, Customer, Evidence, Item
-from tailor.settings import Settings
-from tailor.store import Store
+from tailor.core.brand import load_brand
+from tailor.core.errors import ConfigError
+from tailor.core.models import Consent, Customer, Evidence, Item
+from tailor.core.settings import Settings
+from tailor.data.importer import import_dir
+from tailor.data.store import Store
 from tests.retailers import HARBOUR, HEARTH, RETAILERS, Retailer, rebrand_item
 
 NOW = datetime(2011, 12, 10, 10, tzinfo=UTC)

@@ -10,9 +10,9 @@ import pytest
 from pydantic import ValidationError
 
 from retrieval.rules import ColdStart, RuleConfig, apply_rules
-from tailor.errors import DataError
-from tailor.models import Item
-from tailor.settings import Settings
+from tailor.core.errors import DataError
+from tailor.core.models import Item
+from tailor.core.settings import Settings
 
 NOW = datetime(2011, 12, 1, tzinfo=UTC)
 

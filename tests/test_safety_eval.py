@@ -8,7 +8,7 @@ from typing import Any
 
 from evals.make_redteam import build, build_untrusted
 from evals.safety import DATA, SafetyEval
-from tailor.models import Item
+from tailor.core.models import Item
 from tests.retailers import HEARTH
 
 # Each red-team category and the rail that must block it.

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tailor.errors import NotFoundError
-from tailor.models import Customer, Event, EventKind, Item
-from tailor.store import Store
+from tailor.core.errors import NotFoundError
+from tailor.core.models import Customer, Event, EventKind, Item
+from tailor.data.store import Store
 
 
 def _seed(store: Store) -> None:

@@ -7,10 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tailor.errors import DataError
-from tailor.importer import import_dir
-from tailor.store import Store
-from tailor.synthetic import SyntheticStore, write_canonical
+from tailor.core.errors import DataError
+from tailor.data.importer import import_dir
+from tailor.data.store import Store
+from tailor.data.synthetic import SyntheticStore, write_canonical
 
 
 def test_the_same_seed_draws_the_same_store_and_another_seed_another() -> None:

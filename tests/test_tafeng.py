@@ -11,12 +11,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tailor.errors import DataError, RecordError
-from tailor.importer import import_dir
-from tailor.models import Customer, Event, Item
-from tailor.settings import Settings
-from tailor.store import Store
-from tailor.tafeng import DATASET, URL_BASE, convert, purchases_frame, read_header
+from tailor.core.errors import DataError, RecordError
+from tailor.core.models import Customer, Event, Item
+from tailor.core.settings import Settings
+from tailor.data.importer import import_dir
+from tailor.data.store import Store
+from tailor.data.tafeng import DATASET, URL_BASE, convert, purchases_frame, read_header
 from tests.retailers import HARBOUR, HARBOUR_PATH
 
 REPO = Path(__file__).resolve().parent.parent
@@ -261,7 +261,7 @@ def test_missing_columns_and_bad_zips_are_named(tmp_path: Path) -> None:
 
 
 def test_import_tells_the_three_sources_apart(tmp_path: Path) -> None:
-    from tailor.service import Tailor
+    from tailor.app.service import Tailor
 
     good = _csv(tmp_path, GOOD_ROW, line(CUSTOMER_ID="00418683"))
     assert read_header(good)[0] == "TRANSACTION_DT"  # the byte-order mark is not part of the name
@@ -301,8 +301,8 @@ TAFENG_NOW = "2001-03-01T10:00:00+08:00"
 def test_import_index_recommend_email_why_support_and_the_ranking_eval(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from tailor.cli import app
-    from tailor.service import Tailor
+    from tailor.app.cli import app
+    from tailor.app.service import Tailor
 
     data = tmp_path / "data"
     # The store's own retailer configuration: its currency, its link domain, its voice.

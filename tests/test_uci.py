@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tailor.errors import DataError
-from tailor.models import EventKind
-from tailor.store import Store
-from tailor.uci import categorize, clean_title
+from tailor.core.errors import DataError
+from tailor.core.models import EventKind
+from tailor.data.store import Store
+from tailor.data.uci import categorize, clean_title
 
 from .conftest import PARQUET, SLICE_CUSTOMERS
 
@@ -53,7 +53,7 @@ def test_one_spelling_per_stock_code(slice_store: Store) -> None:
 
 
 def test_conversion_is_deterministic(slice_dir: Path, tmp_path: Path) -> None:
-    from tailor.uci import convert
+    from tailor.data.uci import convert
 
     convert(PARQUET, tmp_path, customers_limit=SLICE_CUSTOMERS)
     for name in ("items.jsonl", "customers.jsonl"):
@@ -68,7 +68,7 @@ def _ii(rows: pd.DataFrame) -> pd.DataFrame:
 
 def test_online_retail_ii_converts_as_online_retail(tmp_path: Path) -> None:
     """Online Retail II names three columns differently and keeps dates as text: its rows convert alike."""
-    from tailor.uci import convert
+    from tailor.data.uci import convert
 
     rows = pd.read_parquet(PARQUET).head(400)
     rows.to_parquet(tmp_path / "i.parquet")
@@ -88,7 +88,7 @@ def test_online_retail_ii_converts_as_online_retail(tmp_path: Path) -> None:
 def test_both_years_convert_into_one_history(tmp_path: Path) -> None:
     """Online Retail II's year before Online Retail, given with it: its lines up to Online Retail's first day
     join the history, the nine overlapping days are read once, and the source names both datasets."""
-    from tailor.uci import convert
+    from tailor.data.uci import convert
 
     rows = pd.read_parquet(PARQUET).head(300)
     year_before = rows.head(120).assign(InvoiceDate=rows.head(120)["InvoiceDate"] - pd.Timedelta(days=200))

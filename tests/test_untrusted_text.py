@@ -13,7 +13,7 @@ from agent.state import Plan, PlannedProduct
 from agent.writers import CopyRequest, EmailCopy, ProductFacts, TemplateWriter
 from guardrails import check_email, injection, untrusted
 from guardrails.base import RailContext, Verdict
-from tailor.models import Consent, Customer, Evidence, Item
+from tailor.core.models import Consent, Customer, Evidence, Item
 from tests.retailers import Retailer
 
 NOW = datetime(2011, 12, 9, 11, tzinfo=UTC)
@@ -188,7 +188,7 @@ def test_the_cli_shows_what_the_rails_withheld() -> None:
     from rich.console import Console
 
     from agent.support import GuardrailNote, Suggestion, SupportAnswer
-    from tailor.render import print_support
+    from tailor.app.render import print_support
 
     note = GuardrailNote(
         kind="resolve",
@@ -216,7 +216,7 @@ def test_a_quoted_ticket_stays_inside_its_quotation(retailer: Retailer) -> None:
     """A line break or a quote mark in a ticket cannot end the quotation and make a talking point of its
     own: what follows it is still quoted data."""
     from agent.support import resolve_suggestion
-    from tailor.models import Event, EventKind
+    from tailor.core.models import Event, EventKind
 
     ticket = Event(
         id="ev_1",

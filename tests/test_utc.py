@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pandas as pd
 
-from tailor.utc import as_utc, utc_series, utc_timestamp
+from tailor.core.utc import as_utc, utc_series, utc_timestamp
 
 PARIS_WINTER = timezone(timedelta(hours=1))
 

@@ -15,9 +15,9 @@ import numpy.typing as npt
 import pytest
 
 from retrieval.vector_store import TEXT_DIM, HistoryHit, VectorStore, content_hash, point_id
-from tailor.errors import DataError, VectorStoreError
-from tailor.models import Event, EventKind, Item
-from tailor.settings import Settings
+from tailor.core.errors import DataError, VectorStoreError
+from tailor.core.models import Event, EventKind, Item
+from tailor.core.settings import Settings
 from tests.qdrant_backends import BACKENDS, free_port, qdrant_binary, qdrant_server
 
 Matrix = npt.NDArray[np.float32]

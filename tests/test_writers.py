@@ -24,13 +24,13 @@ from agent.writers import (
     Writer,
     hints_for,
 )
-from guardrails.brand_config import BrandConfig
 from retrieval.recommender import HybridRecommender
-from tailor.errors import LLMError, LLMOutputError, LLMTimeoutError
-from tailor.logs import LIBRARY_LOGGERS, quiet_libraries
-from tailor.models import Evidence
-from tailor.settings import Settings
-from tailor.store import Store
+from tailor.core.brand import BrandConfig
+from tailor.core.errors import LLMError, LLMOutputError, LLMTimeoutError
+from tailor.core.logs import LIBRARY_LOGGERS, quiet_libraries
+from tailor.core.models import Evidence
+from tailor.core.settings import Settings
+from tailor.data.store import Store
 from tests.llm_server import llm_server
 from tests.openai_endpoint import Reply, chat, copy_replies, scripted_endpoint, stall
 from tests.retailers import HEARTH, Retailer

@@ -9,7 +9,7 @@ from agent.audit import record
 from agent.context import AgentDeps
 from agent.state import EmailState
 from guardrails import failed
-from tailor.models import Refusal
+from tailor.core.models import Refusal
 
 
 async def finalize(state: EmailState, runtime: Runtime[AgentDeps]) -> dict[str, Any]:

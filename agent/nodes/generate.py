@@ -9,7 +9,7 @@ from agent.audit import record, write_fields
 from agent.context import AgentDeps
 from agent.state import EmailState, Plan
 from agent.writers import CopyRequest, ProductFacts, Writer, WriteResult
-from tailor.errors import LLMError, LLMOutputError
+from tailor.core.errors import LLMError, LLMOutputError
 
 
 def copy_request(

@@ -9,8 +9,8 @@ from agent.audit import record
 from agent.context import AgentDeps
 from agent.state import EmailState
 from guardrails.consent import check_send
-from tailor.errors import NotFoundError
-from tailor.models import Refusal
+from tailor.core.errors import NotFoundError
+from tailor.core.models import Refusal
 
 _HISTORY = 500
 

@@ -9,7 +9,7 @@ from agent.audit import record
 from agent.context import AgentDeps
 from agent.planner import plan_action, refused_plan
 from agent.state import EmailState
-from tailor.models import Refusal
+from tailor.core.models import Refusal
 
 
 async def plan(state: EmailState, runtime: Runtime[AgentDeps]) -> dict[str, Any]:

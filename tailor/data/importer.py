@@ -26,9 +26,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from tailor.errors import DataError, RecordError
-from tailor.models import Customer, Event, Item
-from tailor.store import Store
+from tailor.core.errors import DataError, RecordError
+from tailor.core.models import Customer, Event, Item
+from tailor.data.store import Store
 
 __all__ = ["RANKER_INPUT", "ImportReport", "import_dir", "ranker_input", "read_records"]
 

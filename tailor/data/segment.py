@@ -10,7 +10,7 @@ written: a batch is ingested whole or not at all.
 
 Event ids derive from Segment's ``messageId``, so a redelivered call is stored once. A messageId names one
 call: sent again for another user or another event, in the same batch or later, it is a conflict and the
-batch is refused (``tailor.store``), never folded into the earlier call's customer. A call without
+batch is refused (``tailor.data.store``), never folded into the earlier call's customer. A call without
 ``timestamp`` or ``sentAt`` is dated when its body arrives, so only its redelivery within that body is the
 same call; a sender that retries later must send a timestamp.
 
@@ -30,8 +30,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tailor.errors import ConflictError, RecordError
-from tailor.models import Customer, Event, EventKind
+from tailor.core.errors import ConflictError, RecordError
+from tailor.core.models import Customer, Event, EventKind
 
 __all__ = ["CALL_TYPES", "TRACK_EVENTS", "SegmentResult", "from_segment", "is_segment"]
 

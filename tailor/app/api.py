@@ -2,7 +2,7 @@
 
 Every error leaves in one shape, ``{"error": {"code", "message", "field"}}``. Work that may call the
 model (emails, campaigns) is never done inside a request: it becomes a job in the ops database, answered
-at once with 202 and a job id, and run by ``tailor.jobs.JobRunner``.
+at once with 202 and a job id, and run by ``tailor.app.jobs.JobRunner``.
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tailor.audience import Audience, select
-from tailor.errors import (
+from tailor.app.jobs import Facade, JobRunner, TriggerSpec, check_callback_url
+from tailor.app.metrics import Metrics
+from tailor.app.ops import ApiKey, Ops, body_hash
+from tailor.core.errors import (
     BackendError,
     ConfigError,
     ConflictError,
@@ -39,17 +41,15 @@ from tailor.errors import (
     RecordError,
     TailorError,
 )
-from tailor.jobs import Facade, JobRunner, TriggerSpec, check_callback_url
-from tailor.logs import describe, quiet_libraries
-from tailor.metrics import Metrics
-from tailor.models import MAX_ID_LENGTH, Consent, Customer, Event, refuse_control
-from tailor.ops import ApiKey, Ops, body_hash
-from tailor.segment import from_segment, is_segment
-from tailor.settings import Settings
+from tailor.core.logs import describe, quiet_libraries
+from tailor.core.models import MAX_ID_LENGTH, Consent, Customer, Event, refuse_control
+from tailor.core.settings import Settings
+from tailor.data.audience import Audience, select
+from tailor.data.segment import from_segment, is_segment
 
 __all__ = ["ApiError", "EventsOut", "TokenBuckets", "create_app", "create_key", "serve"]
 
-log = logging.getLogger("tailor.api")
+log = logging.getLogger("tailor.app.api")
 
 ASGIApp = Callable[
     [MutableMapping[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
@@ -106,7 +106,7 @@ class _In(BaseModel):
 
 
 # Free text in a request body: bounded (each field's limit is named in its 422) and free of control and
-# bidirectional formatting characters, which are refused as in ``tailor.models`` (see ``refuse_control``).
+# bidirectional formatting characters, refused as in ``tailor.core.models`` (see ``refuse_control``).
 _Clean = AfterValidator(refuse_control)
 _Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH), _Clean]
 _Url = Annotated[str, Field(max_length=2000), _Clean]
@@ -119,7 +119,7 @@ class EmailTriggerIn(_In):
 
 
 class SegmentIn(Audience):
-    """A campaign's segment: ids, a filter on profile and purchase facts, or both (``tailor.audience``)."""
+    """A campaign's audience: ids, a filter on profile and purchase facts, or both."""
 
 
 class CampaignIn(_In):
@@ -194,7 +194,7 @@ class _Shell:
     Unexpected errors end here rather than in an ``Exception`` handler: Starlette re-raises after such a
     handler has answered, and uvicorn then logs the traceback with the exception's message, which may
     quote the request (a support question, a profile), and drops the keep-alive connection. Here the log
-    gets the error's type and where it was raised (``tailor.logs.describe``) and nothing else.
+    gets the error's type and where it was raised (``tailor.core.logs.describe``) and nothing else.
     """
 
     def __init__(self, app: ASGIApp, max_body: int, metrics: Metrics) -> None:
@@ -384,7 +384,7 @@ def _job_links(job_id: str) -> dict[str, str]:
 
 
 def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bool = True) -> FastAPI:
-    """The FastAPI app. ``facade`` defaults to ``tailor.service.Tailor.open(settings)`` (opened at startup
+    """The FastAPI app. ``facade`` defaults to ``tailor.app.service.Tailor.open(settings)`` (opened at startup
     and closed at shutdown); a given one is left open. ``run_jobs=False`` leaves jobs queued (tests)."""
     quiet_libraries()
     metrics = Metrics()
@@ -394,11 +394,12 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
         import scipy.linalg  # noqa: F401 -- loads the BLAS the ranker uses, so the limit below reaches it
         from threadpoolctl import threadpool_limits
 
-        # For the process, not a block: request handlers run on other threads. Measured in tailor/settings.py.
+        # For the process, not a block: request handlers run on other threads. Measured in
+        # tailor/core/settings.py.
         threadpool_limits(limits=settings.serve_blas_threads, user_api="blas")
         owned = facade is None
         if facade is None:
-            from tailor.service import Tailor
+            from tailor.app.service import Tailor
 
             # torch whole before the first request: scipy looks torch up in sys.modules on array operations,
             # and a request doing one while the warm-up (or another request) is half way through importing
@@ -408,7 +409,7 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
 
             opened: object = await run_in_threadpool(Tailor.open, settings)
             if not isinstance(opened, Facade):
-                raise ConfigError("tailor.service.Tailor lacks methods the HTTP service needs")
+                raise ConfigError("tailor.app.service.Tailor lacks methods the HTTP service needs")
             the_facade: Facade = opened
         else:
             the_facade = facade

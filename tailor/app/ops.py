@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from tailor.errors import ConflictError, DataError, NotFoundError
+from tailor.core.errors import ConflictError, DataError, NotFoundError
 
 __all__ = [
     "ROLES",

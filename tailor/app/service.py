@@ -22,16 +22,16 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from tailor.errors import BackendError, ConsentError, DataError, NotFoundError, TailorError
-from tailor.importer import ImportReport, import_dir
-from tailor.logs import describe
-from tailor.models import Consent, Customer, Event, EventKind, Explanation, Recommendation
-from tailor.settings import Settings
-from tailor.store import Store
+from tailor.core.errors import BackendError, ConsentError, DataError, NotFoundError, TailorError
+from tailor.core.logs import describe
+from tailor.core.models import Consent, Customer, Event, EventKind, Explanation, Recommendation
+from tailor.core.settings import Settings
+from tailor.data.importer import ImportReport, import_dir
+from tailor.data.store import Store
 
 __all__ = ["DEMO_SOURCE", "Refits", "Tailor"]
 
-_ROOT = Path(__file__).resolve().parent.parent
+_ROOT = Path(__file__).resolve().parents[2]
 # The demo store: the retailer's two years, Online Retail II's 2009-2010 sheet, then Online Retail.
 DEMO_SOURCE: tuple[Path, ...] = (
     _ROOT / "data" / "raw" / "online_retail_ii_2009_2010.parquet",
@@ -41,7 +41,7 @@ DEMO_SOURCE: tuple[Path, ...] = (
 Progress = Callable[[str, int, int], None]
 
 _FITTED = "ranker_fitted"
-log = logging.getLogger("tailor.service")
+log = logging.getLogger("tailor.app.service")
 
 
 class Refits:
@@ -181,7 +181,7 @@ class Tailor:
         """Convert UCI Online Retail to the canonical format under the data dir, then import it.
 
         Several files (Online Retail II's 2009-2010 year beside Online Retail) make one history."""
-        from tailor.uci import convert
+        from tailor.data.uci import convert
 
         paths = [parquet] if isinstance(parquet, Path) else list(parquet)
         for path in paths:
@@ -203,7 +203,7 @@ class Tailor:
     ) -> ImportReport:
         """Convert the Ta-Feng grocery file (.csv.zip or .csv) to the canonical format under the data dir,
         then import it. Its clock is historical: set TAILOR_NOW to the morning after its last day."""
-        from tailor.tafeng import convert
+        from tailor.data.tafeng import convert
 
         if not path.exists():
             raise DataError(f"{path} does not exist", hint="pass the path of ta_feng.csv.zip")
@@ -223,7 +223,7 @@ class Tailor:
     ) -> ImportReport:
         """``tailor import``: a canonical folder, UCI Online Retail .parquet files, or the Ta-Feng file
         (.csv.zip or .csv, told by its columns). Nothing given: the demo store."""
-        from tailor.tafeng import COLUMNS, is_tafeng, read_header
+        from tailor.data.tafeng import COLUMNS, is_tafeng, read_header
 
         paths = list(sources) or list(DEMO_SOURCE)
         if len(paths) > 1 and any(p.suffix != ".parquet" for p in paths):
@@ -347,10 +347,10 @@ class Tailor:
         }
 
     def _ranker_input(self) -> Any:
-        """What the ranker is fitted on, as the last import left it (``tailor.importer.ranker_input``): a
+        """What the ranker is fitted on, as the last import left it (``tailor.data.importer.ranker_input``): a
         change to an item's description alone does not change it. A store imported before that fingerprint
         existed has the import's own."""
-        from tailor.importer import RANKER_INPUT
+        from tailor.data.importer import RANKER_INPUT
 
         value = self.store.get_meta(RANKER_INPUT)
         return value if value is not None else self.store.get_meta("import_fingerprint")
@@ -361,7 +361,8 @@ class Tailor:
         Requests keep being answered by the old ranker while the new one fits (about a minute on the demo
         store, on two cores). A customer forgotten during the fit is purged from the new ranker before it
         is swapped in, and stays counted in ``forgotten_since_fit`` until a fit that never saw them.
-        ``isolated`` fits in a child process at a lower priority (``tailor.fit_worker``), as a server must.
+        ``isolated`` fits in a child process at a lower priority (``tailor.app.fit_worker``), as a server
+        must.
         """
         with self.refits.exclusive(), self.refits.tracking():
             return self._fit_and_swap(isolated=isolated)
@@ -424,8 +425,8 @@ class Tailor:
         }
 
     def _fit_here(self, vectors: dict[str, Any]) -> Any:
-        from evals.protocol import purchases_from_store
         from retrieval.ranker import Ranker
+        from tailor.data.frame import purchases_from_store
 
         ranker = Ranker().fit(purchases_from_store(self.store), vectors or None, now=self.now())
         _release_memory()
@@ -433,7 +434,7 @@ class Tailor:
 
     def _fit_in_child(self, vectors: dict[str, Any]) -> Any:
         from retrieval.ranker import Ranker
-        from tailor.fit_worker import write_vectors
+        from tailor.app.fit_worker import write_vectors
 
         # Absolute paths: the worker runs from the repository root, wherever the data dir is said to be.
         with tempfile.TemporaryDirectory(prefix="refit-", dir=self.settings.data_dir.resolve()) as tmp:
@@ -442,7 +443,7 @@ class Tailor:
             command = [
                 sys.executable,
                 "-m",
-                "tailor.fit_worker",
+                "tailor.app.fit_worker",
                 "--store",
                 str(self.settings.store_path.resolve()),
                 "--vectors",
@@ -538,7 +539,7 @@ class Tailor:
 
     @cached_property
     def brand(self) -> Any:
-        from guardrails.brand_config import load_brand
+        from tailor.core.brand import load_brand
 
         return load_brand(self.settings.brand_config)
 

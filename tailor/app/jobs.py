@@ -32,11 +32,12 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from tailor import budget
-from tailor.errors import BackendError, DataError, NotFoundError, TailorError
-from tailor.logs import describe
-from tailor.metrics import Metrics, record_outcome
-from tailor.models import (
+from tailor.app.metrics import Metrics, record_outcome
+from tailor.app.ops import JobItem, Ops
+from tailor.core import budget
+from tailor.core.errors import BackendError, DataError, NotFoundError, TailorError
+from tailor.core.logs import describe
+from tailor.core.models import (
     MAX_ID_LENGTH,
     Customer,
     Email,
@@ -46,13 +47,12 @@ from tailor.models import (
     Refusal,
     refuse_control,
 )
-from tailor.ops import JobItem, Ops
-from tailor.settings import Settings
-from tailor.store import Store
+from tailor.core.settings import Settings
+from tailor.data.store import Store
 
 __all__ = ["EmailOutcomeLike", "Facade", "JobRunner", "TriggerSpec", "check_callback_url", "to_trigger"]
 
-log = logging.getLogger("tailor.jobs")
+log = logging.getLogger("tailor.app.jobs")
 
 _MAX_DELAY_S = 300.0
 _CALLBACK_TRIES = 5
@@ -81,7 +81,7 @@ class EmailOutcomeLike(Protocol):
 
 @runtime_checkable
 class Facade(Protocol):
-    """What the service needs from ``tailor.service.Tailor`` (``set_consent`` is used when it has one)."""
+    """What the service needs from ``tailor.app.service.Tailor`` (``set_consent`` is used when it has one)."""
 
     settings: Settings
     store: Store
@@ -161,7 +161,7 @@ class JobRunner:
     A dispatcher thread hands due items to the workers (``Ops.next_item``: never two items of one
     customer at once, and a free worker goes to the job with the fewest items running, so a campaign
     cannot hold every worker while a webhook waits). Each item runs under ``settings.job_time_budget_s``
-    (``tailor.budget``): a hanging model costs an item that long at most, so it delays a job queued
+    (``tailor.core.budget``): a hanging model costs an item that long at most, so it delays a job queued
     behind it by one budget at most. ``run_once`` processes one item in the caller's thread (tests).
     """
 

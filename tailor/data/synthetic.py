@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tailor.errors import DataError
-from tailor.models import Consent, Customer, Event, EventKind, Item, QuietHours
+from tailor.core.errors import DataError
+from tailor.core.models import Consent, Customer, Event, EventKind, Item, QuietHours
 
 __all__ = ["SyntheticStore", "write_canonical"]
 
@@ -283,7 +283,7 @@ def write_canonical(spec: SyntheticStore, out_dir: Path) -> dict[str, int]:
 
     write("events", events())
     source = {
-        "dataset": "synthetic (tailor.synthetic.SyntheticStore)",
+        "dataset": "synthetic (tailor.data.synthetic.SyntheticStore)",
         "parameters": asdict(spec),
         "synthetic": ["everything"],
         "generated_at": datetime.now(UTC).isoformat(),

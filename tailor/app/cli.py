@@ -15,11 +15,11 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tailor.errors import NotFoundError, TailorError
-from tailor.logs import quiet_libraries
-from tailor.models import CONTROL_CHARACTERS
-from tailor.render import markup_safe
-from tailor.settings import Settings
+from tailor.app.render import markup_safe
+from tailor.core.errors import NotFoundError, TailorError
+from tailor.core.logs import quiet_libraries
+from tailor.core.models import CONTROL_CHARACTERS
+from tailor.core.settings import Settings
 
 __all__ = ["app", "main"]
 
@@ -101,7 +101,7 @@ def _progress(enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]
 
 
 def _tailor(data_dir: Path | None) -> Any:
-    from tailor.service import Tailor
+    from tailor.app.service import Tailor
 
     return Tailor.open(_settings(data_dir))
 
@@ -109,7 +109,7 @@ def _tailor(data_dir: Path | None) -> Any:
 def _dump(obj: Any) -> None:
     # Plain JSON on stdout, so that `tailor ... --json | jq` works. JSON escapes C0 controls itself; DEL,
     # C1 and the bidi controls it would print raw are written as \u escapes too, which jq reads back as
-    # the same characters, so a terminal never gets them (``tailor.render.terminal_safe``).
+    # the same characters, so a terminal never gets them (``tailor.app.render.terminal_safe``).
     text = json.dumps(obj, default=str, ensure_ascii=False, indent=2)
     sys.stdout.write(CONTROL_CHARACTERS.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n")
 
@@ -191,7 +191,7 @@ def recommend(
         if as_json:
             _dump([r.model_dump(mode="json") for r in recs])
             return
-        from tailor.render import print_recommendations
+        from tailor.app.render import print_recommendations
 
         print_recommendations(out, recs)
 
@@ -220,7 +220,7 @@ def email(
     def body() -> None:
         with _tailor(data_dir) as t:
             outcome = t.email(customer, trigger=trigger, send=send)
-        from tailor.render import outcome_dict, print_outcome
+        from tailor.app.render import outcome_dict, print_outcome
 
         if as_json:
             _dump(outcome_dict(outcome))
@@ -240,7 +240,7 @@ def why(customer: str, item: str, data_dir: DataDir = None, as_json: AsJson = Fa
         if as_json:
             _dump(explanation.model_dump(mode="json"))
             return
-        from tailor.render import print_explanation
+        from tailor.app.render import print_explanation
 
         print_explanation(out, explanation)
 
@@ -257,7 +257,7 @@ def support(customer: str, question: str, data_dir: DataDir = None, as_json: AsJ
         if as_json:
             _dump(answer.model_dump(mode="json"))
             return
-        from tailor.render import print_support
+        from tailor.app.render import print_support
 
         print_support(out, answer)
 
@@ -286,7 +286,7 @@ def forget(
             in_ops = 0
             if t.settings.ops_path.exists():
                 # The HTTP service's jobs, feedback and audit: the id goes there too (a tombstone stays).
-                from tailor.ops import Ops
+                from tailor.app.ops import Ops
 
                 ops = Ops(t.settings.ops_path)
                 try:
@@ -340,13 +340,13 @@ def demo(
     """Load and index the demo store; show recommendations, an email and an explanation for 3 customers."""
 
     def body() -> None:
-        from tailor.render import run_demo
+        from tailor.app.render import run_demo
 
         settings = _settings(data_dir)
         if settings.now is None:
             # The demo store ends on 2011-12-09: make "now" the morning after, so recency means something.
             settings = settings.model_copy(update={"now": "2011-12-10T10:00:00+00:00"})
-        from tailor.service import Tailor
+        from tailor.app.service import Tailor
 
         with Tailor.open(settings) as t, _progress() as progress:
             run_demo(t, out, progress=progress, customers_limit=customers_limit)
@@ -363,7 +363,7 @@ def serve(
     """Run the HTTP API (FastAPI under uvicorn); OpenAPI at /docs."""
 
     def body() -> None:
-        from tailor.api import serve as run_server
+        from tailor.app.api import serve as run_server
 
         run_server(_settings(data_dir), host=host, port=port)
 
@@ -379,7 +379,7 @@ def keys_create(
     """Create an API key; it is printed once and stored only as a hash."""
 
     def body() -> None:
-        from tailor.api import create_key
+        from tailor.app.api import create_key
 
         out.print(create_key(_settings(data_dir), role, name))
 
@@ -413,7 +413,7 @@ def eval_(
     """Run the offline evaluation; exits non-zero when a gate in evals/gates.toml fails."""
 
     def body() -> int:
-        from evals.runner import eval_command
+        from tailor.app.evaluate import eval_command
 
         return eval_command(
             _settings(data_dir), suite, out_dir, compare, quick, cut=cut, holdout_days=holdout_days

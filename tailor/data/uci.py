@@ -21,8 +21,8 @@ from typing import Any
 
 import pandas as pd
 
-from tailor.errors import DataError
-from tailor.models import Consent, Customer, Event, EventKind, Item, QuietHours
+from tailor.core.errors import DataError
+from tailor.core.models import Consent, Customer, Event, EventKind, Item, QuietHours
 
 __all__ = [
     "ConvertReport",

@@ -22,9 +22,9 @@ from typing import Any
 
 import pandas as pd
 
-from tailor.errors import ConflictError, DataError, NotFoundError
-from tailor.models import FROM_STORE, Customer, Event, EventKind, Item
-from tailor.utc import as_utc
+from tailor.core.errors import ConflictError, DataError, NotFoundError
+from tailor.core.models import FROM_STORE, Customer, Event, EventKind, Item
+from tailor.core.utc import as_utc
 
 __all__ = ["CustomerFacts", "EventsWritten", "Store"]
 

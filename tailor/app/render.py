@@ -12,7 +12,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from tailor.models import CONTROL_CHARACTERS, Explanation, Recommendation
+from tailor.core.models import CONTROL_CHARACTERS, Explanation, Recommendation
 
 __all__ = [
     "markup_safe",
@@ -30,7 +30,7 @@ def terminal_safe(text: object) -> str:
     """``text`` with every control and bidirectional formatting character written out as an escape
     (``\\x1b``, ``\\u202e``): data printed to a terminal must not drive it (ANSI escapes, BEL, NUL) nor
     show itself reversed (U+202E). Stored text may predate the input rule that refuses these
-    (``tailor.models.refuse_control``), and an item or a name may come from any import."""
+    (``tailor.core.models.refuse_control``), and an item or a name may come from any import."""
     return CONTROL_CHARACTERS.sub(_escaped, str(text))
 
 

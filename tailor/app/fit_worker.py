@@ -5,7 +5,7 @@ with ``benchmarks/load.py --refit``, a fit that takes under a minute alone had n
 minutes of 20 recommendations a second, and those requests' p95 tripled. A child process at a lower
 priority shares only the cores, and the scheduler serves the requests first.
 
-    python -m tailor.fit_worker --store DB --vectors DIR --now ISO --out BASE
+    python -m tailor.app.fit_worker --store DB --vectors DIR --now ISO --out BASE
 
 ``DIR`` holds ``ids.json`` and ``vectors.npy`` (the items' text vectors, rows in id order); the fitted
 ranker is saved at ``BASE`` (``BASE.npz`` and ``BASE.json``, see ``Ranker.save``). Exit 0 on success; on
@@ -57,10 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     # Where lowering the priority is not allowed, fit at the same one rather than not at all.
     with contextlib.suppress(OSError):
         os.nice(NICE)
-    from evals.protocol import purchases_from_store
     from retrieval.ranker import Ranker
-    from tailor.errors import TailorError
-    from tailor.store import Store
+    from tailor.core.errors import TailorError
+    from tailor.data.frame import purchases_from_store
+    from tailor.data.store import Store
 
     try:
         store = Store(args.store)

@@ -30,9 +30,9 @@ from typing import IO, Any, Final
 import pandas as pd
 from pydantic import ValidationError
 
-from tailor.errors import DataError, RecordError
-from tailor.models import MAX_ID_LENGTH, Consent, Customer, Event, EventKind, Item, QuietHours
-from tailor.uci import ConvertReport  # one report for every converter
+from tailor.core.errors import DataError, RecordError
+from tailor.core.models import MAX_ID_LENGTH, Consent, Customer, Event, EventKind, Item, QuietHours
+from tailor.data.uci import ConvertReport  # one report for every converter
 
 __all__ = [
     "COLUMNS",

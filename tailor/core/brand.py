@@ -2,7 +2,7 @@
 footer, the support policy and the guardrails alike.
 
 No module loads it by itself: the service loads it once (``TAILOR_BRAND_CONFIG``, or the bundled
-``tailor/brand.toml`` when unset) and hands the one object to every part, down to each rail through
+``tailor/core/brand.toml`` when unset) and hands the one object to every part, down to each rail through
 ``RailContext.brand``. A part that fell back to a default brand of its own would check one shop's email
 against another shop's footer."""
 
@@ -15,11 +15,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tailor.errors import ConfigError
+from tailor.core.errors import ConfigError
 
 __all__ = ["DEFAULT_BRAND", "BrandConfig", "load_brand"]
 
-DEFAULT_BRAND = Path(__file__).resolve().parent.parent / "tailor" / "brand.toml"
+DEFAULT_BRAND = Path(__file__).resolve().parent / "brand.toml"
 
 
 class BrandConfig(BaseModel):

@@ -14,9 +14,9 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from tailor.errors import RecordError
-from tailor.models import MAX_ID_LENGTH, refuse_control
-from tailor.store import CustomerFacts, Store
+from tailor.core.errors import RecordError
+from tailor.core.models import MAX_ID_LENGTH, refuse_control
+from tailor.data.store import CustomerFacts, Store
 
 __all__ = ["Audience", "select"]
 

@@ -21,9 +21,9 @@ from evals.compare import compare as compare_reports
 from evals.compare import print_header, print_table, to_html
 from evals.protocol import DEFAULT_CUT as DEFAULT_CUT_TS
 from evals.report import DEFAULT_GATES, Report, evaluate_gates, load_gates, load_report
-from tailor.errors import ConfigError, DataError, TailorError
-from tailor.settings import Settings
-from tailor.utc import utc_timestamp
+from tailor.core.errors import ConfigError, DataError, TailorError
+from tailor.core.settings import Settings
+from tailor.core.utc import utc_timestamp
 
 __all__ = [
     "DEFAULT_HOLDOUT_DAYS",
@@ -67,9 +67,9 @@ class SuiteInput:
     def purchases(self) -> pd.DataFrame:
         """The store's purchases if it holds data, else the UCI parquet; a seeded customer slice if quick."""
         if self._purchases is None:
-            from evals.protocol import purchases_from_store, purchases_from_uci
             from evals.ranking import DEFAULT_PARQUET
-            from tailor.store import Store
+            from tailor.data.frame import purchases_from_store, purchases_from_uci
+            from tailor.data.store import Store
 
             frame: pd.DataFrame | None = None
             if self.settings.store_path.exists():
@@ -153,7 +153,7 @@ def _ranking(inp: SuiteInput) -> Eval:
     if inp.from_store:
         from retrieval.embeddings import Embedder
         from retrieval.recommender import item_text_vectors
-        from tailor.store import Store
+        from tailor.data.store import Store
 
         # The same item vectors the service fits on (the store's catalog through the configured embedder,
         # cached on disk), so the suite measures the ranker that serves.
@@ -204,8 +204,8 @@ def demo_now(settings: Settings, last_event: datetime | None) -> str | None:
 
 def _generation(inp: SuiteInput) -> Eval:
     from evals.generation import GenerationEval
-    from tailor.service import Tailor
-    from tailor.store import Store
+    from tailor.app.service import Tailor
+    from tailor.data.store import Store
 
     store = Store(inp.settings.store_path)
     try:
@@ -229,8 +229,8 @@ def _safety(inp: SuiteInput) -> Eval:
 
 def _copy(inp: SuiteInput) -> Eval:
     from evals.copy import CopyQualityEval
-    from tailor.service import Tailor
-    from tailor.store import Store
+    from tailor.app.service import Tailor
+    from tailor.data.store import Store
 
     deps = None
     service = None
@@ -265,8 +265,8 @@ def decisions_path(settings: Settings) -> Path:
 
 def _policy(inp: SuiteInput) -> Eval:
     from evals.policy import PolicyEval, load_decisions
-    from tailor.models import EventKind
-    from tailor.store import Store
+    from tailor.core.models import EventKind
+    from tailor.data.store import Store
 
     n = 300 if inp.quick else 3000
     path = decisions_path(inp.settings)

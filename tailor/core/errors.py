@@ -17,7 +17,7 @@
     ├── GuardrailError               a rail itself failed (the output is then blocked: fail closed)
     └── GuardrailBlockedError        the rails refused an output (a typed refusal, with its rules)
 
-A refusal (no consent, nothing worth sending) is an outcome, not an error: see ``tailor.models.Refusal``.
+A refusal (no consent, nothing worth sending) is an outcome, not an error: see ``tailor.core.models.Refusal``.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ __all__ = ["LIBRARY_LOGGERS", "describe", "quiet_libraries"]
 # headers, and in some versions the request options, which hold the prompt); none of it is Tailor's to log.
 LIBRARY_LOGGERS = ("openai", "httpx", "httpcore", "httpx2", "httpcore2")
 
-_ROOT = Path(__file__).resolve().parent.parent
+_ROOT = Path(__file__).resolve().parents[2]
 _SITE = "site-packages/"
 
 

@@ -54,7 +54,7 @@ __all__ = [
 # carriage return are text. The rest of C0 and C1 (NUL, BEL, ESC, which starts an ANSI escape), DEL, and
 # the bidi controls (U+202E, the right-to-left override, makes a terminal or a page show text reversed)
 # are not. Rows stored before the rule existed stay readable (``FROM_STORE``), and the CLI escapes what it
-# prints anyway (``tailor.render``).
+# prints anyway (``tailor.app.render``).
 MAX_TEXT_LENGTH = 10_000  # a support ticket, a CRM note, an item description
 MAX_NAME_LENGTH = 300  # a title, a name, a category, a country, an e-mail address, an order id
 CONTROL_CHARACTERS = re.compile(
@@ -110,7 +110,7 @@ def _from_store(info: ValidationInfo) -> bool:
     return isinstance(info.context, dict) and bool(info.context.get("tailor_from_store"))
 
 
-# What the HTTP routes that name a customer or an item accept (``tailor.api``: ``_CustomerId`` and the
+# What the HTTP routes that name a customer or an item accept (``tailor.app.api``: ``_CustomerId`` and the
 # item path parameter). An id they refuse could be stored but never reached again: not deleted, not
 # given consent, not explained.
 MAX_ID_LENGTH = 100

@@ -1,0 +1,1 @@
+"""The shell: the service, HTTP, the CLI, jobs, workers and metrics. Nothing below imports it."""
