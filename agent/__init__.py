@@ -9,13 +9,14 @@ from typing import Any
 from agent.context import AgentDeps
 from agent.explain import explain
 from agent.graph import build_graph, mermaid
-from agent.state import EmailState, Plan, Trigger
+from agent.state import TRIGGER_KINDS, EmailState, Plan, Trigger, TriggerKind
 from agent.support import Suggestion, SupportAnswer, support_suggestions
 from agent.writers import OpenAIWriter, ScriptedWriter, TemplateWriter, Writer, make_writer
 from guardrails.base import Verdict
 from tailor.core.models import Email, Refusal
 
 __all__ = [
+    "TRIGGER_KINDS",
     "AgentDeps",
     "EmailOutcome",
     "OpenAIWriter",
@@ -25,6 +26,7 @@ __all__ = [
     "SupportAnswer",
     "TemplateWriter",
     "Trigger",
+    "TriggerKind",
     "Writer",
     "build_graph",
     "explain",

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from agent.writers import CopyRequest, ProductFacts, Writer
-from guardrails import check_all, copy_quality, failed
+from guardrails import check_part, failed
 from guardrails.base import RailContext
-from guardrails.runner import DEFAULT_RAILS
 from prompts import render
 from retrieval.base import Recommender
 from tailor.core.brand import BrandConfig
@@ -29,7 +30,7 @@ def explain(
     customer_id: str,
     item_id: str,
     *,
-    now: object = None,
+    now: datetime | None = None,
     writer: Writer | None = None,
 ) -> Explanation:
     """One sentence per piece of evidence (at most three), each returned with the evidence it rests on.
@@ -46,7 +47,7 @@ def explain(
         )
     rec: Recommendation | None = None
     for depth in _SEARCH_DEPTHS:
-        recs = recommender.recommend(customer_id, depth, now=now)  # type: ignore[arg-type]
+        recs = recommender.recommend(customer_id, depth, now=now)
         rec = next((r for r in recs if r.item.id == item_id), None)
         if rec is not None:
             break
@@ -71,13 +72,13 @@ def explain(
         extra={"facts": " ".join(e.summary for e in rec.evidence)},
     )
     explanation = Explanation(customer_id=customer_id, item_id=item_id, sentences=tuple(sentences))
-    blocking = failed(check_all(explanation.text, context))
+    blocking = failed(check_part("explanation", explanation.text, context))
     if blocking and any(s.writer != "template" for s in sentences):
         # Sentences that pass one by one may fail together (two exclamation marks where one is allowed):
         # the template's sentences stand instead, and are held to the same check.
         sentences = [_template_sentence(s.evidence[0], item.title) for s in sentences]
         explanation = Explanation(customer_id=customer_id, item_id=item_id, sentences=tuple(sentences))
-        blocking = failed(check_all(explanation.text, context))
+        blocking = failed(check_part("explanation", explanation.text, context))
     if blocking:
         # A refusal, not a fault: the caller is told which rules refused it (a 422, never a 500).
         raise GuardrailBlockedError(
@@ -131,7 +132,6 @@ def _model_sentence(
         action="recommend",
         product_evidence={item.id: (evidence,)},
     )
-    rails = (*DEFAULT_RAILS, ("copy_quality", copy_quality.check))
-    if failed(check_all(text, context, rails=rails, part=f"reason:{item.id}")):
+    if failed(check_part("explanation_sentence", text, context, part=f"reason:{item.id}")):
         return None
     return ExplanationSentence(text=text, evidence=(evidence,), writer=writer.name)

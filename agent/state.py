@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -12,11 +12,27 @@ from agent.writers import EmailCopy
 from guardrails.base import Verdict
 from tailor.core.models import Customer, Email, Event, Evidence, Recommendation, Refusal
 
-__all__ = ["ACTIONS", "Action", "Alternative", "EmailState", "Plan", "PlanFact", "PlannedProduct", "Trigger"]
+__all__ = [
+    "ACTIONS",
+    "TRIGGER_KINDS",
+    "Action",
+    "Alternative",
+    "EmailState",
+    "Plan",
+    "PlanFact",
+    "PlannedProduct",
+    "Trigger",
+    "TriggerKind",
+]
 
 Action = Literal["recommend", "replenishment", "abandoned_cart", "win_back", "nothing"]
 # Every action a plan may take, "nothing" last: a plan lists all the others among its rejected alternatives.
 ACTIONS: tuple[Action, ...] = ("abandoned_cart", "replenishment", "win_back", "recommend", "nothing")
+
+
+# What a CRM may ask for: the one list the API, the job runner, the CLI and the agent all read.
+TriggerKind = Literal["campaign", "abandoned_cart", "browse", "support_contact", "win_back"]
+TRIGGER_KINDS: tuple[TriggerKind, ...] = get_args(TriggerKind)
 
 
 class Trigger(BaseModel):
@@ -24,7 +40,7 @@ class Trigger(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: Literal["campaign", "abandoned_cart", "browse", "support_contact", "win_back"] = "campaign"
+    kind: TriggerKind = "campaign"
     campaign_id: str | None = None
     item_ids: tuple[str, ...] = ()
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -24,8 +24,9 @@ from guardrails.base import Finding, RailContext
 from guardrails.injection import defuse
 from prompts import render
 from retrieval.base import Recommender
-from retrieval.rules import ColdStart
+from retrieval.embeddings import Embedder
 from retrieval.search import CatalogHit
+from retrieval.vector_store import HistoryHit, VectorStore
 from tailor.core.brand import BrandConfig
 from tailor.core.errors import ConsentError
 from tailor.core.models import Customer, Event, EventKind, Evidence, Item
@@ -42,7 +43,7 @@ __all__ = [
     "support_suggestions",
 ]
 
-HistorySearch = Callable[[str, str, int], Sequence[Any]]  # (customer_id, question, limit) -> hits
+HistorySearch = Callable[[str, str, int], Sequence[HistoryHit]]  # (customer_id, question, limit) -> hits
 # (customer_id, question, her purchases newest first, item ids to leave out, limit) -> ``CatalogHit``s
 CatalogAsk = Callable[[str, str, Sequence[str], Sequence[str], int], Sequence[CatalogHit]]
 
@@ -51,10 +52,10 @@ _HISTORY = 500
 _REDACTED = "[redacted: {}]"
 
 
-def history_search(vectors: Any, embedder: Any) -> HistorySearch:
+def history_search(vectors: VectorStore, embedder: Embedder) -> HistorySearch:
     """Semantic search over one customer's own text history in Qdrant (``VectorStore.search_history``)."""
 
-    def search(customer_id: str, question: str, limit: int) -> Sequence[Any]:
+    def search(customer_id: str, question: str, limit: int) -> Sequence[HistoryHit]:
         vector = embedder.encode([question], keep=False)[0]
         return list(vectors.search_history(customer_id, vector, limit))
 
@@ -346,12 +347,11 @@ def _popular(
 ) -> list[Suggestion]:
     """Best sellers in her country (the recommender's cold start): the fallback when her own
     recommendations are few or were all filtered out (impression cap, returns, stock)."""
-    cold = getattr(recommender, "cold", None)
-    if not isinstance(cold, ColdStart) or now is None:
+    if now is None:
         return []
     returned = {e.item_id for e in history if e.kind is EventKind.RETURN}
     out: list[Suggestion] = []
-    for pick in cold.rank(now=now, country=customer.country, k=4 * _WANTED):
+    for pick in recommender.popular(now=now, country=customer.country, k=4 * _WANTED):
         item = catalog.get(pick.item_id)
         if item is None or not item.in_stock or item.id in suggested or item.id in returned or not pick.why:
             continue
@@ -480,7 +480,7 @@ def support_suggestions(
             )
         )
     history = store.events(customer.id, until=now, limit=_HISTORY)
-    catalog: Mapping[str, Item] = getattr(recommender, "catalog", None) or store.item_map()
+    catalog: Mapping[str, Item] = recommender.catalog or store.item_map()
     quoting = RailContext(customer=customer, catalog=catalog, brand=brand, now=now, purpose="support")
     candidates = _candidates(
         store,

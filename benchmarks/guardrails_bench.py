@@ -30,9 +30,9 @@ sys.path[:] = [str(_ROOT)] + [p for p in sys.path if Path(p or ".").resolve() !=
 
 from agent.compose import rail_context  # noqa: E402
 from evals.make_redteam import render, scene, template_copy, varied_copy  # noqa: E402
-from guardrails import copy_quality, grounding  # noqa: E402
+from guardrails import grounding  # noqa: E402
 from guardrails.base import RailContext  # noqa: E402
-from guardrails.runner import DEFAULT_RAILS, check_all, check_email  # noqa: E402
+from guardrails.runner import RAILS, check_all, check_email  # noqa: E402
 from tailor.core.brand import DEFAULT_BRAND, load_brand  # noqa: E402
 from tailor.core.models import Item  # noqa: E402
 from tailor.data.store import Store  # noqa: E402
@@ -90,14 +90,14 @@ HOSTILE = ("a", "1", "@", "<", "-", ".", " ", "a-", "1-", "a@", "<a ", "a.", "£
 def _hostile(ctx: RailContext, lengths: tuple[int, int] = (1000, 16000)) -> None:
     """The slowest hostile shape per rail at each length, best of three runs (a shared machine is noisy)."""
     print(f"hostile text, worst of {len(HOSTILE)} shapes (ms at {lengths[0]:,} / {lengths[1]:,} characters):")
-    for name, fn in (*DEFAULT_RAILS, ("copy_quality", copy_quality.check)):
+    for rail in RAILS:
         worst: list[tuple[float, str]] = []
         for n in lengths:
             times = []
             for shape in HOSTILE:
                 text = (shape * (n // len(shape) + 1))[:n]
                 runs = [
-                    check_all(text, ctx, ((name, fn),), part=_PART.get(name, "body"), budget_ms=1e9)[
+                    check_all(text, ctx, (rail,), part=_PART.get(rail.name, "body"), budget_ms=1e9)[
                         0
                     ].elapsed_ms
                     for _ in range(3)
@@ -106,7 +106,7 @@ def _hostile(ctx: RailContext, lengths: tuple[int, int] = (1000, 16000)) -> None
             worst.append(max(times))
         (small, _), (large, shape) = worst
         growth = large / max(small, 1e-3)
-        print(f"  {name:10s} {small:7.2f} / {large:8.2f} ms  growth x{growth:.0f}  ({shape!r})")
+        print(f"  {rail.name:10s} {small:7.2f} / {large:8.2f} ms  growth x{growth:.0f}  ({shape!r})")
 
 
 def _pct(xs: list[float], q: float) -> float:

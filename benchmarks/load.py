@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from tailor.app.api import create_key  # noqa: E402
+from tailor.app.http import create_key  # noqa: E402
 from tailor.app.ops import Ops  # noqa: E402
 from tailor.core.settings import Settings  # noqa: E402
 from tailor.data.store import Store  # noqa: E402

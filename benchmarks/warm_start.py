@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from tailor.app.api import create_key  # noqa: E402
+from tailor.app.http import create_key  # noqa: E402
 from tailor.app.service import Tailor  # noqa: E402
 from tailor.core.settings import Settings  # noqa: E402
 from tests.server import ServerProcess, seed_store  # noqa: E402

@@ -21,20 +21,19 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+import agent
+from agent import AgentDeps, TemplateWriter
 from evals.base import Artifact, read_jsonl
 from guardrails import copy_quality
 from guardrails.base import RailContext
-from guardrails.runner import DEFAULT_RAILS, check_all
+from guardrails.runner import RAILS_BY_PART, check_all, part_kind
 from tailor.core.brand import DEFAULT_BRAND, BrandConfig, load_brand
 from tailor.core.errors import DataError
 from tailor.core.models import Consent, Customer, Evidence, Item
-
-if TYPE_CHECKING:
-    from agent import AgentDeps
 
 __all__ = ["BRANDS", "LABELLED", "MODEL_EMAILS", "CopyQualityEval", "sample_context"]
 
@@ -51,9 +50,6 @@ BRANDS: Mapping[str, Path] = {
     "harbour": Path(__file__).resolve().parents[1] / "examples" / "brands" / "harbour_lane.toml",
 }
 _PARTS = ("subject", "preheader", "intro", "reason")
-_PART_RAILS = tuple(
-    (n, f) for n, f in DEFAULT_RAILS if n in ("grounding", "brand", "privacy", "injection", "output")
-)
 
 
 def sample_context(sample: Mapping[str, Any], brand: BrandConfig) -> tuple[str, RailContext]:
@@ -159,9 +155,8 @@ class CopyQualityEval:
             flagged = not verdict.passed
             bad = s["label"] == "bad"
             # As the agent checks a part: every rail of a free-text part, the copy-quality rail among them.
-            stopped = flagged or any(
-                not v.passed for v in check_all(s["text"], context, _PART_RAILS, part=part)
-            )
+            others = [r.rail for r in RAILS_BY_PART[part_kind(part)] if r.rail.name != copy_quality.name]
+            stopped = flagged or any(not v.passed for v in check_all(s["text"], context, others, part=part))
             all_tp += bad and stopped
             all_fp += not bad and stopped
             by_source[s["source"]] += 1
@@ -216,8 +211,6 @@ class CopyQualityEval:
         return [ids[int(i)] for i in sorted(picked)]
 
     def _writer(self, deps: AgentDeps, label: str, customers: Sequence[str]) -> dict[str, float]:
-        import agent
-
         start = time.perf_counter()
         written = accepted = sent = whole = blocked = 0
         for cid in customers:
@@ -257,8 +250,6 @@ class CopyQualityEval:
         deps = self.deps
         if deps is None:
             return {}
-        from agent import TemplateWriter
-
         customers = self._customers(deps)
         configured = deps.writer
         out: dict[str, float] = {}

@@ -9,6 +9,9 @@ way the agent makes them: a plan from ``agent.planner.plan_action`` over synthet
 template writer or from many hand-written wordings, assembled by ``agent.compose`` (product lines, prices,
 links, footer) and checked with the rail context ``agent.compose.rail_context`` builds. Every case names the
 ``rail`` that must block it and a ``category``; ``catalog: "uci"`` asks the eval for the whole catalog.
+
+Over 600 lines because most of it is data: the attack texts and the hand-written wordings, beside the
+few functions that assemble them into cases.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from evals.protocol import (
     recall_at,
     temporal_split,
 )
+from retrieval.embeddings import Embedder
 from retrieval.ranker import Ranker
 from tailor.core.errors import DataError
 from tailor.data.frame import purchases_from_uci
@@ -339,8 +340,6 @@ class RankingEval:
             return purchases, dict(self.text)
         if raw is None:
             raise DataError("text='embed' needs the UCI parquet for item descriptions; pass vectors instead")
-        from retrieval.embeddings import Embedder
-
         texts = uci_item_texts(raw)
         ids = sorted(texts)
         vectors = Embedder(cache_dir=self.cache_dir).encode([texts[i] for i in ids])

@@ -75,6 +75,13 @@ class RailContext:
 
 
 class Rail(Protocol):
-    name: str
+    """What the runner calls. Each rail module in this package is one (its ``name`` and its ``check``), so
+    mypy holds every module to the one signature where ``runner.RAILS_BY_PART`` names it.
 
-    def check(self, text: str, context: RailContext) -> Verdict: ...
+    ``part`` is the email part being checked (``subject``, ``reason:ITEM``, ``body_html``…) or None for a
+    whole text; a rail that reads every part alike accepts it and ignores it."""
+
+    @property
+    def name(self) -> str: ...
+
+    def check(self, text: str, context: RailContext, *, part: str | None = None) -> Verdict: ...

@@ -61,7 +61,7 @@ def check_send(
     return Verdict(name, not findings, tuple(findings), (time.perf_counter() - start) * 1000)
 
 
-def check(text: str, context: RailContext) -> Verdict:
+def check(text: str, context: RailContext, *, part: str | None = None) -> Verdict:
     """Blocks any output for a customer who lacks the consent the purpose needs (text is not inspected)."""
     start = time.perf_counter()
     consent = context.customer.consent

@@ -21,7 +21,10 @@ in the agent) such a reason passes if it is close to its evidence. Without one i
 
 The context says what the email is about: the plan's products (``plan_item_ids``) with their evidence
 (``product_evidence``), the action, and in ``extra`` the writer's instructions (``instructions``), the
-findings it was last given (``findings``) and every part of the email (``part:NAME``), for repetition."""
+findings it was last given (``findings``) and every part of the email (``part:NAME``), for repetition.
+
+One module, over 600 lines, as every rail is one module (the NeMo-Guardrails way): its rules share the
+context's reading (the brief's words, the evidence's lexicon) and are tuned together on one labelled set."""
 
 from __future__ import annotations
 

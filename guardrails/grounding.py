@@ -310,7 +310,7 @@ def _title_indexes(catalog: Mapping[str, Item]) -> tuple[PhraseIndex, ...]:
     return found
 
 
-def check(text: str, context: RailContext) -> Verdict:
+def check(text: str, context: RailContext, *, part: str | None = None) -> Verdict:
     start = time.perf_counter()
     findings: list[Finding] = []
     plan = [context.catalog[i] for i in context.plan_item_ids if i in context.catalog]

@@ -260,7 +260,7 @@ def _containing(catalog: Mapping[str, Item], piece: str) -> Iterator[Item]:
     return (item for item in catalog.values() if piece in _fold(item.title))
 
 
-def check(text: str, context: RailContext) -> Verdict:
+def check(text: str, context: RailContext, *, part: str | None = None) -> Verdict:
     start = time.perf_counter()
     clean = _normalize(text)
     lower = _fold(clean)  # the same length as ``clean``: the findings' offsets hold in both

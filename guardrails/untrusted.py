@@ -64,7 +64,7 @@ def _inside_allowed_offer(text: str, start: int, end: int, offers: tuple[str, ..
     return False
 
 
-def check(text: str, context: RailContext) -> Verdict:
+def check(text: str, context: RailContext, *, part: str | None = None) -> Verdict:
     start = time.perf_counter()
     findings: list[Finding] = []
     for f in injection.check(text, context).blocking:

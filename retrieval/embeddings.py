@@ -15,15 +15,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from tailor.core.errors import DataError, EmbeddingError
-
-if TYPE_CHECKING:
-    from tailor.core.settings import Settings
+from tailor.core.settings import Settings
 
 __all__ = ["BUNDLED_MODEL", "CacheStats", "Embedder", "EmbeddingCache"]
 

@@ -5,6 +5,9 @@ joined with item statistics (popularity, trend, how often buyers come back for i
 (EASE and cosine item neighbours, an SVD fold-in, text similarity to the customer's taste). The same function
 builds the training rows (many customers at once) and the rows for one customer at request time, so what the
 model learned is exactly what it is served.
+
+One module, over 600 lines, on purpose: split into training and serving halves, the two paths would drift
+apart, and a feature served unlike it was learned fails silently.
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ fit says so (``fit_report["serving"]``, ``fit_report["validation"]``).
 
 The trees are LightGBM boosters, saved in LightGBM's own text model format inside the npz, so a saved ranker
 loads without pickle.
+
+One module, over 600 lines, on purpose: fit, validation, scoring and save/load share the fitted state's
+layout (item index, blocks, caches); the feature code it shares with serving is ``retrieval.features``.
 """
 
 from __future__ import annotations

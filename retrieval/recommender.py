@@ -21,7 +21,7 @@ import pandas as pd
 
 from retrieval.features import DAY, History, to_day
 from retrieval.ranker import Ranker, ScoredItem
-from retrieval.rules import ColdStart, ImpressionSource, RuleConfig, apply_rules
+from retrieval.rules import ColdPick, ColdStart, ImpressionSource, RuleConfig, RuleResult, apply_rules
 from tailor.core.errors import DataError
 from tailor.core.models import Event, EventKind, Evidence, Item, Recommendation
 from tailor.core.settings import Settings
@@ -201,6 +201,29 @@ class HybridRecommender:
                 self._states[customer_id] = state
             return state
 
+    def _rules(
+        self,
+        ranked: Sequence[tuple[str, float]],
+        customer_id: str,
+        now: datetime,
+        returned: set[str],
+        k: int | None = None,
+    ) -> RuleResult:
+        """The store's business rules over a ranked list, with this recommender's catalog and impressions."""
+        return apply_rules(
+            ranked,
+            customer_id=customer_id,
+            catalog=self.catalog,
+            now=now,
+            config=self.rules,
+            returned=returned,
+            impressions=self.impressions,
+            k=k,
+        )
+
+    def popular(self, *, now: datetime, country: str | None = None, k: int = 50) -> list[ColdPick]:
+        return self.cold.rank(now=now, country=country, k=k)
+
     def observe(self, events: Iterable[Event]) -> int:
         """Fold new events into the customers' in-memory state; returns how many were new to it."""
         added = 0
@@ -303,26 +326,9 @@ class HybridRecommender:
         fresh = self._fresh(state, purchases.item_ids)
         similarity = dict(fresh)
         ranked = sorted(scores.items(), key=lambda p: (-p[1], p[0]))
-        result = apply_rules(
-            ranked,
-            customer_id=customer_id,
-            catalog=self.catalog,
-            now=moment,
-            config=self.rules,
-            returned=returned,
-            impressions=self.impressions,
-            k=k,
-        )
+        result = self._rules(ranked, customer_id, moment, returned, k)
         kept = result.kept
-        fresh_ok = apply_rules(
-            fresh[:3],
-            customer_id=customer_id,
-            catalog=self.catalog,
-            now=moment,
-            config=self.rules,
-            returned=returned,
-            impressions=self.impressions,
-        ).kept
+        fresh_ok = self._rules(fresh[:3], customer_id, moment, returned).kept
         base = kept[: k - 1] if len(kept) >= k else kept
         # The new item must not break diversity: its category may not be full in the window it joins.
         window = [self.catalog[i].category for i, _ in base[-(10 - 1) :]]
@@ -499,16 +505,7 @@ class HybridRecommender:
     ) -> list[Recommendation]:
         picks = self.cold.rank(now=now, country=country, session_item_ids=session, k=max(6 * k, 60))
         by_id = {p.item_id: p for p in picks}
-        result = apply_rules(
-            [(p.item_id, p.score) for p in picks],
-            customer_id=customer_id,
-            catalog=self.catalog,
-            now=now,
-            config=self.rules,
-            returned=returned,
-            impressions=self.impressions,
-            k=k,
-        )
+        result = self._rules([(p.item_id, p.score) for p in picks], customer_id, now, returned, k)
         out = []
         for rank, (item_id, score) in enumerate(result.kept, start=1):
             pick = by_id[item_id]

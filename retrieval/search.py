@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from retrieval.embeddings import Embedder
+from retrieval.vector_store import VectorStore
 from tailor.core.errors import DataError
 
 __all__ = ["CatalogHit", "ask_catalog"]
@@ -37,8 +39,8 @@ def _unit(m: Any) -> Any:
 
 
 def ask_catalog(
-    vectors: Any,
-    embedder: Any,
+    vectors: VectorStore,
+    embedder: Embedder,
     customer_id: str,
     question: str,
     bought_item_ids: Sequence[str],

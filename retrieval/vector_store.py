@@ -5,6 +5,9 @@ Qdrant server (``settings.qdrant_url``). Local mode filters payloads in Python a
 which is fine for a demo-sized catalog; a server uses the indexes created here.
 
 Embedded mode locks its folder: one ``VectorStore`` per process and data dir, shared by everything in it.
+
+One module, over 600 lines, on purpose: it is the one seam to qdrant-client (the httpx way: every call to
+the backend in one place), so that a difference between local mode and a server is handled once.
 """
 
 from __future__ import annotations
@@ -24,12 +27,11 @@ import numpy.typing as npt
 
 from tailor.core.errors import DataError, TailorError, VectorStoreError
 from tailor.core.models import Event, Item
+from tailor.core.settings import Settings
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
     from qdrant_client.http import models as qm
-
-    from tailor.core.settings import Settings
 
 __all__ = ["TEXT_DIM", "HistoryHit", "VectorStore", "content_hash", "point_id"]
 

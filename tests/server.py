@@ -1,12 +1,13 @@
 """Run the real HTTP service (uvicorn, in a subprocess on 127.0.0.1) for tests, and a scripted facade.
 
 ``ServerProcess`` starts ``python -m tests.server`` on a free port with a temp data dir, waits for
-``/healthz`` and stops it (SIGTERM, or SIGKILL on request). The process serves ``tailor.app.api.create_app``
+``/healthz`` and stops it (SIGTERM, or SIGKILL on request). The process serves ``tailor.app.http.create_app``
 over either the real ``tailor.app.service.Tailor`` (``facade="real"``) or ``ScriptedTailor`` below.
 
-``ScriptedTailor`` implements the facade contract over a real ``Store`` with plain rules; it exists so
-the HTTP layer (keys, idempotency, jobs, resumption, fallbacks) can be tested before and apart from the
-agent. It logs every email it writes to ``<data_dir>/emails.log`` so tests can count them, and, when
+``ScriptedTailor`` implements the whole facade (``tailor.app.facade.Facade``) over a real ``Store`` with
+plain rules; it exists so the HTTP layer (keys, idempotency, jobs, resumption, fallbacks) can be tested
+before and apart from the agent. It has no model to fit: it ranks by popularity, counted at every call.
+It logs every email it writes to ``<data_dir>/emails.log`` so tests can count them, and, when
 ``writer='openai'``, really calls the configured endpoint, so a dead or slow endpoint is real. Its audit
 trace is built with the agent's own ``agent.audit`` functions and types, so it has the real shape.
 
@@ -35,11 +36,13 @@ from types import TracebackType
 from typing import Any
 
 import httpx
-from pydantic import BaseModel
 
+from agent import EmailOutcome, Suggestion, SupportAnswer, Trigger
 from agent.audit import record, write_fields
 from agent.writers import EmailCopy, WriteResult
 from prompts import PromptRef
+from tailor.app.facade import Facade, ModelStatus, RefitStart
+from tailor.app.llm_endpoint import llm_endpoint_up
 from tailor.core.errors import LLMError, LLMTimeoutError, NotFoundError
 from tailor.core.models import (
     Consent,
@@ -61,15 +64,13 @@ from tailor.data.store import Store
 REPO = Path(__file__).resolve().parent.parent
 
 
-class Outcome(BaseModel):
-    email: Email | None = None
-    refusal: Refusal | None = None
-    audit: list[dict[str, Any]] = []
-
-
-class SupportAnswer(BaseModel):
-    customer_id: str
-    suggestions: list[str]
+def outcome(
+    *, email: Email | None = None, refusal: Refusal | None = None, audit: list[dict[str, Any]] | None = None
+) -> EmailOutcome:
+    """The agent's outcome for ``email`` or ``refusal`` (give one), as a scripted model would make it."""
+    made = email if email is not None else refusal
+    assert made is not None, "an outcome has an email or a refusal"
+    return EmailOutcome(made.customer_id, email=email, refusal=refusal, plan=None, audit=audit or [])
 
 
 class ScriptedTailor:
@@ -82,6 +83,7 @@ class ScriptedTailor:
         self.email_delay_s = float(os.environ.get("TAILOR_TEST_EMAIL_DELAY", "0"))
         self.emails_log = settings.data_dir / "emails.log"
         self.fault_customer = os.environ.get("TAILOR_TEST_FAULT_CUSTOMER")
+        self.refit_error: str | None = None
 
     def close(self) -> None:
         self.store.close()
@@ -134,8 +136,16 @@ class ScriptedTailor:
 
     def support(self, customer_id: str, question: str) -> SupportAnswer:
         self._maybe_fail(customer_id, question)
-        recs = self.recommend(customer_id, 3)
-        return SupportAnswer(customer_id=customer_id, suggestions=[r.item.title for r in recs])
+        suggestions = tuple(
+            Suggestion(
+                kind="popular",
+                title=r.item.title,
+                talking_points=(f"{r.item.title} is popular with other customers.",),
+                evidence=r.evidence,
+            )
+            for r in self.recommend(customer_id, 3)
+        )
+        return SupportAnswer(customer_id=customer_id, question=question, suggestions=suggestions)
 
     def ingest(self, events: Sequence[Event], customers: Sequence[Customer] = ()) -> dict[str, int]:
         # Checked before anything is written, as the real facade does: a batch lands whole or not at all.
@@ -156,7 +166,31 @@ class ScriptedTailor:
         return self.store.delete_customer(customer_id)
 
     def health(self) -> dict[str, bool]:
-        return {"store": self.store.counts()["items"] > 0, "qdrant": True}
+        llm = llm_endpoint_up(self.settings) if self.settings.writer == "openai" else True
+        return {"store": self.store.counts()["items"] > 0, "qdrant": True, "llm": llm}
+
+    def model_status(self) -> ModelStatus:
+        """What the real service says of a store it has fitted no ranker on: every change is since the fit."""
+        since = self.store.changes()
+        return {
+            "fitted": False,
+            "fitted_at": None,
+            "fit_seconds": None,
+            "customers": None,
+            "fit": None,
+            "purchases_since_fit": since["purchases"],
+            "forgotten_since_fit": since["forgotten"],
+            "stale": True,
+            "refitting": False,
+            "refits": 0,
+            "last_error": self.refit_error,
+        }
+
+    def refit_in_background(self) -> RefitStart:
+        """Started, and failed at once, as the real service's background fit fails: ``model_status`` then
+        says why, and nothing is fitted."""
+        self.refit_error = "DataError: the scripted facade ranks by popularity; it has no model to fit"
+        return "started"
 
     def warm_up(self) -> dict[str, float]:
         """Nothing to load; with ``TAILOR_TEST_WARM_GATE`` set, it lasts until that file exists, so a test
@@ -194,13 +228,13 @@ class ScriptedTailor:
         )
         return subject, record("generate", start, writer="openai", **write_fields(result, None))
 
-    def email(self, customer_id: str, trigger: Any, *, send: bool = False) -> Outcome:
+    def email(self, customer_id: str, trigger: Trigger, *, send: bool = False) -> EmailOutcome:
         if not self.store.has_customer(customer_id):
             raise NotFoundError("customer", customer_id)
         self._maybe_fail(customer_id)
         customer = self._customer(customer_id)
         if not customer.consent.marketing_email:
-            return Outcome(
+            return outcome(
                 refusal=Refusal(customer_id=customer_id, reason="no_marketing_consent", detail="opted out")
             )
         time.sleep(self.email_delay_s)
@@ -228,7 +262,7 @@ class ScriptedTailor:
         )
         email = Email(
             customer_id=customer_id,
-            action=str(getattr(trigger, "kind", "campaign")),
+            action=trigger.kind,
             subject=subject,
             preheader="",
             body_text="Hello",
@@ -239,7 +273,7 @@ class ScriptedTailor:
         )
         with self.emails_log.open("a") as fh:
             fh.write(customer_id + "\n")
-        return Outcome(email=email, audit=audit)
+        return outcome(email=email, audit=audit)
 
 
 def seed_store(
@@ -292,9 +326,9 @@ def seed_store(
     return [c.id for c in customers]
 
 
-def seed_segment_facts(data_dir: Path) -> None:
+def seed_audience_facts(data_dir: Path) -> None:
     """On top of ``seed_store(data_dir, n_customers=6)`` (every customer: 2 orders, spend 6.0, the last on
-    2011-11-0N for customer 10N-1): purchase facts that differ, for the campaign segment filters.
+    2011-11-0N for customer 10N-1): purchase facts that differ, for the campaign audience filters.
 
     ====  ==============  =========  ======  =====  =============
     id    country         marketing  orders  spend  last purchase
@@ -457,14 +491,15 @@ class ServerProcess:
 def main(argv: Sequence[str] | None = None) -> None:
     import uvicorn
 
-    from tailor.app.api import create_app
+    from tailor.app.http import create_app
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--facade", choices=["fake", "real"], default="fake")
     args = parser.parse_args(argv)
     settings = Settings()
-    facade = ScriptedTailor(settings) if args.facade == "fake" else None
+    # Typed as the contract: mypy holds the test double to every member the service has.
+    facade: Facade | None = ScriptedTailor(settings) if args.facade == "fake" else None
     level = os.environ.get("TAILOR_TEST_LOG_LEVEL", "warning").lower()
     if level != "warning":
         logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tailor.app.api import create_key
+from tailor.app.http import create_key
 from tailor.core.models import MAX_TEXT_LENGTH
 from tailor.core.settings import Settings
 from tailor.data.store import Store
@@ -38,7 +38,7 @@ _BODIES: dict[tuple[str, str], Any] = {
         "callback_url": "http://127.0.0.1:9/cb",
     },
     ("POST", "/v1/campaigns"): {
-        "segment": {"customer_ids": ["100"], "country": "France", "min_orders": 1, "limit": 5},
+        "audience": {"customer_ids": ["100"], "country": "France", "min_orders": 1, "limit": 5},
         "trigger": {"kind": "campaign", "campaign_id": "c"},
     },
     ("PUT", "/v1/customers/100/consent"): {"marketing_email": True, "personalization": True},
@@ -217,7 +217,7 @@ def test_control_characters_are_refused_in_every_free_text_field(
         (crm, "/v1/events", {"type": "identify", "userId": "902", "traits": traits}, "traits.firstName"),
         (support, "/v1/support/suggestions", {"customer_id": "100", "question": "hi" + bad}, "question"),
         (crm, "/v1/feedback", {"customer_id": "100", "signal": "click", "note": bad}, "note"),
-        (crm, "/v1/campaigns", {"segment": {"customer_ids": ["10" + bad]}}, "segment.customer_ids.0"),
+        (crm, "/v1/campaigns", {"audience": {"customer_ids": ["10" + bad]}}, "audience.customer_ids.0"),
     ]
     for headers, url, body, field in cases:
         r = client.post(url, headers=headers, json=body)

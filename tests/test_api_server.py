@@ -18,11 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tailor.app.api import create_key
+from tailor.app.http import create_key
 from tailor.app.ops import Ops
 from tailor.core.settings import Settings
 from tailor.data.store import Store
-from tests.server import ServerProcess, seed_segment_facts, seed_store
+from tests.server import ServerProcess, seed_audience_facts, seed_store
 
 pytestmark = pytest.mark.slow
 
@@ -475,8 +475,12 @@ def test_consent_and_forget(server: tuple[ServerProcess, httpx.Client], keys: An
     answer = client.delete("/v1/customers/104", headers=crm).json()
     deleted = answer["deleted"]
     assert deleted["customers"] == 1 and deleted["events"] == 2
-    assert answer["refit"] == "off", "the test facade has no fitted model to refit"
-    _error(client.get("/v1/model", headers=crm), 501, "not_implemented")
+    # A refit is asked for, to take the customer's share out of the model; the test facade has none to fit,
+    # and says so as the real one says a failed background fit.
+    assert answer["refit"] == "started"
+    model = client.get("/v1/model", headers=crm).json()
+    assert model["fitted"] is False and model["forgotten_since_fit"] >= 1
+    assert model["last_error"].startswith("DataError") and "no model to fit" in model["last_error"]
     _error(client.get("/v1/customers/104/recommendations", headers=support), 404, "not_found")
     _error(client.delete("/v1/customers/104", headers=crm), 404, "not_found")
 
@@ -513,7 +517,7 @@ def test_campaign_survives_sigkill_without_duplicates(tmp_path: Path) -> None:
     proc.start()
     try:
         client = httpx.Client(base_url=proc.base_url, timeout=30)
-        campaign = {"segment": {"customer_ids": ids}, "trigger": {"kind": "campaign", "campaign_id": "x"}}
+        campaign = {"audience": {"customer_ids": ids}, "trigger": {"kind": "campaign", "campaign_id": "x"}}
         r = client.post("/v1/campaigns", headers={**crm, "Idempotency-Key": "c1"}, json=campaign)
         assert r.status_code == 202, r.text
         job_id = r.json()["job_id"]
@@ -567,38 +571,38 @@ def test_campaign_survives_sigkill_without_duplicates(tmp_path: Path) -> None:
         store.close()
 
 
-def test_campaign_by_country_segment(server: tuple[ServerProcess, httpx.Client], keys: Any) -> None:
+def test_campaign_to_an_audience_by_country(server: tuple[ServerProcess, httpx.Client], keys: Any) -> None:
     _, client = server
     crm, _ = keys
-    r = client.post("/v1/campaigns", headers=crm, json={"segment": {"country": "france"}})
+    r = client.post("/v1/campaigns", headers=crm, json={"audience": {"country": "france"}})
     assert r.status_code == 202 and r.json()["total"] == 2  # customers 102 and 105, matched case-blind
     assert r.headers["Idempotent-Replayed"] == "false"
     # With an Idempotency-Key, the retry is the same campaign, and says so.
     keyed = {**crm, "Idempotency-Key": "fr-1"}
-    first = client.post("/v1/campaigns", headers=keyed, json={"segment": {"country": "france"}})
-    retry = client.post("/v1/campaigns", headers=keyed, json={"segment": {"country": "france"}})
+    first = client.post("/v1/campaigns", headers=keyed, json={"audience": {"country": "france"}})
+    retry = client.post("/v1/campaigns", headers=keyed, json={"audience": {"country": "france"}})
     assert first.json()["job_id"] == retry.json()["job_id"] != r.json()["job_id"]
     assert (first.headers["Idempotent-Replayed"], retry.headers["Idempotent-Replayed"]) == ("false", "true")
     _error(
-        client.post("/v1/campaigns", headers=crm, json={"segment": {"country": "Atlantis"}}),
+        client.post("/v1/campaigns", headers=crm, json={"audience": {"country": "Atlantis"}}),
         422,
         "invalid_record",
     )
-    _error(client.post("/v1/campaigns", headers=crm, json={"segment": {}}), 422, "invalid_record")
+    _error(client.post("/v1/campaigns", headers=crm, json={"audience": {}}), 422, "invalid_record")
 
 
-def test_campaign_segment_filters_on_profile_and_purchase_facts(tmp_path: Path) -> None:
+def test_campaign_audience_filters_on_profile_and_purchase_facts(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     seed_store(data_dir, n_customers=6)
-    seed_segment_facts(data_dir)  # its table lists each customer's facts
+    seed_audience_facts(data_dir)  # its table lists each customer's facts
     crm, _ = _keys(data_dir)
     with ServerProcess(data_dir) as proc, httpx.Client(base_url=proc.base_url, timeout=30) as client:
 
-        def campaign(segment: dict[str, Any]) -> httpx.Response:
-            return client.post("/v1/campaigns", headers=crm, json={"segment": segment})
+        def campaign(audience: dict[str, Any]) -> httpx.Response:
+            return client.post("/v1/campaigns", headers=crm, json={"audience": audience})
 
-        def total(segment: dict[str, Any]) -> int:
-            r = campaign(segment)
+        def total(audience: dict[str, Any]) -> int:
+            r = campaign(audience)
             assert r.status_code == 202, r.text
             return int(r.json()["total"])
 
@@ -618,23 +622,48 @@ def test_campaign_segment_filters_on_profile_and_purchase_facts(tmp_path: Path) 
         assert sorted(row["customer_id"] for row in rows) == ["103", "105"]
         # Refused, naming the field: an unknown one, a bad value, an empty range.
         err = _error(campaign({"country": "France", "vip": True}), 422, "invalid_request")
-        assert err["field"] == "segment.vip"
-        assert _error(campaign({"min_spend": -1}), 422, "invalid_request")["field"] == "segment.min_spend"
+        assert err["field"] == "audience.vip"
+        assert _error(campaign({"min_spend": -1}), 422, "invalid_request")["field"] == "audience.min_spend"
         assert (
             _error(campaign({"country": ["France", ""]}), 422, "invalid_request")["field"]
-            == "segment.country.1"
+            == "audience.country.1"
         )
         err = _error(campaign({"last_purchase_since": "soon"}), 422, "invalid_request")
-        assert err["field"] == "segment.last_purchase_since"
+        assert err["field"] == "audience.last_purchase_since"
         err = _error(campaign({"min_orders": 5, "max_orders": 1}), 422, "invalid_request")
-        assert err["field"] == "segment" and "min_orders" in err["message"]
+        assert err["field"] == "audience" and "min_orders" in err["message"]
         err = _error(campaign({"min_orders": 4}), 422, "invalid_record")
         assert "matches no customer" in err["message"]
         assert "customer_ids" in _error(campaign({"limit": 3}), 422, "invalid_record")["message"]
-        schema = client.get("/openapi.json").json()["components"]["schemas"]["SegmentIn"]
+        schema = client.get("/openapi.json").json()["components"]["schemas"]["Audience"]
         assert {"country", "min_orders", "max_spend", "last_purchase_since", "marketing_email"} <= set(
             schema["properties"]
         )
+
+
+def test_a_campaign_still_takes_its_audience_under_the_old_name_segment(
+    server: tuple[ServerProcess, httpx.Client], keys: Any
+) -> None:
+    """``segment`` now means Segment.com's calls only (``POST /v1/events``); a CRM written when it named a
+    campaign's audience keeps working, and a retry under the new name is the same campaign."""
+    _, client = server
+    crm, _ = keys
+    keyed = {**crm, "Idempotency-Key": "old-name-1"}
+    old = client.post("/v1/campaigns", headers=keyed, json={"segment": {"country": "france"}})
+    assert old.status_code == 202 and old.json()["total"] == 2, old.text
+    new = client.post("/v1/campaigns", headers=keyed, json={"audience": {"country": "france"}})
+    assert new.json()["job_id"] == old.json()["job_id"] and new.headers["Idempotent-Replayed"] == "true"
+    # A refusal names the field as the body named it; a body may not name both.
+    bad = client.post("/v1/campaigns", headers=crm, json={"segment": {"country": "France", "vip": True}})
+    assert _error(bad, 422, "invalid_request")["field"] == "segment.vip"
+    both = {"audience": {"country": "france"}, "segment": {"country": "france"}}
+    assert (
+        _error(client.post("/v1/campaigns", headers=crm, json=both), 422, "invalid_request")["field"]
+        == "segment"
+    )
+    # The schema offers the new name only, and says that the old one is still taken.
+    fields = client.get("/openapi.json").json()["components"]["schemas"]["CampaignIn"]["properties"]
+    assert "segment" not in fields and "`segment` (deprecated)" in fields["audience"]["description"]
 
 
 def _llm_server(data_dir: Path, llm: ScriptedHTTP, mode: str) -> ServerProcess:

@@ -14,7 +14,7 @@ from agent.writers import EmailCopy, ScriptedWriter, WriteResult
 from guardrails.base import Finding, Verdict
 from prompts import PromptRef
 from retrieval.recommender import HybridRecommender
-from tailor.app.api import TokenBuckets
+from tailor.app.http import TokenBuckets
 from tailor.app.jobs import JobRunner, check_callback_url
 from tailor.app.metrics import Metrics, record_outcome
 from tailor.app.ops import Ops
@@ -27,7 +27,7 @@ from tailor.data.segment import from_segment, is_segment
 from tailor.data.store import Store
 from tests.openai_endpoint import chat, fail, good_part, scripted_endpoint
 from tests.retailers import Retailer
-from tests.server import Outcome, seed_store
+from tests.server import outcome, seed_store
 from tests.test_api_server import ScriptedHTTP
 
 GOOD_COPY = EmailCopy(subject="s", preheader="p", intro="i", reasons={})
@@ -341,8 +341,8 @@ def test_runner_defers_while_qdrant_is_down_then_finishes(tmp_path: Path, settin
     refusal = Refusal(customer_id="200", reason="no_marketing_consent", detail="opted out")
     script: list[object] = [
         VectorStoreError("connection refused"),
-        Outcome(refusal=refusal),
-        Outcome(email=email),
+        outcome(refusal=refusal),
+        outcome(email=email),
     ]
     facade = _ScriptedEmails(store, settings.model_copy(update={"job_retry_s": 30.0}), script)
     runner = JobRunner(facade, ops, facade.settings)  # type: ignore[arg-type]
@@ -377,7 +377,7 @@ def test_a_callback_that_cannot_be_sent_fails_alone(tmp_path: Path, settings: Se
     ops = Ops(tmp_path / "ops.db")
     store = Store(tmp_path / "tailor.db")
     email = _plain_email("100")
-    facade = _ScriptedEmails(store, settings, [Outcome(email=email), Outcome(email=email)])
+    facade = _ScriptedEmails(store, settings, [outcome(email=email), outcome(email=email)])
     runner = JobRunner(facade, ops, facade.settings)  # type: ignore[arg-type]
     sink = ScriptedHTTP(script=["ok"])
     try:

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tailor.app.api import create_key
+from tailor.app.http import create_key
 from tailor.app.ops import Ops
 from tailor.app.service import Tailor
 from tailor.core.settings import Settings

@@ -1,4 +1,4 @@
-"""Campaign segments: the filter's validation, and which customers it selects from a real store."""
+"""Campaign audiences: the filter's validation, and which customers it selects from a real store."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from pydantic import ValidationError
 from tailor.core.errors import RecordError
 from tailor.data.audience import Audience, select
 from tailor.data.store import CustomerFacts, Store
-from tests.server import seed_segment_facts, seed_store
+from tests.server import seed_audience_facts, seed_store
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     data_dir = tmp_path_factory.mktemp("audience")
     seed_store(data_dir, n_customers=6)
-    seed_segment_facts(data_dir)
+    seed_audience_facts(data_dir)
     s = Store(data_dir / "tailor.db")
     yield s
     s.close()
@@ -84,7 +84,7 @@ def test_segment_selects_the_customers_every_criterion_holds_for(
 def test_a_segment_must_narrow_somehow(store: Store, segment: dict[str, Any]) -> None:
     with pytest.raises(RecordError) as info:
         _select(store, **segment)
-    assert info.value.field == "segment" and "customer_ids" in str(info.value)
+    assert info.value.field == "audience" and "customer_ids" in str(info.value)
 
 
 @pytest.mark.parametrize(

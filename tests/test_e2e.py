@@ -196,16 +196,16 @@ def test_ingest_then_forget_removes_the_customer_everywhere(tailor: Tailor) -> N
     texts = {e.text for e in tailor.store.events(customer) if e.text}
     keys = [EmbeddingCache.key(tailor.embedder.model_id, text) for text in texts]
     assert canary in texts and len(tailor.embedder.cache.get_many(keys)) == len(keys)
-    assert customer in Ranker.saved_customer_ids(tailor.ranker_path)
+    assert customer in Ranker.saved_customer_ids(tailor.model.path)
     deleted = tailor.forget(customer)
     assert deleted["customers"] == 1 and deleted["events"] > 0 and deleted["qdrant_history"] >= 1
     assert deleted["embedding_cache_entries"] == len(keys) and deleted["ranker_rows"] > 0
     assert tailor.search_history(customer, "cracked teapot lid", 5) == []
     assert tailor.store.events(customer) == []
     assert tailor.embedder.cache.get_many(keys) == {}
-    assert customer not in Ranker.saved_customer_ids(tailor.ranker_path)
-    assert f'"{customer}"' not in tailor.ranker_path.with_suffix(".json").read_text()
-    assert customer not in Ranker.load(tailor.ranker_path).customer_index
+    assert customer not in Ranker.saved_customer_ids(tailor.model.path)
+    assert f'"{customer}"' not in tailor.model.path.with_suffix(".json").read_text()
+    assert customer not in Ranker.load(tailor.model.path).customer_index
     with pytest.raises(NotFoundError):
         tailor.recommend(customer)
 

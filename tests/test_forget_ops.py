@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tailor.app.api import create_key
+from tailor.app.http import create_key
 from tailor.app.ops import Ops
 from tailor.core.settings import Settings
 from tests.server import ServerProcess, seed_store
@@ -61,7 +61,7 @@ def test_a_forgotten_customer_leaves_no_id_and_is_refused_afterwards(tmp_path: P
             json={"customer_id": GONE, "trigger": {"kind": "browse"}},
         ).json()["job_id"]
         campaign = client.post(
-            "/v1/campaigns", headers=crm, json={"segment": {"customer_ids": ["100", GONE]}}
+            "/v1/campaigns", headers=crm, json={"audience": {"customer_ids": ["100", GONE]}}
         ).json()["job_id"]
         for job in (email, campaign):
             _wait_done(client, crm, job)
@@ -85,11 +85,11 @@ def test_a_forgotten_customer_leaves_no_id_and_is_refused_afterwards(tmp_path: P
 
         # A job naming them now is refused, typed, and stores nothing.
         later = client.post(
-            "/v1/campaigns", headers=crm, json={"segment": {"customer_ids": ["100", "101", GONE]}}
+            "/v1/campaigns", headers=crm, json={"audience": {"customer_ids": ["100", "101", GONE]}}
         )
         assert later.status_code == 410, later.text
         error = later.json()["error"]
-        assert error["code"] == "forgotten" and error["field"] == "segment.customer_ids.2"
+        assert error["code"] == "forgotten" and error["field"] == "audience.customer_ids.2"
         again = client.post(
             "/v1/triggers/email",
             headers={**crm, "Idempotency-Key": f"welcome-{GONE}"},

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from tailor.app import cli
-from tailor.app.api import create_app, create_key
+from tailor.app.http import create_app, create_key
 from tailor.app.ops import Ops
 from tailor.core.settings import Settings
 from tests.server import ScriptedTailor, seed_store
@@ -71,7 +71,7 @@ def http(settings: Settings) -> Iterator[tuple[TestClient, dict[str, str]]]:
     crm = {"Authorization": f"Bearer {create_key(settings, 'crm')}"}
     facade = ScriptedTailor(settings)
     try:
-        with TestClient(create_app(settings, facade, run_jobs=False)) as client:  # type: ignore[arg-type]
+        with TestClient(create_app(settings, facade, run_jobs=False)) as client:
             yield client, crm
     finally:
         facade.close()

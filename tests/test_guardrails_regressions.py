@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
@@ -79,20 +81,26 @@ def test_a_short_two_word_product_outside_the_plan_is_caught_at_its_span() -> No
     assert finding.rule == "unplanned_product" and text[finding.start : finding.end] == "Daisy Journal"
 
 
+@dataclass(frozen=True)
+class _Rail:
+    name: str
+    check: Callable[..., Verdict]
+
+
 def test_a_rail_over_its_time_budget_fails_closed() -> None:
-    def slow(text: str, context: RailContext) -> Verdict:
+    def slow(text: str, context: RailContext, *, part: str | None = None) -> Verdict:
         time.sleep(0.05)
         return Verdict("slow", True)
 
-    [verdict] = check_all("hello", _ctx(), rails=(("slow", slow),), budget_ms=1.0)
+    [verdict] = check_all("hello", _ctx(), rails=(_Rail("slow", slow),), budget_ms=1.0)
     assert not verdict.passed and [f.rule for f in verdict.findings] == ["rail_timeout"]
 
 
 def test_a_rail_that_raises_fails_closed_with_the_reason() -> None:
-    def broken(text: str, context: RailContext) -> Verdict:
+    def broken(text: str, context: RailContext, *, part: str | None = None) -> Verdict:
         raise KeyError("catalog")
 
-    [verdict] = check_all("hello", _ctx(), rails=(("broken", broken),))
+    [verdict] = check_all("hello", _ctx(), rails=(_Rail("broken", broken),))
     assert not verdict.passed
     [finding] = verdict.findings
     assert finding.rule == "rail_error" and "KeyError" in finding.message

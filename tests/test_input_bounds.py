@@ -26,7 +26,7 @@ from tailor.core.models import (
     Event,
     Item,
 )
-from tests.server import Outcome, seed_store
+from tests.server import outcome, seed_store
 
 AT = datetime(2011, 12, 1, tzinfo=UTC)
 # NUL, BEL, ESC (an ANSI colour), DEL, a C1 control, the right-to-left override, a bidi isolate.
@@ -125,7 +125,7 @@ def test_an_email_preview_prints_escaped() -> None:
         writer="template",
     )
     console, buf = _console()
-    print_outcome(console, Outcome(email=email))
+    print_outcome(console, outcome(email=email))
     assert "\x1b" not in buf.getvalue() and "\\x1b]0;pwned\\x07" in buf.getvalue()
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from agent import EmailOutcome
 from agent.writers import CopyRequest, OpenAIWriter, ProductFacts
 from tailor.app.jobs import JobRunner
 from tailor.app.ops import Ops
@@ -25,7 +26,7 @@ from tailor.core.models import Customer, Email
 from tailor.core.settings import Settings
 from tailor.data.store import Store
 from tests.openai_endpoint import scripted_endpoint, stall
-from tests.server import Outcome
+from tests.server import outcome
 
 
 def _wait(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -71,7 +72,7 @@ class _HeldModel:
     def now(self) -> datetime:
         return datetime(2011, 12, 10, 10, tzinfo=UTC)
 
-    def email(self, customer_id: str, trigger: object, *, send: bool = False) -> Outcome:
+    def email(self, customer_id: str, trigger: object, *, send: bool = False) -> EmailOutcome:
         with self._lock:
             self.started.append(customer_id)
             self.now_running[customer_id] += 1
@@ -80,7 +81,7 @@ class _HeldModel:
         try:
             if customer_id in self.gates:
                 assert self.gates[customer_id].wait(30), "the test never released the held model"
-            return Outcome(email=_email(customer_id))
+            return outcome(email=_email(customer_id))
         finally:
             with self._lock:
                 self.now_running[customer_id] -= 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 
 import pytest
@@ -237,11 +239,17 @@ def test_output_blocks_active_html_and_foreign_links() -> None:
     assert "tracking_image" in rules(output.check('<img src="https://example-retail.test/p.gif?u=1">', ctx()))
 
 
+@dataclass(frozen=True)
+class _Rail:
+    name: str
+    check: Callable[..., Verdict]
+
+
 def test_a_rail_that_raises_blocks_the_output() -> None:
-    def broken(text: str, context: RailContext) -> Verdict:
+    def broken(text: str, context: RailContext, *, part: str | None = None) -> Verdict:
         raise RuntimeError("boom")
 
-    [verdict] = check_all("fine text", ctx(), rails=(("broken", broken),))
+    [verdict] = check_all("fine text", ctx(), rails=(_Rail("broken", broken),))
     assert not verdict.passed and rules(verdict) == ["rail_error"]
 
 

@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from tailor.app.api import create_app, create_key
+from tailor.app.http import create_app, create_key
 from tailor.app.service import Tailor
 from tailor.core.errors import DataError, RecordError
 from tailor.core.models import Customer, Event, Item

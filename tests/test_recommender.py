@@ -388,7 +388,7 @@ def test_forget_purges_ranker_files_embedding_cache_history_and_memory(
     # A service that never loaded the recommender purges the saved ranker all the same.
     with Tailor.open(Settings(data_dir=data, now=NOW.isoformat())) as t:
         deleted = t.forget(second)
-        assert t._recommender is None  # never loaded
+        assert t.model.loaded is None  # never loaded
         assert deleted["ranker_rows"] > 0 and deleted["embedding_cache_entries"] == 0
     assert second not in Ranker.saved_customer_ids(ranker_path)
     assert len(Ranker.load(ranker_path).customer_ids) == len(reloaded.customer_ids) - 1

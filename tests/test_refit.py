@@ -72,7 +72,7 @@ def test_refit_after_forget_takes_the_customers_share_out_of_the_aggregates(
     assert report["customers"] == len(ids) - 1 and report["purged_during_fit"] == 0
     status = tailor.model_status()
     assert status["forgotten_since_fit"] == 0 and not status["stale"] and status["customers"] == len(ids) - 1
-    assert victim not in Ranker.saved_customer_ids(tailor.ranker_path)
+    assert victim not in Ranker.saved_customer_ids(tailor.model.path)
 
     # What Qdrant now holds is exactly what a fit that never saw the customer learns...
     never_saw = Ranker().fit(
@@ -99,12 +99,12 @@ def test_a_customer_forgotten_during_a_fit_is_purged_before_the_swap(
         if point == "fitted":
             tailor.forget(victim)
 
-    tailor.refits.on_checkpoint = forget_mid_fit
+    tailor.model.refits.on_checkpoint = forget_mid_fit
     report = tailor.refit()
-    tailor.refits.on_checkpoint = None
+    tailor.model.refits.on_checkpoint = None
     assert report["purged_during_fit"] == 1
     assert victim not in tailor.recommender.ranker.customer_index
-    assert victim not in Ranker.saved_customer_ids(tailor.ranker_path)
+    assert victim not in Ranker.saved_customer_ids(tailor.model.path)
     # That fit read their purchases, so its aggregates still hold their share: still counted as pending.
     assert tailor.model_status()["forgotten_since_fit"] == 1
     tailor.refit()
@@ -134,19 +134,19 @@ def test_a_ranker_saved_by_an_older_version_names_the_refit_and_a_refit_replaces
     indexed: tuple[Tailor, list[str]],
 ) -> None:
     tailor, ids = indexed
-    meta_path = tailor.ranker_path.with_suffix(".json")
+    meta_path = tailor.model.path.with_suffix(".json")
     meta = json.loads(meta_path.read_text())
     meta["format"] = 1  # as the scikit-learn trees were saved
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(DataError, match=r"format 1, this version reads format 2") as err:
-        Ranker.load(tailor.ranker_path)
+        Ranker.load(tailor.model.path)
     assert err.value.hint is not None and "`tailor refit`" in err.value.hint
     # An unchanged store is not refitted by `tailor index`; what the hint names is: it fits anew without
     # reading the old files, and replaces them with ones this version loads.
     assert tailor.index()["ranker"] == "unchanged"
     tailor.refit()
     assert json.loads(meta_path.read_text())["format"] == 2
-    assert Ranker.load(tailor.ranker_path).rank([ids[0]], k=3)[0]
+    assert Ranker.load(tailor.model.path).rank([ids[0]], k=3)[0]
 
 
 def test_background_refits_run_one_at_a_time_and_coalesce(indexed: tuple[Tailor, list[str]]) -> None:
@@ -157,18 +157,18 @@ def test_background_refits_run_one_at_a_time_and_coalesce(indexed: tuple[Tailor,
         reached.set()
         assert release.wait(60), "the test never released the fit"
 
-    done = tailor.refits.done
-    tailor.refits.on_checkpoint = hold
+    done = tailor.model.refits.done
+    tailor.model.refits.on_checkpoint = hold
     assert tailor.refit_in_background() == "started"
     assert reached.wait(120), "the background fit never reached its checkpoint"
     assert tailor.model_status()["refitting"] is True
     # Asked for twice while the fit runs: one more fit after it, not two.
     assert tailor.refit_in_background() == "queued"
     assert tailor.refit_in_background() == "queued"
-    tailor.refits.on_checkpoint = None
+    tailor.model.refits.on_checkpoint = None
     release.set()
-    assert tailor.refits.wait(120)
-    assert tailor.refits.done == done + 2
+    assert tailor.model.refits.wait(120)
+    assert tailor.model.refits.done == done + 2
     status = tailor.model_status()
     assert status["refitting"] is False and status["last_error"] is None
 
@@ -184,7 +184,7 @@ def test_a_fit_that_fails_in_its_worker_leaves_the_old_ranker_serving(tmp_path: 
         with pytest.raises(BackendError, match=r"fit worker exited 1: DataError: fitting needs purchases"):
             tailor.refit(isolated=True)
         assert tailor.refit_in_background() == "started"
-        assert tailor.refits.wait(120)
+        assert tailor.model.refits.wait(120)
         status = tailor.model_status()
         # The reason itself, as the worker gave it, not where in the code it surfaced.
         assert status["last_error"] is not None
@@ -205,12 +205,12 @@ def test_closing_the_service_ends_a_fit_under_way(tmp_path: Path) -> None:
     tailor = Tailor.open(settings)
     assert tailor.refit_in_background() == "started"
     deadline = time.monotonic() + 60
-    while tailor.refits.child is None and time.monotonic() < deadline:
+    while tailor.model.refits.child is None and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert tailor.refits.child is not None, "the fit worker never started"
+    assert tailor.model.refits.child is not None, "the fit worker never started"
     tailor.close()  # the worker is still importing its libraries: ended, not waited for
     # A fit that ran to its end leaves no error: this one was ended, and nothing was swapped in.
-    assert tailor.refits.error is not None and tailor.refits.error.startswith("BackendError")
+    assert tailor.model.refits.error is not None and tailor.model.refits.error.startswith("BackendError")
     with Tailor.open(settings) as again:
         assert again.model_status()["fitted_at"] == fitted
     assert not list(data_dir.glob("refit-*"))

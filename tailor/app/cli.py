@@ -8,17 +8,31 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from tailor.app.render import markup_safe
+from agent.state import TRIGGER_KINDS
+from tailor.app.evaluate import eval_command
+from tailor.app.http import create_key
+from tailor.app.http import serve as run_server
+from tailor.app.ops import Ops
+from tailor.app.render import (
+    markup_safe,
+    outcome_dict,
+    print_explanation,
+    print_outcome,
+    print_recommendations,
+    print_support,
+    run_demo,
+)
+from tailor.app.service import Tailor
 from tailor.core.errors import NotFoundError, TailorError
 from tailor.core.logs import quiet_libraries
-from tailor.core.models import CONTROL_CHARACTERS
+from tailor.core.models import CONTROL_CHARACTERS, JsonObject
 from tailor.core.settings import Settings
 
 __all__ = ["app", "main"]
@@ -38,7 +52,7 @@ keys_app = typer.Typer(help="API keys for the HTTP service.", no_args_is_help=Tr
 app.add_typer(keys_app, name="keys")
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
-_state: dict[str, Any] = {"debug": False}
+_state = {"debug": False}
 T = TypeVar("T")
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Overrides TAILOR_DATA_DIR.")]
@@ -89,7 +103,7 @@ def _progress(enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]
         disable=not enabled or not err.is_terminal,
         transient=False,
     )
-    tasks: dict[str, Any] = {}
+    tasks: dict[str, TaskID] = {}
 
     def update(stage: str, done: int, total: int) -> None:
         if stage not in tasks:
@@ -100,13 +114,11 @@ def _progress(enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]
         yield update
 
 
-def _tailor(data_dir: Path | None) -> Any:
-    from tailor.app.service import Tailor
-
+def _tailor(data_dir: Path | None) -> Tailor:
     return Tailor.open(_settings(data_dir))
 
 
-def _dump(obj: Any) -> None:
+def _dump(obj: object) -> None:
     # Plain JSON on stdout, so that `tailor ... --json | jq` works. JSON escapes C0 controls itself; DEL,
     # C1 and the bidi controls it would print raw are written as \u escapes too, which jq reads back as
     # the same characters, so a terminal never gets them (``tailor.app.render.terminal_safe``).
@@ -191,7 +203,6 @@ def recommend(
         if as_json:
             _dump([r.model_dump(mode="json") for r in recs])
             return
-        from tailor.app.render import print_recommendations
 
         print_recommendations(out, recs)
 
@@ -201,9 +212,7 @@ def recommend(
 @app.command()
 def email(
     customer: str,
-    trigger: Annotated[
-        str, typer.Option(help="campaign, abandoned_cart, browse, support_contact or win_back.")
-    ] = "campaign",
+    trigger: Annotated[str, typer.Option(help=f"One of {', '.join(TRIGGER_KINDS)}.")] = "campaign",
     data_dir: DataDir = None,
     as_json: AsJson = False,
     send: Annotated[
@@ -220,7 +229,6 @@ def email(
     def body() -> None:
         with _tailor(data_dir) as t:
             outcome = t.email(customer, trigger=trigger, send=send)
-        from tailor.app.render import outcome_dict, print_outcome
 
         if as_json:
             _dump(outcome_dict(outcome))
@@ -240,7 +248,6 @@ def why(customer: str, item: str, data_dir: DataDir = None, as_json: AsJson = Fa
         if as_json:
             _dump(explanation.model_dump(mode="json"))
             return
-        from tailor.app.render import print_explanation
 
         print_explanation(out, explanation)
 
@@ -257,7 +264,6 @@ def support(customer: str, question: str, data_dir: DataDir = None, as_json: AsJ
         if as_json:
             _dump(answer.model_dump(mode="json"))
             return
-        from tailor.app.render import print_support
 
         print_support(out, answer)
 
@@ -286,7 +292,6 @@ def forget(
             in_ops = 0
             if t.settings.ops_path.exists():
                 # The HTTP service's jobs, feedback and audit: the id goes there too (a tombstone stays).
-                from tailor.app.ops import Ops
 
                 ops = Ops(t.settings.ops_path)
                 try:
@@ -297,7 +302,7 @@ def forget(
                 deleted.update({f"ops_{k}": v for k, v in counts.items()})
             if not_found is not None and not in_ops:
                 raise not_found
-            out_doc: dict[str, Any] = {"deleted": deleted}
+            out_doc: JsonObject = {"deleted": deleted}
             if refit:
                 out_doc["refit"] = t.refit()
             else:
@@ -340,13 +345,11 @@ def demo(
     """Load and index the demo store; show recommendations, an email and an explanation for 3 customers."""
 
     def body() -> None:
-        from tailor.app.render import run_demo
 
         settings = _settings(data_dir)
         if settings.now is None:
             # The demo store ends on 2011-12-09: make "now" the morning after, so recency means something.
             settings = settings.model_copy(update={"now": "2011-12-10T10:00:00+00:00"})
-        from tailor.app.service import Tailor
 
         with Tailor.open(settings) as t, _progress() as progress:
             run_demo(t, out, progress=progress, customers_limit=customers_limit)
@@ -363,7 +366,6 @@ def serve(
     """Run the HTTP API (FastAPI under uvicorn); OpenAPI at /docs."""
 
     def body() -> None:
-        from tailor.app.api import serve as run_server
 
         run_server(_settings(data_dir), host=host, port=port)
 
@@ -379,7 +381,6 @@ def keys_create(
     """Create an API key; it is printed once and stored only as a hash."""
 
     def body() -> None:
-        from tailor.app.api import create_key
 
         out.print(create_key(_settings(data_dir), role, name))
 
@@ -413,7 +414,6 @@ def eval_(
     """Run the offline evaluation; exits non-zero when a gate in evals/gates.toml fails."""
 
     def body() -> int:
-        from tailor.app.evaluate import eval_command
 
         return eval_command(
             _settings(data_dir), suite, out_dir, compare, quick, cut=cut, holdout_days=holdout_days

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -19,11 +19,23 @@ from rich.table import Table
 from evals.base import Eval, artifacts_of
 from evals.compare import compare as compare_reports
 from evals.compare import print_header, print_table, to_html
+from evals.copy import CopyQualityEval
+from evals.generation import GenerationEval
+from evals.policy import PolicyEval, load_decisions
 from evals.protocol import DEFAULT_CUT as DEFAULT_CUT_TS
+from evals.protocol import UCI_START, holdout_cut, sized_holdout_days
+from evals.ranking import DEFAULT_EARLIER_PARQUET, DEFAULT_PARQUET, RankingEval
 from evals.report import DEFAULT_GATES, Report, evaluate_gates, load_gates, load_report
+from evals.safety import SafetyEval
+from retrieval.embeddings import Embedder
+from retrieval.recommender import item_text_vectors
+from tailor.app.service import Tailor
 from tailor.core.errors import ConfigError, DataError, TailorError
+from tailor.core.models import EventKind, JsonObject
 from tailor.core.settings import Settings
 from tailor.core.utc import utc_timestamp
+from tailor.data.frame import purchases_from_store, purchases_from_uci
+from tailor.data.store import Store
 
 __all__ = [
     "DEFAULT_HOLDOUT_DAYS",
@@ -58,7 +70,7 @@ class SuiteInput:
     notes: list[str]
     cut: str | None = None  # --cut YYYY-MM-DD
     holdout_days: int | None = None  # --holdout-days N
-    protocol: dict[str, Any] = field(default_factory=dict)  # what the ranking suite split on, for meta
+    protocol: JsonObject = field(default_factory=dict)  # what the ranking suite split on, for meta
     _purchases: pd.DataFrame | None = None
     from_store: bool = False
     uci: bool = False  # the purchases are UCI Online Retail (the parquet, or a store imported from it)
@@ -67,10 +79,6 @@ class SuiteInput:
     def purchases(self) -> pd.DataFrame:
         """The store's purchases if it holds data, else the UCI parquet; a seeded customer slice if quick."""
         if self._purchases is None:
-            from evals.ranking import DEFAULT_PARQUET
-            from tailor.data.frame import purchases_from_store, purchases_from_uci
-            from tailor.data.store import Store
-
             frame: pd.DataFrame | None = None
             if self.settings.store_path.exists():
                 store = Store(self.settings.store_path)
@@ -104,7 +112,7 @@ def _looks_like_uci(frame: pd.DataFrame) -> bool:
     return bool(len(ts)) and ts.min() < DEFAULT_CUT_TS <= ts.max() and ts.max().normalize() == UCI_LAST_DAY
 
 
-def _ranking_protocol(inp: SuiteInput) -> dict[str, Any]:
+def _ranking_protocol(inp: SuiteInput) -> JsonObject:
     """The split the ranking suite uses: ``--cut``, ``--holdout-days``, or the default for the data.
 
     Default: the reference cut (2011-09-09) on UCI Online Retail, so figures stay comparable with the peers';
@@ -121,7 +129,6 @@ def _ranking_protocol(inp: SuiteInput) -> dict[str, Any]:
         if inp.holdout_days < 1:
             raise ConfigError(f"--holdout-days must be >= 1, got {inp.holdout_days}")
         return {"split": "holdout", "holdout_days": inp.holdout_days, "chosen_by": "--holdout-days"}
-    from evals.protocol import sized_holdout_days
 
     purchases = inp.purchases  # decides whether the data is UCI
     if inp.uci:
@@ -136,8 +143,6 @@ def _ranking_protocol(inp: SuiteInput) -> dict[str, Any]:
 
 
 def _ranking(inp: SuiteInput) -> Eval:
-    from evals.protocol import UCI_START, holdout_cut
-    from evals.ranking import DEFAULT_EARLIER_PARQUET, RankingEval
 
     protocol = _ranking_protocol(inp)
     purchases = inp.purchases
@@ -151,10 +156,6 @@ def _ranking(inp: SuiteInput) -> Eval:
         refs = ("popularity", "repeat", "ease")
         return RankingEval(purchases, cut=cut, text=None, seed=inp.seed, references=refs)
     if inp.from_store:
-        from retrieval.embeddings import Embedder
-        from retrieval.recommender import item_text_vectors
-        from tailor.data.store import Store
-
         # The same item vectors the service fits on (the store's catalog through the configured embedder,
         # cached on disk), so the suite measures the ranker that serves.
         store = Store(inp.settings.store_path)
@@ -203,9 +204,6 @@ def demo_now(settings: Settings, last_event: datetime | None) -> str | None:
 
 
 def _generation(inp: SuiteInput) -> Eval:
-    from evals.generation import GenerationEval
-    from tailor.app.service import Tailor
-    from tailor.data.store import Store
 
     store = Store(inp.settings.store_path)
     try:
@@ -222,15 +220,11 @@ def _generation(inp: SuiteInput) -> Eval:
 
 
 def _safety(inp: SuiteInput) -> Eval:
-    from evals.safety import SafetyEval
 
     return SafetyEval(seed=inp.seed, quick=inp.quick)
 
 
 def _copy(inp: SuiteInput) -> Eval:
-    from evals.copy import CopyQualityEval
-    from tailor.app.service import Tailor
-    from tailor.data.store import Store
 
     deps = None
     service = None
@@ -264,9 +258,6 @@ def decisions_path(settings: Settings) -> Path:
 
 
 def _policy(inp: SuiteInput) -> Eval:
-    from evals.policy import PolicyEval, load_decisions
-    from tailor.core.models import EventKind
-    from tailor.data.store import Store
 
     n = 300 if inp.quick else 3000
     path = decisions_path(inp.settings)
@@ -370,7 +361,7 @@ def run_suites(
         holdout_days=holdout_days,
     )
     metrics: dict[str, float] = {}
-    artifacts: dict[str, Any] = {}
+    artifacts: JsonObject = {}
     errors: dict[str, str] = {}
     seconds: dict[str, float] = {}
     for suite in chosen:
@@ -388,7 +379,7 @@ def run_suites(
         if bad:
             raise DataError(f"suite {suite} returned non-numeric metrics {bad[:5]}")
         metrics.update({k: float(v) for k, v in result.items()})
-    meta: dict[str, Any] = {
+    meta: JsonObject = {
         "git_commit": _git_commit(),
         "settings_digest": _settings_digest(settings),
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),

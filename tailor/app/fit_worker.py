@@ -24,6 +24,11 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from retrieval.ranker import Ranker
+from tailor.core.errors import TailorError
+from tailor.data.frame import purchases_from_store
+from tailor.data.store import Store
+
 __all__ = ["NICE", "read_vectors", "write_vectors"]
 
 NICE = 10  # below the server's requests, above nothing else in particular
@@ -57,10 +62,6 @@ def main(argv: list[str] | None = None) -> int:
     # Where lowering the priority is not allowed, fit at the same one rather than not at all.
     with contextlib.suppress(OSError):
         os.nice(NICE)
-    from retrieval.ranker import Ranker
-    from tailor.core.errors import TailorError
-    from tailor.data.frame import purchases_from_store
-    from tailor.data.store import Store
 
     try:
         store = Store(args.store)

@@ -19,38 +19,30 @@ recorded before the next item runs, once however often that is retried.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Annotated, Any, Literal, Protocol, runtime_checkable
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 import httpx
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from agent import EmailOutcome
+from agent.state import Trigger, TriggerKind
+from tailor.app.facade import Facade
 from tailor.app.metrics import Metrics, record_outcome
 from tailor.app.ops import JobItem, Ops
 from tailor.core import budget
 from tailor.core.errors import BackendError, DataError, NotFoundError, TailorError
 from tailor.core.logs import describe
-from tailor.core.models import (
-    MAX_ID_LENGTH,
-    Customer,
-    Email,
-    Event,
-    Explanation,
-    Recommendation,
-    Refusal,
-    refuse_control,
-)
+from tailor.core.models import MAX_ID_LENGTH, JsonObject, refuse_control
 from tailor.core.settings import Settings
-from tailor.data.store import Store
 
-__all__ = ["EmailOutcomeLike", "Facade", "JobRunner", "TriggerSpec", "check_callback_url", "to_trigger"]
+__all__ = ["JobRunner", "TriggerSpec", "check_callback_url", "to_trigger"]
 
 log = logging.getLogger("tailor.app.jobs")
 
@@ -59,43 +51,15 @@ _CALLBACK_TRIES = 5
 
 
 class TriggerSpec(BaseModel):
-    """The trigger part of a request; turned into ``agent.Trigger`` when the agent is installed."""
+    """The trigger part of a request, as the CRM sends it and a job stores it (``to_trigger`` reads it)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["campaign", "abandoned_cart", "browse", "support_contact", "win_back"]
+    kind: TriggerKind
     campaign_id: Annotated[str, AfterValidator(refuse_control)] | None = Field(None, max_length=200)
     item_ids: list[
         Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(refuse_control)]
     ] = Field(default_factory=list, max_length=50)
-
-
-class EmailOutcomeLike(Protocol):
-    @property
-    def email(self) -> Email | None: ...
-    @property
-    def refusal(self) -> Refusal | None: ...
-    @property
-    def audit(self) -> list[dict[str, Any]]: ...
-
-
-@runtime_checkable
-class Facade(Protocol):
-    """What the service needs from ``tailor.app.service.Tailor`` (``set_consent`` is used when it has one)."""
-
-    settings: Settings
-    store: Store
-
-    def now(self) -> datetime: ...
-
-    def recommend(self, customer_id: str, k: int = 10) -> list[Recommendation]: ...
-    def email(self, customer_id: str, trigger: Any, *, send: bool = False) -> Any: ...
-    def why(self, customer_id: str, item_id: str) -> Explanation: ...
-    def support(self, customer_id: str, question: str) -> Any: ...
-    def ingest(self, events: Sequence[Event], customers: Sequence[Customer] = ()) -> dict[str, int]: ...
-    def forget(self, customer_id: str) -> dict[str, int]: ...
-    def health(self) -> dict[str, bool]: ...
-    def close(self) -> None: ...
 
 
 def _spec_problem(exc: ValidationError | DataError) -> str:
@@ -109,19 +73,9 @@ def _spec_problem(exc: ValidationError | DataError) -> str:
     return f"the job's stored trigger is no longer valid: {problems}"
 
 
-def to_trigger(spec: TriggerSpec) -> Any:
-    """The agent's Trigger (from ``agent``, or ``agent.state`` where it is defined), else the spec itself.
-
-    Imported by name at call time: the service must start, and keep jobs queued, even where the agent
-    package is absent or broken.
-    """
-    for module in ("agent", "agent.state"):
-        try:
-            cls = importlib.import_module(module).Trigger
-        except (ImportError, AttributeError):
-            continue
-        return cls(**spec.model_dump(exclude_none=True))
-    return spec
+def to_trigger(spec: TriggerSpec) -> Trigger:
+    """The agent's trigger for a request's (or a stored job's) spec."""
+    return Trigger(**spec.model_dump(exclude_none=True))
 
 
 def check_callback_url(url: str, allowed: Sequence[str]) -> str:
@@ -140,14 +94,12 @@ def check_callback_url(url: str, allowed: Sequence[str]) -> str:
     return url
 
 
-def _outcome_audit(outcome: Any) -> list[dict[str, Any]]:
-    audit = getattr(outcome, "audit", None)
-    return [dict(a) for a in audit if isinstance(a, dict)] if isinstance(audit, list) else []
+def _outcome_audit(outcome: EmailOutcome) -> list[JsonObject]:
+    return [dict(a) for a in outcome.audit]
 
 
-def _outcome_result(outcome: Any) -> tuple[Literal["done", "refused"], dict[str, Any], str | None]:
-    email = getattr(outcome, "email", None)
-    refusal = getattr(outcome, "refusal", None)
+def _outcome_result(outcome: EmailOutcome) -> tuple[Literal["done", "refused"], JsonObject, str | None]:
+    email, refusal = outcome.email, outcome.refusal
     if email is not None:
         return "done", {"email": email.model_dump(mode="json")}, None
     if refusal is not None:
@@ -174,7 +126,7 @@ class JobRunner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._callbacks: threading.Thread | None = None
-        self._specs: dict[str, dict[str, Any]] = {}
+        self._specs: dict[str, JsonObject] = {}
         self._running: set[tuple[str, str]] = set()
         self._running_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
@@ -264,7 +216,7 @@ class JobRunner:
                 self._running.discard((item.job_id, item.customer_id))
             self._wake.set()
 
-    def _spec(self, job_id: str) -> dict[str, Any]:
+    def _spec(self, job_id: str) -> JsonObject:
         if job_id not in self._specs:
             self._specs[job_id] = self.ops.get_job(job_id).spec
         return self._specs[job_id]
@@ -330,7 +282,7 @@ class JobRunner:
         record_outcome(
             self.metrics,
             audit,
-            outcome.email.fallback_parts if getattr(outcome, "email", None) is not None else (),
+            outcome.email.fallback_parts if outcome.email is not None else (),
         )
         self._finish(item, status, result, reason, audit=audit, contact_at=sent_at)
         self.record_contacts()
@@ -347,10 +299,10 @@ class JobRunner:
         self,
         item: JobItem,
         status: Literal["done", "refused", "failed"],
-        result: dict[str, Any],
+        result: JsonObject,
         reason: str | None,
         *,
-        audit: list[dict[str, Any]] | None = None,
+        audit: list[JsonObject] | None = None,
         contact_at: str | None = None,
     ) -> None:
         if self.ops.finish_item(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
 __all__ = ["LATENCY_BUCKETS", "Metrics", "record_outcome"]
 
@@ -107,7 +107,7 @@ class Metrics:
 _WRITER_NODES = ("generate", "revise")
 
 
-def record_outcome(metrics: Metrics, audit: Iterable[Any], fallback_parts: Iterable[str] = ()) -> None:
+def record_outcome(metrics: Metrics, audit: Iterable[object], fallback_parts: Iterable[str] = ()) -> None:
     """Count guardrail blocks, fallbacks and LLM tokens from an agent outcome's audit trace.
 
     The trace is the agent's, one record per node, built by ``agent.audit``: a ``check`` record names the

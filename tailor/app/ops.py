@@ -3,6 +3,10 @@
 Kept apart from the customer store so that wiping or re-importing customer data never loses a job,
 an idempotency key or an API key. Every multi-row change is one transaction: a crash (even SIGKILL)
 leaves either the old state or the new one, which is what makes jobs resumable without duplicates.
+
+One module, over 600 lines, on purpose: keys, idempotency, jobs, contacts to record and the audit trail
+share one connection and its transactions (forgetting a customer scrubs all of them in one), and a split by
+table would spread those transactions over modules.
 """
 
 from __future__ import annotations
@@ -12,18 +16,18 @@ import hmac
 import json
 import secrets
 import sqlite3
-import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from tailor.core.errors import ConflictError, DataError, NotFoundError
+from tailor.core.models import JsonObject
+from tailor.data.sqlite import Row, SqliteFile
 
 __all__ = [
     "ROLES",
@@ -81,7 +85,7 @@ _FINAL = ("done", "refused", "failed")
 _ADDED_COLUMNS = {"job_items": (("audit", "TEXT"), ("contact_at", "TEXT"))}
 
 
-def body_hash(body: Any) -> str:
+def body_hash(body: object) -> str:
     """A canonical hash of a JSON body: key order and whitespace do not make two bodies differ."""
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -102,7 +106,7 @@ class Job:
     id: str
     kind: str
     status: str
-    spec: dict[str, Any]
+    spec: JsonObject
     callback_url: str | None
     callback_status: str | None
     total: int
@@ -111,7 +115,7 @@ class Job:
     created: float
     updated: float
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> JsonObject:
         return {
             "id": self.id,
             "kind": self.kind,
@@ -135,7 +139,7 @@ class JobItem:
     customer_id: str
     status: str
     reason: str | None
-    result: dict[str, Any] | None
+    result: JsonObject | None
     attempts: int
 
 
@@ -145,22 +149,13 @@ class IdempotentJob:
     created: bool  # False: a replay of an earlier request; the job is the first request's
 
 
-class Ops:
-    """Thread-safe access to the ops database (one connection, serialized; every call is short)."""
+class Ops(SqliteFile):
+    """The ops database (``tailor.data.sqlite``): keys, idempotency, jobs, contacts to record, audit."""
 
     def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
+        # FULL, not NORMAL: a job result acknowledged to a client must survive a power cut too.
+        super().__init__(path, _SCHEMA, synchronous="FULL", busy_timeout_s=30)
         try:
-            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL, not NORMAL: a job result acknowledged to a client must survive a power cut too.
-            self._db.execute("PRAGMA synchronous=FULL")
-            # Deleted rows are overwritten with zeros, not left in free pages (forgetting, see ``forget``).
-            self._db.execute("PRAGMA secure_delete=ON")
-            self._db.executescript(_SCHEMA)
             self._migrate()
             self._salt = self._install_salt()
         except sqlite3.Error as exc:
@@ -207,25 +202,6 @@ class Ops:
             found.update(marks[r[0]] for r in rows)
         return [c for c in customer_ids if c in found]
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            return self._db.execute(sql, params).fetchall()
-
     # -- API keys --------------------------------------------------------------------------------
     def create_key(self, role: str, name: str = "") -> str:
         """Create a key and return the token, which is shown once: only a salted hash is kept."""
@@ -234,7 +210,7 @@ class Ops:
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(24)
         salt = secrets.token_hex(16)
-        with self._tx() as db:
+        with self.transaction() as db:
             db.execute(
                 "INSERT INTO api_keys (id, salt, hash, role, name, created) VALUES (?,?,?,?,?,?)",
                 (key_id, salt, _hash_secret(salt, secret), role, name, time.time()),
@@ -256,7 +232,7 @@ class Ops:
         return ApiKey(id=key_id, role=role, name=name)
 
     def revoke_key(self, key_id: str) -> None:
-        with self._tx() as db:
+        with self.transaction() as db:
             if db.execute("UPDATE api_keys SET revoked=1 WHERE id=?", (key_id,)).rowcount == 0:
                 raise NotFoundError("api key", key_id)
 
@@ -265,7 +241,7 @@ class Ops:
         self,
         kind: str,
         customer_ids: Sequence[str],
-        spec: dict[str, Any],
+        spec: JsonObject,
         *,
         callback_url: str | None = None,
         key_id: str | None = None,
@@ -280,7 +256,7 @@ class Ops:
         unique = list(dict.fromkeys(customer_ids))
         now = time.time()
         job_id = "job_" + uuid.uuid4().hex[:16]
-        with self._tx() as db:
+        with self.transaction() as db:
             if idempotency is not None:
                 scope, key, digest = idempotency
                 row = db.execute(
@@ -392,10 +368,10 @@ class Ops:
         job_id: str,
         customer_id: str,
         status: Literal["done", "refused", "failed"],
-        result: dict[str, Any] | None,
+        result: JsonObject | None,
         reason: str | None = None,
         *,
-        audit: list[dict[str, Any]] | None = None,
+        audit: list[JsonObject] | None = None,
         contact_at: str | None = None,
     ) -> bool:
         """Write an item's result, and the agent's audit trace, once. False when it was already final (a
@@ -405,7 +381,7 @@ class Ops:
         written with the result, in the same transaction, so a crash can delay that record but never lose
         it or the email (see ``pending_contacts``)."""
         now = time.time()
-        with self._tx() as db:
+        with self.transaction() as db:
             changed = db.execute(
                 "UPDATE job_items SET status=?, reason=?, result=?, audit=?, contact_at=?,"
                 " attempts=attempts+1, updated=? WHERE job_id=? AND customer_id=? AND status='pending'",
@@ -445,12 +421,12 @@ class Ops:
         return [str(p["item_id"]) for p in products if isinstance(p, dict) and "item_id" in p]
 
     def contact_recorded(self, job_id: str, customer_id: str) -> None:
-        with self._tx() as db:
+        with self.transaction() as db:
             db.execute(
                 "UPDATE job_items SET contact_at=NULL WHERE job_id=? AND customer_id=?", (job_id, customer_id)
             )
 
-    def item_audits(self, job_id: str) -> list[dict[str, Any]]:
+    def item_audits(self, job_id: str) -> list[JsonObject]:
         """Each finished item's status and the agent's audit trace (None where the agent did not finish)."""
         self.get_job(job_id)
         marks = ",".join("?" * len(_FINAL))
@@ -467,7 +443,7 @@ class Ops:
     def defer_item(self, job_id: str, customer_id: str, delay_s: float, reason: str) -> None:
         """A backend was down: keep the item pending and try again after ``delay_s``."""
         now = time.time()
-        with self._tx() as db:
+        with self.transaction() as db:
             db.execute(
                 "UPDATE job_items SET attempts=attempts+1, next_attempt=?, reason=?, updated=?"
                 " WHERE job_id=? AND customer_id=? AND status='pending'",
@@ -483,7 +459,7 @@ class Ops:
             db.execute("UPDATE jobs SET status='done', updated=? WHERE id=?", (now, job_id))
 
     def set_callback_status(self, job_id: str, status: str) -> None:
-        with self._tx() as db:
+        with self.transaction() as db:
             db.execute("UPDATE jobs SET callback_status=? WHERE id=?", (status, job_id))
 
     def jobs_needing_callback(self) -> list[str]:
@@ -497,7 +473,7 @@ class Ops:
     def job_items(self, job_id: str, *, final_only: bool = True) -> list[JobItem]:
         self.get_job(job_id)
         where = f" AND status IN ({','.join('?' * len(_FINAL))})" if final_only else ""
-        params: list[Any] = [job_id, *(_FINAL if final_only else ())]
+        params: list[object] = [job_id, *(_FINAL if final_only else ())]
         rows = self._query(
             "SELECT job_id, customer_id, status, reason, result, attempts FROM job_items"
             f" WHERE job_id=?{where} ORDER BY seq",
@@ -506,7 +482,7 @@ class Ops:
         return [self._item(r) for r in rows]
 
     @staticmethod
-    def _item(row: tuple[Any, ...]) -> JobItem:
+    def _item(row: Row) -> JobItem:
         job_id, cid, status, reason, result, attempts = row
         return JobItem(
             job_id=job_id,
@@ -524,13 +500,13 @@ class Ops:
         *,
         key_id: str | None,
         customer_id: str | None,
-        detail: dict[str, Any] | None = None,
+        detail: JsonObject | None = None,
         item: tuple[str, str] | None = None,
     ) -> None:
         """Add an audit row. With ``item`` (job, customer), only while that job item still names the
         customer: one statement, so a ``forget`` cannot slip in between the check and the write."""
         row = (time.time(), key_id, action, customer_id, json.dumps(detail or {}, default=str))
-        with self._tx() as db:
+        with self.transaction() as db:
             if item is None:
                 db.execute(
                     "INSERT INTO audit (ts, key_id, action, customer_id, detail) VALUES (?,?,?,?,?)", row
@@ -542,9 +518,9 @@ class Ops:
                     (*row, *item),
                 )
 
-    def audit_trail(self, customer_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    def audit_trail(self, customer_id: str | None = None, limit: int = 100) -> list[JsonObject]:
         sql = "SELECT ts, key_id, action, customer_id, detail FROM audit"
-        params: list[Any] = []
+        params: list[object] = []
         if customer_id is not None:
             sql += " WHERE customer_id=?"
             params.append(customer_id)
@@ -564,7 +540,7 @@ class Ops:
         job_id: str | None = None,
         note: str | None = None,
     ) -> int:
-        with self._tx() as db:
+        with self.transaction() as db:
             cur = db.execute(
                 "INSERT INTO feedback (ts, customer_id, item_id, job_id, signal, note) VALUES (?,?,?,?,?,?)",
                 (time.time(), customer_id, item_id, job_id, signal, note),
@@ -588,7 +564,7 @@ class Ops:
         """
         tomb = self.tombstone(customer_id)
         now = time.time()
-        with self._tx() as db:
+        with self.transaction() as db:
             jobs = [
                 r[0]
                 for r in db.execute(
@@ -620,9 +596,10 @@ class Ops:
         spec = _replace_id(json.loads(row[0]), customer_id, tomb)
         callback = None if row[1] is not None and _url_names(row[1], customer_id) else row[1]
         # The spec is the request's body and holds the callback URL too: scrubbed by the same rule.
-        spec_url = spec.get("callback_url") if isinstance(spec, dict) else None
-        if isinstance(spec_url, str) and _url_names(spec_url, customer_id):
-            spec["callback_url"] = None
+        if isinstance(spec, dict):
+            spec_url = spec.get("callback_url")
+            if isinstance(spec_url, str) and _url_names(spec_url, customer_id):
+                spec["callback_url"] = None
         db.execute(
             "UPDATE jobs SET spec=?, callback_url=?, callback_status=CASE WHEN ? IS NULL AND callback_url"
             " IS NOT NULL THEN 'dropped:forgotten' ELSE callback_status END WHERE id=?",
@@ -661,7 +638,7 @@ def _url_names(url: str, customer_id: str) -> bool:
     return any(value == customer_id for _, value in parse_qsl(parts.query, keep_blank_values=True))
 
 
-def _replace_id(value: Any, customer_id: str, tomb: str) -> Any:
+def _replace_id(value: object, customer_id: str, tomb: str) -> object:
     """``value`` (a job spec) with every string equal to ``customer_id`` replaced by its tombstone."""
     if isinstance(value, dict):
         return {k: _replace_id(v, customer_id, tomb) for k, v in value.items()}

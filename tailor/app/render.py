@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from rich.console import Console, Group
 from rich.markup import escape
@@ -12,7 +11,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from tailor.core.models import CONTROL_CHARACTERS, Explanation, Recommendation
+from agent import EmailOutcome
+from agent.support import SupportAnswer
+from tailor.app.service import Tailor
+from tailor.core.models import CONTROL_CHARACTERS, Explanation, JsonObject, Recommendation
 
 __all__ = [
     "markup_safe",
@@ -75,21 +77,23 @@ def print_explanation(console: Console, explanation: Explanation) -> None:
     console.print(Panel(lines, title=f"Why item {item} for customer {customer}"))
 
 
-def outcome_dict(outcome: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
+def outcome_dict(outcome: EmailOutcome) -> JsonObject:
+    data: JsonObject = {
         "email": outcome.email.model_dump(mode="json") if outcome.email else None,
         "refusal": outcome.refusal.model_dump(mode="json") if outcome.refusal else None,
     }
-    plan = getattr(outcome, "plan", None)
-    if plan is not None and hasattr(plan, "model_dump"):
-        data["plan"] = plan.model_dump(mode="json")
-    data["audit"] = getattr(outcome, "audit", [])
+    if outcome.plan is not None:
+        data["plan"] = outcome.plan.model_dump(mode="json")
+    data["audit"] = outcome.audit
     return data
 
 
-def print_outcome(console: Console, outcome: Any) -> None:
-    if outcome.refusal is not None:
+def print_outcome(console: Console, outcome: EmailOutcome) -> None:
+    email = outcome.email
+    if email is None:
         r = outcome.refusal
+        if r is None:  # the agent always gives one or the other
+            raise ValueError(f"outcome for {outcome.customer_id!r} has neither an email nor a refusal")
         console.print(
             Panel(
                 f"[bold]{markup_safe(r.reason)}[/]: {markup_safe(r.detail)}",
@@ -98,7 +102,6 @@ def print_outcome(console: Console, outcome: Any) -> None:
             )
         )
         return
-    email = outcome.email
     header = Text()
     header.append("Subject: ", style="dim")
     header.append(terminal_safe(email.subject) + "\n", style="bold")
@@ -117,7 +120,7 @@ def print_outcome(console: Console, outcome: Any) -> None:
     )
 
 
-def print_support(console: Console, answer: Any) -> None:
+def print_support(console: Console, answer: SupportAnswer) -> None:
     for n, suggestion in enumerate(answer.suggestions, start=1):
         body = Text()
         for point in suggestion.talking_points:
@@ -126,7 +129,7 @@ def print_support(console: Console, answer: Any) -> None:
         body.append(f"evidence: {terminal_safe(evidence)}", style="dim")
         console.print(Panel(body, title=f"{n}. {markup_safe(suggestion.title)}"))
     # What the rails withheld, redacted, dropped or neutralized is shown too: nothing changes silently.
-    for note in getattr(answer, "guardrail_notes", ()):
+    for note in answer.guardrail_notes:
         rules = ", ".join(note.rules)
         console.print(
             f"[dim]guardrail: {markup_safe(note.action)} {markup_safe(note.kind)} ({markup_safe(rules)}):"
@@ -135,7 +138,7 @@ def print_support(console: Console, answer: Any) -> None:
 
 
 def run_demo(
-    tailor: Any,
+    tailor: Tailor,
     console: Console,
     *,
     progress: Callable[[str, int, int], None],

@@ -1,135 +1,64 @@
-"""The service facade: one object that wires the store, retrieval, the agent and guardrails together.
+"""The service: one object that wires the store, retrieval, the agent and guardrails together.
 
-The CLI and the HTTP API both talk to Tailor through this class, so they behave the same way.
-Heavy parts (the embedding model, Qdrant, the ranker) are opened lazily, on first use.
+The CLI, the HTTP API and the job runner all talk to Tailor through this class (``tailor.app.facade`` is
+the contract), so they behave the same way. Heavy parts (the embedding model, Qdrant, the ranker) are opened
+lazily, on first use; the ranker's life (fits, refits, swaps) is ``tailor.app.model``'s.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import gc
-import logging
-import subprocess
-import sys
-import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TypedDict, TypeVar
 
-from tailor.core.errors import BackendError, ConsentError, DataError, NotFoundError, TailorError
-from tailor.core.logs import describe
+from agent import (
+    TRIGGER_KINDS,
+    AgentDeps,
+    EmailOutcome,
+    Trigger,
+    explain,
+    make_writer,
+    run_email_sync,
+    support_suggestions,
+)
+from agent.graph import build_graph
+from agent.support import SupportAnswer, history_search
+from agent.writers import TemplateWriter, Writer
+from retrieval.embeddings import Embedder
+from retrieval.indexer import index_catalog, index_history, update_customer
+from retrieval.recommender import HybridRecommender
+from retrieval.search import CatalogHit, ask_catalog
+from retrieval.vector_store import HistoryHit, VectorStore
+from tailor.app.llm_endpoint import llm_endpoint_up
+from tailor.app.model import FitResult, ModelStatus, RankerModel, RefitStart
+from tailor.core.brand import BrandConfig, load_brand
+from tailor.core.errors import ConsentError, DataError, NotFoundError
 from tailor.core.models import Consent, Customer, Event, EventKind, Explanation, Recommendation
 from tailor.core.settings import Settings
-from tailor.data.importer import ImportReport, import_dir
+from tailor.data import sources
+from tailor.data.importer import ImportReport
+from tailor.data.sources import DEMO_SOURCE
 from tailor.data.store import Store
 
-__all__ = ["DEMO_SOURCE", "Refits", "Tailor"]
-
-_ROOT = Path(__file__).resolve().parents[2]
-# The demo store: the retailer's two years, Online Retail II's 2009-2010 sheet, then Online Retail.
-DEMO_SOURCE: tuple[Path, ...] = (
-    _ROOT / "data" / "raw" / "online_retail_ii_2009_2010.parquet",
-    _ROOT / "data" / "raw" / "online_retail.parquet",
-)
+__all__ = ["DEMO_SOURCE", "IndexReport", "Tailor"]
 
 Progress = Callable[[str, int, int], None]
-
-_FITTED = "ranker_fitted"
-log = logging.getLogger("tailor.app.service")
+T = TypeVar("T")
 
 
-class Refits:
-    """One ranker fit at a time, in the foreground or on a background thread, with one more run when a
-    fit is asked for during a fit; ``on_checkpoint`` lets a test act at a known point of a fit."""
-
-    def __init__(self) -> None:
-        self._fit = threading.Lock()
-        self._state = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._again = False
-        self.running = False
-        self.done = 0
-        self.error: str | None = None
-        self.on_checkpoint: Callable[[str], None] | None = None
-        self.child: subprocess.Popen[str] | None = None
-
-    @contextlib.contextmanager
-    def exclusive(self) -> Iterator[None]:
-        """Held by a fit and by the first load of the ranker, so a load never reads a file a fit is
-        about to replace (and then shadows the fit's ranker with the old one)."""
-        with self._fit:
-            yield
-
-    @contextlib.contextmanager
-    def tracking(self) -> Iterator[None]:
-        """Around one fit: ``running`` while it runs, then ``done`` counts it or ``error`` says why not."""
-        self.running = True
-        try:
-            yield
-        except Exception as exc:
-            # Tailor's own errors say why in words meant for the operator (and carry no profile data);
-            # anything else is named by type and place only, as the logs name it.
-            self.error = f"{type(exc).__name__}: {exc}" if isinstance(exc, TailorError) else describe(exc)
-            raise
-        else:
-            self.error = None
-            self.done += 1
-        finally:
-            self.running = False
-
-    def checkpoint(self, name: str) -> None:
-        if self.on_checkpoint is not None:
-            self.on_checkpoint(name)
-
-    def start(self, fit: Callable[[], object]) -> str:
-        with self._state:
-            if self._thread is not None:
-                self._again = True
-                return "queued"
-            self._thread = threading.Thread(target=self._loop, args=(fit,), name="tailor-refit", daemon=True)
-            self._thread.start()
-            return "started"
-
-    def _loop(self, fit: Callable[[], object]) -> None:
-        while True:
-            try:
-                fit()
-            except Exception as exc:
-                log.warning("background refit failed: %s", describe(exc))
-            with self._state:
-                if not self._again:
-                    self._thread = None
-                    return
-                self._again = False
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """True once no background fit is running or queued; False if ``timeout`` ran out first."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            with self._state:
-                thread = self._thread
-            if thread is None:
-                return True
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return False
-            thread.join(left)
-
-    def close(self) -> None:
-        """Stop: nothing queued runs, a fit in a worker process is ended (the old ranker stays saved)."""
-        with self._state:
-            self._again = False
-        child = self.child
-        if child is not None:
-            with contextlib.suppress(OSError):
-                child.terminate()
-        self.wait()
+class IndexReport(TypedDict):
+    items_embedded: int
+    items_skipped: int
+    items_deleted: int
+    items_unnamed: int
+    ranker: str
+    label_days: int
+    history_indexed: int
+    seconds: float
 
 
 class Tailor:
@@ -137,9 +66,9 @@ class Tailor:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(settings.store_path)
-        self._lock = threading.RLock()
-        self.refits = Refits()
-        self._recommender: Any = None
+        self.model = RankerModel(
+            self.store, settings, embedder=lambda: self.embedder, vectors=lambda: self.vectors, now=self.now
+        )
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> Tailor:
@@ -147,7 +76,7 @@ class Tailor:
 
     def close(self) -> None:
         # A fit under way reads the store and writes Qdrant: let it finish before they close.
-        self.refits.close()
+        self.model.close()
         if "vectors" in self.__dict__:
             self.vectors.close()
         self.store.close()
@@ -165,11 +94,12 @@ class Tailor:
         return datetime.now(UTC)
 
     # -- data ------------------------------------------------------------------------------------
+    @property
+    def _destination(self) -> sources.Destination:
+        return sources.Destination(self.store, self.settings.data_dir, self.brand.currency)
+
     def import_dir(self, directory: Path, *, force: bool = False) -> ImportReport:
-        try:
-            return import_dir(self.store, directory, force=force, currency=self.brand.currency)
-        finally:
-            _release_memory()
+        return sources.import_folder(self._destination, directory, force=force)
 
     def import_uci(
         self,
@@ -178,115 +108,28 @@ class Tailor:
         customers_limit: int | None = None,
         force: bool = False,
     ) -> ImportReport:
-        """Convert UCI Online Retail to the canonical format under the data dir, then import it.
-
-        Several files (Online Retail II's 2009-2010 year beside Online Retail) make one history."""
-        from tailor.data.uci import convert
-
-        paths = [parquet] if isinstance(parquet, Path) else list(parquet)
-        for path in paths:
-            if not path.exists():
-                raise DataError(f"{path} does not exist", hint="pass the path of online_retail.parquet")
-        out = self.settings.data_dir / "canonical"
-        marker = ";".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths)
-        marker += f":{customers_limit}"
-        if force or self.store.get_meta("uci_source") != marker or not (out / "items.jsonl").exists():
-            convert(paths, out, customers_limit=customers_limit)
-            self.store.set_meta("uci_source", marker)
-            # The canonical folder no longer holds Ta-Feng: its marker must not skip a later conversion.
-            self.store.set_meta("tafeng_source", None)
-            _release_memory()
-        return self.import_dir(out, force=force)
-
-    def import_tafeng(
-        self, path: Path, *, customers_limit: int | None = None, force: bool = False
-    ) -> ImportReport:
-        """Convert the Ta-Feng grocery file (.csv.zip or .csv) to the canonical format under the data dir,
-        then import it. Its clock is historical: set TAILOR_NOW to the morning after its last day."""
-        from tailor.data.tafeng import convert
-
-        if not path.exists():
-            raise DataError(f"{path} does not exist", hint="pass the path of ta_feng.csv.zip")
-        out = self.settings.data_dir / "canonical"
-        marker = f"{path.resolve()}:{path.stat().st_size}:{path.stat().st_mtime_ns}:{customers_limit}"
-        if force or self.store.get_meta("tafeng_source") != marker or not (out / "items.jsonl").exists():
-            convert(path, out, customers_limit=customers_limit)
-            self.store.set_meta("tafeng_source", marker)
-            # The canonical folder now holds Ta-Feng: a UCI marker left by an earlier import would make the
-            # ranking eval take this store for UCI Online Retail (and its reference cut).
-            self.store.set_meta("uci_source", None)
-            _release_memory()
-        return self.import_dir(out, force=force)
+        return sources.import_uci(self._destination, parquet, customers_limit=customers_limit, force=force)
 
     def import_source(
-        self, sources: Sequence[Path], *, customers_limit: int | None = None, force: bool = False
+        self, paths: Sequence[Path], *, customers_limit: int | None = None, force: bool = False
     ) -> ImportReport:
-        """``tailor import``: a canonical folder, UCI Online Retail .parquet files, or the Ta-Feng file
-        (.csv.zip or .csv, told by its columns). Nothing given: the demo store."""
-        from tailor.data.tafeng import COLUMNS, is_tafeng, read_header
-
-        paths = list(sources) or list(DEMO_SOURCE)
-        if len(paths) > 1 and any(p.suffix != ".parquet" for p in paths):
-            raise DataError(
-                "several sources must all be UCI .parquet files", hint="import one canonical folder at a time"
-            )
-        path = paths[0]
-        if path.suffix == ".parquet":
-            return self.import_uci(paths, customers_limit=customers_limit, force=force)
-        if not path.exists():
-            raise DataError(
-                f"{path} does not exist",
-                hint="pass a canonical folder, UCI .parquet files or the Ta-Feng .csv.zip",
-            )
-        if path.is_dir():
-            if customers_limit is not None:
-                raise DataError(
-                    "--customers-limit keeps the busiest customers of a UCI or Ta-Feng file",
-                    hint="a canonical folder is imported as it is: leave the option out",
-                )
-            return self.import_dir(path, force=force)
-        if path.suffix.lower() not in (".csv", ".zip"):
-            raise DataError(
-                f"{path}: Tailor does not import {path.suffix or 'extension-less'} files",
-                hint="pass a canonical folder, UCI .parquet files or the Ta-Feng .csv.zip",
-            )
-        columns = read_header(path)
-        if is_tafeng(columns):
-            return self.import_tafeng(path, customers_limit=customers_limit, force=force)
-        canonical = path.stem.split(".")[0] in ("items", "customers", "events")
-        raise DataError(
-            f"{path} is not a file Tailor knows: its columns are {columns[:10]}",
-            hint=(
-                "a canonical items/customers/events .csv goes in a folder: pass the folder"
-                if canonical
-                else f"the Ta-Feng file's columns are {', '.join(COLUMNS)}"
-            ),
-        )
+        """``tailor import``: see ``tailor.data.sources.import_source``."""
+        return sources.import_source(self._destination, paths, customers_limit=customers_limit, force=force)
 
     # -- index ------------------------------------------------------------------------------------
     @cached_property
-    def embedder(self) -> Any:
-        from retrieval.embeddings import Embedder
-
+    def embedder(self) -> Embedder:
         return Embedder.from_settings(self.settings)
 
     @cached_property
-    def vectors(self) -> Any:
-        from retrieval.vector_store import VectorStore
-
+    def vectors(self) -> VectorStore:
         return VectorStore.from_settings(self.settings)
 
-    @property
-    def ranker_path(self) -> Path:
-        return self.settings.data_dir / "ranker"
-
-    def index(self, *, progress: Progress | None = None, force: bool = False) -> dict[str, Any]:
+    def index(self, *, progress: Progress | None = None, force: bool = False) -> IndexReport:
         """Embed what changed into Qdrant, (re)fit the ranker when the data changed, index histories.
 
         The data changed when a new import landed, events arrived or a customer was forgotten since the
         ranker was fitted (see ``model_status``)."""
-        from retrieval.indexer import index_catalog, index_history
-
         self.store.require_data()
 
         def stage(name: str) -> Callable[[int, int], None] | None:
@@ -295,13 +138,13 @@ class Tailor:
         catalog = index_catalog(
             self.store, self.vectors, self.embedder, progress=stage("embedding catalog"), force=force
         )
-        stale = force or self.model_status()["stale"]
+        stale = force or self.model.status()["stale"]
         if progress:
             progress("fitting ranker", 0, 1)
         if stale:
-            self.refit()
+            self.model.fit()
         else:
-            self.recommender  # noqa: B018 -- load the saved ranker now, not on the first request
+            self.model.recommender  # noqa: B018 -- load the saved ranker now, not on the first request
         if progress:
             progress("fitting ranker", 1, 1)
         history = index_history(self.store, self.vectors, self.embedder, force=force)
@@ -311,200 +154,28 @@ class Tailor:
             "items_deleted": catalog.deleted,
             "items_unnamed": catalog.unnamed,
             "ranker": "fitted" if stale else "unchanged",
-            "label_days": self.recommender.ranker.label_days_used,
+            "label_days": self.model.recommender.ranker.label_days_used,
             "history_indexed": history.upserted,
             "seconds": round(catalog.seconds + history.seconds, 2),
         }
 
-    # -- the model's life ---------------------------------------------------------------------------
-    def model_status(self) -> dict[str, Any]:
-        """How stale the fitted ranker is: what changed in the store since it was fitted.
+    # -- the model (``tailor.app.model``) ---------------------------------------------------------
+    def model_status(self) -> ModelStatus:
+        return self.model.status()
 
-        ``forgotten_since_fit`` > 0 means the item-level aggregates (neighbours, factors, trees, Qdrant's
-        collaborative vectors) still hold a share learned from a forgotten customer's purchases. Their
-        rows and ids went at once; that share goes with the next refit."""
-        fitted = self.store.get_meta(_FITTED) or {}
-        saved = self.ranker_path.with_suffix(".npz").exists()
-        seen = fitted.get("changes", {}) if saved else {}
-        since = {kind: total - int(seen.get(kind, 0)) for kind, total in self.store.changes().items()}
-        return {
-            "fitted": saved,
-            "fitted_at": fitted.get("fitted_at") if saved else None,
-            "fit_seconds": fitted.get("seconds") if saved else None,
-            "customers": fitted.get("customers") if saved else None,
-            # The label window the fit used and why (shorter than configured on a young store).
-            "fit": fitted.get("fit") if saved else None,
-            "purchases_since_fit": since["purchases"],
-            "forgotten_since_fit": since["forgotten"],
-            "stale": (
-                not saved
-                or self.store.get_meta("ranker_fingerprint") != self._ranker_input()
-                or any(since.values())
-            ),
-            "refitting": self.refits.running,
-            "refits": self.refits.done,
-            "last_error": self.refits.error,
-        }
+    def refit(self, *, isolated: bool = False) -> FitResult:
+        return self.model.fit(isolated=isolated)
 
-    def _ranker_input(self) -> Any:
-        """What the ranker is fitted on, as the last import left it (``tailor.data.importer.ranker_input``): a
-        change to an item's description alone does not change it. A store imported before that fingerprint
-        existed has the import's own."""
-        from tailor.data.importer import RANKER_INPUT
-
-        value = self.store.get_meta(RANKER_INPUT)
-        return value if value is not None else self.store.get_meta("import_fingerprint")
-
-    def refit(self, *, isolated: bool = False) -> dict[str, Any]:
-        """Fit the ranker anew on the store's purchases and swap it in; one fit at a time.
-
-        Requests keep being answered by the old ranker while the new one fits (about a minute on the demo
-        store, on two cores). A customer forgotten during the fit is purged from the new ranker before it
-        is swapped in, and stays counted in ``forgotten_since_fit`` until a fit that never saw them.
-        ``isolated`` fits in a child process at a lower priority (``tailor.app.fit_worker``), as a server
-        must.
-        """
-        with self.refits.exclusive(), self.refits.tracking():
-            return self._fit_and_swap(isolated=isolated)
-
-    def _fit_and_swap(self, *, isolated: bool = False) -> dict[str, Any]:
-        from retrieval.recommender import HybridRecommender, item_text_vectors
-
-        self.store.require_data()
-        seen = self.store.changes()
-        fingerprint = self._ranker_input()
-        started = time.perf_counter()
-        vectors = item_text_vectors(self.store.items(), self.embedder)
-        ranker = self._fit_in_child(vectors) if isolated else self._fit_here(vectors)
-        seconds = round(time.perf_counter() - started, 2)
-        self.refits.checkpoint("fitted")
-        with self._lock:
-            present = set(self.store.customer_ids())
-            purged = [c for c in list(ranker.customer_ids) if c not in present]
-            for customer_id in purged:
-                ranker.forget(customer_id)
-            recommender = HybridRecommender(
-                self.store,
-                ranker,
-                settings=self.settings,
-                text_vectors=vectors,
-                impressions=self.store.impressions,
-            )
-            if self._recommender is not None and ranker.customer_ids:
-                # Swapping over a recommender that is answering requests: take over its per-customer caches
-                # (under the lock that forget takes, so no forgotten customer's), and build the ranker's own
-                # caches (float64 copies, item blocks) here rather than in the first request after the swap.
-                # A ranker that cannot answer is not swapped in. With nothing loaded yet (a first fit, as in
-                # `tailor demo`) nobody is kept waiting, and warming would only raise the peak memory.
-                recommender.adopt_caches(self._recommender)
-                recommender.recommend(ranker.customer_ids[0], 10, now=self.now())
-            ranker.save(self.ranker_path)
-            collab = ranker.collab_vectors()
-            known = self.vectors.item_ids()
-            ids = [i for i in collab if i in known]
-            if ids:
-                self.vectors.ensure_collections(collab_dim=len(collab[ids[0]]))
-                self.vectors.set_collab_vectors(ids, [collab[i] for i in ids])
-            self._recommender = recommender
-            self.store.set_meta("ranker_fingerprint", fingerprint)
-            self.store.set_meta(
-                _FITTED,
-                {
-                    "changes": seen,
-                    "fitted_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                    "seconds": seconds,
-                    "customers": len(ranker.customer_ids),
-                    "fit": ranker.fit_report,
-                },
-            )
-        return {
-            "seconds": seconds,
-            "customers": len(ranker.customer_ids),
-            "purged_during_fit": len(purged),
-            "fit": ranker.fit_report,
-        }
-
-    def _fit_here(self, vectors: dict[str, Any]) -> Any:
-        from retrieval.ranker import Ranker
-        from tailor.data.frame import purchases_from_store
-
-        ranker = Ranker().fit(purchases_from_store(self.store), vectors or None, now=self.now())
-        _release_memory()
-        return ranker
-
-    def _fit_in_child(self, vectors: dict[str, Any]) -> Any:
-        from retrieval.ranker import Ranker
-        from tailor.app.fit_worker import write_vectors
-
-        # Absolute paths: the worker runs from the repository root, wherever the data dir is said to be.
-        with tempfile.TemporaryDirectory(prefix="refit-", dir=self.settings.data_dir.resolve()) as tmp:
-            write_vectors(Path(tmp) / "vectors", vectors)
-            out = Path(tmp) / "ranker"
-            command = [
-                sys.executable,
-                "-m",
-                "tailor.app.fit_worker",
-                "--store",
-                str(self.settings.store_path.resolve()),
-                "--vectors",
-                str(Path(tmp) / "vectors"),
-                "--now",
-                self.now().isoformat(),
-                "--out",
-                str(out),
-            ]
-            with subprocess.Popen(
-                command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=_ROOT
-            ) as child:
-                self.refits.child = child
-                try:
-                    _, stderr = child.communicate()
-                finally:
-                    self.refits.child = None
-            if child.returncode != 0:
-                last = (stderr.strip().splitlines() or ["no message"])[-1]
-                raise BackendError(
-                    f"the ranker's fit worker exited {child.returncode}: {last}",
-                    hint="run `tailor refit` to see the fit fail in the foreground",
-                )
-            return Ranker.load(out)
-
-    def refit_in_background(self) -> str:
-        """Start a refit on a background thread (the fit itself in a child process): ``started``; or, when
-        one is running, ``queued``, and it runs once more after the current fit, so that changes made during
-        that fit are not missed."""
-        return self.refits.start(lambda: self.refit(isolated=True))
+    def refit_in_background(self) -> RefitStart:
+        return self.model.fit_in_background()
 
     @property
-    def recommender(self) -> Any:
-        """The hybrid recommender on the saved ranker, loaded on first use (fitted first if none is saved)."""
-        loaded = self._recommender
-        if loaded is not None:
-            return loaded
-        from retrieval.recommender import HybridRecommender
-
-        with self.refits.exclusive():
-            if self._recommender is None:
-                self.store.require_data()
-                if not self.ranker_path.with_suffix(".npz").exists():
-                    with self.refits.tracking():
-                        self._fit_and_swap()
-                else:
-                    self._recommender = HybridRecommender.build(
-                        self.store,
-                        self.settings,
-                        embedder=self.embedder,
-                        ranker_path=self.ranker_path,
-                        now=self.now(),
-                        impressions=self.store.impressions,
-                    )
-            return self._recommender
+    def recommender(self) -> HybridRecommender:
+        return self.model.recommender
 
     @recommender.setter
-    def recommender(self, recommender: Any) -> None:
-        """Install a recommender built elsewhere (a test's, or one fitted on other terms)."""
-        with self.refits.exclusive(), self._lock:
-            self._recommender = recommender
+    def recommender(self, recommender: HybridRecommender) -> None:
+        self.model.install(recommender)
 
     # -- answers ----------------------------------------------------------------------------------
     def _require_personalization(self, customer_id: str) -> Customer:
@@ -532,20 +203,16 @@ class Tailor:
         return recs
 
     @cached_property
-    def writer(self) -> Any:
-        from agent import make_writer
-
+    def writer(self) -> Writer:
         return make_writer(self.settings)
 
     @cached_property
-    def brand(self) -> Any:
-        from tailor.core.brand import load_brand
-
+    def brand(self) -> BrandConfig:
         return load_brand(self.settings.brand_config)
 
-    def agent_deps(self, *, writer: Any | None = None, contacts: Any | None = None) -> Any:
-        from agent import AgentDeps
-
+    def agent_deps(
+        self, *, writer: Writer | None = None, contacts: Callable[[str], Sequence[datetime]] | None = None
+    ) -> AgentDeps:
         return AgentDeps(
             store=self.store,
             recommender=self.recommender,
@@ -561,25 +228,19 @@ class Tailor:
     def email(
         self,
         customer_id: str,
-        trigger: Any = "campaign",
+        trigger: Trigger | str = "campaign",
         *,
-        writer: Any | None = None,
+        writer: Writer | None = None,
         send: bool = False,
-    ) -> Any:
+    ) -> EmailOutcome:
         """An email that passed every rail, or a refusal; both with the audit trace.
 
         ``send=True`` records the contact, so the frequency cap holds the next one back; a preview
         (the default) is capped by earlier sends but does not count as one."""
-        from agent import Trigger, run_email_sync
-
         if isinstance(trigger, str):
-            try:
-                trigger = Trigger(kind=trigger)
-            except ValueError as exc:
-                raise DataError(
-                    f"unknown trigger {trigger!r}",
-                    hint="use campaign, abandoned_cart, browse, support_contact or win_back",
-                ) from exc
+            if trigger not in TRIGGER_KINDS:
+                raise DataError(f"unknown trigger {trigger!r}", hint=f"use one of {', '.join(TRIGGER_KINDS)}")
+            trigger = Trigger.model_validate({"kind": trigger})
         if not self.store.has_customer(customer_id):
             self.store.get_customer(customer_id)  # raises NotFoundError with its hint
         outcome = run_email_sync(
@@ -598,8 +259,6 @@ class Tailor:
         return outcome
 
     def why(self, customer_id: str, item_id: str) -> Explanation:
-        from agent import explain
-
         self._require_personalization(customer_id)
         self.store.get_item(item_id)
         return explain(
@@ -613,23 +272,17 @@ class Tailor:
             writer=self.writer,
         )
 
-    def search_history(self, customer_id: str, text: str, limit: int) -> list[Any]:
-        from agent.support import history_search
-
+    def search_history(self, customer_id: str, text: str, limit: int) -> list[HistoryHit]:
         return list(history_search(self.vectors, self.embedder)(customer_id, text, limit))
 
     def ask_catalog(
         self, customer_id: str, question: str, bought: Sequence[str], leave_out: Sequence[str], limit: int
-    ) -> list[Any]:
-        from retrieval.search import ask_catalog
-
+    ) -> list[CatalogHit]:
         return ask_catalog(
             self.vectors, self.embedder, customer_id, question, bought, limit=limit, exclude_ids=leave_out
         )
 
-    def support(self, customer_id: str, question: str) -> Any:
-        from agent import support_suggestions
-
+    def support(self, customer_id: str, question: str) -> SupportAnswer:
         if not question.strip():
             raise DataError("the question is empty", hint="ask about the customer in plain words")
         self.store.get_customer(customer_id)
@@ -653,9 +306,7 @@ class Tailor:
         whose taste and history were refreshed, ``observed`` events new to the in-memory recommender.
         An event whose id is stored (or repeated) with other content refuses the batch (ConflictError).
         """
-        from retrieval.indexer import update_customer
-
-        with self._lock:
+        with self.model.lock:
             # Every reference is checked before anything is written, so a batch lands whole or not at all.
             arriving = {c.id for c in customers}
             for customer_id in dict.fromkeys(e.customer_id for e in events):
@@ -671,7 +322,7 @@ class Tailor:
             # Only what the store wrote: the recommender's state must hold the stored event under its id,
             # never an incoming one the store did not take (it could name another customer's event). A
             # conflict has raised in add_batch by now, before anything was written or observed.
-            observed = self._recommender.observe(written.new) if self._recommender is not None else 0
+            observed = self.model.observe(written.new)
             # Duplicates' customers too: a re-send after a failed update (Qdrant down) finishes that update.
             touched = sorted({e.customer_id for e in events})
             for customer_id in touched:
@@ -709,7 +360,7 @@ class Tailor:
         Returns what went, by part. The derived copies go first and the store record last, so that if a
         step fails the customer is still there and calling forget again finishes the job.
         """
-        with self._lock:
+        with self.model.lock:
             self.store.get_customer(customer_id)
             # The embedding cache is keyed by sha256(model, text): the keys come from the texts, which are
             # gone once the events are deleted.
@@ -719,31 +370,11 @@ class Tailor:
             }
             for key, value in self.vectors.delete_customer(customer_id).items():
                 deleted[f"qdrant_{key}"] = value
-            deleted.update(self._forget_in_ranker(customer_id))
+            deleted.update(self.model.forget(customer_id))
             deleted = {**self.store.delete_customer(customer_id), **deleted}
-            if self._recommender is not None:
-                # Again after the store rows went: a request in between may have cached them anew.
-                for key, value in self.recommender.forget(customer_id).items():
-                    deleted[key] = deleted.get(key, 0) + value
+            for key, value in self.model.forget_cached(customer_id).items():
+                deleted[key] = deleted.get(key, 0) + value
         return deleted
-
-    def _forget_in_ranker(self, customer_id: str) -> dict[str, int]:
-        """Purge the customer from the fitted ranker (in memory, if loaded) and from its saved files."""
-        from retrieval.ranker import Ranker
-
-        saved = customer_id in Ranker.saved_customer_ids(self.ranker_path)
-        if self._recommender is not None:
-            counts: dict[str, int] = self.recommender.forget(customer_id)
-            ranker = self.recommender.ranker
-        elif saved:
-            ranker = Ranker.load(self.ranker_path)
-            counts = {"ranker_rows": ranker.forget(customer_id)}
-        else:
-            return {"ranker_rows": 0}
-        # Also when memory was purged already (an earlier forget failed before the write).
-        if counts["ranker_rows"] or saved:
-            ranker.save(self.ranker_path)
-        return counts
 
     def warm_up(self) -> dict[str, float]:
         """Load and run once everything a first request would otherwise load: the embedding model, Qdrant,
@@ -753,12 +384,9 @@ class Tailor:
         restart each paid part of it (p50 1.6 s, p95 3.3 s over the first 25) while readiness said ready.
         It writes nothing: the email is a preview by the template writer, so the model is not called and
         no send is recorded. A store with no data has nothing to warm."""
-        from agent.graph import build_graph
-        from agent.writers import TemplateWriter
-
         took: dict[str, float] = {}
 
-        def part(name: str, work: Callable[[], object]) -> Any:
+        def part(name: str, work: Callable[[], T]) -> T:
             start = time.perf_counter()
             result = work()
             took[name] = round(time.perf_counter() - start, 3)
@@ -790,38 +418,5 @@ class Tailor:
         except Exception:
             checks["qdrant"] = False
         if self.settings.writer == "openai":
-            checks["llm"] = _endpoint_up(self.settings)
+            checks["llm"] = llm_endpoint_up(self.settings)
         return checks
-
-
-def _endpoint_up(settings: Settings) -> bool:
-    import httpx
-
-    if not settings.llm_base_url:
-        return False
-    try:
-        response = httpx.get(
-            settings.llm_base_url.rstrip("/") + "/models",
-            timeout=2.0,
-            headers={"Authorization": f"Bearer {settings.llm_api_key.get_secret_value()}"},
-        )
-    except httpx.HTTPError:
-        return False
-    return response.status_code < 500
-
-
-def _release_memory() -> None:
-    """Hand the pages of an import's dead frames back to the OS.
-
-    Conversion and import build large pandas frames that are garbage once they return, but glibc keeps the
-    freed pages in its arenas; without a trim, the index step's peak (model, ranker fit) stacks on top of
-    the import's in the one process ``tailor demo`` runs, and the demo's peak RSS goes over 2 GB.
-    """
-    gc.collect()
-    arrow = sys.modules.get("pyarrow")
-    if arrow is not None:
-        # Arrow buffers live in Arrow's own allocator pool, which a glibc trim does not reach.
-        arrow.default_memory_pool().release_unused()
-    # Not glibc (musl, macOS): nothing to trim.
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -38,6 +38,7 @@ __all__ = [
     "ExplanationSentence",
     "Item",
     "ItemId",
+    "JsonObject",
     "Name",
     "QuietHours",
     "Recommendation",
@@ -57,6 +58,11 @@ __all__ = [
 # prints anyway (``tailor.app.render``).
 MAX_TEXT_LENGTH = 10_000  # a support ticket, a CRM note, an item description
 MAX_NAME_LENGTH = 300  # a title, a name, a category, a country, an e-mail address, an order id
+# A JSON object as Tailor stores and serves it (job specs and results, audit entries, report metadata). Any,
+# not a recursive union: its shape is checked where it is read (pydantic models, the API's schemas), and a
+# union would make every reader narrow each value the schema already guarantees.
+JsonObject = dict[str, Any]
+
 CONTROL_CHARACTERS = re.compile(
     "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
 )
@@ -110,9 +116,9 @@ def _from_store(info: ValidationInfo) -> bool:
     return isinstance(info.context, dict) and bool(info.context.get("tailor_from_store"))
 
 
-# What the HTTP routes that name a customer or an item accept (``tailor.app.api``: ``_CustomerId`` and the
-# item path parameter). An id they refuse could be stored but never reached again: not deleted, not
-# given consent, not explained.
+# What the HTTP routes that name a customer or an item accept (``tailor.app.http.schemas``:
+# ``CustomerIdParam`` and ``ItemIdParam``). An id they refuse could be stored but never reached again: not
+# deleted, not given consent, not explained.
 MAX_ID_LENGTH = 100
 _SPACE = re.compile(r"\s")
 

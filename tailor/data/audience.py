@@ -2,7 +2,7 @@
 
 Criteria combine by intersection: a customer is in the audience when every given criterion holds. The
 facts come from ``Store.customer_facts`` in one query (the purchase aggregate only when a purchase
-criterion is given), so a segment over the whole demo store (about 4,300 customers) resolves in one pass.
+criterion is given), so an audience over the whole demo store (about 4,300 customers) resolves in one pass.
 A list of ids alone is taken as given, unknown ids included: the campaign then reports each of them as
 ``unknown_customer``, which tells the CRM more than dropping them would.
 """
@@ -38,7 +38,7 @@ _Countries = Annotated[
 
 
 class Audience(BaseModel):
-    """A campaign's segment. Dates are UTC days: ``last_purchase_since`` matches a last purchase on that
+    """A campaign's audience. Dates are UTC days: ``last_purchase_since`` matches a last purchase on that
     day or later, ``last_purchase_before`` one before that day, so together they are a half-open range;
     a customer with no purchase matches neither."""
 
@@ -119,7 +119,7 @@ def _midnight(day: date) -> datetime:
 
 def select(store: Store, audience: Audience) -> list[str]:
     """The audience's customer ids: in the given order when ``customer_ids`` is given, else in id order;
-    at most ``limit``. Raises ``RecordError`` (field ``segment``) when nothing narrows it at all."""
+    at most ``limit``. Raises ``RecordError`` (field ``audience``) when nothing narrows it at all."""
     ids = None
     if audience.customer_ids is not None:
         ids = list(dict.fromkeys(c.strip() for c in audience.customer_ids if c.strip()))
@@ -129,7 +129,7 @@ def select(store: Store, audience: Audience) -> list[str]:
                 "give customer_ids or a filter (country, marketing_email, min_orders, max_orders, min_spend,"
                 " max_spend, last_purchase_since, last_purchase_before)",
                 source="body",
-                field="segment",
+                field="audience",
             )
         chosen = ids
     else:

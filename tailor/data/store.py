@@ -12,9 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-import threading
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +23,7 @@ import pandas as pd
 from tailor.core.errors import ConflictError, DataError, NotFoundError
 from tailor.core.models import FROM_STORE, Customer, Event, EventKind, Item
 from tailor.core.utc import as_utc
+from tailor.data.sqlite import SqliteFile
 
 __all__ = ["CustomerFacts", "EventsWritten", "Store"]
 
@@ -181,7 +180,7 @@ class EventsWritten:
 
 @dataclass(frozen=True)
 class CustomerFacts:
-    """What a campaign segment filters on. ``orders``: distinct orders (a purchase without an order id
+    """What a campaign audience filters on. ``orders``: distinct orders (a purchase without an order id
     is an order of its own); ``spend``: the value of purchases less that of returns; the first and last
     purchase. The purchase facts are 0 and None when they were not asked for (``Store.customer_facts``)."""
 
@@ -198,40 +197,11 @@ def _item_hash(item: Item) -> str:
     return hashlib.sha256(item.model_dump_json().encode()).hexdigest()
 
 
-class Store:
-    """Thread-safe access to the SQLite store (one connection, serialized; reads are short)."""
+class Store(SqliteFile):
+    """The customer store: catalog, customers, events, contacts and impressions (``tailor.data.sqlite``)."""
 
     def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        # Deleted rows are overwritten with zeros, not left in free pages: a forgotten customer's rows must
-        # not survive in the file (``delete_customer``).
-        self._db.execute("PRAGMA secure_delete=ON")
-        self._db.executescript(_SCHEMA)
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            return self._db.execute(sql, params).fetchall()
+        super().__init__(path, _SCHEMA)
 
     # -- catalog ---------------------------------------------------------------------------------
     def upsert_items(self, items: Iterable[Item]) -> int:
@@ -324,7 +294,7 @@ class Store:
         return [r[0] for r in self._query("SELECT id FROM customers ORDER BY id")]
 
     def customer_facts(self, *, purchases: bool = True) -> list[CustomerFacts]:
-        """Every customer's segment facts, in id order, in one query. ``purchases=False`` leaves out the
+        """Every customer's audience facts, in id order, in one query. ``purchases=False`` leaves out the
         aggregate over the events table, the only costly part, for filters that need no purchase facts."""
         consent = "json_extract(c.doc, '$.consent.marketing_email')"
         if not purchases:

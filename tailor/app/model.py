@@ -1,0 +1,393 @@
+"""The ranker's life in a running service: loaded on first use, fitted, refitted in the background,
+swapped in, reported on, and purged of a forgotten customer.
+
+The service owns one ``RankerModel`` (``Tailor.model``) and answers with whatever recommender it holds; the
+model is the one place that knows a fit is under way, where the fitted ranker is saved and what changed in
+the store since. One fit runs at a time (``Refits``), and a server's refit runs in a child process
+(``tailor.app.fit_worker``) so that requests keep being answered while it fits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal, TypedDict
+
+import numpy as np
+import numpy.typing as npt
+
+from retrieval.embeddings import Embedder
+from retrieval.ranker import Ranker
+from retrieval.recommender import HybridRecommender, item_text_vectors
+from retrieval.vector_store import VectorStore
+from tailor.app.fit_worker import write_vectors
+from tailor.core.errors import BackendError, TailorError
+from tailor.core.logs import describe
+from tailor.core.models import Event
+from tailor.core.settings import Settings
+from tailor.data.frame import purchases_from_store
+from tailor.data.importer import RANKER_INPUT
+from tailor.data.sources import release_memory
+from tailor.data.store import Store
+
+__all__ = ["FitResult", "ModelStatus", "RankerModel", "RefitStart", "Refits"]
+
+log = logging.getLogger("tailor.app.model")
+
+_FITTED = "ranker_fitted"
+_ROOT = Path(__file__).resolve().parents[2]
+Vectors = dict[str, npt.NDArray[np.float32]]
+# ``queued``: a fit was running, and another runs after it, so what changed during that fit is not missed.
+RefitStart = Literal["started", "queued"]
+# What a fit did with its label windows (``Ranker.fit_report``): JSON, shown as it is.
+FitReport = dict[str, object]
+
+
+class ModelStatus(TypedDict):
+    """How stale the fitted ranker is (``GET /v1/model``, ``tailor model``)."""
+
+    fitted: bool
+    fitted_at: str | None
+    fit_seconds: float | None
+    customers: int | None
+    fit: FitReport | None  # the label window the fit used and why (shorter than configured on a young store)
+    purchases_since_fit: int
+    forgotten_since_fit: int
+    stale: bool
+    refitting: bool
+    refits: int
+    last_error: str | None
+
+
+class FitResult(TypedDict):
+    seconds: float
+    customers: int
+    purged_during_fit: int
+    fit: FitReport
+
+
+class Refits:
+    """One ranker fit at a time, in the foreground or on a background thread, with one more run when a
+    fit is asked for during a fit; ``on_checkpoint`` lets a test act at a known point of a fit."""
+
+    def __init__(self) -> None:
+        self._fit = threading.Lock()
+        self._state = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._again = False
+        self.running = False
+        self.done = 0
+        self.error: str | None = None
+        self.on_checkpoint: Callable[[str], None] | None = None
+        self.child: subprocess.Popen[str] | None = None
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Held by a fit and by the first load of the ranker, so a load never reads a file a fit is
+        about to replace (and then shadows the fit's ranker with the old one)."""
+        with self._fit:
+            yield
+
+    @contextlib.contextmanager
+    def tracking(self) -> Iterator[None]:
+        """Around one fit: ``running`` while it runs, then ``done`` counts it or ``error`` says why not."""
+        self.running = True
+        try:
+            yield
+        except Exception as exc:
+            # Tailor's own errors say why in words meant for the operator (and carry no profile data);
+            # anything else is named by type and place only, as the logs name it.
+            self.error = f"{type(exc).__name__}: {exc}" if isinstance(exc, TailorError) else describe(exc)
+            raise
+        else:
+            self.error = None
+            self.done += 1
+        finally:
+            self.running = False
+
+    def checkpoint(self, name: str) -> None:
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(name)
+
+    def start(self, fit: Callable[[], object]) -> RefitStart:
+        with self._state:
+            if self._thread is not None:
+                self._again = True
+                return "queued"
+            self._thread = threading.Thread(target=self._loop, args=(fit,), name="tailor-refit", daemon=True)
+            self._thread.start()
+            return "started"
+
+    def _loop(self, fit: Callable[[], object]) -> None:
+        while True:
+            try:
+                fit()
+            except Exception as exc:
+                log.warning("background refit failed: %s", describe(exc))
+            with self._state:
+                if not self._again:
+                    self._thread = None
+                    return
+                self._again = False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once no background fit is running or queued; False if ``timeout`` ran out first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._state:
+                thread = self._thread
+            if thread is None:
+                return True
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            thread.join(left)
+
+    def close(self) -> None:
+        """Stop: nothing queued runs, a fit in a worker process is ended (the old ranker stays saved)."""
+        with self._state:
+            self._again = False
+        child = self.child
+        if child is not None:
+            with contextlib.suppress(OSError):
+                child.terminate()
+        self.wait()
+
+
+class RankerModel:
+    """The fitted ranker and the recommender on it, for one store. ``embedder`` and ``vectors`` are asked
+    for only when first needed: a command that never ranks never loads the embedding model."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        *,
+        embedder: Callable[[], Embedder],
+        vectors: Callable[[], VectorStore],
+        now: Callable[[], datetime],
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self._embedder = embedder
+        self._vectors = vectors
+        self._now = now
+        self.refits = Refits()
+        # Held by a swap, an ingest and a forget: none of them may see the recommender half replaced.
+        self.lock = threading.RLock()
+        self.loaded: HybridRecommender | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.settings.data_dir / "ranker"
+
+    def close(self) -> None:
+        self.refits.close()
+
+    def status(self) -> ModelStatus:
+        """What changed in the store since the ranker was fitted.
+
+        ``forgotten_since_fit`` > 0 means the item-level aggregates (neighbours, factors, trees, Qdrant's
+        collaborative vectors) still hold a share learned from a forgotten customer's purchases. Their
+        rows and ids went at once; that share goes with the next refit."""
+        fitted = self.store.get_meta(_FITTED) or {}
+        saved = self.path.with_suffix(".npz").exists()
+        seen = fitted.get("changes", {}) if saved else {}
+        since = {kind: total - int(seen.get(kind, 0)) for kind, total in self.store.changes().items()}
+        return {
+            "fitted": saved,
+            "fitted_at": fitted.get("fitted_at") if saved else None,
+            "fit_seconds": fitted.get("seconds") if saved else None,
+            "customers": fitted.get("customers") if saved else None,
+            "fit": fitted.get("fit") if saved else None,
+            "purchases_since_fit": since["purchases"],
+            "forgotten_since_fit": since["forgotten"],
+            "stale": (
+                not saved or self.store.get_meta("ranker_fingerprint") != self._input() or any(since.values())
+            ),
+            "refitting": self.refits.running,
+            "refits": self.refits.done,
+            "last_error": self.refits.error,
+        }
+
+    def _input(self) -> object:
+        """What the ranker is fitted on, as the last import left it (``tailor.data.importer.ranker_input``): a
+        change to an item's description alone does not change it. A store imported before that fingerprint
+        existed has the import's own."""
+        value = self.store.get_meta(RANKER_INPUT)
+        return value if value is not None else self.store.get_meta("import_fingerprint")
+
+    def fit(self, *, isolated: bool = False) -> FitResult:
+        """Fit the ranker anew on the store's purchases and swap it in; one fit at a time.
+
+        Requests keep being answered by the old ranker while the new one fits (about a minute on the demo
+        store, on two cores). A customer forgotten during the fit is purged from the new ranker before it
+        is swapped in, and stays counted in ``forgotten_since_fit`` until a fit that never saw them.
+        ``isolated`` fits in a child process at a lower priority (``tailor.app.fit_worker``), as a server
+        must.
+        """
+        with self.refits.exclusive(), self.refits.tracking():
+            return self._fit_and_swap(isolated=isolated)
+
+    def fit_in_background(self) -> RefitStart:
+        """Start a refit on a background thread (the fit itself in a child process): ``started``; or, when
+        one is running, ``queued``, and it runs once more after the current fit, so that changes made during
+        that fit are not missed."""
+        return self.refits.start(lambda: self.fit(isolated=True))
+
+    def _fit_and_swap(self, *, isolated: bool = False) -> FitResult:
+        self.store.require_data()
+        seen = self.store.changes()
+        fingerprint = self._input()
+        started = time.perf_counter()
+        vectors = item_text_vectors(self.store.items(), self._embedder())
+        ranker = self._fit_in_child(vectors) if isolated else self._fit_here(vectors)
+        seconds = round(time.perf_counter() - started, 2)
+        self.refits.checkpoint("fitted")
+        with self.lock:
+            present = set(self.store.customer_ids())
+            purged = [c for c in list(ranker.customer_ids) if c not in present]
+            for customer_id in purged:
+                ranker.forget(customer_id)
+            recommender = HybridRecommender(
+                self.store,
+                ranker,
+                settings=self.settings,
+                text_vectors=vectors,
+                impressions=self.store.impressions,
+            )
+            if self.loaded is not None and ranker.customer_ids:
+                # Swapping over a recommender that is answering requests: take over its per-customer caches
+                # (under the lock that forget takes, so no forgotten customer's), and build the ranker's own
+                # caches (float64 copies, item blocks) here rather than in the first request after the swap.
+                # A ranker that cannot answer is not swapped in. With nothing loaded yet (a first fit, as in
+                # `tailor demo`) nobody is kept waiting, and warming would only raise the peak memory.
+                recommender.adopt_caches(self.loaded)
+                recommender.recommend(ranker.customer_ids[0], 10, now=self._now())
+            ranker.save(self.path)
+            collab = ranker.collab_vectors()
+            vector_store = self._vectors()
+            known = vector_store.item_ids()
+            ids = [i for i in collab if i in known]
+            if ids:
+                vector_store.ensure_collections(collab_dim=len(collab[ids[0]]))
+                vector_store.set_collab_vectors(ids, [collab[i] for i in ids])
+            self.loaded = recommender
+            self.store.set_meta("ranker_fingerprint", fingerprint)
+            self.store.set_meta(
+                _FITTED,
+                {
+                    "changes": seen,
+                    "fitted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "seconds": seconds,
+                    "customers": len(ranker.customer_ids),
+                    "fit": ranker.fit_report,
+                },
+            )
+        return {
+            "seconds": seconds,
+            "customers": len(ranker.customer_ids),
+            "purged_during_fit": len(purged),
+            "fit": ranker.fit_report,
+        }
+
+    def _fit_here(self, vectors: Vectors) -> Ranker:
+        ranker = Ranker().fit(purchases_from_store(self.store), vectors or None, now=self._now())
+        release_memory()
+        return ranker
+
+    def _fit_in_child(self, vectors: Vectors) -> Ranker:
+        # Absolute paths: the worker runs from the repository root, wherever the data dir is said to be.
+        with tempfile.TemporaryDirectory(prefix="refit-", dir=self.settings.data_dir.resolve()) as tmp:
+            write_vectors(Path(tmp) / "vectors", vectors)
+            out = Path(tmp) / "ranker"
+            command = [
+                sys.executable,
+                "-m",
+                "tailor.app.fit_worker",
+                "--store",
+                str(self.settings.store_path.resolve()),
+                "--vectors",
+                str(Path(tmp) / "vectors"),
+                "--now",
+                self._now().isoformat(),
+                "--out",
+                str(out),
+            ]
+            with subprocess.Popen(
+                command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=_ROOT
+            ) as child:
+                self.refits.child = child
+                try:
+                    _, stderr = child.communicate()
+                finally:
+                    self.refits.child = None
+            if child.returncode != 0:
+                last = (stderr.strip().splitlines() or ["no message"])[-1]
+                raise BackendError(
+                    f"the ranker's fit worker exited {child.returncode}: {last}",
+                    hint="run `tailor refit` to see the fit fail in the foreground",
+                )
+            return Ranker.load(out)
+
+    @property
+    def recommender(self) -> HybridRecommender:
+        """The hybrid recommender on the saved ranker, loaded on first use (fitted first if none is saved)."""
+        loaded = self.loaded
+        if loaded is not None:
+            return loaded
+        with self.refits.exclusive():
+            if self.loaded is None:
+                self.store.require_data()
+                if not self.path.with_suffix(".npz").exists():
+                    with self.refits.tracking():
+                        self._fit_and_swap()
+                else:
+                    self.loaded = HybridRecommender.build(
+                        self.store,
+                        self.settings,
+                        embedder=self._embedder(),
+                        ranker_path=self.path,
+                        now=self._now(),
+                        impressions=self.store.impressions,
+                    )
+            assert self.loaded is not None  # set by the fit or the load above
+            return self.loaded
+
+    def install(self, recommender: HybridRecommender) -> None:
+        """Answer with a recommender built elsewhere (a test's, or one fitted on other terms)."""
+        with self.refits.exclusive(), self.lock:
+            self.loaded = recommender
+
+    def observe(self, events: Iterable[Event]) -> int:
+        """New events for the loaded recommender's per-customer state; none loaded, nothing to do."""
+        return self.loaded.observe(events) if self.loaded is not None else 0
+
+    def forget(self, customer_id: str) -> dict[str, int]:
+        """Purge the customer from the fitted ranker (in memory, if loaded) and from its saved files."""
+        saved = customer_id in Ranker.saved_customer_ids(self.path)
+        if self.loaded is not None:
+            counts: dict[str, int] = self.loaded.forget(customer_id)
+            ranker = self.loaded.ranker
+        elif saved:
+            ranker = Ranker.load(self.path)
+            counts = {"ranker_rows": ranker.forget(customer_id)}
+        else:
+            return {"ranker_rows": 0}
+        # Also when memory was purged already (an earlier forget failed before the write).
+        if counts["ranker_rows"] or saved:
+            ranker.save(self.path)
+        return counts
+
+    def forget_cached(self, customer_id: str) -> dict[str, int]:
+        """The loaded recommender's caches of the customer, once more after the store rows went: a request
+        in between may have cached them anew."""
+        return self.loaded.forget(customer_id) if self.loaded is not None else {}
