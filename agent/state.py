@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.writers import EmailCopy
 from guardrails.base import Verdict
-from tailor.core.models import Customer, Email, Event, Evidence, Recommendation, Refusal
+from tailor.core.models import (
+    TRIGGER_KINDS,
+    Customer,
+    Email,
+    Event,
+    Evidence,
+    Recommendation,
+    Refusal,
+    TriggerKind,
+)
 
 __all__ = [
     "ACTIONS",
@@ -28,11 +37,6 @@ __all__ = [
 Action = Literal["recommend", "replenishment", "abandoned_cart", "win_back", "nothing"]
 # Every action a plan may take, "nothing" last: a plan lists all the others among its rejected alternatives.
 ACTIONS: tuple[Action, ...] = ("abandoned_cart", "replenishment", "win_back", "recommend", "nothing")
-
-
-# What a CRM may ask for: the one list the API, the job runner, the CLI and the agent all read.
-TriggerKind = Literal["campaign", "abandoned_cart", "browse", "support_contact", "win_back"]
-TRIGGER_KINDS: tuple[TriggerKind, ...] = get_args(TriggerKind)
 
 
 class Trigger(BaseModel):

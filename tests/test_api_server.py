@@ -661,9 +661,16 @@ def test_a_campaign_still_takes_its_audience_under_the_old_name_segment(
         _error(client.post("/v1/campaigns", headers=crm, json=both), 422, "invalid_request")["field"]
         == "segment"
     )
+    # Tailor's own refusals too: nothing narrows it, or nobody matches.
+    empty = _error(client.post("/v1/campaigns", headers=crm, json={"segment": {}}), 422, "invalid_record")
+    assert empty["field"] == "segment"
+    nobody = client.post("/v1/campaigns", headers=crm, json={"segment": {"country": "Atlantis"}})
+    assert nobody.status_code == 422 and nobody.json()["error"]["field"] == "segment", nobody.text
+    assert "the segment matches no customer" in nobody.json()["error"]["message"]
     # The schema offers the new name only, and says that the old one is still taken.
     fields = client.get("/openapi.json").json()["components"]["schemas"]["CampaignIn"]["properties"]
     assert "segment" not in fields and "`segment` (deprecated)" in fields["audience"]["description"]
+    assert "named" not in fields
 
 
 def _llm_server(data_dir: Path, llm: ScriptedHTTP, mode: str) -> ServerProcess:

@@ -32,14 +32,14 @@ import httpx
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from agent import EmailOutcome
-from agent.state import Trigger, TriggerKind
+from agent.state import Trigger
 from tailor.app.facade import Facade
 from tailor.app.metrics import Metrics, record_outcome
 from tailor.app.ops import JobItem, Ops
 from tailor.core import budget
 from tailor.core.errors import BackendError, DataError, NotFoundError, TailorError
 from tailor.core.logs import describe
-from tailor.core.models import MAX_ID_LENGTH, JsonObject, refuse_control
+from tailor.core.models import MAX_ID_LENGTH, JsonObject, TriggerKind, refuse_control
 from tailor.core.settings import Settings
 
 __all__ = ["JobRunner", "TriggerSpec", "check_callback_url", "to_trigger"]

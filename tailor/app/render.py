@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from rich.console import Console, Group
 from rich.markup import escape
@@ -11,10 +12,14 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from agent import EmailOutcome
-from agent.support import SupportAnswer
-from tailor.app.service import Tailor
 from tailor.core.models import CONTROL_CHARACTERS, Explanation, JsonObject, Recommendation
+
+if TYPE_CHECKING:
+    # Types only: the CLI imports this module for every command, and the agent and the service (langgraph,
+    # pandas, the eval suites) are loaded by the commands that use them.
+    from agent import EmailOutcome
+    from agent.support import SupportAnswer
+    from tailor.app.service import Tailor
 
 __all__ = [
     "markup_safe",

@@ -42,6 +42,7 @@ from tailor.core.settings import Settings
 from tailor.data import sources
 from tailor.data.importer import ImportReport
 from tailor.data.sources import DEMO_SOURCE
+from tailor.data.sources import import_source as _import_source
 from tailor.data.store import Store
 
 __all__ = ["DEMO_SOURCE", "IndexReport", "Tailor"]
@@ -110,11 +111,16 @@ class Tailor:
     ) -> ImportReport:
         return sources.import_uci(self._destination, parquet, customers_limit=customers_limit, force=force)
 
+    def import_tafeng(
+        self, path: Path, *, customers_limit: int | None = None, force: bool = False
+    ) -> ImportReport:
+        return sources.import_tafeng(self._destination, path, customers_limit=customers_limit, force=force)
+
     def import_source(
-        self, paths: Sequence[Path], *, customers_limit: int | None = None, force: bool = False
+        self, sources: Sequence[Path], *, customers_limit: int | None = None, force: bool = False
     ) -> ImportReport:
         """``tailor import``: see ``tailor.data.sources.import_source``."""
-        return sources.import_source(self._destination, paths, customers_limit=customers_limit, force=force)
+        return _import_source(self._destination, sources, customers_limit=customers_limit, force=force)
 
     # -- index ------------------------------------------------------------------------------------
     @cached_property

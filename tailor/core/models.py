@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, time
 from enum import StrEnum
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -26,6 +26,7 @@ __all__ = [
     "MAX_ID_LENGTH",
     "MAX_NAME_LENGTH",
     "MAX_TEXT_LENGTH",
+    "TRIGGER_KINDS",
     "Consent",
     "Customer",
     "CustomerId",
@@ -44,6 +45,7 @@ __all__ = [
     "Recommendation",
     "Refusal",
     "Text",
+    "TriggerKind",
     "format_price",
     "refuse_control",
 ]
@@ -58,6 +60,10 @@ __all__ = [
 # prints anyway (``tailor.app.render``).
 MAX_TEXT_LENGTH = 10_000  # a support ticket, a CRM note, an item description
 MAX_NAME_LENGTH = 300  # a title, a name, a category, a country, an e-mail address, an order id
+# What a CRM may ask for: the one list the API, the job runner, the CLI and the agent all read.
+TriggerKind = Literal["campaign", "abandoned_cart", "browse", "support_contact", "win_back"]
+TRIGGER_KINDS: tuple[TriggerKind, ...] = get_args(TriggerKind)
+
 # A JSON object as Tailor stores and serves it (job specs and results, audit entries, report metadata). Any,
 # not a recursive union: its shape is checked where it is read (pydantic models, the API's schemas), and a
 # union would make every reader narrow each value the schema already guarantees.

@@ -117,9 +117,10 @@ def _midnight(day: date) -> datetime:
     return datetime.combine(day, time(), tzinfo=UTC)
 
 
-def select(store: Store, audience: Audience) -> list[str]:
+def select(store: Store, audience: Audience, *, field: str = "audience") -> list[str]:
     """The audience's customer ids: in the given order when ``customer_ids`` is given, else in id order;
-    at most ``limit``. Raises ``RecordError`` (field ``audience``) when nothing narrows it at all."""
+    at most ``limit``. Raises ``RecordError`` (on ``field``, as the request named it) when nothing narrows
+    it at all."""
     ids = None
     if audience.customer_ids is not None:
         ids = list(dict.fromkeys(c.strip() for c in audience.customer_ids if c.strip()))
@@ -129,7 +130,7 @@ def select(store: Store, audience: Audience) -> list[str]:
                 "give customer_ids or a filter (country, marketing_email, min_orders, max_orders, min_spend,"
                 " max_spend, last_purchase_since, last_purchase_before)",
                 source="body",
-                field="audience",
+                field=field,
             )
         chosen = ids
     else:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import Path
-from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from tailor.app.jobs import TriggerSpec
 from tailor.core.models import MAX_ID_LENGTH, Customer, Event, refuse_control
@@ -55,6 +56,16 @@ class CampaignIn(_In):
     )
     trigger: TriggerSpec = TriggerSpec(kind="campaign")
     callback_url: _Url | None = None
+    # The name the body gave the audience: a refusal names the field as the client wrote it. Not part of the
+    # schema, nor of the stored spec.
+    named: SkipJsonSchema[Literal["audience", "segment"]] = Field("audience", exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _note_the_name(cls, data: object) -> object:
+        if isinstance(data, dict) and "segment" in data and "audience" not in data:
+            return {**data, "named": "segment"}
+        return data
 
 
 class SupportIn(_In):

@@ -142,10 +142,10 @@ async def post_campaign(
 ) -> JSONResponse:
     if body.callback_url:
         check_callback_url(body.callback_url, st.settings.callback_hosts)
-    await run_in_threadpool(_refuse_forgotten, st, body.audience.customer_ids or [])
-    ids = await run_in_threadpool(select, st.facade.store, body.audience)
+    await run_in_threadpool(_refuse_forgotten, st, body.audience.customer_ids or [], body.named)
+    ids = await run_in_threadpool(select, st.facade.store, body.audience, field=body.named)
     if not ids:
-        raise RecordError("the audience matches no customer", source="body", field="audience")
+        raise RecordError(f"the {body.named} matches no customer", source="body", field=body.named)
     spec = body.model_dump(mode="json")
     created = await run_in_threadpool(
         st.ops.create_job,
@@ -290,10 +290,10 @@ def _known_customers(st: ServiceState, ids: list[str]) -> dict[str, Customer]:
     return out
 
 
-def _refuse_forgotten(st: ServiceState, customer_ids: list[str]) -> None:
+def _refuse_forgotten(st: ServiceState, customer_ids: list[str], named: str) -> None:
     """A campaign naming a forgotten customer (who is not a customer again) is refused whole: queued, it
     would store their id again, in its spec and its items."""
     unknown = [c for c in dict.fromkeys(customer_ids) if not st.facade.store.has_customer(c)]
     gone = st.ops.forgotten(unknown)
     if gone:
-        raise ForgottenError(gone, field=f"audience.customer_ids.{customer_ids.index(gone[0])}")
+        raise ForgottenError(gone, field=f"{named}.customer_ids.{customer_ids.index(gone[0])}")

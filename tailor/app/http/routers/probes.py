@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -39,7 +40,8 @@ async def readyz(st: AppState) -> JSONResponse:
         checks = {"store": False, "qdrant": False}
     if st.settings.writer == "openai" and "llm" not in checks:
         # Only when the health check failed (the facade's own says ``llm``): the model endpoint may be up.
-        checks["llm"] = await run_in_threadpool(llm_endpoint_up, st.settings)
+        up = partial(llm_endpoint_up, st.settings, timeout_s=min(st.settings.llm_timeout_s, 3.0))
+        checks["llm"] = await run_in_threadpool(up)
     body: JsonObject = {"checks": checks, "warm": st.warm.is_set(), "warm_up": st.warm_up}
     if not all(ok for name, ok in checks.items() if name != "llm"):
         body["status"] = "down"
