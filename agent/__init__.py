@@ -10,7 +10,8 @@ from agent.context import AgentDeps
 from agent.explain import explain
 from agent.graph import build_graph, mermaid
 from agent.state import TRIGGER_KINDS, EmailState, Plan, Trigger, TriggerKind
-from agent.support import Suggestion, SupportAnswer, support_suggestions
+from agent.support import Suggestion, SupportAnswer
+from agent.support_graph import support_suggestions
 from agent.writers import OpenAIWriter, ScriptedWriter, TemplateWriter, Writer, make_writer
 from guardrails.base import Verdict
 from tailor.core.models import Email, Refusal

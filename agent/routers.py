@@ -5,8 +5,13 @@ from __future__ import annotations
 from typing import Literal
 
 from agent.state import EmailState
+from agent.support_state import SupportState
 
-__all__ = ["after_check", "after_context", "after_plan"]
+__all__ = ["after_check", "after_context", "after_plan", "after_understand"]
+
+# Questions about her consent and her emails are about her account, not her profile: answered without
+# personalization consent, from her consent and contact log alone.
+WITHOUT_PROFILE = frozenset({"account_consent", "email_complaint"})
 
 MAX_REVISIONS = 1
 
@@ -29,3 +34,10 @@ def after_check(state: EmailState) -> Literal["finalize", "revise", "fallback"]:
     if state.copy is not None and state.writer != "template" and state.revisions < MAX_REVISIONS:
         return "revise"
     return "fallback"
+
+
+def after_understand(state: SupportState) -> Literal["gather", "refuse"]:
+    customer, guess = state.customer, state.guess
+    if customer is None or guess is None or customer.consent.personalization:
+        return "gather"
+    return "gather" if guess.intent in WITHOUT_PROFILE else "refuse"

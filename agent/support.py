@@ -18,17 +18,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from agent.compose import other_customers
 from guardrails import injection, output, privacy, untrusted
 from guardrails.base import Finding, RailContext
 from guardrails.injection import defuse
 from prompts import render
-from retrieval.base import Recommender
 from retrieval.embeddings import Embedder
+from retrieval.rules import ColdPick
 from retrieval.search import CatalogHit
 from retrieval.vector_store import HistoryHit, VectorStore
-from tailor.core.brand import BrandConfig
-from tailor.core.errors import ConsentError
 from tailor.core.models import Customer, Event, EventKind, Evidence, Item
 from tailor.data.store import Store
 
@@ -40,7 +37,6 @@ __all__ = [
     "SupportAnswer",
     "history_search",
     "resolve_suggestion",
-    "support_suggestions",
 ]
 
 HistorySearch = Callable[[str, str, int], Sequence[HistoryHit]]  # (customer_id, question, limit) -> hits
@@ -48,7 +44,7 @@ HistorySearch = Callable[[str, str, int], Sequence[HistoryHit]]  # (customer_id,
 CatalogAsk = Callable[[str, str, Sequence[str], Sequence[str], int], Sequence[CatalogHit]]
 
 _WANTED = 3
-_HISTORY = 500
+HISTORY_LIMIT = 500  # her newest events read for an answer
 _REDACTED = "[redacted: {}]"
 
 
@@ -87,6 +83,16 @@ class GuardrailNote(BaseModel):
     detail: str
 
 
+class ToolCall(BaseModel):
+    """One look at the data an answer took: which tool, how long, how many facts it found."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    ms: float
+    found: int
+
+
 class SupportAnswer(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -94,30 +100,42 @@ class SupportAnswer(BaseModel):
     question: str
     suggestions: tuple[Suggestion, ...]
     guardrail_notes: tuple[GuardrailNote, ...] = ()
+    # What the question was taken to be about, and how sure: ``other`` below the intent model's threshold.
+    intent: str = "other"
+    confidence: float = 0.0
+    # Order numbers the question named that are none of this customer's orders.
+    no_match: tuple[str, ...] = ()
+    tools: tuple[ToolCall, ...] = ()
 
 
-def _points(text: str) -> tuple[str, ...]:
+def points_of(text: str) -> tuple[str, ...]:
     return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
-def _event_evidence(event: Event, summary: str) -> Evidence:
-    kind: Literal["support_ticket", "repeat_purchase"] = (
-        "support_ticket" if event.kind is EventKind.SUPPORT_TICKET else "repeat_purchase"
+def event_evidence(event: Event, summary: str, *more: Event) -> Evidence:
+    """One fact from her history: the event, and ``more`` of the same kind (an order's other lines)."""
+    kind: Literal["support_ticket", "return", "order"] = (
+        "support_ticket"
+        if event.kind is EventKind.SUPPORT_TICKET
+        else "return"
+        if event.kind is EventKind.RETURN
+        else "order"
     )
+    events = (event, *more)
     return Evidence(
         kind=kind,
         summary=summary,
-        event_ids=(event.id or "",),
-        item_ids=(event.item_id,) if event.item_id else (),
+        event_ids=tuple(e.id or "" for e in events),
+        item_ids=tuple(dict.fromkeys(e.item_id for e in events if e.item_id)),
     )
 
 
-def _title(catalog: Mapping[str, Item], item_id: str | None) -> str:
+def title_of(catalog: Mapping[str, Item], item_id: str | None) -> str:
     item = catalog.get(item_id or "")
     return item.title if item else "an item"
 
 
-def _ticket(
+def find_ticket(
     store: Store,
     customer_id: str,
     asked: str,
@@ -187,134 +205,45 @@ def resolve_suggestion(
             rules=tuple(f"untrusted:{r}" for r in found),
             detail=f"ticket {ticket.id} was kept out of the talking points whole: it {why}",
         )
-    grounds: tuple[Evidence, ...] = (_event_evidence(ticket, summary),)
+    grounds: tuple[Evidence, ...] = (event_evidence(ticket, summary),)
     order = next((o for o in reversed(orders) if ticket.order_id and o.order_id == ticket.order_id), None)
     if order is not None:
-        grounds += (_event_evidence(order, f"order {order.order_id} on {order.timestamp:%Y-%m-%d}"),)
+        grounds += (event_evidence(order, f"order {order.order_id} on {order.timestamp:%Y-%m-%d}"),)
     suggestion = Suggestion(
-        kind="resolve", title="Resolve the reported problem", talking_points=_points(text), evidence=grounds
+        kind="resolve", title="Resolve the reported problem", talking_points=points_of(text), evidence=grounds
     )
     return suggestion, note
 
 
-def _candidates(
-    store: Store,
-    recommender: Recommender,
-    brand: BrandConfig,
-    customer: Customer,
-    asked: str,
-    history: Sequence[Event],
-    catalog: Mapping[str, Item],
-    now: datetime | None,
-    search: HistorySearch | None,
-    ask: CatalogAsk | None = None,
-    *,
-    context: RailContext,
-    notes: list[GuardrailNote],
-) -> list[Suggestion]:
-    """Every well-founded suggestion, best first; each carries evidence or is not made. A ticket withheld
-    from the talking points adds its note to ``notes``."""
-    out: list[Suggestion] = []
-    orders = [e for e in history if e.kind is EventKind.PURCHASE and e.id]
-    returns = [e for e in history if e.kind is EventKind.RETURN and e.id]
-    ticket = _ticket(store, customer.id, asked, history, search, now)
-    grounds: tuple[Evidence, ...] = ()
-    if ticket is not None:
-        resolve, note = resolve_suggestion(ticket, orders, context)
-        if note is not None:
-            notes.append(note)
-        grounds = resolve.evidence
-        out.append(resolve)
-    elif returns or orders:
-        latest = max([*returns, *orders], key=lambda e: e.timestamp)
-        what = "returned" if latest.kind is EventKind.RETURN else "ordered"
-        # No ticket: nothing the customer wrote to quote. The agent's own question is not her words.
-        text, _ = render("support.j2", kind="resolve", ticket="", withheld="", order=latest.order_id or "")
-        summary = f"{what} {_title(catalog, latest.item_id)} on {latest.timestamp:%Y-%m-%d}"
-        if latest.order_id:
-            summary += f" (order {latest.order_id})"
-        grounds = (_event_evidence(latest, summary),)
-        title = "Check their latest return" if latest.kind is EventKind.RETURN else "Check their latest order"
-        out.append(Suggestion(kind="resolve", title=title, talking_points=_points(text), evidence=grounds))
-    if grounds:
-        # Amends are for something that happened to her: the same ticket, return or order, not a blanket gift.
-        offer = brand.support_offers[0] if brand.support_offers else "a sincere apology"
-        text, _ = render("support.j2", kind="offer", offer=offer)
-        out.append(
-            Suggestion(
-                kind="offer",
-                title="Make amends within policy",
-                talking_points=_points(text),
-                evidence=grounds[:1],
-            )
-        )
-    suggested: set[str] = set()
-    if ask is not None:
-        out.extend(_asked_for(ask, customer, asked, orders, returns, catalog, suggested))
-    for rec in recommender.recommend(customer.id, _WANTED, now=now):
-        if not rec.evidence or rec.item.id in suggested:
-            continue
-        suggested.add(rec.item.id)
-        text, _ = render(
-            "support.j2",
-            kind="product",
-            title=rec.item.title,
-            price=rec.item.price_text,
-            reason=rec.evidence[0].summary,
-        )
-        out.append(
-            Suggestion(
-                kind="product",
-                title=f"Suggest {rec.item.title}",
-                talking_points=_points(text),
-                evidence=rec.evidence[:2],
-            )
-        )
-    used = {i for s in out for e in s.evidence for i in e.event_ids}
-    for ret in reversed(returns):
-        if ret.id in used:
-            continue
-        item = _title(catalog, ret.item_id)
-        out.append(
-            Suggestion(
-                kind="service",
-                title=f"Follow up on the returned {item}",
-                talking_points=(
-                    f"Confirm the refund or replacement for the {item} returned on {ret.timestamp:%Y-%m-%d}.",
-                    "Ask whether anything about it should be passed on to the product team.",
-                ),
-                evidence=(_event_evidence(ret, f"returned {item} on {ret.timestamp:%Y-%m-%d}"),),
-            )
-        )
-        break
-    out.extend(_popular(recommender, customer, catalog, history, now, suggested))
-    return out
-
-
-def _asked_for(
-    ask: CatalogAsk,
-    customer: Customer,
-    asked: str,
-    orders: Sequence[Event],
-    returns: Sequence[Event],
-    catalog: Mapping[str, Item],
-    suggested: set[str],
-) -> list[Suggestion]:
-    """Products that answer the question and fit her (Qdrant's fused query over the question and her
-    taste), each standing on the purchase of hers it is closest to; none when the question is not about
-    products."""
+def ask_the_catalog(
+    ask: CatalogAsk, customer_id: str, asked: str, history: Sequence[Event]
+) -> list[CatalogHit]:
+    """Items that answer the question and fit her (Qdrant's fused query over the question and her taste),
+    each tied to the purchase of hers it is closest to; none when the question is not about products.
+    Her returns are left out."""
     latest: dict[str, Event] = {}
-    for order in orders:
-        if order.item_id:
-            latest[order.item_id] = order  # orders are oldest first: the last one wins
+    for order in history:
+        if order.kind is EventKind.PURCHASE and order.item_id and order.id:
+            latest[order.item_id] = order  # oldest first: the last one wins
     bought = sorted(latest, key=lambda i: latest[i].timestamp, reverse=True)
-    leave_out = sorted({e.item_id for e in returns if e.item_id})
+    leave_out = sorted({e.item_id for e in history if e.kind is EventKind.RETURN and e.item_id})
+    return list(ask(customer_id, asked, bought, leave_out, _WANTED))
+
+
+def asked_for(
+    hits: Sequence[CatalogHit], history: Sequence[Event], catalog: Mapping[str, Item], suggested: set[str]
+) -> list[Suggestion]:
+    """A product suggestion for each catalog hit, standing on the purchase of hers it is closest to."""
+    latest: dict[str, Event] = {}
+    for order in history:
+        if order.kind is EventKind.PURCHASE and order.item_id and order.id:
+            latest[order.item_id] = order
     out: list[Suggestion] = []
-    for hit in ask(customer.id, asked, bought, leave_out, _WANTED):
+    for hit in hits:
         item, near = catalog.get(hit.item_id), latest.get(hit.near_item_id)
         if item is None or not item.in_stock or near is None or item.id in suggested:
             continue
-        summary = f"close to {_title(catalog, near.item_id)}, bought on {near.timestamp:%Y-%m-%d}"
+        summary = f"close to {title_of(catalog, near.item_id)}, bought on {near.timestamp:%Y-%m-%d}"
         evidence = Evidence(
             kind="text_similarity",
             summary=summary,
@@ -329,7 +258,7 @@ def _asked_for(
             Suggestion(
                 kind="product",
                 title=f"Suggest {item.title}",
-                talking_points=_points(text),
+                talking_points=points_of(text),
                 evidence=(evidence,),
             )
         )
@@ -337,21 +266,18 @@ def _asked_for(
     return out
 
 
-def _popular(
-    recommender: Recommender,
+def best_sellers(
+    picks: Sequence[ColdPick],
     customer: Customer,
     catalog: Mapping[str, Item],
     history: Sequence[Event],
-    now: datetime | None,
     suggested: set[str],
 ) -> list[Suggestion]:
-    """Best sellers in her country (the recommender's cold start): the fallback when her own
+    """Best sellers in her country (``Recommender.popular``, the cold start): the fallback when her own
     recommendations are few or were all filtered out (impression cap, returns, stock)."""
-    if now is None:
-        return []
     returned = {e.item_id for e in history if e.kind is EventKind.RETURN}
     out: list[Suggestion] = []
-    for pick in recommender.popular(now=now, country=customer.country, k=4 * _WANTED):
+    for pick in picks:
         item = catalog.get(pick.item_id)
         if item is None or not item.in_stock or item.id in suggested or item.id in returned or not pick.why:
             continue
@@ -363,7 +289,7 @@ def _popular(
             Suggestion(
                 kind="product",
                 title=f"Suggest {item.title}",
-                talking_points=_points(text),
+                talking_points=points_of(text),
                 evidence=evidence,
             )
         )
@@ -382,7 +308,7 @@ def _redact(text: str, findings: Sequence[Finding]) -> str:
 _FOREIGN = frozenset({"link_domain", "active_html", "event_handler", "tracking_image"})
 
 
-def _guard(suggestion: Suggestion, context: RailContext) -> tuple[Suggestion | None, GuardrailNote | None]:
+def guard(suggestion: Suggestion, context: RailContext) -> tuple[Suggestion | None, GuardrailNote | None]:
     """The suggestion as it may be shown, or None; and what the rails found, if anything.
 
     Personal data in a quoted ticket gets its spans redacted, since the suggestion still stands on its
@@ -442,79 +368,3 @@ def _guard(suggestion: Suggestion, context: RailContext) -> tuple[Suggestion | N
         detail="the offending spans were replaced by a marker",
     )
     return Suggestion(kind=suggestion.kind, title=title, talking_points=points, evidence=evidence), note
-
-
-def support_suggestions(
-    store: Store,
-    recommender: Recommender,
-    brand: BrandConfig,
-    customer_id: str,
-    question: str,
-    *,
-    now: datetime | None = None,
-    search: HistorySearch | None = None,
-    ask: CatalogAsk | None = None,
-) -> SupportAnswer:
-    customer = store.get_customer(customer_id)
-    # Consent first, before Qdrant or the store is asked about her history. Without personalization consent
-    # this refuses rather than answering with generic suggestions: every suggestion here is, by contract,
-    # grounded in her own data (a ticket, an order, her recommendations), and the consent rail treats
-    # support output as personalized. Generic advice without evidence would be the desk's own script
-    # dressed up as Tailor's, and a clear "no consent" tells the agent exactly why there is nothing.
-    if not customer.consent.personalization:
-        raise ConsentError(
-            f"customer {customer_id!r} has not agreed to personalization: no suggestions from their history",
-            hint="help them with the standard support script; their consent can be updated with "
-            "PUT /v1/customers/ID/consent",
-        )
-    notes: list[GuardrailNote] = []
-    asked, changed = defuse(question)
-    if changed:
-        notes.append(
-            GuardrailNote(
-                kind="question",
-                title="The question",
-                action="neutralized",
-                rules=tuple(sorted({f"injection:{f.rule}" for f in changed})),
-                detail="instruction-like text in the question was replaced by a marker before it was used",
-            )
-        )
-    history = store.events(customer.id, until=now, limit=_HISTORY)
-    catalog: Mapping[str, Item] = recommender.catalog or store.item_map()
-    quoting = RailContext(customer=customer, catalog=catalog, brand=brand, now=now, purpose="support")
-    candidates = _candidates(
-        store,
-        recommender,
-        brand,
-        customer,
-        asked,
-        history,
-        catalog,
-        now,
-        search,
-        ask,
-        context=quoting,
-        notes=notes,
-    )
-    texts = [t for s in candidates for t in (*s.talking_points, *(e.summary for e in s.evidence))]
-    context = RailContext(
-        customer=customer,
-        catalog=catalog,
-        brand=brand,
-        now=now,
-        events=history,
-        other_customers=other_customers(store, customer, [asked, *texts], catalog, history),
-        purpose="support",
-    )
-    kept: list[Suggestion] = []
-    for candidate in candidates:
-        if len(kept) >= _WANTED:
-            break
-        safe, note = _guard(candidate, context)
-        if note is not None:
-            notes.append(note)
-        if safe is not None:
-            kept.append(safe)
-    return SupportAnswer(
-        customer_id=customer.id, question=asked, suggestions=tuple(kept), guardrail_notes=tuple(notes)
-    )

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from guardrails.base import Finding, RailContext, Verdict
 from tailor.core.models import Item
 
-__all__ = ["check", "defuse", "detect", "name", "neutralize"]
+__all__ = ["MARKER", "check", "defuse", "detect", "name", "neutralize"]
 
 name = "injection"
 
@@ -153,7 +153,7 @@ _SOMEONE_ELSES = re.compile(
     r"\b(?:my|her|his|their|our|its|(?:the\s+)?(?:customer|courier|driver|agent|colleague|manager)'?s)\b",
     re.IGNORECASE,
 )
-_MARKER = "[removed instruction-like text]"
+MARKER = "[removed instruction-like text]"
 
 
 def _normalize(text: str) -> str:
@@ -210,7 +210,7 @@ def defuse(text: str) -> tuple[str, tuple[Finding, ...]]:
             last = max(last, e)
             continue
         out.append(clean[last:s])
-        out.append(_MARKER)
+        out.append(MARKER)
         last = e
     out.append(clean[last:])
     # Delimiters of our own data blocks must not be forgeable from inside the data.

@@ -11,6 +11,7 @@ import hashlib
 import os
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from tailor.core.settings import Settings
 __all__ = ["BUNDLED_MODEL", "CacheStats", "Embedder", "EmbeddingCache"]
 
 BUNDLED_MODEL = "all-MiniLM-L6-v2"
+_TRANSIENT = 8  # texts kept in memory between calls with keep=False (see Embedder.encode)
 
 FloatMatrix = npt.NDArray[np.float32]
 
@@ -198,6 +200,10 @@ class Embedder:
         self.misses = 0
         # Distinct texts the model actually ran on (duplicates within a call are embedded once).
         self.embedded = 0
+        # The last few texts encoded with ``keep=False``, in memory only: one support question is read by the
+        # intent model, the ticket search and the catalog search, and was embedded three times (a third of
+        # an answer's time). Never written anywhere; the next questions push it out.
+        self._transient: OrderedDict[bytes, npt.NDArray[np.float32]] = OrderedDict()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Embedder:
@@ -284,7 +290,9 @@ class Embedder:
         """One row per text, in order. Cached texts are not re-embedded; duplicates are embedded once.
 
         ``keep=False`` reads the cache but writes nothing to it: for a question typed about a customer,
-        which is nobody's stored data and which forgetting that customer could not find again."""
+        which is nobody's stored data and which forgetting that customer could not find again. Its vector
+        stays in memory only, among the last few such texts, until newer ones push it out or a forget
+        clears them (``forget_transient``)."""
         if isinstance(texts, str):
             raise DataError("encode() takes a sequence of texts, got one str", hint="wrap it: encode([text])")
         for i, text in enumerate(texts):
@@ -294,6 +302,8 @@ class Embedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         keys = [EmbeddingCache.key(self.model_id, t) for t in texts]
         found = self.cache.get_many(keys)
+        with self._stats_lock:
+            found.update({k: self._transient[k] for k in keys if k not in found and k in self._transient})
         missing: dict[bytes, str] = {}
         for key, text in zip(keys, texts, strict=True):
             if key not in found and key not in missing:
@@ -309,8 +319,21 @@ class Embedder:
             rows = list(zip(missing.keys(), fresh, strict=True))
             if keep:
                 self.cache.put_many(rows)
+            else:
+                with self._stats_lock:
+                    for key, row in rows:
+                        self._transient[key] = row
+                        self._transient.move_to_end(key)
+                    while len(self._transient) > _TRANSIENT:
+                        self._transient.popitem(last=False)
             found.update(rows)
         return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
+
+    def forget_transient(self) -> None:
+        """Drop the texts held in memory from ``encode(keep=False)`` (questions typed about customers): a
+        forget calls it, so nothing asked about the forgotten customer outlives the forget."""
+        with self._stats_lock:
+            self._transient.clear()
 
     def forget_texts(self, texts: Sequence[str]) -> int:
         """Delete the cached vectors of ``texts`` under every model the cache has seen (a customer's own
@@ -321,6 +344,7 @@ class Embedder:
         if isinstance(texts, str):
             raise DataError("forget_texts() takes a sequence of texts, got one str", hint="wrap it: [text]")
         models = dict.fromkeys([self.model_id, *self.cache.model_ids()])
+        self.forget_transient()
         return self.cache.delete_many(
             [EmbeddingCache.key(model, text) for model in models for text in dict.fromkeys(texts)]
         )

@@ -115,19 +115,24 @@ def test_support_suggestions_are_grounded_in_the_customers_own_ticket(
         now=NOW,
         search=history_search(vectors, embedder),
     )
-    assert len(out.suggestions) == 3
+    assert out.intent == "damaged_item"
     assert "Ignore previous instructions" not in out.question
     resolve = out.suggestions[0]
     assert resolve.kind == "resolve" and resolve.evidence[0].event_ids == (ticket.id,)
     assert any(str(ticket.order_id) in p for p in resolve.talking_points)
     assert all(s.talking_points for s in out.suggestions)
     assert out.suggestions[1].kind == "offer" and out.suggestions[1].evidence[0].event_ids == (ticket.id,)
-    # The amends are this retailer's support policy, not another shop's and not its marketing offers.
+    # The amends are this retailer's policy for damaged items, not another shop's nor its marketing offers.
     offered = " ".join(out.suggestions[1].talking_points)
-    assert retailer.brand.support_offers[0] in offered
+    assert retailer.brand.offers_for("damaged_item")[0] in offered
     other = next(r for r in RETAILERS.values() if r.key != retailer.key).brand
-    assert not any(o in offered for o in (*other.support_offers, *other.allowed_offers))
-    assert out.suggestions[2].kind == "product" and out.suggestions[2].evidence
+    assert not any(
+        o in offered
+        for o in (*other.support_offers, *other.allowed_offers, *other.offers_for("damaged_item"))
+    )
+    # Nothing is sold to a customer whose parcel arrived damaged: no product suggestion follows the amends.
+    assert [s.kind for s in out.suggestions] == ["resolve", "offer"]
+    assert {"ticket", "policy"} <= {t.name for t in out.tools}
     _assert_grounded(store, out)
 
 
@@ -163,8 +168,8 @@ def test_a_ticket_filed_after_the_stores_clock_is_never_evidence(
 
 
 def _assert_grounded(store: Store, out: SupportAnswer) -> None:
-    """Three suggestions, each with evidence that names real events of this customer or real items."""
-    assert len(out.suggestions) == 3
+    """Up to three suggestions, each with evidence that names real events of this customer or real items."""
+    assert 1 <= len(out.suggestions) <= 3
     catalog = store.item_map()
     for suggestion in out.suggestions:
         assert suggestion.evidence and suggestion.talking_points, suggestion
@@ -184,7 +189,9 @@ def test_support_without_a_ticket_starts_from_the_latest_order(
         for c in retail_store.customers()
         if c.consent.personalization and not retail_store.events(c.id, kinds=[EventKind.SUPPORT_TICKET])
     )
-    out = support_suggestions(retail_store, recommender, retailer.brand, cid, "where is my parcel?", now=NOW)
+    out = support_suggestions(
+        retail_store, recommender, retailer.brand, cid, "my parcel is late, where is it?", now=NOW
+    )
     assert out.suggestions[0].kind == "resolve" and out.suggestions[0].evidence[0].event_ids
     assert out.suggestions[1].kind == "offer"
     assert out.suggestions[1].evidence[0].event_ids == out.suggestions[0].evidence[0].event_ids
@@ -208,18 +215,20 @@ def _capped(store: Store, recommender: HybridRecommender, cid: str) -> HybridRec
     return capped
 
 
-def test_without_recommendations_the_third_is_a_best_seller_in_her_country(
+def test_without_recommendations_gift_ideas_are_best_sellers_in_her_country(
     ticket_store: tuple[Store, str, Event], recommender: HybridRecommender, retailer: Retailer
 ) -> None:
     store, cid, ticket = ticket_store
     capped = _capped(store, recommender, cid)
-    out = support_suggestions(store, capped, retailer.brand, cid, "my parcel was damaged", now=NOW)
-    assert [s.kind for s in out.suggestions] == ["resolve", "offer", "product"]
-    assert out.suggestions[0].evidence[0].event_ids == (ticket.id,)
-    product = out.suggestions[2]
-    assert {e.kind for e in product.evidence} <= {"popular", "trending"}
+    out = support_suggestions(store, capped, retailer.brand, cid, "any gift ideas for her?", now=NOW)
+    assert out.intent == "gift_idea"
+    assert [s.kind for s in out.suggestions] == ["product", "product", "product"]
     country = store.get_customer(cid).country
-    assert any(country in e.summary for e in product.evidence) or product.evidence[0].kind == "trending"
+    for product in out.suggestions:
+        assert {e.kind for e in product.evidence} <= {"popular", "trending"}
+        assert any(country in e.summary for e in product.evidence) or product.evidence[0].kind == "trending"
+    # A gift question is not a problem: no ticket quoted, nothing offered.
+    assert ticket.id not in {i for s in out.suggestions for e in s.evidence for i in e.event_ids}
     _assert_grounded(store, out)
 
 
@@ -292,7 +301,7 @@ def test_a_product_she_viewed_in_the_last_day_is_dropped_and_replaced(
     store.add_events(
         [Event(customer_id=cid, kind=EventKind.VIEW, item_id=top.id, timestamp=NOW - timedelta(hours=1))]
     )
-    out = support_suggestions(store, recommender, retailer.brand, cid, "parcel damaged", now=NOW)
+    out = support_suggestions(store, recommender, retailer.brand, cid, "what might she like next?", now=NOW)
     dropped = [n for n in out.guardrail_notes if n.action == "dropped"]
     assert dropped and dropped[0].kind == "product" and "privacy:recently_viewed" in dropped[0].rules
     assert dropped[0].title == "Suggest [redacted: recently viewed]"
@@ -445,7 +454,7 @@ def test_a_ticket_carrying_a_payload_is_withheld_whole_and_recorded(
     assert hostile_id in note.detail
     # What is offered comes from this retailer's configuration only.
     offer = next(s for s in out.suggestions if s.kind == "offer")
-    assert retailer.brand.support_offers[0] in " ".join(offer.talking_points)
+    assert retailer.brand.offers_for("damaged_item")[0] in " ".join(offer.talking_points)
     _assert_grounded(store, out)
 
 
@@ -524,9 +533,14 @@ def test_a_product_whose_name_carries_a_foreign_link_is_dropped_and_recorded(
         impressions=store.impressions,
         cold_start=recommender.cold,
     )
-    out = support_suggestions(store, planted, retailer.brand, cid, "parcel damaged", now=NOW)
+    out = support_suggestions(store, planted, retailer.brand, cid, "what might she like next?", now=NOW)
     assert "hearth-deals.example" not in out.model_dump_json()
     dropped = [n for n in out.guardrail_notes if n.action == "dropped"]
     assert dropped and all(n.kind == "product" and "output:link_domain" in n.rules for n in dropped)
     assert all("[redacted: link domain]" in n.title for n in dropped)
-    assert [s.kind for s in out.suggestions][:2] == ["resolve", "offer"]
+    # Every product carried the link, so none is suggested: an answer with nothing is better than the link.
+    assert all(s.kind != "product" for s in out.suggestions)
+    # A problem question is answered from her order and ticket, where no catalog title is quoted.
+    damaged = support_suggestions(store, planted, retailer.brand, cid, "parcel damaged", now=NOW)
+    assert "hearth-deals.example" not in damaged.model_dump_json()
+    assert [s.kind for s in damaged.suggestions][:2] == ["resolve", "offer"]

@@ -16,7 +16,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from evals.base import Eval, artifacts_of
+from evals.base import Eval, artifacts_of, read_jsonl
 from evals.compare import compare as compare_reports
 from evals.compare import print_header, print_table, to_html
 from evals.copy import CopyQualityEval
@@ -27,6 +27,11 @@ from evals.protocol import UCI_START, holdout_cut, sized_holdout_days
 from evals.ranking import DEFAULT_EARLIER_PARQUET, DEFAULT_PARQUET, RankingEval
 from evals.report import DEFAULT_GATES, Report, evaluate_gates, load_gates, load_report
 from evals.safety import SafetyEval
+from evals.support import CLOCK as SUPPORT_CLOCK
+from evals.support import DEV as SUPPORT_DEV
+from evals.support import FRESH as SUPPORT_FRESH
+from evals.support import HELDOUT as SUPPORT_HELDOUT
+from evals.support import SupportEval
 from retrieval.embeddings import Embedder
 from retrieval.recommender import item_text_vectors
 from tailor.app.service import Tailor
@@ -49,7 +54,7 @@ __all__ = [
     "run_suites",
 ]
 
-Suite = Literal["ranking", "generation", "safety", "policy", "copy"]
+Suite = Literal["ranking", "generation", "safety", "policy", "copy", "support"]
 SUITES: tuple[Suite, ...] = get_args(Suite)
 # A store that is not UCI Online Retail has no reference cut: its last four weeks are the test period (long
 # enough for most customers to come back once, short enough to leave the ranker a long history), or, on a
@@ -74,6 +79,7 @@ class SuiteInput:
     _purchases: pd.DataFrame | None = None
     from_store: bool = False
     uci: bool = False  # the purchases are UCI Online Retail (the parquet, or a store imported from it)
+    unmeasured: set[str] = field(default_factory=set)  # suites with nothing to measure on this store
 
     @property
     def purchases(self) -> pd.DataFrame:
@@ -251,6 +257,43 @@ def _copy(inp: SuiteInput) -> Eval:
     return CopyQualityEval(deps, n=4 if inp.quick else 10, seed=inp.seed, similarity=similarity)
 
 
+def _support(inp: SuiteInput) -> Eval:
+    """The labelled support questions, answered by the service at their own clock (the demo store's)."""
+    sets = {"dev": SUPPORT_DEV, "heldout": SUPPORT_HELDOUT}
+    if SUPPORT_FRESH.exists():
+        sets["fresh"] = SUPPORT_FRESH
+    cases = [c for path in sets.values() for c in read_jsonl(path)]
+    held = False
+    if inp.settings.store_path.exists():
+        store = Store(inp.settings.store_path)
+        try:
+            held = all(store.has_customer(str(c["customer_id"])) for c in cases)
+        finally:
+            store.close()
+    if not held:
+        inp.notes.append(
+            "support: the labelled questions are about the demo store's customers: not measured here"
+        )
+        inp.unmeasured.add("support")
+        return _Nothing(inp.seed)
+    service = Tailor(inp.settings.model_copy(update={"now": SUPPORT_CLOCK.isoformat()}))
+    inp.notes.append(f"support: the service's answers at the sets' clock {SUPPORT_CLOCK:%Y-%m-%d %H:%M} UTC")
+    return SupportEval(
+        service.support, service.store, service.brand, sets=sets, seed=inp.seed, quick=inp.quick
+    )
+
+
+@dataclass
+class _Nothing:
+    """A suite with nothing to measure on this store (its note says why): no figures, and its gates are not
+    judged (``SuiteInput.unmeasured``)."""
+
+    seed: int
+
+    def run(self) -> dict[str, float]:
+        return {}
+
+
 def decisions_path(settings: Settings) -> Path:
     """Where logged email decisions are read from: one JSON object a line (``customer_id``, ``timestamp``,
     ``action``, ``propensity``, optionally ``reward``), as the CRM that sent them logged them."""
@@ -289,6 +332,7 @@ DEFAULT_FACTORIES: Mapping[str, EvalFactory] = {
     "safety": _safety,
     "policy": _policy,
     "copy": _copy,
+    "support": _support,
 }
 
 
@@ -398,6 +442,11 @@ def run_suites(
             judged += evaluate_gates(metrics, uci_gates, chosen)
             meta["gate_sections"] = ["gates", "uci"]
     meta.setdefault("gate_sections", ["quick" if quick else "gates"])
+    # The support questions are about the demo store's customers: their gates bind wherever the suite was
+    # chosen and could be measured. One that failed part way has no figures, and its gates fail.
+    if "support" in chosen and "support" not in inp.unmeasured:
+        judged += evaluate_gates(metrics, load_gates(gates_path, section="support"), chosen)
+        meta["gate_sections"] = [*meta["gate_sections"], "support"]
     report = Report(metrics=metrics, meta=meta, gates=judged, artifacts=artifacts)
     if old is not None:
         report.meta["compared_with"] = str(compare)

@@ -126,6 +126,13 @@ def print_outcome(console: Console, outcome: EmailOutcome) -> None:
 
 
 def print_support(console: Console, answer: SupportAnswer) -> None:
+    tools = ", ".join(f"{t.name} {t.ms:.0f} ms" for t in answer.tools) or "none"
+    console.print(
+        f"[dim]asked about: {markup_safe(answer.intent)} (confidence {answer.confidence:.2f}); tools: "
+        f"{markup_safe(tools)}[/]"
+    )
+    if answer.no_match:
+        console.print(f"[yellow]no order {markup_safe(', '.join(answer.no_match))} for this customer[/]")
     for n, suggestion in enumerate(answer.suggestions, start=1):
         body = Text()
         for point in suggestion.talking_points:

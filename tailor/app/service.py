@@ -26,6 +26,7 @@ from agent import (
     support_suggestions,
 )
 from agent.graph import build_graph
+from agent.intent import IntentModel
 from agent.support import SupportAnswer, history_search
 from agent.writers import TemplateWriter, Writer
 from retrieval.embeddings import Embedder
@@ -301,6 +302,16 @@ class Tailor:
             now=self.now(),
             search=self.search_history,
             ask=self.ask_catalog,
+            intents=self.intents,
+        )
+
+    @cached_property
+    def intents(self) -> IntentModel:
+        """The support agent's offline intent model, on the store's own sentence encoder."""
+        # The shop's own examples are cached like any catalog text; the questions are never written down.
+        return IntentModel(
+            lambda texts: self.embedder.encode(texts, keep=False),
+            examples=lambda texts: self.embedder.encode(texts),
         )
 
     # -- changes ----------------------------------------------------------------------------------
@@ -371,6 +382,7 @@ class Tailor:
             # The embedding cache is keyed by sha256(model, text): the keys come from the texts, which are
             # gone once the events are deleted.
             texts = [e.text for e in self.store.events(customer_id) if e.text and e.text.strip()]
+            self.embedder.forget_transient()
             deleted: dict[str, int] = {
                 "embedding_cache_entries": self.embedder.forget_texts(texts) if texts else 0
             }

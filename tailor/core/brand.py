@@ -39,6 +39,10 @@ class BrandConfig(BaseModel):
     allowed_offers: tuple[str, ...] = ()
     # What a support agent may offer a customer who had a problem; never copied into marketing.
     support_offers: tuple[str, ...] = ()
+    # Which amends fit which problem (a TOML table: ``late_delivery = ["..."]``, keyed by the support agent's
+    # intents: late_delivery, return_refund, damaged_item, email_complaint, ...). A problem it names nothing
+    # for gets ``support_offers``; kept as pairs, not a dict, so that the config stays hashable.
+    support_policy: tuple[tuple[str, tuple[str, ...]], ...] = ()
     max_exclamation_marks: int = Field(1, ge=0)
     subject_max_chars: int = Field(70, ge=10)
     preheader_max_chars: int = Field(110, ge=10)
@@ -47,6 +51,18 @@ class BrandConfig(BaseModel):
     postal_address: str = Field(min_length=1)
     unsubscribe_url: str = Field(pattern=r"^https://.*\{customer_token\}")
     allowed_link_domains: tuple[str, ...] = Field(min_length=1)
+
+    @field_validator("support_policy", mode="before")
+    @classmethod
+    def _policy_pairs(cls, value: object) -> object:
+        if isinstance(value, dict):
+            pairs = ((str(k), tuple(v) if isinstance(v, list | tuple) else v) for k, v in value.items())
+            return tuple(sorted(pairs))
+        return value
+
+    def offers_for(self, intent: str) -> tuple[str, ...]:
+        """What the support policy lets an agent offer for a problem of this kind."""
+        return dict(self.support_policy).get(intent, self.support_offers)
 
     @field_validator("allowed_link_domains")
     @classmethod

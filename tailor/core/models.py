@@ -337,6 +337,11 @@ class Evidence(_Model):
         "cart",
         "recent_view",
         "support_ticket",
+        # Support answers: an order and its lines, a return, a catalog item asked about, her profile.
+        "order",
+        "return",
+        "catalog",
+        "profile",
     ]
     summary: str
     event_ids: tuple[str, ...] = ()

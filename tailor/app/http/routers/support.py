@@ -39,5 +39,12 @@ async def suggestions(st: AppState, key: Support, body: SupportIn) -> JsonObject
     # What the rails withheld, redacted, dropped or neutralized goes into the audit trace too: the rules
     # and actions only, never the text that was removed.
     notes = [n.model_dump(mode="json", include={"kind", "action", "rules"}) for n in answer.guardrail_notes]
-    st.ops.audit("support", key_id=key.id, customer_id=body.customer_id, detail={"guardrail_notes": notes})
+    # The intent and the tools the answer took (names, timings, counts), so a reviewer sees why it said so.
+    detail: JsonObject = {
+        "guardrail_notes": notes,
+        "intent": answer.intent,
+        "confidence": answer.confidence,
+        "tools": [t.model_dump(mode="json") for t in answer.tools],
+    }
+    st.ops.audit("support", key_id=key.id, customer_id=body.customer_id, detail=detail)
     return answer.model_dump(mode="json")

@@ -1,0 +1,236 @@
+"""The support graph: it understands the question, gathers only what it needs, answers that question from
+her own facts before the clock, and offers only what the retailer's policy allows for that problem."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from agent import support_suggestions
+from agent.intent import INTENTS, IntentModel, read_entities
+from agent.support_graph import SUPPORT_MERMAID_PATH, support_mermaid
+from retrieval.embeddings import Embedder
+from retrieval.recommender import HybridRecommender
+from tailor.core.errors import ConsentError
+from tailor.core.models import Consent, Event, EventKind
+from tailor.core.settings import Settings
+from tailor.data.store import Store
+from tests.retailers import Retailer
+
+NOW = datetime(2011, 12, 10, 10, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def recommender(retail_store: Store, tmp_path_factory: pytest.TempPathFactory) -> HybridRecommender:
+    settings = Settings(data_dir=tmp_path_factory.mktemp("support-graph"), now=NOW.isoformat())
+    return HybridRecommender.build(retail_store, settings)
+
+
+def _orders(store: Store, customer_id: str) -> dict[str, list[Event]]:
+    lines: dict[str, list[Event]] = {}
+    for e in store.events(customer_id, kinds=[EventKind.PURCHASE], until=NOW):
+        if e.order_id:
+            lines.setdefault(e.order_id, []).append(e)
+    return lines
+
+
+@pytest.fixture(scope="module")
+def shopper(retail_store: Store) -> str:
+    """A customer with consent and at least two orders before the clock."""
+    return next(
+        c.id
+        for c in retail_store.customers()
+        if c.consent.personalization and len(_orders(retail_store, c.id)) >= 2
+    )
+
+
+@pytest.fixture
+def own_store(retail_store: Store, shopper: str, tmp_path: Path) -> Iterator[Store]:
+    """The shopper alone (and one other customer), in a store a test may write to."""
+    store = Store(tmp_path / "tailor.db")
+    store.upsert_items(retail_store.items())
+    other = next(c for c in retail_store.customers() if c.id != shopper and _orders(retail_store, c.id))
+    store.upsert_customers([retail_store.get_customer(shopper), other])
+    store.add_events([e for c in (shopper, other.id) for e in retail_store.events(c)])
+    yield store
+    store.close()
+
+
+def test_the_support_graph_matches_its_drawing() -> None:
+    assert SUPPORT_MERMAID_PATH.read_text() == support_mermaid(), (
+        "the support graph changed: regenerate agent/support_graph.mmd with `python -c 'import "
+        'agent.support_graph as g; open("agent/support_graph.mmd","w").write(g.support_mermaid())\'`'
+    )
+
+
+def test_entities_are_read_against_her_own_orders(retail_store: Store, shopper: str) -> None:
+    lines = _orders(retail_store, shopper)
+    newest = max(lines, key=lambda o: max(e.timestamp for e in lines[o]))
+    oldest = min(lines, key=lambda o: min(e.timestamp for e in lines[o]))
+    purchases = [e for ls in lines.values() for e in ls]
+    catalog = retail_store.item_map()
+    named = read_entities(f"Order #{oldest} never came", orders=purchases, catalog=catalog)
+    assert named.order_ids == (oldest,) and not named.unknown_order_ids and not named.by_reference
+    bare = read_entities(f"what about {oldest}?", orders=purchases, catalog=catalog)
+    assert bare.order_ids == (oldest,)
+    last = read_entities("Sa dernière commande est arrivée cassée", orders=purchases, catalog=catalog)
+    assert last.order_ids == (newest,) and last.by_reference
+    unknown = read_entities("invoice 999999 is wrong", orders=purchases, catalog=catalog)
+    assert unknown.unknown_order_ids == ("999999",) and not unknown.order_ids
+    # A product by a misspelt part of its title: her own purchase first.
+    line = next(e for e in purchases if e.item_id and len(catalog[e.item_id].title.split()) >= 3)
+    words = catalog[line.item_id or ""].title.lower().split()
+    typo = f"the {words[0]} {words[1]}{words[1][-1]} {' '.join(words[2:])} arrived chipped"
+    assert line.item_id in read_entities(typo, orders=purchases, catalog=catalog).item_ids
+
+
+def test_without_an_encoder_the_words_that_name_an_intent_decide() -> None:
+    words = IntentModel(None)
+    assert words.guess("her parcel is late and has not arrived").intent == "late_delivery"
+    assert words.guess("les tasses sont arrivées cassées").intent == "damaged_item"
+    assert words.guess("she wants a refund").intent == "return_refund"
+    assert words.guess("hello").intent == "other"
+
+
+@pytest.mark.slow
+def test_the_offline_intent_model_reads_questions_in_two_languages() -> None:
+    embedder = Embedder()
+    model = IntentModel(lambda texts: embedder.encode(texts, keep=False))
+    cases = {
+        "Her delivery still hasn't turned up after ten days": "late_delivery",
+        "Il n'a toujours pas reçu son colis": "late_delivery",
+        "He'd like his money back for the candles": "return_refund",
+        "The vase came smashed to pieces": "damaged_item",
+        "Is the red bunting available in green?": "product_question",
+        "What could I recommend for her daughter's birthday?": "gift_idea",
+        "Please stop sending her promotions": "email_complaint",
+        "Elle veut qu'on efface toutes ses données": "account_consent",
+    }
+    for question, intent in cases.items():
+        guess = model.guess(question)
+        assert guess.intent == intent, (question, guess)
+        assert set(guess.scores) == set(INTENTS)
+
+
+def test_a_late_order_is_chased_and_offered_only_the_policys_amends(
+    own_store: Store, recommender: HybridRecommender, retailer: Retailer, shopper: str
+) -> None:
+    lines = _orders(own_store, shopper)
+    newest = max(lines, key=lambda o: max(e.timestamp for e in lines[o]))
+    out = support_suggestions(
+        own_store,
+        recommender,
+        retailer.brand,
+        shopper,
+        "She's upset her order was late, what can I offer?",
+        now=NOW,
+    )
+    assert out.intent == "late_delivery"
+    resolve, offer = out.suggestions[:2]
+    assert resolve.kind == "resolve" and newest in resolve.title
+    cited = own_store.get_events(list(resolve.evidence[0].event_ids))
+    assert cited and all(e.order_id == newest and e.customer_id == shopper for e in cited)
+    assert offer.kind == "offer" and offer.evidence[0] == resolve.evidence[0]
+    assert retailer.brand.offers_for("late_delivery")[0] in " ".join(offer.talking_points)
+    # Marketing offers are not amends, and nothing is sold to a customer waiting for a parcel.
+    assert not any(o in offer.model_dump_json() for o in retailer.brand.allowed_offers)
+    assert all(s.kind != "product" for s in out.suggestions)
+    assert [t.name for t in out.tools][:2] == ["history", "entities"] and "policy" in {
+        t.name for t in out.tools
+    }
+
+
+def test_an_order_that_is_not_hers_is_no_order_of_hers(
+    own_store: Store, recommender: HybridRecommender, retailer: Retailer, shopper: str
+) -> None:
+    """Another customer's order number, asked about: found for nobody, and nothing of it is shown."""
+    other = next(c.id for c in own_store.customers() if c.id != shopper)
+    theirs = next(iter(_orders(own_store, other)))
+    out = support_suggestions(
+        own_store, recommender, retailer.brand, shopper, f"Her order {theirs} never arrived", now=NOW
+    )
+    assert out.no_match == (theirs,)
+    first = out.suggestions[0]
+    assert first.kind == "not_found" and theirs in first.title
+    cited = own_store.get_events([i for s in out.suggestions for e in s.evidence for i in e.event_ids])
+    assert cited and all(e.customer_id == shopper for e in cited)
+    assert all(e.order_id != theirs for e in cited)
+
+
+def test_an_order_after_the_clock_has_not_happened_yet(
+    own_store: Store, recommender: HybridRecommender, retailer: Retailer, shopper: str
+) -> None:
+    item = next(iter(own_store.item_map()))
+    own_store.add_events(
+        [
+            Event(
+                customer_id=shopper,
+                kind=EventKind.PURCHASE,
+                item_id=item,
+                quantity=1,
+                value=1.0,
+                order_id="FUT90001",
+                timestamp=NOW + timedelta(days=3),
+            )
+        ]
+    )
+    out = support_suggestions(
+        own_store, recommender, retailer.brand, shopper, "Where is order FUT90001? It is late", now=NOW
+    )
+    assert out.no_match == ("FUT90001",)
+    cited = own_store.get_events([i for s in out.suggestions for e in s.evidence for i in e.event_ids])
+    assert all(e.timestamp < NOW for e in cited)
+
+
+def test_a_product_question_gets_the_catalogs_facts_and_no_offer(
+    own_store: Store, recommender: HybridRecommender, retailer: Retailer, shopper: str
+) -> None:
+    catalog = own_store.item_map()
+    bought = next(
+        e.item_id for e in own_store.events(shopper, kinds=[EventKind.PURCHASE]) if e.item_id in catalog
+    )
+    item = catalog[bought or ""]
+    out = support_suggestions(
+        own_store, recommender, retailer.brand, shopper, f"Is the {item.title} in stock?", now=NOW
+    )
+    assert out.intent == "product_question"
+    facts = out.suggestions[0]
+    assert facts.kind == "product_facts" and facts.evidence[0].item_ids == (item.id,)
+    assert item.price_text in " ".join(facts.talking_points)
+    assert all(s.kind != "offer" for s in out.suggestions)
+
+
+def test_her_account_is_answered_without_personalization_consent_and_nothing_else_is(
+    own_store: Store, recommender: HybridRecommender, retailer: Retailer, shopper: str
+) -> None:
+    customer = own_store.get_customer(shopper)
+    own_store.upsert_customers(
+        [customer.model_copy(update={"consent": Consent(marketing_email=True, personalization=False)})]
+    )
+    searched: list[str] = []
+
+    def search(customer_id: str, question: str, limit: int) -> Sequence[object]:
+        searched.append(question)
+        return []
+
+    out = support_suggestions(
+        own_store,
+        recommender,
+        retailer.brand,
+        shopper,
+        "She wants us to delete her data",
+        now=NOW,
+        search=search,
+    )
+    assert out.intent == "account_consent"
+    (account,) = out.suggestions
+    assert "personalised suggestions: no" in " ".join(account.talking_points)
+    assert "history" not in {t.name for t in out.tools}
+    with pytest.raises(ConsentError):
+        support_suggestions(
+            own_store, recommender, retailer.brand, shopper, "Where is her parcel?", now=NOW, search=search
+        )
+    assert searched == [], "nothing of her history is searched without consent"
