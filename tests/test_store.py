@@ -39,6 +39,32 @@ def test_events_filters_and_limit(fresh_store: Store) -> None:
     assert fresh_store.events("c1", kinds=[EventKind.VIEW]) == []
 
 
+def test_order_lines_are_hers_of_those_orders_before_the_clock(fresh_store: Store) -> None:
+    _seed(fresh_store)
+    fresh_store.upsert_customers([Customer(id="c2", first_name="Bo", email="b@example.com", country="UK")])
+
+    def line(customer: str, order: str, day: int) -> Event:
+        return Event(
+            customer_id=customer,
+            kind=EventKind.PURCHASE,
+            item_id="A",
+            quantity=1,
+            order_id=order,
+            timestamp=datetime(2011, 2, day, tzinfo=UTC),
+        )
+
+    fresh_store.add_events(
+        [line("c1", "O1", 1), line("c1", "O1", 2), line("c1", "O2", 3), line("c2", "O3", 4)]
+    )
+    fresh_store.add_events([line("c1", "O4", 20)])
+    clock = datetime(2011, 2, 10, tzinfo=UTC)
+    got = fresh_store.order_lines("c1", ["O1", "O3", "O4"], until=clock)
+    assert [e.order_id for e in got] == ["O1", "O1"], (
+        "another customer's order, and one after the clock, are not hers"
+    )
+    assert fresh_store.order_lines("c1", ["O4"]) and fresh_store.order_lines("c1", []) == []
+
+
 def test_adding_the_same_event_twice_keeps_one(fresh_store: Store) -> None:
     _seed(fresh_store)
     _seed(fresh_store)

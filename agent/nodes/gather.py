@@ -64,7 +64,7 @@ async def gather(state: SupportState, runtime: Runtime[SupportDeps]) -> dict[str
         # Only her newest events were read: an older order of hers is looked up before "no such order".
         older = tool(
             "orders",
-            lambda: _orders(deps.store.events(customer.id, kinds=[EventKind.PURCHASE], until=deps.now)),
+            lambda: _orders(deps.store.order_lines(customer.id, entities.unknown_order_ids, until=deps.now)),
             len,
         )
         found = {o: older[o] for o in entities.unknown_order_ids if o in older}
