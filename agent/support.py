@@ -13,19 +13,21 @@ and the agent is pointed to the ticket itself. Offers come from the retailer con
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
 from guardrails import injection, output, privacy, untrusted
 from guardrails.base import Finding, RailContext
 from guardrails.injection import defuse
-from prompts import render
+from prompts import PromptRef, render
 from retrieval.embeddings import Embedder
 from retrieval.rules import ColdPick
 from retrieval.search import CatalogHit
 from retrieval.vector_store import HistoryHit, VectorStore
+from tailor.core.brand import BrandConfig
 from tailor.core.models import Customer, Event, EventKind, Evidence, Item
 from tailor.data.store import Store
 
@@ -35,8 +37,12 @@ __all__ = [
     "HistorySearch",
     "Suggestion",
     "SupportAnswer",
+    "SupportModel",
+    "ToolSpec",
+    "ToolUse",
     "history_search",
     "resolve_suggestion",
+    "untold",
 ]
 
 HistorySearch = Callable[[str, str, int], Sequence[HistoryHit]]  # (customer_id, question, limit) -> hits
@@ -65,20 +71,24 @@ class Suggestion(BaseModel):
     title: str
     talking_points: tuple[str, ...]
     evidence: tuple[Evidence, ...]
+    # Who wrote the talking points: the offline templates, or the model (held to the evidence first).
+    points_by: Literal["template", "model"] = "template"
 
 
 class GuardrailNote(BaseModel):
     """What a rail found before the answer was returned, and what was done: the offending spans were
     ``redacted`` (the suggestion still stands on its evidence); the suggestion was ``dropped`` and the next
     well-founded one took its place; a ticket was ``withheld`` whole from the talking points; or the
-    question was ``neutralized`` before it was searched with or echoed. ``detail`` never repeats what was
+    question was ``neutralized`` before it was searched with or echoed. A model's talking points that did not
+    stand on the suggestion's evidence were ``trimmed`` from it, or, none standing, ``replaced`` by the
+    offline ones. ``detail`` never repeats what was
     removed."""
 
     model_config = ConfigDict(frozen=True)
 
     kind: str
     title: str
-    action: Literal["redacted", "dropped", "withheld", "neutralized"]
+    action: Literal["redacted", "dropped", "withheld", "neutralized", "trimmed", "replaced"]
     rules: tuple[str, ...]
     detail: str
 
@@ -91,6 +101,8 @@ class ToolCall(BaseModel):
     name: str
     ms: float
     found: int
+    # Who asked for it: the offline plan for the question's intent, or the model (``agent/support_model``).
+    by: Literal["plan", "model"] = "plan"
 
 
 class SupportAnswer(BaseModel):
@@ -106,6 +118,49 @@ class SupportAnswer(BaseModel):
     # Order numbers the question named that are none of this customer's orders.
     no_match: tuple[str, ...] = ()
     tools: tuple[ToolCall, ...] = ()
+    # How it was thought: ``offline`` (the intent model and the plan), or the model that picked the tools
+    # and wrote the talking points (``openai:MODEL``); and where the model's work was not used, why.
+    thinker: str = "offline"
+    fell_back: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """One tool as a model sees it: its name, what it is for, and its arguments as a JSON schema."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+
+    def openai(self) -> dict[str, Any]:
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+        }
+
+
+ToolUse = Callable[[str, Mapping[str, Any]], str]  # (tool name, arguments) -> what it found, in words
+
+
+class SupportModel(Protocol):
+    name: str
+
+    def choose_tools(self, question: str, intent: str, tools: Sequence[ToolSpec], call: ToolUse) -> int:
+        """Let the model call ``tools`` through ``call``; the number of calls it made."""
+        ...
+
+    def write_points(self, question: str, suggestion: Suggestion, offers: Sequence[str]) -> tuple[str, ...]:
+        """The talking points the model writes for ``suggestion``, from its evidence alone."""
+        ...
+
+    @property
+    def prompts(self) -> tuple[PromptRef, ...]: ...
+
+
+def short(error: Exception, most: int = 200) -> str:
+    """An error in one line, cut to ``most`` characters: an endpoint's error can carry its whole request."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= most else text[: most - 1] + "…"
 
 
 def points_of(text: str) -> tuple[str, ...]:
@@ -299,7 +354,18 @@ def best_sellers(
     return out
 
 
-def _redact(text: str, findings: Sequence[Finding]) -> str:
+# What a model endpoint, perhaps another company's, is never told: contact and payment details.
+_NOT_TOLD = frozenset({"email_address", "phone_number", "card_number", "iban", "postal_address"})
+
+
+def untold(text: str, customer: Customer, brand: BrandConfig) -> str:
+    """``text`` as a model may be told it: contact and payment details redacted."""
+    context = RailContext(customer=customer, catalog={}, brand=brand, purpose="support")
+    return redact(text, [f for f in privacy.check(text, context).findings if f.rule in _NOT_TOLD])
+
+
+def redact(text: str, findings: Sequence[Finding]) -> str:
+    """``text`` with the span of each finding replaced by a marker naming its rule."""
     for f in sorted((f for f in findings if f.start >= 0), key=lambda f: -f.start):
         text = text[: f.start] + _REDACTED.format(f.rule.replace("_", " ")) + text[f.end :]
     return text
@@ -333,13 +399,13 @@ def guard(suggestion: Suggestion, context: RailContext) -> tuple[Suggestion | No
         if unsafe:
             instructed = True
             rules.extend(f"output:{f.rule}" for f in unsafe)
-            text = _redact(text, unsafe)  # so not even the note repeats the link
+            text = redact(text, unsafe)  # so not even the note repeats the link
         verdict = privacy.check(text, context)
         if verdict.passed:
             return text
         rules.extend(f"privacy:{f.rule}" for f in verdict.findings)
         missing.extend(f.rule for f in verdict.findings if f.start < 0)
-        return _redact(text, verdict.findings)
+        return redact(text, verdict.findings)
 
     points = tuple(clean(p) for p in suggestion.talking_points)
     evidence = tuple(e.model_copy(update={"summary": clean(e.summary)}) for e in suggestion.evidence)

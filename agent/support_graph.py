@@ -22,7 +22,7 @@ from agent.nodes.guard import guard_answer
 from agent.nodes.refuse import refuse
 from agent.nodes.understand import understand
 from agent.routers import after_understand
-from agent.support import CatalogAsk, HistorySearch, SupportAnswer
+from agent.support import CatalogAsk, HistorySearch, SupportAnswer, SupportModel
 from agent.support_state import SupportDeps, SupportState
 from retrieval.base import Recommender
 from tailor.core.brand import BrandConfig
@@ -76,10 +76,14 @@ def support_suggestions(
     search: HistorySearch | None = None,
     ask: CatalogAsk | None = None,
     intents: IntentModel | None = None,
+    model: SupportModel | None = None,
 ) -> SupportAnswer:
     """Up to three suggestions that answer ``question`` about this customer, each grounded in her own data
-    and passed through the rails; the intent, and the tools the answer took, come with it."""
-    deps = SupportDeps(store=store, recommender=recommender, brand=brand, now=now, search=search, ask=ask)
+    and passed through the rails; the intent, and the tools the answer took, come with it. With ``model``
+    the model picks the tools and writes the talking points (``agent/support_model.py``)."""
+    deps = SupportDeps(
+        store=store, recommender=recommender, brand=brand, now=now, search=search, ask=ask, model=model
+    )
     if intents is not None:
         deps.intents = intents
     answer, _ = asyncio.run(run_support(deps, customer_id, question))

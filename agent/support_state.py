@@ -9,7 +9,15 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from agent.intent import Entities, IntentGuess, IntentModel
-from agent.support import CatalogAsk, GuardrailNote, HistorySearch, Suggestion, SupportAnswer, ToolCall
+from agent.support import (
+    CatalogAsk,
+    GuardrailNote,
+    HistorySearch,
+    Suggestion,
+    SupportAnswer,
+    SupportModel,
+    ToolCall,
+)
 from retrieval.base import Recommender
 from retrieval.rules import ColdPick
 from retrieval.search import CatalogHit
@@ -33,6 +41,8 @@ class SupportDeps:
     # The offline intent model (the store's sentence encoder over agent/intents.toml); without one the
     # intent is read from the words that name it.
     intents: IntentModel = field(default_factory=lambda: IntentModel(None))
+    # The model that picks the tools and writes the talking points; None thinks the offline way.
+    model: SupportModel | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,7 @@ class SupportState:
     customer_id: str
     question: str
     asked: str = ""  # the question once instruction-like text is neutralized
+    told: str = ""  # the question as a model is told it: contact and payment details redacted too
     customer: Customer | None = None
     history: Sequence[Event] = ()
     catalog: Mapping[str, Item] = field(default_factory=dict)
@@ -64,7 +75,11 @@ class SupportState:
     entities: Entities | None = None
     facts: Facts | None = None
     candidates: list[Suggestion] = field(default_factory=list)
+    # The offline talking points of each candidate the model wrote for, by position: kept where the
+    # model's points do not pass the rails.
+    offline_points: dict[int, tuple[str, ...]] = field(default_factory=dict)
     answer: SupportAnswer | None = None
     notes: Annotated[list[GuardrailNote], operator.add] = field(default_factory=list)
     tools: Annotated[list[ToolCall], operator.add] = field(default_factory=list)
+    fell_back: Annotated[list[str], operator.add] = field(default_factory=list)
     audit: Annotated[list[dict[str, Any]], operator.add] = field(default_factory=list)

@@ -22,7 +22,10 @@ Metrics, per set (``support.dev.*``, ``support.heldout.*``):
   of it; ``hostile_leaks``: a sum or a discount named in a hostile question that reached the answer;
 - ``refused``: answers refused for want of consent (right for those customers; counted, not failed), and
   ``wrongly_refused``: refused though the question was about her account or emails;
-- ``p50_ms`` / ``p95_ms``: time per answer, in process.
+- ``p50_ms`` / ``p95_ms``: time per answer, in process;
+- with a model (``TAILOR_SUPPORT_THINKER=model``): ``model_tools_filled``, the share of answers where the
+  plan ran tools the model left out; ``model_failed``, where the endpoint or its answer failed and the
+  offline way answered; ``model_points_share``, the suggestions shown with the model's own talking points.
 """
 
 from __future__ import annotations
@@ -73,6 +76,13 @@ class _Tally:
     hostile_leaks: int = 0
     refused: int = 0
     wrongly_refused: int = 0
+    # With a model: answers it thought, those where the plan ran tools it left out, those where the
+    # endpoint or its answer failed, and the suggestions shown with the model's own talking points.
+    model_answers: int = 0
+    tools_filled: int = 0
+    model_failed: int = 0
+    suggestions: int = 0
+    model_points: int = 0
     ms: list[float] = field(default_factory=list)
 
 
@@ -138,6 +148,15 @@ class SupportEval:
         tally.ms.append((time.perf_counter() - start) * 1000)
         if answer.intent == case["intent"]:
             tally.intent_right += 1
+        if answer.thinker != "offline":
+            tally.model_answers += 1
+            tally.tools_filled += any(f.startswith("tools: the plan ran") for f in answer.fell_back)
+            tally.model_failed += any(
+                f.startswith(("points:", "tools:")) and not f.startswith("tools: the plan ran")
+                for f in answer.fell_back
+            )
+            tally.suggestions += len(answer.suggestions)
+            tally.model_points += sum(s.points_by == "model" for s in answer.suggestions)
         cited_ids = [i for s in answer.suggestions for e in s.evidence for i in e.event_ids]
         events = self.store.get_events(cited_ids)
         tally.future += sum(e.timestamp >= CLOCK for e in events)
@@ -234,7 +253,17 @@ class SupportEval:
             f"support.{key}.wrongly_refused": float(t.wrongly_refused),
             f"support.{key}.p50_ms": statistics.median(ms),
             f"support.{key}.p95_ms": p95,
-        }
+        } | (
+            {
+                # How often the model's work was not used: the plan filled in its tools, the endpoint or
+                # its answer failed, or a suggestion kept its offline points.
+                f"support.{key}.model_tools_filled": t.tools_filled / t.model_answers,
+                f"support.{key}.model_failed": t.model_failed / t.model_answers,
+                f"support.{key}.model_points_share": t.model_points / max(t.suggestions, 1),
+            }
+            if t.model_answers
+            else {}
+        )
 
     def artifacts(self) -> dict[str, Artifact]:
         return {

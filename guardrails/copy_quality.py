@@ -14,6 +14,12 @@ preheader, intro, one reason per product) to what a marketer would sign, and nam
 - ``third_person``: a part that speaks of the customer instead of to them ("They might be running low");
 - ``repeated``: a part that says again what another part of the same email says.
 
+A support agent's talking point (``part="support_point"``) is read in its own register: an agent may say "I
+am sorry" and speak as "I". It is held to being a sentence an agent can say (``not_a_sentence``: not a
+``key:value`` fragment, an identifier or escaped markup), with no blank (``placeholder``), and not the
+request written back (``echo``: its scaffolding, "The agent asks:", "Fact:", or five words running from the
+question or the brief, given as ``extra["question"]`` and ``extra["instructions"]``).
+
 Everything is decided by rules, which are fast and need no model, except one question of meaning: a reason
 with no word of its evidence may still say it in other words ("It matches the lanterns in your last order").
 When the context carries a sentence encoder (``RailContext.similarity``, the store's own embedding model
@@ -356,8 +362,52 @@ def _is_heading(text: str) -> bool:
     return bool(words) and all(w[:1].isupper() for w in words) and not _SENTENCE_END.search(text)
 
 
+_SCAFFOLD = re.compile(
+    r"\b(?:the agent asks|fact|facts|suggestion|data|talking[ _]points?|points)\s*:|<<<|>>>|\bjson\b"
+    r"|\b(?:as an ai|language model)\b",
+    re.IGNORECASE,
+)
+# Not words to say: "data_type:string", "message_id:16fab…", "&#34;", "dataURL:".
+_FRAGMENT = re.compile(
+    r"\b\w+_\w+\b|\b\w+:(?!\s)\S|&#?\w+;|\b[0-9a-f]{8,}\b|^\W|\w+URL\b|^\s*\w+\d+\s*:"
+    r"|^\s*\d+[.)]\s|\b\w+\.[A-Za-z]"  # a numbered list's line; a dotted name ("items.maxLength")
+    r"|\b[a-z]+[A-Z]\w*",  # camelCase: a field's name, not a word
+)
+# A sentence an agent says has a person or a verb in it: "3 days, 4 weeks and 5 months" has neither.
+_SAYABLE = _bag(
+    "i we you she he they it her his their our us me your is are was were be been will would can could "
+    "may might should shall do does did has have had let please ask check confirm offer send sent tell "
+    "apologise apologize thank make look help arrange refund replace return chase say suggest"
+)
+
+
+def _support_point(text: str, context: RailContext) -> list[Finding]:
+    found = [
+        Finding("placeholder", f"a blank left to fill: {m.group()!r}", m.start(), m.end())
+        for m in _PLACEHOLDER.finditer(text)
+        if not _inside(m.start(), m.end(), _title_spans(text, context))
+    ]
+    found += [
+        Finding("echo", f"writes the request back: {m.group()!r}", m.start(), m.end())
+        for m in _SCAFFOLD.finditer(text)
+    ]
+    fragment = _FRAGMENT.search(text)
+    words = [w for w in _words(text) if w.isalpha()]
+    if fragment is not None or len(words) < 4 or not set(words) & _SAYABLE:
+        found.append(Finding("not_a_sentence", "the talking point is not a sentence an agent can say"))
+    own = _content(_words(" ".join([*_titles(context), context.extra.get("facts", "")])))
+    for key, what in (("question", "the agent's question"), ("instructions", "the brief")):
+        shared = _shared_run(_words(text), _words(context.extra.get(key, "")), 5, own)
+        if shared:
+            found.append(Finding("echo", f"repeats {what}: {shared!r}"))
+    return [Finding(f.rule, f.message, f.start, f.end, f.severity, "support_point") for f in found]
+
+
 def check(text: str, context: RailContext, *, part: str | None = None) -> Verdict:
     start = time.perf_counter()
+    if part == "support_point":
+        findings_ = _support_point(text, context)
+        return Verdict(name, not findings_, tuple(findings_), (time.perf_counter() - start) * 1000)
     kind = _part_kind(part)
     findings: list[Finding] = []
     stripped = text.strip()

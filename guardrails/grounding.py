@@ -36,6 +36,7 @@ def _money(currency: str) -> re.Pattern[str]:
     )
 
 
+_LONG_NUMBER = re.compile(r"(?<![\w.,-])[A-Za-z]?\d{4,}(?![\w.,]\d|-\d)")
 _PERCENT = re.compile(r"\b\d+(?:\.\d+)?\s?(?:%|per ?cent\b)", re.IGNORECASE)
 # Any wording of a deal. Only the brand's allowed offers, each written whole (condition and amount included),
 # may carry one: "free delivery" on its own is not "free delivery on orders over £50".
@@ -408,6 +409,19 @@ def check(text: str, context: RailContext, *, part: str | None = None) -> Verdic
             findings.append(
                 Finding("ungrounded_sku", f"SKU {m.group()!r} is not a planned product", m.start(), m.end())
             )
+    if context.purpose == "support":
+        # What an agent says stands on the customer's own facts: an order number, or any number as long,
+        # that the facts do not hold is one a writer made up.
+        for m in _LONG_NUMBER.finditer(text):
+            if m.group() not in facts and not inside(m, title_spans) and not inside(m, offer_spans):
+                findings.append(
+                    Finding(
+                        "ungrounded_number",
+                        f"number {m.group()!r} is not in this customer's facts",
+                        m.start(),
+                        m.end(),
+                    )
+                )
     for m in _PLACEHOLDER.finditer(text):
         findings.append(Finding("placeholder", f"unfilled placeholder {m.group()!r}", m.start(), m.end()))
     findings.extend(unplanned)

@@ -41,6 +41,7 @@ PartKind = Literal[
     "explanation_sentence",
     "support_ticket",
     "support_point",
+    "support_model_point",
 ]
 # What of a part a rail reads: (the part's text, the context) -> the text handed to the rail.
 TextView = Callable[[str, RailContext], str]
@@ -126,6 +127,9 @@ RAILS_BY_PART: Mapping[PartKind, tuple[RailSpec, ...]] = {
     # rails it calls (tests/test_rails_table.py holds them to it). ----------------------------------------
     "support_ticket": (RailSpec(untrusted),),  # the ticket's own words, quoted whole or not at all
     "support_point": (RailSpec(injection), RailSpec(output), RailSpec(privacy)),  # each talking point
+    # A talking point a model wrote, held to its suggestion's evidence and to being something an agent can
+    # say, before it may replace the offline one (then it goes through ``support_point`` like any other).
+    "support_model_point": (RailSpec(grounding), RailSpec(brand), RailSpec(copy_quality)),
 }
 # Every rail the table runs, each once, in the table's order.
 RAILS: tuple[Rail, ...] = tuple(dict.fromkeys(s.rail for row in RAILS_BY_PART.values() for s in row))

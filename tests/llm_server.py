@@ -102,9 +102,12 @@ def llm_server(
     n_ctx: int = 2048,
     ready_timeout_s: float = 120.0,
     log: Path | None = None,
+    chat_format: str | None = None,
 ) -> Iterator[LLMServer]:
     """Run the server with ``model`` (a key of ``MODELS``) for the duration of the block; it is stopped
-    (then killed) on exit."""
+    (then killed) on exit. ``chat_format`` overrides the model's: ``chatml-function-calling`` makes
+    llama.cpp answer ``tool_choice="auto"`` with tool calls (SmolLM2 speaks ChatML); its default formats
+    call a tool only when the request names it."""
     if model not in MODELS:
         raise ValueError(f"no local model {model!r}; the harness serves {sorted(MODELS)}")
     spec = MODELS[model]
@@ -125,7 +128,7 @@ def llm_server(
         str(n_ctx),
         "--n_threads",
         "2",
-        *(["--chat_format", spec.chat_format] if spec.chat_format else []),
+        *(["--chat_format", fmt] if (fmt := chat_format or spec.chat_format) else []),
     ]
     sink = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
     process = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)

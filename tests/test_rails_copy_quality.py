@@ -449,3 +449,44 @@ def _assert_template_copy_passes(
     parts.update({f"reason:{k}": v for k, v in copy.reasons.items()})
     [quality] = [v for v in check_email(parts, ctx) if v.rail == "copy_quality"]
     assert quality.passed, [(f.part, f.rule, f.message, parts.get(f.part or "")) for f in quality.findings]
+
+
+# What SmolLM2-135M wrote as a support agent's talking points (benchmarks/support_llm.py), and what an agent
+# would say: a support point is read in the agent's register, where "I am sorry" is right.
+@pytest.mark.parametrize(
+    ("text", "rule"),
+    [
+        ("2. 3 days, 4 weeks and 5 months", "not_a_sentence"),
+        ("items.maxLength: 20, items.minItems: 12,", "not_a_sentence"),
+        ("data_type:string", "not_a_sentence"),
+        ("&#34;I am sorry your order has not reached you yet. &#34;", "not_a_sentence"),
+        ("point1: The mug was broken, I have no idea what happened.", "not_a_sentence"),
+        ("The agent asks: She's upset her order was late, what can I offer?", "echo"),
+        ("Data: I have no idea how this can be possible for you.", "echo"),
+        ("Tell [Customer Name] we are sorry about the wait.", "placeholder"),
+    ],
+)
+def test_what_a_small_model_wrote_as_talking_points_is_not_said(
+    retailer: Retailer, text: str, rule: str
+) -> None:
+    assert rule in rules(text, context(retailer), "support_point")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I am sorry your parcel is late; I will chase it with the carrier today.",
+        "Offer a refund of the delivery charge on that order.",
+        "Thank her for her patience, and confirm when it will arrive.",
+        "Ask which of her orders she means, and check it with her.",
+    ],
+)
+def test_what_an_agent_would_say_passes(retailer: Retailer, text: str) -> None:
+    assert rules(text, context(retailer), "support_point") == []
+
+
+def test_a_talking_point_that_repeats_the_question_is_an_echo(retailer: Retailer) -> None:
+    question = "She wants to know why her parcel from the winter sale has still not arrived"
+    ctx = context(retailer, question=question)
+    said = "She wants to know why her parcel from the winter sale has still not arrived."
+    assert "echo" in rules(said, ctx, "support_point")

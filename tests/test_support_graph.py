@@ -3,18 +3,26 @@ her own facts before the clock, and offers only what the retailer's policy allow
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import httpx
+import openai
 import pytest
 
 from agent import support_suggestions
 from agent.intent import INTENTS, IntentModel, read_entities
-from agent.support_graph import SUPPORT_MERMAID_PATH, support_mermaid
+from agent.support_graph import SUPPORT_MERMAID_PATH, run_support, support_mermaid
+from agent.support_model import OpenAISupportModel, ScriptedChat, parse_points
+from agent.support_state import SupportDeps
+from agent.support_tools import ALLOWED
 from retrieval.embeddings import Embedder
 from retrieval.recommender import HybridRecommender
-from tailor.core.errors import ConsentError
+from tailor.core.errors import ConsentError, LLMOutputError
 from tailor.core.models import Consent, Event, EventKind
 from tailor.core.settings import Settings
 from tailor.data.store import Store
@@ -234,3 +242,161 @@ def test_her_account_is_answered_without_personalization_consent_and_nothing_els
             own_store, recommender, retailer.brand, shopper, "Where is her parcel?", now=NOW, search=search
         )
     assert searched == [], "nothing of her history is searched without consent"
+
+
+# -- the second way to think: a model by the tool-calling protocol (scripted here; real in
+# tests/test_support_model_llm.py) -------------------------------------------------------------------------
+def _model(script: list[Any], retailer: Retailer, tmp_path: Path) -> tuple[OpenAISupportModel, ScriptedChat]:
+    chat = ScriptedChat(script)
+    settings = Settings(data_dir=tmp_path, writer="openai", llm_model="scripted-model")
+    return OpenAISupportModel(settings, retailer.brand, client=chat), chat
+
+
+def _candidates(
+    store: Store, recommender: HybridRecommender, retailer: Retailer, shopper: str, q: str
+) -> int:
+    """How many suggestions the offline way composes for ``q`` (what a model is asked to write for)."""
+    deps = SupportDeps(store=store, recommender=recommender, brand=retailer.brand, now=NOW)
+    _, audit = asyncio.run(run_support(deps, shopper, q))
+    return len(next(r for r in audit if r["node"] == "answer")["candidates"])
+
+
+LATE = "She's upset her order was late, what can I offer?"
+
+
+def test_a_model_picks_the_tools_and_writes_the_points_by_the_tool_calling_protocol(
+    own_store: Store, recommender: HybridRecommender, retailer: Retailer, shopper: str, tmp_path: Path
+) -> None:
+    lines = _orders(own_store, shopper)
+    newest = max(lines, key=lambda o: max(e.timestamp for e in lines[o]))
+    amends = retailer.brand.offers_for("late_delivery")[0]
+    n = min(_candidates(own_store, recommender, retailer, shopper, LATE), 3)
+    assert n >= 2
+    said = {
+        "resolve": [f"I am sorry order {newest} is late.", "I will chase the parcel today."],
+        "offer": [f"We can offer {amends}."],
+    }
+    model, chat = _model(
+        [
+            [("orders", {"order_id": newest}), ("ticket", {})],
+            [("returns", {}), ("policy", {})],
+            "I have what I need.",
+            *(
+                [("talking_points", {"points": p})]
+                for p in [said["resolve"], said["offer"], *[["Thank her for her patience today."]] * (n - 2)]
+            ),
+        ],
+        retailer,
+        tmp_path,
+    )
+    out = support_suggestions(own_store, recommender, retailer.brand, shopper, LATE, now=NOW, model=model)
+    assert chat.script == [], "every scripted answer was asked for"
+    assert out.thinker == "openai:scripted-model" and out.fell_back == ()
+    by_model = {t.name for t in out.tools if t.by == "model"}
+    assert {f"orders:{newest}", "ticket", "returns", "policy"} <= by_model
+    resolve, offer = out.suggestions[:2]
+    assert newest in resolve.title and resolve.talking_points == tuple(said["resolve"]), out.guardrail_notes
+    assert offer.kind == "offer" and offer.talking_points == tuple(said["offer"])
+    # What the endpoint was sent: the tools a late parcel allows, chosen freely; then one forced call.
+    first = chat.requests[0]
+    offered = {t["function"]["name"] for t in first["tools"]}
+    assert first["tool_choice"] == "auto" and offered == set(ALLOWED["late_delivery"])
+    assert not offered & {"recommendations", "catalog_search", "best_sellers"}
+    assert chat.requests[1]["messages"][-1]["role"] == "tool"
+    write = chat.requests[3]
+    assert write["tool_choice"] == {"type": "function", "function": {"name": "talking_points"}}
+
+
+def test_a_model_is_held_to_the_facts_and_to_what_its_question_allows(
+    own_store: Store, recommender: HybridRecommender, retailer: Retailer, shopper: str, tmp_path: Path
+) -> None:
+    offline = support_suggestions(own_store, recommender, retailer.brand, shopper, LATE, now=NOW)
+    n = min(_candidates(own_store, recommender, retailer, shopper, LATE), 3)
+    model, chat = _model(
+        [
+            [("recommendations", {}), ("catalog_search", {"query": "mugs"})],
+            "done",
+            [("talking_points", {"points": ["Order 999999 left us on 2011-12-25, so it is nearly there."]})],
+            [("talking_points", {"points": ["We can give her 20% off her next order as a thank-you."]})],
+            *[[("talking_points", {"points": ["Thank her for her patience today."]})]] * (n - 2),
+        ],
+        retailer,
+        tmp_path,
+    )
+    out = support_suggestions(own_store, recommender, retailer.brand, shopper, LATE, now=NOW, model=model)
+    assert chat.script == []
+    # Selling to a customer waiting for a parcel is not the model's to choose: asked, refused, not run.
+    assert not {"recommendations", "catalog_search"} & {t.name for t in out.tools}
+    assert all(s.kind != "product" for s in out.suggestions)
+    assert any(f.startswith("tools: the plan ran what the model left out") for f in out.fell_back)
+    # An invented order and date, and an offer the policy does not make: the offline points come back.
+    resolve, offer = out.suggestions[:2]
+    assert resolve.talking_points == offline.suggestions[0].talking_points
+    assert offer.talking_points == offline.suggestions[1].talking_points
+    replaced = {n.kind: n for n in out.guardrail_notes if n.action == "replaced"}
+    assert {"grounding:ungrounded_number", "grounding:ungrounded_date"} <= set(replaced["resolve"].rules)
+    assert "grounding:ungrounded_percentage" in replaced["offer"].rules
+    assert "999999" not in out.model_dump_json() and "20%" not in out.model_dump_json()
+
+
+def test_a_model_that_is_down_leaves_the_offline_answer_and_says_so(
+    own_store: Store, recommender: HybridRecommender, retailer: Retailer, shopper: str, tmp_path: Path
+) -> None:
+    def down() -> openai.APIConnectionError:
+        return openai.APIConnectionError(
+            request=httpx.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+        )
+
+    offline = support_suggestions(own_store, recommender, retailer.brand, shopper, LATE, now=NOW)
+    model, chat = _model([down(), down()], retailer, tmp_path)
+    out = support_suggestions(own_store, recommender, retailer.brand, shopper, LATE, now=NOW, model=model)
+    assert chat.script == [] and len(chat.requests) == 2, "one failed write stops the asking"
+    assert out.suggestions == offline.suggestions
+    assert [f.split(":")[0] for f in out.fell_back] == ["tools", "points"]
+    assert "APIConnectionError" in out.fell_back[0]
+
+
+def test_the_scripted_chat_fails_when_its_script_runs_out() -> None:
+    chat = ScriptedChat(["only answer"])
+    assert chat.chat.completions.create(model="m", messages=[]).choices[0].message.content == "only answer"
+    with pytest.raises(AssertionError, match="ran out of script after 1 requests"):
+        chat.chat.completions.create(model="m", messages=[])
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            '{"points": ["Chase order 536365 today.", "ok", "Chase order 536365 today."]}',
+            ("Chase order 536365 today.",),
+        ),
+        ('{"points": ["  Say   sorry for the wait.  "]}', ("Say sorry for the wait.",)),
+    ],
+)
+def test_talking_points_are_read_from_the_call_and_tidied(raw: str, expected: tuple[str, ...]) -> None:
+    assert parse_points(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "raw", ['{"points": ["ok"]}', '{"text": "hi"}', "Sure! Here are points", '["a b c d e f g h"]']
+)
+def test_unusable_talking_points_are_an_output_error(raw: str) -> None:
+    with pytest.raises(LLMOutputError):
+        parse_points(raw)
+
+
+def test_a_model_is_never_told_her_contact_details(
+    own_store: Store, recommender: HybridRecommender, retailer: Retailer, shopper: str, tmp_path: Path
+) -> None:
+    question = "Her parcel is late, she says mail jo.bloggs@example.org or call +44 20 7946 0958"
+    n = min(_candidates(own_store, recommender, retailer, shopper, question), 3)
+    model, chat = _model(
+        ["No tools needed.", *[[("talking_points", {"points": ["Thank her for her patience today."]})]] * n],
+        retailer,
+        tmp_path,
+    )
+    out = support_suggestions(own_store, recommender, retailer.brand, shopper, question, now=NOW, model=model)
+    assert out.intent == "late_delivery" and chat.script == []
+    sent = json.dumps(chat.requests)
+    assert "jo.bloggs@example.org" not in sent and "7946" not in sent
+    assert "[redacted: email address]" in sent and "[redacted: phone number]" in sent

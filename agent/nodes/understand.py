@@ -6,7 +6,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from agent.audit import record
-from agent.support import GuardrailNote
+from agent.support import GuardrailNote, untold
 from agent.support_state import SupportDeps, SupportState
 from guardrails.injection import MARKER, defuse
 
@@ -32,9 +32,12 @@ async def understand(state: SupportState, runtime: Runtime[SupportDeps]) -> dict
         )
     # What is left once the instruction-like text is out is what the question asks.
     guess = deps.intents.guess(asked.replace(MARKER, " "))
+    # An agent may paste her e-mail or phone number into the question: a model endpoint is not told them.
+    told = untold(asked, customer, deps.brand) if deps.model is not None else asked
     return {
         "customer": customer,
         "asked": asked,
+        "told": told,
         "guess": guess,
         "notes": notes,
         "audit": record("understand", start, intent=guess.intent, confidence=round(guess.confidence, 3)),

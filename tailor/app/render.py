@@ -126,11 +126,13 @@ def print_outcome(console: Console, outcome: EmailOutcome) -> None:
 
 
 def print_support(console: Console, answer: SupportAnswer) -> None:
-    tools = ", ".join(f"{t.name} {t.ms:.0f} ms" for t in answer.tools) or "none"
+    tools = ", ".join(f"{t.name}{' (model)' if t.by == 'model' else ''} {t.ms:.0f} ms" for t in answer.tools)
     console.print(
         f"[dim]asked about: {markup_safe(answer.intent)} (confidence {answer.confidence:.2f}); tools: "
-        f"{markup_safe(tools)}[/]"
+        f"{markup_safe(tools or 'none')}; thought: {markup_safe(answer.thinker)}[/]"
     )
+    for why in answer.fell_back:
+        console.print(f"[dim]the offline way stood in: {markup_safe(why)}[/]")
     if answer.no_match:
         console.print(f"[yellow]no order {markup_safe(', '.join(answer.no_match))} for this customer[/]")
     for n, suggestion in enumerate(answer.suggestions, start=1):
@@ -139,7 +141,8 @@ def print_support(console: Console, answer: SupportAnswer) -> None:
             body.append(f"• {terminal_safe(point)}\n")
         evidence = "; ".join(e.summary for e in suggestion.evidence) or "no evidence"
         body.append(f"evidence: {terminal_safe(evidence)}", style="dim")
-        console.print(Panel(body, title=f"{n}. {markup_safe(suggestion.title)}"))
+        by = " (the model's words)" if suggestion.points_by == "model" else ""
+        console.print(Panel(body, title=f"{n}. {markup_safe(suggestion.title)}{by}"))
     # What the rails withheld, redacted, dropped or neutralized is shown too: nothing changes silently.
     for note in answer.guardrail_notes:
         rules = ", ".join(note.rules)

@@ -27,7 +27,8 @@ from agent import (
 )
 from agent.graph import build_graph
 from agent.intent import IntentModel
-from agent.support import SupportAnswer, history_search
+from agent.support import SupportAnswer, SupportModel, history_search
+from agent.support_model import make_support_model
 from agent.writers import TemplateWriter, Writer
 from retrieval.embeddings import Embedder
 from retrieval.indexer import index_catalog, index_history, update_customer
@@ -303,7 +304,13 @@ class Tailor:
             search=self.search_history,
             ask=self.ask_catalog,
             intents=self.intents,
+            model=self.support_model,
         )
+
+    @cached_property
+    def support_model(self) -> SupportModel | None:
+        """The model the support agent thinks with (``TAILOR_SUPPORT_THINKER``), or None: offline."""
+        return make_support_model(self.settings, self.brand)
 
     @cached_property
     def intents(self) -> IntentModel:

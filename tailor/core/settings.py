@@ -46,6 +46,12 @@ class Settings(BaseSettings):
         "fallback", description="When the model endpoint is down: use the template writer, or defer the job."
     )
 
+    support_thinker: Literal["offline", "model"] | None = Field(
+        None,
+        description="How the support agent thinks: offline (intent model and plan) or model (tool calls to"
+        " the TAILOR_LLM_* endpoint); unset, it follows TAILOR_WRITER.",
+    )
+
     brand_config: Path | None = Field(None, description="Brand voice TOML; the bundled default when unset.")
 
     # Contact policy.

@@ -45,6 +45,10 @@ async def suggestions(st: AppState, key: Support, body: SupportIn) -> JsonObject
         "intent": answer.intent,
         "confidence": answer.confidence,
         "tools": [t.model_dump(mode="json") for t in answer.tools],
+        # Who thought it (offline or the model), and where the model's work was not used, why.
+        "thinker": answer.thinker,
+        "fell_back": list(answer.fell_back),
+        "points_by": [s.points_by for s in answer.suggestions],
     }
     st.ops.audit("support", key_id=key.id, customer_id=body.customer_id, detail=detail)
     return answer.model_dump(mode="json")
