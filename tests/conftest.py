@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from tailor.core.settings import Settings
 from tailor.data.importer import import_dir
 from tailor.data.store import Store
 from tailor.data.uci import convert
+from tests.ops_backends import OPS_ENGINES
+from tests.postgres import PostgresCluster, postgres_cluster
 from tests.retailers import RETAILERS, Retailer, rebrand_catalog
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,6 +41,22 @@ def slice_store(slice_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     import_dir(store, slice_dir)
     yield store
     store.close()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    """One throwaway PostgreSQL cluster for the session, under build/postgres, stopped at its end."""
+    with postgres_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=OPS_ENGINES)
+def ops_target(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
+    """Where a test's ops database lives, once per engine: an SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return tmp_path / "ops.db"
+    cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
+    return cluster.database(f"ops_{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture(scope="session", params=sorted(RETAILERS))

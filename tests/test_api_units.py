@@ -26,6 +26,7 @@ from tailor.core.settings import Settings
 from tailor.data.segment import from_segment, is_segment
 from tailor.data.store import Store
 from tests.openai_endpoint import chat, fail, good_part, scripted_endpoint
+from tests.ops_backends import time_passes
 from tests.retailers import Retailer
 from tests.server import outcome, seed_store
 from tests.test_api_server import ScriptedHTTP
@@ -353,7 +354,7 @@ def test_runner_defers_while_qdrant_is_down_then_finishes(tmp_path: Path, settin
     assert runner.run_once()  # 200 is due, 100 is not
     assert ops.get_job(job).refusals == {"no_marketing_consent": 1}
     assert not runner.run_once()
-    ops._db.execute("UPDATE job_items SET next_attempt=0")  # time passes
+    time_passes(ops)  # time passes
     assert runner.run_once()
     assert ops.get_job(job).status == "done" and facade.calls == ["100", "200", "100"] and not script
     assert runner.metrics.value("tailor_jobs_items_total", {"status": "deferred"}) == 1
@@ -505,7 +506,7 @@ def test_runner_defers_while_the_model_endpoint_fails_then_sends(rig: tuple[Tail
         assert not ops.job_items(job) and tailor.store.contacts(cid) == []
         assert not runner.run_once(), "not due yet: the backoff holds it"
         ep.script.extend(chat(answer, usage=(50, 20)) for _ in range(8))
-        ops._db.execute("UPDATE job_items SET next_attempt=0")  # time passes
+        time_passes(ops)  # time passes
         assert runner.run_once()
     [item] = ops.job_items(job)
     assert item.status == "done" and item.result is not None

@@ -4,28 +4,41 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from tailor.app.ops import Ops, body_hash
 from tailor.core.errors import ConflictError, DataError, NotFoundError
 
 
 @pytest.fixture
-def ops(tmp_path: Path) -> Ops:
-    o = Ops(tmp_path / "ops.db")
-    yield o  # type: ignore[misc]
+def ops(ops_target: str | Path) -> Iterator[Ops]:
+    """The ops database on each engine (``tests/ops_backends.py``): the same tests, SQLite and PostgreSQL."""
+    o = Ops(ops_target)
+    yield o
     o.close()
 
 
-def test_keys_are_stored_hashed_and_verified(ops: Ops, tmp_path: Path) -> None:
+def _held(ops: Ops) -> bytes:
+    """What the database holds, as bytes: for SQLite the file and its write-ahead log (what a copy of the
+    disk would hold), for PostgreSQL every row of every ops table."""
+    if ops.path is not None:
+        wal = ops.path.with_name(ops.path.name + "-wal")
+        return ops.path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+    tables = ("api_keys", "idempotency", "jobs", "job_items", "audit", "feedback", "ops_meta", "forgotten")
+    with ops.transaction() as db:
+        return repr([db.execute(text(f"SELECT * FROM {t}")).all() for t in tables]).encode()
+
+
+def test_keys_are_stored_hashed_and_verified(ops: Ops) -> None:
     token = ops.create_key("crm", "crm-prod")
     key = ops.verify_key(token)
     assert key is not None and key.role == "crm" and key.name == "crm-prod"
     secret = token.split("_", 2)[2]
-    raw = (tmp_path / "ops.db").read_bytes() + (tmp_path / "ops.db-wal").read_bytes()
-    assert secret.encode() not in raw
+    assert secret.encode() not in _held(ops)
     assert ops.verify_key(token[:-1] + ("A" if token[-1] != "A" else "B")) is None
     assert ops.verify_key("not-a-key") is None
     ops.revoke_key(key.id)
@@ -42,9 +55,9 @@ def test_body_hash_ignores_key_order() -> None:
     assert body_hash({"a": 1}) != body_hash({"a": 2})
 
 
-def test_concurrent_replays_create_exactly_one_job(tmp_path: Path) -> None:
-    # Separate connections, as separate server workers would have: the claim must be atomic in SQLite.
-    path = tmp_path / "ops.db"
+def test_concurrent_replays_create_exactly_one_job(ops_target: str | Path) -> None:
+    # Separate connections, as separate server workers would have: the claim must be atomic on both engines.
+    path = ops_target
     Ops(path).close()
     results: list[str] = []
     created: list[bool] = []
@@ -67,8 +80,10 @@ def test_concurrent_replays_create_exactly_one_job(tmp_path: Path) -> None:
         t.join()
     assert len(results) == 12 and len(set(results)) == 1
     assert created.count(True) == 1
-    db = sqlite3.connect(path)
-    assert db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 1
+    o = Ops(path)
+    with o.transaction() as db:
+        assert db.execute(text("SELECT COUNT(*) FROM jobs")).scalar_one() == 1
+    o.close()
 
 
 def test_same_key_other_body_conflicts(ops: Ops) -> None:
@@ -117,13 +132,7 @@ def test_forget_removes_results_feedback_and_audit(ops: Ops) -> None:
     assert [r["customer_id"] for r in ops.audit_trail()] == ["b"]
 
 
-def _raw(path: Path) -> bytes:
-    """The database file and its write-ahead log, as bytes: what a copy of the disk would hold."""
-    wal = path.with_name(path.name + "-wal")
-    return path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
-
-
-def test_forgetting_leaves_no_id_in_the_ops_file_and_refuses_the_id_later(ops: Ops, tmp_path: Path) -> None:
+def test_forgetting_leaves_no_id_in_the_ops_file_and_refuses_the_id_later(ops: Ops) -> None:
     gone, kept = "zq-forget-me-4242", "zq-keep-me-5353"
     spec = {"customer_id": gone, "trigger": {"kind": "browse"}}
     email = ops.create_job("email", [gone], spec, idempotency=("email:k", f"key-{gone}", body_hash(spec)))
@@ -133,11 +142,11 @@ def test_forgetting_leaves_no_id_in_the_ops_file_and_refuses_the_id_later(ops: O
     )
     ops.add_feedback(gone, "click", note=f"from {gone}")
     ops.audit("trigger.email", key_id="k", customer_id=gone, detail={"job_id": email.job_id})
-    assert gone.encode() in _raw(tmp_path / "ops.db")
+    assert gone.encode() in _held(ops)
     ops.forget(gone)
     ops.audit("forget", key_id="k", customer_id=ops.tombstone(gone), detail={})
     ops.checkpoint()
-    raw = _raw(tmp_path / "ops.db")
+    raw = _held(ops)
     assert gone.encode() not in raw, "no copy of the id: not in a row, a free page or the log"
     assert kept.encode() in raw
     assert ops.get_job(campaign.job_id).spec == {"segment": {"customer_ids": [kept, ops.tombstone(gone)]}}
@@ -224,16 +233,16 @@ def test_forget_drops_only_a_callback_url_whose_parts_name_the_id(ops: Ops, url:
         assert (state.callback_url, state.callback_status) == (url, None)
 
 
-def test_forget_scrubs_a_callback_url_naming_the_id_from_the_job_spec_too(ops: Ops, tmp_path: Path) -> None:
+def test_forget_scrubs_a_callback_url_naming_the_id_from_the_job_spec_too(ops: Ops) -> None:
     # The API stores the whole request body as the spec, callback_url included.
     gone, kept = "zq-forget-me-4242", "zq-keep-me-5353"
     url = f"http://h/hook?customer={gone}"
     spec = {"segment": {"customer_ids": [kept, gone]}, "callback_url": url}
     job = ops.create_job("campaign", [kept, gone], spec, callback_url=url)
-    assert gone.encode() in _raw(tmp_path / "ops.db")
+    assert gone.encode() in _held(ops)
     ops.forget(gone)
     ops.checkpoint()
-    assert gone.encode() not in _raw(tmp_path / "ops.db"), "not in the spec's callback_url"
+    assert gone.encode() not in _held(ops), "not in the spec's callback_url"
     state = ops.get_job(job.job_id)
     assert state.callback_url is None and state.spec["callback_url"] is None
     # A callback URL that does not name them stays in both.
@@ -244,3 +253,159 @@ def test_forget_scrubs_a_callback_url_naming_the_id_from_the_job_spec_too(ops: O
         == ops.get_job(other.job_id).callback_url
         == "http://h/x"
     )
+
+
+# -- several workers on one database: claims with a lease ---------------------------------------------
+def test_a_claimed_item_is_no_other_workers_until_its_lease_runs_out(ops_target: str | Path) -> None:
+    one, two = Ops(ops_target, worker="one", lease_s=60), Ops(ops_target, worker="two", lease_s=60)
+    try:
+        job = one.create_job("campaign", ["a", "b"], {})
+        now = 1_000_000.0
+        first = one.next_item(now=now)
+        assert first is not None and first.customer_id == "a"
+        second = two.next_item(now=now)
+        assert second is not None and second.customer_id == "b", "a is one's"
+        mine = {(job.job_id, "b")}  # what "two" has under way, as its runner would say
+        assert two.next_item(now=now + 1, running=mine) is None
+        # "one" dies holding a: once its lease has run out, "two" takes it, and only "two" writes it.
+        taken = two.next_item(now=now + 61, running=mine)
+        assert taken is not None and taken.customer_id == "a"
+        assert two.finish_item(job.job_id, "a", "done", {"by": "two"})
+        assert not one.finish_item(job.job_id, "a", "done", {"by": "one"}), "the late worker loses"
+        assert two.finish_item(job.job_id, "b", "done", {"by": "two"})
+        assert [i.result for i in one.job_items(job.job_id)] == [{"by": "two"}, {"by": "two"}]
+        assert one.get_job(job.job_id).status == "done"
+    finally:
+        one.close()
+        two.close()
+
+
+def test_two_workers_never_hold_two_items_of_one_customer(ops_target: str | Path) -> None:
+    one, two = Ops(ops_target, worker="one"), Ops(ops_target, worker="two")
+    try:
+        first = one.create_job("email", ["x"], {})
+        one.create_job("campaign", ["x", "y"], {})
+        now = 2_000_000.0
+        held = one.next_item(now=now)
+        assert held is not None and (held.job_id, held.customer_id) == (first.job_id, "x")
+        other = two.next_item(now=now)
+        assert other is not None and other.customer_id == "y", "x is being written to by one"
+        one.finish_item(first.job_id, "x", "done", {})
+        after = two.next_item(now=now + 1)
+        assert after is not None and after.customer_id == "x"
+    finally:
+        one.close()
+        two.close()
+
+
+def test_many_workers_split_a_campaign_each_item_done_once(ops_target: str | Path) -> None:
+    setup = Ops(ops_target)
+    customers = [f"c{n:03d}" for n in range(120)]
+    job = setup.create_job("campaign", customers, {})
+    done: list[str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(6)
+
+    def work(n: int) -> None:
+        ops = Ops(ops_target, worker=f"w{n}")
+        try:
+            barrier.wait()
+            while (item := ops.next_item()) is not None:
+                if ops.finish_item(item.job_id, item.customer_id, "done", {"by": n}):
+                    with lock:
+                        done.append(item.customer_id)
+        finally:
+            ops.close()
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(done) == customers, "every item once, none twice"
+    state = setup.get_job(job.job_id)
+    assert state.status == "done" and state.counts == {"done": 120}
+    if setup.dialect == "postgresql":
+        # SQLite's writers take turns by its busy handler, which need not be fair: one may take them all.
+        shared = {i.result["by"] for i in setup.job_items(job.job_id) if i.result}
+        assert len(shared) > 1, "the work was shared"
+    setup.close()
+
+
+def test_a_restart_takes_back_what_a_dead_process_of_this_machine_held(
+    ops_target: str | Path,
+) -> None:
+    ops = Ops(ops_target)
+    try:
+        job = ops.create_job("campaign", ["a", "b"], {})
+        host = ops.worker.split(":", 1)[0]
+        gone = f"{host}:{2**22 + 7}:123:x"  # a pid above the kernel's limit: no such process
+        with ops.transaction() as db:
+            db.execute(
+                text("UPDATE job_items SET worker=:w, lease_until=:t WHERE customer_id='a'"),
+                {"w": gone, "t": 1e12},
+            )
+            db.execute(
+                text("UPDATE job_items SET worker=:w, lease_until=:t WHERE customer_id='b'"),
+                {"w": "another-host/1:1:1:y", "t": 1e12},
+            )
+        assert ops.next_item() is None, "both are leased"
+        assert ops.release_orphans() == 1, "only this machine's dead worker's item"
+        item = ops.next_item()
+        assert item is not None and (item.job_id, item.customer_id) == (job.job_id, "a")
+    finally:
+        ops.close()
+
+
+def test_concurrent_claims_never_give_one_customer_to_two_workers(ops_target: str | Path) -> None:
+    setup = Ops(ops_target)
+    customers = [f"c{n:02d}" for n in range(30)]
+    for _ in range(3):  # every customer in three jobs
+        setup.create_job("campaign", customers, {})
+    held: list[str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(6)
+
+    def claim(n: int) -> None:
+        ops = Ops(ops_target, worker=f"w{n}")
+        mine: set[tuple[str, str]] = set()  # claimed and kept, as a runner's items under way
+        try:
+            barrier.wait()
+            while (item := ops.next_item(running=mine)) is not None:
+                mine.add((item.job_id, item.customer_id))
+                with lock:
+                    held.append(item.customer_id)
+        finally:
+            ops.close()
+
+    threads = [threading.Thread(target=claim, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(held) == customers, "each customer held once, by one worker, whatever the race"
+    setup.close()
+
+
+def test_a_stopped_worker_lets_go_and_a_late_one_cannot_defer_what_it_lost(ops_target: str | Path) -> None:
+    one, two = Ops(ops_target, worker="one", lease_s=60), Ops(ops_target, worker="two", lease_s=60)
+    try:
+        job = one.create_job("campaign", ["a", "b"], {})
+        now = 3_000_000.0
+        a = one.next_item(now=now)
+        b = one.next_item(now=now, running={(job.job_id, "a")})
+        assert a is not None and b is not None and b.customer_id == "b"
+        assert one.release_mine(keep={(job.job_id, "a")}) == 1, "b was not under way: it goes back"
+        taken = two.next_item(now=now)
+        assert taken is not None and taken.customer_id == "b"
+        # a's lease runs out and two takes it; one, late, defers it: that must not free two's claim.
+        again = two.next_item(now=now + 61, running={(job.job_id, "b")})
+        assert again is not None and again.customer_id == "a"
+        one.defer_item(job.job_id, "a", 30.0, "deferred:LLMError")
+        assert one.get_job(job.job_id).counts.get("deferred", 0) == 0
+        with one.transaction() as db:
+            holder = db.execute(text("SELECT worker FROM job_items WHERE customer_id='a'")).scalar_one()
+        assert holder == "two", "the late worker's defer let go of nothing"
+    finally:
+        one.close()
+        two.close()

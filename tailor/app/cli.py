@@ -296,10 +296,10 @@ def forget(
             except NotFoundError as exc:
                 deleted, not_found = {}, exc
             in_ops = 0
-            if t.settings.ops_path.exists():
+            if t.settings.ops_exists:
                 # The HTTP service's jobs, feedback and audit: the id goes there too (a tombstone stays).
 
-                ops = Ops(t.settings.ops_path)
+                ops = Ops(t.settings.ops_database)
                 try:
                     counts = ops.forget(customer, only_if_found=not_found is not None)
                 finally:

@@ -161,6 +161,13 @@ class JobRunner:
             self._pool = None
             while self.running() and time.monotonic() < deadline:
                 time.sleep(0.02)
+        # What this runner held and did not finish goes back at once, not when its leases run out.
+        with self._running_lock:
+            still = frozenset(self._running)
+        try:
+            self.ops.release_mine(keep=still)
+        except Exception as exc:  # a stop must finish even with the database gone
+            log.warning("could not let go of this runner's job items: %s", describe(exc))
 
     def wake(self) -> None:
         self._wake.set()
@@ -170,16 +177,24 @@ class JobRunner:
             return len(self._running)
 
     def _loop(self) -> None:
+        orphans_at = 0.0
         while not self._stop.is_set():
+            handed = 0
             try:
+                if time.monotonic() >= orphans_at:
+                    # Another worker of this machine that died holding items (a replica killed beside this
+                    # one): its items are taken at once, not when their leases run out.
+                    self.ops.release_orphans()
+                    orphans_at = time.monotonic() + 5.0
                 self.record_contacts()
-                self._dispatch()
+                handed = self._dispatch()
             except Exception as exc:  # the runner must outlive any one bad item or database hiccup
                 log.error("job runner iteration failed: %s", describe(exc))
             due = self.ops.next_due_in()
-            if due is not None and due <= 0 and self.running():
+            if due is not None and due <= 0 and (self.running() or not handed):
                 # What is due now and was not handed out waits on an item under way (its customer's, or a
-                # worker), and every item's end wakes the loop: no need to ask again every 50 ms meanwhile.
+                # worker), here or in another process: every item's end here wakes the loop, and another
+                # process's is seen within a second. No need to ask again every 50 ms meanwhile.
                 due = 1.0
             self._wake.wait(timeout=1.0 if due is None else min(max(due, 0.05), 1.0))
             self._wake.clear()
@@ -192,19 +207,22 @@ class JobRunner:
                 log.error("job callbacks failed: %s", describe(exc))
             self._stop.wait(0.5)
 
-    def _dispatch(self) -> None:
-        """Hand due items to free workers until either runs out."""
+    def _dispatch(self) -> int:
+        """Hand due items to free workers until either runs out; how many were handed out."""
         pool = self._pool
         assert pool is not None
+        handed = 0
         while not self._stop.is_set():
             with self._running_lock:
                 if len(self._running) >= self.settings.job_concurrency:
-                    return
+                    return handed
                 item = self.ops.next_item(running=frozenset(self._running))
                 if item is None:
-                    return
+                    return handed
                 self._running.add((item.job_id, item.customer_id))
             pool.submit(self._work, item)
+            handed += 1
+        return handed
 
     def _work(self, item: JobItem) -> None:
         try:
@@ -284,7 +302,8 @@ class JobRunner:
             audit,
             outcome.email.fallback_parts if outcome.email is not None else (),
         )
-        self._finish(item, status, result, reason, audit=audit, contact_at=sent_at)
+        if not self._finish(item, status, result, reason, audit=audit, contact_at=sent_at):
+            return  # another worker wrote this item first (this one's lease ran out): its audit is written
         self.record_contacts()
         self.ops.audit(
             "email." + status,
@@ -304,11 +323,14 @@ class JobRunner:
         *,
         audit: list[JsonObject] | None = None,
         contact_at: str | None = None,
-    ) -> None:
+    ) -> bool:
+        """Write the item's result; False when it was final already (written by another worker)."""
         if self.ops.finish_item(
             item.job_id, item.customer_id, status, result, reason, audit=audit, contact_at=contact_at
         ):
             self.metrics.inc("tailor_jobs_items_total", {"status": status})
+            return True
+        return False
 
     def record_contacts(self) -> None:
         """Record the saved sends, contact and impressions, each once (module docstring)."""

@@ -1,4 +1,5 @@
-"""Operational state of the HTTP service, in its own SQLite file (``settings.ops_path``).
+"""Operational state of the HTTP service, in its own database: an SQLite file (``settings.ops_path``), or
+PostgreSQL (``TAILOR_DATABASE_URL``) shared by every replica and worker.
 
 Kept apart from the customer store so that wiping or re-importing customer data never loses a job,
 an idempotency key or an API key. Every multi-row change is one transaction: a crash (even SIGKILL)
@@ -14,20 +15,24 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import secrets
-import sqlite3
 import time
 import uuid
 from collections import Counter
 from collections.abc import Collection, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.engine import Connection, Row
 
 from tailor.core.errors import ConflictError, DataError, NotFoundError
 from tailor.core.models import JsonObject
-from tailor.data.sqlite import Row, SqliteFile
+from tailor.data.db import Database, migrate, process_started, worker_name
 
 __all__ = [
     "ROLES",
@@ -43,46 +48,10 @@ __all__ = [
 Role = Literal["crm", "support"]
 ROLES: tuple[Role, ...] = ("crm", "support")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS api_keys (
-    id TEXT PRIMARY KEY, salt TEXT NOT NULL, hash TEXT NOT NULL, role TEXT NOT NULL, name TEXT NOT NULL,
-    created REAL NOT NULL, revoked INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS idempotency (
-    key TEXT NOT NULL, scope TEXT NOT NULL, body_hash TEXT NOT NULL, job_id TEXT NOT NULL,
-    created REAL NOT NULL, PRIMARY KEY (scope, key)
-);
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY, kind TEXT NOT NULL, status TEXT NOT NULL, spec TEXT NOT NULL,
-    callback_url TEXT, callback_status TEXT, total INTEGER NOT NULL, created REAL NOT NULL,
-    updated REAL NOT NULL, key_id TEXT
-);
-CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
-CREATE TABLE IF NOT EXISTS job_items (
-    job_id TEXT NOT NULL, customer_id TEXT NOT NULL, seq INTEGER NOT NULL, status TEXT NOT NULL,
-    reason TEXT, result TEXT, attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL NOT NULL DEFAULT 0,
-    updated REAL NOT NULL, audit TEXT, contact_at TEXT, PRIMARY KEY (job_id, customer_id)
-);
-CREATE INDEX IF NOT EXISTS job_items_pending ON job_items(status, next_attempt);
-CREATE INDEX IF NOT EXISTS job_items_next ON job_items(job_id, status, seq);
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, key_id TEXT, action TEXT NOT NULL,
-    customer_id TEXT, detail TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_customer ON audit(customer_id);
-CREATE TABLE IF NOT EXISTS feedback (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, customer_id TEXT NOT NULL, item_id TEXT,
-    job_id TEXT, signal TEXT NOT NULL, note TEXT
-);
-CREATE TABLE IF NOT EXISTS ops_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS forgotten (tombstone TEXT PRIMARY KEY, ts REAL NOT NULL);
-"""
-
 # Item states: pending (to do, maybe after a backoff), and the three final ones.
 _FINAL = ("done", "refused", "failed")
-
-# Columns added after the first release: added in place to an older ops database when it is opened.
-_ADDED_COLUMNS = {"job_items": (("audit", "TEXT"), ("contact_at", "TEXT"))}
+MIGRATIONS = Path(__file__).resolve().parent / "ops_migrations"
+_VERSION_TABLE = "alembic_version_ops"
 
 
 def body_hash(body: object) -> str:
@@ -149,36 +118,70 @@ class IdempotentJob:
     created: bool  # False: a replay of an earlier request; the job is the first request's
 
 
-class Ops(SqliteFile):
-    """The ops database (``tailor.data.sqlite``): keys, idempotency, jobs, contacts to record, audit."""
+class Ops:
+    """The ops database: keys, idempotency, jobs and their leases, contacts to record, audit.
 
-    def __init__(self, path: Path | str) -> None:
+    ``target`` is a file path (SQLite, the embedded default) or a PostgreSQL URL (``TAILOR_DATABASE_URL``),
+    which any number of API replicas and workers share: job items are claimed with a lease (``next_item``),
+    so each is done once, and an idempotency key is claimed in the transaction that creates its job."""
+
+    def __init__(self, target: Path | str, *, worker: str | None = None, lease_s: float = 300.0) -> None:
         # FULL, not NORMAL: a job result acknowledged to a client must survive a power cut too.
-        super().__init__(path, _SCHEMA, synchronous="FULL", busy_timeout_s=30)
+        self.db = Database(target, synchronous="FULL", busy_timeout_s=30)
+        self.path = self.db.path
+        self.worker = worker or f"{worker_name()}:{uuid.uuid4().hex[:6]}"
+        _LIVE_WORKERS.add(self.worker)
+        self.lease_s = lease_s
         try:
-            self._migrate()
+            migrate(self.db, MIGRATIONS, _VERSION_TABLE)
             self._salt = self._install_salt()
-        except sqlite3.Error as exc:
-            raise DataError(f"cannot open the ops database {self.path}: {exc}") from exc
+        except BaseException:
+            self.db.close()
+            raise
 
-    def _migrate(self) -> None:
-        for table, columns in _ADDED_COLUMNS.items():
-            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
-            for column, kind in columns:
-                if column not in have:
-                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-        # After the columns it names exist in an older database too. The runner asks for unrecorded contacts
-        # after every item: without it, a scan of every item ever run.
-        self._db.execute(
-            "CREATE INDEX IF NOT EXISTS job_items_contact ON job_items(updated) WHERE contact_at IS NOT NULL"
-        )
+    @property
+    def dialect(self) -> str:
+        return self.db.dialect
+
+    def close(self) -> None:
+        _LIVE_WORKERS.discard(self.worker)
+        self.db.close()
+
+    def release_mine(self, keep: Collection[tuple[str, str]] = ()) -> int:
+        """Let go of the items this worker holds, but those in ``keep`` (still under way): on a clean stop
+        another worker takes them at once."""
+        with self.transaction() as db:
+            rows = db.execute(
+                text("SELECT job_id, customer_id FROM job_items WHERE worker=:me AND status='pending'"),
+                {"me": self.worker},
+            ).all()
+            mine = [(j, c) for j, c in rows if (j, c) not in keep]
+            for job_id, customer_id in mine:
+                db.execute(
+                    text(
+                        "UPDATE job_items SET worker=NULL, lease_until=NULL"
+                        " WHERE job_id=:job AND customer_id=:cid AND worker=:me AND status='pending'"
+                    ),
+                    {"job": job_id, "cid": customer_id, "me": self.worker},
+                )
+        return len(mine)
+
+    def transaction(self) -> AbstractContextManager[Connection]:
+        return self.db.transaction()
+
+    def _query(self, sql: str, **params: object) -> list[Row[Any]]:
+        return self.db.query(sql, params)
 
     def _install_salt(self) -> bytes:
         """This database's secret for tombstones, made once: a forgotten id is kept only as its HMAC."""
-        self._db.execute(
-            "INSERT OR IGNORE INTO ops_meta VALUES ('tombstone_salt', ?)", (secrets.token_hex(32),)
-        )
-        row = self._db.execute("SELECT value FROM ops_meta WHERE key='tombstone_salt'").fetchone()
+        with self.transaction() as db:
+            db.execute(
+                text(
+                    "INSERT INTO ops_meta (key, value) VALUES ('tombstone_salt', :v) ON CONFLICT DO NOTHING"
+                ),
+                {"v": secrets.token_hex(32)},
+            )
+            row = db.execute(text("SELECT value FROM ops_meta WHERE key='tombstone_salt'")).one()
         return bytes.fromhex(row[0])
 
     def tombstone(self, customer_id: str) -> str:
@@ -194,12 +197,15 @@ class Ops(SqliteFile):
         marks = {self.tombstone(c): c for c in dict.fromkeys(customer_ids)}
         found: set[str] = set()
         keys = list(marks)
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            rows = self._query(
-                f"SELECT tombstone FROM forgotten WHERE tombstone IN ({','.join('?' * len(chunk))})", chunk
-            )
-            found.update(marks[r[0]] for r in rows)
+        query = text("SELECT tombstone FROM forgotten WHERE tombstone IN :marks").bindparams(
+            bindparam("marks", expanding=True)
+        )
+        with self.db.engine.connect() as conn:
+            conn = conn.execution_options(tailor_read=True)
+            for start in range(0, len(keys), 500):
+                rows = conn.execute(query, {"marks": keys[start : start + 500]}).all()
+                found.update(marks[r[0]] for r in rows)
+            conn.rollback()
         return [c for c in customer_ids if c in found]
 
     # -- API keys --------------------------------------------------------------------------------
@@ -212,9 +218,13 @@ class Ops(SqliteFile):
         salt = secrets.token_hex(16)
         with self.transaction() as db:
             db.execute(
-                "INSERT INTO api_keys (id, salt, hash, role, name, created) VALUES (?,?,?,?,?,?)",
-                (key_id, salt, _hash_secret(salt, secret), role, name, time.time()),
-            )
+                text(
+                    "INSERT INTO api_keys (id, salt, hash, role, name, created)"
+                    " VALUES (:id, :salt, :hash, :role, :name, :created)"
+                ),
+                {"id": key_id, "salt": salt, "hash": _hash_secret(salt, secret), "role": role, "name": name,
+                 "created": time.time()},
+            )  # fmt: skip
         return f"tk_{key_id}_{secret}"
 
     def verify_key(self, token: str) -> ApiKey | None:
@@ -222,7 +232,9 @@ class Ops(SqliteFile):
         if len(parts) != 3 or parts[0] != "tk":
             return None
         _, key_id, secret = parts
-        rows = self._query("SELECT salt, hash, role, name FROM api_keys WHERE id=? AND revoked=0", (key_id,))
+        rows = self._query(
+            "SELECT salt, hash, role, name FROM api_keys WHERE id=:id AND revoked=0", id=key_id
+        )
         if not rows:
             return None
         salt, stored, role, name = rows[0]
@@ -233,7 +245,7 @@ class Ops(SqliteFile):
 
     def revoke_key(self, key_id: str) -> None:
         with self.transaction() as db:
-            if db.execute("UPDATE api_keys SET revoked=1 WHERE id=?", (key_id,)).rowcount == 0:
+            if db.execute(text("UPDATE api_keys SET revoked=1 WHERE id=:id"), {"id": key_id}).rowcount == 0:
                 raise NotFoundError("api key", key_id)
 
     # -- jobs ------------------------------------------------------------------------------------
@@ -250,8 +262,9 @@ class Ops(SqliteFile):
         """Create a job with one pending item per customer, all in one transaction.
 
         ``idempotency`` is ``(scope, key, body_hash)``: the key is claimed in the same transaction
-        that creates the job, so of any number of concurrent replays exactly one creates a job and
-        the others get its id (or a ConflictError if their body differs).
+        that creates the job, so of any number of concurrent replays, in any number of processes sharing
+        the database, exactly one creates a job and the others get its id (or a ConflictError if their
+        body differs).
         """
         unique = list(dict.fromkeys(customer_ids))
         now = time.time()
@@ -259,49 +272,70 @@ class Ops(SqliteFile):
         with self.transaction() as db:
             if idempotency is not None:
                 scope, key, digest = idempotency
-                row = db.execute(
-                    "SELECT body_hash, job_id FROM idempotency WHERE scope=? AND key=?", (scope, key)
-                ).fetchone()
-                if row is not None:
+                # The claim is the insert itself: on PostgreSQL a concurrent replay waits on the row the
+                # first one inserted, and finds it once that one commits (SQLite writers queue anyway).
+                claimed = db.execute(
+                    text(
+                        "INSERT INTO idempotency (key, scope, body_hash, job_id, created)"
+                        " VALUES (:key, :scope, :digest, :job, :now) ON CONFLICT DO NOTHING"
+                    ),
+                    {"key": key, "scope": scope, "digest": digest, "job": job_id, "now": now},
+                ).rowcount
+                if claimed == 0:
+                    row = db.execute(
+                        text("SELECT body_hash, job_id FROM idempotency WHERE scope=:scope AND key=:key"),
+                        {"scope": scope, "key": key},
+                    ).one()
                     if row[0] != digest:
                         raise ConflictError(
                             f"Idempotency-Key {key!r} was already used with a different body",
                             hint="use a new key for a new request",
                         )
                     return IdempotentJob(job_id=row[1], created=False)
-                db.execute("INSERT INTO idempotency VALUES (?,?,?,?,?)", (key, scope, digest, job_id, now))
             db.execute(
-                "INSERT INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (job_id, kind, "queued", json.dumps(spec), callback_url, None, len(unique), now, now, key_id),
-            )
-            db.executemany(
-                "INSERT INTO job_items (job_id, customer_id, seq, status, updated) VALUES (?,?,?,?,?)",
-                [(job_id, cid, seq, "pending", now) for seq, cid in enumerate(unique)],
-            )
+                text(
+                    "INSERT INTO jobs (id, kind, status, spec, callback_url, callback_status, total,"
+                    " created, updated, key_id)"
+                    " VALUES (:id, :kind, 'queued', :spec, :cb, NULL, :total, :now, :now, :key)"
+                ),
+                {"id": job_id, "kind": kind, "spec": json.dumps(spec), "cb": callback_url,
+                 "total": len(unique), "now": now, "key": key_id},
+            )  # fmt: skip
+            if unique:
+                db.execute(
+                    text(
+                        "INSERT INTO job_items (job_id, customer_id, seq, status, updated)"
+                        " VALUES (:job, :cid, :seq, 'pending', :now)"
+                    ),
+                    [{"job": job_id, "cid": cid, "seq": seq, "now": now} for seq, cid in enumerate(unique)],
+                )
         return IdempotentJob(job_id=job_id, created=True)
 
     def get_job(self, job_id: str) -> Job:
         rows = self._query(
             "SELECT id, kind, status, spec, callback_url, callback_status, total, created, updated"
-            " FROM jobs WHERE id=?",
-            (job_id,),
+            " FROM jobs WHERE id=:id",
+            id=job_id,
         )
         if not rows:
             raise NotFoundError("job", job_id)
         jid, kind, status, spec, callback, cb_status, total, created, updated = rows[0]
         counts: dict[str, int] = {}
-        for st, attempts, n in self._query(
-            "SELECT status, attempts > 0, COUNT(*) FROM job_items WHERE job_id=? GROUP BY 1, 2", (job_id,)
+        for st, retried, n in self._query(
+            "SELECT status, CASE WHEN attempts > 0 THEN 1 ELSE 0 END, COUNT(*) FROM job_items"
+            " WHERE job_id=:id GROUP BY 1, 2",
+            id=job_id,
         ):
             counts[st] = counts.get(st, 0) + n
-            if st == "pending" and attempts:
+            if st == "pending" and retried:
                 # Pending after a failed attempt: waiting for a backend to come back.
                 counts["deferred"] = counts.get("deferred", 0) + n
         refusals = {
             r[0]: r[1]
             for r in self._query(
-                "SELECT reason, COUNT(*) FROM job_items WHERE job_id=? AND status='refused' GROUP BY reason",
-                (job_id,),
+                "SELECT reason, COUNT(*) FROM job_items WHERE job_id=:id AND status='refused'"
+                " GROUP BY reason",
+                id=job_id,
             )
         }
         return Job(
@@ -319,7 +353,7 @@ class Ops(SqliteFile):
         )
 
     def job_key(self, job_id: str) -> str | None:
-        rows = self._query("SELECT key_id FROM jobs WHERE id=?", (job_id,))
+        rows = self._query("SELECT key_id FROM jobs WHERE id=:id", id=job_id)
         if not rows:
             raise NotFoundError("job", job_id)
         return rows[0][0]  # type: ignore[no-any-return]
@@ -330,35 +364,96 @@ class Ops(SqliteFile):
         *,
         running: Collection[tuple[str, str]] = (),
     ) -> JobItem | None:
-        """The next pending item that is due, or None.
+        """Claim the next pending item that is due, or None: it is this worker's until it finishes, defers
+        it, or its lease (``lease_s``) runs out (the worker died), whichever comes first.
 
-        ``running`` are the (job, customer) items under way: none of them is handed out again, nor another
-        item for one of their customers (two emails to one customer at once would both pass the frequency
-        cap). Of the jobs with a due item, the one with the fewest items running goes first, then the
-        oldest; within a job, items go in order. With nothing running that is plain job order.
+        Never two items of one customer at once, in this process (``running``: the (job, customer) items
+        under way here) or in another (an unexpired lease): two emails to one customer at once would both
+        pass the frequency cap. Of the jobs with a due item, the one with the fewest items running here goes
+        first, then the oldest; within a job, items go in order. On PostgreSQL the claim skips rows another
+        worker holds locked (``FOR UPDATE SKIP LOCKED``), so workers never wait on each other's claims.
         """
         now = time.time() if now is None else now
-        busy_customers = {c for _, c in running}
         load = Counter(j for j, _ in running)
-        # Unfinished jobs are few; each one's next items come from an index, whatever its size.
-        jobs = self._query("SELECT id, created FROM jobs WHERE status IN ('queued', 'running')")
-        for job_id, _ in sorted(jobs, key=lambda row: (load[row[0]], row[1], row[0])):
-            # Skipping is bounded by what runs: at most ``len(running)`` of a job's first rows are busy.
-            rows = self._query(
-                "SELECT job_id, customer_id, status, reason, result, attempts FROM job_items"
-                " INDEXED BY job_items_next"
-                " WHERE job_id=? AND status='pending' AND next_attempt<=? ORDER BY seq LIMIT ?",
-                (job_id, now, 2 * len(running) + 1),
-            )
-            for row in rows:
-                if row[1] not in busy_customers:
+        busy = {c for _, c in running}
+        lock = " FOR UPDATE SKIP LOCKED" if self.dialect == "postgresql" else ""
+        hint = " INDEXED BY job_items_next" if self.dialect == "sqlite" else ""
+        with self.transaction() as db:
+            if self.dialect == "postgresql":
+                # Claims take turns (they are short): a claim not yet committed is invisible to another,
+                # and two workers could otherwise each take an item of one customer. SQLite's writers queue
+                # anyway.
+                db.execute(text("SELECT pg_advisory_xact_lock(hashtext('tailor:claims'))"))
+            # Unfinished jobs are few; each one's next items come from an index, whatever its size.
+            jobs = db.execute(
+                text("SELECT id, created FROM jobs WHERE status IN ('queued', 'running')")
+            ).all()
+            leased = {
+                r[0]
+                for r in db.execute(
+                    text(
+                        "SELECT customer_id FROM job_items WHERE worker IS NOT NULL AND status='pending'"
+                        " AND lease_until > :now AND worker <> :me"
+                    ),
+                    {"now": now, "me": self.worker},
+                )
+            }
+            busy |= leased
+            for job_id, _ in sorted(jobs, key=lambda row: (load[row[0]], row[1], row[0])):
+                # Skipping is bounded by what runs: at most as many of a job's first rows are busy.
+                rows = db.execute(
+                    text(
+                        "SELECT job_id, customer_id, status, reason, result, attempts FROM job_items"
+                        f"{hint} WHERE job_id=:job AND status='pending' AND next_attempt<=:now"
+                        " AND (lease_until IS NULL OR lease_until <= :now OR worker = :me)"
+                        f" ORDER BY seq LIMIT :n{lock}"
+                    ),
+                    {"job": job_id, "now": now, "me": self.worker, "n": 2 * (len(running) + len(leased)) + 1},
+                ).all()
+                for row in rows:
+                    if row[1] in busy:
+                        continue
+                    db.execute(
+                        text(
+                            "UPDATE job_items SET worker=:me, lease_until=:until"
+                            " WHERE job_id=:job AND customer_id=:cid AND status='pending'"
+                        ),
+                        {"me": self.worker, "until": now + self.lease_s, "job": row[0], "cid": row[1]},
+                    )
                     return self._item(row)
         return None
 
+    def release_orphans(self) -> int:
+        """Let go of the items leased by workers of this machine whose process has died, so a restarted
+        service picks them up at once instead of when their leases run out. Other machines' leases run out.
+        The number of items let go."""
+        host = worker_name().split(":", 1)[0]
+        live = _LIVE_WORKERS
+        rows = self._query(
+            "SELECT DISTINCT worker FROM job_items WHERE status='pending' AND worker IS NOT NULL"
+        )
+        dead = [w for (w,) in rows if _dead_here(w, host, live)]
+        if not dead:
+            return 0
+        with self.transaction() as db:
+            return int(
+                db.execute(
+                    text(
+                        "UPDATE job_items SET worker=NULL, lease_until=NULL"
+                        " WHERE status='pending' AND worker IN :dead"
+                    ).bindparams(bindparam("dead", expanding=True)),
+                    {"dead": dead},
+                ).rowcount
+            )
+
     def next_due_in(self, now: float | None = None) -> float | None:
-        """Seconds until the next deferred item is due, or None when nothing is pending."""
+        """Seconds until the next pending item is due (a deferred one, or one leased by a worker that may
+        have died), or None when nothing is pending."""
         now = time.time() if now is None else now
-        rows = self._query("SELECT MIN(next_attempt) FROM job_items WHERE status='pending'")
+        rows = self._query(
+            "SELECT MIN(CASE WHEN lease_until IS NOT NULL AND lease_until > next_attempt THEN lease_until"
+            " ELSE next_attempt END) FROM job_items WHERE status='pending'"
+        )
         if not rows or rows[0][0] is None:
             return None
         return max(0.0, float(rows[0][0]) - now)
@@ -383,21 +478,25 @@ class Ops(SqliteFile):
         now = time.time()
         with self.transaction() as db:
             changed = db.execute(
-                "UPDATE job_items SET status=?, reason=?, result=?, audit=?, contact_at=?,"
-                " attempts=attempts+1, updated=? WHERE job_id=? AND customer_id=? AND status='pending'",
-                (
-                    status,
-                    reason,
-                    json.dumps(result) if result is not None else None,
-                    json.dumps(audit, default=str) if audit is not None else None,
-                    contact_at,
-                    now,
-                    job_id,
-                    customer_id,
+                text(
+                    "UPDATE job_items SET status=:status, reason=:reason, result=:result, audit=:audit,"
+                    " contact_at=:contact, attempts=attempts+1, updated=:now, worker=NULL, lease_until=NULL"
+                    " WHERE job_id=:job AND customer_id=:cid AND status='pending'"
                 ),
+                {
+                    "status": status,
+                    "reason": reason,
+                    "result": json.dumps(result) if result is not None else None,
+                    "audit": json.dumps(audit, default=str) if audit is not None else None,
+                    "contact": contact_at,
+                    "now": now,
+                    "job": job_id,
+                    "cid": customer_id,
+                },
             ).rowcount
             db.execute(
-                "UPDATE jobs SET status='running', updated=? WHERE id=? AND status='queued'", (now, job_id)
+                text("UPDATE jobs SET status='running', updated=:now WHERE id=:job AND status='queued'"),
+                {"now": now, "job": job_id},
             )
             self._maybe_complete(db, job_id, now)
         return changed == 1
@@ -413,7 +512,7 @@ class Ops(SqliteFile):
     def sent_items(self, job_id: str, customer_id: str) -> list[str]:
         """The products of the email a finished item sent (none for a refusal or a forgotten result)."""
         rows = self._query(
-            "SELECT result FROM job_items WHERE job_id=? AND customer_id=?", (job_id, customer_id)
+            "SELECT result FROM job_items WHERE job_id=:job AND customer_id=:cid", job=job_id, cid=customer_id
         )
         result = json.loads(rows[0][0]) if rows and rows[0][0] else {}
         email = result.get("email") if isinstance(result, dict) else None
@@ -423,17 +522,17 @@ class Ops(SqliteFile):
     def contact_recorded(self, job_id: str, customer_id: str) -> None:
         with self.transaction() as db:
             db.execute(
-                "UPDATE job_items SET contact_at=NULL WHERE job_id=? AND customer_id=?", (job_id, customer_id)
+                text("UPDATE job_items SET contact_at=NULL WHERE job_id=:job AND customer_id=:cid"),
+                {"job": job_id, "cid": customer_id},
             )
 
     def item_audits(self, job_id: str) -> list[JsonObject]:
         """Each finished item's status and the agent's audit trace (None where the agent did not finish)."""
         self.get_job(job_id)
-        marks = ",".join("?" * len(_FINAL))
         rows = self._query(
             "SELECT customer_id, status, reason, audit FROM job_items"
-            f" WHERE job_id=? AND status IN ({marks}) ORDER BY seq",
-            (job_id, *_FINAL),
+            " WHERE job_id=:job AND status IN ('done', 'refused', 'failed') ORDER BY seq",
+            job=job_id,
         )
         return [
             {"customer_id": c, "status": st, "reason": r, "audit": json.loads(a) if a else None}
@@ -441,26 +540,42 @@ class Ops(SqliteFile):
         ]
 
     def defer_item(self, job_id: str, customer_id: str, delay_s: float, reason: str) -> None:
-        """A backend was down: keep the item pending and try again after ``delay_s``."""
+        """A backend was down: keep the item pending, let go of it, and try again after ``delay_s``."""
         now = time.time()
         with self.transaction() as db:
             db.execute(
-                "UPDATE job_items SET attempts=attempts+1, next_attempt=?, reason=?, updated=?"
-                " WHERE job_id=? AND customer_id=? AND status='pending'",
-                (now + delay_s, reason, now, job_id, customer_id),
+                text(
+                    "UPDATE job_items SET attempts=attempts+1, next_attempt=:next, reason=:reason,"
+                    " updated=:now, worker=NULL, lease_until=NULL WHERE job_id=:job AND customer_id=:cid"
+                    " AND status='pending' AND (worker=:me OR worker IS NULL)"
+                ),
+                {
+                    "next": now + delay_s,
+                    "reason": reason,
+                    "now": now,
+                    "job": job_id,
+                    "cid": customer_id,
+                    "me": self.worker,
+                },  # a worker whose lease ran out lets go of nothing it no longer holds
             )
 
-    @staticmethod
-    def _maybe_complete(db: sqlite3.Connection, job_id: str, now: float) -> None:
+    def _maybe_complete(self, db: Connection, job_id: str, now: float) -> None:
+        if self.dialect == "postgresql":
+            # Two workers finishing a job's last two items at once would each count the other's as pending
+            # (read committed) and neither would close the job: they take turns on the job's row.
+            db.execute(text("SELECT 1 FROM jobs WHERE id=:job FOR UPDATE"), {"job": job_id})
         left = db.execute(
-            "SELECT COUNT(*) FROM job_items WHERE job_id=? AND status='pending'", (job_id,)
-        ).fetchone()[0]
+            text("SELECT COUNT(*) FROM job_items WHERE job_id=:job AND status='pending'"), {"job": job_id}
+        ).scalar_one()
         if left == 0:
-            db.execute("UPDATE jobs SET status='done', updated=? WHERE id=?", (now, job_id))
+            db.execute(
+                text("UPDATE jobs SET status='done', updated=:now WHERE id=:job AND status <> 'done'"),
+                {"now": now, "job": job_id},
+            )
 
     def set_callback_status(self, job_id: str, status: str) -> None:
         with self.transaction() as db:
-            db.execute("UPDATE jobs SET callback_status=? WHERE id=?", (status, job_id))
+            db.execute(text("UPDATE jobs SET callback_status=:s WHERE id=:job"), {"s": status, "job": job_id})
 
     def jobs_needing_callback(self) -> list[str]:
         """Finished jobs whose callback has not been delivered (also after a restart)."""
@@ -472,17 +587,16 @@ class Ops(SqliteFile):
 
     def job_items(self, job_id: str, *, final_only: bool = True) -> list[JobItem]:
         self.get_job(job_id)
-        where = f" AND status IN ({','.join('?' * len(_FINAL))})" if final_only else ""
-        params: list[object] = [job_id, *(_FINAL if final_only else ())]
+        where = " AND status IN ('done', 'refused', 'failed')" if final_only else ""
         rows = self._query(
             "SELECT job_id, customer_id, status, reason, result, attempts FROM job_items"
-            f" WHERE job_id=?{where} ORDER BY seq",
-            params,
+            f" WHERE job_id=:job{where} ORDER BY seq",
+            job=job_id,
         )
         return [self._item(r) for r in rows]
 
     @staticmethod
-    def _item(row: Row) -> JobItem:
+    def _item(row: Row[Any]) -> JobItem:
         job_id, cid, status, reason, result, attempts = row
         return JobItem(
             job_id=job_id,
@@ -504,31 +618,49 @@ class Ops(SqliteFile):
         item: tuple[str, str] | None = None,
     ) -> None:
         """Add an audit row. With ``item`` (job, customer), only while that job item still names the
-        customer: one statement, so a ``forget`` cannot slip in between the check and the write."""
-        row = (time.time(), key_id, action, customer_id, json.dumps(detail or {}, default=str))
+        customer: one statement (on PostgreSQL holding the item's row), so a ``forget`` cannot slip in between
+        the check and the write."""
+        row = {
+            "ts": time.time(),
+            "key": key_id,
+            "action": action,
+            "cid": customer_id,
+            "detail": json.dumps(detail or {}, default=str),
+        }
         with self.transaction() as db:
             if item is None:
                 db.execute(
-                    "INSERT INTO audit (ts, key_id, action, customer_id, detail) VALUES (?,?,?,?,?)", row
+                    text(
+                        "INSERT INTO audit (ts, key_id, action, customer_id, detail)"
+                        " VALUES (:ts, :key, :action, :cid, :detail)"
+                    ),
+                    row,
                 )
             else:
+                # Typed, so that PostgreSQL knows each value's type in a SELECT list. There the item's row is
+                # locked too: a forget under way is waited for, and its new id then no longer matches.
+                share = " FOR SHARE" if self.dialect == "postgresql" else ""
                 db.execute(
-                    "INSERT INTO audit (ts, key_id, action, customer_id, detail) SELECT ?,?,?,?,?"
-                    " WHERE EXISTS (SELECT 1 FROM job_items WHERE job_id=? AND customer_id=?)",
-                    (*row, *item),
+                    text(
+                        "INSERT INTO audit (ts, key_id, action, customer_id, detail)"
+                        " SELECT CAST(:ts AS FLOAT), CAST(:key AS TEXT), CAST(:action AS TEXT),"
+                        " CAST(:cid AS TEXT), CAST(:detail AS TEXT)"
+                        " WHERE EXISTS (SELECT 1 FROM job_items WHERE job_id=:job AND customer_id=:icid"
+                        f"{share})"
+                    ),
+                    {**row, "job": item[0], "icid": item[1]},
                 )
 
     def audit_trail(self, customer_id: str | None = None, limit: int = 100) -> list[JsonObject]:
         sql = "SELECT ts, key_id, action, customer_id, detail FROM audit"
-        params: list[object] = []
+        params: dict[str, object] = {"limit": limit}
         if customer_id is not None:
-            sql += " WHERE customer_id=?"
-            params.append(customer_id)
-        sql += " ORDER BY id DESC LIMIT ?"
-        params.append(limit)
+            sql += " WHERE customer_id=:cid"
+            params["cid"] = customer_id
+        sql += " ORDER BY id DESC LIMIT :limit"
         return [
             {"ts": ts, "key_id": k, "action": a, "customer_id": c, "detail": json.loads(d)}
-            for ts, k, a, c, d in self._query(sql, params)
+            for ts, k, a, c, d in self._query(sql, **params)
         ]
 
     def add_feedback(
@@ -541,11 +673,15 @@ class Ops(SqliteFile):
         note: str | None = None,
     ) -> int:
         with self.transaction() as db:
-            cur = db.execute(
-                "INSERT INTO feedback (ts, customer_id, item_id, job_id, signal, note) VALUES (?,?,?,?,?,?)",
-                (time.time(), customer_id, item_id, job_id, signal, note),
-            )
-            return int(cur.lastrowid or 0)
+            new = db.execute(
+                text(
+                    "INSERT INTO feedback (ts, customer_id, item_id, job_id, signal, note)"
+                    " VALUES (:ts, :cid, :item, :job, :signal, :note) RETURNING id"
+                ),
+                {"ts": time.time(), "cid": customer_id, "item": item_id, "job": job_id, "signal": signal,
+                 "note": note},
+            ).scalar_one()  # fmt: skip
+            return int(new)
 
     def forget(self, customer_id: str, *, only_if_found: bool = False) -> dict[str, int]:
         """Remove a customer's operational traces; what must stay (a job's items, the audit row that says
@@ -555,8 +691,8 @@ class Ops(SqliteFile):
         customer, a campaign's id list) and the idempotency keys and body hashes of those jobs are rewritten
         the same way, and a callback URL naming the id (a path segment or query value equal to it) is
         dropped, from the job and from its spec; feedback and audit rows go. The tombstone is kept, so a
-        later job naming the id is refused (``forgotten``). Then the database is checkpointed:
-        with ``secure_delete`` on, no deleted row is left in the file or its write-ahead log.
+        later job naming the id is refused (``forgotten``). Then an SQLite database is checkpointed: with
+        ``secure_delete`` on, no deleted row is left in the file or its write-ahead log.
 
         ``only_if_found`` (the customer store no longer knows the id: a retry of a forget that died half
         way, or an id never seen): when nothing here names the id either, nothing is written, not even the
@@ -564,33 +700,37 @@ class Ops(SqliteFile):
         """
         tomb = self.tombstone(customer_id)
         now = time.time()
+        cid = {"cid": customer_id}
         with self.transaction() as db:
-            jobs = [
-                r[0]
-                for r in db.execute(
-                    "SELECT DISTINCT job_id FROM job_items WHERE customer_id=?", (customer_id,)
-                ).fetchall()
-            ]
-            items = db.execute(
-                "UPDATE job_items SET customer_id=?, result=NULL, audit=NULL, contact_at=NULL,"
-                " reason='forgotten', status=CASE WHEN status='pending' THEN 'failed' ELSE status END"
-                " WHERE customer_id=?",
-                (tomb, customer_id),
-            ).rowcount
+            # The jobs are those of the rows this statement changed: one created meanwhile is among them.
+            changed = db.execute(
+                text(
+                    "UPDATE job_items SET customer_id=:tomb, result=NULL, audit=NULL, contact_at=NULL,"
+                    " reason='forgotten', worker=NULL, lease_until=NULL,"
+                    " status=CASE WHEN status='pending' THEN 'failed' ELSE status END WHERE customer_id=:cid"
+                    " RETURNING job_id"
+                ),
+                {"tomb": tomb, **cid},
+            ).all()
+            items = len(changed)
+            jobs = list(dict.fromkeys(r[0] for r in changed))
             specs = 0
             for job_id in jobs:
                 specs += self._scrub_job(db, job_id, customer_id, tomb)
                 self._maybe_complete(db, job_id, now)
-            feedback = db.execute("DELETE FROM feedback WHERE customer_id=?", (customer_id,)).rowcount
-            audit = db.execute("DELETE FROM audit WHERE customer_id=?", (customer_id,)).rowcount
+            feedback = db.execute(text("DELETE FROM feedback WHERE customer_id=:cid"), cid).rowcount
+            audit = db.execute(text("DELETE FROM audit WHERE customer_id=:cid"), cid).rowcount
             if only_if_found and not (items or feedback or audit):
                 return {"job_results": 0, "job_specs": 0, "feedback": 0, "audit": 0}
-            db.execute("INSERT OR IGNORE INTO forgotten VALUES (?, ?)", (tomb, now))
+            db.execute(
+                text("INSERT INTO forgotten (tombstone, ts) VALUES (:tomb, :now) ON CONFLICT DO NOTHING"),
+                {"tomb": tomb, "now": now},
+            )
         self.checkpoint()
         return {"job_results": items, "job_specs": specs, "feedback": feedback, "audit": audit}
 
-    def _scrub_job(self, db: sqlite3.Connection, job_id: str, customer_id: str, tomb: str) -> int:
-        row = db.execute("SELECT spec, callback_url FROM jobs WHERE id=?", (job_id,)).fetchone()
+    def _scrub_job(self, db: Connection, job_id: str, customer_id: str, tomb: str) -> int:
+        row = db.execute(text("SELECT spec, callback_url FROM jobs WHERE id=:job"), {"job": job_id}).first()
         if row is None:
             return 0
         spec = _replace_id(json.loads(row[0]), customer_id, tomb)
@@ -600,28 +740,58 @@ class Ops(SqliteFile):
             spec_url = spec.get("callback_url")
             if isinstance(spec_url, str) and _url_names(spec_url, customer_id):
                 spec["callback_url"] = None
+        dropped = callback is None and row[1] is not None
         db.execute(
-            "UPDATE jobs SET spec=?, callback_url=?, callback_status=CASE WHEN ? IS NULL AND callback_url"
-            " IS NOT NULL THEN 'dropped:forgotten' ELSE callback_status END WHERE id=?",
-            (json.dumps(spec), callback, callback, job_id),
+            text(
+                "UPDATE jobs SET spec=:spec, callback_url=:cb,"
+                " callback_status=CASE WHEN :dropped THEN 'dropped:forgotten' ELSE callback_status END"
+                " WHERE id=:job"
+            ),
+            {"spec": json.dumps(spec), "cb": callback, "dropped": dropped, "job": job_id},
         )
         # The key and the hash of the body were the request's: either may carry the id (a key made from
         # it; a hash that confirms a guess). A replay of that request is then a new request, and refused.
         for key, scope in db.execute(
-            "SELECT key, scope FROM idempotency WHERE job_id=?", (job_id,)
-        ).fetchall():
+            text("SELECT key, scope FROM idempotency WHERE job_id=:job"), {"job": job_id}
+        ).all():
             db.execute(
-                "UPDATE idempotency SET key=?, body_hash=? WHERE scope=? AND key=?",
-                (self.tombstone(key), body_hash(spec), scope, key),
+                text("UPDATE idempotency SET key=:new, body_hash=:digest WHERE scope=:scope AND key=:key"),
+                {"new": self.tombstone(key), "digest": body_hash(spec), "scope": scope, "key": key},
             )
         return 1
 
     def checkpoint(self) -> bool:
-        """Copy the write-ahead log into the database file and empty it. False when a reader kept it from
-        finishing (it is finished by the next checkpoint)."""
-        with self._lock:
-            busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        """SQLite: copy the write-ahead log into the database file and empty it. False when a reader kept it
+        from finishing (it is finished by the next checkpoint). PostgreSQL keeps no such file of ours."""
+        if self.dialect != "sqlite":
+            return True
+        # Outside any transaction (a checkpoint cannot run inside one): on the driver's own connection.
+        raw = self.db.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            busy = cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            cursor.close()
+        finally:
+            raw.close()
         return not busy
+
+
+# The workers of this process that are open: one of this process not among them was closed or abandoned.
+_LIVE_WORKERS: set[str] = set()
+
+
+def _dead_here(worker: str, host: str, live: Collection[str]) -> bool:
+    """Whether ``worker`` (host:pid:start:tag, see ``tailor.data.db.worker_name``) ran in this machine's pid
+    namespace in a process that is gone: no process has its pid, or the one that has it started at another
+    time (the pid was reused). A worker of another machine, or of another container sharing this host name,
+    is never judged here: its leases run out."""
+    parts = worker.split(":")
+    if len(parts) != 4 or parts[0] != host or not parts[1].isdigit():
+        return False
+    pid, started = int(parts[1]), parts[2]
+    if pid == os.getpid():
+        return worker not in live
+    return process_started(pid) != started
 
 
 def _url_names(url: str, customer_id: str) -> bool:

@@ -46,6 +46,12 @@ class Settings(BaseSettings):
         "fallback", description="When the model endpoint is down: use the template writer, or defer the job."
     )
 
+    database_url: str | None = Field(
+        None,
+        description="PostgreSQL (postgresql://USER@HOST:PORT/DB) for the service's jobs, idempotency keys,"
+        " API keys and audit trail, shared by every replica and worker; unset, an SQLite file in the data"
+        " dir.",
+    )
     support_thinker: Literal["offline", "model"] | None = Field(
         None,
         description="How the support agent thinks: offline (intent model and plan) or model (tool calls to"
@@ -126,6 +132,22 @@ class Settings(BaseSettings):
     @cached_property
     def ops_path(self) -> Path:
         return self.data_dir / "ops.db"
+
+    @property
+    def ops_database(self) -> str | Path:
+        """Where jobs, idempotency keys, API keys and the audit trail live: PostgreSQL when
+        ``TAILOR_DATABASE_URL`` says so (shared by every replica and worker), else the SQLite file."""
+        return self.database_url or self.ops_path
+
+    @property
+    def ops_exists(self) -> bool:
+        return self.database_url is not None or self.ops_path.exists()
+
+    @property
+    def job_lease_s(self) -> float:
+        """How long a worker holds a job item before another may take it: longer than any item may run
+        (its model budget, retries and the rails), so only a dead worker's items are taken."""
+        return 4 * self.job_time_budget_s + 60
 
     @cached_property
     def qdrant_path(self) -> Path:

@@ -53,7 +53,7 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
 
 def create_key(settings: Settings, role: str, name: str = "") -> str:
     """Create an API key for ``role`` (crm or support); the token is returned once, stored hashed."""
-    ops = Ops(settings.ops_path)
+    ops = Ops(settings.ops_database)
     try:
         return ops.create_key(role, name)
     finally:

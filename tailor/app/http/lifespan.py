@@ -45,7 +45,7 @@ def lifespan(
             the_facade: Facade = await run_in_threadpool(Tailor.open, settings)
         else:
             the_facade = facade
-        ops = Ops(settings.ops_path)
+        ops = Ops(settings.ops_database, lease_s=settings.job_lease_s)
         state = ServiceState(settings, the_facade, ops, metrics)
         app.state.tailor = state
         state.start_warm_up()

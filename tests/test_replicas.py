@@ -1,0 +1,137 @@
+"""Two ``tailor serve`` replicas on one PostgreSQL ops database (``TAILOR_DATABASE_URL``), as real processes
+on 127.0.0.1 behind no balancer but the test's own round robin.
+
+What the ops database shares is what must be shared: jobs and their items (claimed with leases),
+idempotency keys, API keys and forgotten ids' tombstones. The customer store is the scripted facade's, one
+SQLite file both replicas open on this machine (WAL: one writer at a time, any number of readers); its log
+of written emails (``emails.log``) counts every email whichever replica wrote it. The store on PostgreSQL, and
+a shared Qdrant by URL, are what replicas on several machines need next.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tailor.app.http import create_key
+from tailor.app.ops import Ops
+from tailor.core.settings import Settings
+from tests.postgres import PostgresCluster
+from tests.server import ServerProcess, seed_store
+
+pytestmark = pytest.mark.slow
+
+
+def _wait(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError("condition not met in time")
+
+
+def _emails(proc: ServerProcess) -> list[str]:
+    path = proc.data_dir / "emails.log"
+    return path.read_text().split() if path.exists() else []
+
+
+@pytest.fixture
+def replicas(pg_cluster: PostgresCluster, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    url = pg_cluster.database(f"replicas_{tmp_path.name[-12:].lower().replace('-', '_')}")
+    data_dir = tmp_path / "data"
+    ids = seed_store(data_dir, n_customers=24)
+    env = {"TAILOR_DATABASE_URL": url, "TAILOR_TEST_EMAIL_DELAY": "0.15", "TAILOR_JOB_CONCURRENCY": "2"}
+    procs = [ServerProcess(data_dir, env), ServerProcess(data_dir, env)]
+    # The keys live in the shared database: made once, good on both.
+    settings = Settings(data_dir=data_dir, database_url=url)
+    crm = {"Authorization": f"Bearer {create_key(settings, 'crm')}"}
+    for proc in procs:
+        proc.start()
+    try:
+        yield {"url": url, "procs": procs, "ids": ids, "crm": crm}
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+def test_one_key_replayed_twenty_times_across_two_replicas_is_one_job_and_one_email(
+    replicas: dict[str, Any],
+) -> None:
+    a, b = replicas["procs"]
+    crm, cid = replicas["crm"], replicas["ids"][3]
+    body = {"customer_id": cid, "trigger": {"kind": "win_back", "campaign_id": "w1"}}
+    headers = {**crm, "Idempotency-Key": f"replay-{cid}"}
+
+    def send(n: int) -> httpx.Response:
+        with httpx.Client(base_url=(a, b)[n % 2].base_url, timeout=30) as client:
+            return client.post("/v1/triggers/email", headers=headers, json=body)
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        responses = list(pool.map(send, range(20)))
+    assert {r.status_code for r in responses} == {202}, [r.text for r in responses if r.status_code != 202]
+    assert len({r.json()["job_id"] for r in responses}) == 1
+    assert [r.headers["Idempotent-Replayed"] for r in responses].count("false") == 1
+    job_id = responses[0].json()["job_id"]
+    with httpx.Client(base_url=b.base_url, timeout=30) as client:
+        _wait(lambda: client.get(f"/v1/jobs/{job_id}", headers=crm).json()["status"] == "done")
+        rows = client.get(f"/v1/jobs/{job_id}/results", headers=crm).text.splitlines()
+    assert len(rows) == 1 and json.loads(rows[0])["customer_id"] == cid
+    assert _emails(a).count(cid) == 1, "one email, written by one replica"
+
+
+def test_a_replica_killed_mid_campaign_leaves_the_rest_to_the_other(replicas: dict[str, Any]) -> None:
+    a, b = replicas["procs"]
+    crm, ids = replicas["crm"], replicas["ids"]
+    campaign = {"audience": {"customer_ids": ids}, "trigger": {"kind": "campaign", "campaign_id": "x"}}
+    with httpx.Client(base_url=a.base_url, timeout=30) as client:
+        r = client.post("/v1/campaigns", headers={**crm, "Idempotency-Key": "c1"}, json=campaign)
+        assert r.status_code == 202, r.text
+        job_id = r.json()["job_id"]
+        _wait(lambda: client.get(f"/v1/jobs/{job_id}", headers=crm).json()["done"] >= 4)
+    a.kill()
+    ops = Ops(replicas["url"])
+    try:
+        at_kill = ops.get_job(job_id)
+        assert at_kill.status != "done" and at_kill.counts["pending"] > 0, "the kill really was mid-campaign"
+    finally:
+        ops.close()
+    with httpx.Client(base_url=b.base_url, timeout=30) as client:
+        _wait(lambda: client.get(f"/v1/jobs/{job_id}", headers=crm).json()["status"] == "done", timeout=90)
+        job = client.get(f"/v1/jobs/{job_id}", headers=crm).json()
+        rows = [
+            json.loads(x) for x in client.get(f"/v1/jobs/{job_id}/results", headers=crm).text.splitlines()
+        ]
+    assert (job["done"], job["refused"], job["failed"]) == (23, 1, 0)
+    assert sorted(r["customer_id"] for r in rows) == sorted(ids), "every item has one result"
+    written = _emails(a)
+    opted_out = {ids[1]}
+    assert set(written) == set(ids) - opted_out, "no email lost"
+    # Written twice at most: the emails under way on the killed replica (its workers), never delivered.
+    assert len(written) - len(set(written)) <= 2
+    both = {r["customer_id"] for r in rows}
+    assert both == set(ids)
+
+
+def test_a_forget_sent_to_one_replica_holds_on_the_other(replicas: dict[str, Any]) -> None:
+    a, b = replicas["procs"]
+    crm, cid = replicas["crm"], replicas["ids"][5]
+    with httpx.Client(base_url=a.base_url, timeout=30) as client:
+        assert client.delete(f"/v1/customers/{cid}", headers=crm).status_code == 200
+    with httpx.Client(base_url=b.base_url, timeout=30) as client:
+        r = client.post(
+            "/v1/triggers/email",
+            headers={**crm, "Idempotency-Key": "after-forget"},
+            json={"customer_id": cid, "trigger": {"kind": "browse"}},
+        )
+        assert r.status_code == 410 and r.json()["error"]["code"] == "forgotten", r.text
+        campaign = {"audience": {"customer_ids": [cid, replicas["ids"][6]]}, "trigger": {"kind": "campaign"}}
+        r = client.post("/v1/campaigns", headers={**crm, "Idempotency-Key": "c-after"}, json=campaign)
+        assert r.status_code == 410 and cid in r.text, r.text
