@@ -62,10 +62,23 @@ class PostgresCluster:
         return f"postgresql+psycopg://tailor@127.0.0.1:{self.port}/{name}"
 
 
+def _traversable(path: Path, uid: int) -> bool:
+    """Whether user ``uid`` can reach ``path``: every folder above it open to others, or its own."""
+    for folder in [path, *path.parents]:
+        st = folder.stat()
+        if not (st.st_mode & 0o001 or st.st_uid == uid):
+            return False
+    return True
+
+
 @contextmanager
 def postgres_cluster(under: Path = BUILD) -> Iterator[PostgresCluster]:
     bindir = pg_bindir()
     under.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0 and not _traversable(under, pwd.getpwnam("postgres").pw_uid):
+        # A checkout in root's home: the postgres user cannot reach the build folder, so the cluster goes
+        # to the system's temporary folder instead (removed all the same).
+        under = Path(tempfile.gettempdir())
     root = Path(tempfile.mkdtemp(prefix="pg-", dir=under))
     data, log = root / "data", root / "server.log"
     as_user: list[str] = []
