@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib.util
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from tests.waiting import free_port
 
 __all__ = ["MODELS", "LLMServer", "exit_text", "gguf_path", "llm_server"]
 
@@ -82,12 +83,6 @@ def exit_text(code: int) -> str:
     return f"exited with {code}"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass(frozen=True)
 class LLMServer:
     base_url: str  # the OpenAI-compatible root, ending in /v1
@@ -111,7 +106,7 @@ def llm_server(
     if model not in MODELS:
         raise ValueError(f"no local model {model!r}; the harness serves {sorted(MODELS)}")
     spec = MODELS[model]
-    port = _free_port()
+    port = free_port()
     cmd = [
         sys.executable,
         "-m",

@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.waiting import free_port
 
 __all__ = ["PostgresCluster", "pg_bindir", "postgres_cluster"]
 
@@ -37,12 +38,6 @@ def pg_bindir() -> Path:
     if found is None:
         raise FileNotFoundError("PostgreSQL's initdb is not installed (Debian: apt install postgresql)")
     return Path(found).resolve().parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -96,7 +91,7 @@ def postgres_cluster(under: Path = BUILD) -> Iterator[PostgresCluster]:
             )
         return done
 
-    port = _free_port()
+    port = free_port()
     try:
         run(str(bindir / "initdb"), "-D", str(data), "-U", "tailor", "-A", "trust", "-E", "UTF8",
             "--locale=C", "--no-sync")  # fmt: skip

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.waiting import free_port
 
 __all__ = ["BACKENDS", "free_port", "qdrant_binary", "qdrant_server"]
 
@@ -42,12 +43,6 @@ BACKENDS = [
         ),
     ),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def qdrant_server(binary: str, workdir: Path) -> Iterator[str]:

@@ -24,7 +24,6 @@ import argparse
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -60,6 +59,7 @@ from tailor.core.models import (
 )
 from tailor.core.settings import Settings
 from tailor.data.store import Store
+from tests.waiting import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -401,12 +401,6 @@ def segment_view(**update: Any) -> dict[str, Any]:
         "properties": {"product_id": "A"},
     }
     return {**call, **update}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class ServerProcess:

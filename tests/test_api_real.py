@@ -7,7 +7,6 @@ runs in a uvicorn subprocess on 127.0.0.1 and is called over httpx.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from tailor.app.service import Tailor
 from tailor.core.settings import Settings
 from tests.retailers import RETAILERS, Retailer
 from tests.server import ServerProcess, free_port, seed_store
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -27,12 +27,7 @@ NOW = "2011-12-10T10:00:00+00:00"
 
 
 def _wait(predicate: Callable[[], bool], timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
+    wait_until(predicate, timeout)
 
 
 def _email_job(client: httpx.Client, crm: dict[str, str], cid: str, kind: str, key: str) -> dict[str, Any]:

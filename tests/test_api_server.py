@@ -23,6 +23,7 @@ from tailor.app.ops import Ops
 from tailor.core.settings import Settings
 from tailor.data.store import Store
 from tests.server import ServerProcess, seed_audience_facts, seed_store
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -84,12 +85,7 @@ class ScriptedHTTP:
 
 
 def _wait(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
+    wait_until(predicate, timeout)
 
 
 def _keys(data_dir: Path) -> tuple[dict[str, str], dict[str, str]]:

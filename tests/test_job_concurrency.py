@@ -6,7 +6,6 @@ behind a campaign on a hanging model is measured by ``benchmarks/slow_model_jobs
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -27,15 +26,11 @@ from tailor.core.settings import Settings
 from tailor.data.store import Store
 from tests.openai_endpoint import scripted_endpoint, stall
 from tests.server import outcome
+from tests.waiting import wait_until
 
 
 def _wait(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
+    wait_until(predicate, timeout, every=0.02)
 
 
 def _email(customer_id: str) -> Email:

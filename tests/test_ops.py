@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,21 @@ def ops(ops_target: str | Path) -> Iterator[Ops]:
     o = Ops(ops_target)
     yield o
     o.close()
+
+
+def at_once(n: int, run: Callable[[int], None]) -> None:
+    """``run(0)`` … ``run(n - 1)`` on ``n`` threads released together, as separate workers would be."""
+    barrier = threading.Barrier(n)
+
+    def start(k: int) -> None:
+        barrier.wait()
+        run(k)
+
+    threads = [threading.Thread(target=start, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 def _held(ops: Ops) -> bytes:
@@ -61,23 +76,17 @@ def test_concurrent_replays_create_exactly_one_job(ops_target: str | Path) -> No
     Ops(path).close()
     results: list[str] = []
     created: list[bool] = []
-    barrier = threading.Barrier(12)
 
     def claim() -> None:
         o = Ops(path)
         try:
-            barrier.wait()
             r = o.create_job("email", ["c1"], {"x": 1}, idempotency=("email", "key-1", body_hash({"x": 1})))
             results.append(r.job_id)
             created.append(r.created)
         finally:
             o.close()
 
-    threads = [threading.Thread(target=claim) for _ in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    at_once(12, lambda _: claim())
     assert len(results) == 12 and len(set(results)) == 1
     assert created.count(True) == 1
     o = Ops(path)
@@ -304,12 +313,10 @@ def test_many_workers_split_a_campaign_each_item_done_once(ops_target: str | Pat
     job = setup.create_job("campaign", customers, {})
     done: list[str] = []
     lock = threading.Lock()
-    barrier = threading.Barrier(6)
 
     def work(n: int) -> None:
         ops = Ops(ops_target, worker=f"w{n}")
         try:
-            barrier.wait()
             while (item := ops.next_item()) is not None:
                 if ops.finish_item(item.job_id, item.customer_id, "done", {"by": n}):
                     with lock:
@@ -317,11 +324,7 @@ def test_many_workers_split_a_campaign_each_item_done_once(ops_target: str | Pat
         finally:
             ops.close()
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    at_once(6, work)
     assert sorted(done) == customers, "every item once, none twice"
     state = setup.get_job(job.job_id)
     assert state.status == "done" and state.counts == {"done": 120}
@@ -364,13 +367,11 @@ def test_concurrent_claims_never_give_one_customer_to_two_workers(ops_target: st
         setup.create_job("campaign", customers, {})
     held: list[str] = []
     lock = threading.Lock()
-    barrier = threading.Barrier(6)
 
     def claim(n: int) -> None:
         ops = Ops(ops_target, worker=f"w{n}")
         mine: set[tuple[str, str]] = set()  # claimed and kept, as a runner's items under way
         try:
-            barrier.wait()
             while (item := ops.next_item(running=mine)) is not None:
                 mine.add((item.job_id, item.customer_id))
                 with lock:
@@ -378,11 +379,7 @@ def test_concurrent_claims_never_give_one_customer_to_two_workers(ops_target: st
         finally:
             ops.close()
 
-    threads = [threading.Thread(target=claim, args=(n,)) for n in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    at_once(6, claim)
     assert sorted(held) == customers, "each customer held once, by one worker, whatever the race"
     setup.close()
 

@@ -11,7 +11,6 @@ a shared Qdrant by URL, are what replicas on several machines need next.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,17 +24,13 @@ from tailor.app.ops import Ops
 from tailor.core.settings import Settings
 from tests.postgres import PostgresCluster
 from tests.server import ServerProcess, seed_store
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
 
 def _wait(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
+    wait_until(predicate, timeout, every=0.2)
 
 
 def _emails(proc: ServerProcess) -> list[str]:
