@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -406,3 +408,89 @@ def test_a_stopped_worker_lets_go_and_a_late_one_cannot_defer_what_it_lost(ops_t
     finally:
         one.close()
         two.close()
+
+
+# The ops schema of the release before migrations (tailor/app/ops.py at a0e755f), as its files hold it.
+_RELEASE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY, salt TEXT NOT NULL, hash TEXT NOT NULL, role TEXT NOT NULL, name TEXT NOT NULL,
+    created REAL NOT NULL, revoked INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT NOT NULL, scope TEXT NOT NULL, body_hash TEXT NOT NULL, job_id TEXT NOT NULL,
+    created REAL NOT NULL, PRIMARY KEY (scope, key)
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, status TEXT NOT NULL, spec TEXT NOT NULL,
+    callback_url TEXT, callback_status TEXT, total INTEGER NOT NULL, created REAL NOT NULL,
+    updated REAL NOT NULL, key_id TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
+CREATE TABLE IF NOT EXISTS job_items (
+    job_id TEXT NOT NULL, customer_id TEXT NOT NULL, seq INTEGER NOT NULL, status TEXT NOT NULL,
+    reason TEXT, result TEXT, attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL NOT NULL DEFAULT 0,
+    updated REAL NOT NULL, audit TEXT, contact_at TEXT, PRIMARY KEY (job_id, customer_id)
+);
+CREATE INDEX IF NOT EXISTS job_items_pending ON job_items(status, next_attempt);
+CREATE INDEX IF NOT EXISTS job_items_next ON job_items(job_id, status, seq);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, key_id TEXT, action TEXT NOT NULL,
+    customer_id TEXT, detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_customer ON audit(customer_id);
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, customer_id TEXT NOT NULL, item_id TEXT,
+    job_id TEXT, signal TEXT NOT NULL, note TEXT
+);
+CREATE TABLE IF NOT EXISTS ops_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS forgotten (tombstone TEXT PRIMARY KEY, ts REAL NOT NULL);
+"""
+
+
+def test_an_ops_file_of_the_release_before_migrations_is_read_whole(tmp_path: Path) -> None:
+    path = tmp_path / "ops.db"
+    db = sqlite3.connect(path)
+    db.executescript(_RELEASE_SCHEMA)
+    salt = "ab" * 8
+    db.execute(
+        "INSERT INTO api_keys VALUES ('k1', ?, ?, 'crm', 'old-crm', 1.0, 0)",
+        (salt, hashlib.sha256((salt + "secret").encode()).hexdigest()),
+    )
+    db.execute("INSERT INTO ops_meta VALUES ('tombstone_salt', ?)", ("cd" * 32,))
+    db.execute("INSERT INTO idempotency VALUES ('key-1', 'email', 'h1', 'job_old', 2.0)")
+    db.execute(
+        "INSERT INTO jobs VALUES ('job_old', 'email', 'running', '{\"customer_id\": \"c1\"}', NULL, NULL, 2,"
+        " 2.0, 3.0, 'k1')"
+    )
+    db.execute(
+        "INSERT INTO job_items VALUES ('job_old', 'c1', 0, 'done', NULL, '{\"email\": 1}', 1, 0, 3.0,"
+        ' \'[{"node": "finalize"}]\', NULL)'
+    )
+    db.execute(
+        "INSERT INTO job_items VALUES ('job_old', 'c2', 1, 'pending', NULL, NULL, 0, 0, 3.0, NULL, NULL)"
+    )
+    db.execute(
+        "INSERT INTO audit (ts, key_id, action, customer_id, detail) VALUES (4.0, 'k1', 'x', 'c1', '{}')"
+    )
+    db.execute("INSERT INTO forgotten VALUES ('forgotten:abc', 5.0)")
+    db.commit()
+    db.close()
+    ops = Ops(path)
+    try:
+        key = ops.verify_key("tk_k1_secret")
+        assert key is not None and key.name == "old-crm"
+        kept = hmac.new(bytes.fromhex("cd" * 32), b"c1", hashlib.sha256).hexdigest()[:32]
+        assert ops.tombstone("c1") == "forgotten:" + kept, "the old salt is kept"
+        job = ops.get_job("job_old")
+        assert (job.status, job.total, job.counts) == ("running", 2, {"done": 1, "pending": 1})
+        assert ops.item_audits("job_old")[0]["audit"] == [{"node": "finalize"}]
+        replay = ops.create_job("email", ["c1"], {}, idempotency=("email", "key-1", "h1"))
+        assert (replay.job_id, replay.created) == ("job_old", False)
+        assert ops.audit_trail("c1")[0]["action"] == "x"
+        # Its pending item is claimed and finished as any other, and the job completes.
+        item = ops.next_item()
+        assert item is not None and item.customer_id == "c2"
+        assert ops.finish_item("job_old", "c2", "done", {})
+        assert ops.get_job("job_old").status == "done"
+    finally:
+        ops.close()
