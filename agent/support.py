@@ -32,6 +32,7 @@ from tailor.core.models import Customer, Event, EventKind, Evidence, Item
 from tailor.data.store import Store
 
 __all__ = [
+    "WANTED",
     "CatalogAsk",
     "GuardrailNote",
     "HistorySearch",
@@ -49,7 +50,7 @@ HistorySearch = Callable[[str, str, int], Sequence[HistoryHit]]  # (customer_id,
 # (customer_id, question, her purchases newest first, item ids to leave out, limit) -> ``CatalogHit``s
 CatalogAsk = Callable[[str, str, Sequence[str], Sequence[str], int], Sequence[CatalogHit]]
 
-_WANTED = 3
+WANTED = 3  # suggestions in an answer
 HISTORY_LIMIT = 500  # her newest events read for an answer
 _REDACTED = "[redacted: {}]"
 
@@ -282,7 +283,7 @@ def ask_the_catalog(
             latest[order.item_id] = order  # oldest first: the last one wins
     bought = sorted(latest, key=lambda i: latest[i].timestamp, reverse=True)
     leave_out = sorted({e.item_id for e in history if e.kind is EventKind.RETURN and e.item_id})
-    return list(ask(customer_id, asked, bought, leave_out, _WANTED))
+    return list(ask(customer_id, asked, bought, leave_out, WANTED))
 
 
 def asked_for(
@@ -349,7 +350,7 @@ def best_sellers(
             )
         )
         suggested.add(item.id)
-        if len(out) >= _WANTED:
+        if len(out) >= WANTED:
             break
     return out
 

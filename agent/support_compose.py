@@ -30,7 +30,6 @@ __all__ = ["PROBLEMS", "compose"]
 
 # Something went wrong for her: these get the order, the ticket and the policy's amends.
 PROBLEMS: frozenset[Intent] = frozenset({"late_delivery", "damaged_item", "return_refund"})
-_WANTED = 3
 _LINES_SHOWN = 3
 
 _ORDER_TITLE = {

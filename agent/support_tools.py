@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeVar
 from agent.intent import Entities, Intent, IntentGuess, read_entities
 from agent.support import (
     HISTORY_LIMIT,
+    WANTED,
     ToolCall,
     ToolSpec,
     ask_the_catalog,
@@ -26,16 +27,14 @@ from agent.support import (
     title_of,
     untold,
 )
+from agent.support_compose import PROBLEMS
 from agent.support_state import Facts, SupportDeps
 from guardrails.injection import defuse
 from tailor.core.models import Customer, Event, EventKind, Item
 
-__all__ = ["ALLOWED", "PROBLEMS", "TOOLS", "WANTED", "Toolbox", "plan"]
+__all__ = ["ALLOWED", "TOOLS", "Toolbox", "plan"]
 
 T = TypeVar("T")
-# Something went wrong for her: these get the order, the ticket and the policy's amends.
-PROBLEMS: frozenset[Intent] = frozenset({"late_delivery", "damaged_item", "return_refund"})
-WANTED = 3  # suggestions in an answer
 _SHOWN = 5  # lines of a tool's answer shown to a model
 
 By = Literal["plan", "model"]

@@ -6,10 +6,9 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from agent.audit import record
-from agent.support import GuardrailNote, short
+from agent.support import WANTED, GuardrailNote, short
 from agent.support_compose import compose
 from agent.support_state import SupportDeps, SupportState
-from agent.support_tools import WANTED
 from guardrails import grounding
 from guardrails.base import RailContext
 from tailor.core.errors import LLMError, LLMOutputError

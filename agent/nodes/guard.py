@@ -7,9 +7,8 @@ from langgraph.runtime import Runtime
 
 from agent.audit import record
 from agent.compose import other_customers
-from agent.support import GuardrailNote, Suggestion, SupportAnswer, guard
+from agent.support import WANTED, GuardrailNote, Suggestion, SupportAnswer, guard
 from agent.support_state import SupportDeps, SupportState
-from agent.support_tools import WANTED
 from guardrails.base import RailContext
 from guardrails.runner import check_part
 
