@@ -555,7 +555,8 @@ class VectorStore:
                 self.items_collection,
                 prefetch=prefetch,
                 query=qm.FusionQuery(fusion=qm.Fusion.RRF),
-                query_filter=flt,
+                # Fusion only re-ranks what the prefetches found, each already filtered: a filter here
+                # again would cost embedded Qdrant one more pass over every point, for nothing.
                 limit=limit,
                 with_payload=["item_id"],
             )

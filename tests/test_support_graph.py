@@ -101,6 +101,10 @@ def test_without_an_encoder_the_words_that_name_an_intent_decide() -> None:
     assert words.guess("les tasses sont arrivées cassées").intent == "damaged_item"
     assert words.guess("she wants a refund").intent == "return_refund"
     assert words.guess("hello").intent == "other"
+    # "Invoice 581650" names an order, not a request for an invoice: only the refund is named.
+    refund = words.guess("he wants a refund on invoice 581650")
+    assert refund.intent == "return_refund" and refund.scores["other"] == 0.0
+    assert words.guess("she needs a VAT invoice").intent == "other"
 
 
 @pytest.mark.slow
