@@ -29,6 +29,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,13 +71,16 @@ class Phase:
 
 
 async def run_phase(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient | Sequence[httpx.AsyncClient],
     name: str,
     paths: list[str],
     rate: float,
     seconds: float,
     headers: dict[str, str],
 ) -> Phase:
+    """``n = rate * seconds`` requests at fixed times; with several clients (one per replica) request ``i``
+    goes to client ``i mod n``: the round robin a load balancer would do."""
+    clients = [client] if isinstance(client, httpx.AsyncClient) else list(client)
     n = max(1, int(rate * seconds))
     latencies: list[float] = []
     errors = 0
@@ -89,7 +93,7 @@ async def run_phase(
             await asyncio.sleep(delay)
         t0 = time.perf_counter()
         try:
-            r = await client.get(paths[i % len(paths)], headers=headers)
+            r = await clients[i % len(clients)].get(paths[i % len(paths)], headers=headers)
             ok = r.status_code == 200
         except httpx.HTTPError:
             ok = False
@@ -133,6 +137,46 @@ async def during_refit(
         if (await client.get("/v1/model", headers=crm)).json()["refits"] > before["refits"]:
             break
     return merged
+
+
+async def highest_held(
+    step: Callable[[float], Awaitable[Phase]], args: argparse.Namespace, budget: int
+) -> tuple[float, float | None]:
+    """The highest rate whose phase (``step(rate)``) has no error and p95 under ``args.target_ms``, and the
+    lowest rate seen failing (None when the ramp ran out first). Doubling from ``args.start_rate`` finds
+    the bracket [held, failed); bisection then narrows it, so the figure is not off by up to a factor of
+    two. No step is started that ``budget`` requests cannot pay for."""
+    budget_left = budget
+
+    async def holds(rate: float) -> bool | None:
+        nonlocal budget_left
+        cost = int(rate * args.step_seconds)
+        if cost > budget_left:
+            return None
+        phase = await step(rate)
+        budget_left -= phase.sent
+        print(phase.line())
+        return not phase.errors and phase.pct(0.95) < args.target_ms
+
+    held, failed = 0.0, None
+    rate = args.start_rate
+    while rate <= args.max_rate:
+        ok = await holds(rate)
+        if ok is None:
+            break
+        if not ok:
+            failed = rate
+            break
+        held, rate = rate, rate * 2
+    for _ in range(args.bisect_steps):
+        if failed is None or failed - held <= max(1.0, 0.05 * failed):
+            break
+        mid = (held + failed) / 2 if held else failed / 2
+        ok = await holds(mid)
+        if ok is None:
+            break
+        held, failed = (mid, failed) if ok else (held, mid)
+    return held, failed
 
 
 async def bench(
@@ -186,39 +230,11 @@ async def bench(
 
         print(f"\nramp (recommendations, {args.step_seconds}s per step, target p95 < {args.target_ms} ms)")
         sent = peer.sent + recs.sent + why.sent + refit_sent
-        budget_left = args.max_requests - sent
 
-        async def holds(rate: float) -> bool | None:
-            """Whether ``rate`` holds the target; None when the request budget cannot pay for the step."""
-            nonlocal budget_left
-            cost = int(rate * args.step_seconds)
-            if cost > budget_left:
-                return None
-            phase = await run_phase(client, "recommendations", rec_paths, rate, args.step_seconds, support)
-            budget_left -= phase.sent
-            print(phase.line())
-            return not phase.errors and phase.pct(0.95) < args.target_ms
+        async def step(rate: float) -> Phase:
+            return await run_phase(client, "recommendations", rec_paths, rate, args.step_seconds, support)
 
-        # Doubling finds the bracket [held, failed); bisection then narrows it, so the figure is not
-        # off by up to a factor of two.
-        held, failed = 0.0, None
-        rate = args.start_rate
-        while rate <= args.max_rate:
-            ok = await holds(rate)
-            if ok is None:
-                break
-            if not ok:
-                failed = rate
-                break
-            held, rate = rate, rate * 2
-        for _ in range(args.bisect_steps):
-            if failed is None or failed - held <= max(1.0, 0.05 * failed):
-                break
-            mid = (held + failed) / 2 if held else failed / 2
-            ok = await holds(mid)
-            if ok is None:
-                break
-            held, failed = (mid, failed) if ok else (held, mid)
+        held, failed = await highest_held(step, args, args.max_requests - sent)
         bracket = f" (next step {failed:.0f} req/s failed)" if failed is not None else " (ramp limit reached)"
         print(f"\nhighest rate held with p95 < {args.target_ms} ms: {held:.0f} req/s{bracket}")
     return 0

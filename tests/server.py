@@ -26,6 +26,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -435,24 +436,26 @@ class ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.server", "--port", str(self.port), "--facade", self.facade],
-            cwd=REPO,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            self.command(), cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(self.base_url + "/healthz", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
+            if self.ready():
+                return self
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"server did not become healthy in {timeout}s:\n{self.log()}")
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "tests.server", "--port", str(self.port), "--facade", self.facade]
+
+    def ready(self) -> bool:
+        try:
+            return httpx.get(self.base_url + "/healthz", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -482,6 +485,30 @@ class ServerProcess:
         self.stop()
 
 
+class WorkerProcess(ServerProcess):
+    """``tailor worker`` in a subprocess (``run_worker`` over the same facades as the server): no HTTP; it
+    is ready once it says it takes jobs. Its log is its own, beside the data dir's server log."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, facade: str = "fake") -> None:
+        super().__init__(data_dir, env, facade)
+        self.log_path = data_dir / f"worker-{self.port}.log"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "tests.server",
+            "--worker",
+            "--port",
+            str(self.port),
+            "--facade",
+            self.facade,
+        ]
+
+    def ready(self) -> bool:
+        return "taking jobs" in self.log()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     import uvicorn
 
@@ -490,6 +517,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--facade", choices=["fake", "real"], default="fake")
+    parser.add_argument("--worker", action="store_true", help="run `tailor worker` instead of the server")
     args = parser.parse_args(argv)
     settings = Settings()
     # Typed as the contract: mypy holds the test double to every member the service has.
@@ -497,6 +525,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     level = os.environ.get("TAILOR_TEST_LOG_LEVEL", "warning").lower()
     if level != "warning":
         logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if args.worker:
+        from tailor.app.worker import run_worker
+
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        run_worker(settings, facade, stop=stop, ready=lambda name: print(f"{name} taking jobs", flush=True))
+        return
     uvicorn.run(create_app(settings, facade), host="127.0.0.1", port=args.port, log_level=level)
 
 

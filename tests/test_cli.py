@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tailor.app.ops import Ops
+from tailor.core.settings import Settings
 from tests.server import seed_store
+from tests.waiting import wait_until
 
 
 def tailor(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
@@ -118,3 +122,32 @@ def test_email_send_records_the_contact_and_the_impressions(
     # A preview counts toward neither cap, and is itself held back by the send's frequency cap.
     preview = json.loads(tailor("email", "100", "--json", data_dir=tmp_path).stdout)
     assert preview["refusal"]["reason"] == "frequency_cap"
+
+
+@pytest.mark.slow
+def test_a_worker_runs_queued_jobs_and_stops_cleanly_on_sigterm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TAILOR_NOW", "2011-12-10T10:00:00+00:00")
+    ids = seed_store(tmp_path, n_customers=6)
+    assert tailor("index", data_dir=tmp_path).returncode == 0
+    settings = Settings(data_dir=tmp_path)
+    ops = Ops(settings.ops_database)
+    try:
+        job = ops.create_job("campaign", ids, {"trigger": {"kind": "campaign", "campaign_id": "cli"}}).job_id
+    finally:
+        ops.close()
+    command = [sys.executable, "-m", "tailor.app.cli", "worker", "--data-dir", str(tmp_path)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as worker:
+        ops = Ops(settings.ops_database)
+        try:
+            wait_until(lambda: ops.get_job(job).status == "done", 240, every=0.5)
+            counts = ops.get_job(job).counts
+        finally:
+            ops.close()
+            worker.send_signal(signal.SIGTERM)
+            _, stderr = worker.communicate(timeout=60)
+    assert worker.returncode == 0, stderr
+    assert "taking jobs from" in stderr and "worker stopped" in stderr
+    # Five emails; the second customer opted out of marketing.
+    assert counts == {"done": 5, "refused": 1}, counts

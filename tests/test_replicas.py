@@ -11,6 +11,7 @@ a shared Qdrant by URL, are what replicas on several machines need next.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,7 +24,7 @@ from tailor.app.http import create_key
 from tailor.app.ops import Ops
 from tailor.core.settings import Settings
 from tests.postgres import PostgresCluster
-from tests.server import ServerProcess, seed_store
+from tests.server import ServerProcess, WorkerProcess, seed_store
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -130,3 +131,49 @@ def test_a_forget_sent_to_one_replica_holds_on_the_other(replicas: dict[str, Any
         campaign = {"audience": {"customer_ids": [cid, replicas["ids"][6]]}, "trigger": {"kind": "campaign"}}
         r = client.post("/v1/campaigns", headers={**crm, "Idempotency-Key": "c-after"}, json=campaign)
         assert r.status_code == 410 and cid in r.text, r.text
+
+
+def test_workers_run_what_an_api_only_replica_queues_and_one_killed_leaves_the_rest_to_the_other(
+    pg_cluster: PostgresCluster, tmp_path: Path
+) -> None:
+    url = pg_cluster.database(f"workers_{tmp_path.name[-12:].lower().replace('-', '_')}")
+    data_dir = tmp_path / "data"
+    ids = seed_store(data_dir, n_customers=24)
+    env = {"TAILOR_DATABASE_URL": url, "TAILOR_TEST_EMAIL_DELAY": "0.4", "TAILOR_JOB_CONCURRENCY": "2"}
+    api = ServerProcess(data_dir, {**env, "TAILOR_SERVE_JOBS": "false"})
+    workers = [WorkerProcess(data_dir, env), WorkerProcess(data_dir, env)]
+    crm = {"Authorization": f"Bearer {create_key(Settings(data_dir=data_dir, database_url=url), 'crm')}"}
+    campaign = {"audience": {"customer_ids": ids}, "trigger": {"kind": "campaign", "campaign_id": "w"}}
+    try:
+        api.start()
+        with httpx.Client(base_url=api.base_url, timeout=30) as client:
+            r = client.post("/v1/campaigns", headers={**crm, "Idempotency-Key": "w1"}, json=campaign)
+            assert r.status_code == 202, r.text
+            job_id = r.json()["job_id"]
+            # The replica only queues: with no worker running, nothing moves.
+            time.sleep(2.0)
+            queued = client.get(f"/v1/jobs/{job_id}", headers=crm).json()
+            assert queued["status"] == "queued" and queued["done"] == 0, queued
+            assert not _emails(api)
+            with ThreadPoolExecutor(max_workers=2) as pool:  # together: neither has the job to itself
+                list(pool.map(lambda w: w.start(), workers))
+            _wait(lambda: client.get(f"/v1/jobs/{job_id}", headers=crm).json()["done"] >= 4)
+            workers[0].kill()
+            assert client.get(f"/v1/jobs/{job_id}", headers=crm).json()["status"] != "done"
+            _wait(
+                lambda: client.get(f"/v1/jobs/{job_id}", headers=crm).json()["status"] == "done", timeout=90
+            )
+            job = client.get(f"/v1/jobs/{job_id}", headers=crm).json()
+            rows = [
+                json.loads(x) for x in client.get(f"/v1/jobs/{job_id}/results", headers=crm).text.splitlines()
+            ]
+    finally:
+        for proc in (*workers, api):
+            proc.stop()
+    assert (job["done"], job["refused"], job["failed"]) == (23, 1, 0)
+    assert sorted(r["customer_id"] for r in rows) == sorted(ids), "every item has one result"
+    written = _emails(api)
+    assert set(written) == set(ids) - {ids[1]}, "no email lost"
+    # Written twice at most: the emails under way on the killed worker (its two threads), never delivered.
+    assert len(written) - len(set(written)) <= 2
+    assert "taking jobs" in workers[1].log()

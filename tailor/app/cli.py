@@ -382,6 +382,33 @@ def serve(
     _run(body)
 
 
+@app.command()
+def worker(data_dir: DataDir = None) -> None:
+    """Run queued jobs (campaign items, triggers) with no HTTP, until interrupted: any number of workers,
+    beside `tailor serve` replicas, on one ops database (TAILOR_DATABASE_URL)."""
+
+    def body() -> None:
+        import signal
+        import threading
+
+        from tailor.app.worker import run_worker
+
+        settings = _settings(data_dir)
+        stop = threading.Event()
+        # SIGTERM (an orchestrator's stop) ends it as cleanly as Ctrl-C: the items it holds go back at once.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        where = "PostgreSQL" if settings.database_url else str(settings.ops_path)
+        run_worker(
+            settings,
+            stop=stop,
+            ready=lambda name: err.print(f"worker {markup_safe(name)} taking jobs from {markup_safe(where)}"),
+        )
+        err.print("worker stopped")
+
+    _run(body)
+
+
 @keys_app.command("create")
 def keys_create(
     role: Annotated[str, typer.Option(help="crm or support.")],

@@ -103,6 +103,11 @@ class Settings(BaseSettings):
         " cut to fit it, then the item falls back or is deferred (TAILOR_LLM_UNAVAILABLE). So a hanging"
         " model delays other jobs by one budget at most.",
     )
+    serve_jobs: bool = Field(
+        True,
+        description="Whether `tailor serve` runs jobs (campaign items, triggers) besides answering the API."
+        " false: this replica only queues them, for `tailor worker` processes on the same ops database.",
+    )
     serve_blas_threads: int = Field(
         1,
         ge=1,

@@ -26,7 +26,8 @@ def lifespan(
     settings: Settings, facade: Facade | None, metrics: Metrics, *, run_jobs: bool
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """``facade`` defaults to ``Tailor.open(settings)``, opened here and closed at shutdown; a given one is
-    left open. ``run_jobs=False`` leaves jobs queued (tests)."""
+    left open. ``run_jobs=False`` leaves jobs queued (tests), as ``TAILOR_SERVE_JOBS=false`` does for
+    replicas beside ``tailor worker`` processes."""
 
     @asynccontextmanager
     async def run(app: FastAPI) -> AsyncIterator[None]:
@@ -49,7 +50,7 @@ def lifespan(
         state = ServiceState(settings, the_facade, ops, metrics)
         app.state.tailor = state
         state.start_warm_up()
-        if run_jobs:
+        if run_jobs and settings.serve_jobs:
             # Picks up whatever a previous process left pending: that is what makes jobs resumable.
             state.runner.start()
         try:
