@@ -59,6 +59,20 @@ def ops_target(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
     return cluster.database(f"ops_{uuid.uuid4().hex[:12]}")
 
 
+@pytest.fixture(params=OPS_ENGINES)
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """An empty customer store, once per engine: an SQLite file, and a new PostgreSQL database. The store's
+    contract tests take it, as the ops tests take ``ops_target``."""
+    if request.param == "sqlite":
+        target: str | Path = tmp_path / "tailor.db"
+    else:
+        cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
+        target = cluster.database(f"store_{uuid.uuid4().hex[:12]}")
+    store = Store(target)
+    yield store
+    store.close()
+
+
 @pytest.fixture(scope="session", params=sorted(RETAILERS))
 def retailer(request: pytest.FixtureRequest) -> Retailer:
     """Each retailer configuration of ``tests/retailers.py``: a test that takes it runs under both."""

@@ -80,7 +80,7 @@ class ScriptedTailor:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = Store(settings.store_path)
+        self.store = Store(settings.store_database)
         self.email_delay_s = float(os.environ.get("TAILOR_TEST_EMAIL_DELAY", "0"))
         self.emails_log = settings.data_dir / "emails.log"
         self.fault_customer = os.environ.get("TAILOR_TEST_FAULT_CUSTOMER")
@@ -278,11 +278,18 @@ class ScriptedTailor:
 
 
 def seed_store(
-    data_dir: Path, n_customers: int = 3, *, domain: str = "example-retail.test", currency: str = "GBP"
+    data_dir: Path,
+    n_customers: int = 3,
+    *,
+    domain: str = "example-retail.test",
+    currency: str = "GBP",
+    database_url: str | None = None,
 ) -> list[str]:
     """A small, real store: 6 items, ``n_customers`` customers (the second opted out), purchases. The
-    items are sold at ``domain`` in ``currency`` (a retailer configuration's own)."""
-    store = Store(data_dir / "tailor.db")
+    items are sold at ``domain`` in ``currency`` (a retailer configuration's own). In the data dir's
+    SQLite file, or in the PostgreSQL database at ``database_url`` (as ``TAILOR_DATABASE_URL`` puts it)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(database_url or data_dir / "tailor.db")
     try:
         items = [
             Item(

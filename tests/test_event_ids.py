@@ -6,7 +6,6 @@ customers), with a real ranker fitted on it and the real embedding model for the
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from retrieval.ranker import Ranker
 from retrieval.recommender import HybridRecommender
@@ -44,6 +44,12 @@ def _purchase(customer_id: str, item_id: str, *, id: str | None = None, order: s
 
 
 # -- the store -------------------------------------------------------------------------------------
+@pytest.fixture
+def fresh_store(any_store: Store) -> Store:
+    """The store's event-id contract, on both engines: SQLite, and PostgreSQL."""
+    return any_store
+
+
 def test_an_unchanged_resend_is_a_duplicate_and_is_not_written_again(fresh_store: Store) -> None:
     first = fresh_store.add_batch([], [_purchase("c1", "A", id="e1")])
     assert [e.id for e in first.new] == ["e1"] and first.duplicates == 0
@@ -96,19 +102,17 @@ def test_an_id_repeated_in_a_batch_is_one_event_or_a_conflict(fresh_store: Store
     assert fresh_store.counts()["events"] == 1
 
 
-def test_the_same_instant_stored_in_another_offset_is_the_same_event(tmp_path: Path) -> None:
-    store = Store(tmp_path / "tailor.db")
+def test_the_same_instant_stored_in_another_offset_is_the_same_event(fresh_store: Store) -> None:
     # As an older writer may have stored it: the same instant, written at +01:00.
-    raw = sqlite3.connect(tmp_path / "tailor.db")
-    raw.execute(
-        "INSERT INTO events VALUES ('e1', 'c1', 'purchase', 'A', 1, 3.5, NULL,"
-        " '2011-12-09T01:00:00+01:00', 'o1')"
-    )
-    raw.commit()
-    raw.close()
-    written = store.add_batch([], [_purchase("c1", "A", id="e1")])
+    with fresh_store.transaction() as db:
+        db.execute(
+            sa.text(
+                "INSERT INTO events (id, customer_id, kind, item_id, quantity, value, text, ts, order_id)"
+                " VALUES ('e1', 'c1', 'purchase', 'A', 1, 3.5, NULL, '2011-12-09T01:00:00+01:00', 'o1')"
+            )
+        )
+    written = fresh_store.add_batch([], [_purchase("c1", "A", id="e1")])
     assert written.new == [] and written.duplicates == 1
-    store.close()
 
 
 def _race(
@@ -122,10 +126,10 @@ def _race(
         outcome[customer_id] = "refused"
 
 
-def test_concurrent_writers_of_one_id_keep_one_event_and_refuse_the_other(tmp_path: Path) -> None:
-    # Two connections to one file, as two processes would have: the check and the insert must be one step.
-    path = tmp_path / "tailor.db"
-    stores = [Store(path), Store(path)]
+def test_concurrent_writers_of_one_id_keep_one_event_and_refuse_the_other(fresh_store: Store) -> None:
+    # Two stores on one database, as two processes have: the check and the insert must be one step (SQLite:
+    # writers take turns; PostgreSQL: an id stored meanwhile is seen by the insert itself).
+    stores = [fresh_store, Store(fresh_store.target)]
     try:
         for round_ in range(20):
             event_id, start = f"race-{round_}", threading.Barrier(2)
@@ -142,8 +146,7 @@ def test_concurrent_writers_of_one_id_keep_one_event_and_refuse_the_other(tmp_pa
             (kept,) = stores[0].get_events([event_id])
             assert outcome[kept.customer_id] == "written"
     finally:
-        for store in stores:
-            store.close()
+        stores[1].close()
 
 
 # -- the facade ------------------------------------------------------------------------------------

@@ -1,11 +1,11 @@
-"""Two ``tailor serve`` replicas on one PostgreSQL ops database (``TAILOR_DATABASE_URL``), as real processes
-on 127.0.0.1 behind no balancer but the test's own round robin.
+"""Two ``tailor serve`` replicas on one PostgreSQL database (``TAILOR_DATABASE_URL``), as real processes on
+127.0.0.1 behind no balancer but the test's own round robin.
 
-What the ops database shares is what must be shared: jobs and their items (claimed with leases),
-idempotency keys, API keys and forgotten ids' tombstones. The customer store is the scripted facade's, one
-SQLite file both replicas open on this machine (WAL: one writer at a time, any number of readers); its log
-of written emails (``emails.log``) counts every email whichever replica wrote it. The store on PostgreSQL, and
-a shared Qdrant by URL, are what replicas on several machines need next.
+The database holds what must be shared: the customer store (the scripted facade's), and the ops tables:
+jobs and their items (claimed with leases), idempotency keys, API keys and forgotten ids' tombstones. The
+scripted facade's log of written emails (``emails.log``, in the data dir both replicas are given) counts
+every email whichever replica wrote it. A shared Qdrant by URL is what replicas on several machines need
+beside it.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def _emails(proc: ServerProcess) -> list[str]:
 def replicas(pg_cluster: PostgresCluster, tmp_path: Path) -> Iterator[dict[str, Any]]:
     url = pg_cluster.database(f"replicas_{tmp_path.name[-12:].lower().replace('-', '_')}")
     data_dir = tmp_path / "data"
-    ids = seed_store(data_dir, n_customers=24)
+    ids = seed_store(data_dir, n_customers=24, database_url=url)
     env = {"TAILOR_DATABASE_URL": url, "TAILOR_TEST_EMAIL_DELAY": "0.15", "TAILOR_JOB_CONCURRENCY": "2"}
     procs = [ServerProcess(data_dir, env), ServerProcess(data_dir, env)]
     # The keys live in the shared database: made once, good on both.
@@ -138,7 +138,7 @@ def test_workers_run_what_an_api_only_replica_queues_and_one_killed_leaves_the_r
 ) -> None:
     url = pg_cluster.database(f"workers_{tmp_path.name[-12:].lower().replace('-', '_')}")
     data_dir = tmp_path / "data"
-    ids = seed_store(data_dir, n_customers=24)
+    ids = seed_store(data_dir, n_customers=24, database_url=url)
     env = {"TAILOR_DATABASE_URL": url, "TAILOR_TEST_EMAIL_DELAY": "0.4", "TAILOR_JOB_CONCURRENCY": "2"}
     api = ServerProcess(data_dir, {**env, "TAILOR_SERVE_JOBS": "false"})
     workers = [WorkerProcess(data_dir, env), WorkerProcess(data_dir, env)]

@@ -5,10 +5,17 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from tailor.core.errors import NotFoundError
 from tailor.core.models import Customer, Event, EventKind, Item
 from tailor.data.store import Store
+
+
+@pytest.fixture
+def fresh_store(any_store: Store) -> Store:
+    """Every contract test here runs on both engines: SQLite, and PostgreSQL."""
+    return any_store
 
 
 def _seed(store: Store) -> None:
@@ -148,7 +155,7 @@ def test_an_older_store_file_gains_the_impressions_table(tmp_path: Path) -> None
 
 def test_failed_transaction_writes_nothing(fresh_store: Store) -> None:
     with pytest.raises(RuntimeError), fresh_store.transaction() as db:
-        db.execute("INSERT INTO meta VALUES ('k', '1')")
+        db.execute(sa.text("INSERT INTO meta (key, value) VALUES ('k', '1')"))
         raise RuntimeError("boom")
     assert fresh_store.get_meta("k") is None
 
@@ -177,7 +184,7 @@ def test_profiles_and_events_land_together_or_not_at_all(tmp_path: Path) -> None
     )
     raw.commit()
     raw.close()
-    with pytest.raises(sqlite3.IntegrityError, match="refused by test"):
+    with pytest.raises(sa.exc.IntegrityError, match="refused by test"):
         store.add_customers_and_events([new], events)
     assert not store.has_customer("c2")
     assert store.events("c2") == [] and store.counts()["events"] == 3
@@ -220,12 +227,83 @@ def test_a_send_for_a_customer_forgotten_meanwhile_writes_nothing(fresh_store: S
     fresh_store.delete_customer("c1")
     assert not fresh_store.record_send("job:j:c1", "c1", ["A"], at)
     assert fresh_store.contacts("c1") == [] and fresh_store.impressions("c1") == []
-    db = sqlite3.connect(fresh_store.path)
-    try:
-        assert db.execute("SELECT COUNT(*) FROM sends WHERE customer_id='c1'").fetchone()[0] == 0
-    finally:
-        db.close()
+    assert fresh_store._query("SELECT COUNT(*) FROM sends WHERE customer_id='c1'") == [(0,)]
     # Back again (a new import), the same send id is not spent: it is recorded then, once.
     fresh_store.upsert_customers([Customer(id="c1", first_name="Ann", email="a@example.com", country="UK")])
     assert fresh_store.record_send("job:j:c1", "c1", ["A"], at)
     assert not fresh_store.record_send("job:j:c1", "c1", ["A"], at)
+
+
+# The schema the releases before migrations wrote, as they wrote it (``CREATE ... IF NOT EXISTS`` at open).
+_SCHEMA_BEFORE_MIGRATIONS = """
+CREATE TABLE items (
+    id TEXT PRIMARY KEY, doc TEXT NOT NULL, content_hash TEXT NOT NULL, category TEXT NOT NULL,
+    in_stock INTEGER NOT NULL, price REAL NOT NULL
+);
+CREATE TABLE customers (id TEXT PRIMARY KEY, doc TEXT NOT NULL, country TEXT NOT NULL);
+CREATE TABLE events (
+    id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, kind TEXT NOT NULL, item_id TEXT,
+    quantity INTEGER, value REAL, text TEXT, ts TEXT NOT NULL, order_id TEXT
+);
+CREATE INDEX events_customer ON events(customer_id, ts);
+CREATE INDEX events_kind_ts ON events(kind, ts);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE contacts (customer_id TEXT NOT NULL, ts TEXT NOT NULL, channel TEXT NOT NULL);
+CREATE INDEX contacts_customer ON contacts(customer_id, ts);
+CREATE TABLE impressions (
+    customer_id TEXT NOT NULL, item_id TEXT NOT NULL, ts TEXT NOT NULL, channel TEXT NOT NULL
+);
+CREATE INDEX impressions_customer ON impressions(customer_id, ts);
+CREATE TABLE sends (id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, ts TEXT NOT NULL, channel TEXT NOT NULL);
+CREATE INDEX sends_customer ON sends(customer_id);
+"""
+
+
+def test_a_store_file_written_before_migrations_is_read_whole_after_the_upgrade(tmp_path: Path) -> None:
+    path = tmp_path / "tailor.db"
+    item = Item(id="A", title="Bag", category="Bags", price=1.5, url="https://example-retail.test/p/A")
+    ann = Customer(id="c1", first_name="Ann", email="a@example.com", country="UK")
+    raw = sqlite3.connect(path)
+    raw.executescript(_SCHEMA_BEFORE_MIGRATIONS)
+    raw.execute("INSERT INTO items VALUES ('A', ?, 'h', 'Bags', 1, 1.5)", (item.model_dump_json(),))
+    raw.execute("INSERT INTO customers VALUES ('c1', ?, 'UK')", (ann.model_dump_json(),))
+    raw.execute(
+        "INSERT INTO events VALUES"
+        " ('e1', 'c1', 'purchase', 'A', 2, 3.0, NULL, '2011-01-01T00:00:00+00:00', 'o1')"
+    )
+    raw.execute("INSERT INTO meta VALUES ('changes:purchases', '1')")
+    raw.execute("INSERT INTO contacts VALUES ('c1', '2011-01-02T00:00:00+00:00', 'email')")
+    raw.execute("INSERT INTO impressions VALUES ('c1', 'A', '2011-01-02T00:00:00+00:00', 'email')")
+    raw.execute("INSERT INTO sends VALUES ('job:j:c1', 'c1', '2011-01-02T00:00:00+00:00', 'email')")
+    raw.commit()
+    raw.close()
+    store = Store(path)
+    try:
+        assert store.get_item("A") == item and store.get_customer("c1") == ann
+        (event,) = store.events("c1")
+        assert (event.id, event.order_id, event.quantity) == ("e1", "o1", 2)
+        assert store.changes() == {"purchases": 1, "forgotten": 0}
+        assert store.contacts("c1") == [datetime(2011, 1, 2, tzinfo=UTC)]
+        assert store.impressions("c1") == [("A", datetime(2011, 1, 2, tzinfo=UTC))]
+        assert not store.record_send("job:j:c1", "c1", ["A"], datetime(2011, 1, 2, tzinfo=UTC)), "spent"
+        # Adopted, not rebuilt: now at the newest revision, and written to as before.
+        assert store._query("SELECT version_num FROM alembic_version_store") == [("0001",)]
+        store.add_events(
+            [
+                Event(
+                    customer_id="c1",
+                    kind=EventKind.VIEW,
+                    item_id="A",
+                    timestamp=datetime(2011, 2, 1, tzinfo=UTC),
+                )
+            ]
+        )
+        assert len(store.events("c1")) == 2
+    finally:
+        store.close()
+    # And opened again, nothing is migrated twice.
+    again = Store(path)
+    try:
+        assert again.counts() == {"items": 1, "customers": 1, "events": 2}
+    finally:
+        again.close()

@@ -86,8 +86,8 @@ class SuiteInput:
         """The store's purchases if it holds data, else the UCI parquet; a seeded customer slice if quick."""
         if self._purchases is None:
             frame: pd.DataFrame | None = None
-            if self.settings.store_path.exists():
-                store = Store(self.settings.store_path)
+            if self.settings.store_exists:
+                store = Store(self.settings.store_database)
                 try:
                     if store.counts()["events"]:
                         frame, self.from_store = purchases_from_store(store), True
@@ -96,7 +96,8 @@ class SuiteInput:
                     store.close()
             if frame is None:
                 self.notes.append(
-                    f"the store {self.settings.store_path} is empty: purchases from {DEFAULT_PARQUET}"
+                    f"the store {'on PostgreSQL' if self.settings.database_url else self.settings.store_path}"
+                    f" is empty: purchases from {DEFAULT_PARQUET}"
                 )
                 frame = purchases_from_uci(DEFAULT_PARQUET)
                 self.uci = True
@@ -164,7 +165,7 @@ def _ranking(inp: SuiteInput) -> Eval:
     if inp.from_store:
         # The same item vectors the service fits on (the store's catalog through the configured embedder,
         # cached on disk), so the suite measures the ranker that serves.
-        store = Store(inp.settings.store_path)
+        store = Store(inp.settings.store_database)
         try:
             items = store.items()
             vectors = item_text_vectors(items, Embedder.from_settings(inp.settings))
@@ -211,7 +212,7 @@ def demo_now(settings: Settings, last_event: datetime | None) -> str | None:
 
 def _generation(inp: SuiteInput) -> Eval:
 
-    store = Store(inp.settings.store_path)
+    store = Store(inp.settings.store_database)
     try:
         store.require_data()
         now = demo_now(inp.settings, store.last_event_time())
@@ -234,8 +235,8 @@ def _copy(inp: SuiteInput) -> Eval:
 
     deps = None
     service = None
-    if inp.settings.store_path.exists():
-        store = Store(inp.settings.store_path)
+    if inp.settings.store_exists:
+        store = Store(inp.settings.store_database)
         try:
             has_data = store.counts()["items"] > 0
             now = demo_now(inp.settings, store.last_event_time()) if has_data else None
@@ -264,8 +265,8 @@ def _support(inp: SuiteInput) -> Eval:
         sets["fresh"] = SUPPORT_FRESH
     cases = [c for path in sets.values() for c in read_jsonl(path)]
     held = False
-    if inp.settings.store_path.exists():
-        store = Store(inp.settings.store_path)
+    if inp.settings.store_exists:
+        store = Store(inp.settings.store_database)
         try:
             held = all(store.has_customer(str(c["customer_id"])) for c in cases)
         finally:
@@ -305,8 +306,8 @@ def _policy(inp: SuiteInput) -> Eval:
     n = 300 if inp.quick else 3000
     path = decisions_path(inp.settings)
     log = None
-    if path.exists() and inp.settings.store_path.exists():
-        store = Store(inp.settings.store_path)
+    if path.exists() and inp.settings.store_exists:
+        store = Store(inp.settings.store_database)
         try:
             # Reward: a click on an email or a purchase within 7 days of the send (opens are too noisy:
             # image proxies open mail nobody read).

@@ -5,7 +5,7 @@ with ``benchmarks/load.py --refit``, a fit that takes under a minute alone had n
 minutes of 20 recommendations a second, and those requests' p95 tripled. A child process at a lower
 priority shares only the cores, and the scheduler serves the requests first.
 
-    python -m tailor.app.fit_worker --store DB --vectors DIR --now ISO --out BASE
+    TAILOR_FIT_STORE=DB python -m tailor.app.fit_worker --vectors DIR --now ISO --out BASE
 
 ``DIR`` holds ``ids.json`` and ``vectors.npy`` (the items' text vectors, rows in id order); the fitted
 ranker is saved at ``BASE`` (``BASE.npz`` and ``BASE.json``, see ``Ranker.save``). Exit 0 on success; on
@@ -29,7 +29,10 @@ from tailor.core.errors import TailorError
 from tailor.data.frame import purchases_from_store
 from tailor.data.store import Store
 
-__all__ = ["NICE", "read_vectors", "write_vectors"]
+# The store to fit on: an SQLite file's path or a database URL (which may hold a password).
+STORE_ENV = "TAILOR_FIT_STORE"
+
+__all__ = ["NICE", "STORE_ENV", "read_vectors", "write_vectors"]
 
 NICE = 10  # below the server's requests, above nothing else in particular
 
@@ -54,7 +57,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--store", type=Path, required=True)
     parser.add_argument("--vectors", type=Path, required=True)
     parser.add_argument("--now", required=True)
     parser.add_argument("--out", type=Path, required=True)
@@ -64,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         os.nice(NICE)
 
     try:
-        store = Store(args.store)
+        target = os.environ.get(STORE_ENV)
+        if not target:
+            raise ValueError(f"{STORE_ENV} names no store (an SQLite file's path or a postgresql:// URL)")
+        store = Store(target)
         try:
             purchases = purchases_from_store(store)
         finally:

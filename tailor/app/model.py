@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -28,7 +29,7 @@ from retrieval.embeddings import Embedder
 from retrieval.ranker import Ranker
 from retrieval.recommender import HybridRecommender, item_text_vectors
 from retrieval.vector_store import VectorStore
-from tailor.app.fit_worker import write_vectors
+from tailor.app.fit_worker import STORE_ENV, write_vectors
 from tailor.core.errors import BackendError, TailorError
 from tailor.core.logs import describe
 from tailor.core.models import Event
@@ -313,8 +314,6 @@ class RankerModel:
                 sys.executable,
                 "-m",
                 "tailor.app.fit_worker",
-                "--store",
-                str(self.settings.store_path.resolve()),
                 "--vectors",
                 str(Path(tmp) / "vectors"),
                 "--now",
@@ -322,8 +321,12 @@ class RankerModel:
                 "--out",
                 str(out),
             ]
+            target = self.settings.store_database
+            # By the environment, not the command line: a database URL may hold a password, and any user of
+            # the machine can read a process's arguments.
+            env = {**os.environ, STORE_ENV: str(target.resolve() if isinstance(target, Path) else target)}
             with subprocess.Popen(
-                command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=_ROOT
+                command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=_ROOT, env=env
             ) as child:
                 self.refits.child = child
                 try:

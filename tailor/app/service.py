@@ -68,7 +68,7 @@ class Tailor:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = Store(settings.store_path)
+        self.store = Store(settings.store_database)
         self.model = RankerModel(
             self.store, settings, embedder=lambda: self.embedder, vectors=lambda: self.vectors, now=self.now
         )

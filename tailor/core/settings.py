@@ -48,9 +48,9 @@ class Settings(BaseSettings):
 
     database_url: str | None = Field(
         None,
-        description="PostgreSQL (postgresql://USER@HOST:PORT/DB) for the service's jobs, idempotency keys,"
-        " API keys and audit trail, shared by every replica and worker; unset, an SQLite file in the data"
-        " dir.",
+        description="PostgreSQL (postgresql://USER@HOST:PORT/DB) for the customer store (catalog, customers,"
+        " events, contacts) and the service's jobs, idempotency keys, API keys and audit trail, shared by"
+        " every replica and worker; unset, two SQLite files in the data dir.",
     )
     support_thinker: Literal["offline", "model"] | None = Field(
         None,
@@ -133,6 +133,17 @@ class Settings(BaseSettings):
     @cached_property
     def store_path(self) -> Path:
         return self.data_dir / "tailor.db"
+
+    @property
+    def store_database(self) -> str | Path:
+        """Where the customer store lives: PostgreSQL when ``TAILOR_DATABASE_URL`` says so, else the SQLite
+        file in the data dir."""
+        return self.database_url or self.store_path
+
+    @property
+    def store_exists(self) -> bool:
+        """Whether there is a store to open (a database by URL always is; it may be empty)."""
+        return self.database_url is not None or self.store_path.exists()
 
     @cached_property
     def ops_path(self) -> Path:

@@ -1,7 +1,10 @@
-"""The customer data store: catalog, customers and events in one SQLite file.
+"""The customer data store: catalog, customers and events, in an SQLite file (embedded, the default) or in
+PostgreSQL (``TAILOR_DATABASE_URL``, shared by every replica), through one code path (``tailor.data.db``).
 
-SQLite is the system of record for what the retailer told us; Qdrant holds the vectors derived from it.
-Writes are transactional per call, so a failed import leaves nothing half-written.
+The store is the system of record for what the retailer told us; Qdrant holds the vectors derived from it.
+Writes are transactional per call, so a failed import leaves nothing half-written. Its schema changes by
+versioned migrations (``tailor/data/store_migrations``, version table ``alembic_version_store``): a file
+written before they existed is adopted as it is.
 
 An event id names one event. An event sent again unchanged is a duplicate and is not written twice; one
 sent under a stored id (or twice in a batch) with other content is a conflict, and its batch is refused.
@@ -11,46 +14,30 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Connection
 
 from tailor.core.errors import ConflictError, DataError, NotFoundError
 from tailor.core.models import FROM_STORE, Customer, Event, EventKind, Item
 from tailor.core.utc import as_utc
-from tailor.data.sqlite import SqliteFile
+from tailor.data.db import Database, Dialect, migrate
 
 __all__ = ["CustomerFacts", "EventsWritten", "Store"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS items (
-    id TEXT PRIMARY KEY, doc TEXT NOT NULL, content_hash TEXT NOT NULL, category TEXT NOT NULL,
-    in_stock INTEGER NOT NULL, price REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS customers (id TEXT PRIMARY KEY, doc TEXT NOT NULL, country TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS events (
-    id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, kind TEXT NOT NULL, item_id TEXT,
-    quantity INTEGER, value REAL, text TEXT, ts TEXT NOT NULL, order_id TEXT
-);
-CREATE INDEX IF NOT EXISTS events_customer ON events(customer_id, ts);
-CREATE INDEX IF NOT EXISTS events_kind_ts ON events(kind, ts);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS contacts (customer_id TEXT NOT NULL, ts TEXT NOT NULL, channel TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS contacts_customer ON contacts(customer_id, ts);
-CREATE TABLE IF NOT EXISTS impressions (
-    customer_id TEXT NOT NULL, item_id TEXT NOT NULL, ts TEXT NOT NULL, channel TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS impressions_customer ON impressions(customer_id, ts);
-CREATE TABLE IF NOT EXISTS sends (
-    id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, ts TEXT NOT NULL, channel TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS sends_customer ON sends(customer_id);
-"""
+MIGRATIONS = Path(__file__).resolve().parent / "store_migrations"
+VERSION_TABLE = "alembic_version_store"
+# Rows as the driver returns them, as plain tuples: each query's columns have their own types.
+Row = tuple[Any, ...]
+_CHUNK = 500
 
 
 def event_id(event: Event) -> str:
@@ -74,12 +61,15 @@ def event_id(event: Event) -> str:
 _CHANGES = "changes:"
 
 
-def _count_change(db: sqlite3.Connection, kind: str, n: int) -> None:
+def _count_change(db: Connection, kind: str, n: int) -> None:
     # In the writer's transaction, so the totals never disagree with the rows.
     if n > 0:
         db.execute(
-            "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=CAST(value AS INTEGER)+?",
-            (_CHANGES + kind, str(n), n),
+            sa.text(
+                "INSERT INTO meta (key, value) VALUES (:key, :value) ON CONFLICT (key) DO UPDATE"
+                " SET value=CAST(CAST(meta.value AS INTEGER) + :n AS TEXT)"
+            ),
+            {"key": _CHANGES + kind, "value": str(n), "n": n},
         )
 
 
@@ -112,17 +102,21 @@ def _conflict(event_id: str, n: int, fields: list[str], where: str) -> ConflictE
     )
 
 
-def _stored_events(db: sqlite3.Connection, ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+def _in(sql: str) -> sa.TextClause:
+    """``sql`` with ``:ids`` bound to a list (``IN :ids``), expanded to one parameter per element."""
+    return sa.text(sql).bindparams(sa.bindparam("ids", expanding=True))
+
+
+def _stored_events(db: Connection, ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
     found: dict[str, tuple[Any, ...]] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        for row in db.execute(f"SELECT * FROM events WHERE id IN ({marks})", chunk):
+    for start in range(0, len(ids), _CHUNK):
+        chunk = list(ids[start : start + _CHUNK])
+        for row in db.execute(_in(f"SELECT {_EVENT_COLUMNS} FROM events WHERE id IN :ids"), {"ids": chunk}):
             found[row[0]] = tuple(row)
     return found
 
 
-def _insert_events(db: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> list[int]:
+def _insert_events(db: Connection, rows: Sequence[tuple[Any, ...]]) -> list[int]:
     """Insert the rows that are new, inside the caller's transaction; return their positions.
 
     Raises ConflictError, before writing any, if an id is stored, or earlier in the batch, with other
@@ -139,11 +133,37 @@ def _insert_events(db: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> l
         if old is not None and (fields := _differences(old, rows[n])):
             raise _conflict(rows[n][0], n, fields, "is already stored")
     new = [n for n in first.values() if rows[n][0] not in stored]
-    # A plain INSERT: a row that slipped past the check fails the transaction rather than vanishing.
-    db.executemany(_INSERT_EVENT, [rows[n] for n in new])
+    if new:
+        params = [dict(zip(_EVENT_KEYS, rows[n], strict=True)) for n in new]
+        if db.dialect.name == "postgresql":
+            new = _insert_racing(db, rows, new, params)
+        else:
+            # SQLite's writers take turns (BEGIN IMMEDIATE): no id can appear between the check and here. A
+            # plain INSERT: a row that slipped past the check fails the transaction rather than vanishing.
+            db.execute(_INSERT_EVENT, params)
     # Purchases are what the ranker learns from; a view or a ticket does not make it stale.
     _count_change(db, "purchases", sum(rows[n][2] == EventKind.PURCHASE.value for n in new))
     return new
+
+
+def _insert_racing(
+    db: Connection, rows: Sequence[tuple[Any, ...]], new: list[int], params: list[dict[str, Any]]
+) -> list[int]:
+    """PostgreSQL's writers run side by side: another may store one of these ids after the check. Each
+    insert skips an id stored meanwhile (waiting for its writer to commit), and says which it wrote; a
+    skipped one is then a duplicate if it is the same event, and a conflict (the whole batch refused)
+    if it is not. Returns the positions really written."""
+    statement = (
+        postgresql.insert(_EVENTS).on_conflict_do_nothing(index_elements=["id"]).returning(_EVENTS.c.id)
+    )
+    written = {r[0] for r in db.execute(statement, params)}
+    raced = [n for n in new if rows[n][0] not in written]
+    if raced:
+        now = _stored_events(db, [rows[n][0] for n in raced])
+        for n in raced:
+            if fields := _differences(now[rows[n][0]], rows[n]):
+                raise _conflict(rows[n][0], n, fields, "was stored meanwhile")
+    return [n for n in new if rows[n][0] in written]
 
 
 def _event_row(e: Event) -> tuple[Any, ...]:
@@ -160,11 +180,44 @@ def _event_row(e: Event) -> tuple[Any, ...]:
     )
 
 
-_UPSERT_CUSTOMER = (
-    "INSERT INTO customers VALUES (?,?,?) ON CONFLICT(id) DO UPDATE SET doc=excluded.doc,"
-    " country=excluded.country"
+# A row's columns, by name: ``SELECT *`` would depend on the order a migration left them in.
+_EVENT_KEYS = ("id", "customer_id", "kind", "item_id", "quantity", "value", "text", "ts", "order_id")
+_EVENT_COLUMNS = ", ".join(_EVENT_KEYS)
+_EVENTS = sa.table("events", *(sa.column(k) for k in _EVENT_KEYS))
+_UPSERT_CUSTOMER = sa.text(
+    "INSERT INTO customers (id, doc, country) VALUES (:id, :doc, :country) ON CONFLICT (id) DO UPDATE"
+    " SET doc=excluded.doc, country=excluded.country"
 )
-_INSERT_EVENT = "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?)"
+_UPSERT_ITEM = sa.text(
+    "INSERT INTO items (id, doc, content_hash, category, in_stock, price)"
+    " VALUES (:id, :doc, :content_hash, :category, :in_stock, :price) ON CONFLICT (id) DO UPDATE"
+    " SET doc=excluded.doc, content_hash=excluded.content_hash, category=excluded.category,"
+    " in_stock=excluded.in_stock, price=excluded.price"
+)
+_INSERT_EVENT = sa.text(
+    f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ({', '.join(':' + k for k in _EVENT_KEYS)})"
+)
+
+
+_INSERT_CONTACT = sa.text("INSERT INTO contacts (customer_id, ts, channel) VALUES (:cid, :ts, :channel)")
+_INSERT_IMPRESSION = sa.text(
+    "INSERT INTO impressions (customer_id, item_id, ts, channel) VALUES (:cid, :item, :ts, :channel)"
+)
+
+
+def _customer_row(c: Customer) -> dict[str, Any]:
+    return {"id": c.id, "doc": c.model_dump_json(), "country": c.country}
+
+
+def _item_row(i: Item) -> dict[str, Any]:
+    return {
+        "id": i.id,
+        "doc": i.model_dump_json(),
+        "content_hash": _item_hash(i),
+        "category": i.category,
+        "in_stock": int(i.in_stock),
+        "price": i.price,
+    }
 
 
 @dataclass(frozen=True)
@@ -197,28 +250,54 @@ def _item_hash(item: Item) -> str:
     return hashlib.sha256(item.model_dump_json().encode()).hexdigest()
 
 
-class Store(SqliteFile):
-    """The customer store: catalog, customers, events, contacts and impressions (``tailor.data.sqlite``)."""
+class Store:
+    """The customer store: catalog, customers, events, contacts and impressions, on ``target``: an SQLite
+    file's path (the default), or a ``postgresql://`` URL."""
 
-    def __init__(self, path: Path | str) -> None:
-        super().__init__(path, _SCHEMA)
+    def __init__(self, target: Path | str) -> None:
+        self.target = target
+        self._db = Database(target)
+        self.dialect: Dialect = self._db.dialect
+        # The SQLite file (None on PostgreSQL): what is copied, inspected or removed as a file.
+        self.path: Path | None = self._db.path
+        try:
+            migrate(self._db, MIGRATIONS, VERSION_TABLE)
+        except BaseException:
+            self._db.close()
+            raise
+
+    @property
+    def where(self) -> str:
+        """The store in words, without a password."""
+        return self._db.where
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One write transaction: committed when the block ends, rolled back when it raises."""
+        with self._db.transaction() as conn:
+            yield conn
+
+    def _query(self, sql: str | sa.TextClause, params: Mapping[str, Any] | None = None) -> list[Row]:
+        with self._db.engine.connect() as conn:
+            conn = conn.execution_options(tailor_read=True)
+            statement = sa.text(sql) if isinstance(sql, str) else sql
+            rows = [tuple(r) for r in conn.execute(statement, dict(params or {}))]
+            conn.rollback()
+            return rows
 
     # -- catalog ---------------------------------------------------------------------------------
     def upsert_items(self, items: Iterable[Item]) -> int:
-        rows = [
-            (i.id, i.model_dump_json(), _item_hash(i), i.category, int(i.in_stock), i.price) for i in items
-        ]
-        with self.transaction() as db:
-            db.executemany(
-                "INSERT INTO items VALUES (?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET doc=excluded.doc,"
-                " content_hash=excluded.content_hash, category=excluded.category,"
-                " in_stock=excluded.in_stock, price=excluded.price",
-                rows,
-            )
+        rows = [_item_row(i) for i in items]
+        if rows:
+            with self.transaction() as db:
+                db.execute(_UPSERT_ITEM, rows)
         return len(rows)
 
     def get_item(self, item_id: str) -> Item:
-        rows = self._query("SELECT doc FROM items WHERE id=?", (item_id,))
+        rows = self._query("SELECT doc FROM items WHERE id=:id", {"id": item_id})
         if not rows:
             raise NotFoundError("item", item_id, hint="check the id against `tailor import` output")
         return Item.model_validate_json(rows[0][0], context=FROM_STORE)
@@ -235,10 +314,9 @@ class Store(SqliteFile):
             return {i.id: i for i in self.items()}
         out: dict[str, Item] = {}
         unique = list(dict.fromkeys(ids))
-        for start in range(0, len(unique), 500):
-            chunk = unique[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for (doc,) in self._query(f"SELECT doc FROM items WHERE id IN ({marks})", chunk):
+        for start in range(0, len(unique), _CHUNK):
+            chunk = unique[start : start + _CHUNK]
+            for (doc,) in self._query(_in("SELECT doc FROM items WHERE id IN :ids"), {"ids": chunk}):
                 item = Item.model_validate_json(doc, context=FROM_STORE)
                 out[item.id] = item
         return out
@@ -248,9 +326,10 @@ class Store(SqliteFile):
 
     # -- customers -------------------------------------------------------------------------------
     def upsert_customers(self, customers: Iterable[Customer]) -> int:
-        rows = [(c.id, c.model_dump_json(), c.country) for c in customers]
-        with self.transaction() as db:
-            db.executemany(_UPSERT_CUSTOMER, rows)
+        rows = [_customer_row(c) for c in customers]
+        if rows:
+            with self.transaction() as db:
+                db.execute(_UPSERT_CUSTOMER, rows)
         return len(rows)
 
     def add_customers_and_events(self, customers: Iterable[Customer], events: Iterable[Event]) -> list[str]:
@@ -264,11 +343,12 @@ class Store(SqliteFile):
         An event already stored (or repeated in the batch) unchanged is a duplicate: not written again.
         One whose id is stored, or repeated, with other content raises ConflictError, and nothing of the
         batch is written."""
-        customer_rows = [(c.id, c.model_dump_json(), c.country) for c in customers]
+        customer_rows = [_customer_row(c) for c in customers]
         events = list(events)
         event_rows = [_event_row(e) for e in events]
         with self.transaction() as db:
-            db.executemany(_UPSERT_CUSTOMER, customer_rows)
+            if customer_rows:
+                db.execute(_UPSERT_CUSTOMER, customer_rows)
             new = _insert_events(db, event_rows)
         return EventsWritten(
             ids=[r[0] for r in event_rows],
@@ -277,26 +357,38 @@ class Store(SqliteFile):
         )
 
     def get_customer(self, customer_id: str) -> Customer:
-        rows = self._query("SELECT doc FROM customers WHERE id=?", (customer_id,))
+        rows = self._query("SELECT doc FROM customers WHERE id=:id", {"id": customer_id})
         if not rows:
             raise NotFoundError("customer", customer_id, hint="list customers with `tailor customers`")
         return Customer.model_validate_json(rows[0][0], context=FROM_STORE)
 
     def has_customer(self, customer_id: str) -> bool:
-        return bool(self._query("SELECT 1 FROM customers WHERE id=?", (customer_id,)))
+        return bool(self._query("SELECT 1 FROM customers WHERE id=:id", {"id": customer_id}))
 
     def customers(self, *, limit: int | None = None, offset: int = 0) -> list[Customer]:
-        sql = "SELECT doc FROM customers ORDER BY id LIMIT ? OFFSET ?"
-        rows = self._query(sql, (-1 if limit is None else limit, offset))
+        sql = "SELECT doc FROM customers ORDER BY id"
+        params: dict[str, Any] = {"offset": offset}
+        if limit is not None:
+            sql += " LIMIT :limit"
+            params["limit"] = limit
+        elif self.dialect == "sqlite":
+            sql += " LIMIT -1"  # SQLite takes an OFFSET only after a LIMIT; -1 is none
+        rows = self._query(sql + " OFFSET :offset", params)
         return [Customer.model_validate_json(r[0], context=FROM_STORE) for r in rows]
 
     def customer_ids(self) -> list[str]:
         return [r[0] for r in self._query("SELECT id FROM customers ORDER BY id")]
 
+    def _consent_sql(self) -> str:
+        """The customer document's marketing e-mail consent, as 1 or 0 (NULL when it is not there)."""
+        if self.dialect == "postgresql":
+            return "CASE (CAST(c.doc AS jsonb) #>> '{consent,marketing_email}') WHEN 'true' THEN 1 ELSE 0 END"
+        return "json_extract(c.doc, '$.consent.marketing_email')"
+
     def customer_facts(self, *, purchases: bool = True) -> list[CustomerFacts]:
         """Every customer's audience facts, in id order, in one query. ``purchases=False`` leaves out the
         aggregate over the events table, the only costly part, for filters that need no purchase facts."""
-        consent = "json_extract(c.doc, '$.consent.marketing_email')"
+        consent = self._consent_sql()
         if not purchases:
             rows = self._query(f"SELECT c.id, c.country, {consent} FROM customers c ORDER BY c.id")
             return [CustomerFacts(cid, country, bool(ok)) for cid, country, ok in rows]
@@ -342,13 +434,13 @@ class Store(SqliteFile):
     ) -> list[Event]:
         """Events oldest first. ``until`` is exclusive."""
         where, params = self._event_filter(customer_id, kinds, since, until)
-        sql = f"SELECT * FROM events {where} ORDER BY ts, id"
+        sql = f"SELECT {_EVENT_COLUMNS} FROM events {where} ORDER BY ts, id"
         if limit is not None:
             # The newest ``limit`` events, still returned oldest first.
-            newest = f"SELECT * FROM events {where} ORDER BY ts DESC, id DESC LIMIT ?"
-            sql = f"SELECT * FROM ({newest}) ORDER BY ts, id"
-            params.append(limit)
-        return [self._event(r) for r in self._query(sql, params)]
+            newest = f"SELECT {_EVENT_COLUMNS} FROM events {where} ORDER BY ts DESC, id DESC LIMIT :limit"
+            sql = f"SELECT * FROM ({newest}) AS newest ORDER BY ts, id"
+            params["limit"] = limit
+        return [self._event(r) for r in self._query(self._expanding(sql, params), params)]
 
     def order_lines(
         self, customer_id: str, order_ids: Sequence[str], *, until: datetime | None = None
@@ -358,35 +450,37 @@ class Store(SqliteFile):
         if not order_ids:
             return []
         where, params = self._event_filter(customer_id, [EventKind.PURCHASE], None, until)
-        marks = ",".join("?" * len(order_ids))
-        # By her rows, not by kind and time: with the kind in the filter the planner took the (kind, ts)
+        params["ids"] = list(order_ids)
+        # By her rows, not by kind and time: with the kind in the filter SQLite's planner took the (kind, ts)
         # index and walked every purchase in the store (0.1 s a question on the demo store).
-        rows = self._query(
-            f"SELECT * FROM events INDEXED BY events_customer {where} AND order_id IN ({marks})"
-            " ORDER BY ts, id",
-            [*params, *order_ids],
-        )
-        return [self._event(r) for r in rows]
+        hint = " INDEXED BY events_customer" if self.dialect == "sqlite" else ""
+        sql = f"SELECT {_EVENT_COLUMNS} FROM events{hint} {where} AND order_id IN :ids ORDER BY ts, id"
+        return [self._event(r) for r in self._query(self._expanding(sql, params), params)]
 
     def get_events(self, ids: Sequence[str]) -> list[Event]:
         if not ids:
             return []
-        marks = ",".join("?" * len(ids))
-        return [self._event(r) for r in self._query(f"SELECT * FROM events WHERE id IN ({marks})", list(ids))]
+        rows = self._query(_in(f"SELECT {_EVENT_COLUMNS} FROM events WHERE id IN :ids"), {"ids": list(ids)})
+        return [self._event(r) for r in rows]
 
     def events_frame(
         self, *, kinds: Iterable[EventKind] = (EventKind.PURCHASE,), until: datetime | None = None
     ) -> pd.DataFrame:
         """Events as a DataFrame (customer_id, item_id, kind, quantity, value, timestamp, order_id)."""
         where, params = self._event_filter(None, kinds, None, until)
-        with self._lock:
-            frame = pd.read_sql_query(
-                f"SELECT id, customer_id, item_id, kind, quantity, value, ts, order_id FROM events {where}",
-                self._db,
-                params=params,
-            )
+        sql = f"SELECT id, customer_id, item_id, kind, quantity, value, ts, order_id FROM events {where}"
+        with self._db.engine.connect() as conn:
+            conn = conn.execution_options(tailor_read=True)
+            frame = pd.read_sql_query(self._expanding(sql, params), conn, params=params)
+            conn.rollback()
         frame["timestamp"] = pd.to_datetime(frame.pop("ts"), utc=True, format="ISO8601")
         return frame
+
+    @staticmethod
+    def _expanding(sql: str, params: Mapping[str, Any]) -> sa.TextClause:
+        """``sql`` with every list parameter (``IN :kinds``) expanded to one parameter per element."""
+        lists = [k for k, v in params.items() if isinstance(v, list)]
+        return sa.text(sql).bindparams(*(sa.bindparam(k, expanding=True) for k in lists))
 
     @staticmethod
     def _event_filter(
@@ -394,22 +488,21 @@ class Store(SqliteFile):
         kinds: Iterable[EventKind] | None,
         since: datetime | None,
         until: datetime | None,
-    ) -> tuple[str, list[Any]]:
+    ) -> tuple[str, dict[str, Any]]:
         clauses: list[str] = []
-        params: list[Any] = []
+        params: dict[str, Any] = {}
         if customer_id is not None:
-            clauses.append("customer_id=?")
-            params.append(customer_id)
+            clauses.append("customer_id=:customer_id")
+            params["customer_id"] = customer_id
         if kinds is not None:
-            kinds = list(kinds)
-            clauses.append(f"kind IN ({','.join('?' * len(kinds))})")
-            params.extend(k.value for k in kinds)
+            clauses.append("kind IN :kinds")
+            params["kinds"] = [k.value for k in kinds]
         if since is not None:
-            clauses.append("ts>=?")
-            params.append(since.isoformat())
+            clauses.append("ts>=:since")
+            params["since"] = since.isoformat()
         if until is not None:
-            clauses.append("ts<?")
-            params.append(until.isoformat())
+            clauses.append("ts<:until")
+            params["until"] = until.isoformat()
         return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 
     @staticmethod
@@ -434,20 +527,19 @@ class Store(SqliteFile):
         """Customers with the most distinct orders, most first (ties by id, so the order is stable)."""
         rows = self._query(
             "SELECT customer_id FROM events WHERE kind='purchase' GROUP BY customer_id"
-            " ORDER BY COUNT(DISTINCT order_id) DESC, customer_id LIMIT ?",
-            (limit,),
+            " ORDER BY COUNT(DISTINCT order_id) DESC, customer_id LIMIT :limit",
+            {"limit": limit},
         )
         return [r[0] for r in rows]
 
     def customers_with(self, kind: EventKind) -> list[str]:
-        return [
-            r[0] for r in self._query("SELECT DISTINCT customer_id FROM events WHERE kind=?", (kind.value,))
-        ]
+        rows = self._query("SELECT DISTINCT customer_id FROM events WHERE kind=:kind", {"kind": kind.value})
+        return [r[0] for r in rows]
 
     def record_contact(self, customer_id: str, when: datetime, channel: str = "email") -> None:
         """A marketing message was sent: the frequency cap counts these."""
         with self.transaction() as db:
-            db.execute("INSERT INTO contacts VALUES (?,?,?)", (customer_id, when.isoformat(), channel))
+            db.execute(_INSERT_CONTACT, {"cid": customer_id, "ts": when.isoformat(), "channel": channel})
 
     def record_send(
         self,
@@ -466,23 +558,38 @@ class Store(SqliteFile):
         the writes, so a forget that lands after a caller's own check leaves no row naming them."""
         stamp = as_utc(when).isoformat()
         with self.transaction() as db:
-            if db.execute("SELECT 1 FROM customers WHERE id=?", (customer_id,)).fetchone() is None:
+            # On PostgreSQL the customer's row is locked until the end: a concurrent forget waits for this
+            # send and then deletes its rows too, instead of running beside it.
+            lock = " FOR SHARE" if self.dialect == "postgresql" else ""
+            if (
+                db.execute(
+                    sa.text(f"SELECT 1 FROM customers WHERE id=:cid{lock}"), {"cid": customer_id}
+                ).first()
+                is None
+            ):
                 return False
             fresh = db.execute(
-                "INSERT OR IGNORE INTO sends VALUES (?,?,?,?)", (send_id, customer_id, stamp, channel)
+                sa.text(
+                    "INSERT INTO sends (id, customer_id, ts, channel) VALUES (:id, :cid, :ts, :channel)"
+                    " ON CONFLICT (id) DO NOTHING"
+                ),
+                {"id": send_id, "cid": customer_id, "ts": stamp, "channel": channel},
             ).rowcount
             if not fresh:
                 return False
-            db.execute("INSERT INTO contacts VALUES (?,?,?)", (customer_id, when.isoformat(), channel))
-            db.executemany(
-                "INSERT INTO impressions VALUES (?,?,?,?)",
-                [(customer_id, item_id, stamp, channel) for item_id in dict.fromkeys(item_ids)],
-            )
+            db.execute(_INSERT_CONTACT, {"cid": customer_id, "ts": when.isoformat(), "channel": channel})
+            shown = [
+                {"cid": customer_id, "item": item_id, "ts": stamp, "channel": channel}
+                for item_id in dict.fromkeys(item_ids)
+            ]
+            if shown:
+                db.execute(_INSERT_IMPRESSION, shown)
         return True
 
     def contacts(self, customer_id: str, channel: str = "email") -> list[datetime]:
         rows = self._query(
-            "SELECT ts FROM contacts WHERE customer_id=? AND channel=? ORDER BY ts", (customer_id, channel)
+            "SELECT ts FROM contacts WHERE customer_id=:cid AND channel=:channel ORDER BY ts",
+            {"cid": customer_id, "channel": channel},
         )
         return [datetime.fromisoformat(r[0]) for r in rows]
 
@@ -493,18 +600,22 @@ class Store(SqliteFile):
         these. Returns how many were recorded."""
         # Stamps are stored as ISO text and compared as text, so every one must be in the same zone.
         stamp = as_utc(when).isoformat()
-        rows = [(customer_id, item_id, stamp, channel) for item_id in dict.fromkeys(item_ids)]
-        with self.transaction() as db:
-            db.executemany("INSERT INTO impressions VALUES (?,?,?,?)", rows)
+        rows = [
+            {"cid": customer_id, "item": item_id, "ts": stamp, "channel": channel}
+            for item_id in dict.fromkeys(item_ids)
+        ]
+        if rows:
+            with self.transaction() as db:
+                db.execute(_INSERT_IMPRESSION, rows)
         return len(rows)
 
     def impressions(self, customer_id: str, since: datetime | None = None) -> list[tuple[str, datetime]]:
         """(item id, when shown), oldest first, on every channel; a ``retrieval.rules.ImpressionSource``."""
-        sql = "SELECT item_id, ts FROM impressions WHERE customer_id=?"
-        params: list[Any] = [customer_id]
+        sql = "SELECT item_id, ts FROM impressions WHERE customer_id=:cid"
+        params: dict[str, Any] = {"cid": customer_id}
         if since is not None:
-            sql += " AND ts>=?"
-            params.append(as_utc(since).isoformat())
+            sql += " AND ts>=:since"
+            params["since"] = as_utc(since).isoformat()
         rows = self._query(sql + " ORDER BY ts, item_id", params)
         return [(r[0], datetime.fromisoformat(r[1])) for r in rows]
 
@@ -516,33 +627,28 @@ class Store(SqliteFile):
         self, items: Sequence[Item], customers: Sequence[Customer], events: Sequence[Event]
     ) -> None:
         """Write a whole import in one transaction: all of it lands, or none of it."""
+        item_rows = [_item_row(i) for i in items]
+        customer_rows = [_customer_row(c) for c in customers]
         with self.transaction() as db:
-            db.executemany(
-                "INSERT INTO items VALUES (?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET doc=excluded.doc,"
-                " content_hash=excluded.content_hash, category=excluded.category,"
-                " in_stock=excluded.in_stock, price=excluded.price",
-                [
-                    (i.id, i.model_dump_json(), _item_hash(i), i.category, int(i.in_stock), i.price)
-                    for i in items
-                ],
-            )
-            db.executemany(
-                "INSERT INTO customers VALUES (?,?,?) ON CONFLICT(id) DO UPDATE SET doc=excluded.doc,"
-                " country=excluded.country",
-                [(c.id, c.model_dump_json(), c.country) for c in customers],
-            )
+            if item_rows:
+                db.execute(_UPSERT_ITEM, item_rows)
+            if customer_rows:
+                db.execute(_UPSERT_CUSTOMER, customer_rows)
             _insert_events(db, [_event_row(e) for e in events])
 
     # -- lifecycle -------------------------------------------------------------------------------
     def delete_customer(self, customer_id: str) -> dict[str, int]:
-        """Forget a customer: their profile, every event, contact, impression and send, overwritten in the
-        file (``secure_delete``) and checkpointed out of the write-ahead log. Returns what was deleted."""
+        """Forget a customer: their profile, every event, contact, impression and send. In an SQLite file
+        the rows are overwritten (``secure_delete``) and checkpointed out of the write-ahead log; on
+        PostgreSQL the deleted rows' space is reclaimed by the database's vacuum. Returns what was
+        deleted."""
+        gone = {"cid": customer_id}
         with self.transaction() as db:
-            n_events = db.execute("DELETE FROM events WHERE customer_id=?", (customer_id,)).rowcount
-            n_customers = db.execute("DELETE FROM customers WHERE id=?", (customer_id,)).rowcount
-            n_contacts = db.execute("DELETE FROM contacts WHERE customer_id=?", (customer_id,)).rowcount
-            n_shown = db.execute("DELETE FROM impressions WHERE customer_id=?", (customer_id,)).rowcount
-            db.execute("DELETE FROM sends WHERE customer_id=?", (customer_id,))
+            n_customers = db.execute(sa.text("DELETE FROM customers WHERE id=:cid"), gone).rowcount
+            n_events = db.execute(sa.text("DELETE FROM events WHERE customer_id=:cid"), gone).rowcount
+            n_contacts = db.execute(sa.text("DELETE FROM contacts WHERE customer_id=:cid"), gone).rowcount
+            n_shown = db.execute(sa.text("DELETE FROM impressions WHERE customer_id=:cid"), gone).rowcount
+            db.execute(sa.text("DELETE FROM sends WHERE customer_id=:cid"), gone)
             _count_change(db, "forgotten", n_customers)
         # The old pages are still in the write-ahead log until a checkpoint copies the zeroed ones over.
         self.checkpoint()
@@ -554,17 +660,24 @@ class Store(SqliteFile):
         }
 
     def checkpoint(self) -> bool:
-        """Copy the write-ahead log into the database file and empty it. False when a reader (another
-        process) kept it from finishing; the next checkpoint finishes it."""
-        with self._lock:
-            busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-        return not busy
+        """Copy SQLite's write-ahead log into the database file and empty it. False when a reader (another
+        process) kept it from finishing; the next checkpoint finishes it. PostgreSQL has no such log to
+        empty: True."""
+        if self.dialect != "sqlite":
+            return True
+        # On the driver's own connection, outside any transaction: a checkpoint cannot run inside one.
+        raw = self._db.engine.raw_connection()
+        try:
+            busy = raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()  # type: ignore[union-attr]
+        finally:
+            raw.close()
+        return busy is not None and not busy[0]
 
     def counts(self) -> dict[str, int]:
         return {t: self._query(f"SELECT COUNT(*) FROM {t}")[0][0] for t in ("items", "customers", "events")}
 
     def get_meta(self, key: str) -> Any:
-        rows = self._query("SELECT value FROM meta WHERE key=?", (key,))
+        rows = self._query("SELECT value FROM meta WHERE key=:key", {"key": key})
         return json.loads(rows[0][0]) if rows else None
 
     def changes(self) -> dict[str, int]:
@@ -576,7 +689,13 @@ class Store(SqliteFile):
 
     def set_meta(self, key: str, value: Any) -> None:
         with self.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO meta VALUES (?,?)", (key, json.dumps(value)))
+            db.execute(
+                sa.text(
+                    "INSERT INTO meta (key, value) VALUES (:key, :value)"
+                    " ON CONFLICT (key) DO UPDATE SET value=excluded.value"
+                ),
+                {"key": key, "value": json.dumps(value)},
+            )
 
     def require_data(self) -> None:
         if self.counts()["items"] == 0:
