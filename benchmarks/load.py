@@ -265,6 +265,11 @@ def main() -> int:
     parser.add_argument("--refit-limit-s", type=float, default=180.0, help="stop measuring the refit after")
     args = parser.parse_args()
 
+    if os.environ.get("TAILOR_DATABASE_URL"):
+        # The server would inherit it and serve another store than the one read here.
+        print("load.py measures the embedded default: unset TAILOR_DATABASE_URL (benchmarks/replicas.py")
+        print("measures PostgreSQL, with the store copied there)")
+        return 2
     tmp = Path(tempfile.mkdtemp(prefix="tailor-load-"))
     try:
         if args.facade == "auto" and args.seed:

@@ -3,14 +3,15 @@ p95 < 200 ms, over loopback, measured one after another in the same run.
 
 Three set-ups, each a real ``tailor serve`` (the real facade over an imported store: ``make demo``):
 
-1. one process, its ops database the embedded SQLite file (the default);
-2. one replica, its ops database on PostgreSQL (``TAILOR_DATABASE_URL``; a throwaway cluster,
-   ``tests/postgres.py``, on this machine);
+1. one process, its customer store and ops database in the data dir's SQLite files (the default);
+2. one replica, its customer store and ops tables on PostgreSQL (``TAILOR_DATABASE_URL``; a throwaway
+   cluster, ``tests/postgres.py``, on this machine; the store copied there as ``tailor copy-store`` does);
 3. two replicas on that PostgreSQL database, the load sent round robin (what a balancer would do).
 
-Recommendations need no vector index (the ranker is loaded from the data folder), so both replicas answer
-them from one machine's files. Embedded Qdrant opens its folder for one process: the second replica's
-searches and explanations need Qdrant by URL (``TAILOR_QDRANT_URL``), as replicas on several machines do.
+Recommendations need no vector index (the fitted ranker is loaded from the data folder, and each answer
+reads the customer's history from the store), so both replicas answer them from one data folder. Embedded
+Qdrant opens its folder for one process: the second replica's searches and explanations need Qdrant by URL
+(``TAILOR_QDRANT_URL``), as replicas on several machines do.
 
 The load is open-loop (``benchmarks/load.py``): requests leave at fixed times whether or not answers came
 back. Each set-up ramps by doubling, then bisects; each prints the CPU seconds its server processes and
@@ -28,6 +29,7 @@ import os
 import random
 import resource
 import sys
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -188,6 +190,16 @@ def main() -> int:
     )
     with postgres_cluster() as cluster:
         url = cluster.database(f"replicas_{uuid.uuid4().hex[:10]}")
+        # The same store, moved to PostgreSQL as `tailor copy-store` moves it; the ranker and the vectors
+        # stay in the data dir.
+        started = time.perf_counter()
+        source, dest = Store(data_dir / "tailor.db"), Store(url)
+        try:
+            copied = source.copy_into(dest)
+        finally:
+            source.close()
+            dest.close()
+        print(f"store copied to PostgreSQL in {time.perf_counter() - started:.0f} s: {copied}")
         settings = Settings(data_dir=data_dir, database_url=url)
         for n in (1, 2):
             name = f"PostgreSQL, {n} replica{'s' if n > 1 else ''}"

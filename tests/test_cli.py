@@ -12,6 +12,8 @@ import pytest
 
 from tailor.app.ops import Ops
 from tailor.core.settings import Settings
+from tailor.data.store import Store
+from tests.postgres import PostgresCluster
 from tests.server import seed_store
 from tests.waiting import wait_until
 
@@ -151,3 +153,19 @@ def test_a_worker_runs_queued_jobs_and_stops_cleanly_on_sigterm(
     assert "taking jobs from" in stderr and "worker stopped" in stderr
     # Five emails; the second customer opted out of marketing.
     assert counts == {"done": 5, "refused": 1}, counts
+
+
+def test_copy_store_moves_the_store_to_postgresql_once(tmp_path: Path, pg_cluster: PostgresCluster) -> None:
+    seed_store(tmp_path, n_customers=5)
+    url = pg_cluster.database(f"cli_copy_{tmp_path.name[-12:].lower().replace('-', '_')}")
+    done = tailor("copy-store", "--to", url, data_dir=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["customers"] == 5 and "copied into" in done.stderr
+    moved, kept = Store(url), Store(tmp_path / "tailor.db")
+    try:
+        assert moved.counts() == kept.counts() and moved.customer_ids() == kept.customer_ids()
+    finally:
+        moved.close()
+        kept.close()
+    again = tailor("copy-store", "--to", url, data_dir=tmp_path)
+    assert again.returncode == 1 and "is not empty" in again.stderr and "Traceback" not in again.stderr

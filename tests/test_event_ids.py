@@ -7,6 +7,7 @@ customers), with a real ranker fitted on it and the real embedding model for the
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+import tailor.data.store as store_module
 from retrieval.ranker import Ranker
 from retrieval.recommender import HybridRecommender
 from tailor.app.service import Tailor
@@ -24,6 +26,7 @@ from tailor.core.settings import Settings
 from tailor.data.frame import purchases_from_store
 from tailor.data.segment import from_segment
 from tailor.data.store import Store
+from tests.postgres import PostgresCluster
 from tests.server import seed_store, segment_view
 
 NOW = "2011-12-10T10:00:00+00:00"
@@ -273,3 +276,77 @@ def test_a_message_id_reused_in_a_segment_batch_names_both_calls() -> None:
     untimed = {k: v for k, v in call.items() if k != "timestamp"}
     out = from_segment({"batch": [untimed, untimed]}, {})
     assert len(out.events) == 2 and out.events[0] == out.events[1]
+
+
+def _upsert_at_once(
+    store: Store, customers: list[Customer], event_id: str, start: threading.Barrier, errors: list[Exception]
+) -> None:
+    start.wait()
+    try:
+        store.add_batch(customers, [_purchase(customers[0].id, "A", id=event_id)])
+    except Exception as exc:  # any failure is the finding
+        errors.append(exc)
+
+
+def test_writers_of_the_same_customers_in_opposite_orders_both_land(fresh_store: Store) -> None:
+    # On PostgreSQL two transactions upserting the same rows in opposite orders used to wait on each other
+    # in a circle (a deadlock, one batch refused): rows are written in id order.
+    other = Store(fresh_store.target)
+    customers = [
+        Customer(id=f"p{n:03d}", first_name="Pat", email=f"p{n}@example.com", country="UK")
+        for n in range(300)
+    ]
+    try:
+        for round_ in range(5):
+            start, errors = threading.Barrier(2), list[Exception]()
+            threads = [
+                threading.Thread(
+                    target=_upsert_at_once, args=(store, batch, f"{tag}-{round_}", start, errors)
+                )
+                for store, batch, tag in ((fresh_store, customers, "up"), (other, customers[::-1], "down"))
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert not errors, errors
+        assert fresh_store.counts()["customers"] == 300 and fresh_store.counts()["events"] == 10
+    finally:
+        other.close()
+
+
+def test_a_large_batch_writes_its_new_events_once_and_counts_the_rest_as_duplicates(
+    fresh_store: Store,
+) -> None:
+    # 2,500 events: past the size PostgreSQL writes by COPY.
+    stored = fresh_store.add_batch([], [_purchase("c1", "A", id=f"e{n}") for n in range(0, 2500, 5)])
+    assert len(stored.new) == 500
+    batch = [_purchase("c1", "A", id=f"e{n}") for n in range(2500)]
+    written = fresh_store.add_batch([], batch)
+    assert len(written.new) == 2000 and written.duplicates == 500
+    assert {e.id for e in written.new} == {f"e{n}" for n in range(2500) if n % 5}
+    assert fresh_store.counts()["events"] == 2500 and fresh_store.changes()["purchases"] == 2500
+    clash = _purchase("c2", "A", id="e7")
+    with pytest.raises(ConflictError, match="e7"):
+        fresh_store.add_batch([], [*batch[:2100], clash])
+    assert fresh_store.counts()["events"] == 2500
+
+
+def test_an_id_another_writer_stored_and_a_forget_deleted_meanwhile_is_written(
+    pg_cluster: PostgresCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PostgreSQL only: SQLite's writers take turns, so no id can come and go inside a batch there.
+    fresh_store = Store(pg_cluster.database(f"vanish_{uuid.uuid4().hex[:12]}"))
+    real = store_module._insert_skipping
+    calls = []
+
+    def first_skips_all(db: Any, rows: Any) -> set[str]:
+        # As if another writer held these ids at the insert and a forget then deleted them.
+        calls.append(len(rows))
+        return set() if len(calls) == 1 else real(db, rows)
+
+    monkeypatch.setattr(store_module, "_insert_skipping", first_skips_all)
+    written = fresh_store.add_batch([], [_purchase("c1", "A", id="v1"), _purchase("c1", "B", id="v2")])
+    assert calls == [2, 2] and {e.id for e in written.new} == {"v1", "v2"}
+    assert fresh_store.counts()["events"] == 2
+    fresh_store.close()

@@ -23,6 +23,7 @@ import pytest
 from tailor.app.http import create_key
 from tailor.app.ops import Ops
 from tailor.core.settings import Settings
+from tailor.data.store import Store
 from tests.postgres import PostgresCluster
 from tests.server import ServerProcess, WorkerProcess, seed_store
 from tests.waiting import wait_until
@@ -114,6 +115,19 @@ def test_a_replica_killed_mid_campaign_leaves_the_rest_to_the_other(replicas: di
     assert len(written) - len(set(written)) <= 2
     both = {r["customer_id"] for r in rows}
     assert both == set(ids)
+    _one_contact_each(replicas["url"], set(ids) - opted_out, opted_out)
+
+
+def _one_contact_each(url: str, emailed: set[str], not_emailed: set[str]) -> None:
+    """The shared store's contact log counts each sent email once, whichever replica or worker sent it and
+    whatever was killed on the way: the frequency cap reads it."""
+    store = Store(url)
+    try:
+        _wait(lambda: all(store.contacts(cid) for cid in emailed), timeout=30)
+        assert {cid: len(store.contacts(cid)) for cid in emailed} == dict.fromkeys(emailed, 1)
+        assert not any(store.contacts(cid) for cid in not_emailed)
+    finally:
+        store.close()
 
 
 def test_a_forget_sent_to_one_replica_holds_on_the_other(replicas: dict[str, Any]) -> None:
@@ -177,3 +191,4 @@ def test_workers_run_what_an_api_only_replica_queues_and_one_killed_leaves_the_r
     # Written twice at most: the emails under way on the killed worker (its two threads), never delivered.
     assert len(written) - len(set(written)) <= 2
     assert "taking jobs" in workers[1].log()
+    _one_contact_each(url, set(ids) - {ids[1]}, {ids[1]})

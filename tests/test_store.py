@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tailor.core.errors import NotFoundError
+from tailor.core.errors import DataError, NotFoundError
 from tailor.core.models import Customer, Event, EventKind, Item
 from tailor.data.store import Store
+from tests.postgres import PostgresCluster
 
 
 @pytest.fixture
@@ -307,3 +308,33 @@ def test_a_store_file_written_before_migrations_is_read_whole_after_the_upgrade(
         assert again.counts() == {"items": 1, "customers": 1, "events": 2}
     finally:
         again.close()
+
+
+def test_a_store_copied_into_postgresql_is_the_same_store_and_a_full_one_is_refused(
+    tmp_path: Path, pg_cluster: PostgresCluster
+) -> None:
+    source = Store(tmp_path / "tailor.db")
+    dest = Store(pg_cluster.database(f"copy_{tmp_path.name[-12:].lower().replace('-', '_')}"))
+    try:
+        _seed(source)
+        source.upsert_customers([Customer(id="c2", first_name="Bo", email="b@example.com", country="FR")])
+        at = datetime(2011, 2, 1, tzinfo=UTC)
+        assert source.record_send("job:j:c1", "c1", ["A"], at)
+        source.delete_customer("c2")
+        copied = source.copy_into(dest, chunk=2)  # chunks smaller than a table: several reads each
+        assert copied == {
+            "items": 1, "customers": 1, "events": 3, "meta": 2, "contacts": 1, "impressions": 1, "sends": 1,
+        }  # fmt: skip
+        assert dest.counts() == source.counts() and dest.changes() == {"purchases": 3, "forgotten": 1}
+        assert dest.events("c1") == source.events("c1") and dest.get_customer("c1") == source.get_customer(
+            "c1"
+        )
+        assert dest.items() == source.items() and dest.contacts("c1") == [at]
+        assert dest.impressions("c1") == [("A", at)]
+        assert not dest.record_send("job:j:c1", "c1", ["A"], at), "a send recorded before stays spent"
+        with pytest.raises(DataError, match="is not empty"):
+            source.copy_into(dest)
+        assert dest.counts() == source.counts(), "the refused copy wrote nothing"
+    finally:
+        source.close()
+        dest.close()

@@ -409,6 +409,35 @@ def worker(data_dir: DataDir = None) -> None:
     _run(body)
 
 
+@app.command("copy-store")
+def copy_store(
+    to: Annotated[
+        str, typer.Option("--to", help="postgresql://USER@HOST:PORT/DB, or an SQLite file's path.")
+    ],
+    data_dir: DataDir = None,
+) -> None:
+    """Copy this data dir's customer store (catalog, customers, events, contacts) into an empty database,
+    all of it or nothing: the move to PostgreSQL. Then set TAILOR_DATABASE_URL to it."""
+
+    def body() -> None:
+        from tailor.data.store import Store
+
+        source = Store(_settings(data_dir).store_database)
+        try:
+            dest = Store(to)
+            try:
+                copied = source.copy_into(dest)
+                where = dest.where
+            finally:
+                dest.close()
+        finally:
+            source.close()
+        out.print(json.dumps(copied))
+        err.print(f"copied into {markup_safe(where)}; the ops database (keys, jobs) is not copied")
+
+    _run(body)
+
+
 @keys_app.command("create")
 def keys_create(
     role: Annotated[str, typer.Option(help="crm or support.")],

@@ -761,19 +761,9 @@ class Ops:
         return 1
 
     def checkpoint(self) -> bool:
-        """SQLite: copy the write-ahead log into the database file and empty it. False when a reader kept it
-        from finishing (it is finished by the next checkpoint). PostgreSQL keeps no such file of ours."""
-        if self.dialect != "sqlite":
-            return True
-        # Outside any transaction (a checkpoint cannot run inside one): on the driver's own connection.
-        raw = self.db.engine.raw_connection()
-        try:
-            cursor = raw.cursor()
-            busy = cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-            cursor.close()
-        finally:
-            raw.close()
-        return not busy
+        """SQLite: the write-ahead log emptied into the file (``Database.checkpoint``); False when a reader
+        kept it from finishing. PostgreSQL keeps no such file of ours: True."""
+        return self.db.checkpoint()
 
 
 # The workers of this process that are open: one of this process not among them was closed or abandoned.

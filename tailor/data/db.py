@@ -13,9 +13,11 @@ written before it had a version is brought up to date in place.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,6 +61,9 @@ class Database:
         self.url = sa.make_url(engine_url(target))
         self.dialect: Dialect = "postgresql" if self.url.get_backend_name() == "postgresql" else "sqlite"
         self.path: Path | None = None
+        self._writers: AbstractContextManager[Any] = (
+            threading.RLock() if self.dialect == "sqlite" else contextlib.nullcontext()
+        )
         try:
             if self.dialect == "sqlite":
                 self.path = Path(self.url.database or "")
@@ -89,9 +94,32 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """One transaction: committed when the block ends, rolled back when it raises."""
-        with self.engine.begin() as conn:
+        """One transaction: committed when the block ends, rolled back when it raises. On SQLite this
+        process's writers take turns on a lock first: only another process's writer waits on the file's
+        busy timeout, so a long import here makes a write here wait, not fail."""
+        with self._writers, self.engine.begin() as conn:
             yield conn
+
+    def checkpoint(self, wait_s: float = 5.0) -> bool:
+        """SQLite: copy the write-ahead log into the database file and empty it, so that deleted rows
+        (overwritten in the file) are gone from the log too. False when a reader kept it from finishing
+        within ``wait_s`` (new writers wait as long); the next checkpoint finishes it. PostgreSQL: True,
+        it keeps no such file of ours."""
+        if self.dialect != "sqlite":
+            return True
+        # On the driver's own connection, outside any transaction: a checkpoint cannot run inside one.
+        raw = self.engine.raw_connection()
+        try:
+            driver: Any = raw.driver_connection
+            usual = int(driver.execute("PRAGMA busy_timeout").fetchone()[0])
+            driver.execute(f"PRAGMA busy_timeout={int(wait_s * 1000)}")
+            try:
+                busy = driver.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                driver.execute(f"PRAGMA busy_timeout={usual}")
+        finally:
+            raw.close()
+        return busy is not None and not busy[0]
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row[Any]]:
         """A read in a transaction of its own (on SQLite a deferred one: readers do not queue)."""
@@ -117,10 +145,11 @@ def _serialize_sqlite_writers(engine: Engine, synchronous: str, busy_timeout_s: 
     @sa.event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
         # A write takes the file's write lock at once, so two writers queue instead of deadlocking on the
-        # upgrade from a read lock; a read starts deferred and never waits on a writer (WAL).
-        conn.exec_driver_sql(
-            "BEGIN" if conn.get_execution_options().get("tailor_read") else "BEGIN IMMEDIATE"
-        )
+        # upgrade from a read lock; a read starts deferred and never waits on a writer (WAL). A read of one
+        # statement needs no transaction around it: it is its own.
+        read = conn.get_execution_options().get("tailor_read")
+        if read != "statement":
+            conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
 
 
 def migrate(db: Database, location: Path, version_table: str) -> None:

@@ -67,7 +67,7 @@ def _count_change(db: Connection, kind: str, n: int) -> None:
         db.execute(
             sa.text(
                 "INSERT INTO meta (key, value) VALUES (:key, :value) ON CONFLICT (key) DO UPDATE"
-                " SET value=CAST(CAST(meta.value AS INTEGER) + :n AS TEXT)"
+                " SET value=CAST(CAST(meta.value AS BIGINT) + :n AS TEXT)"
             ),
             {"key": _CHANGES + kind, "value": str(n), "n": n},
         )
@@ -133,37 +133,67 @@ def _insert_events(db: Connection, rows: Sequence[tuple[Any, ...]]) -> list[int]
         if old is not None and (fields := _differences(old, rows[n])):
             raise _conflict(rows[n][0], n, fields, "is already stored")
     new = [n for n in first.values() if rows[n][0] not in stored]
-    if new:
-        params = [dict(zip(_EVENT_KEYS, rows[n], strict=True)) for n in new]
-        if db.dialect.name == "postgresql":
-            new = _insert_racing(db, rows, new, params)
-        else:
-            # SQLite's writers take turns (BEGIN IMMEDIATE): no id can appear between the check and here. A
-            # plain INSERT: a row that slipped past the check fails the transaction rather than vanishing.
-            db.execute(_INSERT_EVENT, params)
+    if new and db.dialect.name == "postgresql":
+        new = _insert_racing(db, rows, new)
+    elif new:
+        # SQLite's writers take turns (BEGIN IMMEDIATE): no id can appear between the check and here. A
+        # plain INSERT: a row that slipped past the check fails the transaction rather than vanishing. The
+        # driver's own placeholders and tuples: an import writes millions of these.
+        db.exec_driver_sql(_INSERT_EVENT_QMARK, [rows[n] for n in new])
     # Purchases are what the ranker learns from; a view or a ticket does not make it stale.
     _count_change(db, "purchases", sum(rows[n][2] == EventKind.PURCHASE.value for n in new))
     return new
 
 
-def _insert_racing(
-    db: Connection, rows: Sequence[tuple[Any, ...]], new: list[int], params: list[dict[str, Any]]
-) -> list[int]:
+def _insert_racing(db: Connection, rows: Sequence[tuple[Any, ...]], new: list[int]) -> list[int]:
     """PostgreSQL's writers run side by side: another may store one of these ids after the check. Each
     insert skips an id stored meanwhile (waiting for its writer to commit), and says which it wrote; a
     skipped one is then a duplicate if it is the same event, and a conflict (the whole batch refused)
-    if it is not. Returns the positions really written."""
-    statement = (
-        postgresql.insert(_EVENTS).on_conflict_do_nothing(index_elements=["id"]).returning(_EVENTS.c.id)
-    )
-    written = {r[0] for r in db.execute(statement, params)}
-    raced = [n for n in new if rows[n][0] not in written]
-    if raced:
-        now = _stored_events(db, [rows[n][0] for n in raced])
+    if it is not. One stored meanwhile and deleted again (a forget) is inserted again. Returns the
+    positions really written."""
+    # In id order, so that two writers of the same ids lock them in the same order.
+    todo = sorted(new, key=lambda n: str(rows[n][0]))
+    written: set[str] = set()
+    for _ in range(_RACE_TRIES):
+        done = _insert_skipping(db, [rows[n] for n in todo])
+        written |= done
+        raced = [n for n in todo if rows[n][0] not in done]
+        now = _stored_events(db, [rows[n][0] for n in raced]) if raced else {}
         for n in raced:
-            if fields := _differences(now[rows[n][0]], rows[n]):
+            if rows[n][0] in now and (fields := _differences(now[rows[n][0]], rows[n])):
                 raise _conflict(rows[n][0], n, fields, "was stored meanwhile")
-    return [n for n in new if rows[n][0] in written]
+        todo = [n for n in raced if rows[n][0] not in now]
+        if not todo:
+            return [n for n in new if rows[n][0] in written]
+    raise DataError(
+        f"{len(todo)} events kept being stored and deleted by other writers while this batch was written",
+        hint="nothing of the batch was written; send it again",
+    )
+
+
+def _insert_skipping(db: Connection, rows: Sequence[tuple[Any, ...]]) -> set[str]:
+    """Insert ``rows`` into PostgreSQL's events, skipping ids already there; the ids written. A large
+    batch goes by COPY into a temporary table, then one INSERT ... SELECT: many times the rate of row by
+    row inserts, as an import needs."""
+    if len(rows) < _COPY_FROM:
+        statement = (
+            postgresql.insert(_EVENTS).on_conflict_do_nothing(index_elements=["id"]).returning(_EVENTS.c.id)
+        )
+        params = [dict(zip(_EVENT_KEYS, row, strict=True)) for row in rows]
+        return {r[0] for r in db.execute(statement, params)}
+    raw: Any = db.connection.driver_connection  # psycopg's own connection, in this same transaction
+    with raw.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE incoming_events (LIKE events) ON COMMIT DROP")
+        with cursor.copy(f"COPY incoming_events ({_EVENT_COLUMNS}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+    out = db.exec_driver_sql(
+        f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS} FROM incoming_events ORDER BY id"
+        " ON CONFLICT (id) DO NOTHING RETURNING id"
+    )
+    written = {r[0] for r in out}
+    db.exec_driver_sql("DROP TABLE incoming_events")
+    return written
 
 
 def _event_row(e: Event) -> tuple[Any, ...]:
@@ -184,6 +214,16 @@ def _event_row(e: Event) -> tuple[Any, ...]:
 _EVENT_KEYS = ("id", "customer_id", "kind", "item_id", "quantity", "value", "text", "ts", "order_id")
 _EVENT_COLUMNS = ", ".join(_EVENT_KEYS)
 _EVENTS = sa.table("events", *(sa.column(k) for k in _EVENT_KEYS))
+# Every table of the store and its columns, in the order a copy writes them.
+_TABLES = {
+    "items": ("id", "doc", "content_hash", "category", "in_stock", "price"),
+    "customers": ("id", "doc", "country"),
+    "events": _EVENT_KEYS,
+    "meta": ("key", "value"),
+    "contacts": ("customer_id", "ts", "channel"),
+    "impressions": ("customer_id", "item_id", "ts", "channel"),
+    "sends": ("id", "customer_id", "ts", "channel"),
+}
 _UPSERT_CUSTOMER = sa.text(
     "INSERT INTO customers (id, doc, country) VALUES (:id, :doc, :country) ON CONFLICT (id) DO UPDATE"
     " SET doc=excluded.doc, country=excluded.country"
@@ -194,15 +234,22 @@ _UPSERT_ITEM = sa.text(
     " SET doc=excluded.doc, content_hash=excluded.content_hash, category=excluded.category,"
     " in_stock=excluded.in_stock, price=excluded.price"
 )
-_INSERT_EVENT = sa.text(
-    f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ({', '.join(':' + k for k in _EVENT_KEYS)})"
-)
+_INSERT_EVENT_QMARK = f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ({', '.join('?' * len(_EVENT_KEYS))})"
+# PostgreSQL: batches from this size on go by COPY; how often an insert may meet ids stored and deleted again.
+_COPY_FROM = 2_000
+_RACE_TRIES = 3
 
 
 _INSERT_CONTACT = sa.text("INSERT INTO contacts (customer_id, ts, channel) VALUES (:cid, :ts, :channel)")
 _INSERT_IMPRESSION = sa.text(
     "INSERT INTO impressions (customer_id, item_id, ts, channel) VALUES (:cid, :item, :ts, :channel)"
 )
+
+
+def _by_id(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows in id order, so that two writers of the same rows (on PostgreSQL, side by side) lock them in
+    the same order and never wait on each other in a circle."""
+    return sorted(rows, key=lambda r: str(r["id"]))
 
 
 def _customer_row(c: Customer) -> dict[str, Any]:
@@ -281,8 +328,9 @@ class Store:
             yield conn
 
     def _query(self, sql: str | sa.TextClause, params: Mapping[str, Any] | None = None) -> list[Row]:
+        """One statement's rows (on SQLite, with no transaction around it: one statement is its own)."""
         with self._db.engine.connect() as conn:
-            conn = conn.execution_options(tailor_read=True)
+            conn = conn.execution_options(tailor_read="statement")
             statement = sa.text(sql) if isinstance(sql, str) else sql
             rows = [tuple(r) for r in conn.execute(statement, dict(params or {}))]
             conn.rollback()
@@ -293,7 +341,7 @@ class Store:
         rows = [_item_row(i) for i in items]
         if rows:
             with self.transaction() as db:
-                db.execute(_UPSERT_ITEM, rows)
+                db.execute(_UPSERT_ITEM, _by_id(rows))
         return len(rows)
 
     def get_item(self, item_id: str) -> Item:
@@ -329,7 +377,7 @@ class Store:
         rows = [_customer_row(c) for c in customers]
         if rows:
             with self.transaction() as db:
-                db.execute(_UPSERT_CUSTOMER, rows)
+                db.execute(_UPSERT_CUSTOMER, _by_id(rows))
         return len(rows)
 
     def add_customers_and_events(self, customers: Iterable[Customer], events: Iterable[Event]) -> list[str]:
@@ -348,7 +396,7 @@ class Store:
         event_rows = [_event_row(e) for e in events]
         with self.transaction() as db:
             if customer_rows:
-                db.execute(_UPSERT_CUSTOMER, customer_rows)
+                db.execute(_UPSERT_CUSTOMER, _by_id(customer_rows))
             new = _insert_events(db, event_rows)
         return EventsWritten(
             ids=[r[0] for r in event_rows],
@@ -470,7 +518,7 @@ class Store:
         where, params = self._event_filter(None, kinds, None, until)
         sql = f"SELECT id, customer_id, item_id, kind, quantity, value, ts, order_id FROM events {where}"
         with self._db.engine.connect() as conn:
-            conn = conn.execution_options(tailor_read=True)
+            conn = conn.execution_options(tailor_read="statement")
             frame = pd.read_sql_query(self._expanding(sql, params), conn, params=params)
             conn.rollback()
         frame["timestamp"] = pd.to_datetime(frame.pop("ts"), utc=True, format="ISO8601")
@@ -631,9 +679,9 @@ class Store:
         customer_rows = [_customer_row(c) for c in customers]
         with self.transaction() as db:
             if item_rows:
-                db.execute(_UPSERT_ITEM, item_rows)
+                db.execute(_UPSERT_ITEM, _by_id(item_rows))
             if customer_rows:
-                db.execute(_UPSERT_CUSTOMER, customer_rows)
+                db.execute(_UPSERT_CUSTOMER, _by_id(customer_rows))
             _insert_events(db, [_event_row(e) for e in events])
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -660,18 +708,9 @@ class Store:
         }
 
     def checkpoint(self) -> bool:
-        """Copy SQLite's write-ahead log into the database file and empty it. False when a reader (another
-        process) kept it from finishing; the next checkpoint finishes it. PostgreSQL has no such log to
-        empty: True."""
-        if self.dialect != "sqlite":
-            return True
-        # On the driver's own connection, outside any transaction: a checkpoint cannot run inside one.
-        raw = self._db.engine.raw_connection()
-        try:
-            busy = raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()  # type: ignore[union-attr]
-        finally:
-            raw.close()
-        return busy is not None and not busy[0]
+        """Copy SQLite's write-ahead log into the database file and empty it. False when a reader kept it
+        from finishing; the next checkpoint finishes it. PostgreSQL has no such log to empty: True."""
+        return self._db.checkpoint()
 
     def counts(self) -> dict[str, int]:
         return {t: self._query(f"SELECT COUNT(*) FROM {t}")[0][0] for t in ("items", "customers", "events")}
@@ -696,6 +735,29 @@ class Store:
                 ),
                 {"key": key, "value": json.dumps(value)},
             )
+
+    def copy_into(self, dest: Store, *, chunk: int = 20_000) -> dict[str, int]:
+        """Every row of this store into ``dest``, an empty store on any engine (an SQLite file moving to
+        PostgreSQL as a retailer outgrows one machine), in one transaction of ``dest``: all of it lands, or
+        none. Rows are read in chunks, never all at once. Returns the rows copied, by table."""
+        if any(dest.counts().values()) or dest.get_meta(_CHANGES + "purchases") is not None:
+            raise DataError(
+                f"the store {dest.where} is not empty",
+                hint="copy into a new database (or a new file); nothing was written",
+            )
+        copied: dict[str, int] = {}
+        with self._db.engine.connect() as source, dest.transaction() as db:
+            source = source.execution_options(tailor_read=True, stream_results=True, yield_per=chunk)
+            for table, columns in _TABLES.items():
+                names, marks = ", ".join(columns), ", ".join(":" + c for c in columns)
+                insert = sa.text(f"INSERT INTO {table} ({names}) VALUES ({marks})")
+                result = source.execute(sa.text(f"SELECT {names} FROM {table}"))
+                copied[table] = 0
+                for rows in result.partitions():
+                    db.execute(insert, [dict(zip(columns, row, strict=True)) for row in rows])
+                    copied[table] += len(rows)
+            source.rollback()
+        return copied
 
     def require_data(self) -> None:
         if self.counts()["items"] == 0:
