@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 
 from tailor.core.errors import ConfigError, DataError
 
-__all__ = ["Database", "Dialect", "engine_url", "migrate", "process_started", "worker_name"]
+__all__ = ["Database", "Dialect", "engine_url", "migrate", "process_started", "run_migrations", "worker_name"]
 
 Dialect = Literal["sqlite", "postgresql"]
 
@@ -170,6 +170,22 @@ def migrate(db: Database, location: Path, version_table: str) -> None:
             command.upgrade(config, "head")
     except sa.exc.SQLAlchemyError as exc:
         raise DataError(f"cannot migrate the database {db.where}: {_short(exc)}") from exc
+
+
+def run_migrations() -> None:
+    """The body of each migrations folder's ``env.py``: Alembic runs it on the connection ``migrate`` opened
+    (and locked), never from a config file."""
+    from alembic import context
+
+    config = context.config
+    context.configure(
+        connection=config.attributes["connection"],
+        version_table=config.attributes["version_table"],
+        # SQLite alters a table by copying it: Alembic's batch mode does that where a plain ALTER cannot.
+        render_as_batch=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
 
 
 def _short(exc: BaseException) -> str:
