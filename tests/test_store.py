@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import sqlalchemy as sa
 
 from tailor.core.errors import DataError, NotFoundError
 from tailor.core.models import Customer, Event, EventKind, Item
+from tailor.data.db import Database
 from tailor.data.store import Store
 
 
@@ -334,3 +336,43 @@ def test_a_copied_store_is_the_same_store_and_a_full_one_is_refused(tmp_path: Pa
         assert dest.counts() == source.counts(), "the refused copy wrote nothing"
     finally:
         source.close()
+
+
+def test_a_copy_into_a_store_holding_anything_is_refused(tmp_path: Path) -> None:
+    source, partial = Store(tmp_path / "source.db"), Store(tmp_path / "partial.db")
+    try:
+        _seed(source)
+        partial.record_contact("c9", datetime(2011, 1, 1, tzinfo=UTC))  # no items, customers or events
+        with pytest.raises(DataError, match="is not empty"):
+            source.copy_into(partial)
+        assert partial.counts() == {"items": 0, "customers": 0, "events": 0}
+        assert partial.contacts("c9") == [datetime(2011, 1, 1, tzinfo=UTC)]
+    finally:
+        source.close()
+        partial.close()
+
+
+def test_a_writer_of_this_process_waits_its_turn_then_is_told_the_file_is_busy(tmp_path: Path) -> None:
+    path = tmp_path / "busy.db"
+    holder, waiter = Database(path, busy_timeout_s=0.5), Database(path, busy_timeout_s=0.5)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with holder.transaction() as db:
+            db.execute(sa.text("CREATE TABLE t (x INTEGER)"))
+            holding.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        with pytest.raises(DataError, match=r"busy\.db is busy"), waiter.transaction():
+            pass
+    finally:
+        release.set()
+        thread.join()
+    with waiter.transaction() as db:  # its turn, once the other is done
+        db.execute(sa.text("INSERT INTO t VALUES (1)"))
+    holder.close()
+    waiter.close()

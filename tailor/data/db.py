@@ -13,11 +13,10 @@ written before it had a version is brought up to date in place.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -61,13 +60,12 @@ class Database:
         self.url = sa.make_url(engine_url(target))
         self.dialect: Dialect = "postgresql" if self.url.get_backend_name() == "postgresql" else "sqlite"
         self.path: Path | None = None
-        self._writers: AbstractContextManager[Any] = (
-            threading.RLock() if self.dialect == "sqlite" else contextlib.nullcontext()
-        )
+        self._busy_timeout_s = busy_timeout_s
         try:
             if self.dialect == "sqlite":
                 self.path = Path(self.url.database or "")
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.path = self.path.resolve()
                 self.engine: Engine = sa.create_engine(
                     self.url,
                     connect_args={"check_same_thread": False, "timeout": busy_timeout_s},
@@ -94,11 +92,27 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """One transaction: committed when the block ends, rolled back when it raises. On SQLite this
-        process's writers take turns on a lock first: only another process's writer waits on the file's
-        busy timeout, so a long import here makes a write here wait, not fail."""
-        with self._writers, self.engine.begin() as conn:
-            yield conn
+        """One transaction: committed when the block ends, rolled back when it raises.
+
+        On SQLite, the writers of this process to one file take turns on a lock first, whichever object
+        opened it: a write waits behind a long import here for the busy timeout, then fails with a
+        DataError naming the file. Another process's writer waits on the file's own busy timeout."""
+        if self.path is None:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        lock = _file_lock(self.path)
+        if not lock.acquire(timeout=self._busy_timeout_s):
+            raise DataError(
+                f"the database {self.path} is busy: another writer of this process held it for"
+                f" {self._busy_timeout_s:.0f} s",
+                hint="try again when the import or refit that holds it is done",
+            )
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        finally:
+            lock.release()
 
     def checkpoint(self, wait_s: float = 5.0) -> bool:
         """SQLite: copy the write-ahead log into the database file and empty it, so that deleted rows
@@ -117,6 +131,10 @@ class Database:
                 busy = driver.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             finally:
                 driver.execute(f"PRAGMA busy_timeout={usual}")
+        except BaseException:
+            # Not back to the pool with a short timeout: this connection is closed, a new one opened later.
+            raw.invalidate()
+            raise
         finally:
             raw.close()
         return busy is not None and not busy[0]
@@ -128,6 +146,15 @@ class Database:
             rows = list(conn.execute(sa.text(sql), dict(params or {})).all())
             conn.rollback()
             return rows
+
+
+_FILE_LOCKS: dict[Path, threading.RLock] = {}
+_FILE_LOCKS_GUARD = threading.Lock()
+
+
+def _file_lock(path: Path) -> threading.RLock:
+    with _FILE_LOCKS_GUARD:
+        return _FILE_LOCKS.setdefault(path, threading.RLock())
 
 
 def _serialize_sqlite_writers(engine: Engine, synchronous: str, busy_timeout_s: float) -> None:

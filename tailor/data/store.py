@@ -740,14 +740,22 @@ class Store:
         """Every row of this store into ``dest``, an empty store on any engine (an SQLite file moving to
         PostgreSQL as a retailer outgrows one machine), in one transaction of ``dest``: all of it lands, or
         none. Rows are read in chunks, never all at once. Returns the rows copied, by table."""
-        if any(dest.counts().values()) or dest.get_meta(_CHANGES + "purchases") is not None:
-            raise DataError(
-                f"the store {dest.where} is not empty",
-                hint="copy into a new database (or a new file); nothing was written",
-            )
         copied: dict[str, int] = {}
         with self._db.engine.connect() as source, dest.transaction() as db:
-            source = source.execution_options(tailor_read=True, stream_results=True, yield_per=chunk)
+            if dest.dialect == "postgresql":
+                # Two copies into one database at once: the second waits, then finds it full.
+                db.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('tailor.copy_into'))"))
+            if any(db.execute(sa.text(f"SELECT 1 FROM {table} LIMIT 1")).first() for table in _TABLES):
+                raise DataError(
+                    f"the store {dest.where} is not empty",
+                    hint="copy into a new database (or a new file); nothing was written",
+                )
+            # One snapshot of the source, whatever writes it meanwhile (SQLite: a deferred transaction).
+            options: dict[str, Any] = {"tailor_read": True, "stream_results": True, "yield_per": chunk}
+            if self.dialect == "postgresql":
+                options["isolation_level"] = "REPEATABLE READ"
+                options["postgresql_readonly"] = True
+            source = source.execution_options(**options)
             for table, columns in _TABLES.items():
                 names, marks = ", ".join(columns), ", ".join(":" + c for c in columns)
                 insert = sa.text(f"INSERT INTO {table} ({names}) VALUES ({marks})")
