@@ -169,3 +169,9 @@ def test_copy_store_moves_the_store_to_postgresql_once(tmp_path: Path, pg_cluste
         kept.close()
     again = tailor("copy-store", "--to", url, data_dir=tmp_path)
     assert again.returncode == 1 and "is not empty" in again.stderr and "Traceback" not in again.stderr
+    # A mistyped data dir has no store to move: said so, and no empty store is made there.
+    nowhere = tailor("copy-store", "--to", str(tmp_path / "x.db"), data_dir=tmp_path / "typo")
+    assert nowhere.returncode == 1 and "no store to copy" in nowhere.stderr
+    assert not (tmp_path / "typo" / "tailor.db").exists() and not (tmp_path / "x.db").exists()
+    lost = tailor("copy-store", "--to", str(tmp_path / "no" / "such" / "x.db"), data_dir=tmp_path)
+    assert lost.returncode == 1 and "does not exist" in lost.stderr and not (tmp_path / "no").exists()

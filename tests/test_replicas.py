@@ -118,6 +118,17 @@ def test_a_replica_killed_mid_campaign_leaves_the_rest_to_the_other(replicas: di
     _one_contact_each(replicas["url"], set(ids) - opted_out, opted_out)
 
 
+def _holds_items(url: str, worker: ServerProcess) -> bool:
+    """Whether ``worker``'s process holds a lease on a pending job item (its name is host:pid:start)."""
+    assert worker.proc is not None
+    ops = Ops(url)
+    try:
+        rows = ops.db.query("SELECT worker FROM job_items WHERE status='pending' AND worker IS NOT NULL")
+    finally:
+        ops.close()
+    return any(f":{worker.proc.pid}:" in str(row[0]) for row in rows)
+
+
 def _one_contact_each(url: str, emailed: set[str], not_emailed: set[str]) -> None:
     """The shared store's contact log counts each sent email once, whichever replica or worker sent it and
     whatever was killed on the way: the frequency cap reads it."""
@@ -172,6 +183,8 @@ def test_workers_run_what_an_api_only_replica_queues_and_one_killed_leaves_the_r
             with ThreadPoolExecutor(max_workers=2) as pool:  # together: neither has the job to itself
                 list(pool.map(lambda w: w.start(), workers))
             _wait(lambda: client.get(f"/v1/jobs/{job_id}", headers=crm).json()["done"] >= 4)
+            # The worker about to be killed holds items of the campaign: the kill takes work from it.
+            _wait(lambda: _holds_items(url, workers[0]), timeout=10)
             workers[0].kill()
             assert client.get(f"/v1/jobs/{job_id}", headers=crm).json()["status"] != "done"
             _wait(

@@ -31,7 +31,7 @@ from tailor.app.render import (
     print_support,
     run_demo,
 )
-from tailor.core.errors import NotFoundError, TailorError
+from tailor.core.errors import DataError, NotFoundError, TailorError
 from tailor.core.logs import quiet_libraries
 from tailor.core.models import CONTROL_CHARACTERS, TRIGGER_KINDS, JsonObject
 from tailor.core.settings import Settings
@@ -422,8 +422,17 @@ def copy_store(
     def body() -> None:
         from tailor.data.store import Store
 
-        source = Store(_settings(data_dir).store_database)
+        settings = _settings(data_dir)
+        if not settings.store_exists:
+            raise DataError(
+                f"no store to copy in {settings.data_dir}", hint="check --data-dir (TAILOR_DATA_DIR)"
+            )
+        if "://" not in to and not Path(to).expanduser().parent.is_dir():
+            raise DataError(f"--to {to}: the folder {Path(to).expanduser().parent} does not exist")
+        source = Store(settings.store_database)
         try:
+            if not any(source.counts().values()):
+                raise DataError(f"the store {source.where} is empty: nothing to copy")
             dest = Store(to)
             try:
                 copied = source.copy_into(dest)

@@ -45,12 +45,17 @@ def run_worker(
     try:
         ops = Ops(settings.ops_database, lease_s=settings.job_lease_s)
         try:
+            # A stop asked for while opening (models load for seconds) is honoured before any job is taken.
+            if stop.is_set():
+                return
             try:
                 the_facade.warm_up()
             except Exception as exc:
                 # What failed to warm (an index another process holds) fails the items that need it, each
                 # with its reason: no reason to run none.
                 log.warning("warm-up failed: %s", describe(exc))
+            if stop.is_set():
+                return
             runner = JobRunner(the_facade, ops, settings, Metrics())
             runner.start()
             if ready is not None:
