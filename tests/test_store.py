@@ -48,6 +48,22 @@ def test_events_filters_and_limit(fresh_store: Store) -> None:
     assert fresh_store.events("c1", kinds=[EventKind.VIEW]) == []
 
 
+def test_order_counts_are_of_the_whole_history(fresh_store: Store) -> None:
+    _seed(fresh_store)
+    assert fresh_store.order_counts("c1") == {"orders": 0, "purchases": 3, "returns": 0}, "no order ids"
+    day = datetime(2011, 2, 1, tzinfo=UTC)
+    lines = [(EventKind.PURCHASE, "O1"), (EventKind.PURCHASE, "O1"), (EventKind.PURCHASE, "O2"),
+             (EventKind.RETURN, "O1"), (EventKind.VIEW, None)]  # fmt: skip
+    fresh_store.add_events(
+        [
+            Event(customer_id="c1", kind=kind, item_id="A", quantity=n, timestamp=day, order_id=order)
+            for n, (kind, order) in enumerate(lines, start=1)
+        ]
+    )
+    assert fresh_store.order_counts("c1") == {"orders": 2, "purchases": 6, "returns": 1}
+    assert fresh_store.order_counts("nobody") == {"orders": 0, "purchases": 0, "returns": 0}
+
+
 def test_order_lines_are_hers_of_those_orders_before_the_clock(fresh_store: Store) -> None:
     _seed(fresh_store)
     fresh_store.upsert_customers([Customer(id="c2", first_name="Bo", email="b@example.com", country="UK")])

@@ -80,6 +80,29 @@ class Metrics:
         with self._lock:
             return self._counters.get(name, {}).get(key, 0.0)
 
+    def series(self, name: str) -> dict[LabelKey, float]:
+        """A counter's value for each label set (empty when nothing was counted)."""
+        with self._lock:
+            return dict(self._counters.get(name, {}))
+
+    def latency(self, name: str) -> dict[LabelKey, tuple[int, float, float | None]]:
+        """A histogram per label set: the count, the mean, and the bucket bound under which 95% fell (None
+        above the last bucket)."""
+        out: dict[LabelKey, tuple[int, float, float | None]] = {}
+        with self._lock:
+            for key, row in self._hist.get(name, {}).items():
+                count = int(row[-1])
+                if count == 0:
+                    continue
+                cumulative, p95 = 0.0, None
+                for bound, n in zip(LATENCY_BUCKETS, row, strict=False):
+                    cumulative += n
+                    if cumulative >= 0.95 * count:
+                        p95 = bound
+                        break
+                out[key] = (count, row[-2] / count, p95)
+        return out
+
     def render(self) -> str:
         lines: list[str] = []
         with self._lock:

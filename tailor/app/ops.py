@@ -95,6 +95,7 @@ class Job:
             "failed": self.counts.get("failed", 0),
             "pending": self.counts.get("pending", 0),
             "deferred": self.counts.get("deferred", 0),
+            "cancelled": self.counts.get("cancelled", 0),
             "refusal_reasons": self.refusals,
             "callback_status": self.callback_status,
             "created": self.created,
@@ -258,8 +259,12 @@ class Ops:
         callback_url: str | None = None,
         key_id: str | None = None,
         idempotency: tuple[str, str, str] | None = None,
+        approval: bool = False,
     ) -> IdempotentJob:
         """Create a job with one pending item per customer, all in one transaction.
+
+        With ``approval`` the job waits (``awaiting_approval``) until ``approve_job``: no worker claims an
+        item of it before, so nothing is made or sent.
 
         ``idempotency`` is ``(scope, key, body_hash)``: the key is claimed in the same transaction
         that creates the job, so of any number of concurrent replays, in any number of processes sharing
@@ -296,9 +301,10 @@ class Ops:
                 text(
                     "INSERT INTO jobs (id, kind, status, spec, callback_url, callback_status, total,"
                     " created, updated, key_id)"
-                    " VALUES (:id, :kind, 'queued', :spec, :cb, NULL, :total, :now, :now, :key)"
+                    " VALUES (:id, :kind, :status, :spec, :cb, NULL, :total, :now, :now, :key)"
                 ),
-                {"id": job_id, "kind": kind, "spec": json.dumps(spec), "cb": callback_url,
+                {"id": job_id, "kind": kind, "status": "awaiting_approval" if approval else "queued",
+                 "spec": json.dumps(spec), "cb": callback_url,
                  "total": len(unique), "now": now, "key": key_id},
             )  # fmt: skip
             if unique:
@@ -351,6 +357,104 @@ class Ops:
             created=created,
             updated=updated,
         )
+
+    def approve_job(self, job_id: str) -> bool:
+        """Let a job that waits for approval run; False when it was not waiting (already approved,
+        cancelled, or never needed it)."""
+        now = time.time()
+        with self.transaction() as db:
+            changed = db.execute(
+                text(
+                    "UPDATE jobs SET status='queued', updated=:now"
+                    " WHERE id=:job AND status='awaiting_approval'"
+                ),
+                {"now": now, "job": job_id},
+            ).rowcount
+            if changed:
+                # Its customers may all have been forgotten while it waited: then it is done at once.
+                self._maybe_complete(db, job_id, now)
+        return changed == 1
+
+    def cancel_job(self, job_id: str) -> int | None:
+        """Stop a job: every item not finished becomes ``cancelled``, and none is claimed after. An item a
+        worker is writing now is cancelled too: its result is then refused (``finish_item``), so it is
+        neither saved nor sent. The number of items cancelled, or None when the job had already ended."""
+        now = time.time()
+        live = "('awaiting_approval', 'queued', 'running')"
+        with self.transaction() as db:
+            # The items first, then the job's row: the order in which a worker finishing an item takes
+            # them (``finish_item``), so the two never wait on each other on PostgreSQL.
+            cancelled = db.execute(
+                text(
+                    "UPDATE job_items SET status='cancelled', reason='cancelled', updated=:now, worker=NULL,"
+                    " lease_until=NULL WHERE job_id=:job AND status='pending'"
+                    f" AND EXISTS (SELECT 1 FROM jobs WHERE id=:job AND status IN {live})"
+                ),
+                {"now": now, "job": job_id},
+            ).rowcount
+            changed = db.execute(
+                text(f"UPDATE jobs SET status='cancelled', updated=:now WHERE id=:job AND status IN {live}"),
+                {"now": now, "job": job_id},
+            ).rowcount
+        return int(cancelled) if changed else None
+
+    def key_totals(self, key_id: str) -> dict[str, Any]:
+        """What one key's jobs came to: jobs by kind, items by status, refusals by reason."""
+        jobs = {
+            r[0]: int(r[1])
+            for r in self._query(
+                "SELECT kind, COUNT(*) FROM jobs WHERE key_id=:key GROUP BY kind", key=key_id
+            )
+        }
+        items: dict[str, int] = {}
+        refusals: dict[str, int] = {}
+        for status, reason, n in self._query(
+            "SELECT i.status, i.reason, COUNT(*) FROM job_items i JOIN jobs j ON j.id = i.job_id"
+            " WHERE j.key_id=:key GROUP BY i.status, i.reason",
+            key=key_id,
+        ):
+            items[status] = items.get(status, 0) + int(n)
+            if status == "refused" and reason:
+                refusals[reason] = refusals.get(reason, 0) + int(n)
+        return {"jobs": jobs, "items": items, "refusals": refusals}
+
+    def jobs_of(self, key_id: str, *, kind: str | None = None, limit: int = 50) -> list[Job]:
+        """The jobs one key created, newest first."""
+        sql = "SELECT id FROM jobs WHERE key_id=:key"
+        params: dict[str, object] = {"key": key_id, "limit": limit}
+        if kind is not None:
+            sql += " AND kind=:kind"
+            params["kind"] = kind
+        rows = self._query(sql + " ORDER BY created DESC, id LIMIT :limit", **params)
+        return [self.get_job(r[0]) for r in rows]
+
+    def job_decisions(self, job_id: str) -> list[JsonObject]:
+        """Who approved or cancelled a job, and when: its audit rows, oldest first."""
+        rows = self._query(
+            "SELECT ts, key_id, action FROM audit WHERE action IN ('campaign.approve', 'campaign.cancel')"
+            " AND detail LIKE :pattern ORDER BY id",
+            pattern=f'%"job_id": {json.dumps(job_id)}%',
+        )
+        return [{"ts": ts, "key_id": k, "action": a} for ts, k, a in rows]
+
+    def job_customers(self, job_id: str) -> list[str]:
+        """A job's customers, in the job's order."""
+        rows = self._query("SELECT customer_id FROM job_items WHERE job_id=:job ORDER BY seq", job=job_id)
+        return [r[0] for r in rows]
+
+    def key_by_id(self, key_id: str) -> ApiKey | None:
+        """A key that is not revoked, by its id (a console session names its key by id)."""
+        rows = self._query("SELECT role, name FROM api_keys WHERE id=:id AND revoked=0", id=key_id)
+        if not rows:
+            return None
+        return ApiKey(id=key_id, role=rows[0][0], name=rows[0][1])
+
+    def secret(self, purpose: str) -> bytes:
+        """A secret for signing ``purpose``'s tokens (console sessions, customers' why-links): derived from
+        this database's own secret, so every replica on it signs and checks alike, and none is configured."""
+        # A NUL first: no customer id holds one (control characters are refused), so no tombstone, which is
+        # the same HMAC of an id, is ever one of these secrets.
+        return hmac.new(self._salt, b"\x00secret:" + purpose.encode(), hashlib.sha256).digest()
 
     def job_key(self, job_id: str) -> str | None:
         rows = self._query("SELECT key_id FROM jobs WHERE id=:id", id=job_id)
@@ -453,6 +557,7 @@ class Ops:
         rows = self._query(
             "SELECT MIN(CASE WHEN lease_until IS NOT NULL AND lease_until > next_attempt THEN lease_until"
             " ELSE next_attempt END) FROM job_items WHERE status='pending'"
+            " AND job_id IN (SELECT id FROM jobs WHERE status IN ('queued', 'running'))"
         )
         if not rows or rows[0][0] is None:
             return None
@@ -569,7 +674,10 @@ class Ops:
         ).scalar_one()
         if left == 0:
             db.execute(
-                text("UPDATE jobs SET status='done', updated=:now WHERE id=:job AND status <> 'done'"),
+                text(
+                    "UPDATE jobs SET status='done', updated=:now WHERE id=:job"
+                    " AND status IN ('queued', 'running')"
+                ),
                 {"now": now, "job": job_id},
             )
 

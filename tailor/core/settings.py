@@ -116,6 +116,18 @@ class Settings(BaseSettings):
         " mostly spins (a warm recommendation: 17.9 ms of CPU against 9.2 ms on one thread, in the same wall"
         " time; benchmarks/recommend_latency.py), CPU that other requests and a refit need.",
     )
+    console_session_hours: float = Field(
+        8.0, gt=0, le=24 * 30, description="How long a console login lasts before the key is asked for again."
+    )
+    why_link_days: float = Field(
+        30.0,
+        gt=0,
+        le=365,
+        description="How long a customer's signed why-link opens (made by the console).",
+    )
+    eval_report: Path = Field(
+        Path("out/eval/report.json"), description="The evaluation report the console's quality page shows."
+    )
     refit_after_forget: bool = Field(
         True,
         description="Refit the ranker in the background after a customer is deleted over HTTP, so their"

@@ -580,6 +580,20 @@ class Store:
         )
         return [r[0] for r in rows]
 
+    def order_counts(self, customer_id: str) -> dict[str, int]:
+        """A customer's whole history in three numbers: distinct orders, purchase lines, returned lines."""
+        # No condition on kind: with one, SQLite's planner took the kind index and read every purchase of
+        # the store (130 ms for the busiest demo customer, against a few ms by the customer's index).
+        rows = self._query(
+            "SELECT COUNT(DISTINCT CASE WHEN kind='purchase' THEN order_id END),"
+            " SUM(CASE WHEN kind='purchase' THEN 1 ELSE 0 END),"
+            " SUM(CASE WHEN kind='return' THEN 1 ELSE 0 END)"
+            " FROM events WHERE customer_id=:cid",
+            {"cid": customer_id},
+        )
+        orders, lines, returns = rows[0] if rows else (0, 0, 0)
+        return {"orders": int(orders or 0), "purchases": int(lines or 0), "returns": int(returns or 0)}
+
     def customers_with(self, kind: EventKind) -> list[str]:
         rows = self._query("SELECT DISTINCT customer_id FROM events WHERE kind=:kind", {"kind": kind.value})
         return [r[0] for r in rows]

@@ -2,8 +2,9 @@
 metrics.
 
 ``routers/`` holds one module per audience (``probes``: the orchestrator and the scraper; ``crm``;
-``support``); ``dependencies`` checks keys, ``errors`` gives every refusal its one shape, ``middleware``
-caps bodies and counts requests, ``lifespan`` opens what the app serves with (``state``).
+``support``), and ``console/`` the web pages; ``dependencies`` checks keys, ``errors`` gives every refusal
+its one shape, ``middleware`` caps bodies and counts requests, ``lifespan`` opens what the app serves with
+(``state``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from tailor.app.facade import Facade
+from tailor.app.http.console import add_console_handlers
+from tailor.app.http.console import router as console_router
 from tailor.app.http.errors import ApiError, add_error_handlers
 from tailor.app.http.lifespan import lifespan
 from tailor.app.http.middleware import Shell
@@ -44,8 +47,9 @@ def create_app(settings: Settings, facade: Facade | None = None, *, run_jobs: bo
         description=DESCRIPTION,
     )
     add_error_handlers(app)
+    add_console_handlers(app)
     # In this order, so the OpenAPI document lists the paths as it always has.
-    for router in (probes.router, crm.router, support.router):
+    for router in (probes.router, crm.router, support.router, console_router):
         app.include_router(router)
     app.add_middleware(Shell, max_body=settings.api_max_body_bytes, metrics=metrics)
     return app

@@ -26,7 +26,7 @@ from tailor.core.errors import (
     TailorError,
 )
 
-__all__ = ["ApiError", "add_error_handlers", "error_response"]
+__all__ = ["ApiError", "add_error_handlers", "error_response", "tailor_status"]
 
 log = logging.getLogger("tailor.app.http")
 
@@ -72,6 +72,14 @@ _TAILOR_STATUS: tuple[tuple[type[TailorError], int, str], ...] = (
 )
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
+
+
+def tailor_status(exc: TailorError) -> tuple[int, str]:
+    """The HTTP status and error code of one of Tailor's errors."""
+    for kind, status, code in _TAILOR_STATUS:
+        if isinstance(exc, kind):
+            return status, code
+    return 500, "internal_error"
 
 
 async def _api_error(request: Request, exc: ApiError) -> JSONResponse:

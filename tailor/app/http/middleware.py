@@ -82,7 +82,7 @@ class Shell:
                 refused = error_response(
                     413, "payload_too_large", f"request body exceeds {self.max_body} bytes"
                 )
-            elif replay is not receive:
+            elif replay is not receive and not _console_form(scope):
                 refused = _body_problem(headers.get(b"content-type", b""), body)
             if refused is not None:
                 await refused(scope, receive, send_wrapper)
@@ -104,6 +104,11 @@ class Shell:
             self.metrics.observe(
                 "tailor_http_request_duration_seconds", time.perf_counter() - started, {"route": template}
             )
+
+
+def _console_form(scope: Scope) -> bool:
+    """The console's forms post as forms; its own checks refuse anything else (``console.session``)."""
+    return str(scope.get("path", "")).startswith("/console/")
 
 
 def _body_problem(content_type: bytes, body: bytes) -> JSONResponse | None:

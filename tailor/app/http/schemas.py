@@ -56,6 +56,11 @@ class CampaignIn(_In):
     )
     trigger: TriggerSpec = TriggerSpec(kind="campaign")
     callback_url: _Url | None = None
+    approval: Literal["none", "required"] = Field(
+        "none",
+        description="`required`: the campaign waits, nothing made or sent, until `POST /v1/jobs/{id}/approve`"
+        " (preview it first with `GET /v1/jobs/{id}/preview`).",
+    )
     # The name the body gave the audience: a refusal names the field as the client wrote it. Not part of the
     # schema, nor of the stored spec.
     named: SkipJsonSchema[Literal["audience", "segment"]] = Field("audience", exclude=True)

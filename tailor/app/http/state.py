@@ -3,14 +3,17 @@ the warm-up; one ``ServiceState`` per app, made at startup (``tailor.app.http.li
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
+from collections import OrderedDict
 
 from tailor.app.facade import Facade
 from tailor.app.jobs import JobRunner
 from tailor.app.metrics import Metrics
 from tailor.app.ops import Ops
+from tailor.app.preview import CampaignPreview
 from tailor.core.logs import describe
 from tailor.core.settings import Settings
 
@@ -49,6 +52,10 @@ class ServiceState:
         self.metrics = metrics
         self.runner = JobRunner(facade, ops, settings, metrics)
         self.buckets = TokenBuckets(settings.api_rate_per_s, settings.api_rate_burst)
+        # Campaign previews under way or written, by (job, size): ``tailor.app.http.actions``.
+        self.previews: OrderedDict[tuple[str, int], tuple[float, asyncio.Task[CampaignPreview]]] = (
+            OrderedDict()
+        )
         self.warm = threading.Event()
         # ``{"seconds": {part: seconds}}`` once warm, ``{"error": type name}`` if the warm-up failed.
         self.warm_up: dict[str, dict[str, float] | str] = {}

@@ -11,12 +11,20 @@ import json
 from collections.abc import Iterator
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Header
+from fastapi import APIRouter, Body, Header, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from tailor.app.facade import RefitStart
+from tailor.app.http.actions import (
+    PREVIEW_SIZE,
+    approve_campaign,
+    campaign_preview,
+    cancel_campaign,
+    create_campaign,
+    own_job,
+)
 from tailor.app.http.dependencies import AppState, Crm
 from tailor.app.http.schemas import (
     CampaignIn,
@@ -28,10 +36,9 @@ from tailor.app.http.schemas import (
 )
 from tailor.app.http.state import ServiceState
 from tailor.app.jobs import check_callback_url
-from tailor.app.ops import ApiKey, body_hash
+from tailor.app.ops import body_hash
 from tailor.core.errors import DataError, ForgottenError, NotFoundError, RecordError
 from tailor.core.models import Consent, Customer, JsonObject
-from tailor.data.audience import select
 from tailor.data.segment import from_segment, is_segment
 
 __all__ = ["router"]
@@ -142,46 +149,48 @@ async def post_campaign(
 ) -> JSONResponse:
     if body.callback_url:
         check_callback_url(body.callback_url, st.settings.callback_hosts)
-    await run_in_threadpool(_refuse_forgotten, st, body.audience.customer_ids or [], body.named)
-    ids = await run_in_threadpool(select, st.facade.store, body.audience, field=body.named)
-    if not ids:
-        raise RecordError(f"the {body.named} matches no customer", source="body", field=body.named)
-    spec = body.model_dump(mode="json")
-    created = await run_in_threadpool(
-        st.ops.create_job,
-        "campaign",
-        ids,
-        spec,
-        callback_url=body.callback_url,
-        key_id=key.id,
-        idempotency=(f"campaign:{key.id}", idempotency_key, body_hash(spec)) if idempotency_key else None,
-    )
-    if created.created:
-        st.ops.audit(
-            "campaign",
-            key_id=key.id,
-            customer_id=None,
-            detail={"job_id": created.job_id, "total": len(ids)},
-        )
-        st.runner.wake()
+    created = await create_campaign(st, key, body, idempotency_key)
     job = st.ops.get_job(created.job_id)
     return JSONResponse(
-        {"job_id": job.id, "status": "queued", "total": job.total, "links": _job_links(job.id)},
+        {"job_id": job.id, "status": job.status, "total": job.total, "links": _job_links(job.id)},
         status_code=202,
         headers=_job_headers(job.id, created.created),
     )
 
 
+@router.get("/v1/jobs/{job_id}/preview")
+async def get_job_preview(
+    st: AppState, key: Crm, job_id: str, n: Annotated[int, Query(ge=1, le=20)] = PREVIEW_SIZE
+) -> JsonObject:
+    """A seeded sample of a campaign's emails as they would be sent, none sent: subject, preheader, body,
+    each rail's verdict, the writer and its fallbacks, and the sample's refusals by reason."""
+    return (await campaign_preview(st, key, job_id, n)).as_dict()
+
+
+@router.post("/v1/jobs/{job_id}/approve")
+async def approve_job(st: AppState, key: Crm, job_id: str) -> JsonObject:
+    """Let a campaign made with `"approval": "required"` run. Recorded in the audit trail, with the key."""
+    await approve_campaign(st, key, job_id)
+    return {**st.ops.get_job(job_id).as_dict(), "links": _job_links(job_id)}
+
+
+@router.post("/v1/jobs/{job_id}/cancel")
+async def cancel_job(st: AppState, key: Crm, job_id: str) -> JsonObject:
+    """Stop a job: items not yet started are cancelled; those under way finish."""
+    await cancel_campaign(st, key, job_id)
+    return {**st.ops.get_job(job_id).as_dict(), "links": _job_links(job_id)}
+
+
 @router.get("/v1/jobs/{job_id}")
 async def get_job(st: AppState, key: Crm, job_id: str) -> JsonObject:
-    _own_job(st, key, job_id)
+    own_job(st, key, job_id)
     job = st.ops.get_job(job_id)
     return {**job.as_dict(), "links": _job_links(job.id)}
 
 
 @router.get("/v1/jobs/{job_id}/results", response_class=StreamingResponse)
 async def get_job_results(st: AppState, key: Crm, job_id: str) -> StreamingResponse:
-    _own_job(st, key, job_id)
+    own_job(st, key, job_id)
     items = await run_in_threadpool(st.ops.job_items, job_id)
 
     def lines() -> Iterator[str]:
@@ -195,7 +204,7 @@ async def get_job_results(st: AppState, key: Crm, job_id: str) -> StreamingRespo
 @router.get("/v1/jobs/{job_id}/audit")
 async def get_job_audit(st: AppState, key: Crm, job_id: str) -> JsonObject:
     """Each finished item's audit trace: what every agent node read, decided and cost."""
-    _own_job(st, key, job_id)
+    own_job(st, key, job_id)
     items = await run_in_threadpool(st.ops.item_audits, job_id)
     return {"job_id": job_id, "items": items}
 
@@ -275,25 +284,9 @@ def _job_headers(job_id: str, created: bool) -> dict[str, str]:
     return {"Location": f"/v1/jobs/{job_id}", "Idempotent-Replayed": "false" if created else "true"}
 
 
-def _own_job(st: ServiceState, key: ApiKey, job_id: str) -> None:
-    # A job is visible to the key that created it only; to others it does not exist.
-    owner = st.ops.job_key(job_id)
-    if owner is not None and owner != key.id:
-        raise NotFoundError("job", job_id)
-
-
 def _known_customers(st: ServiceState, ids: list[str]) -> dict[str, Customer]:
     out: dict[str, Customer] = {}
     for cid in dict.fromkeys(ids):
         if st.facade.store.has_customer(cid):
             out[cid] = st.facade.store.get_customer(cid)
     return out
-
-
-def _refuse_forgotten(st: ServiceState, customer_ids: list[str], named: str) -> None:
-    """A campaign naming a forgotten customer (who is not a customer again) is refused whole: queued, it
-    would store their id again, in its spec and its items."""
-    unknown = [c for c in dict.fromkeys(customer_ids) if not st.facade.store.has_customer(c)]
-    gone = st.ops.forgotten(unknown)
-    if gone:
-        raise ForgottenError(gone, field=f"{named}.customer_ids.{customer_ids.index(gone[0])}")
