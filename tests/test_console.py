@@ -26,6 +26,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from tailor.app.http import create_key
@@ -352,6 +353,19 @@ def test_roles_hold_in_the_console(browser: WebDriver, console: dict[str, Any]) 
             ops.close()
         gone = agent.get("/console/customers", follow_redirects=False)
         assert gone.status_code == 303 and gone.headers["location"].startswith("/console/login")
+    # The login by keyboard alone: the skip link first, then the key field, then Enter.
+    browser.delete_all_cookies()
+    browser.get(f"{base}/console/login")
+    body = browser.find_element(By.TAG_NAME, "body")
+    body.send_keys(Keys.TAB)
+    assert browser.switch_to.active_element.text == "Skip to content"
+    for _ in range(5):
+        if browser.switch_to.active_element.get_attribute("id") == "key":
+            break
+        browser.switch_to.active_element.send_keys(Keys.TAB)
+    assert browser.switch_to.active_element.get_attribute("id") == "key", "the key field is reached by Tab"
+    browser.switch_to.active_element.send_keys(console["keys"]["support"], Keys.ENTER)
+    wait_until(lambda: browser.current_url.endswith("/console"), 30)
     # A wrong key at the login is refused, and says so.
     browser.delete_all_cookies()
     browser.get(f"{base}/console/login")

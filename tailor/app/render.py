@@ -178,4 +178,9 @@ def run_demo(
         print_outcome(console, tailor.email(customer_id, trigger="campaign"))
         if recs:
             print_explanation(console, tailor.why(customer_id, recs[0].item.id))
+    console.rule("Next")
+    console.print(
+        "The same in a browser: [bold]tailor keys create --role support[/] (and [bold]--role crm[/] for"
+        " campaigns), [bold]tailor serve[/], then open http://127.0.0.1:8000/console and log in with the key."
+    )
     return chosen
