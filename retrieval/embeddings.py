@@ -9,31 +9,33 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+import sqlalchemy as sa
 
 from tailor.core.errors import DataError, EmbeddingError
 from tailor.core.settings import Settings
+from tailor.data.db import Database, migrate
 
-__all__ = ["BUNDLED_MODEL", "CacheStats", "Embedder", "EmbeddingCache"]
+__all__ = ["BUNDLED_MODEL", "CacheStats", "Embedder", "EmbeddingCache", "MemoryCache", "VectorCache"]
 
 BUNDLED_MODEL = "all-MiniLM-L6-v2"
 _TRANSIENT = 8  # texts kept in memory between calls with keep=False (see Embedder.encode)
 
 FloatMatrix = npt.NDArray[np.float32]
 
-# SQLite caps bound parameters per statement; stay well under the lowest common limit.
+# Ids per statement: well under what either engine takes, and a few round trips for a whole catalog.
 _SQL_CHUNK = 500
-_MEMORY = Path(":memory:")
+MIGRATIONS = Path(__file__).resolve().parent / "embedding_migrations"
+VERSION_TABLE = "alembic_version_embeddings"
 
 
 @dataclass(frozen=True)
@@ -43,28 +45,35 @@ class CacheStats:
     size: int
 
 
-class EmbeddingCache:
-    """Vectors by sha256(model id, text) in one SQLite file; safe to share between threads and processes."""
+class VectorCache(Protocol):
+    """Where an ``Embedder`` keeps its vectors: ``EmbeddingCache`` (a database) or ``MemoryCache``."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, FloatMatrix]: ...
+    def put_many(self, rows: Sequence[tuple[bytes, FloatMatrix]]) -> None: ...
+    def delete_many(self, keys: Sequence[bytes]) -> int: ...
+    def model_ids(self) -> list[str]: ...
+    def model_dim(self, model_id: str) -> int | None: ...
+    def set_model_dim(self, model_id: str, dim: int) -> None: ...
+    def __len__(self) -> int: ...
+    def close(self) -> None: ...
+
+
+class EmbeddingCache:
+    """Vectors by sha256(model id, text) in a database, shared by threads and processes: an SQLite file in
+    the data dir by default, or PostgreSQL (``TAILOR_DATABASE_URL``), where every replica and worker reads
+    what any of them embedded. One code path on both (SQLAlchemy Core, ``tailor.data.db``), with versioned
+    migrations run at opening."""
+
+    def __init__(self, target: Path | str) -> None:
         try:
-            if path != _MEMORY:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, dim INTEGER, vec BLOB)"
-            )
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS models (model TEXT PRIMARY KEY, dim INTEGER NOT NULL)"
-            )
-        except (sqlite3.Error, OSError) as exc:
+            self._db = Database(target)
+            migrate(self._db, MIGRATIONS, VERSION_TABLE)
+        except (DataError, OSError) as exc:
             raise EmbeddingError(
-                f"cannot open the embedding cache {path}: {exc}", hint="check that the data dir is writable"
+                f"cannot open the embedding cache: {exc}", hint="check that the data dir is writable"
             ) from exc
-        self._lock = threading.Lock()
+        self.where = self._db.where
+        self.path = self._db.path
 
     @staticmethod
     def key(model_id: str, text: str) -> bytes:
@@ -72,79 +81,122 @@ class EmbeddingCache:
         return hashlib.sha256(model_id.encode() + b"\x00" + text.encode()).digest()
 
     @contextmanager
-    def _sqlite(self, what: str) -> Iterator[None]:
+    def _guard(self, what: str) -> Iterator[None]:
         try:
-            with self._lock:
-                yield
-        except sqlite3.Error as exc:
-            raise EmbeddingError(f"embedding cache {self.path}: cannot {what}: {exc}") from exc
+            yield
+        except (sa.exc.SQLAlchemyError, DataError) as exc:
+            raise EmbeddingError(f"embedding cache {self.where}: cannot {what}: {exc}") from exc
 
     def get_many(self, keys: Sequence[bytes]) -> dict[bytes, FloatMatrix]:
         found: dict[bytes, FloatMatrix] = {}
         unique = list(dict.fromkeys(keys))
-        with self._sqlite("read vectors"):
+        query = sa.text("SELECT key, vec FROM embedding_vectors WHERE key IN :keys").bindparams(
+            sa.bindparam("keys", expanding=True)
+        )
+        with self._guard("read vectors"), self._db.engine.connect() as conn:
+            conn = conn.execution_options(tailor_read=True)
             for start in range(0, len(unique), _SQL_CHUNK):
-                chunk = unique[start : start + _SQL_CHUNK]
-                marks = ",".join("?" * len(chunk))
-                rows = self._db.execute(f"SELECT key, vec FROM vectors WHERE key IN ({marks})", chunk)
-                for key, blob in rows:
-                    found[key] = np.frombuffer(blob, dtype=np.float32)
+                for key, blob in conn.execute(query, {"keys": unique[start : start + _SQL_CHUNK]}):
+                    found[bytes(key)] = np.frombuffer(bytes(blob), dtype=np.float32)
+            conn.rollback()
         return found
 
     def put_many(self, rows: Sequence[tuple[bytes, FloatMatrix]]) -> None:
-        with self._sqlite("store vectors"):
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO vectors VALUES (?,?,?)",
-                    [
-                        (k, int(v.shape[0]), np.ascontiguousarray(v, dtype=np.float32).tobytes())
-                        for k, v in rows
-                    ],
-                )
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        if not rows:
+            return
+        # A key's vector is the same whoever computed it (one model, one text): a second writer's is dropped.
+        insert = sa.text(
+            "INSERT INTO embedding_vectors (key, dim, vec) VALUES (:key, :dim, :vec)"
+            " ON CONFLICT (key) DO NOTHING"
+        )
+        values = [
+            {"key": k, "dim": int(v.shape[0]), "vec": np.ascontiguousarray(v, dtype=np.float32).tobytes()}
+            for k, v in dict(rows).items()
+        ]
+        with self._guard("store vectors"), self._db.transaction() as conn:
+            conn.execute(insert, values)
 
     def delete_many(self, keys: Sequence[bytes]) -> int:
         """Delete vectors by key; returns how many were there."""
         unique = list(dict.fromkeys(keys))
+        delete = sa.text("DELETE FROM embedding_vectors WHERE key IN :keys").bindparams(
+            sa.bindparam("keys", expanding=True)
+        )
         deleted = 0
-        with self._sqlite("delete vectors"):
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for start in range(0, len(unique), _SQL_CHUNK):
-                    chunk = unique[start : start + _SQL_CHUNK]
-                    marks = ",".join("?" * len(chunk))
-                    deleted += self._db.execute(f"DELETE FROM vectors WHERE key IN ({marks})", chunk).rowcount
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._guard("delete vectors"), self._db.transaction() as conn:
+            for start in range(0, len(unique), _SQL_CHUNK):
+                deleted += conn.execute(delete, {"keys": unique[start : start + _SQL_CHUNK]}).rowcount
         return deleted
 
     def model_ids(self) -> list[str]:
         """Every model that has written vectors here (recorded when it loads)."""
-        with self._sqlite("read the models"):
-            return [r[0] for r in self._db.execute("SELECT model FROM models ORDER BY model")]
+        with self._guard("read the models"):
+            return [r[0] for r in self._db.query("SELECT model FROM embedding_models ORDER BY model")]
 
     def model_dim(self, model_id: str) -> int | None:
-        with self._sqlite("read the model dimension"):
-            row = self._db.execute("SELECT dim FROM models WHERE model=?", (model_id,)).fetchone()
-        return int(row[0]) if row else None
+        with self._guard("read the model dimension"):
+            rows = self._db.query("SELECT dim FROM embedding_models WHERE model=:m", {"m": model_id})
+        return int(rows[0][0]) if rows else None
 
     def set_model_dim(self, model_id: str, dim: int) -> None:
-        with self._sqlite("store the model dimension"):
-            self._db.execute("INSERT OR REPLACE INTO models VALUES (?,?)", (model_id, dim))
+        upsert = sa.text(
+            "INSERT INTO embedding_models (model, dim) VALUES (:m, :d)"
+            " ON CONFLICT (model) DO UPDATE SET dim = excluded.dim"
+        )
+        with self._guard("store the model dimension"), self._db.transaction() as conn:
+            conn.execute(upsert, {"m": model_id, "d": dim})
 
     def __len__(self) -> int:
-        with self._sqlite("count vectors"):
-            return int(self._db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0])
+        with self._guard("count vectors"):
+            return int(self._db.query("SELECT COUNT(*) FROM embedding_vectors")[0][0])
+
+    def checkpoint(self) -> bool:
+        """After a forget, on SQLite: the deleted vectors leave the write-ahead log too."""
+        return self._db.checkpoint()
 
     def close(self) -> None:
+        self._db.close()
+
+
+class MemoryCache:
+    """The cache in this process only (``Embedder`` without a cache dir: tests and one-off scripts)."""
+
+    def __init__(self) -> None:
+        self._vectors: dict[bytes, FloatMatrix] = {}
+        self._models: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, FloatMatrix]:
         with self._lock:
-            self._db.close()
+            return {k: self._vectors[k] for k in keys if k in self._vectors}
+
+    def put_many(self, rows: Sequence[tuple[bytes, FloatMatrix]]) -> None:
+        with self._lock:
+            for key, vec in rows:
+                self._vectors.setdefault(key, np.ascontiguousarray(vec, dtype=np.float32).copy())
+
+    def delete_many(self, keys: Sequence[bytes]) -> int:
+        with self._lock:
+            return sum(1 for k in dict.fromkeys(keys) if self._vectors.pop(k, None) is not None)
+
+    def model_ids(self) -> list[str]:
+        with self._lock:
+            return sorted(self._models)
+
+    def model_dim(self, model_id: str) -> int | None:
+        with self._lock:
+            return self._models.get(model_id)
+
+    def set_model_dim(self, model_id: str, dim: int) -> None:
+        with self._lock:
+            self._models[model_id] = dim
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._vectors)
+
+    def close(self) -> None:
+        return None
 
 
 # One copy of a model per process: every Embedder (service, indexer, tests) on the same weights shares it.
@@ -174,7 +226,8 @@ class Embedder:
     """Text → normalized float32 vectors, through the cache.
 
     ``model`` is ``"all-MiniLM-L6-v2"`` (the bundled model) or a local sentence-transformers model folder.
-    Without ``cache_dir`` the cache lives in memory only (for tests and one-off scripts).
+    The cache is in ``cache_database`` (a PostgreSQL URL, shared by every process on it), else in
+    ``cache_dir/embeddings.sqlite``; with neither, in memory only (for tests and one-off scripts).
     """
 
     def __init__(
@@ -182,6 +235,7 @@ class Embedder:
         model: str = BUNDLED_MODEL,
         *,
         cache_dir: Path | None = None,
+        cache_database: str | None = None,
         batch_size: int = 64,
         device: str = "cpu",
     ) -> None:
@@ -192,7 +246,13 @@ class Embedder:
         self.device = device
         self._path = self._resolve(model)
         self.model_id = self._model_id(model, self._path)
-        self.cache = EmbeddingCache(cache_dir / "embeddings.sqlite" if cache_dir is not None else _MEMORY)
+        self.cache: VectorCache
+        if cache_database is not None:
+            self.cache = EmbeddingCache(cache_database)
+        elif cache_dir is not None:
+            self.cache = EmbeddingCache(cache_dir / "embeddings.sqlite")
+        else:
+            self.cache = MemoryCache()
         self._model: Any = None
         self._load_lock = threading.Lock()
         self._stats_lock = threading.Lock()
@@ -208,7 +268,10 @@ class Embedder:
     @classmethod
     def from_settings(cls, settings: Settings) -> Embedder:
         return cls(
-            settings.embedding_model, cache_dir=settings.cache_dir, batch_size=settings.embedding_batch_size
+            settings.embedding_model,
+            cache_dir=settings.cache_dir,
+            cache_database=settings.database_url,
+            batch_size=settings.embedding_batch_size,
         )
 
     @staticmethod
