@@ -162,7 +162,8 @@ def plan_action(
     )
 
 
-_GATE_FACTS: dict[str, Literal["consent", "quiet_hours", "frequency_cap"]] = {
+_GATE_FACTS: dict[str, Literal["consent", "quiet_hours", "frequency_cap", "holdout"]] = {
+    "holdout": "holdout",
     "no_marketing_consent": "consent",
     "no_personalization_consent": "consent",
     "quiet_hours": "quiet_hours",

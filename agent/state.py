@@ -71,7 +71,7 @@ class PlanFact(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    kind: Literal["consent", "quiet_hours", "frequency_cap", "unknown_customer", "history"]
+    kind: Literal["consent", "quiet_hours", "frequency_cap", "holdout", "unknown_customer", "history"]
     summary: str
     event_ids: tuple[str, ...] = ()
     item_ids: tuple[str, ...] = ()

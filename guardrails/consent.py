@@ -30,10 +30,17 @@ def check_send(
     *,
     frequency_cap_days: int = 3,
     marketing: bool = True,
+    holdout: bool = False,
 ) -> Verdict:
-    """May we send this customer a message now? Finding rules are ``tailor.core.models.Refusal`` reasons."""
+    """May we send this customer a message now? Finding rules are ``tailor.core.models.Refusal`` reasons.
+
+    ``holdout``: the customer is in the holdout group (``tailor.core.holdout``). That finding comes first,
+    so every member of the group is refused as ``holdout`` whatever else holds: the group a campaign is
+    measured against is then exactly the customers refused for it."""
     start = time.perf_counter()
     findings: list[Finding] = []
+    if marketing and holdout:
+        findings.append(Finding("holdout", "the customer is in the holdout group: no marketing email"))
     if not customer.consent.personalization:
         findings.append(
             Finding("no_personalization_consent", "the customer has not agreed to personalization")

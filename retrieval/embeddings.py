@@ -25,7 +25,15 @@ from tailor.core.errors import DataError, EmbeddingError
 from tailor.core.settings import Settings
 from tailor.data.db import Database, migrate
 
-__all__ = ["BUNDLED_MODEL", "CacheStats", "Embedder", "EmbeddingCache", "MemoryCache", "VectorCache"]
+__all__ = [
+    "BUNDLED_MODEL",
+    "CacheStats",
+    "Embedder",
+    "EmbeddingCache",
+    "MemoryCache",
+    "VectorCache",
+    "cache_key",
+]
 
 BUNDLED_MODEL = "all-MiniLM-L6-v2"
 _TRANSIENT = 8  # texts kept in memory between calls with keep=False (see Embedder.encode)
@@ -45,8 +53,17 @@ class CacheStats:
     size: int
 
 
+def cache_key(model_id: str, text: str) -> bytes:
+    """A vector's key: sha256 of the model id and the text; the NUL keeps ("ab", "c") and ("a", "bc")
+    apart."""
+    return hashlib.sha256(model_id.encode() + b"\x00" + text.encode()).digest()
+
+
 class VectorCache(Protocol):
     """Where an ``Embedder`` keeps its vectors: ``EmbeddingCache`` (a database) or ``MemoryCache``."""
+
+    @staticmethod
+    def key(model_id: str, text: str) -> bytes: ...
 
     def get_many(self, keys: Sequence[bytes]) -> dict[bytes, FloatMatrix]: ...
     def put_many(self, rows: Sequence[tuple[bytes, FloatMatrix]]) -> None: ...
@@ -77,8 +94,7 @@ class EmbeddingCache:
 
     @staticmethod
     def key(model_id: str, text: str) -> bytes:
-        # The NUL separator keeps ("ab", "c") and ("a", "bc") apart.
-        return hashlib.sha256(model_id.encode() + b"\x00" + text.encode()).digest()
+        return cache_key(model_id, text)
 
     @contextmanager
     def _guard(self, what: str) -> Iterator[None]:
@@ -160,6 +176,10 @@ class EmbeddingCache:
 
 class MemoryCache:
     """The cache in this process only (``Embedder`` without a cache dir: tests and one-off scripts)."""
+
+    @staticmethod
+    def key(model_id: str, text: str) -> bytes:
+        return cache_key(model_id, text)
 
     def __init__(self) -> None:
         self._vectors: dict[bytes, FloatMatrix] = {}

@@ -44,6 +44,7 @@ from prompts import PromptRef
 from tailor.app.facade import Facade, ModelStatus, RefitStart
 from tailor.app.llm_endpoint import llm_endpoint_up
 from tailor.core.errors import LLMError, LLMTimeoutError, NotFoundError
+from tailor.core.holdout import in_holdout
 from tailor.core.models import (
     Consent,
     Customer,
@@ -234,6 +235,9 @@ class ScriptedTailor:
             raise NotFoundError("customer", customer_id)
         self._maybe_fail(customer_id)
         customer = self._customer(customer_id)
+        # As the agent's consent rail does: the holdout first, whatever else holds.
+        if in_holdout(customer_id, self.settings.holdout_share, self.settings.holdout_salt):
+            return outcome(refusal=Refusal(customer_id=customer_id, reason="holdout", detail="held out"))
         if not customer.consent.marketing_email:
             return outcome(
                 refusal=Refusal(customer_id=customer_id, reason="no_marketing_consent", detail="opted out")

@@ -20,6 +20,7 @@ from agent.writers import EmailCopy
 from retrieval.recommender import HybridRecommender
 from tailor.app.metrics import Metrics, record_outcome
 from tailor.core.errors import LLMError, LLMOutputError, LLMTimeoutError
+from tailor.core.holdout import in_holdout
 from tailor.core.models import Consent, Customer, Event, EventKind, QuietHours
 from tailor.core.settings import Settings
 from tailor.data.store import Store
@@ -128,6 +129,21 @@ def test_customer_without_marketing_consent_is_refused_before_any_profiling(
     plan = _refused_plan(out.plan, "no_marketing_consent", "consent")
     assert any("marketing email" in e.summary for e in plan.evidence)
     assert out.audit[1]["refused"] == "no_marketing_consent" and out.audit[1]["action"] == "nothing"
+
+
+def test_a_customer_in_the_holdout_group_is_refused_as_such_and_no_other_is(
+    deps: AgentDeps, sendable: list[str]
+) -> None:
+    salt = "agent-test"
+    held = next(c for c in sendable if in_holdout(c, 0.5, salt))
+    kept = next(c for c in sendable if not in_holdout(c, 0.5, salt))
+    deps.settings = deps.settings.model_copy(update={"holdout_share": 0.5, "holdout_salt": salt})
+    out = run_email_sync(deps, held)
+    assert out.email is None and out.refusal is not None and out.refusal.reason == "holdout"
+    assert [a["node"] for a in out.audit] == ["load_context", "plan", "finalize"], "nothing read or written"
+    _refused_plan(out.plan, "holdout", "holdout")
+    sent = run_email_sync(deps, kept)
+    assert sent.refusal is None or sent.refusal.reason != "holdout"
 
 
 def test_unknown_customer_is_a_refusal_not_a_crash(deps: AgentDeps) -> None:

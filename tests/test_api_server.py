@@ -20,6 +20,7 @@ import pytest
 
 from tailor.app.http import create_key
 from tailor.app.ops import Ops
+from tailor.core.holdout import in_holdout
 from tailor.core.settings import Settings
 from tailor.data.store import Store
 from tests.server import ServerProcess, seed_audience_facts, seed_store
@@ -1011,3 +1012,67 @@ def test_a_waiting_campaign_cancelled_makes_nothing(
         422,
         "invalid_request",
     )
+
+
+def test_a_campaign_with_a_holdout_logs_its_decisions_and_measures_its_uplift(tmp_path: Path) -> None:
+    """Half the customers held out (a stable draw); the targeted ones buy after the campaign, the held-out
+    ones do not: the uplift is positive, its interval says so, and the decision log has every customer with
+    the probability of what was chosen. A forgotten customer leaves both."""
+    data_dir = tmp_path / "data"
+    ids = seed_store(data_dir, n_customers=30)
+    crm, _ = _keys(data_dir)
+    salt, now = "test-salt", "2011-12-10T10:00:00+00:00"
+    env = {"TAILOR_HOLDOUT_SHARE": "0.5", "TAILOR_HOLDOUT_SALT": salt, "TAILOR_NOW": now}
+    held = {c for c in ids if in_holdout(c, 0.5, salt)}
+    assert 5 <= len(held) <= 25, "the draw splits this audience"
+    with ServerProcess(data_dir, env) as proc, httpx.Client(base_url=proc.base_url, timeout=30) as client:
+        r = client.post("/v1/campaigns", headers=crm, json={"audience": {"customer_ids": ids}})
+        job_id = r.json()["job_id"]
+        _wait(_job_done(client, crm, job_id))
+        job = client.get(f"/v1/jobs/{job_id}", headers=crm).json()
+        assert job["refusal_reasons"]["holdout"] == len(held)
+        # Every targeted customer buys two days after; no held-out one does.
+        buys = [
+            {"customer_id": c, "kind": "purchase", "item_id": "I1", "quantity": 1, "value": 10.0,
+             "timestamp": "2011-12-12T09:00:00+00:00", "order_id": f"after-{c}"}
+            for c in ids
+            if c not in held
+        ]  # fmt: skip
+        assert client.post("/v1/events", headers=crm, json={"events": buys}).status_code == 200
+        uplift = client.get(f"/v1/jobs/{job_id}/uplift", headers=crm).json()
+        groups = uplift["groups"]
+        assert groups["holdout"]["customers"] == len(held) and groups["holdout"]["converted"] == 0
+        assert groups["targeted"] == {
+            "customers": 30 - len(held),
+            "converted": 30 - len(held),
+            "rate": 1.0,
+            "revenue": 10.0 * (30 - len(held)),
+            "revenue_per_customer": 10.0,
+        }
+        conv = uplift["uplift"]["conversion"]
+        assert conv["diff"] == 1.0 and 0 < conv["low"] <= conv["high"] <= 1.0
+        assert uplift["windows_still_open"] == 30, "the service's clock is the campaign's day"
+        # Outside the window, nothing counts: a 1-day window closes before those purchases.
+        narrow = client.get(f"/v1/jobs/{job_id}/uplift", headers=crm, params={"window_days": 1}).json()
+        assert narrow["groups"]["targeted"]["converted"] == 0
+        _error(
+            client.get(f"/v1/jobs/{job_id}/uplift", headers=crm, params={"window_days": 0}),
+            422,
+            "invalid_request",
+        )
+
+        log = client.get(f"/v1/jobs/{job_id}/decisions", headers=crm).json()["decisions"]
+        assert sorted(d["customer_id"] for d in log) == sorted(ids)
+        for d in log:
+            in_group = d["customer_id"] in held
+            assert d["detail"]["group"] == ("holdout" if in_group else "targeted")
+            assert d["propensity"] == 0.5 and d["policy"].startswith("planner-1;holdout=0.5@")
+            assert d["decided_at"] == now
+        gone = sorted(held)[0]
+        assert client.delete(f"/v1/customers/{gone}", headers=crm).json()["deleted"]["decisions"] == 1
+        after = client.get(f"/v1/jobs/{job_id}/decisions", headers=crm).json()["decisions"]
+        assert gone not in {d["customer_id"] for d in after} and len(after) == 29
+        again = client.get(f"/v1/jobs/{job_id}/uplift", headers=crm).json()
+        assert (
+            again["left_out"] == {"forgotten": 1} and again["groups"]["holdout"]["customers"] == len(held) - 1
+        )

@@ -236,6 +236,8 @@ def test_a_campaign_waits_for_approval_shows_its_preview_and_runs_once_approved(
     done = browser.find_element(By.ID, "counts").text
     assert done.startswith("5 of 5 finished: 5 sent"), done
     assert "Approved" in browser.find_element(By.TAG_NAME, "main").text
+    # What it did: this server holds no one out, and the page says that nothing can be measured then.
+    assert "TAILOR_HOLDOUT_SHARE is 0" in browser.find_element(By.ID, "uplift").text
     assert console["keys"]["crm"].split("_")[1] in browser.find_element(By.TAG_NAME, "main").text
     _shot(browser, "campaign-done", retailer)
     store = Store(console["data_dir"] / "tailor.db")

@@ -45,6 +45,7 @@ def test_vectors_round_trip_and_a_second_writer_changes_nothing(cache: VectorCac
     assert got[a].dtype == np.float32 and len(cache) == 2
     assert cache.delete_many([a, a, EmbeddingCache.key("m", "never")]) == 1
     assert set(cache.get_many([a, b])) == {b} and len(cache) == 1
+    assert cache.key("m", "a") == a, "every cache keys vectors alike"
 
 
 def test_models_and_their_dimensions(cache: VectorCache) -> None:

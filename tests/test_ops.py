@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import text
 
-from tailor.app.ops import Ops, body_hash
+from tailor.app.ops import Decision, Ops, body_hash
 from tailor.core.errors import ConflictError, DataError, NotFoundError
 from tailor.core.models import Customer
 
@@ -138,7 +138,7 @@ def test_forget_removes_results_feedback_and_audit(ops: Ops) -> None:
     ops.add_feedback("a", "click", item_id="I1")
     ops.audit("consent", key_id="k", customer_id="a", detail={"x": 1})
     ops.audit("consent", key_id="k", customer_id="b")
-    assert ops.forget("a") == {"job_results": 1, "job_specs": 1, "feedback": 1, "audit": 1}
+    assert ops.forget("a") == {"job_results": 1, "job_specs": 1, "feedback": 1, "audit": 1, "decisions": 0}
     item = ops.job_items(job.job_id)[0]
     assert item.result is None and item.reason == "forgotten"
     assert item.customer_id == ops.tombstone("a") and item.customer_id.startswith("forgotten:")
@@ -588,3 +588,28 @@ def test_a_secret_is_one_per_purpose_and_shared_by_every_process_on_the_database
     finally:
         one.close()
         two.close()
+
+
+def test_the_decision_log_keeps_one_row_per_kept_result_and_forgets_with_the_customer(ops: Ops) -> None:
+    job = ops.create_job("campaign", ["a", "b"], {})
+    decision = Decision(
+        decided_at="2011-12-10T10:00:00+00:00",
+        action="recommend",
+        propensity=0.9,
+        policy="planner-1;holdout=0.1@abc",
+        model="ranker@x",
+        detail={"group": "targeted", "options": {"recommend": 0.7, "win_back": 0.0}},
+    )
+    assert ops.finish_item(job.job_id, "a", "done", {"email": 1}, decision=decision)
+    # A late second writer's result is refused, and so is its decision: one row per item.
+    assert not ops.finish_item(job.job_id, "a", "done", {"email": 2}, decision=decision)
+    held = Decision("2011-12-10T10:00:00+00:00", "nothing", 0.1, "planner-1;holdout=0.1@abc", "ranker@x", {})
+    assert ops.finish_item(job.job_id, "b", "refused", {"refusal": 1}, "holdout", decision=held)
+    log = ops.decisions(job.job_id)
+    assert [(d["customer_id"], d["action"], d["propensity"]) for d in log] == [
+        ("a", "recommend", 0.9),
+        ("b", "nothing", 0.1),
+    ]
+    assert log[0]["detail"]["options"] == {"recommend": 0.7, "win_back": 0.0}
+    assert ops.forget("a")["decisions"] == 1
+    assert [d["customer_id"] for d in ops.decisions(job.job_id)] == ["b"]

@@ -186,6 +186,11 @@ def test_consent_decisions() -> None:
     assert rules(consent.check_send(ANN, NOW, [NOW - timedelta(days=1)])) == ["frequency_cap"]
     assert consent.check_send(ANN, NOW, [NOW - timedelta(days=10)]).passed
     assert not consent.check("", ctx(customer=opted_out)).passed
+    # A held-out customer is refused as such first, whatever else holds; not held out, nothing changes.
+    assert rules(consent.check_send(opted_out, NOW, holdout=True)) == ["holdout", "no_marketing_consent"]
+    assert rules(consent.check_send(ANN, NOW, holdout=True)) == ["holdout"]
+    assert consent.check_send(ANN, NOW, holdout=False).passed
+    assert consent.check_send(ANN, NOW, holdout=True, marketing=False).passed
 
 
 _GONE = "[removed instruction-like text]"

@@ -10,6 +10,7 @@ from agent.context import AgentDeps
 from agent.state import EmailState
 from guardrails.consent import check_send
 from tailor.core.errors import NotFoundError
+from tailor.core.holdout import in_holdout
 from tailor.core.models import Refusal
 
 _HISTORY = 500
@@ -27,7 +28,14 @@ async def load_context(state: EmailState, runtime: Runtime[AgentDeps]) -> dict[s
         refusal = Refusal(customer_id=state.customer_id, reason="unknown_customer", detail=str(exc))
         return {"refusal": refusal, "audit": record("load_context", start, refusal=refusal.reason)}
     contacts = deps.contacts(customer.id) if deps.contacts else ()
-    verdict = check_send(customer, deps.now, contacts, frequency_cap_days=deps.settings.frequency_cap_days)
+    settings = deps.settings
+    verdict = check_send(
+        customer,
+        deps.now,
+        contacts,
+        frequency_cap_days=settings.frequency_cap_days,
+        holdout=in_holdout(customer.id, settings.holdout_share, settings.holdout_salt),
+    )
     if not verdict.passed:
         first = verdict.findings[0]
         refusal = Refusal(

@@ -19,6 +19,7 @@ recorded before the next item runs, once however often that is retried.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -35,7 +36,7 @@ from agent import EmailOutcome
 from agent.state import Trigger
 from tailor.app.facade import Facade
 from tailor.app.metrics import Metrics, record_outcome
-from tailor.app.ops import JobItem, Ops
+from tailor.app.ops import Decision, JobItem, Ops
 from tailor.core import budget
 from tailor.core.errors import BackendError, DataError, NotFoundError, TailorError
 from tailor.core.logs import describe
@@ -130,6 +131,7 @@ class JobRunner:
         self._running: set[tuple[str, str]] = set()
         self._running_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+        self._model_seen: tuple[float, str] | None = None
 
     def start(self) -> None:
         if self._thread is None:
@@ -266,7 +268,10 @@ class JobRunner:
             with budget.within(self.settings.job_time_budget_s):
                 outcome = self.facade.email(item.customer_id, to_trigger(spec), send=False)
             status, result, reason = _outcome_result(outcome)
-            sent_at = self.facade.now().isoformat() if status == "done" else None
+            decided_at = self.facade.now().isoformat()
+            # When it was decided, on the service's clock: a purchase is attributed from then on.
+            result["decided_at"] = decided_at
+            sent_at = decided_at if status == "done" else None
         except NotFoundError as exc:
             self._finish(
                 item,
@@ -302,7 +307,8 @@ class JobRunner:
             audit,
             outcome.email.fallback_parts if outcome.email is not None else (),
         )
-        if not self._finish(item, status, result, reason, audit=audit, contact_at=sent_at):
+        decision = self._decision(spec, outcome, decided_at)
+        if not self._finish(item, status, result, reason, audit=audit, contact_at=sent_at, decision=decision):
             return  # another worker wrote this item first (this one's lease ran out): its audit is written
         self.record_contacts()
         self.ops.audit(
@@ -323,14 +329,64 @@ class JobRunner:
         *,
         audit: list[JsonObject] | None = None,
         contact_at: str | None = None,
+        decision: Decision | None = None,
     ) -> bool:
         """Write the item's result; False when it was final already (written by another worker)."""
         if self.ops.finish_item(
-            item.job_id, item.customer_id, status, result, reason, audit=audit, contact_at=contact_at
+            item.job_id,
+            item.customer_id,
+            status,
+            result,
+            reason,
+            audit=audit,
+            contact_at=contact_at,
+            decision=decision,
         ):
             self.metrics.inc("tailor_jobs_items_total", {"status": status})
             return True
         return False
+
+    def _decision(self, spec: TriggerSpec, outcome: EmailOutcome, decided_at: str) -> Decision:
+        """The decision log's row for an item: the plan's choice among its options, and its probability.
+        The planner is deterministic; the one random draw is the holdout's (``tailor.core.holdout``), made
+        with the configured share, so a held-out customer's "nothing" has probability ``share`` and any
+        other choice ``1 - share``: exact, as IPS and doubly robust estimates need."""
+        share = self.settings.holdout_share
+        plan = outcome.plan
+        held = outcome.refusal is not None and outcome.refusal.reason == "holdout"
+        options: dict[str, float] = {}
+        if plan is not None:
+            options = {a.action: round(a.score, 6) for a in plan.rejected}
+            options[plan.action] = round(plan.score, 6)
+        salt = hashlib.sha256(self.settings.holdout_salt.encode()).hexdigest()[:8]
+        return Decision(
+            decided_at=decided_at,
+            action=plan.action if plan is not None else ("email" if outcome.email is not None else "nothing"),
+            propensity=share if held else 1.0 - share,
+            policy=f"planner-1;holdout={share:g}@{salt}",
+            model=self._model_version(),
+            detail={
+                "trigger": spec.kind,
+                "group": "holdout" if held else "targeted",
+                "options": options,
+                "products": [p.item_id for p in plan.products] if plan is not None else [],
+                "refused": outcome.refusal.reason if outcome.refusal is not None else None,
+            },
+        )
+
+    def _model_version(self) -> str:
+        # The ranker that served the decision, by when it was fitted; asked once a minute, not per item.
+        now = time.monotonic()
+        if self._model_seen is None or now - self._model_seen[0] > 60:
+            try:
+                fitted = self.facade.model_status().get("fitted_at")
+                seen = f"ranker@{fitted}" if fitted else "unfitted"
+            except Exception as exc:
+                # The log names the ranker it cannot read; the item and its email go on regardless.
+                log.warning("the ranker's version is unknown: %s", describe(exc))
+                seen = "unknown"
+            self._model_seen = (now, seen)
+        return self._model_seen[1]
 
     def record_contacts(self) -> None:
         """Record the saved sends, contact and impressions, each once (module docstring)."""

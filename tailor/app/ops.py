@@ -37,6 +37,7 @@ from tailor.data.db import Database, migrate, process_started, worker_name
 __all__ = [
     "ROLES",
     "ApiKey",
+    "Decision",
     "IdempotentJob",
     "Job",
     "JobItem",
@@ -111,6 +112,20 @@ class JobItem:
     reason: str | None
     result: JsonObject | None
     attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One row of the decision log: what was chosen for a customer (``action``: the plan's action, or
+    ``nothing``), with which probability under the policy that logged it, which policy and model, when (the
+    service's clock), and what else (the options and their scores, the products, the trigger)."""
+
+    decided_at: str
+    action: str
+    propensity: float
+    policy: str
+    model: str
+    detail: JsonObject
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,6 +452,19 @@ class Ops:
         )
         return [{"ts": ts, "key_id": k, "action": a} for ts, k, a in rows]
 
+    def decisions(self, job_id: str) -> list[JsonObject]:
+        """A job's decision log, in the order decided."""
+        rows = self._query(
+            "SELECT customer_id, decided_at, action, propensity, policy, model, detail FROM decisions"
+            " WHERE job_id=:job ORDER BY id",
+            job=job_id,
+        )
+        return [
+            {"customer_id": c, "decided_at": at, "action": a, "propensity": p, "policy": pol, "model": m,
+             "detail": json.loads(d)}
+            for c, at, a, p, pol, m, d in rows
+        ]  # fmt: skip
+
     def job_customers(self, job_id: str) -> list[str]:
         """A job's customers, in the job's order."""
         rows = self._query("SELECT customer_id FROM job_items WHERE job_id=:job ORDER BY seq", job=job_id)
@@ -573,13 +601,15 @@ class Ops:
         *,
         audit: list[JsonObject] | None = None,
         contact_at: str | None = None,
+        decision: Decision | None = None,
     ) -> bool:
         """Write an item's result, and the agent's audit trace, once. False when it was already final (a
         resumed or raced worker).
 
         ``contact_at`` (ISO time) is a send still to be recorded in the customer store's contact log; it is
         written with the result, in the same transaction, so a crash can delay that record but never lose
-        it or the email (see ``pending_contacts``)."""
+        it or the email (see ``pending_contacts``). ``decision`` goes to the decision log in that transaction
+        too, once: only with the result that is kept."""
         now = time.time()
         with self.transaction() as db:
             changed = db.execute(
@@ -599,6 +629,17 @@ class Ops:
                     "cid": customer_id,
                 },
             ).rowcount
+            if changed == 1 and decision is not None:
+                db.execute(
+                    text(
+                        "INSERT INTO decisions (ts, decided_at, job_id, customer_id, action, propensity,"
+                        " policy, model, detail)"
+                        " VALUES (:ts, :at, :job, :cid, :action, :p, :policy, :model, :detail)"
+                    ),
+                    {"ts": now, "at": decision.decided_at, "job": job_id, "cid": customer_id,
+                     "action": decision.action, "p": decision.propensity, "policy": decision.policy,
+                     "model": decision.model, "detail": json.dumps(decision.detail, default=str)},
+                )  # fmt: skip
             db.execute(
                 text("UPDATE jobs SET status='running', updated=:now WHERE id=:job AND status='queued'"),
                 {"now": now, "job": job_id},
@@ -828,14 +869,21 @@ class Ops:
                 self._maybe_complete(db, job_id, now)
             feedback = db.execute(text("DELETE FROM feedback WHERE customer_id=:cid"), cid).rowcount
             audit = db.execute(text("DELETE FROM audit WHERE customer_id=:cid"), cid).rowcount
-            if only_if_found and not (items or feedback or audit):
-                return {"job_results": 0, "job_specs": 0, "feedback": 0, "audit": 0}
+            decisions = db.execute(text("DELETE FROM decisions WHERE customer_id=:cid"), cid).rowcount
+            if only_if_found and not (items or feedback or audit or decisions):
+                return {"job_results": 0, "job_specs": 0, "feedback": 0, "audit": 0, "decisions": 0}
             db.execute(
                 text("INSERT INTO forgotten (tombstone, ts) VALUES (:tomb, :now) ON CONFLICT DO NOTHING"),
                 {"tomb": tomb, "now": now},
             )
         self.checkpoint()
-        return {"job_results": items, "job_specs": specs, "feedback": feedback, "audit": audit}
+        return {
+            "job_results": items,
+            "job_specs": specs,
+            "feedback": feedback,
+            "audit": audit,
+            "decisions": decisions,
+        }
 
     def _scrub_job(self, db: Connection, job_id: str, customer_id: str, tomb: str) -> int:
         row = db.execute(text("SELECT spec, callback_url FROM jobs WHERE id=:job"), {"job": job_id}).first()

@@ -414,6 +414,7 @@ class Refusal(_Model):
         "nothing_relevant",
         "guardrail_blocked",
         "unknown_customer",
+        "holdout",
     ]
     detail: str
     data: dict[str, Any] = Field(default_factory=dict)

@@ -116,6 +116,26 @@ class Settings(BaseSettings):
         " mostly spins (a warm recommendation: 17.9 ms of CPU against 9.2 ms on one thread, in the same wall"
         " time; benchmarks/recommend_latency.py), CPU that other requests and a refit need.",
     )
+    holdout_share: float = Field(
+        0.0,
+        ge=0.0,
+        le=0.5,
+        description="The share of customers (a stable draw, TAILOR_HOLDOUT_SALT) who get no marketing email,"
+        " so that a campaign's effect is measured against them (GET /v1/jobs/{id}/uplift). 0: none.",
+    )
+    holdout_salt: str = Field(
+        "tailor-holdout-1",
+        min_length=1,
+        max_length=200,
+        description="Draws the holdout group; a new salt draws a new one (earlier campaigns keep theirs).",
+    )
+    attribution_days: int = Field(
+        7,
+        ge=1,
+        le=90,
+        description="A purchase counts toward a campaign when made within this many days after the decision"
+        " for that customer (an email made, or held back for the holdout).",
+    )
     console_session_hours: float = Field(
         8.0, gt=0, le=24 * 30, description="How long a console login lasts before the key is asked for again."
     )

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from agent import SupportAnswer
+from tailor.app.attribution import campaign_uplift
 from tailor.app.http.actions import (
     approve_campaign,
     campaign_preview,
@@ -377,7 +378,23 @@ async def campaign(st: AppState, request: Request, job_id: str) -> Response:
             # Approve and Cancel stay in reach; the preview is tried again at the next view.
             problem = f"The preview could not be written: {exc}"
     decisions = await run_in_threadpool(st.ops.job_decisions, job.id)
-    return page("campaign.html", **_campaign_context(session, job, preview, decisions), problem=problem)
+    uplift = None
+    if job.status in ("done", "cancelled"):
+        uplift = await run_in_threadpool(
+            campaign_uplift,
+            st.facade.store,
+            st.ops,
+            job.id,
+            window_days=st.settings.attribution_days,
+            now=st.facade.now(),
+        )
+    return page(
+        "campaign.html",
+        **_campaign_context(session, job, preview, decisions),
+        problem=problem,
+        uplift=uplift,
+        holdout_share=st.settings.holdout_share,
+    )
 
 
 def _campaign_context(

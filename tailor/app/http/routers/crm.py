@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from tailor.app.attribution import campaign_uplift
 from tailor.app.facade import RefitStart
 from tailor.app.http.actions import (
     PREVIEW_SIZE,
@@ -207,6 +208,30 @@ async def get_job_audit(st: AppState, key: Crm, job_id: str) -> JsonObject:
     own_job(st, key, job_id)
     items = await run_in_threadpool(st.ops.item_audits, job_id)
     return {"job_id": job_id, "items": items}
+
+
+@router.get("/v1/jobs/{job_id}/decisions")
+async def get_job_decisions(st: AppState, key: Crm, job_id: str) -> JsonObject:
+    """The decision log of a job: for each customer, the action chosen among the options (with their
+    scores), its probability under the logging policy, the policy and the model, and when."""
+    own_job(st, key, job_id)
+    return {"job_id": job_id, "decisions": await run_in_threadpool(st.ops.decisions, job_id)}
+
+
+@router.get("/v1/jobs/{job_id}/uplift")
+async def get_job_uplift(
+    st: AppState,
+    key: Crm,
+    job_id: str,
+    window_days: Annotated[int | None, Query(ge=1, le=90)] = None,
+) -> JsonObject:
+    """What the campaign did: purchases of its targeted customers against its holdout, within the window
+    after each decision, with 95% intervals (the rules are in the answer)."""
+    own_job(st, key, job_id)
+    days = window_days or st.settings.attribution_days
+    return await run_in_threadpool(
+        campaign_uplift, st.facade.store, st.ops, job_id, window_days=days, now=st.facade.now()
+    )
 
 
 @router.put("/v1/customers/{customer_id}/consent")
