@@ -8,11 +8,13 @@ import time
 
 from starlette.concurrency import run_in_threadpool
 
+from agent import SupportAnswer
 from tailor.app.http.schemas import CampaignIn
 from tailor.app.http.state import ServiceState
 from tailor.app.ops import ApiKey, IdempotentJob, body_hash
 from tailor.app.preview import CampaignPreview, preview_campaign
 from tailor.core.errors import ConflictError, ForgottenError, NotFoundError, RecordError
+from tailor.core.models import JsonObject
 from tailor.data.audience import select
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "cancel_campaign",
     "create_campaign",
     "own_job",
+    "support_audit",
 ]
 
 # Enough emails to judge a campaign's copy by, few enough to read and to write before the page opens.
@@ -127,6 +130,25 @@ async def cancel_campaign(st: ServiceState, key: ApiKey, job_id: str) -> int:
         "campaign.cancel", key_id=key.id, customer_id=None, detail={"job_id": job_id, "items": cancelled}
     )
     return cancelled
+
+
+def support_audit(answer: SupportAnswer, **extra: object) -> JsonObject:
+    """A support answer's audit detail, from the API or the console alike: what the rails withheld,
+    redacted, dropped or neutralized (the rules and actions only, never the text removed), the intent and
+    the tools the answer took (names, timings, counts), who thought it (offline or the model) and where the
+    model's work was not used, so that a reviewer sees why it said what it said."""
+    return {
+        **extra,
+        "guardrail_notes": [
+            n.model_dump(mode="json", include={"kind", "action", "rules"}) for n in answer.guardrail_notes
+        ],
+        "intent": answer.intent,
+        "confidence": answer.confidence,
+        "tools": [t.model_dump(mode="json") for t in answer.tools],
+        "thinker": answer.thinker,
+        "fell_back": list(answer.fell_back),
+        "points_by": [s.points_by for s in answer.suggestions],
+    }
 
 
 def _seed(job_id: str) -> int:

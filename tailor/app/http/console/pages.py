@@ -27,6 +27,7 @@ from tailor.app.http.actions import (
     cancel_campaign,
     create_campaign,
     own_job,
+    support_audit,
 )
 from tailor.app.http.console.render import page
 from tailor.app.http.console.session import (
@@ -281,19 +282,7 @@ def _explain(
 
 def _answer(st: ServiceState, session: Session, customer_id: str, question: str) -> SupportAnswer:
     answer = st.facade.support(customer_id, question)
-    # As the API audits it: the rules and actions, the intent and the tools, never the text removed.
-    detail: JsonObject = {
-        "via": "console",
-        "guardrail_notes": [
-            n.model_dump(mode="json", include={"kind", "action", "rules"}) for n in answer.guardrail_notes
-        ],
-        "intent": answer.intent,
-        "confidence": answer.confidence,
-        "tools": [t.model_dump(mode="json") for t in answer.tools],
-        "thinker": answer.thinker,
-        "fell_back": list(answer.fell_back),
-        "points_by": [s.points_by for s in answer.suggestions],
-    }
+    detail = support_audit(answer, via="console")
     st.ops.audit("support", key_id=session.key_id, customer_id=customer_id, detail=detail)
     return answer
 
@@ -527,12 +516,16 @@ def _report(st: ServiceState) -> dict[str, Any] | None:
     }
 
 
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
 def _work(totals: dict[str, Any], metrics: Metrics) -> list[str]:
     lines = []
     jobs, items, refused = totals["jobs"], totals["items"], totals["refusals"]
     lines.append(
-        f"{jobs.get('campaign', 0)} campaigns and {jobs.get('email', 0)} triggered emails from this key:"
-        f" {items.get('done', 0)} emails made, {items.get('pending', 0)} to come."
+        f"{_n(jobs.get('campaign', 0), 'campaign')} and {_n(jobs.get('email', 0), 'triggered email')} from"
+        f" this key: {_n(items.get('done', 0), 'email')} made, {items.get('pending', 0)} to come."
     )
     if refused:
         said = ", ".join(

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
+from tailor.app.http.actions import support_audit
 from tailor.app.http.dependencies import AppState, Support
 from tailor.app.http.schemas import CustomerIdParam, ItemIdParam, SupportIn
 from tailor.core.models import JsonObject
@@ -36,19 +37,5 @@ async def why(st: AppState, key: Support, customer_id: CustomerIdParam, item_id:
 @router.post("/v1/support/suggestions")
 async def suggestions(st: AppState, key: Support, body: SupportIn) -> JsonObject:
     answer = await run_in_threadpool(st.facade.support, body.customer_id, body.question)
-    # What the rails withheld, redacted, dropped or neutralized goes into the audit trace too: the rules
-    # and actions only, never the text that was removed.
-    notes = [n.model_dump(mode="json", include={"kind", "action", "rules"}) for n in answer.guardrail_notes]
-    # The intent and the tools the answer took (names, timings, counts), so a reviewer sees why it said so.
-    detail: JsonObject = {
-        "guardrail_notes": notes,
-        "intent": answer.intent,
-        "confidence": answer.confidence,
-        "tools": [t.model_dump(mode="json") for t in answer.tools],
-        # Who thought it (offline or the model), and where the model's work was not used, why.
-        "thinker": answer.thinker,
-        "fell_back": list(answer.fell_back),
-        "points_by": [s.points_by for s in answer.suggestions],
-    }
-    st.ops.audit("support", key_id=key.id, customer_id=body.customer_id, detail=detail)
+    st.ops.audit("support", key_id=key.id, customer_id=body.customer_id, detail=support_audit(answer))
     return answer.model_dump(mode="json")
