@@ -106,3 +106,28 @@ def test_a_cache_file_of_the_release_before_migrations_is_adopted(tmp_path: Path
         assert len(again) == 1
     finally:
         again.close()
+
+
+def test_caches_and_stores_opened_on_many_threads_at_once_all_migrate(tmp_path: Path) -> None:
+    """Alembic's context is one per process: migrations on several threads at once take turns."""
+    from tailor.data.store import Store
+
+    barrier = threading.Barrier(8)
+    problems: list[BaseException] = []
+
+    def open_one(n: int) -> None:
+        barrier.wait()
+        try:
+            if n % 2:
+                EmbeddingCache(tmp_path / f"e{n}.sqlite").close()
+            else:
+                Store(tmp_path / f"s{n}.db").close()
+        except BaseException as exc:
+            problems.append(exc)
+
+    threads = [threading.Thread(target=open_one, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert problems == []

@@ -179,6 +179,9 @@ def _serialize_sqlite_writers(engine: Engine, synchronous: str, busy_timeout_s: 
             conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
 
 
+_MIGRATING = threading.Lock()
+
+
 def migrate(db: Database, location: Path, version_table: str) -> None:
     """Bring ``db`` to the newest revision of the Alembic migrations in ``location``, in one transaction;
     its version is kept in ``version_table`` (two schemas may share one PostgreSQL database). Replicas that
@@ -189,7 +192,10 @@ def migrate(db: Database, location: Path, version_table: str) -> None:
     config = Config()
     config.set_main_option("script_location", str(location))
     try:
-        with db.transaction() as conn:
+        # One migration at a time in a process: Alembic's ``context`` is a module-wide proxy, and two threads
+        # migrating at once (the embedding cache opened by a warm-up thread while a store opens) tore it
+        # down under each other (AttributeError: alembic.context has no 'config').
+        with _MIGRATING, db.transaction() as conn:
             if db.dialect == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:t))"), {"t": version_table})
             config.attributes["connection"] = conn
