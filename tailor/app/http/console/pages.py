@@ -9,7 +9,6 @@ explanation and nothing else.
 from __future__ import annotations
 
 import re
-import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -586,6 +585,4 @@ async def why_page(st: AppState, token: str) -> Response:
         "why", key_id=None, customer_id=payload["c"], detail={"item_id": payload["i"], "via": "link"}
     )
     expires = datetime.fromtimestamp(payload["exp"], UTC).strftime("%Y-%m-%d %H:%M")
-    return page(
-        "why.html", public=True, explanation=explanation, item=item, expires=expires, started=time.time()
-    )
+    return page("why.html", public=True, explanation=explanation, item=item, expires=expires)
