@@ -13,7 +13,8 @@ floor is x1.00, the goal x1.05.
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/ranking_across_stores.py [--stores uci,ta-feng,no-repeat]
         [--seed 0] [--tafeng-customers N]
 
-It also prints each store's eval time (fit included) and the label window the fit chose.
+It also prints each store's eval time (fit included), the label window the fit chose, and what each variant
+serves with the validation figures behind the choice.
 """
 
 from __future__ import annotations
@@ -115,6 +116,12 @@ def main() -> None:
             f"eval {seconds:.0f} s (fit {ev.timings.get('fit_s', 0):.0f} s)",
             flush=True,
         )
+        val = fit.get("validation") or {}
+        windows = ", ".join(
+            f"{w['window_start'][:10]} ({w['window_days']} days)" + (" skipped" if "skipped" in w else "")
+            for w in val.get("windows", [])
+        )
+        print(f"  served {fit.get('serving')}, chosen on {windows or 'no window'}: {val.get('recall@10')}")
         lines = _row(store, out)
         print("\n".join(lines), flush=True)
         report.extend(lines)

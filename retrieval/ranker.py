@@ -9,10 +9,11 @@ items the customer never bought (the ``new-only`` use: discovery).
 A young store's history can be shorter than the configured window and the past it needs: the fit then
 shortens its label window to fit the history (``label_window``) and says so in ``fit_report``.
 
-What it serves is chosen on the store's own latest window (``validate``): before the final fit, a ranker
-fitted on the history before that window ranks it with each way of scoring the candidates (the trees; for
-new items also the all-items trees with past items left out; and the reference scorers repeat history,
-popularity and EASE), and each variant serves the one with the best Recall@10 there (``SCORERS``). On the
+What it serves is chosen on the store's own latest windows (``validate`` of them, two by default): before
+the final fit, for each window a ranker fitted on the history before it ranks it with each way of scoring the
+candidates (the trees; for new items also the all-items trees with past items left out; and the reference
+scorers repeat history, popularity and EASE), and each variant serves the one with the best Recall@10 over
+every customer of every window (``SCORERS``). On the
 demo store the trees win; on a store where they lose to a plain reference, the reference is served, and the
 fit says so (``fit_report["serving"]``, ``fit_report["validation"]``).
 
@@ -126,6 +127,8 @@ SCORERS: dict[str, tuple[str, ...]] = {
     "new": ("trees", "trees_all", "popularity", "ease"),
 }
 _FEATURE_SCORERS = {"repeat": "orders", "popularity": "i_pop_log", "ease": "s_ease"}
+# The scorers the fit learns; the others are references, served on a lead of theirs or a tie.
+_LEARNED = frozenset({"trees", "trees_all"})
 _F = {name: i for i, name in enumerate(FEATURES)}
 _VALIDATION_K = 10
 # Fewer customers than this in the validation window make its figures noise: the trees are kept.
@@ -199,6 +202,43 @@ def _recall(ranked: Sequence[str], relevant: set[str]) -> float:
     return sum(1 for x in ranked[:_VALIDATION_K] if x in relevant) / min(len(relevant), _VALIDATION_K)
 
 
+def _validate_window(
+    params: Mapping[str, int],
+    frame: pd.DataFrame,
+    vectors: Mapping[str, npt.NDArray[np.floating[Any]]] | None,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+) -> dict[str, Any]:
+    """One validation window, ``start`` to ``end``: a ranker fitted on the history before ``start`` ranks
+    the window's purchases with every scorer of ``SCORERS``. Returns each variant's per-customer Recall@10
+    by scorer (``"scores"``, not reported) and the window's figures, or why it could not be validated on."""
+    report: dict[str, Any] = {"window_start": start.isoformat(), "window_days": int((end - start).days)}
+    before = frame[frame["timestamp"] < start]
+    try:
+        sub = Ranker(**{**params, "validate": 0}).fit(before, vectors, now=start)
+    except DataError as exc:
+        return {**report, "skipped": f"the history before the window cannot be fitted: {exc.message}"}
+    window = frame[(frame["timestamp"] >= start) & (frame["timestamp"] < end)]
+    window = window[window["customer_id"].isin(sub.customer_index) & window["item_id"].isin(sub.item_index)]
+    bought = window.groupby("customer_id")["item_id"].agg(set)
+    past = before.groupby("customer_id")["item_id"].agg(set)
+    scores: dict[str, dict[str, list[float]]] = {}
+    customers: dict[str, int] = {}
+    figures: dict[str, dict[str, float]] = {}
+    for variant, new in (("all", False), ("new", True)):
+        relevant = {str(c): (items - past.get(c, set())) if new else items for c, items in bought.items()}
+        evaluated = sorted(c for c, items in relevant.items() if items)
+        customers[variant] = len(evaluated)
+        each = sub.rank_each(evaluated, new_only=new, k=_VALIDATION_K, hows=SCORERS[variant])
+        scores[variant] = {
+            how: [_recall(lst, relevant[c]) for c, lst in zip(evaluated, each[how], strict=True)]
+            for how in SCORERS[variant]
+        }
+        if evaluated:
+            figures[variant] = {h: round(float(np.mean(v)), 4) for h, v in scores[variant].items()}
+    return {**report, "customers": customers, "recall@10": figures, "scores": scores}
+
+
 def _choose_serving(
     params: Mapping[str, int],
     frame: pd.DataFrame,
@@ -206,43 +246,59 @@ def _choose_serving(
     now: pd.Timestamp,
     label_days: int,
 ) -> tuple[dict[str, str], dict[str, Any]]:
-    """What each variant serves, chosen on the latest ``label_days`` before ``now``: a ranker fitted on the
-    history before that window ranks it with every scorer of ``SCORERS``; the best Recall@10 wins, the trees
-    on a tie. Returns the choice and the figures behind it (or why there was no choice to make)."""
+    """What each variant serves, chosen on the latest ``params["validate"]`` windows of ``label_days``
+    before ``now``, each ranked by a ranker fitted on the history before it (a rolling origin): the best
+    Recall@10 over every customer of every window wins, unless it is a learned scorer (``_LEARNED``) whose
+    lead over the best reference is within one standard error of the paired per-customer differences,
+    when the reference is served (the one-standard-error rule: the simpler model, unless the other is
+    clearly better). One window can mislead: on Ta-Feng the last one before February is the month of
+    the lunar new year, where the trees led, and they lost the month after; the window before it says
+    otherwise. Returns the choice and the figures behind it (or why there was no choice to make)."""
     trees = {"all": "trees", "new": "trees"}
-    cut = now - pd.Timedelta(days=label_days)
-    report: dict[str, Any] = {"window_start": cut.isoformat(), "window_days": label_days}
-    before = frame[frame["timestamp"] < cut]
-    try:
-        sub = Ranker(**{**params, "validate": 0}).fit(before, vectors, now=cut)
-    except DataError as exc:
-        return trees, {**report, "skipped": f"the history before the window cannot be fitted: {exc.message}"}
-    window = frame[frame["timestamp"] >= cut]
-    window = window[window["customer_id"].isin(sub.customer_index) & window["item_id"].isin(sub.item_index)]
-    bought = window.groupby("customer_id")["item_id"].agg(set)
-    past = before.groupby("customer_id")["item_id"].agg(set)
+    windows = [
+        _validate_window(
+            params,
+            frame,
+            vectors,
+            now - pd.Timedelta(days=label_days * (j + 1)),
+            now - pd.Timedelta(days=label_days * j),
+        )
+        for j in range(params["validate"])
+    ]
+    used = [w for w in windows if "skipped" not in w]
+    # What the pooled figures span: from the oldest window validated on to ``now``.
+    report: dict[str, Any] = {
+        "window_start": (used or windows)[-1 if used else 0]["window_start"],
+        "window_days": label_days * max(1, len(used)),
+        "windows": [{k: v for k, v in w.items() if k != "scores"} for w in windows],
+    }
+    if not used:
+        return trees, {**report, "skipped": windows[0]["skipped"]}
     chosen: dict[str, str] = {}
     figures: dict[str, dict[str, float]] = {}
     customers: dict[str, int] = {}
-    for variant, new in (("all", False), ("new", True)):
-        relevant = {str(c): (items - past.get(c, set())) if new else items for c, items in bought.items()}
-        evaluated = sorted(c for c, items in relevant.items() if items)
-        customers[variant] = len(evaluated)
-        if len(evaluated) < _MIN_VALIDATION_CUSTOMERS:
+    leads: dict[str, dict[str, Any]] = {}
+    for variant in ("all", "new"):
+        pooled = {how: [x for w in used for x in w["scores"][variant][how]] for how in SCORERS[variant]}
+        customers[variant] = len(pooled["trees"])
+        if customers[variant] < _MIN_VALIDATION_CUSTOMERS:
             chosen[variant] = "trees"
             continue
-        scores: dict[str, float] = {}
-        each = sub.rank_each(evaluated, new_only=new, k=_VALIDATION_K, hows=SCORERS[variant])
-        for how in SCORERS[variant]:
-            scores[how] = float(
-                np.mean([_recall(lst, relevant[c]) for c, lst in zip(evaluated, each[how], strict=True)])
-            )
+        scores = {how: float(np.mean(v)) for how, v in pooled.items()}
         figures[variant] = {h: round(v, 4) for h, v in scores.items()}
-        chosen[variant] = max(SCORERS[variant], key=lambda h: (scores[h], h == "trees"))
-    report.update({"customers": customers, "recall@10": figures})
+        best = max(SCORERS[variant], key=lambda h: (scores[h], h in _LEARNED))
+        chosen[variant] = best
+        if best in _LEARNED:
+            reference = max((h for h in SCORERS[variant] if h not in _LEARNED), key=lambda h: scores[h])
+            diff = np.asarray(pooled[best]) - np.asarray(pooled[reference])
+            se = float(diff.std(ddof=1)) / np.sqrt(len(diff))
+            leads[variant] = {"over": reference, "lead": round(float(diff.mean()), 4), "se": round(se, 4)}
+            if diff.mean() <= se:
+                chosen[variant] = reference
+    report.update({"customers": customers, "recall@10": figures, "lead": leads})
     if any(n < _MIN_VALIDATION_CUSTOMERS for n in customers.values()):
         report["note"] = (
-            f"a variant with fewer than {_MIN_VALIDATION_CUSTOMERS} customers in the window keeps the trees"
+            f"a variant with fewer than {_MIN_VALIDATION_CUSTOMERS} customers in the windows keeps the trees"
         )
     return chosen, report
 
@@ -268,7 +324,7 @@ class Ranker:
         dims: int = 48,
         ease_items: int = 6000,
         ease_lambda: int = 600,
-        validate: int = 1,
+        validate: int = 2,
     ) -> None:
         if label_days < MIN_LABEL_DAYS:
             raise DataError(f"label_days must be >= {MIN_LABEL_DAYS}, got {label_days}")
@@ -278,6 +334,10 @@ class Ranker:
             raise DataError(f"ease_lambda must be > 0 (EASE's L2 penalty), got {ease_lambda}")
         if min_past_days < 1:
             raise DataError(f"min_past_days must be >= 1, got {min_past_days}")
+        if validate < 0:
+            raise DataError(
+                f"validate must be >= 0 (the validation windows; 0 serves the trees), got {validate}"
+            )
         self.limits = CandidateLimits(
             collab=n_collab, text=n_text, trend=n_trend, repeat=n_repeat, popular=n_popular
         )
