@@ -32,6 +32,9 @@ class AgentDeps:
     catalog: Mapping[str, Item] = field(default_factory=dict)
     # A sentence encoder's cosine similarity (``Embedder.similarity``), for the rails that need meaning.
     similarity: Callable[[str, str], float] | None = None
+    # What makes this decision's exploration draws its own (``agent.exploration``): a job's, so a retry
+    # draws the same; empty (a one-off email, logged nowhere), no exploration.
+    decision_key: str = ""
 
     def __post_init__(self) -> None:
         if not self.catalog:

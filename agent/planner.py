@@ -8,7 +8,8 @@ from itertools import pairwise
 from statistics import median
 from typing import Literal
 
-from agent.state import ACTIONS, Action, Alternative, Plan, PlanFact, PlannedProduct, Trigger
+from agent.exploration import Exploration, draws, epsilon_propensity
+from agent.state import ACTIONS, Action, Alternative, Plan, PlanFact, PlannedProduct, SlotDraw, Trigger
 from guardrails.base import Finding
 from tailor.core.models import Event, EventKind, Evidence, Item, Recommendation, Refusal
 
@@ -17,6 +18,10 @@ __all__ = ["plan_action", "refused_plan"]
 _MAX_PRODUCTS = 3
 _CART_WINDOW = timedelta(days=14)
 _WIN_BACK_AFTER = timedelta(days=90)
+# The actions whose products are the ranker's list, so one of their slots can be explored; and how many
+# ranked items, from that slot on, it is drawn among.
+_SLOT_ACTIONS = frozenset({"recommend", "win_back"})
+_SLOT_POOL = 6
 
 
 def _cart(events: Sequence[Event], now: datetime, catalog: Mapping[str, Item]) -> list[PlannedProduct]:
@@ -103,7 +108,12 @@ def plan_action(
     recommendations: Sequence[Recommendation],
     catalog: Mapping[str, Item],
     now: datetime,
+    exploration: Exploration | None = None,
+    customer_id: str = "",
 ) -> Plan:
+    """The best-scored qualified action; with ``exploration`` on, sometimes another qualified one, and the
+    last product slot of a recommendation sometimes a lower-ranked item (``agent.exploration``), each with
+    its exact probability on the plan."""
     purchases = [e for e in events if e.kind is EventKind.PURCHASE]
     last_purchase = max((e.timestamp for e in purchases), default=None)
     candidates: list[tuple[Action, float, str, list[PlannedProduct]]] = []
@@ -141,11 +151,30 @@ def plan_action(
     candidates.append(("nothing", 0.1, "nothing relevant enough to send", []))
 
     candidates.sort(key=lambda c: -c[1])
-    action, score, reason, products = candidates[0]
+    greedy = candidates[0][0]
+    chosen, propensity, explored, slot = 0, 1.0, False, None
+    if exploration is not None and exploration.share > 0:
+        explore_action, which, explore_slot, which_item = draws(exploration, customer_id)
+        emails = [i for i, c in enumerate(candidates) if c[0] != "nothing"]
+        if emails:
+            if explore_action < exploration.share:
+                chosen = emails[int(which * len(emails))]
+                explored = chosen != 0
+            propensity = epsilon_propensity(exploration.share, len(emails), greedy=chosen == 0)
+        if candidates[chosen][0] in _SLOT_ACTIONS and len(recs) > _MAX_PRODUCTS:
+            slot = _draw_slot(recs, exploration.share, explore_slot, which_item)
+    action, score, reason, products = candidates[chosen]
+    if slot is not None:
+        by_id = {p.item_id: p for p in recs}
+        products = [*products[: slot.index], by_id[slot.item_id]]
     considered = {a for a, *_ in candidates}
     why_not = _not_qualified(events, recommendations, last_purchase, now)
     rejected = (
-        *(Alternative(action=a, score=round(s, 3), why=w) for a, s, w, _ in candidates[1:]),
+        *(
+            Alternative(action=a, score=round(s, 3), why=w)
+            for i, (a, s, w, _) in enumerate(candidates)
+            if i != chosen
+        ),
         *(Alternative(action=a, score=0.0, why=why_not[a]) for a in ACTIONS if a not in considered),
     )
     evidence: tuple[Evidence | PlanFact, ...] = tuple(e for p in products for e in p.evidence)
@@ -159,6 +188,24 @@ def plan_action(
         rejected=rejected,
         evidence=evidence,
         refused="nothing_relevant" if action == "nothing" else None,
+        greedy=greedy,
+        propensity=propensity,
+        explored=explored,
+        slot=slot,
+    )
+
+
+def _draw_slot(recs: Sequence[PlannedProduct], share: float, explore: float, which: float) -> SlotDraw:
+    """The last product slot of a recommendation, drawn among the ranked items from that slot on."""
+    index = _MAX_PRODUCTS - 1
+    pool = tuple(p.item_id for p in recs[index : index + _SLOT_POOL])
+    pick = int(which * len(pool)) if explore < share else 0
+    return SlotDraw(
+        index=index,
+        pool=pool,
+        item_id=pool[pick],
+        propensity=epsilon_propensity(share, len(pool), greedy=pick == 0),
+        explored=pick != 0,
     )
 
 

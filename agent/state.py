@@ -30,6 +30,7 @@ __all__ = [
     "Plan",
     "PlanFact",
     "PlannedProduct",
+    "SlotDraw",
     "Trigger",
     "TriggerKind",
 ]
@@ -77,6 +78,19 @@ class PlanFact(BaseModel):
     item_ids: tuple[str, ...] = ()
 
 
+class SlotDraw(BaseModel):
+    """The exploration of one product slot (``agent.exploration``): the slot, the ranked items it was drawn
+    among (the planner's own first), the item it holds and that item's exact probability."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    pool: tuple[str, ...]
+    item_id: str
+    propensity: float
+    explored: bool
+
+
 class Plan(BaseModel):
     """The next-best action, its products and reasons, and what was considered and rejected.
 
@@ -93,6 +107,12 @@ class Plan(BaseModel):
     rejected: tuple[Alternative, ...] = ()
     evidence: tuple[Evidence | PlanFact, ...] = Field(default=())
     refused: str | None = None
+    # The planner's own choice, and the exact probability this action had among the qualified ones: 1
+    # unless exploration is on (``agent.exploration``), where another qualified action may be drawn.
+    greedy: Action | None = None
+    propensity: float = 1.0
+    explored: bool = False
+    slot: SlotDraw | None = None
 
 
 @dataclass

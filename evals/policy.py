@@ -25,6 +25,9 @@ import numpy.typing as npt
 import pandas as pd
 
 from evals.base import Artifact, read_jsonl
+from evals.estimate import Estimate
+from evals.own_log import OwnLog, estimate, own_policies, served, simulate_own_log, uplift_over_nothing
+from evals.own_log import true_value as own_true_value
 from tailor.core.errors import DataError, RecordError
 from tailor.core.utc import utc_series, utc_timestamp
 
@@ -62,15 +65,6 @@ class Decision:
 
 
 Policy = Callable[[Decision], str]
-
-
-@dataclass(frozen=True)
-class Estimate:
-    value: float
-    low: float
-    high: float
-    n: int
-    matched: int  # decisions where the logging policy took the target's action
 
 
 def _weights(
@@ -302,18 +296,25 @@ class PolicyEval:
         purchases: pd.DataFrame | None = None,
         *,
         log: Sequence[Decision] | None = None,
+        own: OwnLog | None = None,
         n: int = 3000,
         seed: int = 0,
         policies: Mapping[str, Policy] | None = None,
+        simulations: int = 200,
     ) -> None:
-        if purchases is None and log is None:
-            raise DataError("PolicyEval needs purchases (for a synthetic log) or a logged-decision list")
+        if purchases is None and log is None and own is None:
+            raise DataError(
+                "PolicyEval needs purchases (for a synthetic log), a logged-decision list or Tailor's own log"
+            )
         self.purchases = purchases
         self.log = list(log) if log is not None else None
+        self.own = own
+        self.simulations = simulations
         self.n = n
         self.seed = seed
         self.policies = dict(policies or standard_policies())
         self._intervals: dict[str, dict[str, dict[str, float]]] = {}
+        self.unjudged: dict[str, str] = {}
 
     def _logged_policies(self, log: Sequence[Decision]) -> dict[str, Policy]:
         out = dict(self.policies)
@@ -359,6 +360,7 @@ class PolicyEval:
 
     def run(self) -> dict[str, float]:
         self._intervals = {}
+        self.unjudged = {}
         out: dict[str, float] = {}
         if self.purchases is not None:
             synthetic = synthetic_log(self.purchases, self.n, seed=self.seed)
@@ -367,14 +369,79 @@ class PolicyEval:
             out.update(
                 self._estimate("policy.logged", self.log, self._logged_policies(self.log), truth=False)
             )
+        if self.own is not None:
+            out.update(self._own("policy.own", self.own))
+            out.update({f"policy.own.{name}.unjudged": 1.0 for name in self.unjudged})
+        # The estimators Tailor's own log is judged by, checked on every run, a log or not (a few seconds).
+        out.update(self._own_check())
         return out
+
+    def _own(self, prefix: str, log: OwnLog) -> dict[str, float]:
+        """Each standard policy on Tailor's own log, by IPS and doubly robust; a policy the log cannot
+        judge (no holdout: sending nothing) is reported as such in ``self.unjudged``."""
+        out: dict[str, float] = {
+            f"{prefix}.decisions": float(len(log.action)),
+            f"{prefix}.holdout": float((~log.targeted).sum()),
+            f"{prefix}.explored": float(
+                (log.targeted & (log.propensity < 1) & (log.action != served(log))).sum()
+            ),
+            f"{prefix}.logging.value": float(log.reward.mean()),
+        }
+        rows: dict[str, dict[str, float]] = {}
+        for name, policy in own_policies().items():
+            try:
+                a, b = estimate(log, policy, method="ips"), estimate(log, policy, method="dr", seed=self.seed)
+            except DataError as exc:
+                self.unjudged[name] = exc.message
+                continue
+            rows[name] = {
+                "ips": a.value,
+                "ips_low": a.low,
+                "ips_high": a.high,
+                "dr": b.value,
+                "dr_low": b.low,
+                "dr_high": b.high,
+                "matched": float(a.matched),
+            }
+        if "send_nothing" in rows:
+            for name in rows:
+                if name == "send_nothing":
+                    continue
+                gain = uplift_over_nothing(log, own_policies()[name], method="dr", seed=self.seed)
+                rows[name].update({"uplift": gain.value, "uplift_low": gain.low, "uplift_high": gain.high})
+        for name, row in rows.items():
+            out.update({f"{prefix}.{name}.{k}": v for k, v in row.items()})
+        keep = ("ips", "ips_low", "ips_high", "dr", "dr_low", "dr_high")
+        self._intervals[prefix] = {name: {k: r[k] for k in keep} for name, r in rows.items()}
+        return out
+
+    def _own_check(self) -> dict[str, float]:
+        """The same estimators on ``simulations`` seeded logs whose true values are known: the share of
+        intervals that hold the truth, the worst over the policies (``evals.own_log.simulate_own_log``)."""
+        hits: dict[str, int] = {"ips": 0, "dr": 0}
+        worst: dict[str, float] = {}
+        policies = own_policies()
+        for method in hits:
+            per_policy = {name: 0 for name in policies}
+            for run in range(self.simulations):
+                sim = simulate_own_log(10_000, seed=self.seed * 100_003 + run)
+                for name, policy in policies.items():
+                    e = estimate(sim, policy, method=method, seed=run)
+                    per_policy[name] += e.low <= own_true_value(sim, policy) <= e.high
+            worst[method] = min(per_policy.values()) / self.simulations
+        return {
+            "policy.own_simulated.runs": float(self.simulations),
+            "policy.own_simulated.ips_coverage": worst["ips"],
+            "policy.own_simulated.dr_coverage": worst["dr"],
+        }
 
     def artifacts(self) -> dict[str, Artifact]:
         titles = {
             "policy.synthetic": ("policy_values", "Policy value by replay (SYNTHETIC log)"),
             "policy.logged": ("policy_values_logged", "Policy value by replay (logged sends)"),
+            "policy.own": ("policy_values_own", "Policy value on Tailor's own decision log"),
         }
-        return {
+        out: dict[str, Artifact] = {
             titles[prefix][0]: {
                 "kind": "intervals",
                 "title": titles[prefix][1],
@@ -383,3 +450,11 @@ class PolicyEval:
             for prefix, rows in self._intervals.items()
             if rows
         }
+        if self.unjudged:
+            out["policy_unjudged"] = {
+                "kind": "table",
+                "title": "Policies Tailor's own log cannot judge, and why",
+                "columns": ["policy", "why"],
+                "rows": [[name, why] for name, why in self.unjudged.items()],
+            }
+        return out

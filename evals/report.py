@@ -257,6 +257,16 @@ def _artifact_plot(name: str, art: Artifact) -> str:
                 label="IPS (95% CI)" if i == 0 else None,
                 capsize=4,
             )
+            if "dr" in r:
+                ax.errorbar(
+                    r["dr"],
+                    i + 0.15,
+                    xerr=[[r["dr"] - r["dr_low"]], [r["dr_high"] - r["dr"]]],
+                    fmt="s",
+                    color="C2",
+                    label="doubly robust (95% CI)" if i == 0 else None,
+                    capsize=4,
+                )
             if math.isfinite(r.get("snips", math.nan)):
                 ax.plot(r["snips"], i + 0.15, "s", color="C1", label="SNIPS" if i == 0 else None)
             if "true" in r:

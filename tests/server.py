@@ -56,6 +56,7 @@ from tailor.core.models import (
     Explanation,
     ExplanationSentence,
     Item,
+    JsonObject,
     Recommendation,
     Refusal,
 )
@@ -171,6 +172,10 @@ class ScriptedTailor:
         llm = llm_endpoint_up(self.settings) if self.settings.writer == "openai" else True
         return {"store": self.store.counts()["items"] > 0, "qdrant": True, "llm": llm}
 
+    def shadow_eval(self) -> JsonObject:
+        """What the real service says when nothing was bought since its ranker's fit."""
+        return {"customers": 0, "recall@10": {}, "stale": False, "drift_psi": {}, "note": "nothing to judge"}
+
     def model_status(self) -> ModelStatus:
         """What the real service says of a store it has fitted no ranker on: every change is since the fit."""
         since = self.store.changes()
@@ -230,7 +235,9 @@ class ScriptedTailor:
         )
         return subject, record("generate", start, writer="openai", **write_fields(result, None))
 
-    def email(self, customer_id: str, trigger: Trigger, *, send: bool = False) -> EmailOutcome:
+    def email(
+        self, customer_id: str, trigger: Trigger, *, send: bool = False, decision_key: str = ""
+    ) -> EmailOutcome:
         if not self.store.has_customer(customer_id):
             raise NotFoundError("customer", customer_id)
         self._maybe_fail(customer_id)

@@ -494,6 +494,20 @@ def test_metrics_count_requests_by_route_template(
     assert "tailor_http_request_duration_seconds_bucket" in text
 
 
+def test_the_shadow_evaluation_is_served_to_crm_keys_and_set_as_gauges(
+    server: tuple[ServerProcess, httpx.Client], keys: Any
+) -> None:
+    _, client = server
+    crm, support = keys
+    _error(client.get("/v1/model/shadow", headers=support), 403, "forbidden")
+    # The scheduled one ran once the warm-up was done; a fresh one is asked for.
+    _wait(lambda: "tailor_model_stale_by_shadow" in client.get("/metrics").text)
+    fresh = client.get("/v1/model/shadow", headers=crm, params={"fresh": "true"}).json()
+    assert fresh["customers"] == 0 and fresh["stale"] is False and fresh["at"]
+    assert client.get("/v1/model/shadow", headers=crm).json()["at"] == fresh["at"]
+    assert "tailor_model_stale_by_shadow 0" in client.get("/metrics").text
+
+
 def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     seed_store(data_dir)
@@ -1012,6 +1026,27 @@ def test_a_waiting_campaign_cancelled_makes_nothing(
         422,
         "invalid_request",
     )
+    late = client.post(
+        "/v1/campaigns", headers=crm, json={"audience": {"customer_ids": ["103"]}, "send_time": "teatime"}
+    )
+    assert late.status_code == 422 and "send_time" in late.text
+    best = client.post(
+        "/v1/campaigns",
+        headers=crm,
+        json={"audience": {"customer_ids": ["103"]}, "send_time": "best_hour", "approval": "required"},
+    )
+    assert best.status_code in (200, 202)
+    best_id = best.json()["job_id"]
+    waiting = client.get(f"/v1/jobs/{best_id}", headers=crm).json()
+    assert waiting["status"] == "awaiting_approval" and waiting["scheduled"] == 0
+    assert client.post(f"/v1/jobs/{best_id}/approve", headers=crm).status_code == 200
+
+    def taken_up() -> bool:
+        job = client.get(f"/v1/jobs/{best_id}", headers=crm).json()
+        return bool(job["scheduled"] + job["done"] + job["refused"] == 1)
+
+    # Approved, its one item either waits for its customer's hour or, that hour being now, is written.
+    _wait(taken_up)
 
 
 def test_a_campaign_with_a_holdout_logs_its_decisions_and_measures_its_uplift(tmp_path: Path) -> None:
@@ -1066,7 +1101,7 @@ def test_a_campaign_with_a_holdout_logs_its_decisions_and_measures_its_uplift(tm
         for d in log:
             in_group = d["customer_id"] in held
             assert d["detail"]["group"] == ("holdout" if in_group else "targeted")
-            assert d["propensity"] == 0.5 and d["policy"].startswith("planner-1;holdout=0.5@")
+            assert d["propensity"] == 0.5 and d["policy"].startswith("planner-1;holdout=0.5;explore=0@")
             assert d["decided_at"] == now
         gone = sorted(held)[0]
         assert client.delete(f"/v1/customers/{gone}", headers=crm).json()["deleted"]["decisions"] == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -325,7 +325,9 @@ class _ScriptedEmails:
     def now(self) -> datetime:
         return datetime(2011, 12, 10, 10, tzinfo=UTC)
 
-    def email(self, customer_id: str, trigger: object, *, send: bool = False) -> object:
+    def email(
+        self, customer_id: str, trigger: object, *, send: bool = False, decision_key: str = ""
+    ) -> object:
         self.calls.append(customer_id)
         if not self.script:
             raise AssertionError("scripted facade ran out of answers")
@@ -631,3 +633,151 @@ def test_a_send_is_recorded_once_per_send_id(fresh_store: Store) -> None:
     assert fresh_store.delete_customer("100")["impressions"] == 2
     # Forgotten, the send's key goes too; nothing of it is left to match.
     assert fresh_store._query("SELECT COUNT(*) FROM sends") == [(0,)]
+
+
+@pytest.mark.slow
+def test_a_campaign_that_explores_logs_exact_probabilities_and_the_policy_suite_judges_its_log(
+    rig: tuple[Tailor, Ops, str], tmp_path: Path
+) -> None:
+    """The real runner on every consenting customer of the slice, 30% held out and 30% explored: each
+    decision's probability is the product of the two draws, the log's within-group probability is the
+    planner's, and ``tailor eval --suite policy`` judges policies on that log with the rewards that came."""
+    from evals.own_log import ACTIONS
+    from evals.report import Report
+    from tailor.app.evaluate import run_suites
+
+    tailor, ops, _ = rig
+    tailor.settings = tailor.settings.model_copy(
+        update={"holdout_share": 0.3, "explore_share": 0.3, "holdout_salt": "explore-test"}
+    )
+    customers = [c.id for c in tailor.store.customers() if c.consent.marketing_email]
+    job = ops.create_job("campaign", customers, {"trigger": {"kind": "campaign"}}).job_id
+    runner = JobRunner(tailor, ops, tailor.settings)
+    while runner.run_once():
+        pass
+    log = ops.all_decisions()
+    assert sorted(d["customer_id"] for d in log) == sorted(customers) and {d["job_id"] for d in log} == {job}
+    explored = 0
+    for d in log:
+        detail = d["detail"]
+        assert d["policy"].startswith("planner-1;holdout=0.3;explore=0.3@")
+        if detail["group"] == "holdout":
+            assert d["action"] == "nothing" and d["propensity"] == 0.3
+            continue
+        within = detail["action_propensity"]
+        assert d["propensity"] == pytest.approx(0.7 * within)
+        emails = [a for a in detail["options"] if a != "nothing"]
+        if not emails:
+            assert d["action"] == "nothing" and within == 1.0
+            continue
+        greedy = d["action"] == detail["greedy"]
+        assert within == pytest.approx((0.7 if greedy else 0.0) + 0.3 / len(emails))
+        explored += detail["explored"]
+    # Purchases after the campaign by every other customer: the rewards the suite reads.
+    buyers = customers[::2]
+    tailor.store.add_events(
+        [
+            Event(
+                customer_id=c,
+                kind=EventKind.PURCHASE,
+                item_id=tailor.store.items()[0].id,
+                quantity=1,
+                value=5.0,
+                timestamp=datetime(2011, 12, 12, 9, tzinfo=UTC),
+                order_id=f"after-{c}",
+            )
+            for c in buyers
+        ]
+        # A later purchase, outside every window: the data reach past the 7 days, so every window is closed.
+        + [
+            Event(
+                customer_id=customers[0],
+                kind=EventKind.PURCHASE,
+                item_id=tailor.store.items()[0].id,
+                quantity=1,
+                value=5.0,
+                timestamp=datetime(2011, 12, 20, 9, tzinfo=UTC),
+                order_id="later",
+            )
+        ]
+    )
+    report: Report = run_suites(tailor.settings, ["policy"], tmp_path / "out", True)
+    m = report.metrics
+    assert m["policy.own.decisions"] == len(customers)
+    held = [d for d in log if d["detail"]["group"] == "holdout"]
+    targeted = [d for d in log if d["detail"]["group"] == "targeted"]
+    if held:
+        assert m["policy.own.send_nothing.ips"] == pytest.approx(
+            sum(d["customer_id"] in buyers for d in held) / len(held)
+        )
+    # The served policy's IPS, by hand: the targeted whose logged action was the planner's own.
+    by_hand = sum(
+        (d["customer_id"] in buyers) / d["detail"]["action_propensity"]
+        for d in targeted
+        if d["action"] == (d["detail"]["greedy"] or "nothing")
+    ) / len(targeted)
+    assert m["policy.own.served.ips"] == pytest.approx(by_hand)
+    assert m["policy.own_simulated.ips_coverage"] >= 0.9 and m["policy.own_simulated.dr_coverage"] >= 0.9
+    assert m["policy.own.explored"] == explored
+    assert all(a in ACTIONS for a in (d["action"] for d in log))
+
+
+@pytest.mark.slow
+def test_a_best_hour_campaign_holds_each_email_for_its_customers_hour_then_sends_it(
+    rig: tuple[Tailor, Ops, str],
+) -> None:
+    """The real runner on the slice: each item waits, scheduled, for its customer's own best local hour (or
+    their country's), never one inside their quiet hours; once the hours come, every item goes."""
+    from zoneinfo import ZoneInfo
+
+    from tailor.app.jobs import ENGAGEMENT, SCHEDULED
+    from tailor.core.send_time import best_hour, hour_counts, occasions, segment_counts
+
+    tailor, ops, _ = rig
+    customers = [c for c in tailor.store.customers() if c.consent.marketing_email]
+    job = ops.create_job(
+        "campaign", [c.id for c in customers], {"trigger": {"kind": "campaign"}, "send_time": "best_hour"}
+    ).job_id
+    runner = JobRunner(tailor, ops, tailor.settings)
+    before = time.time()
+    while runner.run_once():
+        pass
+    counts = ops.get_job(job).as_dict()
+    now = tailor.now()
+    sources = set()
+    for item in ops.job_items(job, final_only=False):
+        customer = tailor.store.get_customer(item.customer_id)
+        if item.status != "pending":
+            continue  # its hour was now, or no hour was clear of quiet hours: sent at once
+        assert item.reason is not None and item.reason.startswith(SCHEDULED) and item.attempts == 0
+        at_text, source = item.reason[len(SCHEDULED) :].split(" (")
+        at = datetime.fromisoformat(at_text)
+        local = at.astimezone(ZoneInfo(customer.timezone))
+        assert at > now and at - now < timedelta(days=1)
+        assert customer.quiet_hours is None or not customer.quiet_hours.contains(local.time())
+        own = (
+            occasions(tailor.store.events(customer.id, kinds=ENGAGEMENT, until=now, limit=500))
+            if customer.consent.personalization
+            else []
+        )
+        segment = segment_counts(
+            tailor.store.utc_hours(ENGAGEMENT, until=now, country=customer.country), customer.timezone, now
+        )
+        expected = best_hour(
+            hour_counts(own, customer.timezone),
+            len(own),
+            segment,
+            customer.quiet_hours,
+        )
+        assert (local.hour, source.rstrip(")")) == (expected.hour, expected.source)
+        sources.add(expected.source)
+    assert counts["scheduled"] == counts["pending"] >= len(customers) // 2
+    assert "own" in sources
+    # Held on the queue's clock: nothing is due before its hour.
+    assert ops.next_item(now=before) is None
+    time_passes(ops)
+    while runner.run_once():
+        pass
+    after = ops.get_job(job).as_dict()
+    assert after["pending"] == after["scheduled"] == 0 and after["done"] >= 1
+    assert after["done"] + after["refused"] + after["failed"] == len(customers)

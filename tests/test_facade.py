@@ -38,6 +38,7 @@ def test_the_contract_names_what_the_shell_calls() -> None:
         "health",
         "warm_up",
         "model_status",
+        "shadow_eval",
         "refit_in_background",
         "close",
     }

@@ -67,7 +67,9 @@ class _HeldModel:
     def now(self) -> datetime:
         return datetime(2011, 12, 10, 10, tzinfo=UTC)
 
-    def email(self, customer_id: str, trigger: object, *, send: bool = False) -> EmailOutcome:
+    def email(
+        self, customer_id: str, trigger: object, *, send: bool = False, decision_key: str = ""
+    ) -> EmailOutcome:
         with self._lock:
             self.started.append(customer_id)
             self.now_running[customer_id] += 1

@@ -293,6 +293,33 @@ def test_a_claimed_item_is_no_other_workers_until_its_lease_runs_out(ops_target:
         two.close()
 
 
+def test_scheduled_items_wait_and_come_in_the_order_they_come_due(ops_target: str | Path) -> None:
+    """A campaign at each customer's hour: items scheduled for later are passed over for due ones, and when
+    their hours come they go in that order, not in the audience's; a schedule is not an attempt."""
+    ops = Ops(ops_target, worker="w", lease_s=60)
+    try:
+        job = ops.create_job("campaign", ["a", "b", "c", "d"], {}).job_id
+        now = 1_000_000.0
+        for cid, hours in (("a", 3), ("b", 1), ("c", 2)):
+            item = ops.next_item(now=now)
+            assert item is not None and item.customer_id == cid
+            ops.schedule_item(job, cid, now + 3600 * hours, f"scheduled:+{hours}h")
+        due = ops.next_item(now=now)
+        assert due is not None and due.customer_id == "d"
+        assert ops.next_item(now=now, running={(job, "d")}) is None, "the others wait for their hours"
+        counts = ops.get_job(job).as_dict()
+        assert counts["scheduled"] == 3 and counts["deferred"] == 0
+        pending = [i for i in ops.job_items(job, final_only=False) if i.status == "pending"]
+        assert len(pending) == 4 and all(i.attempts == 0 for i in pending)
+        order = []
+        while (item := ops.next_item(now=now + 4 * 3600, running={(job, "d")})) is not None:
+            order.append(item.customer_id)
+            ops.finish_item(job, item.customer_id, "done", {})
+        assert order == ["b", "c", "a"]
+    finally:
+        ops.close()
+
+
 def test_two_workers_never_hold_two_items_of_one_customer(ops_target: str | Path) -> None:
     one, two = Ops(ops_target, worker="one"), Ops(ops_target, worker="two")
     try:

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from tailor.core.errors import DataError, RecordError
-from tailor.core.models import Customer, Event, Item
+from tailor.core.models import Customer, Event, EventKind, Item
 from tailor.core.settings import Settings
 from tailor.data.importer import import_dir
 from tailor.data.store import Store
@@ -177,6 +177,41 @@ def test_the_slice_imports_into_the_store(sliced: Path, tmp_path: Path) -> None:
         item = store.items()[0]
         assert item.named is False and item.currency == "TWD"
     finally:
+        store.close()
+
+
+def test_send_times_are_not_read_from_receipts_that_carry_no_time(
+    sliced: Path, tmp_path: Path, slice_store: Store
+) -> None:
+    """Every Ta-Feng receipt is imported at noon in Taipei (the file has dates only): that hour is the
+    importer's, so a best-hour campaign reads the customers' opens and clicks, not their purchases. The
+    demo store's purchases, at the hours they were made, are read."""
+    from datetime import UTC, datetime
+
+    from tailor.app.jobs import ENGAGEMENT, JobRunner
+    from tailor.app.ops import Ops
+
+    store = Store(tmp_path / "tailor.db")
+    ops = Ops(tmp_path / "ops.db")
+    try:
+        import_dir(store, sliced)
+        now = datetime(2001, 3, 1, tzinfo=UTC)
+        assert store.utc_hours([EventKind.PURCHASE], until=now) == {4: len(_read(sliced / "events.jsonl"))}
+
+        class Shop:
+            def __init__(self, store: Store, now: datetime) -> None:
+                self.store, self._now = store, now
+
+            def now(self) -> datetime:
+                return self._now
+
+        settings = Settings(data_dir=tmp_path)
+        timeless = JobRunner(Shop(store, now), ops, settings)  # type: ignore[arg-type]
+        assert EventKind.PURCHASE not in timeless._engagement(now)
+        timed = JobRunner(Shop(slice_store, datetime(2011, 12, 10, tzinfo=UTC)), ops, settings)  # type: ignore[arg-type]
+        assert tuple(timed._engagement(datetime(2011, 12, 10, tzinfo=UTC))) == ENGAGEMENT
+    finally:
+        ops.close()
         store.close()
 
 

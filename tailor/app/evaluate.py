@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,7 @@ from evals.compare import compare as compare_reports
 from evals.compare import print_header, print_table, to_html
 from evals.copy import CopyQualityEval
 from evals.generation import GenerationEval
+from evals.own_log import OwnLog
 from evals.policy import PolicyEval, load_decisions
 from evals.protocol import DEFAULT_CUT as DEFAULT_CUT_TS
 from evals.protocol import UCI_START, holdout_cut, sized_holdout_days
@@ -34,6 +36,7 @@ from evals.support import HELDOUT as SUPPORT_HELDOUT
 from evals.support import SupportEval
 from retrieval.embeddings import Embedder
 from retrieval.recommender import item_text_vectors
+from tailor.app.ops import Ops
 from tailor.app.service import Tailor
 from tailor.core.errors import ConfigError, DataError, TailorError
 from tailor.core.models import EventKind, JsonObject
@@ -324,7 +327,68 @@ def _policy(inp: SuiteInput) -> Eval:
             f"policy: no logged sends ({path} is absent): values come from a SYNTHETIC logged-feedback log "
             "built on real purchases"
         )
-    return PolicyEval(inp.purchases, log=log, n=n, seed=inp.seed)
+    own = _own_log(inp)
+    return PolicyEval(inp.purchases, log=log, own=own, n=n, seed=inp.seed, simulations=200)
+
+
+def _own_log(inp: SuiteInput) -> OwnLog | None:
+    """Tailor's own decision log (the ops database), each decision rewarded 1 when the customer bought
+    within ``TAILOR_ATTRIBUTION_DAYS`` of it (``tailor.app.attribution``'s rule); None when there is none.
+
+    One policy's decisions only, the one with the most (its holdout and exploration shares are in its
+    name): pooled across shares, the holdout and the targeted would no longer be draws of one audience.
+    A decision whose window is still open (it ends after the store's last purchase) has no reward yet and
+    is left out."""
+    settings = inp.settings
+    if not settings.ops_exists or not settings.store_exists:
+        return None
+    ops = Ops(settings.ops_database)
+    try:
+        rows = ops.all_decisions()
+    finally:
+        ops.close()
+    if not rows:
+        inp.notes.append("policy: Tailor's decision log is empty: no policy.own.* figures")
+        return None
+    store = Store(settings.store_database)
+    try:
+        bought = store.events_frame(kinds=(EventKind.PURCHASE,))
+    finally:
+        store.close()
+    policies = Counter(str(r["policy"]) for r in rows)
+    policy, _ = policies.most_common(1)[0]
+    window = pd.Timedelta(days=settings.attribution_days)
+    data_end = bought["timestamp"].max() if len(bought) else None
+    kept = [
+        r
+        for r in rows
+        if r["policy"] == policy
+        and data_end is not None
+        and utc_timestamp(str(r["decided_at"])) + window <= data_end
+    ]
+    times = {cid: np.sort(g["timestamp"].to_numpy()) for cid, g in bought.groupby("customer_id")}
+    rewards = []
+    for row in kept:
+        start = utc_timestamp(str(row["decided_at"]))
+        mine = times.get(str(row["customer_id"]))
+        if mine is None:
+            rewards.append(0.0)
+            continue
+        # Purchases in [start, start + window): the window's two ends among the customer's sorted times.
+        lo, hi = np.searchsorted(mine, [start, start + window], side="left")
+        rewards.append(1.0 if hi > lo else 0.0)
+    other = sum(n for p, n in policies.items() if p != policy)
+    open_windows = sum(1 for r in rows if r["policy"] == policy) - len(kept)
+    inp.notes.append(
+        f"policy: policy.own.* from Tailor's own log: {len(kept)} decisions under {policy}"
+        f" ({other} under other policies and {open_windows} whose {settings.attribution_days}-day window"
+        " is still open left out); reward: a purchase within the window; intervals treat decisions as"
+        " independent (a customer in several campaigns counts in each); policy.own_simulated.* checks the"
+        " estimators on simulated logs whose true values are known"
+    )
+    if not kept:
+        return None
+    return OwnLog.from_rows(kept, rewards)
 
 
 DEFAULT_FACTORIES: Mapping[str, EvalFactory] = {

@@ -40,7 +40,8 @@ from tailor.app.ops import Decision, JobItem, Ops
 from tailor.core import budget
 from tailor.core.errors import BackendError, DataError, NotFoundError, TailorError
 from tailor.core.logs import describe
-from tailor.core.models import MAX_ID_LENGTH, JsonObject, TriggerKind, refuse_control
+from tailor.core.models import MAX_ID_LENGTH, EventKind, JsonObject, TriggerKind, refuse_control
+from tailor.core.send_time import best_hour, hour_counts, next_send, occasions, segment_counts
 from tailor.core.settings import Settings
 
 __all__ = ["JobRunner", "TriggerSpec", "check_callback_url", "to_trigger"]
@@ -72,6 +73,23 @@ def _spec_problem(exc: ValidationError | DataError) -> str:
         for error in exc.errors(include_url=False, include_input=False)
     )
     return f"the job's stored trigger is no longer valid: {problems}"
+
+
+# A best-hour campaign's item held until its customer's hour carries this reason (then the time and the
+# source of the hour); taken up again, it goes out.
+SCHEDULED = "scheduled:"
+# What tells a customer's hour: when they bought, opened and clicked.
+ENGAGEMENT = (EventKind.PURCHASE, EventKind.EMAIL_OPEN, EventKind.EMAIL_CLICK)
+_OWN_EVENTS = 500
+# A store where this share of purchases or more fall in one hour of the day has dates, not times.
+TIMELESS_SHARE = 0.95
+_SEGMENT_TTL_S = 3600.0
+
+
+def decision_key(job_id: str) -> str:
+    """The key of a job's exploration draws (``agent.exploration``): a retried item and the campaign's
+    preview draw what the item itself draws."""
+    return f"job:{job_id}"
 
 
 def to_trigger(spec: TriggerSpec) -> Trigger:
@@ -132,6 +150,8 @@ class JobRunner:
         self._running_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._model_seen: tuple[float, str] | None = None
+        self._segments: dict[tuple[str, tuple[EventKind, ...]], tuple[float, dict[int, int]]] = {}
+        self._purchase_hours: tuple[float, bool] | None = None
 
     def start(self) -> None:
         if self._thread is None:
@@ -263,10 +283,15 @@ class JobRunner:
         except (ValidationError, DataError) as exc:
             self._finish(item, "failed", {"error": _spec_problem(exc)}, "invalid_spec")
             return
+        best = stored.get("send_time") == "best_hour" and not (item.reason or "").startswith(SCHEDULED)
+        if best and self._schedule(item):
+            return
         try:
             # A preview: the runner records the send itself, after the result is saved (module docstring).
             with budget.within(self.settings.job_time_budget_s):
-                outcome = self.facade.email(item.customer_id, to_trigger(spec), send=False)
+                outcome = self.facade.email(
+                    item.customer_id, to_trigger(spec), send=False, decision_key=decision_key(item.job_id)
+                )
             status, result, reason = _outcome_result(outcome)
             decided_at = self.facade.now().isoformat()
             # When it was decided, on the service's clock: a purchase is attributed from then on.
@@ -347,32 +372,121 @@ class JobRunner:
         return False
 
     def _decision(self, spec: TriggerSpec, outcome: EmailOutcome, decided_at: str) -> Decision:
-        """The decision log's row for an item: the plan's choice among its options, and its probability.
-        The planner is deterministic; the one random draw is the holdout's (``tailor.core.holdout``), made
-        with the configured share, so a held-out customer's "nothing" has probability ``share`` and any
-        other choice ``1 - share``: exact, as IPS and doubly robust estimates need."""
+        """The decision log's row for an item: the plan's choice among its options, and its exact
+        probability. Two draws make it: the holdout's (``tailor.core.holdout``: "nothing" with probability
+        ``share``) and, for the targeted, exploration's (``agent.exploration``: the plan's ``propensity``
+        among the qualified actions). ``propensity`` is their product; ``detail.action_propensity`` the
+        second alone, what a policy judged within the targeted group needs (``evals.policy``)."""
         share = self.settings.holdout_share
+        explore = self.settings.explore_share
         plan = outcome.plan
         held = outcome.refusal is not None and outcome.refusal.reason == "holdout"
         options: dict[str, float] = {}
         if plan is not None:
-            options = {a.action: round(a.score, 6) for a in plan.rejected}
+            # The qualified actions only: one scored 0 did not qualify and no policy could take it.
+            options = {a.action: round(a.score, 6) for a in plan.rejected if a.score > 0}
             options[plan.action] = round(plan.score, 6)
+        within = plan.propensity if plan is not None else 1.0
         salt = hashlib.sha256(self.settings.holdout_salt.encode()).hexdigest()[:8]
         return Decision(
             decided_at=decided_at,
             action=plan.action if plan is not None else ("email" if outcome.email is not None else "nothing"),
-            propensity=share if held else 1.0 - share,
-            policy=f"planner-1;holdout={share:g}@{salt}",
+            propensity=share if held else (1.0 - share) * within,
+            policy=f"planner-1;holdout={share:g};explore={explore:g}@{salt}",
             model=self._model_version(),
             detail={
                 "trigger": spec.kind,
                 "group": "holdout" if held else "targeted",
                 "options": options,
+                "greedy": plan.greedy if plan is not None else None,
+                "action_propensity": 1.0 if held else within,
+                "explored": bool(plan is not None and plan.explored),
+                "slot": plan.slot.model_dump() if plan is not None and plan.slot is not None else None,
                 "products": [p.item_id for p in plan.products] if plan is not None else [],
                 "refused": outcome.refusal.reason if outcome.refusal is not None else None,
             },
         )
+
+    def _schedule(self, item: JobItem) -> bool:
+        """Hold a best-hour campaign's item until its customer's hour (``tailor.core.send_time``) and say
+        True; False to go on now: it is that hour, no hour is clear of their quiet hours, the customer is not
+        found or may not be emailed (the email path then says why), or their time zone cannot be read. The
+        item's reason keeps when and from what. A backend that fails defers the item, as the email path
+        would."""
+        try:
+            return self._hold(item)
+        except BackendError as exc:
+            delay = min(self.settings.job_retry_s * 2**item.attempts, _MAX_DELAY_S)
+            self.ops.defer_item(item.job_id, item.customer_id, delay, f"deferred:{type(exc).__name__}")
+            self.metrics.inc("tailor_jobs_items_total", {"status": "deferred"})
+            return True
+        except (ValueError, KeyError) as exc:
+            # A stored zone nobody can resolve (ZoneInfoNotFoundError is a KeyError): no hour can be told,
+            # so it goes now, and the consent rail judges it as it judges any other.
+            log.warning("job %s customer %s: no send hour (%s)", item.job_id, item.customer_id, describe(exc))
+            return False
+
+    def _hold(self, item: JobItem) -> bool:
+        store = self.facade.store
+        try:
+            customer = store.get_customer(item.customer_id)
+        except NotFoundError:
+            return False
+        if not customer.consent.marketing_email:
+            return False  # refused at once by the consent rail: nothing to wait for
+        now = self.facade.now()
+        kinds = self._engagement(now)
+        # Their own history is read only with their consent to personalisation; else their country's hours.
+        own = (
+            occasions(store.events(customer.id, kinds=kinds, until=now, limit=_OWN_EVENTS))
+            if customer.consent.personalization
+            else []
+        )
+        chosen = best_hour(
+            hour_counts(own, customer.timezone),
+            len(own),
+            segment_counts(self._segment(customer.country, now, kinds), customer.timezone, now),
+            customer.quiet_hours,
+        )
+        if chosen.hour is None:
+            return False
+        at = next_send(now, chosen.hour, customer.timezone)
+        if at <= now:
+            return False
+        # The queue runs on the wall clock, the service on its own (a fixed TAILOR_NOW in a demo): the wait
+        # is the service clock's, from the wall clock's now.
+        wait = (at - now).total_seconds()
+        self.ops.schedule_item(
+            item.job_id,
+            item.customer_id,
+            time.time() + wait,
+            f"{SCHEDULED}{at.isoformat()} ({chosen.source})",
+        )
+        self.metrics.inc("tailor_jobs_items_total", {"status": "scheduled"})
+        return True
+
+    def _segment(self, country: str, now: datetime, kinds: Sequence[EventKind]) -> dict[int, int]:
+        """The country's events by UTC hour: one aggregate query per country an hour, not one per customer
+        of a campaign; each customer shifts them into their own zone."""
+        key = (country, tuple(kinds))
+        seen = self._segments.get(key)
+        if seen is None or time.monotonic() - seen[0] > _SEGMENT_TTL_S:
+            seen = (time.monotonic(), self.facade.store.utc_hours(kinds, until=now, country=country))
+            self._segments[key] = seen
+        return seen[1]
+
+    def _engagement(self, now: datetime) -> Sequence[EventKind]:
+        """The events that tell an hour: purchases, opens and clicks; not purchases where nearly all of
+        them fall in one hour of the day (``TIMELESS_SHARE``), the mark of a store whose data has dates only
+        (Ta-Feng's receipts are imported at noon): that hour is the importer's, not the customer's."""
+        seen = self._purchase_hours
+        if seen is None or time.monotonic() - seen[0] > _SEGMENT_TTL_S:
+            hours = self.facade.store.utc_hours([EventKind.PURCHASE], until=now)
+            total = sum(hours.values())
+            timed = total == 0 or max(hours.values()) < TIMELESS_SHARE * total
+            seen = (time.monotonic(), timed)
+            self._purchase_hours = seen
+        return ENGAGEMENT if seen[1] else tuple(k for k in ENGAGEMENT if k is not EventKind.PURCHASE)
 
     def _model_version(self) -> str:
         # The ranker that served the decision, by when it was fitted; asked once a minute, not per item.

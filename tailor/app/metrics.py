@@ -43,6 +43,31 @@ class Metrics:
             "Customers forgotten since the ranker was fitted (their share of its aggregates is still in it).",
         ),
         "tailor_model_refitting": ("gauge", "1 while the ranker is being refitted."),
+        "tailor_model_shadow_recall_served": (
+            "gauge",
+            "Recall@10 of what the ranker serves on purchases since its fit (the latest shadow evaluation).",
+        ),
+        "tailor_model_shadow_recall_best_reference": (
+            "gauge",
+            "Recall@10 of the better of repeat history and popularity on the same purchases.",
+        ),
+        "tailor_model_shadow_ratio": (
+            "gauge",
+            "The served ranker's shadow Recall@10 over the better reference's.",
+        ),
+        "tailor_model_shadow_customers": ("gauge", "Customers the latest shadow evaluation judged on."),
+        "tailor_model_drift_item_mix_psi": (
+            "gauge",
+            "Population stability index of which items are bought, before the fit against since.",
+        ),
+        "tailor_model_drift_basket_lines_psi": (
+            "gauge",
+            "Population stability index of lines an order, before the fit against since.",
+        ),
+        "tailor_model_stale_by_shadow": (
+            "gauge",
+            "1 when the shadow evaluation marks the served ranker stale (under TAILOR_SHADOW_STALE_RATIO).",
+        ),
     }
 
     def __init__(self) -> None:

@@ -96,6 +96,7 @@ class Job:
             "failed": self.counts.get("failed", 0),
             "pending": self.counts.get("pending", 0),
             "deferred": self.counts.get("deferred", 0),
+            "scheduled": self.counts.get("scheduled", 0),
             "cancelled": self.counts.get("cancelled", 0),
             "refusal_reasons": self.refusals,
             "callback_status": self.callback_status,
@@ -342,15 +343,19 @@ class Ops:
             raise NotFoundError("job", job_id)
         jid, kind, status, spec, callback, cb_status, total, created, updated = rows[0]
         counts: dict[str, int] = {}
-        for st, retried, n in self._query(
-            "SELECT status, CASE WHEN attempts > 0 THEN 1 ELSE 0 END, COUNT(*) FROM job_items"
-            " WHERE job_id=:id GROUP BY 1, 2",
+        for st, retried, scheduled, n in self._query(
+            "SELECT status, CASE WHEN attempts > 0 THEN 1 ELSE 0 END,"
+            " CASE WHEN reason LIKE 'scheduled:%' THEN 1 ELSE 0 END, COUNT(*) FROM job_items"
+            " WHERE job_id=:id GROUP BY 1, 2, 3",
             id=job_id,
         ):
             counts[st] = counts.get(st, 0) + n
             if st == "pending" and retried:
                 # Pending after a failed attempt: waiting for a backend to come back.
                 counts["deferred"] = counts.get("deferred", 0) + n
+            if st == "pending" and scheduled:
+                # Waiting for its customer's hour (a best-hour campaign).
+                counts["scheduled"] = counts.get("scheduled", 0) + n
         refusals = {
             r[0]: r[1]
             for r in self._query(
@@ -465,6 +470,19 @@ class Ops:
             for c, at, a, p, pol, m, d in rows
         ]  # fmt: skip
 
+    def all_decisions(self) -> list[JsonObject]:
+        """Every job's decision log, in the order decided: what ``tailor eval --suite policy`` judges
+        policies on (``evals.own_log``)."""
+        rows = self._query(
+            "SELECT job_id, customer_id, decided_at, action, propensity, policy, model, detail FROM decisions"
+            " ORDER BY id"
+        )
+        return [
+            {"job_id": j, "customer_id": c, "decided_at": at, "action": a, "propensity": p, "policy": pol,
+             "model": m, "detail": json.loads(d)}
+            for j, c, at, a, p, pol, m, d in rows
+        ]  # fmt: skip
+
     def job_customers(self, job_id: str) -> list[str]:
         """A job's customers, in the job's order."""
         rows = self._query("SELECT customer_id FROM job_items WHERE job_id=:job ORDER BY seq", job=job_id)
@@ -502,14 +520,16 @@ class Ops:
         Never two items of one customer at once, in this process (``running``: the (job, customer) items
         under way here) or in another (an unexpired lease): two emails to one customer at once would both
         pass the frequency cap. Of the jobs with a due item, the one with the fewest items running here goes
-        first, then the oldest; within a job, items go in order. On PostgreSQL the claim skips rows another
-        worker holds locked (``FOR UPDATE SKIP LOCKED``), so workers never wait on each other's claims.
+        first, then the oldest; within a job, items go in the order they came due (a never-tried item is due
+        from the start), then in order, by an index: items scheduled for later are never read. On PostgreSQL
+        the claim skips rows another worker holds locked (``FOR UPDATE SKIP LOCKED``), so workers never wait
+        on each other's claims.
         """
         now = time.time() if now is None else now
         load = Counter(j for j, _ in running)
         busy = {c for _, c in running}
         lock = " FOR UPDATE SKIP LOCKED" if self.dialect == "postgresql" else ""
-        hint = " INDEXED BY job_items_next" if self.dialect == "sqlite" else ""
+        hint = " INDEXED BY job_items_due" if self.dialect == "sqlite" else ""
         with self.transaction() as db:
             if self.dialect == "postgresql":
                 # Claims take turns (they are short): a claim not yet committed is invisible to another,
@@ -538,7 +558,7 @@ class Ops:
                         "SELECT job_id, customer_id, status, reason, result, attempts FROM job_items"
                         f"{hint} WHERE job_id=:job AND status='pending' AND next_attempt<=:now"
                         " AND (lease_until IS NULL OR lease_until <= :now OR worker = :me)"
-                        f" ORDER BY seq LIMIT :n{lock}"
+                        f" ORDER BY next_attempt, seq LIMIT :n{lock}"
                     ),
                     {"job": job_id, "now": now, "me": self.worker, "n": 2 * (len(running) + len(leased)) + 1},
                 ).all()
@@ -684,6 +704,20 @@ class Ops:
             {"customer_id": c, "status": st, "reason": r, "audit": json.loads(a) if a else None}
             for c, st, r, a in rows
         ]
+
+    def schedule_item(self, job_id: str, customer_id: str, at: float, reason: str) -> None:
+        """Keep the item pending until ``at`` (epoch seconds; a campaign sent at each customer's hour),
+        let go of it, and note why; not an attempt, unlike ``defer_item``."""
+        with self.transaction() as db:
+            db.execute(
+                text(
+                    "UPDATE job_items SET next_attempt=:next, reason=:reason, updated=:now, worker=NULL,"
+                    " lease_until=NULL WHERE job_id=:job AND customer_id=:cid AND status='pending'"
+                    " AND (worker=:me OR worker IS NULL)"
+                ),
+                {"next": at, "reason": reason, "now": time.time(), "job": job_id, "cid": customer_id,
+                 "me": self.worker},
+            )  # fmt: skip
 
     def defer_item(self, job_id: str, customer_id: str, delay_s: float, reason: str) -> None:
         """A backend was down: keep the item pending, let go of it, and try again after ``delay_s``."""

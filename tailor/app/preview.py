@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 
 from agent import EmailOutcome
 from tailor.app.facade import Facade
-from tailor.app.jobs import TriggerSpec, to_trigger
+from tailor.app.jobs import TriggerSpec, decision_key, to_trigger
 from tailor.app.ops import Ops
 from tailor.core.errors import NotFoundError
 from tailor.core.models import JsonObject
@@ -91,7 +91,9 @@ def preview_campaign(
     for cid in drawn:
         if not facade.store.has_customer(cid):
             continue  # forgotten since the campaign was made: nothing of theirs is written again
-        samples.append(PreviewEmail(cid, facade.email(cid, trigger, send=False)))
+        samples.append(
+            PreviewEmail(cid, facade.email(cid, trigger, send=False, decision_key=decision_key(job_id)))
+        )
     reasons = Counter(str(s.outcome.refusal.reason) for s in samples if s.outcome.refusal is not None)
     return CampaignPreview(
         job_id=job_id,

@@ -39,7 +39,7 @@ from tailor.app.llm_endpoint import llm_endpoint_up
 from tailor.app.model import FitResult, ModelStatus, RankerModel, RefitStart
 from tailor.core.brand import BrandConfig, load_brand
 from tailor.core.errors import ConsentError, DataError, NotFoundError
-from tailor.core.models import Consent, Customer, Event, EventKind, Explanation, Recommendation
+from tailor.core.models import Consent, Customer, Event, EventKind, Explanation, JsonObject, Recommendation
 from tailor.core.settings import Settings
 from tailor.data import sources
 from tailor.data.importer import ImportReport
@@ -171,6 +171,19 @@ class Tailor:
     def model_status(self) -> ModelStatus:
         return self.model.status()
 
+    def shadow_eval(self) -> JsonObject:
+        """The served ranker judged on what was bought since its fit, and the drift of its inputs
+        (``tailor.app.shadow``)."""
+        from tailor.app.shadow import shadow_eval
+
+        return shadow_eval(
+            self.store,
+            self.recommender.ranker,
+            self.now(),
+            days=self.settings.shadow_days,
+            stale_ratio=self.settings.shadow_stale_ratio,
+        )
+
     def refit(self, *, isolated: bool = False) -> FitResult:
         return self.model.fit(isolated=isolated)
 
@@ -219,7 +232,11 @@ class Tailor:
         return load_brand(self.settings.brand_config)
 
     def agent_deps(
-        self, *, writer: Writer | None = None, contacts: Callable[[str], Sequence[datetime]] | None = None
+        self,
+        *,
+        writer: Writer | None = None,
+        contacts: Callable[[str], Sequence[datetime]] | None = None,
+        decision_key: str = "",
     ) -> AgentDeps:
         return AgentDeps(
             store=self.store,
@@ -231,6 +248,7 @@ class Tailor:
             contacts=contacts,
             catalog=self.recommender.catalog,
             similarity=self.embedder.similarity,
+            decision_key=decision_key,
         )
 
     def email(
@@ -240,6 +258,7 @@ class Tailor:
         *,
         writer: Writer | None = None,
         send: bool = False,
+        decision_key: str = "",
     ) -> EmailOutcome:
         """An email that passed every rail, or a refusal; both with the audit trace.
 
@@ -252,7 +271,9 @@ class Tailor:
         if not self.store.has_customer(customer_id):
             self.store.get_customer(customer_id)  # raises NotFoundError with its hint
         outcome = run_email_sync(
-            self.agent_deps(writer=writer, contacts=self.store.contacts), customer_id, trigger
+            self.agent_deps(writer=writer, contacts=self.store.contacts, decision_key=decision_key),
+            customer_id,
+            trigger,
         )
         if send and outcome.email is not None:
             # A sent email shows its products to the customer: they count toward the 30-day impression

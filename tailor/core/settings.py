@@ -123,11 +123,39 @@ class Settings(BaseSettings):
         description="The share of customers (a stable draw, TAILOR_HOLDOUT_SALT) who get no marketing email,"
         " so that a campaign's effect is measured against them (GET /v1/jobs/{id}/uplift). 0: none.",
     )
+    explore_share: float = Field(
+        0.0,
+        ge=0.0,
+        le=0.5,
+        description="Exploration (epsilon-greedy): the share of decisions that go to another qualified action"
+        " than the planner's, and of recommendations whose last product slot is drawn among the next ranked"
+        " items, each with its exact probability in the decision log, so that other policies can be judged"
+        " on it (tailor eval --suite policy). 0: the planner's choice always.",
+    )
     holdout_salt: str = Field(
         "tailor-holdout-1",
         min_length=1,
         max_length=200,
-        description="Draws the holdout group; a new salt draws a new one (earlier campaigns keep theirs).",
+        description="Draws the holdout group (and, apart from it, exploration's draws); a new salt draws"
+        " a new one (earlier campaigns keep theirs).",
+    )
+    shadow_eval_hours: float = Field(
+        24.0,
+        ge=0.0,
+        le=24 * 30,
+        description="How often the server judges the served ranker on what its customers bought since it was"
+        " fitted, against repeat history and popularity, and measures the drift of its inputs"
+        " (GET /v1/model/shadow, gauges on /metrics). 0: never.",
+    )
+    shadow_days: int = Field(
+        28, ge=1, le=365, description="The shadow evaluation's and drift's window, in days."
+    )
+    shadow_stale_ratio: float = Field(
+        0.9,
+        gt=0.0,
+        le=2.0,
+        description="The served ranker is marked stale when its shadow Recall@10 falls under this share of"
+        " the better reference's (with at least 30 customers to judge on).",
     )
     attribution_days: int = Field(
         7,

@@ -505,6 +505,22 @@ class Store:
         sql = f"SELECT {_EVENT_COLUMNS} FROM events{hint} {where} AND order_id IN :ids ORDER BY ts, id"
         return [self._event(r) for r in self._query(self._expanding(sql, params), params)]
 
+    def utc_hours(
+        self, kinds: Iterable[EventKind], *, until: datetime, country: str | None = None
+    ) -> dict[int, int]:
+        """How many events of ``kinds`` before ``until`` (of the customers of ``country``, if given) fell
+        in each UTC hour (send-time optimisation's segment, ``tailor.core.send_time``): one aggregate."""
+        where, params = self._event_filter(None, kinds, None, until)
+        hour = "substr(events.ts, 12, 2)"  # ts is ISO 8601 in UTC: YYYY-MM-DDTHH...
+        sql = f"SELECT {hour}, count(*) FROM events {where} GROUP BY {hour}"
+        if country is not None:
+            params["country"] = country
+            sql = (
+                f"SELECT {hour}, count(*) FROM events JOIN customers ON customers.id = events.customer_id"
+                f" {where} AND customers.country = :country GROUP BY {hour}"
+            )
+        return {int(h): int(n) for h, n in self._query(self._expanding(sql, params), params)}
+
     def get_events(self, ids: Sequence[str]) -> list[Event]:
         if not ids:
             return []

@@ -1,5 +1,5 @@
-"""Startup and shutdown: the facade (opened here unless one was given), the ops database, the warm-up and
-the job runner."""
+"""Startup and shutdown: the facade (opened here unless one was given), the ops database, the warm-up, the
+job runner and the served model's shadow evaluations."""
 
 from __future__ import annotations
 
@@ -50,12 +50,14 @@ def lifespan(
         state = ServiceState(settings, the_facade, ops, metrics)
         app.state.tailor = state
         state.start_warm_up()
+        state.start_shadow_evals()
         if run_jobs and settings.serve_jobs:
             # Picks up whatever a previous process left pending: that is what makes jobs resumable.
             state.runner.start()
         try:
             yield
         finally:
+            state.stop()
             state.runner.stop()
             ops.close()
             if owned:

@@ -61,6 +61,12 @@ class CampaignIn(_In):
         description="`required`: the campaign waits, nothing made or sent, until `POST /v1/jobs/{id}/approve`"
         " (preview it first with `GET /v1/jobs/{id}/preview`).",
     )
+    send_time: Literal["now", "best_hour"] = Field(
+        "now",
+        description="`best_hour`: each email waits for its customer's best local hour (from their own"
+        " purchases, opens and clicks, else their country's), never inside their quiet hours; the job"
+        " keeps each item scheduled until then. `now`: every email as soon as a worker takes it.",
+    )
     # The name the body gave the audience: a refusal names the field as the client wrote it. Not part of the
     # schema, nor of the stored spec.
     named: SkipJsonSchema[Literal["audience", "segment"]] = Field("audience", exclude=True)

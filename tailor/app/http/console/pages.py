@@ -318,6 +318,7 @@ async def new_campaign(st: AppState, request: Request) -> Response:
                 "audience": _audience(form),
                 "trigger": {"kind": form.get("kind", "campaign")},
                 "approval": "required",
+                "send_time": form.get("send_time", "now"),
             }
         )
         created = await create_campaign(st, session.key, body, None)

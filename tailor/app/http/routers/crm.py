@@ -272,6 +272,16 @@ async def model_status(st: AppState, key: Crm) -> JsonObject:
     return dict(await run_in_threadpool(st.facade.model_status))
 
 
+@router.get("/v1/model/shadow")
+async def model_shadow(st: AppState, key: Crm, fresh: bool = False) -> JsonObject:
+    """The served ranker judged on what its customers bought since it was fitted, against repeat history and
+    popularity, with the drift of its inputs (``tailor.app.shadow``): the latest scheduled one, or a new one
+    with ``fresh=true`` (or when none has run yet)."""
+    if fresh or st.shadow is None:
+        return await run_in_threadpool(st.run_shadow_eval)
+    return st.shadow
+
+
 @router.post("/v1/model/refit", status_code=202)
 async def model_refit(st: AppState, key: Crm) -> JsonObject:
     """Refit the ranker on the store as it is now, in the background; poll ``GET /v1/model``."""
