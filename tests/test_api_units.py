@@ -781,3 +781,30 @@ def test_a_best_hour_campaign_holds_each_email_for_its_customers_hour_then_sends
     after = ops.get_job(job).as_dict()
     assert after["pending"] == after["scheduled"] == 0 and after["done"] >= 1
     assert after["done"] + after["refused"] + after["failed"] == len(customers)
+
+
+@pytest.mark.slow
+def test_the_real_service_judges_its_ranker_on_what_came_after_its_fit(rig: tuple[Tailor, Ops, str]) -> None:
+    tailor, _, cid = rig
+    fitted_at = tailor.recommender.ranker.fitted_at.isoformat()
+    nothing = tailor.shadow_eval()
+    assert nothing["customers"] == 0 and nothing["stale"] is False and nothing["recall@10"] == {}
+    # Two days on, the customer bought one of the items the ranker lists first for them.
+    [first] = tailor.recommender.ranker.rank([cid], k=1)
+    tailor.store.add_events(
+        [
+            Event(
+                customer_id=cid,
+                kind=EventKind.PURCHASE,
+                item_id=first[0],
+                quantity=1,
+                value=3.0,
+                timestamp=datetime(2011, 12, 11, 9, tzinfo=UTC),
+                order_id="after-fit",
+            )
+        ]
+    )
+    tailor.settings = tailor.settings.model_copy(update={"now": "2011-12-12T10:00:00+00:00"})
+    report = tailor.shadow_eval()
+    assert report["customers"] == 1 and report["purchases_in_window"] == 1
+    assert report["recall@10"]["served"] == 1.0 and report["fitted_at"][:19] == fitted_at[:19]

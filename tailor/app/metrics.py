@@ -64,6 +64,11 @@ class Metrics:
             "gauge",
             "Population stability index of lines an order, before the fit against since.",
         ),
+        "tailor_model_shadow_last_success_timestamp_seconds": (
+            "gauge",
+            "When the latest shadow evaluation that worked finished (Unix time).",
+        ),
+        "tailor_model_shadow_failures_total": ("counter", "Shadow evaluations that failed."),
         "tailor_model_stale_by_shadow": (
             "gauge",
             "1 when the shadow evaluation marks the served ranker stale (under TAILOR_SHADOW_STALE_RATIO).",
@@ -99,6 +104,11 @@ class Metrics:
         """A gauge: the latest value wins."""
         with self._lock:
             self._gauges[name] = value
+
+    def unset(self, name: str) -> None:
+        """A gauge with nothing to say any more (the model it measured was replaced): no longer exported."""
+        with self._lock:
+            self._gauges.pop(name, None)
 
     def value(self, name: str, labels: Mapping[str, str] | None = None) -> float:
         key = tuple(sorted((labels or {}).items()))

@@ -1,14 +1,19 @@
 """The served model's health between refits: a shadow evaluation of the ranker on what its customers bought
-since it was fitted, against the reference rankers it was chosen over, and the drift of what it reads.
+since it was fitted, against reference rankers kept up to date, and the drift of what it reads.
 
-- **Shadow evaluation.** The customers the ranker knows who bought since it was fitted (within the last
-  ``days``; at most ``most`` of them, a seeded draw) are ranked as the ranker stands (its lists are as of
-  its fit, so nothing it ranks has seen the purchases it is judged on), by what it serves and by the
-  repeat-history and popularity scorers. Recall@10 of each on those purchases, and the served one's ratio to
-  the better reference: under ``stale_ratio`` with enough customers, the model is marked stale.
+- **Shadow evaluation.** The customers the ranker knows who bought in the window (the last ``days``, never
+  before the fit; at most ``most`` of them, a seeded draw) are ranked by the ranker's scorer as it stands,
+  as of its fit: the trees or the reference its fit chose, without the live path's business rules. Against it,
+  the two plainest rankers computed afresh at the window's start: each customer's own most-ordered items, and
+  the items most customers bought in the ``days`` before it. Neither sees a purchase of the window either.
+  A model that has aged falls behind them, even when what it serves is itself one of them (Ta-Feng serves
+  repeat history): under ``stale_ratio`` of the better one, with ``MIN_CUSTOMERS`` customers or more, it is
+  marked stale. Items the ranker never saw (new in the catalog) count as misses, and the share of the
+  window's purchases that the ranker could have ranked is reported.
 - **Drift**, as a population stability index (PSI; above 0.25 is the usual mark of a shift that matters):
-  which items are bought (the ranker's popularity and trend inputs: the 50 most bought items before the fit
-  and the rest) and how many lines an order has, in the ``days`` before the fit against the ``days`` since.
+  which items are bought (the 50 most bought before the window and the rest) and how many lines an order has,
+  the ``days`` before the window against the window, once the window holds ``MIN_ORDERS`` orders (fewer make
+  the index noise: ``None``).
 
 A store the ranker has seen nothing after says so (``customers`` 0) and marks nothing.
 """
@@ -17,19 +22,22 @@ from __future__ import annotations
 
 import math
 import random
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime, timedelta
+
+import pandas as pd
 
 from evals.protocol import recall_at
 from retrieval.ranker import Ranker
-from tailor.core.models import Event, EventKind, JsonObject
+from tailor.core.models import EventKind, JsonObject
 from tailor.data.store import Store
 
-__all__ = ["MIN_CUSTOMERS", "psi", "shadow_eval"]
+__all__ = ["MIN_CUSTOMERS", "MIN_ORDERS", "psi", "shadow_eval"]
 
 MIN_CUSTOMERS = 30  # fewer make the recall noise: reported, never marking the model stale
+MIN_ORDERS = 200  # fewer make a 51-bin PSI noise
 _TOP_ITEMS = 50
+_K = 10
 _BASKET_BINS = (1, 2, 3, 5, 8, 13, 21, 34)  # lines an order: a bin ends at each (the last is open)
 
 
@@ -49,12 +57,18 @@ def psi(before: Mapping[str, float], after: Mapping[str, float]) -> float:
     return out
 
 
-def _baskets(events: Sequence[Event]) -> Counter[str]:
-    lines = Counter(e.order_id or e.id or "" for e in events)
-    out: Counter[str] = Counter()
-    for n in lines.values():
-        out[next((f"<={edge}" for edge in _BASKET_BINS if n <= edge), f">{_BASKET_BINS[-1]}")] += 1
-    return out
+def _orders(frame: pd.DataFrame) -> pd.Series:
+    # An order is its id, or the customer's moment when the data has none.
+    key = frame["order_id"].fillna(frame["customer_id"] + "@" + frame["timestamp"].astype(str))
+    return key
+
+
+def _basket_bins(frame: pd.DataFrame) -> dict[str, float]:
+    lines = frame.groupby(_orders(frame)).size()
+    edges = [0, *_BASKET_BINS, math.inf]
+    labels = [f"<={e}" for e in _BASKET_BINS] + [f">{_BASKET_BINS[-1]}"]
+    binned = pd.cut(lines, bins=edges, labels=labels)
+    return {str(k): float(v) for k, v in binned.value_counts().items()}
 
 
 def shadow_eval(
@@ -67,45 +81,69 @@ def shadow_eval(
     most: int = 2000,
     seed: int = 0,
 ) -> JsonObject:
-    fitted = ranker.fitted_at.to_pydatetime()
+    # The fit's clock, to the microsecond (it is kept as a day count, whose float has nanoseconds).
+    fitted = ranker.fitted_at.round("us").to_pydatetime()
     since = max(fitted, now - timedelta(days=days))
-    after = store.events(kinds=[EventKind.PURCHASE], since=since, until=now) if since < now else []
-    before = store.events(kinds=[EventKind.PURCHASE], since=fitted - timedelta(days=days), until=fitted)
-    bought: dict[str, set[str]] = {}
-    for e in after:
-        if e.item_id and e.customer_id in ranker.customer_index and e.item_id in ranker.item_index:
-            bought.setdefault(e.customer_id, set()).add(e.item_id)
-    customers = sorted(bought)
+    cols = ["customer_id", "item_id", "timestamp", "order_id"]
+    window = (
+        store.events_frame(kinds=[EventKind.PURCHASE], since=since, until=now)[cols]
+        if since < now
+        else pd.DataFrame(columns=cols)
+    )
+    before = store.events_frame(kinds=[EventKind.PURCHASE], since=since - timedelta(days=days), until=since)[
+        cols
+    ]
+    known = window[window["customer_id"].isin(ranker.customer_index)]
+    bought = known.groupby("customer_id")["item_id"].agg(lambda s: set(s.dropna()))
+    customers = sorted(str(c) for c in bought.index)
     if len(customers) > most:
         customers = sorted(random.Random(seed).sample(customers, most))
+    rankable = float(window["item_id"].isin(ranker.item_index).mean()) if len(window) else None
     report: JsonObject = {
         "fitted_at": fitted.isoformat(),
-        "window": {"start": since.isoformat(), "end": now.isoformat(), "days": days},
+        "window": {
+            "start": since.isoformat(),
+            "end": now.isoformat(),
+            "days": round((now - since).total_seconds() / 86400, 2),
+        },
         "customers": len(customers),
-        "purchases_since_fit": len(after),
+        "purchases_in_window": len(window),
+        "rankable_share": round(rankable, 4) if rankable is not None else None,
     }
     recall: dict[str, float] = {}
     if customers:
-        for name, how in (("served", None), ("repeat", "repeat"), ("popularity", "popularity")):
-            lists = ranker.rank(customers, k=10, how=how)
-            recall[name] = round(
-                sum(recall_at(lst, bought[c], 10) for c, lst in zip(customers, lists, strict=True))
-                / len(customers),
-                4,
-            )
+        served = ranker.rank(customers, k=_K)
+        repeat = _fresh_repeat(store, customers, since)
+        popular = list(
+            before.groupby("item_id")["customer_id"].nunique().sort_values(ascending=False).index[:_K]
+        )
+        for name, lists in (("served", served), ("repeat", [repeat[c] for c in customers])):
+            recall[name] = _mean_recall(customers, lists, bought)
+        recall["popularity"] = _mean_recall(customers, [popular] * len(customers), bought)
     best_ref = max((recall[r] for r in ("repeat", "popularity") if r in recall), default=0.0)
     ratio = recall["served"] / best_ref if recall and best_ref > 0 else None
-    top = [i for i, _ in Counter(e.item_id for e in before if e.item_id).most_common(_TOP_ITEMS)]
+    orders_in_window = int(_orders(window).nunique()) if len(window) else 0
+    drift: dict[str, float | None] = {"item_mix": None, "basket_lines": None}
+    if orders_in_window >= MIN_ORDERS and len(before):
+        top = set(before["item_id"].value_counts().index[:_TOP_ITEMS])
 
-    def mix(events: Sequence[Event]) -> Counter[str]:
-        keep = set(top)
-        return Counter((e.item_id if e.item_id in keep else "other") for e in events if e.item_id)
+        def mix(frame: pd.DataFrame) -> dict[str, float]:
+            named = frame["item_id"].where(frame["item_id"].isin(top), "other")
+            return {str(k): float(v) for k, v in named.value_counts().items()}
 
-    drift = {
-        "item_mix": round(psi(mix(before), mix(after)), 4) if after else None,
-        "basket_lines": round(psi(_baskets(before), _baskets(after)), 4) if after else None,
-    }
+        drift = {
+            "item_mix": round(psi(mix(before), mix(window)), 4),
+            "basket_lines": round(psi(_basket_bins(before), _basket_bins(window)), 4),
+        }
     stale = ratio is not None and len(customers) >= MIN_CUSTOMERS and ratio < stale_ratio
+    if not customers:
+        note = "nothing bought in the window by a customer the ranker knows: nothing to judge it on"
+    elif len(customers) < MIN_CUSTOMERS:
+        note = f"fewer than {MIN_CUSTOMERS} customers: reported, never marking the model stale"
+    else:
+        note = ""
+    if orders_in_window < MIN_ORDERS:
+        note = (note + "; " if note else "") + f"drift needs {MIN_ORDERS} orders in the window"
     report.update(
         {
             "recall@10": recall,
@@ -113,13 +151,25 @@ def shadow_eval(
             "stale_ratio": stale_ratio,
             "stale": stale,
             "drift_psi": drift,
-            "note": (
-                "nothing bought since the fit by a customer the ranker knows: nothing to judge it on"
-                if not customers
-                else f"fewer than {MIN_CUSTOMERS} customers: reported, never marking the model stale"
-                if len(customers) < MIN_CUSTOMERS
-                else ""
-            ),
+            "note": note,
         }
     )
     return report
+
+
+def _mean_recall(customers: list[str], lists: list[list[str]], bought: pd.Series) -> float:
+    total = sum(recall_at(lst, bought[c], _K) for c, lst in zip(customers, lists, strict=True))
+    return round(total / len(customers), 4)
+
+
+def _fresh_repeat(store: Store, customers: list[str], since: datetime) -> dict[str, list[str]]:
+    """Each customer's items by how many of their orders held them, before ``since``: repeat history as a
+    refit at the window's start would rank it."""
+    out: dict[str, list[str]] = {}
+    for cid in customers:
+        counts: dict[str, set[str]] = {}
+        for e in store.events(cid, kinds=[EventKind.PURCHASE], until=since):
+            if e.item_id:
+                counts.setdefault(e.item_id, set()).add(e.order_id or e.timestamp.isoformat())
+        out[cid] = sorted(counts, key=lambda i: (-len(counts[i]), i))[:_K]
+    return out

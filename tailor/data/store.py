@@ -528,10 +528,14 @@ class Store:
         return [self._event(r) for r in rows]
 
     def events_frame(
-        self, *, kinds: Iterable[EventKind] = (EventKind.PURCHASE,), until: datetime | None = None
+        self,
+        *,
+        kinds: Iterable[EventKind] = (EventKind.PURCHASE,),
+        until: datetime | None = None,
+        since: datetime | None = None,
     ) -> pd.DataFrame:
         """Events as a DataFrame (customer_id, item_id, kind, quantity, value, timestamp, order_id)."""
-        where, params = self._event_filter(None, kinds, None, until)
+        where, params = self._event_filter(None, kinds, since, until)
         sql = f"SELECT id, customer_id, item_id, kind, quantity, value, ts, order_id FROM events {where}"
         with self._db.engine.connect() as conn:
             conn = conn.execution_options(tailor_read="statement")

@@ -62,13 +62,15 @@ class ServiceState:
         self._stopping = threading.Event()
         # The latest shadow evaluation (``start_shadow_evals``), or None before the first.
         self.shadow: JsonObject | None = None
+        self._shadow_lock = threading.Lock()
+        self._shadow_thread: threading.Thread | None = None
         # ``{"seconds": {part: seconds}}`` once warm, ``{"error": type name}`` if the warm-up failed.
         self.warm_up: dict[str, dict[str, float] | str] = {}
 
     def start_shadow_evals(self) -> None:
         """Judge the served ranker every ``shadow_eval_hours`` (``tailor.app.shadow``), the first once the
         warm-up is done; each result is kept for ``GET /v1/model/shadow`` and set as gauges on /metrics. A
-        failed one is logged and kept as its error; the next one runs on time."""
+        failed one is logged and counted; the next one runs on time."""
         hours = self.settings.shadow_eval_hours
         if hours <= 0:
             return
@@ -76,40 +78,67 @@ class ServiceState:
         def loop() -> None:
             self.warm.wait()
             while not self._stopping.is_set():
-                self.run_shadow_eval()
+                try:
+                    self.run_shadow_eval()
+                except Exception as exc:  # the loop outlives any one evaluation
+                    log.warning("shadow evaluation loop: %s", describe(exc))
                 self._stopping.wait(hours * 3600)
 
-        threading.Thread(target=loop, name="tailor-shadow-eval", daemon=True).start()
+        self._shadow_thread = threading.Thread(target=loop, name="tailor-shadow-eval", daemon=True)
+        self._shadow_thread.start()
 
     def run_shadow_eval(self) -> JsonObject:
-        try:
-            report = self.facade.shadow_eval()
-        except Exception as exc:
-            log.warning("shadow evaluation failed: %s", describe(exc))
-            report = {"error": type(exc).__name__}
-        report = {**report, "at": datetime.now(UTC).isoformat()}
-        self.shadow = report
+        """One shadow evaluation now; one at a time (a second caller waits for the one under way and gets
+        a fresh one after it: what it asked for)."""
+        with self._shadow_lock:
+            if self._stopping.is_set():
+                return self.shadow or {"error": "stopping"}
+            try:
+                report = {**self.facade.shadow_eval(), "at": datetime.now(UTC).isoformat()}
+            except Exception as exc:
+                log.warning("shadow evaluation failed: %s", describe(exc))
+                self.metrics.inc("tailor_model_shadow_failures_total")
+                # The figures of the last one that worked stay, and so does its stale mark: a failure
+                # says nothing about the model.
+                return {
+                    **(self.shadow or {}),
+                    "error": type(exc).__name__,
+                    "failed_at": datetime.now(UTC).isoformat(),
+                }
+            self.shadow = report
+            self._gauges(report)
+            return report
+
+    def _gauges(self, report: JsonObject) -> None:
         recall = report.get("recall@10")
-        if isinstance(recall, dict) and "served" in recall:
-            self.metrics.set("tailor_model_shadow_recall_served", float(recall["served"]))
-            refs = [float(v) for k, v in recall.items() if k != "served"]
-            self.metrics.set("tailor_model_shadow_recall_best_reference", max(refs, default=0.0))
-        ratio = report.get("ratio_to_best_reference")
-        if isinstance(ratio, int | float):
-            self.metrics.set("tailor_model_shadow_ratio", float(ratio))
-        customers = report.get("customers")
-        if isinstance(customers, int):
-            self.metrics.set("tailor_model_shadow_customers", float(customers))
+        recall = recall if isinstance(recall, dict) else {}
         drift = report.get("drift_psi")
-        for name in ("item_mix", "basket_lines"):
-            value = drift.get(name) if isinstance(drift, dict) else None
+        drift = drift if isinstance(drift, dict) else {}
+        values: dict[str, object] = {
+            "tailor_model_shadow_recall_served": recall.get("served"),
+            "tailor_model_shadow_recall_best_reference": max(
+                (float(v) for k, v in recall.items() if k != "served"), default=None
+            ),
+            "tailor_model_shadow_ratio": report.get("ratio_to_best_reference"),
+            "tailor_model_shadow_customers": report.get("customers"),
+            "tailor_model_drift_item_mix_psi": drift.get("item_mix"),
+            "tailor_model_drift_basket_lines_psi": drift.get("basket_lines"),
+        }
+        # Every gauge set or cleared: a figure of a model since replaced must not stand beside the new one's.
+        for name, value in values.items():
             if isinstance(value, int | float):
-                self.metrics.set(f"tailor_model_drift_{name}_psi", float(value))
+                self.metrics.set(name, float(value))
+            else:
+                self.metrics.unset(name)
         self.metrics.set("tailor_model_stale_by_shadow", 1.0 if report.get("stale") is True else 0.0)
-        return report
+        self.metrics.set("tailor_model_shadow_last_success_timestamp_seconds", time.time())
 
     def stop(self) -> None:
+        """No new evaluation starts; one under way is waited for (a minute at most) before the facade
+        it reads closes."""
         self._stopping.set()
+        if self._shadow_thread is not None:
+            self._shadow_thread.join(timeout=60)
 
     def start_warm_up(self) -> None:
         """Warm the facade on a thread (``Tailor.warm_up``): the server answers ``/healthz`` at once, and

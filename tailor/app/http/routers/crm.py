@@ -40,6 +40,7 @@ from tailor.app.jobs import check_callback_url
 from tailor.app.ops import body_hash
 from tailor.core.errors import DataError, ForgottenError, NotFoundError, RecordError
 from tailor.core.models import Consent, Customer, JsonObject
+from tailor.core.utc import utc_timestamp
 from tailor.data.segment import from_segment, is_segment
 
 __all__ = ["router"]
@@ -277,7 +278,22 @@ async def model_shadow(st: AppState, key: Crm, fresh: bool = False) -> JsonObjec
     """The served ranker judged on what its customers bought since it was fitted, against repeat history and
     popularity, with the drift of its inputs (``tailor.app.shadow``): the latest scheduled one, or a new one
     with ``fresh=true`` (or when none has run yet)."""
-    if fresh or st.shadow is None:
+    if fresh:
+        return await run_in_threadpool(st.run_shadow_eval)
+    if st.shadow is None:
+        raise NotFoundError(
+            "shadow evaluation",
+            "latest",
+            hint="none has run yet (the first runs once the server is warm, every TAILOR_SHADOW_EVAL_HOURS);"
+            " ask for one with ?fresh=true",
+        )
+    model = await run_in_threadpool(st.facade.model_status)
+    judged = st.shadow.get("fitted_at")
+    if model.get("fitted_at") and (
+        not isinstance(judged, str)
+        or abs((utc_timestamp(judged) - utc_timestamp(str(model["fitted_at"]))).total_seconds()) > 1
+    ):
+        # The model was replaced since: those figures are not this model's.
         return await run_in_threadpool(st.run_shadow_eval)
     return st.shadow
 
