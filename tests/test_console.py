@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -147,6 +148,15 @@ def _login(driver: WebDriver, base: str, key: str, then: str = "/console") -> No
     assert driver.current_url.endswith(then)
 
 
+def _text(driver: WebDriver, element_id: str) -> str:
+    """The text of the element with ``element_id``, or "" while the page has none (or is being replaced
+    under the reader, as a page that reloads itself is)."""
+    try:
+        return str(driver.find_element(By.ID, element_id).text)
+    except (NoSuchElementException, StaleElementReferenceException):
+        return ""
+
+
 def _session_cookies(driver: WebDriver) -> dict[str, str]:
     return {c["name"]: c["value"] for c in driver.get_cookies()}
 
@@ -232,7 +242,9 @@ def test_a_campaign_waits_for_approval_shows_its_preview_and_runs_once_approved(
         store.close()
 
     browser.find_element(By.ID, "approve").click()
-    wait_until(lambda: browser.find_element(By.ID, "status").text == "done", 180)
+    # The live page polls, then reloads itself once the job ends: wait for the reloaded page (only the
+    # server renders the uplift panel), reading through the reload rather than racing it.
+    wait_until(lambda: _text(browser, "status") == "done" and _text(browser, "uplift") != "", 180)
     done = browser.find_element(By.ID, "counts").text
     assert done.startswith("5 of 5 finished: 5 sent"), done
     assert "Approved" in browser.find_element(By.TAG_NAME, "main").text
