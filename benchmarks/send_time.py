@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tailor.app.jobs import SCHEDULED, JobRunner  # noqa: E402
+from tailor.app.jobs import JobRunner, parse_scheduled  # noqa: E402
 from tailor.app.ops import Ops  # noqa: E402
 from tailor.app.service import Tailor  # noqa: E402
 from tailor.core.models import EventKind  # noqa: E402
@@ -65,9 +65,9 @@ def run(store: str, customers: int, sample: int) -> None:
                         ops.finish_item(item.job_id, item.customer_id, "done", {}, None)
                 per_item_ms = 1000 * (time.perf_counter() - t0) / max(len(people), 1)
                 scheduled = {
-                    i.customer_id: i.reason or ""
+                    i.customer_id: held
                     for i in ops.job_items(job, final_only=False)
-                    if (i.reason or "").startswith(SCHEDULED)
+                    if (held := parse_scheduled(i.reason)) is not None
                 }
             finally:
                 ops.close()
@@ -83,9 +83,8 @@ def _report(  # type: ignore[no-untyped-def]
     for cid, customer in people.items():
         zone = ZoneInfo(customer.timezone)
         if cid in scheduled:
-            at_text, source = scheduled[cid][len(SCHEDULED) :].split(" (")
-            at = datetime.fromisoformat(at_text).astimezone(zone)
-            source = source.rstrip(")")
+            at, source = scheduled[cid]
+            at = at.astimezone(zone)
         else:
             at, source = now.astimezone(zone), "now"
         sources[source] += 1

@@ -37,6 +37,8 @@ __all__ = [
     "Estimate",
     "Policy",
     "PolicyEval",
+    "bought_within",
+    "event_times",
     "ips",
     "load_decisions",
     "simulate",
@@ -163,16 +165,33 @@ def _naive_utc(ts: pd.Series) -> npt.NDArray[np.datetime64]:
     return out
 
 
+def event_times(events: pd.DataFrame) -> dict[str, npt.NDArray[np.datetime64]]:
+    """Each customer's event times, sorted, as ``bought_within`` searches them."""
+    return {str(cid): np.sort(_naive_utc(g["timestamp"])) for cid, g in events.groupby("customer_id")}
+
+
+def bought_within(
+    times: Mapping[str, npt.NDArray[np.datetime64]],
+    customer_id: str,
+    start: pd.Timestamp,
+    window: pd.Timedelta,
+) -> float:
+    """A decision's reward: 1.0 when the customer has an event of ``times`` (``event_times``) in
+    [start, start + window), else 0.0. The one rule for every log: a JSONL file's or Tailor's own."""
+    mine = times.get(str(customer_id))
+    if mine is None or not len(mine):
+        return 0.0
+    begin = utc_timestamp(start).tz_localize(None)
+    lo, hi = np.searchsorted(mine, [begin.to_datetime64(), (begin + window).to_datetime64()], side="left")
+    return 1.0 if hi > lo else 0.0
+
+
 def load_decisions(path: Path, events: pd.DataFrame | None = None) -> list[Decision]:
     """Logged decisions from JSONL: ``customer_id``, ``timestamp``, ``action``, ``propensity``, and either
     ``reward`` or (with ``events``, e.g. ``Store.events_frame(kinds=[EMAIL_CLICK, PURCHASE])``) a reward taken
     as 1 when the customer clicked or bought within 7 days of the decision."""
     out: list[Decision] = []
-    by_customer = (
-        {cid: _naive_utc(g["timestamp"]) for cid, g in events.groupby("customer_id")}
-        if events is not None
-        else {}
-    )
+    by_customer = event_times(events) if events is not None else {}
     for line, rec in enumerate(read_jsonl(path), 1):
         for name in ("customer_id", "timestamp", "action", "propensity"):
             if name not in rec:
@@ -185,12 +204,7 @@ def load_decisions(path: Path, events: pd.DataFrame | None = None) -> list[Decis
         if "reward" in rec:
             reward = float(rec["reward"])
         elif events is not None:
-            times = by_customer.get(str(rec["customer_id"]))
-            start, end = (
-                ts.tz_localize(None).to_datetime64(),
-                (ts + REWARD_WINDOW).tz_localize(None).to_datetime64(),
-            )
-            reward = float(times is not None and bool(((times >= start) & (times < end)).any()))
+            reward = bought_within(by_customer, str(rec["customer_id"]), ts, REWARD_WINDOW)
         else:
             raise RecordError("no reward and no events to derive it from", source=str(path), line=line)
         out.append(

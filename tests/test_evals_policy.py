@@ -8,7 +8,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from evals.policy import Decision, PolicyEval, ips, load_decisions, simulate, snips, synthetic_log
+from evals.policy import (
+    Decision,
+    PolicyEval,
+    bought_within,
+    event_times,
+    ips,
+    load_decisions,
+    simulate,
+    snips,
+    synthetic_log,
+)
 from tailor.core.errors import DataError, RecordError
 
 
@@ -148,3 +158,27 @@ def test_logged_and_synthetic_logs_are_reported_side_by_side() -> None:
     arts = ev.artifacts()
     assert "SYNTHETIC" in arts["policy_values"]["title"]
     assert "SYNTHETIC" not in arts["policy_values_logged"]["title"]
+
+
+def test_a_reward_counts_events_from_the_decision_up_to_but_not_at_the_window_end() -> None:
+    """The one reward rule of every log: an event in [start, start + window), whatever the zones."""
+    events = pd.DataFrame(
+        {
+            "customer_id": ["a", "a", "b"],
+            "timestamp": pd.to_datetime(
+                ["2011-03-01T10:00:00+00:00", "2011-03-08T10:00:00+00:00", "2011-02-28T23:59:00+00:00"]
+            ),
+        }
+    )
+    times = event_times(events)
+    start = pd.Timestamp("2011-03-01T10:00:00+00:00")
+    week = pd.Timedelta(days=7)
+    assert bought_within(times, "a", start, week) == 1.0  # at the start: counted
+    assert bought_within(times, "a", start + pd.Timedelta(seconds=1), week) == 1.0  # the 8th, inside
+    assert bought_within(times, "a", start + pd.Timedelta(days=7, seconds=1), week) == 0.0  # past both
+    assert bought_within(times, "a", start - week, week) == 0.0  # the window ends where the event is
+    assert bought_within(times, "b", start, week) == 0.0  # before the decision
+    assert bought_within(times, "nobody", start, week) == 0.0
+    # The same moment written in another zone is the same moment.
+    assert bought_within(times, "a", pd.Timestamp("2011-03-08T11:00:00+01:00"), pd.Timedelta(hours=1)) == 1.0
+    assert bought_within(times, "a", pd.Timestamp("2011-03-08T10:00:00+01:00"), pd.Timedelta(hours=1)) == 0.0

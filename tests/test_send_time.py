@@ -150,3 +150,21 @@ def test_a_basket_of_many_lines_is_one_visit() -> None:
     assert len(moments) == 4
     # Three evening visits against one lunchtime basket, however many lines it had.
     assert best_hour(hour_counts(moments, "Europe/London"), len(moments), None, None).hour == 19
+
+
+def test_a_held_items_reason_reads_back_as_its_time_and_source_and_nothing_else_does() -> None:
+    from tailor.app.jobs import parse_scheduled, scheduled_reason
+
+    at = datetime(2011, 12, 9, 18, 0, tzinfo=ZoneInfo("Europe/London"))
+    assert parse_scheduled(scheduled_reason(at, "own")) == (at, "own")
+    # A source with brackets or spaces of its own stays whole.
+    assert parse_scheduled(scheduled_reason(at, "segment (GB)")) == (at, "segment (GB)")
+    for other in (
+        None,
+        "",
+        "model_timeout",
+        "scheduled:",
+        "scheduled:tomorrow (own)",
+        "scheduled:2011-12-09T18:00:00 (own)",
+    ):
+        assert parse_scheduled(other) is None, other

@@ -23,7 +23,7 @@ from evals.compare import print_header, print_table, to_html
 from evals.copy import CopyQualityEval
 from evals.generation import GenerationEval
 from evals.own_log import OwnLog
-from evals.policy import PolicyEval, load_decisions
+from evals.policy import PolicyEval, bought_within, event_times, load_decisions
 from evals.protocol import DEFAULT_CUT as DEFAULT_CUT_TS
 from evals.protocol import UCI_START, holdout_cut, sized_holdout_days
 from evals.ranking import DEFAULT_EARLIER_PARQUET, DEFAULT_PARQUET, RankingEval
@@ -366,17 +366,11 @@ def _own_log(inp: SuiteInput) -> OwnLog | None:
         and data_end is not None
         and utc_timestamp(str(r["decided_at"])) + window <= data_end
     ]
-    times = {cid: np.sort(g["timestamp"].to_numpy()) for cid, g in bought.groupby("customer_id")}
-    rewards = []
-    for row in kept:
-        start = utc_timestamp(str(row["decided_at"]))
-        mine = times.get(str(row["customer_id"]))
-        if mine is None:
-            rewards.append(0.0)
-            continue
-        # Purchases in [start, start + window): the window's two ends among the customer's sorted times.
-        lo, hi = np.searchsorted(mine, [start, start + window], side="left")
-        rewards.append(1.0 if hi > lo else 0.0)
+    times = event_times(bought)
+    rewards = [
+        bought_within(times, str(row["customer_id"]), utc_timestamp(str(row["decided_at"])), window)
+        for row in kept
+    ]
     other = sum(n for p, n in policies.items() if p != policy)
     open_windows = sum(1 for r in rows if r["policy"] == policy) - len(kept)
     inp.notes.append(

@@ -86,6 +86,23 @@ TIMELESS_SHARE = 0.95
 _SEGMENT_TTL_S = 3600.0
 
 
+def scheduled_reason(at: datetime, source: str) -> str:
+    """The reason a held item carries: ``SCHEDULED``, the send time and the source of the hour."""
+    return f"{SCHEDULED}{at.isoformat()} ({source})"
+
+
+def parse_scheduled(reason: str | None) -> tuple[datetime, str] | None:
+    """The send time and source of a ``scheduled_reason``; None for any other reason (or none)."""
+    if not reason or not reason.startswith(SCHEDULED) or not reason.endswith(")") or " (" not in reason:
+        return None
+    at_text, source = reason[len(SCHEDULED) : -1].split(" (", 1)
+    try:
+        at = datetime.fromisoformat(at_text)
+    except ValueError:
+        return None
+    return (at, source) if at.tzinfo is not None else None
+
+
 def decision_key(job_id: str) -> str:
     """The key of a job's exploration draws (``agent.exploration``): a retried item and the campaign's
     preview draw what the item itself draws."""
@@ -283,7 +300,7 @@ class JobRunner:
         except (ValidationError, DataError) as exc:
             self._finish(item, "failed", {"error": _spec_problem(exc)}, "invalid_spec")
             return
-        best = stored.get("send_time") == "best_hour" and not (item.reason or "").startswith(SCHEDULED)
+        best = stored.get("send_time") == "best_hour" and parse_scheduled(item.reason) is None
         if best and self._schedule(item):
             return
         try:
@@ -460,7 +477,7 @@ class JobRunner:
             item.job_id,
             item.customer_id,
             time.time() + wait,
-            f"{SCHEDULED}{at.isoformat()} ({chosen.source})",
+            scheduled_reason(at, chosen.source),
         )
         self.metrics.inc("tailor_jobs_items_total", {"status": "scheduled"})
         return True

@@ -104,8 +104,9 @@ _LAST_NAMES = ("Chen", "Lin", "Huang", "Chang", "Lee", "Wang", "Wu", "Liu", "Tsa
 
 
 @contextmanager
-def _open_csv(path: Path) -> Iterator[tuple[IO[bytes], str]]:
+def _open_csv(path: Path | str) -> Iterator[tuple[IO[bytes], str]]:
     """The CSV's bytes and the name errors call it by: the file, or ``FILE.zip:MEMBER`` inside a zip."""
+    path = Path(path)
     if path.suffix.lower() != ".zip":
         try:
             handle = path.open("rb")
@@ -131,7 +132,7 @@ def _open_csv(path: Path) -> Iterator[tuple[IO[bytes], str]]:
             yield member, f"{path}:{members[0]}"
 
 
-def read_header(path: Path) -> list[str]:
+def read_header(path: Path | str) -> list[str]:
     """The column names of a .csv file, or of the one .csv inside a .zip (a byte-order mark is dropped)."""
     with _open_csv(path) as (handle, name):
         try:
@@ -155,7 +156,7 @@ def _bad(frame: pd.DataFrame, mask: pd.Series, column: str, what: str) -> tuple[
     return int(rows[0]) + 2, column, f"{what}, got {frame.at[rows[0], column]!r}{more}"  # header: line 1
 
 
-def read_tafeng(path: Path) -> pd.DataFrame:
+def read_tafeng(path: Path | str) -> pd.DataFrame:
     """The rows of a Ta-Feng .csv or .csv.zip, checked, as a frame.
 
     Columns: ``row`` (the data row's number, 1 for the first row after the header), ``day`` (the receipt's
@@ -296,7 +297,7 @@ def _baskets(frame: pd.DataFrame) -> pd.Series:
     return frame["customer_id"] + ":" + frame["day"].dt.strftime("%Y-%m-%d")
 
 
-def purchases_frame(path: Path, *, customers_limit: int | None = None) -> pd.DataFrame:
+def purchases_frame(path: Path | str, *, customers_limit: int | None = None) -> pd.DataFrame:
     """The purchases as the ranking protocol reads them (customer_id, item_id, timestamp, quantity, value,
     order_id), with the same timestamps and baskets as the imported events: for benchmarks that need no
     store."""
@@ -372,7 +373,9 @@ def _busiest(frame: pd.DataFrame, limit: int) -> pd.DataFrame:
     return kept
 
 
-def convert(path: Path, out_dir: Path, *, seed: int = 7, customers_limit: int | None = None) -> ConvertReport:
+def convert(
+    path: Path | str, out_dir: Path | str, *, seed: int = 7, customers_limit: int | None = None
+) -> ConvertReport:
     """Write the canonical format (items, customers, events .jsonl) and SOURCE.json into ``out_dir``.
 
     ``customers_limit`` keeps the N customers with the most baskets (and the products they bought). Every
@@ -380,6 +383,7 @@ def convert(path: Path, out_dir: Path, *, seed: int = 7, customers_limit: int | 
     """
     if customers_limit is not None and customers_limit < 1:
         raise DataError(f"customers_limit must be >= 1, got {customers_limit}")
+    path, out_dir = Path(path), Path(out_dir)
     frame = read_tafeng(path)
     if customers_limit is not None:
         frame = _busiest(frame, customers_limit)
