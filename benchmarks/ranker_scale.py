@@ -6,8 +6,10 @@ The collaborative fit (``fit_collab``: cosine neighbours, EASE, SVD factors), me
 - ``dense``: exact EASE on the whole catalog (a dense item×item inverse), where it fits in memory;
 - ``old``: the method before local EASE (``ease_support=0``): exact EASE on the ``ease_items`` (6,000) most
   popular items, the rest of the catalog without EASE neighbours (run only above 6,000: below it is dense);
-- ``local``: EASE on each item's 64 nearest items, whatever the catalog size.
-The default (``new``) is ``dense`` up to ``ease_items`` items and ``local`` beyond.
+- ``local``: EASE on each item's 64 nearest items, whatever the catalog size;
+- ``mixed``: exact EASE on the 6,000 most popular items and local EASE for every column, the exact weight
+  kept where both give one (run only above 6,000).
+The default (``new``) is ``dense`` up to ``ease_items`` items and ``mixed`` beyond.
 Each row says how much of the catalog has EASE neighbours, and how many of the test purchases (the store's
 last 30 days) are of items that can be EASE candidates at all. Then one ``Ranker.fit`` (its label windows,
 the trees, the final fit) per size up to ``--ranker-max`` with the new collaborative fit, and with the old
@@ -80,6 +82,7 @@ def _collab_child(path: str, method: str, out: Any) -> None:
         "dense": {"ease_dense_items": n_items},
         "old": {"ease_dense_items": EASE_ITEMS, "ease_support": 0},
         "local": {"ease_dense_items": 0},
+        "mixed": {"ease_dense_items": EASE_ITEMS},
     }[method]
     before = _rss_mb()
     start = time.perf_counter()
@@ -189,9 +192,9 @@ def main() -> None:
                 flush=True,
             )
             rows: dict[str, dict[str, Any]] = {}
-            for method in ("dense", "old", "local"):
+            for method in ("dense", "old", "local", "mixed"):
                 n = frame["item_id"].nunique()
-                if method == "old" and n <= EASE_ITEMS:
+                if method in ("old", "mixed") and n <= EASE_ITEMS:
                     continue  # the same fit as dense: the catalog is under the cap
                 need_gb = 4 * n * n * 8 / 1e9  # gram, inverse, weights and the top-k argpartition
                 if method == "dense" and need_gb > DENSE_LIMIT_GB:
@@ -205,16 +208,17 @@ def main() -> None:
                     f" {r['test_reachable']:6.1%} of test purchases",
                     flush=True,
                 )
-            local = rows["local"]
-            for peer in ("dense", "old"):
-                if peer in rows:
+            picked = "mixed" if "mixed" in rows else "dense"
+            default = rows.get(picked)
+            for peer in ("dense", "old", "local"):
+                if default is not None and peer in rows and peer != picked:
                     r = rows[peer]
                     print(
-                        f"  local / {peer}: time x{local['s'] / r['s']:.2f}, peak memory"
-                        f" x{local['peak_mb'] / max(r['peak_mb'], 1.0):.2f}"
+                        f"  {picked} / {peer}: time x{default['s'] / r['s']:.2f}, peak memory"
+                        f" x{default['peak_mb'] / max(r['peak_mb'], 1.0):.2f}"
                     )
-            picked = "dense" if local["items"] <= EASE_ITEMS else "local"
-            print(f"  the default (ease_items {EASE_ITEMS}) fits {picked} on {local['items']:,} items")
+            items = rows["local"]["items"]
+            print(f"  the default (ease_items {EASE_ITEMS}) fits {picked} on {items:,} items")
             if size > args.ranker_max:
                 continue
             # Up to the threshold both Rankers fit exact EASE: the old one is measured only beyond it.
