@@ -284,9 +284,9 @@ def _local_ease(gram: sp.csr_matrix, support: sp.csr_matrix, lam: float, neighbo
     while start < len(targets):
         # About 2M gram cells a batch (tens of MB of systems), whatever the support size; sizes ascend, so
         # the batch's last item has the largest support.
-        step = max(1, 2_000_000 // int(sizes[targets[start]]) ** 2)
+        step = max(1, 8_000_000 // int(sizes[targets[start]]) ** 2)
         k = int(sizes[targets[min(start + step, len(targets)) - 1]])
-        batch = targets[start : start + max(1, min(step, 2_000_000 // (k * k)))]
+        batch = targets[start : start + max(1, min(step, 8_000_000 // (k * k)))]
         start += len(batch)
         k = int(sizes[batch].max())
         offs = np.arange(k)

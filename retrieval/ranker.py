@@ -31,6 +31,7 @@ import os
 import zipfile
 import zlib
 from collections.abc import Collection, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -133,6 +134,10 @@ _F = {name: i for i, name in enumerate(FEATURES)}
 _VALIDATION_K = 10
 # Fewer customers than this in the validation window make its figures noise: the trees are kept.
 _MIN_VALIDATION_CUSTOMERS = 30
+# A label window trains on at most this many of its customers, a seeded draw (UCI's windows hold about
+# 2,000): the rows of every candidate of every customer are the fit's largest arrays and most of its time.
+# On Ta-Feng (about 12,000 a window) the draw halves both; the trees are what such a sample teaches as well.
+_MAX_LABEL_CUSTOMERS = 6000
 # At most this many customers of a window are ranked, a seeded draw of them (all of UCI's ~2,000 a window):
 # ranking is most of a window's cost, and the choice's standard error already says what fewer customers
 # leave unsure. Ta-Feng's windows hold 8,000 to 15,000 customers a variant.
@@ -198,7 +203,9 @@ def _train_trees(
     }
     blocks = [b for b in x if len(b)] if isinstance(x, Sequence) else x
     data = lgb.Dataset(blocks, label=y, weight=w, feature_name=list(FEATURES), free_raw_data=True)
-    return TreeEnsemble(lgb.train(params, data, num_boost_round=max_iter))
+    booster = lgb.train(params, data, num_boost_round=max_iter)
+    booster.free_dataset()  # the binned rows: not needed to predict, and not kept in the model text
+    return TreeEnsemble(booster)
 
 
 def _recall(ranked: Sequence[str], relevant: set[str]) -> float:
@@ -377,6 +384,7 @@ class Ranker:
         self.customer_index: dict[str, int] = {}
         self.now_day = 0.0
         self.windows_used = 0  # label windows the last fit trained on
+        self.label_customers: list[int] = []  # the customers each of them trained on
         self.label_days_used = label_days  # the label window the last fit used (see ``label_window``)
         self.label_reason = ""
         self.history_days = 0  # whole days from the first purchase fitted on to now
@@ -417,44 +425,62 @@ class Ranker:
         self.history_days = int(self.now_day - float(history.day.min()))
         label_days, self.label_reason = label_window(p["label_days"], self.history_days, p["min_past_days"])
         self.label_days_used = label_days
-        data: _Rows = {"all": ([], [], []), "new": ([], [], [])}
-        self.windows_used = 0
-        for w in range(p["windows"]):
-            end = self.now_day - w * label_days
-            self._window_rows(history.before(end), end - label_days, n_items, data, first=w == 0)
-        if not data["all"][0]:
-            newest = frame["timestamp"].max()
-            idle = (now_ts - newest).days
-            # Historical data read today is the usual cause: the clock, not the data, is what to change.
-            hint = (
-                f"the newest purchase is from {newest.date()}, {idle} days before now ({now_ts.date()}):"
-                " for historical data set TAILOR_NOW to the day after it"
-                if idle >= label_days
-                else f"the history holds {self.history_days} days before now: fit on a longer one"
+        # The serving choice fits and ranks its windows on a thread of its own while this fit builds its
+        # label windows and trees: the heavy parts (numpy, scipy, LightGBM, torch) run outside the GIL, so on
+        # two cores the two overlap (Ta-Feng's fit: about a third less time). A fit that fails waits for it.
+        validating = ThreadPoolExecutor(1, thread_name_prefix="tailor-validate") if p["validate"] else None
+        choice = (
+            validating.submit(_choose_serving, p, frame, item_text_vectors, now_ts, label_days)
+            if validating is not None
+            else None
+        )
+        try:
+            data: _Rows = {"all": ([], [], []), "new": ([], [], [])}
+            self.windows_used = 0
+            self.label_customers = []
+            for w in range(p["windows"]):
+                end = self.now_day - w * label_days
+                self._window_rows(history.before(end), end - label_days, n_items, data, first=w == 0)
+            if not data["all"][0]:
+                newest = frame["timestamp"].max()
+                idle = (now_ts - newest).days
+                # Historical data read today is the usual cause: the clock, not the data, is what to change.
+                hint = (
+                    f"the newest purchase is from {newest.date()}, {idle} days before now ({now_ts.date()}):"
+                    " for historical data set TAILOR_NOW to the day after it"
+                    if idle >= label_days
+                    else f"the history holds {self.history_days} days before now: fit on a longer one"
+                )
+                raise DataError(
+                    f"fitting needs purchases both before and within the last {label_days} days before now"
+                    f" (label window {self.label_reason})",
+                    hint=hint,
+                )
+            models: dict[str, TreeEnsemble] = {}
+            for v in ("all", "new"):
+                # Each variant's rows go as soon as its trees are trained: they are the fit's largest arrays.
+                xs, ys, ws = data.pop(v)
+                models[v] = _train_trees(
+                    xs,
+                    np.concatenate(ys),
+                    np.concatenate(ws) if p["weighted"] else None,
+                    seed=seed,
+                    max_iter=p["max_iter"],
+                )
+                del xs, ys, ws
+            stats = item_stats(history, n_items, self.now_day)
+            collab = self._fit_collab(history, n_items)
+            serving, validation = (
+                choice.result() if choice is not None else ({"all": "trees", "new": "trees"}, {})
             )
-            raise DataError(
-                f"fitting needs purchases both before and within the last {label_days} days before now"
-                f" (label window {self.label_reason})",
-                hint=hint,
-            )
-        models = {
-            v: _train_trees(
-                xs,
-                np.concatenate(ys),
-                np.concatenate(ws) if p["weighted"] else None,
-                seed=seed,
-                max_iter=p["max_iter"],
-            )
-            for v, (xs, ys, ws) in data.items()
-        }
-        if p["validate"]:
-            self.serving, self.validation = _choose_serving(p, frame, item_text_vectors, now_ts, label_days)
-        else:
-            self.serving, self.validation = {"all": "trees", "new": "trees"}, {}
+        finally:
+            if validating is not None:
+                validating.shutdown(wait=True)
+        self.serving, self.validation = serving, validation
         self._all, self._new = models["all"], models["new"]
         self._history = history
-        self._items = item_stats(history, n_items, self.now_day)
-        self._collab = self._fit_collab(history, n_items)
+        self._items = stats
+        self._collab = collab
         return self
 
     def _fit_collab(self, history: History, n_items: int) -> CollabModel:
@@ -502,6 +528,10 @@ class Ranker:
         known = np.bincount(past.item, minlength=n_items) > 0
         label_keys = np.unique(history.cust[window] * n_items + history.item[window])
         rows = np.intersect1d(np.unique(past.cust), np.unique(history.cust[window]))
+        if len(rows) > _MAX_LABEL_CUSTOMERS:
+            rng = np.random.default_rng([p["seed"], int(label_start)])
+            rows = np.sort(rng.choice(rows, _MAX_LABEL_CUSTOMERS, replace=False))
+        self.label_customers.append(len(rows))
         for variant in ("all", "new"):
             for start in range(0, len(rows), self._chunk()):
                 chunk = rows[start : start + self._chunk()]
@@ -561,6 +591,7 @@ class Ranker:
             "label_days_configured": self.params["label_days"],
             "label_window": self.label_reason,
             "windows_used": self.windows_used,
+            "label_customers": list(self.label_customers),
             "history_days": self.history_days,
             "serving": dict(self.serving),
             "validation": self.validation,
@@ -872,6 +903,7 @@ class Ranker:
         ranker.label_days_used = int(fit.get("label_days", ranker.params["label_days"]))
         ranker.label_reason = str(fit.get("label_window", ""))
         ranker.windows_used = int(fit.get("windows_used", 0))
+        ranker.label_customers = [int(n) for n in fit.get("label_customers", [])]
         ranker.history_days = int(fit.get("history_days", 0))
         # Saved before the validation chose what to serve: it served the trees.
         serving = fit.get("serving") or {}

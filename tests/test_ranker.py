@@ -22,7 +22,7 @@ from retrieval.features import (
     fit_collab,
     item_stats,
 )
-from retrieval.ranker import SCORERS, Ranker, TreeEnsemble, _train_trees, label_window
+from retrieval.ranker import SCORERS, Ranker, TreeEnsemble, _choose_serving, _train_trees, label_window
 from tailor.core.errors import DataError, NotFoundError
 from tailor.data.synthetic import SyntheticStore
 
@@ -496,6 +496,16 @@ def test_each_variant_serves_what_won_on_the_latest_windows(fitted: Ranker) -> N
     assert val["recall@10"]["all"]["trees"] > val["recall@10"]["all"]["repeat"]
 
 
+def test_the_choice_made_beside_the_fit_is_the_one_made_alone(
+    fitted: Ranker, shop: pd.DataFrame, text: dict[str, np.ndarray]
+) -> None:
+    """The serving choice runs on a thread of its own while the fit trains: the same choice and figures as
+    when it runs by itself, after the fit."""
+    frame = shop[shop["timestamp"] < CUT]
+    alone = _choose_serving(fitted.params, frame, text, CUT, fitted.label_days_used)
+    assert alone == (fitted.serving, fitted.validation)
+
+
 def test_reference_scorers_rank_by_their_own_signal(fitted: Ranker, shop: pd.DataFrame) -> None:
     past = shop[shop["timestamp"] < CUT]
     cid = past["customer_id"].value_counts().index[0]
@@ -563,6 +573,23 @@ def test_a_window_with_more_customers_than_the_cap_ranks_a_seeded_draw_of_them(
     # The same seed draws the same customers (the same figures); another seed others.
     assert fits[1].validation == fits[0].validation
     assert fits[2].validation["windows"] != windows
+
+
+def test_a_label_window_with_more_customers_than_the_cap_trains_on_a_seeded_draw(
+    shop: pd.DataFrame, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import retrieval.ranker as ranker_module
+
+    whole = Ranker(max_iter=5, label_days=60, windows=2, validate=0).fit(shop, None, now=CUT)
+    assert all(n > 50 for n in whole.label_customers), whole.label_customers
+    monkeypatch.setattr(ranker_module, "_MAX_LABEL_CUSTOMERS", 50)
+    fits = [Ranker(max_iter=5, label_days=60, windows=2, validate=0).fit(shop, None, now=CUT) for _ in (0, 1)]
+    assert fits[0].label_customers == [50, 50] and fits[0].fit_report["label_customers"] == [50, 50]
+    ids = [f"c{i}" for i in range(0, 160, 9)]
+    # Seeded: the same draw, the same trees; fewer rows, other trees than the whole windows'.
+    assert fits[0].rank(ids, k=10) == fits[1].rank(ids, k=10)
+    assert fits[0]._require()[3].to_text() != whole._require()[3].to_text()
+    assert Ranker.load(fits[0].save(tmp_path / "ranker")).label_customers == [50, 50]
 
 
 def test_validation_can_be_turned_off(shop: pd.DataFrame) -> None:
