@@ -4,18 +4,20 @@ How it learns without peeking: ``fit(purchases, ..., now=T)`` holds out the last
 as a label window, builds features from what came before that window, and trains on "did the customer buy
 this candidate in the window". Then it refits every feature source (item statistics, neighbours, factors) on
 all purchases before ``T`` and serves with those. Two models are trained: one for all candidates, one for
-items the customer never bought (the ``new-only`` use: discovery).
+items the customer never bought (the ``new-only`` use: discovery). A label window trains on at most
+``_MAX_LABEL_CUSTOMERS`` of its customers, a seeded draw, so a large store's training rows stay bounded.
 
 A young store's history can be shorter than the configured window and the past it needs: the fit then
 shortens its label window to fit the history (``label_window``) and says so in ``fit_report``.
 
-What it serves is chosen on the store's own latest windows (``validate`` of them, two by default): before
-the final fit, for each window a ranker fitted on the history before it ranks it with each way of scoring the
-candidates (the trees; for new items also the all-items trees with past items left out; and the reference
-scorers repeat history, popularity and EASE), and each variant serves the one with the best Recall@10 over
-every customer of every window (``SCORERS``). On the
-demo store the trees win; on a store where they lose to a plain reference, the reference is served, and the
-fit says so (``fit_report["serving"]``, ``fit_report["validation"]``).
+What it serves is chosen on the store's own latest windows (``validate`` of them, two by default): beside the
+final fit (on a thread of its own), for each window a ranker fitted on the history before it ranks it (at most
+``_MAX_VALIDATION_CUSTOMERS`` of its customers) with each way of scoring the candidates (the trees; for new
+items also the all-items trees with past items left out; and the reference scorers repeat history, popularity
+and EASE), and each variant serves the one with the best Recall@10 over every customer of every window
+(``SCORERS``), unless a learned scorer leads within one standard error. On the demo store the trees win; on a
+store where they lose to a plain reference, the reference is served, and the fit says so
+(``fit_report["serving"]``, ``fit_report["validation"]``).
 
 The trees are LightGBM boosters, saved in LightGBM's own text model format inside the npz, so a saved ranker
 loads without pickle.
@@ -485,7 +487,8 @@ class Ranker:
 
     def _fit_collab(self, history: History, n_items: int) -> CollabModel:
         """``ease_items`` is the catalog size up to which EASE is exact (a dense inverse); a larger catalog
-        fits EASE on each item's nearest items (``features.fit_collab``), every label window as the final fit.
+        keeps it exact on its ``ease_items`` most bought items and fits the other columns on each item's
+        nearest items (``features.fit_collab``), every label window as the final fit.
         """
         p = self.params
         return fit_collab(
