@@ -352,9 +352,14 @@ def fit_collab(
     seen.sum_duplicates()
     seen.data[:] = 1.0
     pop = np.asarray(seen.sum(0)).ravel()
-    gram = (seen.T @ seen).tocsr().astype(np.float64)
+    gram = (seen.T @ seen).tocsr().astype(np.float64, copy=False)
     norms = np.sqrt(pop) + 1e-9
-    cos = gram.multiply(1.0 / norms[:, None]).multiply(1.0 / norms[None, :]).tocsr()
+    # Scaled in place on a copy, row then column, as ``multiply`` by the two broadcast vectors did (the same
+    # values to the bit, in the same order) without its two intermediate matrices: the gram is the fit's
+    # largest sparse matrix (about 240 MB on Ta-Feng).
+    cos = gram.copy()
+    cos.data *= (1.0 / norms)[np.repeat(np.arange(n_items), np.diff(cos.indptr))]
+    cos.data *= (1.0 / norms)[cos.indices]
     cos.setdiag(0.0)
     cos.eliminate_zeros()
     knn = _sparse_top(cos.tocsr(), neighbours)
