@@ -282,7 +282,7 @@ def _local_ease(gram: sp.csr_matrix, support: sp.csr_matrix, lam: float, neighbo
     targets = targets[np.argsort(sizes[targets], kind="stable")]
     start = 0
     while start < len(targets):
-        # About 2M gram cells a batch (tens of MB of systems), whatever the support size; sizes ascend, so
+        # About 8M gram cells a batch (about 64 MB of systems), whatever the support size; sizes ascend, so
         # the batch's last item has the largest support.
         step = max(1, 8_000_000 // int(sizes[targets[start]]) ** 2)
         k = int(sizes[targets[min(start + step, len(targets)) - 1]])
@@ -336,9 +336,9 @@ def fit_collab(
     ``ease_dense_items`` most bought items (a dense inverse of a fixed size, whatever the catalog), and every
     column on its ``ease_support`` nearest items by cosine (``_local_ease``): the same regression with fewer
     predictors, so every item gets EASE neighbours and the cost past the threshold grows with the catalog,
-    not its square. Where both fits give a weight (one of the most bought items predicting another), the
-    exact one is kept. With ``ease_support=0`` the other items get no EASE neighbours
-    (the method before local EASE, kept as the benchmarks' peer).
+    not its square. Between two of the most bought items only the exact fit's weight counts (the local one is
+    dropped, whether or not the exact fit kept one). With ``ease_support=0`` the other items get no EASE
+    neighbours (the method before local EASE, kept as the benchmarks' peer).
 
     Why the most bought items stay exact: local EASE on every column (as this was first) lost to exact EASE
     on the 4,000 to 8,000 most bought items on Ta-Feng's December window (new-item Recall@10 0.052 against
@@ -375,9 +375,9 @@ def fit_collab(
         top = top[pop[top] > 0]
         ease = _dense_ease(gram, top, ease_lambda, neighbours)
         if ease_support > 0:
-            # Every column on its nearest items too; where both fits speak (a most bought item predicting
-            # another), the exact one is kept. So the most bought columns are exact, and a rarer item still
-            # points at the most bought items it sells with (their columns' local weights).
+            # Every column on its nearest items too; between two of the most bought items only the exact
+            # weight counts. So the most bought columns are exact for the most bought predictors, and a rarer
+            # item still points at the most bought items it sells with (their columns' local weights).
             local = _local_ease(gram, _sparse_top(cos, ease_support), ease_lambda, neighbours).tocoo()
             is_top = np.zeros(n_items, dtype=bool)
             is_top[top] = True

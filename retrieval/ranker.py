@@ -205,9 +205,7 @@ def _train_trees(
     }
     blocks = [b for b in x if len(b)] if isinstance(x, Sequence) else x
     data = lgb.Dataset(blocks, label=y, weight=w, feature_name=list(FEATURES), free_raw_data=True)
-    booster = lgb.train(params, data, num_boost_round=max_iter)
-    booster.free_dataset()  # the binned rows: not needed to predict, and not kept in the model text
-    return TreeEnsemble(booster)
+    return TreeEnsemble(lgb.train(params, data, num_boost_round=max_iter))
 
 
 def _recall(ranked: Sequence[str], relevant: set[str]) -> float:
