@@ -7,8 +7,8 @@ The collaborative fit (``fit_collab``: cosine neighbours, EASE, SVD factors), me
 - ``old``: the method before local EASE (``ease_support=0``): exact EASE on the ``ease_items`` (6,000) most
   popular items, the rest of the catalog without EASE neighbours (run only above 6,000: below it is dense);
 - ``local``: EASE on each item's 64 nearest items, whatever the catalog size;
-- ``mixed``: exact EASE on the 6,000 most popular items and local EASE for every column, the exact weight
-  kept where both give one (run only above 6,000).
+- ``mixed``: exact EASE on the 6,000 most popular items and local EASE for every column, only the exact
+  weight counting between two of the 6,000 (run only above 6,000).
 The default (``new``) is ``dense`` up to ``ease_items`` items and ``mixed`` beyond.
 Each row says how much of the catalog has EASE neighbours, and how many of the test purchases (the store's
 last 30 days) are of items that can be EASE candidates at all. Then one ``Ranker.fit`` (its label windows,
