@@ -11,12 +11,12 @@ A young store's history can be shorter than the configured window and the past i
 shortens its label window to fit the history (``label_window``) and says so in ``fit_report``.
 
 What it serves is chosen on the store's own latest windows (``validate`` of them, two by default): beside the
-final fit (on a thread of its own), for each window a ranker fitted on the history before it ranks it (at most
-``_MAX_VALIDATION_CUSTOMERS`` of its customers) with each way of scoring the candidates (the trees; for new
-items also the all-items trees with past items left out; and the reference scorers repeat history, popularity
-and EASE), and each variant serves the one with the best Recall@10 over every customer of every window
-(``SCORERS``), unless a learned scorer leads within one standard error. On the demo store the trees win; on a
-store where they lose to a plain reference, the reference is served, and the fit says so
+final fit, each window on a thread of its own, a ranker fitted on the history before the window ranks it (at
+most ``_MAX_VALIDATION_CUSTOMERS`` of its customers) with each way of scoring the candidates (the trees; for
+new items also the all-items trees with past items left out; and the reference scorers repeat history,
+popularity and EASE), and each variant serves the one with the best Recall@10 over every customer of every
+window (``SCORERS``), unless a learned scorer leads within one standard error. On the demo store the trees
+win; on a store where they lose to a plain reference, the reference is served, and the fit says so
 (``fit_report["serving"]``, ``fit_report["validation"]``).
 
 The trees are LightGBM boosters, saved in LightGBM's own text model format inside the npz, so a saved ranker
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import zipfile
 import zlib
 from collections.abc import Collection, Mapping, Sequence
@@ -146,6 +147,17 @@ _MAX_LABEL_CUSTOMERS = 6000
 _MAX_VALIDATION_CUSTOMERS = 4000
 
 
+def _seeded_draw(values: Sequence[Any] | npt.NDArray[Any], most: int, key: Sequence[int]) -> npt.NDArray[Any]:
+    """At most ``most`` of ``values``, drawn without replacement by a generator seeded with ``key``, sorted:
+    the same values for the same key, so a capped fit is as repeatable as an uncapped one."""
+    arr = np.asarray(values)
+    if len(arr) <= most:
+        return np.sort(arr)
+    return np.sort(np.random.default_rng(list(key)).choice(arr, most, replace=False))
+
+
+_STOPPED = "the fit it was validating for stopped"
+
 # A label window of less than a week would miss the weekly shop of anyone who shops weekly.
 MIN_LABEL_DAYS = 7
 
@@ -219,6 +231,7 @@ def _validate_window(
     vectors: Mapping[str, npt.NDArray[np.floating[Any]]] | None,
     start: pd.Timestamp,
     end: pd.Timestamp,
+    stop: threading.Event | None = None,
 ) -> dict[str, Any]:
     """One validation window, ``start`` to ``end``: a ranker fitted on the history before ``start`` ranks
     the window's purchases with every scorer of ``SCORERS`` (at most ``_MAX_VALIDATION_CUSTOMERS`` of its
@@ -230,6 +243,8 @@ def _validate_window(
         sub = Ranker(**{**params, "validate": 0}).fit(before, vectors, now=start)
     except DataError as exc:
         return {**report, "skipped": f"the history before the window cannot be fitted: {exc.message}"}
+    if stop is not None and stop.is_set():
+        return {**report, "skipped": _STOPPED}
     window = frame[(frame["timestamp"] >= start) & (frame["timestamp"] < end)]
     window = window[window["customer_id"].isin(sub.customer_index) & window["item_id"].isin(sub.item_index)]
     bought = window.groupby("customer_id")["item_id"].agg(set)
@@ -243,8 +258,8 @@ def _validate_window(
         evaluated = sorted(c for c, items in relevant.items() if items)
         drawn[variant] = len(evaluated)
         if len(evaluated) > _MAX_VALIDATION_CUSTOMERS:
-            rng = np.random.default_rng([params["seed"], int(start.timestamp()), len(variant)])
-            evaluated = sorted(rng.choice(evaluated, _MAX_VALIDATION_CUSTOMERS, replace=False).tolist())
+            key = (params["seed"], int(start.timestamp()), len(variant))
+            evaluated = _seeded_draw(evaluated, _MAX_VALIDATION_CUSTOMERS, key).tolist()
         customers[variant] = len(evaluated)
         each = sub.rank_each(evaluated, new_only=new, k=_VALIDATION_K, hows=SCORERS[variant])
         scores[variant] = {
@@ -264,6 +279,7 @@ def _choose_serving(
     vectors: Mapping[str, npt.NDArray[np.floating[Any]]] | None,
     now: pd.Timestamp,
     label_days: int,
+    stop: threading.Event | None = None,
 ) -> tuple[dict[str, str], dict[str, Any]]:
     """What each variant serves, chosen on the latest ``params["validate"]`` windows of ``label_days``
     before ``now``, each ranked by a ranker fitted on the history before it (a rolling origin): the best
@@ -272,18 +288,26 @@ def _choose_serving(
     when the reference is served (the one-standard-error rule: the simpler model, unless the other is
     clearly better). One window can mislead: on Ta-Feng the last one before February is the month of
     the lunar new year, where the trees led, and they lost the month after; the window before it says
-    otherwise. Returns the choice and the figures behind it (or why there was no choice to make)."""
+    otherwise. Returns the choice and the figures behind it (or why there was no choice to make).
+
+    ``stop``, once set (the main fit failed), skips the windows not yet begun and the ranking of the one
+    under way."""
     trees = {"all": "trees", "new": "trees"}
-    windows = [
-        _validate_window(
-            params,
-            frame,
-            vectors,
-            now - pd.Timedelta(days=label_days * (j + 1)),
-            now - pd.Timedelta(days=label_days * j),
-        )
-        for j in range(params["validate"])
-    ]
+
+    def window(j: int) -> dict[str, Any]:
+        start = now - pd.Timedelta(days=label_days * (j + 1))
+        if stop is not None and stop.is_set():
+            return {"window_start": start.isoformat(), "window_days": label_days, "skipped": _STOPPED}
+        end = now - pd.Timedelta(days=label_days * j)
+        return _validate_window(params, frame, vectors, start, end, stop)
+
+    # The older windows each on a thread of their own, the latest on this one: the windows are independent
+    # fits, and the main fit finishes well before one thread would have done them all (on Ta-Feng it
+    # waited 57 s of 157).
+    n = params["validate"]
+    with ThreadPoolExecutor(max(1, n - 1), thread_name_prefix="tailor-validate-older") as older:
+        later = [older.submit(window, j) for j in range(1, n)]
+        windows = [window(0), *(f.result() for f in later)] if n else []
     used = [w for w in windows if "skipped" not in w]
     # What the pooled figures span: from the oldest window validated on to ``now``.
     report: dict[str, Any] = {
@@ -407,6 +431,20 @@ class Ranker:
         *,
         now: datetime | pd.Timestamp | str,
     ) -> Ranker:
+        """Fit on ``purchases`` before ``now``. A refit that fails leaves this ranker as it was: the fit runs
+        on a fresh ranker of the same parameters, whose state replaces this one's only once it is whole."""
+        fresh = type(self)(**self.params)
+        fresh._fit(purchases, item_text_vectors, now=now)
+        self.__dict__.update(fresh.__dict__)
+        return self
+
+    def _fit(
+        self,
+        purchases: pd.DataFrame,
+        item_text_vectors: Mapping[str, npt.NDArray[np.floating[Any]]] | None,
+        *,
+        now: datetime | pd.Timestamp | str,
+    ) -> None:
         now_ts = utc_timestamp(now)
         frame = check_frame(purchases)
         frame = frame[frame["timestamp"] < now_ts]
@@ -425,12 +463,14 @@ class Ranker:
         self.history_days = int(self.now_day - float(history.day.min()))
         label_days, self.label_reason = label_window(p["label_days"], self.history_days, p["min_past_days"])
         self.label_days_used = label_days
-        # The serving choice fits and ranks its windows on a thread of its own while this fit builds its
+        # The serving choice fits and ranks its windows on threads of their own while this fit builds its
         # label windows and trees: the heavy parts (numpy, scipy, LightGBM, torch) run outside the GIL, so on
-        # two cores the two overlap (Ta-Feng's fit used 171-184% of a core). A fit that fails waits for it.
+        # two cores they overlap (Ta-Feng's fit used 183% of a core). A fit that fails tells them to stop
+        # (each stops at its next window or ranking) and waits for them: no thread outlives its fit.
         validating = ThreadPoolExecutor(1, thread_name_prefix="tailor-validate") if p["validate"] else None
+        stop = threading.Event()
         choice = (
-            validating.submit(_choose_serving, p, frame, item_text_vectors, now_ts, label_days)
+            validating.submit(_choose_serving, p, frame, item_text_vectors, now_ts, label_days, stop)
             if validating is not None
             else None
         )
@@ -474,6 +514,7 @@ class Ranker:
                 choice.result() if choice is not None else ({"all": "trees", "new": "trees"}, {})
             )
         finally:
+            stop.set()
             if validating is not None:
                 validating.shutdown(wait=True)
         self.serving, self.validation = serving, validation
@@ -481,7 +522,6 @@ class Ranker:
         self._history = history
         self._items = stats
         self._collab = collab
-        return self
 
     def _fit_collab(self, history: History, n_items: int) -> CollabModel:
         """``ease_items`` is the catalog size up to which EASE is exact (a dense inverse); a larger catalog
@@ -529,9 +569,7 @@ class Ranker:
         known = np.bincount(past.item, minlength=n_items) > 0
         label_keys = np.unique(history.cust[window] * n_items + history.item[window])
         rows = np.intersect1d(np.unique(past.cust), np.unique(history.cust[window]))
-        if len(rows) > _MAX_LABEL_CUSTOMERS:
-            rng = np.random.default_rng([p["seed"], int(label_start)])
-            rows = np.sort(rng.choice(rows, _MAX_LABEL_CUSTOMERS, replace=False))
+        rows = _seeded_draw(rows, _MAX_LABEL_CUSTOMERS, (p["seed"], int(label_start)))
         self.label_customers.append(len(rows))
         for variant in ("all", "new"):
             for start in range(0, len(rows), self._chunk()):

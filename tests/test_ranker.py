@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from retrieval.features import (
     build_candidates,
     fit_collab,
     item_stats,
+    spd_inverse,
 )
 from retrieval.ranker import SCORERS, Ranker, TreeEnsemble, _choose_serving, _train_trees, label_window
 from tailor.core.errors import DataError, NotFoundError
@@ -566,17 +568,19 @@ def test_a_window_with_more_customers_than_the_cap_ranks_a_seeded_draw_of_them(
     import retrieval.ranker as ranker_module
 
     monkeypatch.setattr(ranker_module, "_MAX_VALIDATION_CUSTOMERS", 40)
-    asked: list[list[tuple[str, ...]]] = []
+    # The windows are ranked on threads of their own: each draw is recorded under its window (the sub-ranker's
+    # fit time is the window's start) and variant.
+    asked: list[dict[tuple[pd.Timestamp, bool], tuple[str, ...]]] = []
     rank_each = Ranker.rank_each
 
-    def recording(self: Ranker, customer_ids: Sequence[str], **kwargs: Any) -> Any:
-        asked[-1].append(tuple(customer_ids))
-        return rank_each(self, customer_ids, **kwargs)
+    def recording(self: Ranker, customer_ids: Sequence[str], *, new_only: bool, **kwargs: Any) -> Any:
+        asked[-1][(self.fitted_at, new_only)] = tuple(customer_ids)
+        return rank_each(self, customer_ids, new_only=new_only, **kwargs)
 
     monkeypatch.setattr(Ranker, "rank_each", recording)
     fits = []
     for seed in (0, 0, 1):
-        asked.append([])
+        asked.append({})
         fits.append(Ranker(max_iter=5, label_days=60, windows=1, seed=seed).fit(shop, None, now=CUT))
     windows = fits[0].validation["windows"]
     for w in windows:
@@ -584,17 +588,16 @@ def test_a_window_with_more_customers_than_the_cap_ranks_a_seeded_draw_of_them(
         assert all(n > 40 for n in w["drawn_from"].values()), "the window held more than the draw"
     assert fits[0].validation["customers"] == {"all": 80, "new": 80}
     # Two windows, two variants each: four draws of 40 distinct customers, each one of its window's buyers.
-    assert len(asked[0]) == 4 and all(len(set(c)) == 40 for c in asked[0])
-    for (start, end), drawn in zip(
-        [(CUT - pd.Timedelta(days=60 * (k + 1)), CUT - pd.Timedelta(days=60 * k)) for k in (0, 0, 1, 1)],
-        asked[0],
-        strict=True,
-    ):
+    starts = [CUT - pd.Timedelta(days=60 * (k + 1)) for k in (0, 1)]
+    assert sorted(asked[0]) == sorted((start, new) for start in starts for new in (False, True))
+    for (start, _), drawn in asked[0].items():
+        assert len(set(drawn)) == 40
+        end = start + pd.Timedelta(days=60)
         bought = set(shop.loc[(shop["timestamp"] >= start) & (shop["timestamp"] < end), "customer_id"])
         assert set(drawn) <= bought
     # The same seed draws the same customers (and gives the same figures); another seed draws others.
     assert asked[1] == asked[0] and fits[1].validation == fits[0].validation
-    assert all(set(a) != set(b) for a, b in zip(asked[2], asked[0], strict=True))
+    assert all(set(asked[2][key]) != set(asked[0][key]) for key in asked[0])
 
 
 def test_a_label_window_with_more_customers_than_the_cap_trains_on_a_seeded_draw(
@@ -614,9 +617,105 @@ def test_a_label_window_with_more_customers_than_the_cap_trains_on_a_seeded_draw
     assert Ranker.load(fits[0].save(tmp_path / "ranker")).label_customers == [50, 50]
 
 
+def test_a_refit_that_fails_leaves_the_ranker_as_it_was(
+    shop: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refit on purchases that cannot be fitted raises, and the ranker serves on as fitted before: same
+    catalog, customers, lists and report. Its validation thread is told to stop."""
+    import retrieval.ranker as ranker_module
+
+    ranker = Ranker(max_iter=5, label_days=60, windows=1).fit(shop, None, now=CUT)
+    ids = ["c1", "c2", "c3", "c40"]
+    before = (ranker.item_ids, ranker.customer_ids, ranker.rank(ids, k=10), ranker.fit_report)
+    stops: list[Any] = []
+    choose = ranker_module._choose_serving
+
+    def recording(*args: Any) -> Any:
+        stops.append(args[-1])
+        return choose(*args)
+
+    monkeypatch.setattr(ranker_module, "_choose_serving", recording)
+    # Ten customers' first 100 days, fitted at CUT: nothing in the label window, so the fit stops there.
+    early = shop[shop["customer_id"].isin([f"c{i}" for i in range(10)])]
+    early = early[early["timestamp"] < START + pd.Timedelta(days=100)]
+    with pytest.raises(DataError, match="fitting needs purchases both before and within"):
+        ranker.fit(early, None, now=CUT)
+    assert (ranker.item_ids, ranker.customer_ids, ranker.rank(ids, k=10), ranker.fit_report) == before
+    assert len(stops) == 1 and stops[0].is_set()
+
+
+def test_a_stopped_choice_validates_no_window_and_keeps_the_trees(shop: pd.DataFrame) -> None:
+    import threading
+
+    stop = threading.Event()
+    stop.set()
+    frame = shop[shop["timestamp"] < CUT]
+    params = Ranker(max_iter=5, validate=2).params
+    chosen, report = _choose_serving(params, frame, None, CUT, 60, stop)
+    assert chosen == {"all": "trees", "new": "trees"}
+    assert [w["skipped"] for w in report["windows"]] == ["the fit it was validating for stopped"] * 2
+    assert report["skipped"] == "the fit it was validating for stopped"
+
+
 def test_validation_can_be_turned_off(shop: pd.DataFrame) -> None:
     ranker = Ranker(max_iter=10, label_days=60, windows=1, validate=0).fit(shop, None, now=CUT)
     assert ranker.serving == {"all": "trees", "new": "trees"} and ranker.validation == {}
+
+
+def _spd(n: int) -> np.ndarray:
+    rng = np.random.default_rng(n)
+    baskets = (rng.random((3 * n + 5, n)) < 0.05).astype(np.float64)
+    g = baskets.T @ baskets
+    g[np.diag_indices_from(g)] += 600.0
+    return g
+
+
+@pytest.mark.parametrize("n", [1, 7, 513, 1100])
+def test_spd_inverse_is_the_inverse_written_over_its_input(n: int) -> None:
+    """EASE's inverse by Cholesky in place: the LU inverse's values to rounding, symmetric, in ``g``'s own
+    memory, across the mirroring's 512-row blocks (513 and 1,100 end mid-block)."""
+    g = _spd(n)
+    expected = np.linalg.inv(g)
+    out = spd_inverse(g)
+    assert np.shares_memory(out, g)
+    np.testing.assert_allclose(g, expected, rtol=1e-9, atol=1e-15)
+    np.testing.assert_array_equal(out, out.T)
+
+
+def test_spd_inverse_makes_no_copy_of_the_matrix() -> None:
+    """numpy's allocations are traced: at 1,500 items the peak is the mirroring's blocks, under half of the
+    matrix (``np.linalg.inv`` takes two more whole matrices)."""
+    spd_inverse(_spd(3))  # LAPACK's wrappers load on first use
+    g = _spd(1500)
+    tracemalloc.start()
+    try:
+        spd_inverse(g)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        np.linalg.inv(g)
+        _, lu_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < g.nbytes // 2 and lu_peak > g.nbytes, (peak, lu_peak, g.nbytes)
+
+
+def test_spd_inverse_of_a_fortran_ordered_matrix() -> None:
+    """A dense gram read from a CSC matrix is Fortran-ordered; symmetric, it is inverted as its transpose."""
+    g = np.asfortranarray(_spd(600))
+    expected = np.linalg.inv(g)
+    assert spd_inverse(g) is g and not g.flags.c_contiguous
+    np.testing.assert_allclose(g, expected, rtol=1e-9, atol=1e-15)
+
+
+def test_spd_inverse_names_what_it_cannot_invert() -> None:
+    with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
+        spd_inverse(np.array([[1.0, 2.0], [2.0, 1.0]]))
+    with pytest.raises(ValueError, match="float64"):
+        spd_inverse(np.eye(3, dtype=np.float32))
+    with pytest.raises(ValueError, match="square"):
+        spd_inverse(np.ones((2, 3)))
+    with pytest.raises(ValueError, match="strided"):
+        spd_inverse(np.eye(6)[::2, ::2])
 
 
 def _shop_history(frame: pd.DataFrame) -> tuple[History, list[str]]:

@@ -184,6 +184,32 @@ def test_events_frame_has_utc_timestamps(fresh_store: Store) -> None:
     assert list(frame.customer_id.unique()) == ["c1"] and str(frame.timestamp.dt.tz) == "UTC"
 
 
+def test_events_frame_of_some_customers_reads_theirs_across_batches(
+    fresh_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tailor.data.store as store_module
+
+    monkeypatch.setattr(store_module, "_IN_BATCH", 2)  # five customers asked: three IN lists
+    day = datetime(2011, 3, 1, tzinfo=UTC)
+    ids = [f"k{i}" for i in range(6)]
+    fresh_store.upsert_customers(
+        [Customer(id=c, first_name="K", email=f"{c}@example.com", country="UK") for c in ids]
+    )
+    fresh_store.add_events(
+        [
+            Event(customer_id=c, kind=kind, item_id="A", timestamp=day + timedelta(days=n))
+            for n, c in enumerate(ids)
+            for kind in (EventKind.PURCHASE, EventKind.VIEW)
+        ]
+    )
+    asked = ["k5", "k0", "k3", "k4", "k1", "nobody"]
+    frame = fresh_store.events_frame(customers=asked, until=day + timedelta(days=5))
+    assert sorted(frame.customer_id) == ["k0", "k1", "k3", "k4"] and set(frame.kind) == {"purchase"}
+    assert str(frame.timestamp.dt.tz) == "UTC"
+    assert fresh_store.events_frame(customers=[]).empty
+    assert len(fresh_store.events_frame(kinds=list(EventKind))) == 12
+
+
 def test_profiles_and_events_land_together_or_not_at_all(tmp_path: Path) -> None:
     store = Store(tmp_path / "tailor.db")
     _seed(store)
