@@ -241,7 +241,7 @@ def _ease(seen: sp.csr_matrix, most: int = EASE_MAX_ITEMS) -> Callable[[list[int
     def scores(rows: list[int]) -> npt.NDArray[np.float64]:
         if not fitted:
             keep = ease_items(seen, most)
-            # The whole matrix as it is when every item is kept, so UCI's figures are computed as before.
+            # The whole matrix as it is when every item is kept (UCI's whole catalog).
             part = seen if len(keep) == seen.shape[1] else seen[:, keep]
             g = np.asarray((part.T @ part).todense(), dtype=np.float64)
             # Symmetric: a Fortran-ordered gram's transpose is the same matrix in C order, which the scoring's
@@ -422,10 +422,12 @@ class RankingEval:
 def _remembered(rank: RankFn) -> RankFn:
     """``rank`` answering a call it has answered before from memory: the beyond-accuracy figures read the
     same lists the ``all`` variant was scored on, which was a third of every ranker's time on Ta-Feng."""
-    memo: dict[tuple[tuple[str, ...], bool], list[list[str]]] = {}
+    memo: dict[tuple[str, ...], list[list[str]]] = {}
 
-    def again(customers: Sequence[str], new_only: bool) -> list[list[str]]:
-        key = (tuple(customers), new_only)
+    def again(customers: Sequence[str], new_only: bool) -> Sequence[Sequence[str]]:
+        if new_only:  # ranked once: nothing to remember
+            return rank(customers, new_only)
+        key = tuple(customers)
         if key not in memo:
             memo[key] = [list(x) for x in rank(customers, new_only)]
         return memo[key]

@@ -28,6 +28,7 @@ layout (item index, blocks, caches); the feature code it shares with serving is 
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import threading
@@ -158,6 +159,11 @@ def _seeded_draw(values: Sequence[Any] | npt.NDArray[Any], most: int, key: Seque
 
 _STOPPED = "the fit it was validating for stopped"
 
+
+class _Stopped(Exception):
+    """A validation sub-fit told to stop: the fit it was validating for failed."""
+
+
 # A label window of less than a week would miss the weekly shop of anyone who shops weekly.
 MIN_LABEL_DAYS = 7
 
@@ -239,8 +245,12 @@ def _validate_window(
     by scorer (``"scores"``, not reported) and the window's figures, or why it could not be validated on."""
     report: dict[str, Any] = {"window_start": start.isoformat(), "window_days": int((end - start).days)}
     before = frame[frame["timestamp"] < start]
+    sub = Ranker(**{**params, "validate": 0})
+    sub._stop = stop
     try:
-        sub = Ranker(**{**params, "validate": 0}).fit(before, vectors, now=start)
+        sub.fit(before, vectors, now=start)
+    except _Stopped:
+        return {**report, "skipped": _STOPPED}
     except DataError as exc:
         return {**report, "skipped": f"the history before the window cannot be fitted: {exc.message}"}
     if stop is not None and stop.is_set():
@@ -305,9 +315,17 @@ def _choose_serving(
     # fits, and the main fit finishes well before one thread would have done them all (on Ta-Feng it
     # waited 57 s of 157).
     n = params["validate"]
-    with ThreadPoolExecutor(max(1, n - 1), thread_name_prefix="tailor-validate-older") as older:
+    # Each window is a whole fit, at its peak a dense EASE inverse and its candidate rows: no more at once
+    # than the machine has cores beside the main fit's.
+    workers = max(1, min(n - 1, (os.cpu_count() or 2) - 1))
+    stop = stop if stop is not None else threading.Event()
+    with ThreadPoolExecutor(workers, thread_name_prefix="tailor-validate-older") as older:
         later = [older.submit(window, j) for j in range(1, n)]
-        windows = [window(0), *(f.result() for f in later)] if n else []
+        try:
+            windows = [window(0), *(f.result() for f in later)] if n else []
+        except BaseException:
+            stop.set()  # the older windows stop at their next check rather than fit on for nothing
+            raise
     used = [w for w in windows if "skipped" not in w]
     # What the pooled figures span: from the oldest window validated on to ``now``.
     report: dict[str, Any] = {
@@ -422,6 +440,8 @@ class Ranker:
         self._all: TreeEnsemble | None = None
         self._new: TreeEnsemble | None = None
         self._knn_cols: Any = None
+        # Set on a validation window's sub-fit: the main fit failed, and the sub-fit stops between its stages.
+        self._stop: threading.Event | None = None
 
     # -- fitting ---------------------------------------------------------------------------------
     def fit(
@@ -432,8 +452,10 @@ class Ranker:
         now: datetime | pd.Timestamp | str,
     ) -> Ranker:
         """Fit on ``purchases`` before ``now``. A refit that fails leaves this ranker as it was: the fit runs
-        on a fresh ranker of the same parameters, whose state replaces this one's only once it is whole."""
-        fresh = type(self)(**self.params)
+        on a shallow copy (``_fit`` gives every fitted field a new object), whose state replaces this one's
+        only once it is whole."""
+        fresh = copy.copy(self)
+        fresh._knn_cols = None  # a cache of the fitted neighbours
         fresh._fit(purchases, item_text_vectors, now=now)
         self.__dict__.update(fresh.__dict__)
         return self
@@ -479,6 +501,7 @@ class Ranker:
             self.windows_used = 0
             self.label_customers = []
             for w in range(p["windows"]):
+                self._check_stop()
                 end = self.now_day - w * label_days
                 self._window_rows(history.before(end), end - label_days, n_items, data, first=w == 0)
             if not data["all"][0]:
@@ -498,6 +521,7 @@ class Ranker:
                 )
             models: dict[str, TreeEnsemble] = {}
             for v in ("all", "new"):
+                self._check_stop()
                 # Each variant's rows go as soon as its trees are trained: they are the fit's largest arrays.
                 xs, ys, ws = data.pop(v)
                 models[v] = _train_trees(
@@ -508,13 +532,16 @@ class Ranker:
                     max_iter=p["max_iter"],
                 )
                 del xs, ys, ws
+            self._check_stop()
             stats = item_stats(history, n_items, self.now_day)
             collab = self._fit_collab(history, n_items)
             serving, validation = (
                 choice.result() if choice is not None else ({"all": "trees", "new": "trees"}, {})
             )
-        finally:
+        except BaseException:
             stop.set()
+            raise
+        finally:
             if validating is not None:
                 validating.shutdown(wait=True)
         self.serving, self.validation = serving, validation
@@ -522,6 +549,10 @@ class Ranker:
         self._history = history
         self._items = stats
         self._collab = collab
+
+    def _check_stop(self) -> None:
+        if self._stop is not None and self._stop.is_set():
+            raise _Stopped
 
     def _fit_collab(self, history: History, n_items: int) -> CollabModel:
         """``ease_items`` is the catalog size up to which EASE is exact (a dense inverse); a larger catalog

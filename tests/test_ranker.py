@@ -624,9 +624,6 @@ def test_a_refit_that_fails_leaves_the_ranker_as_it_was(
     catalog, customers, lists and report. Its validation thread is told to stop."""
     import retrieval.ranker as ranker_module
 
-    ranker = Ranker(max_iter=5, label_days=60, windows=1).fit(shop, None, now=CUT)
-    ids = ["c1", "c2", "c3", "c40"]
-    before = (ranker.item_ids, ranker.customer_ids, ranker.rank(ids, k=10), ranker.fit_report)
     stops: list[Any] = []
     choose = ranker_module._choose_serving
 
@@ -635,13 +632,40 @@ def test_a_refit_that_fails_leaves_the_ranker_as_it_was(
         return choose(*args)
 
     monkeypatch.setattr(ranker_module, "_choose_serving", recording)
+    ranker = Ranker(max_iter=5, label_days=60, windows=1).fit(shop, None, now=CUT)
+    assert len(stops) == 1 and not stops[0].is_set(), "a fit that succeeds stops nothing"
+    ids = ["c1", "c2", "c3", "c40"]
+    before = (ranker.item_ids, ranker.customer_ids, ranker.rank(ids, k=10), ranker.fit_report)
     # Ten customers' first 100 days, fitted at CUT: nothing in the label window, so the fit stops there.
     early = shop[shop["customer_id"].isin([f"c{i}" for i in range(10)])]
     early = early[early["timestamp"] < START + pd.Timedelta(days=100)]
     with pytest.raises(DataError, match="fitting needs purchases both before and within"):
         ranker.fit(early, None, now=CUT)
     assert (ranker.item_ids, ranker.customer_ids, ranker.rank(ids, k=10), ranker.fit_report) == before
-    assert len(stops) == 1 and stops[0].is_set()
+    assert len(stops) == 2 and stops[1].is_set()
+
+
+def test_a_window_told_to_stop_stops_its_fit_before_its_label_windows(
+    shop: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from retrieval.ranker import _validate_window
+
+    def never(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a stopped sub-fit built label rows")
+
+    monkeypatch.setattr(Ranker, "_window_rows", never)
+    stop = threading.Event()
+    stop.set()
+    params = Ranker(max_iter=5, label_days=60, windows=1).params
+    frame = shop[shop["timestamp"] < CUT]
+    start = CUT - pd.Timedelta(days=60)
+    report = _validate_window(params, frame, None, start, CUT, stop)
+    assert report["skipped"] == "the fit it was validating for stopped"
+    # Not told to stop, the same window fits (and so reaches the label rows).
+    with pytest.raises(AssertionError, match="stopped sub-fit built label rows"):
+        _validate_window(params, frame, None, start, CUT, threading.Event())
 
 
 def test_a_stopped_choice_validates_no_window_and_keeps_the_trees(shop: pd.DataFrame) -> None:

@@ -4,6 +4,7 @@ import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -189,7 +190,15 @@ def test_events_frame_of_some_customers_reads_theirs_across_batches(
 ) -> None:
     import tailor.data.store as store_module
 
-    monkeypatch.setattr(store_module, "_IN_BATCH", 2)  # five customers asked: three IN lists
+    monkeypatch.setattr(store_module, "_IN_BATCH", 2)  # six customers asked: three IN lists
+    queries: list[str] = []
+    read = store_module.pd.read_sql_query
+
+    def counting(sql: Any, *args: Any, **kwargs: Any) -> Any:
+        queries.append(str(sql))
+        return read(sql, *args, **kwargs)
+
+    monkeypatch.setattr(store_module.pd, "read_sql_query", counting)
     day = datetime(2011, 3, 1, tzinfo=UTC)
     ids = [f"k{i}" for i in range(6)]
     fresh_store.upsert_customers(
@@ -205,6 +214,7 @@ def test_events_frame_of_some_customers_reads_theirs_across_batches(
     asked = ["k5", "k0", "k3", "k4", "k1", "nobody"]
     frame = fresh_store.events_frame(customers=asked, until=day + timedelta(days=5))
     assert sorted(frame.customer_id) == ["k0", "k1", "k3", "k4"] and set(frame.kind) == {"purchase"}
+    assert len(queries) == 3 and all("IN" in q for q in queries)
     assert str(frame.timestamp.dt.tz) == "UTC"
     assert fresh_store.events_frame(customers=[]).empty
     assert len(fresh_store.events_frame(kinds=list(EventKind))) == 12
