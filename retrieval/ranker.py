@@ -29,6 +29,7 @@ layout (item index, blocks, caches); the feature code it shares with serving is 
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import os
 import threading
@@ -70,6 +71,7 @@ __all__ = ["MIN_LABEL_DAYS", "SCORERS", "Ranker", "ScoredItem", "TreeEnsemble", 
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
 # 2: the trees are LightGBM text models (format 1 held scikit-learn's trees as node arrays).
 _FORMAT = 2
 # Per variant: feature blocks, label blocks, sample-weight blocks.
@@ -747,12 +749,7 @@ class Ranker:
             )
             for how in out:
                 scores = self._score_candidates(cands, new_only, how)
-                ranked: dict[int, list[str]] = {}
-                order = np.lexsort((cands.item, -scores, cands.row))
-                for r, it in zip(cands.row[order], cands.item[order], strict=True):
-                    lst = ranked.setdefault(int(r), [])
-                    if len(lst) < k:
-                        lst.append(self.item_ids[int(it)])
+                ranked = self._top_per_row(cands.row, cands.item, scores, k)
                 pos = 0
                 for r in rows:
                     if r < 0:
@@ -761,6 +758,23 @@ class Ranker:
                         out[how].append(ranked.get(pos, []))
                         pos += 1
         return out
+
+    def _top_per_row(self, row: I64, item: I64, scores: F64, k: int) -> dict[int, list[str]]:
+        """Each candidate row's ``k`` best items by score (ties: the lower item index), as item ids.
+
+        Sorted once, then cut per row in numpy: a Python loop over every candidate was most of a ranking
+        pass (about 400 candidates a customer, 20 kept)."""
+        order = np.lexsort((item, -scores, row))
+        rows, items = row[order], item[order]
+        if not len(rows):
+            return {}
+        starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+        rank_in_row = np.arange(len(rows)) - np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
+        keep = rank_in_row < k
+        rows, items = rows[keep], items[keep].tolist()
+        bounds = [*np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]).tolist(), len(rows)]
+        ids = self.item_ids
+        return {int(rows[a]): [ids[i] for i in items[a:b]] for a, b in itertools.pairwise(bounds)}
 
     def score(
         self,
