@@ -167,6 +167,7 @@ EASE_L2 = 250.0  # the peer script's regularisation, so the figure is the peer's
 # The reference rankers an eval may ask for (``reference_rankers`` adds ``repeat_full`` and ``ease_full``
 # over the earlier history when there is one).
 REFERENCES = ("popularity", "repeat", "itemknn", "ease")
+_OVER_EARLIER = ("repeat_full", "ease_full")
 Lists = list[list[str]]
 
 
@@ -356,10 +357,11 @@ class RankingEval:
         return purchases, dict(zip(ids, vectors, strict=True))
 
     def run(self) -> dict[str, float]:
-        unknown = [n for n in self.references if n not in REFERENCES]
+        unknown = [n for n in self.references if n not in (*REFERENCES, *_OVER_EARLIER)]
         if unknown:
             raise DataError(
-                f"unknown reference ranker {unknown[0]!r}", hint=f"choose from {sorted(REFERENCES)}"
+                f"unknown reference ranker {unknown[0]!r}",
+                hint=f"choose from {sorted((*REFERENCES, *_OVER_EARLIER))}",
             )
         t0 = time.perf_counter()
         purchases, vectors = self._load()
@@ -368,6 +370,18 @@ class RankingEval:
         split = temporal_split(purchases, cut, start=self.start)
         self.split = split
         self.timings["load_s"] = time.perf_counter() - t0
+        # What would stop the eval is said before the fit, not after it.
+        over_earlier = [n for n in self.references if n in _OVER_EARLIER]
+        if over_earlier and split.earlier.empty:
+            raise DataError(
+                f"the reference {over_earlier[0]!r} ranks over earlier history, and this split has none",
+                hint="give the eval a start (or the UCI earlier year) or leave it out",
+            )
+        for variant in VARIANTS:
+            if not split.evaluated(variant):
+                raise DataError(
+                    f"no customer to evaluate under {variant!r}", hint="the test period has no purchases"
+                )
         kmax = max(max(self.ks), 10)
         # The references need nothing of Tailor's fit: they are ranked on a thread of their own beside it (the
         # fit leaves part of a core idle, and on Ta-Feng they are a third of the eval's time). Their timings
@@ -388,7 +402,9 @@ class RankingEval:
                 def tailor(customers: Sequence[str], new: bool) -> list[list[str]]:
                     # Two halves on two threads: nothing else is left to run by now, and ranking is mostly
                     # numpy and LightGBM, outside the GIL. The lists are the same as from one call.
-                    half = (len(customers) + 1) // 2
+                    # Cut at a block boundary: each block of customers is then the one a single call scores.
+                    block = ranker._chunk()
+                    half = -(-((len(customers) + 1) // 2) // block) * block
                     parts = [customers[:half], customers[half:]]
                     with ThreadPoolExecutor(2, thread_name_prefix="tailor-rank") as halves:
                         ranked = list(

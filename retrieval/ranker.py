@@ -772,6 +772,8 @@ class Ranker:
         rank_in_row = np.arange(len(rows)) - np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
         keep = rank_in_row < k
         rows, items = rows[keep], items[keep].tolist()
+        if not len(rows):  # k <= 0: no row keeps anything
+            return {}
         bounds = [*np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]).tolist(), len(rows)]
         ids = self.item_ids
         return {int(rows[a]): [ids[i] for i in items[a:b]] for a, b in itertools.pairwise(bounds)}

@@ -529,6 +529,8 @@ def test_top_per_row_is_the_best_k_of_each_row_ties_to_the_lower_item(fitted: Ra
     assert any(len(v) == 7 for v in expected.values()) and any(len(v) < 7 for v in expected.values())
     empty = np.zeros(0, dtype=np.int64)
     assert fitted._top_per_row(empty, empty, np.zeros(0), 7) == {}
+    assert fitted._top_per_row(rows, items, scores, 0) == {}
+    assert fitted.rank(["c1", "c2"], k=0) == [[], []]
 
 
 def test_reference_scorers_rank_by_their_own_signal(fitted: Ranker, shop: pd.DataFrame) -> None:

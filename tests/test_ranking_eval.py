@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -217,6 +218,29 @@ def test_ranking_eval_holds_out_the_last_days(tiny: pd.DataFrame) -> None:
     assert ev.cut is None and ev.holdout_days == 2
     assert RankingEval(tiny, text=None).cut == pd.Timestamp("2011-09-09", tz="UTC")
     assert holdout_cut(tiny, 2) == pd.Timestamp("2011-01-11", tz="UTC")
+
+
+def test_what_would_stop_an_eval_is_named_before_its_fit(
+    tiny: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unknown references, one over an earlier history the split lacks, and a variant with no customer all
+    stop the eval before the ranker fits (the references run beside the fit)."""
+    from retrieval.ranker import Ranker
+
+    def no_fit(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the ranker was fitted")
+
+    monkeypatch.setattr(Ranker, "fit", no_fit)
+    with pytest.raises(DataError, match="unknown reference ranker 'bpr'") as err:
+        RankingEval(tiny, holdout_days=2, text=None, references=("popularity", "bpr")).run()
+    assert "ease_full" in (err.value.hint or "")
+    with pytest.raises(DataError, match="'repeat_full' ranks over earlier history"):
+        RankingEval(tiny, holdout_days=2, text=None, references=("repeat_full",)).run()
+    # Everything the test period holds was bought before: nobody has a new item to find.
+    days = ("2011-01-01", "2011-01-02", "2011-01-11", "2011-01-12")
+    repeats = frame([("A", item, day) for item, day in zip("xyxy", days, strict=True)])
+    with pytest.raises(DataError, match="no customer to evaluate under 'new-only'"):
+        RankingEval(repeats, holdout_days=2, text=None).run()
 
 
 def test_rebuy_by_recency_counts_pairs_of_window_buyers_by_days_since_last_bought() -> None:
