@@ -14,6 +14,10 @@ epsilon-greedy among the email actions the customer qualified for, each with its
     reward fitted on the other half of the log (cross-fitted, seeded), so the model never scores the rows
     it was fitted on.
   Both are unbiased because ``p`` is exact; the doubly robust terms vary less when ``q`` is any good.
+- **A customer decided for more than once** (a campaign a week) is one draw, not several: the holdout is hers
+  for good (a hash of her id) and her decisions share her tastes, so the intervals are clustered by customer
+  (the variance of the per-customer sums: a cluster-robust standard error). Counted decision by decision,
+  a customer in four campaigns would count as four independent draws, and the intervals would be too narrow.
 - A policy that withholds an email from some who qualify cannot be judged: nobody who qualified was
   withheld except the holdout, whose options were never planned. It is refused by name.
 
@@ -69,6 +73,7 @@ class OwnLog:
     scores: F64
     reward: F64
     truth: F64 | None = None
+    customer: I64 | None = None  # who each decision was for (an index); None: a customer a decision
 
     def __post_init__(self) -> None:
         n = len(self.action)
@@ -78,6 +83,7 @@ class OwnLog:
             "targeted": self.targeted.shape,
             "propensity": self.propensity.shape,
             "reward": self.reward.shape,
+            **({"customer": self.customer.shape} if self.customer is not None else {}),
         }
         bad = [name for name, shape in shapes.items() if shape != (n,)]
         if bad or self.scores.shape != (n, _EMAILS):
@@ -92,6 +98,8 @@ class OwnLog:
         if len(rows) != len(rewards):
             raise DataError(f"{len(rows)} decisions but {len(rewards)} rewards")
         n = len(rows)
+        ids: dict[str, int] = {}
+        customer = np.array([ids.setdefault(str(r.get("customer_id")), len(ids)) for r in rows], np.int64)
         targeted = np.zeros(n, dtype=bool)
         action = np.zeros(n, dtype=np.int64)
         propensity = np.zeros(n)
@@ -113,7 +121,7 @@ class OwnLog:
                 # Scored 0: did not qualify (rows of the first logs listed those too).
                 if name in ACTIONS[:_EMAILS] and isinstance(score, int | float) and score > 0:
                     scores[i, ACTIONS.index(name)] = float(score)
-        return cls(targeted, action, propensity, scores, np.asarray(rewards, dtype=float))
+        return cls(targeted, action, propensity, scores, np.asarray(rewards, dtype=float), customer=customer)
 
     @property
     def qualified(self) -> npt.NDArray[np.bool_]:
@@ -143,10 +151,24 @@ def own_policies() -> dict[str, OwnPolicy]:
     return {"served": served, "send_nothing": send_nothing, "recommend_first": recommend_first}
 
 
-def _interval(terms: F64, matched: int) -> Estimate:
+def _interval(terms: F64, matched: int, customer: I64 | None = None) -> Estimate:
+    """The mean of ``terms`` with a 95% interval; with ``customer``, clustered by it: the variance of the
+    mean is that of the per-customer sums of ``terms - mean`` (with the small-sample factor G / (G - 1)),
+    which is the usual standard error when every customer has one term."""
+    n = len(terms)
     mean = float(terms.mean())
-    half = _Z95 * float(terms.std(ddof=1)) / math.sqrt(len(terms)) if len(terms) > 1 else math.inf
-    return Estimate(mean, mean - half, mean + half, len(terms), matched)
+    if customer is None:
+        half = _Z95 * float(terms.std(ddof=1)) / math.sqrt(n) if n > 1 else math.inf
+        return Estimate(mean, mean - half, mean + half, n, matched)
+    _, cluster = np.unique(customer, return_inverse=True)
+    sums = np.bincount(cluster, weights=terms - mean)
+    g = len(sums)
+    half = _Z95 * math.sqrt(float(np.sum(sums**2)) * g / (g - 1)) / n if g > 1 else math.inf
+    return Estimate(mean, mean - half, mean + half, n, matched)
+
+
+def _of(log: OwnLog, rows: npt.NDArray[np.bool_]) -> I64 | None:
+    return None if log.customer is None else log.customer[rows]
 
 
 def _reward_model(log: OwnLog, rows: npt.NDArray[np.bool_]) -> F64:
@@ -171,7 +193,7 @@ def estimate(log: OwnLog, policy: OwnPolicy, *, method: str = "ips", seed: int =
                 "no holdout group in the log: what sending nothing is worth cannot be measured",
                 hint="set TAILOR_HOLDOUT_SHARE above 0 for the campaigns to learn from",
             )
-        return _interval(log.reward[held], int(held.sum()))
+        return _interval(log.reward[held], int(held.sum()), _of(log, held))
     rows = log.targeted
     if not rows.any():
         raise DataError("no targeted decisions in the log: a policy that sends cannot be judged")
@@ -190,18 +212,24 @@ def estimate(log: OwnLog, policy: OwnPolicy, *, method: str = "ips", seed: int =
     match = (log.action == chosen) & rows
     weight = np.where(match, 1.0 / log.propensity, 0.0)
     if method == "ips":
-        return _interval((weight * log.reward)[rows], int(match.sum()))
-    fold = np.random.default_rng(seed).integers(0, 2, size=len(chosen))
+        return _interval((weight * log.reward)[rows], int(match.sum()), _of(log, rows))
+    # Cross-fitted by customer where the log knows them: a customer's other decisions are her, not others.
+    if log.customer is None:
+        fold = np.random.default_rng(seed).integers(0, 2, size=len(chosen))
+    else:
+        _, cluster = np.unique(log.customer, return_inverse=True)
+        fold = np.random.default_rng(seed).integers(0, 2, size=int(cluster.max()) + 1)[cluster]
     terms = np.zeros(len(chosen))
     for k in (0, 1):
         q = _reward_model(log, rows & (fold != k))
         here = rows & (fold == k)
         terms[here] = q[chosen[here]] + weight[here] * (log.reward[here] - q[log.action[here]])
-    return _interval(terms[rows], int(match.sum()))
+    return _interval(terms[rows], int(match.sum()), _of(log, rows))
 
 
 def uplift_over_nothing(log: OwnLog, policy: OwnPolicy, *, method: str = "ips", seed: int = 0) -> Estimate:
-    """The policy's value less sending nothing's: two independent groups, so the variances add."""
+    """The policy's value less sending nothing's: two independent groups (of different customers: a
+    customer's holdout is hers for good), so the variances add."""
     a = estimate(log, policy, method=method, seed=seed)
     b = estimate(log, send_nothing)
     half = math.hypot(a.high - a.value, b.high - b.value)
@@ -216,25 +244,45 @@ def true_value(log: OwnLog, policy: OwnPolicy) -> float:
     return float(log.truth[np.arange(len(log.action)), policy(log)].mean())
 
 
-def simulate_own_log(n: int, *, seed: int = 0, holdout: float = 0.1, explore: float = 0.1) -> OwnLog:
-    """A log as Tailor writes it, with every action's reward probability known.
+def simulate_own_log(
+    n: int, *, seed: int = 0, holdout: float = 0.1, explore: float = 0.1, customers: int | None = None
+) -> OwnLog:
+    """A log of ``n`` decisions as Tailor writes it, with every action's reward probability known.
 
-    Each customer qualifies for each email action with probability one half (some for none), the planner
-    scores them, and each action lifts the customer's chance to buy over sending nothing by an amount that
-    differs by action and customer, sometimes below zero, and that the planner's score follows with noise. A
-    ``holdout`` share gets nothing; the rest get the best-scored action, or with probability ``explore``
-    one drawn uniformly among those they qualify for.
+    Each decision's customer qualifies for each email action with probability one half (some for none), the
+    planner scores them, and each action lifts the customer's chance to buy over sending nothing by an
+    amount that differs by action and customer, sometimes below zero, and that the planner's score follows
+    with noise. A ``holdout`` share gets nothing; the rest get the best-scored action, or with probability
+    ``explore`` one drawn uniformly among those they qualify for.
+
+    By default every decision is a customer of its own. With ``customers``, the decisions are for that many
+    customers (each decision's drawn uniformly), as a store's weekly campaigns are: a customer keeps her
+    chance to buy, her lifts and her holdout in every decision for her, and customers differ as real ones do
+    (a chance to buy of 0.1 on average, from a beta distribution: most rarely buy, a few often). What
+    qualifies her changes from one decision to the next.
     """
     if not 0 < holdout < 1 or not 0 <= explore <= 0.5:
         raise DataError(f"holdout must be in (0, 1) and explore in [0, 0.5], got {holdout} and {explore}")
+    if customers is not None and not 1 <= customers <= n:
+        raise DataError(f"customers must be between 1 and the {n} decisions, got {customers}")
     rng = np.random.default_rng(seed)
     qualified = rng.uniform(size=(n, _EMAILS)) < 0.5
-    base = rng.uniform(0.02, 0.12, size=n)
-    lift = rng.normal([0.04, 0.06, 0.02, 0.03], 0.03, size=(n, _EMAILS))
+    mean_lift = [0.04, 0.06, 0.02, 0.03]
+    who: I64 | None = None
+    if customers is None:
+        base = rng.uniform(0.02, 0.12, size=n)
+        lift = rng.normal(mean_lift, 0.03, size=(n, _EMAILS))
+    else:
+        who = rng.integers(0, customers, size=n)
+        base = rng.beta(0.5, 4.5, size=customers)[who]
+        lift = rng.normal(mean_lift, 0.03, size=(customers, _EMAILS))[who]
     # The planner's scores know something of the lifts, not all: its choice beats a random one, not always.
     scores = np.where(qualified, 0.6 + 2.0 * lift + rng.normal(0, 0.05, size=(n, _EMAILS)), np.nan)
     truth = np.clip(np.column_stack([base[:, None] + lift, base]), 0.0, 1.0)
-    targeted = rng.uniform(size=n) >= holdout
+    if customers is None:
+        targeted = rng.uniform(size=n) >= holdout
+    else:
+        targeted = (rng.uniform(size=customers) >= holdout)[who]
     log = OwnLog(targeted, np.zeros(n, dtype=np.int64), np.ones(n), scores, np.zeros(n))
     greedy = served(log)
     k = qualified.sum(axis=1)
@@ -251,4 +299,4 @@ def simulate_own_log(n: int, *, seed: int = 0, holdout: float = 0.1, explore: fl
         1.0,
     )
     reward = (rng.uniform(size=n) < truth[np.arange(n), action]).astype(float)
-    return OwnLog(targeted, action, propensity, scores, reward, truth)
+    return OwnLog(targeted, action, propensity, scores, reward, truth, customer=who)

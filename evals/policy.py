@@ -431,23 +431,23 @@ class PolicyEval:
 
     def _own_check(self) -> dict[str, float]:
         """The same estimators on ``simulations`` seeded logs whose true values are known: the share of
-        intervals that hold the truth, the worst over the policies (``evals.own_log.simulate_own_log``)."""
-        hits: dict[str, int] = {"ips": 0, "dr": 0}
-        worst: dict[str, float] = {}
+        intervals that hold the truth, the worst over the policies (``evals.own_log.simulate_own_log``).
+        Twice: a customer a decision (``own_simulated``), and 10,000 decisions for 2,500 customers, four
+        each as four weekly campaigns would make (``own_simulated_repeat``), where intervals that counted
+        each decision as a draw of its own would hold the truth too rarely (``tests/test_own_log.py``)."""
+        out: dict[str, float] = {}
         policies = own_policies()
-        for method in hits:
-            per_policy = {name: 0 for name in policies}
-            for run in range(self.simulations):
-                sim = simulate_own_log(10_000, seed=self.seed * 100_003 + run)
-                for name, policy in policies.items():
-                    e = estimate(sim, policy, method=method, seed=run)
-                    per_policy[name] += e.low <= own_true_value(sim, policy) <= e.high
-            worst[method] = min(per_policy.values()) / self.simulations
-        return {
-            "policy.own_simulated.runs": float(self.simulations),
-            "policy.own_simulated.ips_coverage": worst["ips"],
-            "policy.own_simulated.dr_coverage": worst["dr"],
-        }
+        for prefix, customers in (("own_simulated", None), ("own_simulated_repeat", 2_500)):
+            for method in ("ips", "dr"):
+                per_policy = {name: 0 for name in policies}
+                for run in range(self.simulations):
+                    sim = simulate_own_log(10_000, seed=self.seed * 100_003 + run, customers=customers)
+                    for name, policy in policies.items():
+                        e = estimate(sim, policy, method=method, seed=run)
+                        per_policy[name] += e.low <= own_true_value(sim, policy) <= e.high
+                out[f"policy.{prefix}.{method}_coverage"] = min(per_policy.values()) / self.simulations
+            out[f"policy.{prefix}.runs"] = float(self.simulations)
+        return out
 
     def artifacts(self) -> dict[str, Artifact]:
         titles = {

@@ -37,24 +37,26 @@ DEFAULT_GATES = Path(__file__).resolve().parent / "gates.toml"
 # The metric names ``evals.protocol.evaluate`` gives (``<metric>@<k>``): each gets a curve in the report.
 AT_K_METRICS = ("recall", "ndcg", "hitrate", "mrr")
 # A gate is absolute (``min``/``max``: a number) or relative (``above``/``below``: another metric of the same
-# report, strictly beaten, e.g. Tailor against a reference ranker measured in the same run).
+# report, strictly beaten; ``at_least``/``at_most``: matched or beaten, e.g. Tailor against a reference ranker
+# measured in the same run, which Tailor ties when its validation chose to serve that reference).
 ABSOLUTE_RULES = frozenset({"min", "max"})
-RELATIVE_RULES = frozenset({"above", "below"})
+RELATIVE_RULES = frozenset({"above", "below", "at_least", "at_most"})
+_SIGNS = {"min": "≥", "max": "≤", "above": ">", "below": "<", "at_least": "≥", "at_most": "≤"}
 Rule = dict[str, float | str]
 
 
 @dataclass(frozen=True)
 class GateResult:
     key: str
-    rule: str  # "min", "max", "above" or "below"
-    threshold: float  # for above/below: the other metric's value in this run (NaN when it is missing)
+    rule: str  # "min", "max", "above", "below", "at_least" or "at_most"
+    threshold: float  # for a relative rule: the other metric's value in this run (NaN when it is missing)
     value: float | None
     status: str  # "pass", "fail" or "skipped" (its suite was not run)
-    versus: str | None = None  # above/below: the metric it is compared with
+    versus: str | None = None  # a relative rule: the metric it is compared with
 
     @property
     def rule_text(self) -> str:
-        sign = {"min": "≥", "max": "≤", "above": ">", "below": "<"}[self.rule]
+        sign = _SIGNS[self.rule]
         if self.versus is None:
             return f"{sign} {self.threshold:g}"
         return f"{sign} {self.versus} ({self.threshold:.4f})"
@@ -136,6 +138,7 @@ def load_gates(
     out: dict[str, Rule] = {}
     shape = (
         "a gate is { min = X } and/or { max = Y } (numbers), or { above = 'metric' } / { below = 'metric' }"
+        " (strictly) or { at_least = 'metric' } / { at_most = 'metric' } (a tie passes)"
     )
     for key, rule in table.items():
         if not isinstance(rule, dict) or not rule or set(rule) - ABSOLUTE_RULES - RELATIVE_RULES:
@@ -169,9 +172,9 @@ def evaluate_gates(
                 status = "skipped"
             elif value is None or not math.isfinite(value) or not math.isfinite(threshold):
                 status = "fail"  # a gate on a metric that vanished must not pass silently
-            elif kind == "min":
+            elif kind in ("min", "at_least"):
                 status = "pass" if value >= threshold else "fail"
-            elif kind == "max":
+            elif kind in ("max", "at_most"):
                 status = "pass" if value <= threshold else "fail"
             elif kind == "above":
                 status = "pass" if value > threshold else "fail"  # a tie is not a win

@@ -691,6 +691,33 @@ def test_a_window_told_to_stop_stops_its_fit_before_its_label_windows(
         _validate_window(params, frame, None, start, CUT, threading.Event())
 
 
+def test_a_window_whose_fit_is_told_to_stop_in_its_last_stage_ranks_nothing(
+    shop: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from retrieval.ranker import _validate_window
+
+    stop = threading.Event()
+    fit_collab = Ranker._fit_collab
+
+    def then_stop(self: Ranker, *args: Any, **kwargs: Any) -> Any:
+        out = fit_collab(self, *args, **kwargs)
+        stop.set()  # the fit it validates for fails now: its own last stage has already begun
+        return out
+
+    def never(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a stopped window was ranked")
+
+    monkeypatch.setattr(Ranker, "_fit_collab", then_stop)
+    monkeypatch.setattr(Ranker, "rank_each", never)
+    params = Ranker(max_iter=5, label_days=60, windows=1).params
+    frame = shop[shop["timestamp"] < CUT]
+    report = _validate_window(params, frame, None, CUT - pd.Timedelta(days=60), CUT, stop)
+    assert report["skipped"] == "the fit it was validating for stopped"
+    assert stop.is_set()
+
+
 def test_a_stopped_choice_validates_no_window_and_keeps_the_trees(shop: pd.DataFrame) -> None:
     import threading
 

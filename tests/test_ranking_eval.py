@@ -143,6 +143,78 @@ def test_reference_rankers_follow_their_definitions(tiny: pd.DataFrame) -> None:
     assert refs["itemknn"](["A"], True)[0][0] == "z"
 
 
+def _random_store(seed: int, customers: int = 40, items: int = 25) -> pd.DataFrame:
+    # Few items and many buyers each: popularity and purchase counts tie often, as on a real store's tail.
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in range(customers):
+        for _ in range(int(rng.integers(1, 12))):
+            day = int(rng.integers(1, 9)) if rng.random() < 0.8 else int(rng.integers(11, 20))
+            rows.append((f"c{c:02d}", f"i{int(rng.integers(0, items)):02d}", f"2011-01-{day:02d}"))
+    return frame(rows)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_popularity_and_repeat_lists_are_the_sorted_dense_scores(seed: int) -> None:
+    split = temporal_split(_random_store(seed), CUT)
+    items = sorted(split.catalog)
+    train = split.train
+    counts = train.groupby(["customer_id", "item_id"]).size()
+    buyers = train.groupby("item_id")["customer_id"].nunique().reindex(items, fill_value=0).to_numpy(float)
+    refs = reference_rankers(split, k=6)
+    customers = sorted(set(train["customer_id"]))
+    for c in customers:
+        freq = np.array([counts.get((c, i), 0) for i in items], dtype=float)
+        for name, score in (("popularity", buyers.copy()), ("repeat", freq + 1e-6 * buyers)):
+            # Highest score first, ties to the lower column; new-only leaves the customer's items out.
+            expected_all = [items[j] for j in np.lexsort((np.arange(len(items)), -score))][:6]
+            assert refs[name]([c], False)[0] == expected_all, (name, c)
+            by_buyers = [items[j] for j in np.argsort(-buyers, kind="stable")]
+            expected_new = [x for x in by_buyers if counts.get((c, x), 0) == 0][:6]
+            assert refs[name]([c], True)[0] == expected_new, (name, c)
+
+
+def test_a_new_only_list_of_a_customer_who_bought_everything_is_empty() -> None:
+    data = frame([("A", "x", "2011-01-01"), ("A", "y", "2011-01-02"), ("B", "x", "2011-01-03")])
+    data = pd.concat([data, frame([("A", "x", "2011-01-12")])])
+    refs = reference_rankers(temporal_split(data, CUT), k=3)
+    assert refs["popularity"](["A"], True) == [[]]
+    assert refs["popularity"](["B"], True) == [["y"]]
+    assert refs["repeat"](["A"], False) == [["x", "y"]]
+
+
+def test_itemknn_and_ease_score_each_customer_once_for_both_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    import evals.ranking as ranking
+
+    split = temporal_split(_random_store(3, customers=700), CUT)
+    customers = sorted(set(split.train["customer_id"]))
+    fresh = reference_rankers(split, k=5)
+    expected = {name: fresh[name](customers, True) for name in ("itemknn", "ease")}
+    scored: list[int] = []
+    ease = ranking._ease
+
+    def counted(seen: Any, most: int = ranking.EASE_MAX_ITEMS) -> Any:
+        score = ease(seen, most)
+
+        def rows(chunk: list[int]) -> Any:
+            scored.extend(chunk)
+            return score(chunk)
+
+        return rows
+
+    monkeypatch.setattr(ranking, "_ease", counted)
+    refs = reference_rankers(split, k=5)
+    for name in ("itemknn", "ease"):
+        # The all lists first, as the eval asks (in more than one block of customers), then the new-only ones.
+        assert refs[name](customers, False) == fresh[name](customers, False)
+        assert refs[name](customers, True) == expected[name]
+    assert sorted(scored) == sorted(range(len(customers)))  # each customer's EASE row once, not once a list
+    # Customers asked for their new-only lists first are scored then, and get the same lists.
+    scored.clear()
+    assert reference_rankers(split, k=5)["ease"](customers[:3], True) == expected["ease"][:3]
+    assert scored == [0, 1, 2]
+
+
 @pytest.mark.slow
 def test_ranking_eval_on_online_retail_beats_its_references() -> None:
     """The protocol's file alone: the learned ranker beats the repeat and item-kNN references."""

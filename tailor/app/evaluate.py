@@ -376,9 +376,9 @@ def _own_log(inp: SuiteInput) -> OwnLog | None:
     inp.notes.append(
         f"policy: policy.own.* from Tailor's own log: {len(kept)} decisions under {policy}"
         f" ({other} under other policies and {open_windows} whose {settings.attribution_days}-day window"
-        " is still open left out); reward: a purchase within the window; intervals treat decisions as"
-        " independent (a customer in several campaigns counts in each); policy.own_simulated.* checks the"
-        " estimators on simulated logs whose true values are known"
+        " is still open left out); reward: a purchase within the window; intervals clustered by"
+        " customer (a customer in several campaigns is one draw, not several); policy.own_simulated.* and"
+        " policy.own_simulated_repeat.* check the estimators on simulated logs whose true values are known"
     )
     if not kept:
         return None
