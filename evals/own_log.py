@@ -98,8 +98,12 @@ class OwnLog:
         if len(rows) != len(rewards):
             raise DataError(f"{len(rows)} decisions but {len(rewards)} rewards")
         n = len(rows)
+        missing = next((i for i, r in enumerate(rows) if not r.get("customer_id")), None)
+        if missing is not None:
+            # The intervals are clustered by customer: a row of nobody cannot be put in a cluster.
+            raise DataError(f"decision {missing} names no customer")
         ids: dict[str, int] = {}
-        customer = np.array([ids.setdefault(str(r.get("customer_id")), len(ids)) for r in rows], np.int64)
+        customer = np.array([ids.setdefault(str(r["customer_id"]), len(ids)) for r in rows], np.int64)
         targeted = np.zeros(n, dtype=bool)
         action = np.zeros(n, dtype=np.int64)
         propensity = np.zeros(n)

@@ -433,8 +433,9 @@ class PolicyEval:
         """The same estimators on ``simulations`` seeded logs whose true values are known: the share of
         intervals that hold the truth, the worst over the policies (``evals.own_log.simulate_own_log``).
         Twice: a customer a decision (``own_simulated``), and 10,000 decisions for 2,500 customers, four
-        each as four weekly campaigns would make (``own_simulated_repeat``), where intervals that counted
-        each decision as a draw of its own would hold the truth too rarely (``tests/test_own_log.py``)."""
+        each on average, as weekly campaigns would make (``own_simulated_repeat``), where intervals that
+        counted each decision as a draw of its own would hold the truth too rarely
+        (``tests/test_own_log.py``)."""
         out: dict[str, float] = {}
         policies = own_policies()
         for prefix, customers in (("own_simulated", None), ("own_simulated_repeat", 2_500)):

@@ -256,9 +256,12 @@ def _by_popularity(
     often she bought them, popularity breaking ties, then the rest by popularity), read from each customer's
     row of ``freq`` without a dense score row: a customer's list is her own items and the head of one
     popularity order, which customers x items scores sorted row by row only found again (on Ta-Feng that
-    was a sixth of the eval's reference time). Ties in popularity go to the lower column; a new-only list
-    leaves out every item of her row of ``leave_out`` (by default ``freq``), and so may be shorter than
-    ``k`` when she has bought nearly everything."""
+    was a fifth of the eval's reference time). Ties in popularity go to the lower column.
+
+    A new-only list leaves out every item of her row of ``leave_out`` (by default ``freq``); repeat history
+    over a longer ``freq`` (``repeat_full``) first lists her items ``leave_out`` lacks (bought only in the
+    earlier history). Unlike the dense references' lists, it is not padded with items she bought, so it may
+    be shorter than ``k`` when she has bought nearly everything (the protocol leaves those out anyway)."""
     leave_out = freq if leave_out is None else leave_out
     order = np.argsort(-pop, kind="stable")
     popular = [items[j] for j in order[:k]]
@@ -267,20 +270,23 @@ def _by_popularity(
         out: list[list[str]] = []
         for c in customers:
             r = cust_ix[c]
-            a, b = freq.indptr[r], freq.indptr[r + 1]
-            bought = freq.data[a:b] > 0
-            own = freq.indices[a:b][bought]
             if not new_only and not repeat:
                 out.append(list(popular))
                 continue
+            a, b = freq.indptr[r], freq.indptr[r + 1]
+            bought = freq.data[a:b] > 0
+            own, counts = freq.indices[a:b][bought], freq.data[a:b][bought]
+            left_out = leave_out.indices[leave_out.indptr[r] : leave_out.indptr[r + 1]]
             head: list[int] = []
-            if repeat and not new_only:
-                score = freq.data[a:b][bought] + 1e-6 * pop[own]
-                head = own[np.lexsort((own, -score))][:k].tolist()
-            else:
-                own = leave_out.indices[leave_out.indptr[r] : leave_out.indptr[r + 1]]
-            rest = order[: k + len(own)]
-            rest = rest[~np.isin(rest, own)][: k - len(head)]
+            if repeat:
+                # New-only: her own items that ``leave_out`` does not hold (repeat_full: bought only in the
+                # earlier history) still come first, as their dense scores put them.
+                keep = ~np.isin(own, left_out) if new_only else np.ones(len(own), dtype=bool)
+                score = counts[keep] + 1e-6 * pop[own[keep]]
+                head = own[keep][np.lexsort((own[keep], -score))][:k].tolist()
+            skip = np.union1d(own, left_out) if repeat and new_only else left_out if new_only else own
+            rest = order[: k + len(skip)]
+            rest = rest[~np.isin(rest, skip)][: k - len(head)]
             out.append([items[j] for j in (*head, *rest.tolist())])
         return out
 

@@ -783,6 +783,69 @@ def test_a_best_hour_campaign_holds_each_email_for_its_customers_hour_then_sends
     assert after["done"] + after["refused"] + after["failed"] == len(customers)
 
 
+def test_a_held_item_taken_up_past_its_hour_waits_for_the_hour_to_come_round_again(
+    rig: tuple[Tailor, Ops, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workers were down: a best-hour item taken up more than an hour past its time is not sent at an
+    hour nobody chose; it is held again for the next time its customer's hour comes round, and goes then."""
+    from zoneinfo import ZoneInfo
+
+    from tailor.app.jobs import LATE_AFTER, parse_scheduled
+
+    tailor, ops, _ = rig
+    customers = {c.id: c for c in tailor.store.customers() if c.consent.marketing_email}
+    job = ops.create_job(
+        "campaign", list(customers), {"trigger": {"kind": "campaign"}, "send_time": "best_hour"}
+    ).job_id
+    runner = JobRunner(tailor, ops, tailor.settings)
+    while runner.run_once():
+        pass
+    first = {
+        i.customer_id: held
+        for i in ops.job_items(job, final_only=False)
+        if i.status == "pending" and (held := parse_scheduled(i.reason)) is not None
+    }
+    assert first
+    sent_before = ops.get_job(job).as_dict()["done"]
+    # A day and two hours on, by the service's clock: every held item is more than an hour late.
+    later = tailor.now() + timedelta(days=1, hours=2)
+    monkeypatch.setattr(tailor, "now", lambda: later)
+    time_passes(ops)
+    while runner.run_once():
+        pass
+    again = {i.customer_id: i for i in ops.job_items(job, final_only=False) if i.customer_id in first}
+    went = 0
+    for cid, (was, source) in first.items():
+        item, zone = again[cid], ZoneInfo(customers[cid].timezone)
+        if later.astimezone(zone).hour == was.astimezone(zone).hour:
+            # Late by a day to the hour: it is her hour again, so it goes now.
+            assert parse_scheduled(item.reason) is None, item.reason
+            went += item.status == "done"
+            continue
+        assert item.status == "pending", (cid, item.status, item.reason)
+        held = parse_scheduled(item.reason)
+        assert held is not None
+        at, now_source = held
+        # The same hour of her day, the next time it comes round after the late pick-up.
+        assert at.astimezone(zone).hour == was.astimezone(zone).hour and now_source == source
+        assert later < at <= later + timedelta(days=1) and at - was > LATE_AFTER
+    rescheduled = [cid for cid in first if again[cid].status == "pending"]
+    assert len(rescheduled) >= len(first) // 2
+    # None went out at an hour nobody chose.
+    assert ops.get_job(job).as_dict()["done"] == sent_before + went
+    again = {cid: again[cid] for cid in rescheduled}
+    # Taken up within the hour of its new time, the last of them goes (or is refused by a rail): not held.
+    last = max(again, key=lambda cid: str(again[cid].reason))
+    due = parse_scheduled(again[last].reason)
+    assert due is not None
+    monkeypatch.setattr(tailor, "now", lambda: due[0] + timedelta(minutes=30))
+    time_passes(ops)
+    while runner.run_once():
+        pass
+    [final] = [i for i in ops.job_items(job, final_only=False) if i.customer_id == last]
+    assert final.status != "pending" and parse_scheduled(final.reason) is None, (final.status, final.reason)
+
+
 @pytest.mark.slow
 def test_the_real_service_judges_its_ranker_on_what_came_after_its_fit(rig: tuple[Tailor, Ops, str]) -> None:
     tailor, _, cid = rig

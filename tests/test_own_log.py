@@ -47,10 +47,10 @@ def test_every_estimate_holds_the_true_value_in_at_least_nine_runs_of_ten() -> N
 
 
 def test_a_customer_decided_for_again_and_again_is_one_draw_not_several() -> None:
-    """10,000 decisions for 2,500 customers (four each, as weekly campaigns make them; a customer keeps her
-    holdout and her chance to buy): clustered by customer, each interval holds its true value in at least
-    90% of 200 runs, and so does the uplift. Counted as 10,000 independent draws, sending nothing's interval
-    holds it too rarely: the holdout is a draw of customers, not of decisions."""
+    """10,000 decisions for 2,500 customers (four each on average, as weekly campaigns make them; a customer
+    keeps her holdout and her chance to buy): clustered by customer, each interval holds its true value in at
+    least 90% of 200 runs, and so does the uplift. Counted as 10,000 independent draws, sending nothing's
+    interval holds it too rarely: the holdout is a draw of customers, not of decisions."""
     import dataclasses
 
     runs = 200
@@ -122,6 +122,8 @@ def test_a_log_read_from_decision_rows_keeps_groups_options_and_probabilities() 
     rows[1]["customer_id"] = rows[3]["customer_id"] = "d"
     log = OwnLog.from_rows(rows, [1.0, 0.0, 1.0, 0.0])
     assert log.customer is not None and log.customer.tolist() == [0, 1, 0, 1]  # one index per customer id
+    with pytest.raises(DataError, match="decision 2 names no customer"):
+        OwnLog.from_rows([*rows[:2], {**rows[2], "customer_id": None}], [1.0, 0.0, 1.0])
     assert log.targeted.tolist() == [True, True, False, True]
     assert [ACTIONS[a] for a in log.action] == ["recommend", "win_back", "nothing", "nothing"]
     assert log.propensity.tolist() == [0.9, 0.05, 1.0, 1.0]

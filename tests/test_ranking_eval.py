@@ -174,6 +174,27 @@ def test_popularity_and_repeat_lists_are_the_sorted_dense_scores(seed: int) -> N
             assert refs[name]([c], True)[0] == expected_new, (name, c)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_repeat_full_lists_are_the_sorted_dense_scores_over_the_longer_history(seed: int) -> None:
+    rng = np.random.default_rng(seed + 10)
+    pairs = rng.integers(0, [40, 25], size=(150, 2))
+    earlier = [(f"c{c:02d}", f"i{i:02d}", "2010-06-01") for c, i in pairs.tolist()]
+    split = temporal_split(pd.concat([frame(earlier), _random_store(seed)]), CUT, start="2011-01-01")
+    items = sorted(split.catalog)
+    train = split.train
+    buyers = train.groupby("item_id")["customer_id"].nunique().reindex(items, fill_value=0).to_numpy(float)
+    known = split.history[split.history["item_id"].isin(items)]
+    full = known.groupby(["customer_id", "item_id"]).size()
+    recent = train.groupby(["customer_id", "item_id"]).size()
+    refs = reference_rankers(split, k=6)
+    for c in sorted(set(train["customer_id"])):
+        score = np.array([full.get((c, i), 0) for i in items], dtype=float) + 1e-6 * buyers
+        ranked = [items[j] for j in np.lexsort((np.arange(len(items)), -score))]
+        assert refs["repeat_full"]([c], False)[0] == ranked[:6], c
+        # New-only: the train period's items left out (the dense lists set them to -inf).
+        assert refs["repeat_full"]([c], True)[0] == [x for x in ranked if (c, x) not in recent][:6], c
+
+
 def test_a_new_only_list_of_a_customer_who_bought_everything_is_empty() -> None:
     data = frame([("A", "x", "2011-01-01"), ("A", "y", "2011-01-02"), ("B", "x", "2011-01-03")])
     data = pd.concat([data, frame([("A", "x", "2011-01-12")])])
@@ -361,6 +382,9 @@ def test_repeat_full_counts_the_earlier_history_within_the_catalog(tiny: pd.Data
     # Over the train period alone A bought x and y once each; with the earlier year z twice comes first.
     assert set(refs["repeat"](["A"], False)[0][:2]) == {"x", "y"}
     assert refs["repeat_full"](["A"], False)[0] == ["z", "x", "y"]
+    # New to her in the train period: z, bought only in the earlier year, first (as its dense score has it).
+    assert refs["repeat_full"](["A"], True)[0] == ["z"]
+    assert refs["repeat"](["A"], True)[0] == ["z"]  # without the earlier year: popularity's new-only list
     assert "repeat_full" not in reference_rankers(temporal_split(tiny, CUT), k=3)
 
 

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -76,8 +76,10 @@ def _spec_problem(exc: ValidationError | DataError) -> str:
 
 
 # A best-hour campaign's item held until its customer's hour carries this reason (then the time and the
-# source of the hour); taken up again, it goes out.
+# source of the hour); taken up again, it goes out, unless it is taken up more than ``LATE_AFTER`` past that
+# time (by the service's clock): then it is held again, for the next time her hour comes round.
 SCHEDULED = "scheduled:"
+LATE_AFTER = timedelta(hours=1)
 # What tells a customer's hour: when they bought, opened and clicked.
 ENGAGEMENT = (EventKind.PURCHASE, EventKind.EMAIL_OPEN, EventKind.EMAIL_CLICK)
 _OWN_EVENTS = 500
@@ -300,8 +302,21 @@ class JobRunner:
         except (ValidationError, DataError) as exc:
             self._finish(item, "failed", {"error": _spec_problem(exc)}, "invalid_spec")
             return
-        best = stored.get("send_time") == "best_hour" and parse_scheduled(item.reason) is None
+        held = parse_scheduled(item.reason)
+        # Taken up past its hour (the workers were down, the queue backed up): sent now it would land at an
+        # hour nobody chose, perhaps the middle of her night. It waits for her hour to come round again.
+        late = held is not None and self.facade.now() - held[0] > LATE_AFTER
+        best = stored.get("send_time") == "best_hour" and (held is None or late)
         if best and self._schedule(item):
+            if late:
+                assert held is not None
+                log.info(
+                    "job %s customer %s taken up late (due %s): held for their next hour",
+                    item.job_id,
+                    item.customer_id,
+                    held[0].isoformat(),
+                )
+                self.metrics.inc("tailor_jobs_items_total", {"status": "rescheduled"})
             return
         try:
             # A preview: the runner records the send itself, after the result is saved (module docstring).
