@@ -260,3 +260,62 @@ def test_a_description_only_import_re_embeds_without_refitting(tmp_path: Path) -
         tailor.import_dir(folder)
         assert tailor.model_status()["stale"]
         assert tailor.index()["ranker"] == "fitted"
+
+
+def test_a_ranker_saved_by_another_process_is_loaded_at_the_next_look(
+    indexed: tuple[Tailor, list[str]],
+) -> None:
+    """Replicas on one data dir (or `tailor refit` beside a running server): a ranker saved by another process
+    is loaded at the next look, not at a restart; never half saved, never over a fit of its own, never over
+    one installed from elsewhere, and never with a customer this store has forgotten."""
+    import os
+
+    from tailor.app.model import RankerModel
+    from tailor.core.errors import NotFoundError
+
+    tailor, ids = indexed
+
+    def replica(reload_s: float) -> RankerModel:
+        settings = tailor.settings.model_copy(update={"ranker_reload_s": reload_s})
+        # No text vectors: what is under test is which ranker answers, not its text signal.
+        return RankerModel(
+            tailor.store, settings, embedder=lambda: None, vectors=lambda: tailor.vectors, now=tailor.now
+        )  # type: ignore[arg-type,return-value]
+
+    other, slow = replica(0.0), replica(3600.0)
+    first, first_slow = other.recommender, slow.recommender
+    assert first.ranker.serving == Ranker.load(tailor.model.path).serving
+    assert other.recommender is first  # nothing saved since: the same one
+
+    # Another process saves a ranker that serves otherwise.
+    saved = Ranker.load(tailor.model.path)
+    saved.serving = {"all": "popularity", "new": "popularity"}
+    saved.save(tailor.model.path)
+    second = other.recommender
+    assert second is not first and second.ranker.serving == {"all": "popularity", "new": "popularity"}
+    assert slow.recommender is first_slow  # it looks once an hour: not yet
+
+    # Half saved (the json not yet replaced after the npz): not loaded until the save is whole.
+    saved.serving = {"all": "repeat", "new": "ease"}
+    saved.save(tailor.model.path)
+    npz, meta = tailor.model.path.with_suffix(".npz"), tailor.model.path.with_suffix(".json")
+    os.utime(meta, ns=(npz.stat().st_atime_ns, npz.stat().st_mtime_ns - 1_000_000))
+    assert other.recommender is second
+    os.utime(meta, ns=(npz.stat().st_atime_ns, npz.stat().st_mtime_ns + 1_000_000))
+    third = other.recommender
+    assert third is not second and third.ranker.serving == {"all": "repeat", "new": "ease"}
+
+    # A save made before this store forgot a customer does not bring them back.
+    victim = ids[2]
+    stale = Ranker.load(tailor.model.path)
+    tailor.forget(victim)
+    with pytest.raises(NotFoundError):
+        tailor.store.get_customer(victim)
+    stale.save(tailor.model.path)
+    fourth = other.recommender
+    assert fourth is not third and victim not in fourth.ranker.customer_index
+
+    # One installed from elsewhere is what answers, whatever is saved.
+    other.install(first)
+    Ranker.load(tailor.model.path).save(tailor.model.path)
+    assert other.recommender is first

@@ -5,6 +5,10 @@ The service owns one ``RankerModel`` (``Tailor.model``) and answers with whateve
 model is the one place that knows a fit is under way, where the fitted ranker is saved and what changed in
 the store since. One fit runs at a time (``Refits``), and a server's refit runs in a child process
 (``tailor.app.fit_worker``) so that requests keep being answered while it fits.
+
+A ranker saved by another process on the same data dir (another replica's refit or forget, or `tailor refit`
+run beside a server) is loaded at the next look (``TAILOR_RANKER_RELOAD_S``, 30 s by default), not at a
+restart: the saved files' modification times tell it, and a save half done is not read.
 """
 
 from __future__ import annotations
@@ -98,6 +102,17 @@ class Refits:
             yield
 
     @contextlib.contextmanager
+    def exclusive_now(self) -> Iterator[bool]:
+        """``exclusive`` if nothing holds it now (True), else at once False: for work that may wait for the
+        next time rather than for a fit to end."""
+        held = self._fit.acquire(blocking=False)
+        try:
+            yield held
+        finally:
+            if held:
+                self._fit.release()
+
+    @contextlib.contextmanager
     def tracking(self) -> Iterator[None]:
         """Around one fit: ``running`` while it runs, then ``done`` counts it or ``error`` says why not."""
         self.running = True
@@ -185,10 +200,69 @@ class RankerModel:
         # Held by a swap, an ingest and a forget: none of them may see the recommender half replaced.
         self.lock = threading.RLock()
         self.loaded: HybridRecommender | None = None
+        # The saved files' stamp (``_saved_stamp``) when the loaded ranker was loaded or saved here; None for
+        # one installed from elsewhere, which is never replaced by what is on disk.
+        self._stamp: tuple[int, int] | None = None
+        self._looked = time.monotonic()
 
     @property
     def path(self) -> Path:
         return self.settings.data_dir / "ranker"
+
+    def _saved_stamp(self) -> tuple[int, int] | None:
+        """The saved ranker's two files' modification times, or None while there is none or while a save is
+        half done: ``Ranker.save`` replaces the npz and then the json, so a json older than its npz is a
+        save under way."""
+        base = self.path
+        try:
+            npz = base.with_suffix(".npz").stat().st_mtime_ns
+            meta = base.with_suffix(".json").stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+        return (npz, meta) if meta >= npz else None
+
+    def _replaced(self) -> bool:
+        """Whether another process replaced the saved ranker since this one loaded or saved it; looked at
+        once every ``settings.ranker_reload_s`` at most (a stat of two files)."""
+        if self._stamp is None or time.monotonic() - self._looked < self.settings.ranker_reload_s:
+            return False
+        self._looked = time.monotonic()
+        saved = self._saved_stamp()
+        return saved is not None and saved != self._stamp
+
+    def _reload(self) -> None:
+        """Load the ranker another process saved (another replica's refit or forget on this data dir, or
+        `tailor refit`) and swap it in, as a fit here would. Skipped while this process fits (the fit swaps
+        in its own) and, on a load that fails (a file being replaced again), left for the next look: the
+        ranker loaded keeps answering meanwhile."""
+        with self.refits.exclusive_now() as held:
+            if held:
+                self._load_replaced()
+
+    def _load_replaced(self) -> None:
+        stamp = self._saved_stamp()
+        if stamp is None or stamp == self._stamp or self.loaded is None:
+            return
+        try:
+            recommender = HybridRecommender.build(
+                self.store,
+                self.settings,
+                embedder=self._embedder(),
+                ranker_path=self.path,
+                now=self._now(),
+                impressions=self.store.impressions,
+            )
+        except TailorError as exc:
+            log.warning("the saved ranker was replaced but cannot be loaded yet: %s", exc)
+            return
+        with self.lock:
+            present = set(self.store.customer_ids())
+            # A customer forgotten here after that save: not brought back by the load.
+            for customer_id in [c for c in recommender.ranker.customer_ids if c not in present]:
+                recommender.forget(customer_id)
+            recommender.adopt_caches(self.loaded)
+            self.loaded, self._stamp = recommender, stamp
+        log.info("loaded the ranker saved by another process (fitted %s)", recommender.ranker.fitted_at)
 
     def close(self) -> None:
         self.refits.close()
@@ -274,6 +348,7 @@ class RankerModel:
                 recommender.adopt_caches(self.loaded)
                 recommender.recommend(ranker.customer_ids[0], 10, now=self._now())
             ranker.save(self.path)
+            self._stamp = self._saved_stamp()
             collab = ranker.collab_vectors()
             vector_store = self._vectors()
             known = vector_store.item_ids()
@@ -346,7 +421,9 @@ class RankerModel:
         """The hybrid recommender on the saved ranker, loaded on first use (fitted first if none is saved)."""
         loaded = self.loaded
         if loaded is not None:
-            return loaded
+            if self._replaced():
+                self._reload()
+            return self.loaded if self.loaded is not None else loaded
         with self.refits.exclusive():
             if self.loaded is None:
                 self.store.require_data()
@@ -354,6 +431,7 @@ class RankerModel:
                     with self.refits.tracking():
                         self._fit_and_swap()
                 else:
+                    stamp = self._saved_stamp()
                     self.loaded = HybridRecommender.build(
                         self.store,
                         self.settings,
@@ -362,13 +440,15 @@ class RankerModel:
                         now=self._now(),
                         impressions=self.store.impressions,
                     )
+                    self._stamp = stamp
             assert self.loaded is not None  # set by the fit or the load above
             return self.loaded
 
     def install(self, recommender: HybridRecommender) -> None:
-        """Answer with a recommender built elsewhere (a test's, or one fitted on other terms)."""
+        """Answer with a recommender built elsewhere (a test's, or one fitted on other terms); what is saved
+        on disk never replaces it."""
         with self.refits.exclusive(), self.lock:
-            self.loaded = recommender
+            self.loaded, self._stamp = recommender, None
 
     def observe(self, events: Iterable[Event]) -> int:
         """New events for the loaded recommender's per-customer state; none loaded, nothing to do."""
@@ -388,6 +468,8 @@ class RankerModel:
         # Also when memory was purged already (an earlier forget failed before the write).
         if counts["ranker_rows"] or saved:
             ranker.save(self.path)
+            if self.loaded is not None and self.loaded.ranker is ranker and self._stamp is not None:
+                self._stamp = self._saved_stamp()  # its own save: nothing to load again
         return counts
 
     def forget_cached(self, customer_id: str) -> dict[str, int]:

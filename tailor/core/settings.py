@@ -139,6 +139,14 @@ class Settings(BaseSettings):
         description="Draws the holdout group (and, apart from it, exploration's draws); a new salt draws"
         " a new one (earlier campaigns keep theirs).",
     )
+    ranker_reload_s: float = Field(
+        30.0,
+        ge=0.0,
+        le=24 * 3600,
+        description="How often a running service looks whether the saved ranker was replaced by another"
+        " process (another replica's refit or forget on the same data dir, or `tailor refit`), and loads it"
+        " if so. 0: at every request.",
+    )
     shadow_eval_hours: float = Field(
         24.0,
         ge=0.0,
