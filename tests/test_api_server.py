@@ -21,6 +21,7 @@ import pytest
 from tailor.app.http import create_key
 from tailor.app.ops import Ops
 from tailor.core.holdout import in_holdout
+from tailor.core.sends import send_of_link
 from tailor.core.settings import Settings
 from tailor.data.store import Store
 from tests.server import ServerProcess, seed_audience_facts, seed_store
@@ -1087,6 +1088,39 @@ def test_a_campaign_with_a_holdout_logs_its_decisions_and_measures_its_uplift(tm
         conv = uplift["uplift"]["conversion"]
         assert conv["diff"] == 1.0 and 0 < conv["low"] <= conv["high"] <= 1.0
         assert uplift["windows_still_open"] == 30, "the service's clock is the campaign's day"
+        engaged = uplift["engagement"]
+        assert engaged["emailed"] == job["done"] and engaged["opened"] == engaged["clicked"] == 0
+
+        # Each email made names its send, and every product link carries it.
+        results = client.get(f"/v1/jobs/{job_id}/results", headers=crm).text.splitlines()
+        rows = [json.loads(x) for x in results]
+        made = [r for r in rows if r["status"] == "done"]
+        assert len(made) >= 2
+        for r in made:
+            send = r["result"]["send_id"]
+            assert send == f"job:{job_id}:{r['customer_id']}"
+            links = [p["url"] for p in r["result"]["email"]["products"]]
+            assert links and all(send_of_link(u) == send for u in links)
+        # One opens hers (the CRM's own event, with the send), another clicks a link (Segment, the link's
+        # own send); a third opens an email that is not this campaign's.
+        first, second = made[0], made[1]
+        opened = [
+            {"customer_id": first["customer_id"], "kind": "email_open", "send_id": first["result"]["send_id"],
+             "timestamp": "2011-12-10T11:00:00+00:00"},
+            {"customer_id": second["customer_id"], "kind": "email_open", "send_id": "job:another:x",
+             "timestamp": "2011-12-10T11:00:00+00:00"},
+        ]  # fmt: skip
+        assert client.post("/v1/events", headers=crm, json={"events": opened}).status_code == 200
+        product = second["result"]["email"]["products"][0]
+        click = {
+            "type": "track", "event": "Email Link Clicked", "userId": second["customer_id"],
+            "timestamp": "2011-12-10T12:00:00+00:00", "messageId": "click-1",
+            "properties": {"link_url": product["url"], "product_id": product["item_id"]},
+        }  # fmt: skip
+        assert client.post("/v1/events", headers=crm, json=click).status_code == 200
+        engaged = client.get(f"/v1/jobs/{job_id}/uplift", headers=crm).json()["engagement"]
+        assert (engaged["opened"], engaged["clicked"]) == (1, 1)
+        assert engaged["open_rate"] == round(1 / engaged["emailed"], 6)
         # Outside the window, nothing counts: a 1-day window closes before those purchases.
         narrow = client.get(f"/v1/jobs/{job_id}/uplift", headers=crm, params={"window_days": 1}).json()
         assert narrow["groups"]["targeted"]["converted"] == 0

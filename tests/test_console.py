@@ -250,6 +250,9 @@ def test_a_campaign_waits_for_approval_shows_its_preview_and_runs_once_approved(
     assert "Approved" in browser.find_element(By.TAG_NAME, "main").text
     # What it did: this server holds no one out, and the page says that nothing can be measured then.
     assert "TAILOR_HOLDOUT_SHARE is 0" in browser.find_element(By.ID, "uplift").text
+    # Engagement needs no holdout: none opened or clicked yet, of the five emails made.
+    engagement = browser.find_element(By.ID, "engagement").text
+    assert engagement.startswith("Of 5 emails made: 0 opened (0.0%), 0 clicked"), engagement
     assert console["keys"]["crm"].split("_")[1] in browser.find_element(By.TAG_NAME, "main").text
     _shot(browser, "campaign-done", retailer)
     store = Store(console["data_dir"] / "tailor.db")

@@ -341,7 +341,8 @@ def test_a_store_file_written_before_migrations_is_read_whole_after_the_upgrade(
         assert store.impressions("c1") == [("A", datetime(2011, 1, 2, tzinfo=UTC))]
         assert not store.record_send("job:j:c1", "c1", ["A"], datetime(2011, 1, 2, tzinfo=UTC)), "spent"
         # Adopted, not rebuilt: now at the newest revision, and written to as before.
-        assert store._query("SELECT version_num FROM alembic_version_store") == [("0001",)]
+        assert store._query("SELECT version_num FROM alembic_version_store") == [("0002",)]
+        assert event.send_id is None  # 0002's column, empty for the rows before it
         store.add_events(
             [
                 Event(
@@ -349,18 +350,53 @@ def test_a_store_file_written_before_migrations_is_read_whole_after_the_upgrade(
                     kind=EventKind.VIEW,
                     item_id="A",
                     timestamp=datetime(2011, 2, 1, tzinfo=UTC),
-                )
+                ),
+                Event(
+                    customer_id="c1",
+                    kind=EventKind.EMAIL_OPEN,
+                    timestamp=datetime(2011, 2, 2, tzinfo=UTC),
+                    send_id="job:j:c1",
+                ),
             ]
         )
-        assert len(store.events("c1")) == 2
+        assert [e.send_id for e in store.events("c1")] == [None, None, "job:j:c1"]
     finally:
         store.close()
     # And opened again, nothing is migrated twice.
     again = Store(path)
     try:
-        assert again.counts() == {"items": 1, "customers": 1, "events": 2}
+        assert again.counts() == {"items": 1, "customers": 1, "events": 3}
     finally:
         again.close()
+
+
+def test_email_events_keep_their_send_and_a_send_is_asked_for_its_opens_and_clicks(any_store: Store) -> None:
+    from tailor.data.store import event_id
+
+    any_store.upsert_customers([Customer(id="c1", first_name="Ann", email="a@example.com", country="UK")])
+    at = datetime(2011, 2, 1, tzinfo=UTC)
+    opened = Event(customer_id="c1", kind=EventKind.EMAIL_OPEN, timestamp=at, send_id="job:j1:c1")
+    plain = Event(customer_id="c1", kind=EventKind.EMAIL_OPEN, timestamp=at)
+    # The send is part of what the event is; an event without one keeps the id it always had.
+    assert event_id(opened) != event_id(plain)
+    assert event_id(plain) == event_id(plain.model_copy(update={"send_id": None}))
+    clicks = [
+        Event(customer_id="c1", kind=EventKind.EMAIL_CLICK, timestamp=at, send_id=f"job:j{n}:c1", item_id="A")
+        for n in range(1, 2_100)
+    ]
+    # A batch this large goes to PostgreSQL by COPY: the send goes with it.
+    any_store.add_events([opened, plain, *clicks])
+    stored = {e.id: e for e in any_store.events("c1")}
+    assert stored[event_id(opened)].send_id == "job:j1:c1" and stored[event_id(plain)].send_id is None
+    assert stored[event_id(clicks[-1])].send_id == "job:j2099:c1"
+    # More sends than one IN list holds: asked in batches.
+    seen = any_store.email_engagement([f"job:j{n}:c1" for n in range(0, 2_101)])
+    assert seen["job:j1:c1"] == {EventKind.EMAIL_OPEN, EventKind.EMAIL_CLICK}
+    assert seen["job:j2099:c1"] == {EventKind.EMAIL_CLICK}
+    assert "job:j0:c1" not in seen and "job:j2100:c1" not in seen and len(seen) == 2_099
+    # An event of another kind has no send, and the store is never asked to keep one.
+    with pytest.raises(ValueError, match="a purchase event has no send_id"):
+        Event(customer_id="c1", kind=EventKind.PURCHASE, item_id="A", timestamp=at, send_id="job:j1:c1")
 
 
 def test_a_copied_store_is_the_same_store_and_a_full_one_is_refused(tmp_path: Path, any_store: Store) -> None:

@@ -9,6 +9,10 @@ The rules, as the report states them:
   those refused as ``holdout``. Both are a random split of the audience (``tailor.core.holdout``), so the
   difference is what the campaign, with its refusals, did.
 - Failed, cancelled and forgotten customers' items are left out, and counted.
+- Engagement, of the emails the campaign made: an email counts as opened (clicked) when an email_open
+  (email_click) event names its send (``Event.send_id``: the CRM's Email Opened and Email Link Clicked, or a
+  click on a product link, which carries ``tailor_send=``; ``tailor.core.sends``). Opens are a floor: a
+  client that blocks images reports none, so a click without an open counts as a click only.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from datetime import datetime, timedelta
 from evals.uplift import conversion_uplift, revenue_uplift
 from tailor.app.ops import Ops
 from tailor.core.models import EventKind, JsonObject
+from tailor.core.sends import job_send_id
 from tailor.data.store import Store
 
 __all__ = ["campaign_uplift"]
@@ -29,6 +34,7 @@ def campaign_uplift(store: Store, ops: Ops, job_id: str, *, window_days: int, no
     left_out: dict[str, int] = {}
     open_windows = 0
     window = timedelta(days=window_days)
+    sends: list[str] = []
     for item in ops.job_items(job_id):
         result = item.result or {}
         decided = result.get("decided_at") if isinstance(result, dict) else None
@@ -49,6 +55,9 @@ def campaign_uplift(store: Store, ops: Ops, job_id: str, *, window_days: int, no
         revenue = float(sum(e.value or 0.0 for e in bought))
         group = "holdout" if item.reason == "holdout" else "targeted"
         groups[group].append((bool(bought), revenue))
+        if item.status == "done":
+            named = result.get("send_id") if isinstance(result, dict) else None
+            sends.append(str(named) if isinstance(named, str) else job_send_id(job_id, item.customer_id))
     targeted, holdout = groups["targeted"], groups["holdout"]
     conv = conversion_uplift(
         sum(b for b, _ in targeted), len(targeted), sum(b for b, _ in holdout), len(holdout)
@@ -67,9 +76,20 @@ def campaign_uplift(store: Store, ops: Ops, job_id: str, *, window_days: int, no
             "revenue_per_customer": round(total / n, 4) if n else None,
         }
 
+    seen = store.email_engagement(sends)
+    opened = sum(EventKind.EMAIL_OPEN in seen.get(x, ()) for x in sends)
+    clicked = sum(EventKind.EMAIL_CLICK in seen.get(x, ()) for x in sends)
+    engagement: JsonObject = {
+        "emailed": len(sends),
+        "opened": opened,
+        "clicked": clicked,
+        "open_rate": round(opened / len(sends), 6) if sends else None,
+        "click_rate": round(clicked / len(sends), 6) if sends else None,
+    }
     return {
         "job_id": job_id,
         "window_days": window_days,
+        "engagement": engagement,
         "windows_still_open": open_windows,
         "groups": {"targeted": summary(targeted), "holdout": summary(holdout)},
         "uplift": {"conversion": conv.as_dict(), "revenue_per_customer": rev.as_dict()},
@@ -77,6 +97,7 @@ def campaign_uplift(store: Store, ops: Ops, job_id: str, *, window_days: int, no
         "rules": (
             f"a purchase within {window_days} days after the decision for a customer counts; targeted (every"
             " customer decided for and not held out, whether emailed or refused) against the holdout; 95%"
-            " intervals: Newcombe's hybrid score for conversion, Welch's t for revenue per customer"
+            " intervals: Newcombe's hybrid score for conversion, Welch's t for revenue per customer; an email"
+            " is opened (clicked) when an email_open (email_click) event names its send id"
         ),
     }

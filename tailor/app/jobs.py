@@ -42,6 +42,7 @@ from tailor.core.errors import BackendError, DataError, NotFoundError, TailorErr
 from tailor.core.logs import describe
 from tailor.core.models import MAX_ID_LENGTH, EventKind, JsonObject, TriggerKind, refuse_control
 from tailor.core.send_time import best_hour, hour_counts, next_send, occasions, segment_counts
+from tailor.core.sends import job_send_id, tag_email
 from tailor.core.settings import Settings
 
 __all__ = ["JobRunner", "TriggerSpec", "check_callback_url", "to_trigger"]
@@ -325,6 +326,12 @@ class JobRunner:
                     item.customer_id, to_trigger(spec), send=False, decision_key=decision_key(item.job_id)
                 )
             status, result, reason = _outcome_result(outcome)
+            if status == "done":
+                # Sent under this id (``record_contacts``), and every product link says so: what the customer
+                # does with the email comes back tied to it (``tailor.core.sends``).
+                send_id = job_send_id(item.job_id, item.customer_id)
+                result["send_id"] = send_id
+                result["email"] = tag_email(result["email"], send_id)
             decided_at = self.facade.now().isoformat()
             # When it was decided, on the service's clock: a purchase is attributed from then on.
             result["decided_at"] = decided_at
@@ -542,7 +549,7 @@ class JobRunner:
             # dispatcher both finding the note, records it once (``Store.record_send``). A customer forgotten
             # meanwhile gets nothing written: record_send looks them up in the transaction that writes.
             store.record_send(
-                f"job:{job_id}:{customer_id}",
+                job_send_id(job_id, customer_id),
                 customer_id,
                 self.ops.sent_items(job_id, customer_id),
                 datetime.fromisoformat(when),

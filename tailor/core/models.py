@@ -301,6 +301,7 @@ class EventKind(StrEnum):
 
 
 _ITEM_KINDS = {EventKind.VIEW, EventKind.ADD_TO_CART, EventKind.PURCHASE, EventKind.RETURN}
+_EMAIL_KINDS = {EventKind.EMAIL_OPEN, EventKind.EMAIL_CLICK}
 
 
 class Event(_Model):
@@ -314,11 +315,18 @@ class Event(_Model):
     text: Text | None = None
     timestamp: UTCDateTime
     order_id: Name | None = None
+    send_id: Name | None = Field(
+        None,
+        description="For an email_open or email_click: the send it belongs to, as Tailor's job result names"
+        " it (`send_id`) and the email's product links carry it (`tailor_send=`).",
+    )
 
     @model_validator(mode="after")
     def _item_events_name_an_item(self) -> Event:
         if self.kind in _ITEM_KINDS and not self.item_id:
             raise ValueError(f"a {self.kind.value} event needs an item_id")
+        if self.send_id is not None and self.kind not in _EMAIL_KINDS:
+            raise ValueError(f"a {self.kind.value} event has no send_id: only email_open and email_click do")
         if self.kind is EventKind.SUPPORT_TICKET and not (self.text or "").strip():
             raise ValueError("a support_ticket event needs text")
         return self

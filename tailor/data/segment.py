@@ -32,6 +32,7 @@ from pydantic import ValidationError
 
 from tailor.core.errors import ConflictError, RecordError
 from tailor.core.models import Customer, Event, EventKind
+from tailor.core.sends import send_of_link
 
 __all__ = ["CALL_TYPES", "TRACK_EVENTS", "SegmentResult", "from_segment", "is_segment"]
 
@@ -186,6 +187,18 @@ def _product_fields(where: str) -> dict[str, str]:
     return {"item_id": f"{where}.product_id", "quantity": f"{where}.quantity", "value": f"{where}.price"}
 
 
+def _send_id(props: Mapping[str, Any], at: _At) -> tuple[str | None, str]:
+    """The send an Email Opened or Email Link Clicked belongs to, and the field it came from:
+    ``properties.send_id``, else the ``tailor_send`` parameter of the clicked link (``properties.link_url``),
+    which Tailor's job results put on every product link."""
+    given = _text(props.get("send_id"), at, "properties.send_id")
+    if given:
+        return given, "properties.send_id"
+    link = _text(props.get("link_url"), at, "properties.link_url")
+    found = send_of_link(link) if link else None
+    return (found, "properties.link_url") if found else (None, "properties.send_id")
+
+
 def _track(call: Mapping[str, Any], kind: EventKind, user: str, at: _At, received: datetime) -> list[Event]:
     name = str(call["event"])
     props = _object(call, "properties", at)
@@ -213,7 +226,9 @@ def _track(call: Mapping[str, Any], kind: EventKind, user: str, at: _At, receive
         rows = [({**base, "text": text}, {"text": f"properties.{key}", "": "properties.text"})]
     else:
         item = _text(props.get("product_id"), at, "properties.product_id")
-        rows = [({**base, "item_id": item}, {"item_id": "properties.product_id"})]
+        send, where = _send_id(props, at)
+        fields = {"item_id": "properties.product_id", "send_id": where}
+        rows = [({**base, "item_id": item, "send_id": send}, fields)]
     message_id = _text(call.get("messageId"), at, "messageId") or ""
     events = []
     for n, (row, fields) in enumerate(rows):

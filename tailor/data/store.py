@@ -57,6 +57,8 @@ def event_id(event: Event) -> str:
             event.order_id,
         )
     )
+    # Only when there is one: every event stored before sends were named keeps its id.
+    raw += f"|send:{event.send_id}" if event.send_id is not None else ""
     return "ev_" + hashlib.blake2b(raw.encode(), digest_size=10).hexdigest()
 
 
@@ -76,7 +78,17 @@ def _count_change(db: Connection, kind: str, n: int) -> None:
 
 
 # What defines an event, in the order of its row after the id: two events under one id must agree on all.
-_EVENT_FIELDS = ("customer_id", "kind", "item_id", "quantity", "value", "text", "timestamp", "order_id")
+_EVENT_FIELDS = (
+    "customer_id",
+    "kind",
+    "item_id",
+    "quantity",
+    "value",
+    "text",
+    "timestamp",
+    "order_id",
+    "send_id",
+)
 _TS = 1 + _EVENT_FIELDS.index("timestamp")
 
 
@@ -209,11 +221,23 @@ def _event_row(e: Event) -> tuple[Any, ...]:
         e.text,
         e.timestamp.isoformat(),
         e.order_id,
+        e.send_id,
     )
 
 
 # A row's columns, by name: ``SELECT *`` would depend on the order a migration left them in.
-_EVENT_KEYS = ("id", "customer_id", "kind", "item_id", "quantity", "value", "text", "ts", "order_id")
+_EVENT_KEYS = (
+    "id",
+    "customer_id",
+    "kind",
+    "item_id",
+    "quantity",
+    "value",
+    "text",
+    "ts",
+    "order_id",
+    "send_id",
+)
 _EVENT_COLUMNS = ", ".join(_EVENT_KEYS)
 _EVENTS = sa.table("events", *(sa.column(k) for k in _EVENT_KEYS))
 # Every table of the store and its columns, in the order a copy writes them.
@@ -523,6 +547,20 @@ class Store:
             )
         return {int(h): int(n) for h, n in self._query(self._expanding(sql, params), params)}
 
+    def email_engagement(self, send_ids: Sequence[str]) -> dict[str, set[EventKind]]:
+        """For each of ``send_ids`` with any, the kinds of email event tied to it (``Event.send_id``: opened,
+        clicked), asked in IN batches of ``_IN_BATCH``, whatever the number of sends."""
+        out: dict[str, set[EventKind]] = {}
+        ids = list(dict.fromkeys(send_ids))
+        for start in range(0, len(ids), _IN_BATCH):
+            rows = self._query(
+                _in("SELECT send_id, kind FROM events WHERE send_id IN :ids GROUP BY send_id, kind"),
+                {"ids": ids[start : start + _IN_BATCH]},
+            )
+            for send_id, kind in rows:
+                out.setdefault(str(send_id), set()).add(EventKind(kind))
+        return out
+
     def get_events(self, ids: Sequence[str]) -> list[Event]:
         if not ids:
             return []
@@ -595,7 +633,7 @@ class Store:
 
     @staticmethod
     def _event(row: tuple[Any, ...]) -> Event:
-        eid, cid, kind, item, qty, value, text, ts, order = row
+        eid, cid, kind, item, qty, value, text, ts, order, send = row
         return Event.model_validate(
             {
                 "id": eid,
@@ -607,6 +645,7 @@ class Store:
                 "text": text,
                 "timestamp": datetime.fromisoformat(ts),
                 "order_id": order,
+                "send_id": send,
             },
             context=FROM_STORE,
         )
