@@ -934,7 +934,10 @@ class Ranker:
             "fit": self.fit_report,
         }
         # Written beside the targets and renamed over them, so a reader (or a crash) never sees half a file.
-        npz_tmp, json_tmp = base.with_suffix(".npz.tmp"), base.with_suffix(".json.tmp")
+        # Named per writer: two processes saving at once (replicas on one data dir) never write into, or
+        # remove, each other's half-written files; the last rename wins whole.
+        writer = f"{os.getpid()}-{threading.get_ident()}"
+        npz_tmp, json_tmp = base.with_suffix(f".npz.{writer}.tmp"), base.with_suffix(f".json.{writer}.tmp")
         try:
             with npz_tmp.open("wb") as fh:
                 np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]

@@ -1097,18 +1097,23 @@ def test_a_campaign_with_a_holdout_logs_its_decisions_and_measures_its_uplift(tm
         made = [r for r in rows if r["status"] == "done"]
         assert len(made) >= 2
         for r in made:
+            # An opaque token, one per send: the customer's id does not travel in the links.
             send = r["result"]["send_id"]
-            assert send == f"job:{job_id}:{r['customer_id']}"
+            assert send.startswith("s_") and len(send) == 26 and r["customer_id"] not in send
             links = [p["url"] for p in r["result"]["email"]["products"]]
-            assert links and all(send_of_link(u) == send for u in links)
+            assert links and all(send_of_link(u) == send and r["customer_id"] not in u for u in links)
+        assert len({r["result"]["send_id"] for r in made}) == len(made)
         # One opens hers (the CRM's own event, with the send), another clicks a link (Segment, the link's
-        # own send); a third opens an email that is not this campaign's.
+        # own send); she also opens an email that is not this campaign's, and the first one's (forwarded):
+        # neither counts.
         first, second = made[0], made[1]
         opened = [
             {"customer_id": first["customer_id"], "kind": "email_open", "send_id": first["result"]["send_id"],
              "timestamp": "2011-12-10T11:00:00+00:00"},
-            {"customer_id": second["customer_id"], "kind": "email_open", "send_id": "job:another:x",
+            {"customer_id": second["customer_id"], "kind": "email_open", "send_id": "s_another",
              "timestamp": "2011-12-10T11:00:00+00:00"},
+            {"customer_id": second["customer_id"], "kind": "email_open",
+             "send_id": first["result"]["send_id"], "timestamp": "2011-12-10T11:30:00+00:00"},
         ]  # fmt: skip
         assert client.post("/v1/events", headers=crm, json={"events": opened}).status_code == 200
         product = second["result"]["email"]["products"][0]

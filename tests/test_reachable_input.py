@@ -137,7 +137,8 @@ def test_rows_stored_before_the_rules_stay_readable_and_can_be_deleted(fresh_sto
     with closing(sqlite3.connect(fresh_store.path)) as raw, raw:
         raw.execute("INSERT INTO customers VALUES ('a b', ?, 'France')", (doc,))
         raw.execute(
-            "INSERT INTO events VALUES ('e1', 'a b', 'view', 'x/y', NULL, NULL, NULL,"
+            "INSERT INTO events (id, customer_id, kind, item_id, quantity, value, text, ts, order_id)"
+            " VALUES ('e1', 'a b', 'view', 'x/y', NULL, NULL, NULL,"
             " '1600-01-01T00:00:00+00:00', NULL)"
         )
     assert fresh_store.get_customer("a b").id == "a b"
@@ -239,7 +240,8 @@ def test_the_events_route_answers_409_for_another_customers_event_id(
     view = _event(id="v1", customer_id="100", item_id="I1")
     with closing(sqlite3.connect(store_path)) as raw, raw:
         raw.execute(
-            "INSERT INTO events VALUES ('v1', '100', 'view', 'I1', NULL, NULL, NULL,"
+            "INSERT INTO events (id, customer_id, kind, item_id, quantity, value, text, ts, order_id)"
+            " VALUES ('v1', '100', 'view', 'I1', NULL, NULL, NULL,"
             " '2011-12-09T10:00:00+00:00', NULL)"
         )
     r = http.post("/v1/events", headers=crm, json={"events": [{**view, "customer_id": "101"}]})

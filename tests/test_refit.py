@@ -315,6 +315,26 @@ def test_a_ranker_saved_by_another_process_is_loaded_at_the_next_look(
     fourth = other.recommender
     assert fourth is not third and victim not in fourth.ranker.customer_index
 
+    # Saved again within the file system's clock tick (the same modification times): the new files are
+    # new inodes, and are loaded.
+    times = {f: (f.stat().st_atime_ns, f.stat().st_mtime_ns) for f in (npz, meta)}
+    saved.serving = {"all": "trees", "new": "popularity"}
+    saved.save(tailor.model.path)
+    for f, (a, m) in times.items():
+        os.utime(f, ns=(a, m))
+    fifth = other.recommender
+    assert fifth is not fourth and fifth.ranker.serving == {"all": "trees", "new": "popularity"}
+
+    # A forget here when another process saved a newer ranker: the newer one is loaded and the customer
+    # purged from it, not the older one saved over it.
+    newer = Ranker.load(tailor.model.path)
+    newer.serving = {"all": "repeat", "new": "popularity"}
+    newer.save(tailor.model.path)
+    other.forget(ids[4])
+    on_disk = Ranker.load(tailor.model.path)
+    assert on_disk.serving == {"all": "repeat", "new": "popularity"} and ids[4] not in on_disk.customer_index
+    assert other.recommender.ranker.serving == on_disk.serving
+
     # One installed from elsewhere is what answers, whatever is saved.
     other.install(first)
     Ranker.load(tailor.model.path).save(tailor.model.path)

@@ -390,10 +390,12 @@ def test_email_events_keep_their_send_and_a_send_is_asked_for_its_opens_and_clic
     assert stored[event_id(opened)].send_id == "job:j1:c1" and stored[event_id(plain)].send_id is None
     assert stored[event_id(clicks[-1])].send_id == "job:j2099:c1"
     # More sends than one IN list holds: asked in batches.
-    seen = any_store.email_engagement([f"job:j{n}:c1" for n in range(0, 2_101)])
+    seen = any_store.email_engagement({f"job:j{n}:c1": "c1" for n in range(0, 2_101)})
     assert seen["job:j1:c1"] == {EventKind.EMAIL_OPEN, EventKind.EMAIL_CLICK}
     assert seen["job:j2099:c1"] == {EventKind.EMAIL_CLICK}
     assert "job:j0:c1" not in seen and "job:j2100:c1" not in seen and len(seen) == 2_099
+    # A send that went to someone else: her events do not count for it (a forwarded email).
+    assert any_store.email_engagement({"job:j1:c1": "c2"}) == {}
     # An event of another kind has no send, and the store is never asked to keep one.
     with pytest.raises(ValueError, match="a purchase event has no send_id"):
         Event(customer_id="c1", kind=EventKind.PURCHASE, item_id="A", timestamp=at, send_id="job:j1:c1")

@@ -10,8 +10,9 @@ The rules, as the report states them:
   difference is what the campaign, with its refusals, did.
 - Failed, cancelled and forgotten customers' items are left out, and counted.
 - Engagement, of the emails the campaign made: an email counts as opened (clicked) when an email_open
-  (email_click) event names its send (``Event.send_id``: the CRM's Email Opened and Email Link Clicked, or a
-  click on a product link, which carries ``tailor_send=``; ``tailor.core.sends``). Opens are a floor: a
+  (email_click) event of its customer names its send (``Event.send_id``, the send token: the CRM's Email
+  Opened and Email Link Clicked, or a click on a product link, which carries ``tailor_send=``;
+  ``tailor.core.sends``). A forwarded email opened by someone else does not count. Opens are a floor: a
   client that blocks images reports none, so a click without an open counts as a click only.
 """
 
@@ -22,7 +23,7 @@ from datetime import datetime, timedelta
 from evals.uplift import conversion_uplift, revenue_uplift
 from tailor.app.ops import Ops
 from tailor.core.models import EventKind, JsonObject
-from tailor.core.sends import job_send_id
+from tailor.core.sends import send_token
 from tailor.data.store import Store
 
 __all__ = ["campaign_uplift"]
@@ -34,7 +35,8 @@ def campaign_uplift(store: Store, ops: Ops, job_id: str, *, window_days: int, no
     left_out: dict[str, int] = {}
     open_windows = 0
     window = timedelta(days=window_days)
-    sends: list[str] = []
+    sends: dict[str, str] = {}  # each email's send token: its customer
+    secret = ops.secret("send")
     for item in ops.job_items(job_id):
         result = item.result or {}
         decided = result.get("decided_at") if isinstance(result, dict) else None
@@ -56,8 +58,7 @@ def campaign_uplift(store: Store, ops: Ops, job_id: str, *, window_days: int, no
         group = "holdout" if item.reason == "holdout" else "targeted"
         groups[group].append((bool(bought), revenue))
         if item.status == "done":
-            named = result.get("send_id") if isinstance(result, dict) else None
-            sends.append(str(named) if isinstance(named, str) else job_send_id(job_id, item.customer_id))
+            sends[send_token(secret, job_id, item.customer_id)] = item.customer_id
     targeted, holdout = groups["targeted"], groups["holdout"]
     conv = conversion_uplift(
         sum(b for b, _ in targeted), len(targeted), sum(b for b, _ in holdout), len(holdout)

@@ -42,7 +42,7 @@ from tailor.core.errors import BackendError, DataError, NotFoundError, TailorErr
 from tailor.core.logs import describe
 from tailor.core.models import MAX_ID_LENGTH, EventKind, JsonObject, TriggerKind, refuse_control
 from tailor.core.send_time import best_hour, hour_counts, next_send, occasions, segment_counts
-from tailor.core.sends import job_send_id, tag_email
+from tailor.core.sends import job_send_id, send_token, tag_email
 from tailor.core.settings import Settings
 
 __all__ = ["JobRunner", "TriggerSpec", "check_callback_url", "to_trigger"]
@@ -166,6 +166,7 @@ class JobRunner:
         self._thread: threading.Thread | None = None
         self._callbacks: threading.Thread | None = None
         self._specs: dict[str, JsonObject] = {}
+        self._send_secret = ops.secret("send")
         self._running: set[tuple[str, str]] = set()
         self._running_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
@@ -329,9 +330,9 @@ class JobRunner:
             if status == "done":
                 # Sent under this id (``record_contacts``), and every product link says so: what the customer
                 # does with the email comes back tied to it (``tailor.core.sends``).
-                send_id = job_send_id(item.job_id, item.customer_id)
-                result["send_id"] = send_id
-                result["email"] = tag_email(result["email"], send_id)
+                token = send_token(self._send_secret, item.job_id, item.customer_id)
+                result["send_id"] = token
+                result["email"] = tag_email(result["email"], token)
             decided_at = self.facade.now().isoformat()
             # When it was decided, on the service's clock: a purchase is attributed from then on.
             result["decided_at"] = decided_at

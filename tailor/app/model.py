@@ -52,6 +52,9 @@ _ROOT = Path(__file__).resolve().parents[2]
 Vectors = dict[str, npt.NDArray[np.float32]]
 # ``queued``: a fit was running, and another runs after it, so what changed during that fit is not missed.
 RefitStart = Literal["started", "queued"]
+# The saved ranker's files as ``RankerModel._saved_stamp`` tells them apart; ``_UNKNOWN`` matches no save.
+Stamp = tuple[int, int, int, int]
+_UNKNOWN: Stamp = (-1, -1, -1, -1)
 # What a fit did with its label windows (``Ranker.fit_report``): JSON, shown as it is.
 FitReport = dict[str, object]
 
@@ -200,35 +203,43 @@ class RankerModel:
         # Held by a swap, an ingest and a forget: none of them may see the recommender half replaced.
         self.lock = threading.RLock()
         self.loaded: HybridRecommender | None = None
-        # The saved files' stamp (``_saved_stamp``) when the loaded ranker was loaded or saved here; None for
-        # one installed from elsewhere, which is never replaced by what is on disk.
-        self._stamp: tuple[int, int] | None = None
+        # The saved files' stamp (``_saved_stamp``) when the loaded ranker was loaded or saved here
+        # (``_UNKNOWN`` when it could not be read then: the next look loads what is saved); one installed from
+        # elsewhere (``_installed``) is never replaced by what is on disk.
+        self._stamp: Stamp = _UNKNOWN
+        self._installed = False
         self._looked = time.monotonic()
 
     @property
     def path(self) -> Path:
         return self.settings.data_dir / "ranker"
 
-    def _saved_stamp(self) -> tuple[int, int] | None:
-        """The saved ranker's two files' modification times, or None while there is none or while a save is
-        half done: ``Ranker.save`` replaces the npz and then the json, so a json older than its npz is a
-        save under way."""
+    def _saved_stamp(self) -> Stamp | None:
+        """The saved ranker's two files' inodes and modification times, or None while there is none or while
+        a save is half done: ``Ranker.save`` writes each file new and renames it over the old (a new inode,
+        however coarse the file system's clock), the npz first, so a json older than its npz is a save under
+        way."""
         base = self.path
         try:
-            npz = base.with_suffix(".npz").stat().st_mtime_ns
-            meta = base.with_suffix(".json").stat().st_mtime_ns
+            npz, meta = base.with_suffix(".npz").stat(), base.with_suffix(".json").stat()
         except FileNotFoundError:
             return None
-        return (npz, meta) if meta >= npz else None
+        if meta.st_mtime_ns < npz.st_mtime_ns:
+            return None
+        return (npz.st_ino, npz.st_mtime_ns, meta.st_ino, meta.st_mtime_ns)
 
     def _replaced(self) -> bool:
         """Whether another process replaced the saved ranker since this one loaded or saved it; looked at
-        once every ``settings.ranker_reload_s`` at most (a stat of two files)."""
-        if self._stamp is None or time.monotonic() - self._looked < self.settings.ranker_reload_s:
+        once every ``settings.ranker_reload_s`` at most (the look is a stat of two files)."""
+        if self._installed or time.monotonic() - self._looked < self.settings.ranker_reload_s:
             return False
         self._looked = time.monotonic()
         saved = self._saved_stamp()
         return saved is not None and saved != self._stamp
+
+    def _own_save(self) -> None:
+        # What this process just saved is what it holds: nothing to load again.
+        self._stamp = self._saved_stamp() or _UNKNOWN
 
     def _reload(self) -> None:
         """Load the ranker another process saved (another replica's refit or forget on this data dir, or
@@ -244,25 +255,35 @@ class RankerModel:
         if stamp is None or stamp == self._stamp or self.loaded is None:
             return
         try:
-            recommender = HybridRecommender.build(
-                self.store,
-                self.settings,
-                embedder=self._embedder(),
-                ranker_path=self.path,
-                now=self._now(),
-                impressions=self.store.impressions,
-            )
+            recommender = self._build()
         except TailorError as exc:
             log.warning("the saved ranker was replaced but cannot be loaded yet: %s", exc)
             return
+        if self._saved_stamp() != stamp:
+            # Saved again while it was read: its npz and json may be of two saves. The next look loads it.
+            return
         with self.lock:
-            present = set(self.store.customer_ids())
-            # A customer forgotten here after that save: not brought back by the load.
-            for customer_id in [c for c in recommender.ranker.customer_ids if c not in present]:
-                recommender.forget(customer_id)
+            self._purge_gone(recommender)
             recommender.adopt_caches(self.loaded)
             self.loaded, self._stamp = recommender, stamp
         log.info("loaded the ranker saved by another process (fitted %s)", recommender.ranker.fitted_at)
+
+    def _build(self) -> HybridRecommender:
+        return HybridRecommender.build(
+            self.store,
+            self.settings,
+            embedder=self._embedder(),
+            ranker_path=self.path,
+            now=self._now(),
+            impressions=self.store.impressions,
+        )
+
+    def _purge_gone(self, recommender: HybridRecommender) -> None:
+        """A customer forgotten after the ranker was saved (here or by another replica) is not brought back
+        by loading it."""
+        present = set(self.store.customer_ids())
+        for customer_id in [c for c in recommender.ranker.customer_ids if c not in present]:
+            recommender.forget(customer_id)
 
     def close(self) -> None:
         self.refits.close()
@@ -348,7 +369,8 @@ class RankerModel:
                 recommender.adopt_caches(self.loaded)
                 recommender.recommend(ranker.customer_ids[0], 10, now=self._now())
             ranker.save(self.path)
-            self._stamp = self._saved_stamp()
+            self._own_save()
+            self._installed = False
             collab = ranker.collab_vectors()
             vector_store = self._vectors()
             known = vector_store.item_ids()
@@ -432,15 +454,12 @@ class RankerModel:
                         self._fit_and_swap()
                 else:
                     stamp = self._saved_stamp()
-                    self.loaded = HybridRecommender.build(
-                        self.store,
-                        self.settings,
-                        embedder=self._embedder(),
-                        ranker_path=self.path,
-                        now=self._now(),
-                        impressions=self.store.impressions,
-                    )
-                    self._stamp = stamp
+                    recommender = self._build()
+                    with self.lock:
+                        self._purge_gone(recommender)
+                        self.loaded = recommender
+                    # Unknown if it was saved again meanwhile: the next look loads the newer one.
+                    self._stamp = stamp if stamp is not None and self._saved_stamp() == stamp else _UNKNOWN
             assert self.loaded is not None  # set by the fit or the load above
             return self.loaded
 
@@ -448,14 +467,19 @@ class RankerModel:
         """Answer with a recommender built elsewhere (a test's, or one fitted on other terms); what is saved
         on disk never replaces it."""
         with self.refits.exclusive(), self.lock:
-            self.loaded, self._stamp = recommender, None
+            self.loaded, self._installed = recommender, True
 
     def observe(self, events: Iterable[Event]) -> int:
         """New events for the loaded recommender's per-customer state; none loaded, nothing to do."""
         return self.loaded.observe(events) if self.loaded is not None else 0
 
     def forget(self, customer_id: str) -> dict[str, int]:
-        """Purge the customer from the fitted ranker (in memory, if loaded) and from its saved files."""
+        """Purge the customer from the fitted ranker (in memory, if loaded) and from its saved files.
+
+        When another process saved a newer ranker, that one is loaded first and the customer purged from it:
+        saving the older one over it would undo that refit, and bring back whoever was forgotten there."""
+        if self.loaded is not None and not self._installed and self._saved_stamp() not in (None, self._stamp):
+            self._reload()
         saved = customer_id in Ranker.saved_customer_ids(self.path)
         if self.loaded is not None:
             counts: dict[str, int] = self.loaded.forget(customer_id)
@@ -468,8 +492,8 @@ class RankerModel:
         # Also when memory was purged already (an earlier forget failed before the write).
         if counts["ranker_rows"] or saved:
             ranker.save(self.path)
-            if self.loaded is not None and self.loaded.ranker is ranker and self._stamp is not None:
-                self._stamp = self._saved_stamp()  # its own save: nothing to load again
+            if self.loaded is not None and self.loaded.ranker is ranker:
+                self._own_save()
         return counts
 
     def forget_cached(self, customer_id: str) -> dict[str, int]:

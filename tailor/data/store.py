@@ -547,18 +547,23 @@ class Store:
             )
         return {int(h): int(n) for h, n in self._query(self._expanding(sql, params), params)}
 
-    def email_engagement(self, send_ids: Sequence[str]) -> dict[str, set[EventKind]]:
-        """For each of ``send_ids`` with any, the kinds of email event tied to it (``Event.send_id``: opened,
-        clicked), asked in IN batches of ``_IN_BATCH``, whatever the number of sends."""
+    def email_engagement(self, sends: Mapping[str, str]) -> dict[str, set[EventKind]]:
+        """For each send of ``sends`` (send id: the customer it went to) with any, the kinds of email event
+        its own customer's events tie to it (``Event.send_id``: opened, clicked); a forwarded email opened by
+        someone else is not hers. Asked in IN batches of ``_IN_BATCH``, whatever the number of sends."""
         out: dict[str, set[EventKind]] = {}
-        ids = list(dict.fromkeys(send_ids))
+        ids = list(sends)
         for start in range(0, len(ids), _IN_BATCH):
             rows = self._query(
-                _in("SELECT send_id, kind FROM events WHERE send_id IN :ids GROUP BY send_id, kind"),
+                _in(
+                    "SELECT send_id, customer_id, kind FROM events WHERE send_id IN :ids"
+                    " GROUP BY send_id, customer_id, kind"
+                ),
                 {"ids": ids[start : start + _IN_BATCH]},
             )
-            for send_id, kind in rows:
-                out.setdefault(str(send_id), set()).add(EventKind(kind))
+            for send_id, customer_id, kind in rows:
+                if sends.get(str(send_id)) == customer_id:
+                    out.setdefault(str(send_id), set()).add(EventKind(kind))
         return out
 
     def get_events(self, ids: Sequence[str]) -> list[Event]:
