@@ -226,18 +226,7 @@ def _event_row(e: Event) -> tuple[Any, ...]:
 
 
 # A row's columns, by name: ``SELECT *`` would depend on the order a migration left them in.
-_EVENT_KEYS = (
-    "id",
-    "customer_id",
-    "kind",
-    "item_id",
-    "quantity",
-    "value",
-    "text",
-    "ts",
-    "order_id",
-    "send_id",
-)
+_EVENT_KEYS = ("id", *("ts" if f == "timestamp" else f for f in _EVENT_FIELDS))
 _EVENT_COLUMNS = ", ".join(_EVENT_KEYS)
 _EVENTS = sa.table("events", *(sa.column(k) for k in _EVENT_KEYS))
 # Every table of the store and its columns, in the order a copy writes them.
