@@ -33,6 +33,7 @@ import itertools
 import json
 import os
 import threading
+import uuid
 import zipfile
 import zlib
 from collections.abc import Collection, Mapping, Sequence
@@ -933,9 +934,14 @@ class Ranker:
             "customer_ids": self.customer_ids,
             "fit": self.fit_report,
         }
-        # Written beside the targets and renamed over them, so a reader (or a crash) never sees half a file.
-        # Named per writer: two processes saving at once (replicas on one data dir) never write into, or
-        # remove, each other's half-written files; the last rename wins whole.
+        # One id in both files: two processes saving at once (replicas on one data dir) rename their files in
+        # turn, and may leave one's npz beside the other's json; ``load`` refuses such a pair by name rather
+        # than read one save's customers against the other's rows.
+        save_id = uuid.uuid4().hex
+        meta["save_id"] = save_id
+        arrays["save_id"] = np.frombuffer(save_id.encode("ascii"), dtype=np.uint8)
+        # Written beside the targets and renamed over them, so a reader (or a crash) never sees half a file;
+        # named per writer, so no writer writes into, or removes, another's.
         writer = f"{os.getpid()}-{threading.get_ident()}"
         npz_tmp, json_tmp = base.with_suffix(f".npz.{writer}.tmp"), base.with_suffix(f".json.{writer}.tmp")
         try:
@@ -976,6 +982,12 @@ class Ranker:
             raise DataError(
                 f"cannot load the ranker from {base}: {exc}", hint="fit and save it again"
             ) from exc
+        saved_as = bytes(arrays.pop("save_id", np.zeros(0, dtype=np.uint8))).decode("ascii", "replace")
+        if (saved_as or meta.get("save_id")) and saved_as != meta.get("save_id"):
+            raise DataError(
+                f"the ranker's files at {base} are of two saves (another process saved while this one did)",
+                hint="load it again in a moment, or refit",
+            )
         if meta.get("format") != _FORMAT or meta.get("features") != list(FEATURES):
             raise DataError(
                 f"the ranker at {base} was saved by another version (format {meta.get('format')}, this"

@@ -249,6 +249,30 @@ def test_a_ranker_saved_before_popular_candidates_serves_without_them(fitted: Ra
     assert not any("popular" in s.sources for s in loaded.score("c9", k=100))
 
 
+def test_files_of_two_saves_are_refused_and_files_from_before_save_ids_still_load(
+    fitted: Ranker, tmp_path: Path
+) -> None:
+    import shutil
+
+    # Two processes saved at once: one's npz beside the other's json.
+    fitted.save(tmp_path / "a")
+    fitted.save(tmp_path / "b")
+    shutil.copy(tmp_path / "a.npz", tmp_path / "mixed.npz")
+    shutil.copy(tmp_path / "b.json", tmp_path / "mixed.json")
+    with pytest.raises(DataError, match="are of two saves") as e:
+        Ranker.load(tmp_path / "mixed")
+    assert e.value.hint is not None
+    assert Ranker.load(tmp_path / "a").customer_ids == fitted.customer_ids
+    # Saved before the save id: neither file has one, and it loads as it always did.
+    meta = json.loads((tmp_path / "a.json").read_text())
+    del meta["save_id"]
+    (tmp_path / "old.json").write_text(json.dumps(meta))
+    with np.load(tmp_path / "a.npz", allow_pickle=False) as npz:
+        arrays = {k: v for k, v in npz.items() if k != "save_id"}
+    np.savez_compressed(tmp_path / "old.npz", **arrays)
+    assert Ranker.load(tmp_path / "old").rank(["c9"], k=5) == fitted.rank(["c9"], k=5)
+
+
 def test_an_old_or_corrupt_saved_ranker_is_a_clear_error(fitted: Ranker, tmp_path: Path) -> None:
     fitted.save(tmp_path / "old")
     meta = json.loads((tmp_path / "old.json").read_text())

@@ -335,6 +335,18 @@ def test_a_ranker_saved_by_another_process_is_loaded_at_the_next_look(
     assert on_disk.serving == {"all": "repeat", "new": "popularity"} and ids[4] not in on_disk.customer_index
     assert other.recommender.ranker.serving == on_disk.serving
 
+    # The same while a fit here holds the lock, so the newer save cannot be loaded now: the customer goes
+    # from the saved ranker and from memory apart, and the next look loads the saved one.
+    held = other.recommender
+    newer.serving = {"all": "trees", "new": "ease"}
+    newer.save(tailor.model.path)
+    with other.refits.exclusive():
+        other.forget(ids[5])
+    assert other.loaded is held and ids[5] not in held.ranker.customer_index
+    on_disk = Ranker.load(tailor.model.path)
+    assert on_disk.serving == {"all": "trees", "new": "ease"} and ids[5] not in on_disk.customer_index
+    assert other.recommender.ranker.serving == {"all": "trees", "new": "ease"}
+
     # One installed from elsewhere is what answers, whatever is saved.
     other.install(first)
     Ranker.load(tailor.model.path).save(tailor.model.path)

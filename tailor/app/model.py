@@ -369,8 +369,6 @@ class RankerModel:
                 recommender.adopt_caches(self.loaded)
                 recommender.recommend(ranker.customer_ids[0], 10, now=self._now())
             ranker.save(self.path)
-            self._own_save()
-            self._installed = False
             collab = ranker.collab_vectors()
             vector_store = self._vectors()
             known = vector_store.item_ids()
@@ -379,6 +377,9 @@ class RankerModel:
                 vector_store.ensure_collections(collab_dim=len(collab[ids[0]]))
                 vector_store.set_collab_vectors(ids, [collab[i] for i in ids])
             self.loaded = recommender
+            # Only once it is swapped in: had the swap failed, the next look would load what was saved.
+            self._own_save()
+            self._installed = False
             self.store.set_meta("ranker_fingerprint", fingerprint)
             self.store.set_meta(
                 _FITTED,
@@ -480,6 +481,15 @@ class RankerModel:
         saving the older one over it would undo that refit, and bring back whoever was forgotten there."""
         if self.loaded is not None and not self._installed and self._saved_stamp() not in (None, self._stamp):
             self._reload()
+            if self._saved_stamp() not in (None, self._stamp):
+                # Not loaded now (a fit here holds the lock, or it is being saved again): the customer goes
+                # from the saved ranker and from the one in memory apart; the next look loads the saved one.
+                apart: dict[str, int] = self.loaded.forget(customer_id)
+                if customer_id in Ranker.saved_customer_ids(self.path):
+                    on_disk = Ranker.load(self.path)
+                    on_disk.forget(customer_id)
+                    on_disk.save(self.path)
+                return apart
         saved = customer_id in Ranker.saved_customer_ids(self.path)
         if self.loaded is not None:
             counts: dict[str, int] = self.loaded.forget(customer_id)

@@ -25,7 +25,7 @@ __all__ = ["SEND_PARAM", "job_send_id", "send_of_link", "send_token", "tag_email
 SEND_PARAM = "tailor_send"
 # A link followed by one of these is part of a longer one (a path, a query, a fragment, a file name); a full
 # stop before a space, a bracket, a quote, a space or a tag ends it.
-_GOES_ON = r"(?![\w\-/%~+=&?#;]|\.\w)"
+_GOES_ON = r"(?![\w\-/%~+=&?#]|\.\w)"
 _PARAM = re.compile(rf"(?:^|&){SEND_PARAM}=[^&]*")
 
 
