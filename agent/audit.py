@@ -44,5 +44,8 @@ def write_fields(result: WriteResult | None, error: str | None) -> dict[str, Any
         "neutralized": list(result.neutralized) if result else [],
         # Parts the model gave no usable answer for, each filled by the template, with why.
         "unwritten": dict(result.fallback_parts) if result else {},
+        # Answers drawn per part (``llm_draws``), and the parts none of whose draws passed their rails.
+        "draws": dict(result.draws) if result else {},
+        "unscreened": list(result.unscreened) if result else [],
         "error": error,
     }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from agent.writers import CopyRequest, ProductFacts, Writer
+from agent.writers import EXAMPLE_NAMES, CopyRequest, EmailCopy, ProductFacts, Writer
 from guardrails import check_part, failed
 from guardrails.base import RailContext
 from prompts import render
@@ -107,31 +107,36 @@ def _model_sentence(
         ),
         parts=(f"reason:{item.id}",),
     )
-    try:
-        result = writer.write_email(request, brand)
-    except LLMError:
-        return None  # the template's sentence stands; an explanation never waits on a model
-    if f"reason:{item.id}" in result.fallback_parts:
-        return None
-    text = result.copy.reasons.get(item.id, "").strip()
-    if not text:
-        return None
     catalog = {item.id: item}
     for other in evidence.item_ids:
         try:
             catalog[other] = store.get_item(other)
         except NotFoundError:
             continue
-    context = RailContext(
-        customer=customer,
-        catalog=catalog,
-        brand=brand,
-        plan_item_ids=tuple(catalog),
-        purpose="explanation",
-        extra={"facts": evidence.summary, "instructions": result.brief, "example": result.example},
-        action="recommend",
-        product_evidence={item.id: (evidence,)},
-    )
-    if failed(check_part("explanation_sentence", text, context, part=f"reason:{item.id}")):
+
+    def context(brief: str) -> RailContext:
+        return RailContext(
+            customer=customer,
+            catalog=catalog,
+            brand=brand,
+            plan_item_ids=tuple(catalog),
+            purpose="explanation",
+            extra={"facts": evidence.summary, "instructions": brief, "example": EXAMPLE_NAMES},
+            action="recommend",
+            product_evidence={item.id: (evidence,)},
+        )
+
+    def passes(part: str, text: str, copy: EmailCopy, brief: str) -> bool:
+        return not failed(check_part("explanation_sentence", text, context(brief), part=part))
+
+    try:
+        # Drawn as an email's reason is (``llm_draws``), each draw held to the sentence's own rails.
+        result = writer.write_email(request, brand, passes)
+    except LLMError:
+        return None  # the template's sentence stands; an explanation never waits on a model
+    if f"reason:{item.id}" in result.fallback_parts:
+        return None
+    text = result.copy.reasons.get(item.id, "").strip()
+    if not text or not passes(f"reason:{item.id}", text, result.copy, result.brief):
         return None
     return ExplanationSentence(text=text, evidence=(evidence,), writer=writer.name)

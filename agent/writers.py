@@ -29,12 +29,14 @@ __all__ = [
     "EmailCopy",
     "OpenAIWriter",
     "ProductFacts",
+    "Screen",
     "ScriptedWriter",
     "TemplateWriter",
     "Writer",
     "hints_for",
     "make_writer",
     "parse_part",
+    "part_pattern",
     "part_schema",
 ]
 
@@ -114,12 +116,25 @@ class WriteResult:
     # The worked example's made-up names (customer, products): in the copy, they are the example's, not
     # this customer's.
     example: str = ""
+    # Answers drawn per part asked for (``llm_draws``), and the parts none of whose draws passed the screen.
+    draws: dict[str, int] = field(default_factory=dict)
+    unscreened: tuple[str, ...] = ()
+
+
+class Screen(Protocol):
+    """Whether a drawn part would pass its own rails. ``copy`` is the email's copy with ``text`` in place,
+    so a part can be held to the parts before it; ``brief`` is what the writer was told (an echo of it is
+    caught). A screen chooses among draws; it decides nothing: the whole email is checked after."""
+
+    def __call__(self, part: str, text: str, copy: EmailCopy, brief: str) -> bool: ...
 
 
 class Writer(Protocol):
     name: str
 
-    def write_email(self, request: CopyRequest, brand: BrandConfig) -> WriteResult: ...
+    def write_email(
+        self, request: CopyRequest, brand: BrandConfig, screen: Screen | None = None
+    ) -> WriteResult: ...
 
 
 class TemplateWriter:
@@ -127,7 +142,10 @@ class TemplateWriter:
 
     name = "template"
 
-    def write_email(self, request: CopyRequest, brand: BrandConfig) -> WriteResult:
+    def write_email(
+        self, request: CopyRequest, brand: BrandConfig, screen: Screen | None = None
+    ) -> WriteResult:
+        # One text per part, the same every time: there is nothing to draw, so nothing to screen.
         data = {"action": request.action, "first_name": request.first_name, "products": request.products}
         subject, s_ref = render("copy_subject.j2", **data)
         preheader, p_ref = render("copy_preheader.j2", **data)
@@ -185,21 +203,82 @@ def plain_why(evidence: Sequence[Evidence]) -> str:
 
 # One worked example per part, on a made-up customer and products, shown to the model as a turn of its
 # own before the real request. Short, so a small model copies the shape and not the words; the copy-quality
-# rail holds the real copy apart from it (five words running from the brief are an echo).
-_EXAMPLE_PRODUCTS = (
-    {
-        "title": "Enamel Camping Mug",
-        "category": "Kitchen",
-        "facts": "customers who bought Linen Tea Towel, as you did, often buy it too",
-    },
-)
-EXAMPLE_NAMES = " ".join(["Sam", _EXAMPLE_PRODUCTS[0]["title"], "Linen Tea Towel"])
-_EXAMPLES = {
-    "subject": "Sam, an enamel mug to go with your tea towel",
-    "preheader": "An enamel mug that goes with the Linen Tea Towel you chose.",
-    "intro": "Hello Sam, we found an enamel mug to sit beside the tea towel you chose last time.",
-    "reason": "Shoppers who chose the Linen Tea Towel, as you did, often add this mug too.",
+# rail holds the real copy apart from it (the example's made-up names in the copy are an echo). The example
+# is of the same occasion as the real email and, for a reason, of the same kind of evidence: a small model
+# copies the example's shape whatever its own facts say ("Shoppers who chose <this very product>, as you
+# did..." for a product the customer buys again), so the shape shown must be the one its facts fit.
+_EXAMPLE_TITLE, _EXAMPLE_OTHER = "Enamel Camping Mug", "Linen Tea Towel"
+EXAMPLE_NAMES = " ".join(["Sam", _EXAMPLE_TITLE, _EXAMPLE_OTHER])
+# Per evidence kind: the facts as ``plain_why`` says them, and the reason written from them.
+_EXAMPLE_REASONS = {
+    "repeat_purchase": (
+        "you have bought it 5 times, last on 2010-03-14",
+        "You have bought this mug 5 times, so we have one ready for your next order.",
+    ),
+    "similar_customers": (
+        f"customers who bought {_EXAMPLE_OTHER}, as you did, often buy it too",
+        f"Shoppers who chose the {_EXAMPLE_OTHER}, as you did, often add this mug too.",
+    ),
+    "text_similarity": (
+        f"it is like {_EXAMPLE_OTHER}",
+        f"It goes with the {_EXAMPLE_OTHER} you already have.",
+    ),
+    "popular": (
+        "popular with our customers",
+        "Many of our customers choose this mug, so we picked it for you.",
+    ),
+    "cart": ("it is still in your basket", "It is still in your basket, kept for you until you are ready."),
 }
+_EXAMPLE_REASONS["trending"] = _EXAMPLE_REASONS["popular"]
+_EXAMPLE_REASONS["recent_view"] = (
+    "viewed recently",
+    "You looked at this mug on your last visit, so we kept it in mind for you.",
+)
+_EXAMPLE_REASONS["category_affinity"] = (
+    "you often shop for kitchen things",
+    "You often shop for kitchen things, and this mug fits right in.",
+)
+# Per occasion: the subject, preview line and opening written for the example's customer.
+_EXAMPLE_COPY = {
+    "recommend": (
+        "Sam, an enamel mug to go with your tea towel",
+        f"An enamel mug that goes with the {_EXAMPLE_OTHER} you chose.",
+        "Hello Sam, we found an enamel mug to sit beside the tea towel you chose last time.",
+    ),
+    "replenishment": (
+        "Sam, time to stock up on your camping mug",
+        "The enamel mug you order again and again, ready for your next order.",
+        "Hello Sam, we thought your enamel mugs might be running low.",
+    ),
+    "abandoned_cart": (
+        "Sam, your enamel mug is still in your basket",
+        "The enamel mug you left behind is kept for you.",
+        "Hello Sam, we kept the enamel mug you left in your basket.",
+    ),
+    "win_back": (
+        "Sam, a few things picked for your return",
+        "An enamel mug and a few more, picked from your past orders.",
+        "Hello Sam, we have missed you and picked a few things you may like.",
+    ),
+}
+_PART_INDEX = {"subject": 0, "preheader": 1, "intro": 2}
+
+
+def worked_example(part: str, action: str, evidence_kind: str = "") -> tuple[dict[str, str], str]:
+    """The example's product (title, category, facts) and the answer written for it, for a part of an
+    email of ``action``; for a reason, of a product whose first evidence is of ``evidence_kind``."""
+    occasion = action if action in _EXAMPLE_COPY else "recommend"
+    if part == "reason":
+        # No evidence, or a kind without an example of its own: the plainest shape, what many choose.
+        kind = evidence_kind if evidence_kind in _EXAMPLE_REASONS else "popular"
+    else:
+        kind = {"replenishment": "repeat_purchase", "abandoned_cart": "cart"}.get(
+            occasion, "similar_customers"
+        )
+    facts, reason = _EXAMPLE_REASONS[kind]
+    product = {"title": _EXAMPLE_TITLE, "category": "Kitchen", "facts": facts}
+    return product, reason if part == "reason" else _EXAMPLE_COPY[occasion][_PART_INDEX[part]]
+
 
 # What to do differently, per rule a part failed: the writer's own words, never the finding's message.
 _HINTS = {
@@ -219,6 +298,8 @@ _HINTS = {
     "unfinished": "Write one short, complete sentence.",
     "puffery": "Say one true thing about it instead of praising it.",
     "unknown_product": "Mention only the products given.",
+    "garbled": "Write plain words only: no runs of dashes, no slashes, no symbols.",
+    "wrong_count": "Give the number of times exactly as the facts say it, or none.",
 }
 _RAIL_HINTS = {
     "grounding": "State only the facts given: no numbers, prices, dates or products of your own.",
@@ -343,14 +424,16 @@ class OpenAIWriter:
             max_exclamation_marks=brand.max_exclamation_marks,
             hints=request.hints.get(part, ()),
         )
+        first_kind = chosen[0].evidence[0].kind if kind == "reason" and chosen and chosen[0].evidence else ""
+        example_product, example_answer = worked_example(kind, request.action, first_kind)
         example, _ = render(
             "copy_part.llm.j2",
             first_name="Sam",
-            occasion=_OCCASIONS["recommend"],
-            products=_EXAMPLE_PRODUCTS,
-            ask=_ask(kind, brand, "Sam", _EXAMPLE_PRODUCTS[0]["title"]),
+            occasion=_OCCASIONS.get(request.action, _OCCASIONS["recommend"]),
+            products=[example_product],
+            ask=_ask(kind, brand, "Sam", example_product["title"]),
         )
-        answer = json.dumps({"text": _EXAMPLES[kind]})
+        answer = json.dumps({"text": example_answer})
         user, u_ref = render(
             "copy_part.llm.j2",
             first_name=data("customer", "first_name", request.first_name),
@@ -364,10 +447,12 @@ class OpenAIWriter:
             {"role": "assistant", "content": answer},
             {"role": "user", "content": user},
         ]
-        # The brief is the rules the model was given, not the data (the occasion, the why may be quoted) and
-        # not the example's answer: a sentence as plain as "we have picked a few things for you" is fine
-        # copy however it came. The example's made-up names, in the copy, are caught apart (``example``).
-        brief = system
+        # The brief is the rules the model was given and what it was asked for, not the data (the occasion,
+        # the why may be quoted) and not the example's answer: a sentence as plain as "we have picked a few
+        # things for you" is fine copy however it came. The example's made-up names, in the copy, are caught
+        # apart (``example``).
+        # The ask stands with "…" for the name and the title: theirs to use, not words of the brief.
+        brief = system + "\n" + _ask(kind, brand, "…", "…")
         return messages, (s_ref, u_ref), tuple(changed), brief
 
     def _max_chars(self, kind: str, brand: BrandConfig) -> int:
@@ -377,17 +462,25 @@ class OpenAIWriter:
             "intro": min(brand.intro_max_chars, 200),
         }.get(kind, min(brand.reason_max_chars, 220))
 
-    def _ask_model(self, messages: list[dict[str, str]], most: int) -> tuple[str, int, int, int]:
+    def _ask_model(
+        self, messages: list[dict[str, str]], most: int, pattern: str | None = None, draw: int = 0
+    ) -> tuple[str, int, int, int]:
         extra: dict[str, Any] = {}
         if self.settings.llm_json_schema:
             # A small model rarely writes the right JSON unaided; llama.cpp constrains it with this schema.
-            extra["response_format"] = {"type": "json_object", "schema": part_schema(most)}
+            extra["response_format"] = {"type": "json_object", "schema": part_schema(most, pattern)}
+        temperature = self.settings.llm_temperature
+        if draw:
+            # A later draw must be able to differ from the first: warmer, and seeded by its number so a
+            # run draws the same answers again.
+            temperature = self.settings.llm_draw_temperature
+            extra["seed"] = draw
         client, timeout = self._client_within_budget()
         try:
             response = client.chat.completions.create(
                 model=self.model,
                 messages=messages,  # type: ignore[arg-type]
-                temperature=self.settings.llm_temperature,
+                temperature=temperature,
                 max_tokens=min(self.settings.llm_max_tokens, most // 2 + 24),
                 **extra,
             )
@@ -407,14 +500,25 @@ class OpenAIWriter:
         total = int(getattr(usage, "total_tokens", None) or 0) or n_prompt + n_completion
         return content, total, n_prompt, n_completion
 
-    def write_email(self, request: CopyRequest, brand: BrandConfig) -> WriteResult:
+    def write_email(
+        self, request: CopyRequest, brand: BrandConfig, screen: Screen | None = None
+    ) -> WriteResult:
+        """Each part asked for on its own. With a ``screen`` and ``llm_draws`` > 1, up to that many answers
+        are drawn for a part and the first the screen passes is kept; none passing, the first usable one
+        is, and the rails after the writer decide (the part is named in ``unscreened``)."""
         base = request.previous or self._template.write_email(request, brand).copy
         written: dict[str, str] = {}
         failed: dict[str, str] = {}
         refs: dict[PromptRef, None] = {}
         changed: dict[str, None] = {}
         briefs: dict[str, None] = {}
+        draws: dict[str, int] = {}
+        unscreened: list[str] = []
         tokens = n_prompt = n_completion = 0
+        # One draw has nothing to choose between: the rails after the writer judge it, unscreened.
+        if self.settings.llm_draws < 2:
+            screen = None
+        most_draws = self.settings.llm_draws if screen is not None else 1
         for part in request.wanted:
             kind = "reason" if part.startswith("reason:") else part
             messages, part_refs, part_changed, brief = self._messages(part, request, brand)
@@ -422,12 +526,35 @@ class OpenAIWriter:
             changed.update(dict.fromkeys(part_changed))
             briefs[brief] = None
             most = self._max_chars(kind, brand)
-            content, t, p, c = self._ask_model(messages, most)
-            tokens, n_prompt, n_completion = tokens + t, n_prompt + p, n_completion + c
-            try:
-                written[part] = parse_part(content, most)
-            except LLMOutputError as exc:
-                failed[part] = str(exc)
+            pattern = part_pattern(kind, request.first_name, most) if self.settings.llm_json_schema else None
+            first: str | None = None
+            error = ""
+            for draw in range(most_draws):
+                try:
+                    content, t, p, c = self._ask_model(messages, most, pattern, draw)
+                except LLMError:
+                    if first is None:
+                        raise
+                    break  # a usable draw is in hand: a later one that times out costs only itself
+                tokens, n_prompt, n_completion = tokens + t, n_prompt + p, n_completion + c
+                draws[part] = draw + 1
+                try:
+                    text = parse_part(content, most)
+                except LLMOutputError as exc:
+                    error = error or str(exc)
+                    continue
+                first = first if first is not None else text
+                candidate = base.with_parts({**written, part: text})
+                if screen is None or _passes(screen, part, text, candidate, brief):
+                    written[part] = text
+                    break
+            if part not in written:
+                if first is None:
+                    failed[part] = error
+                else:
+                    written[part] = first
+                    if screen is not None:
+                        unscreened.append(part)
         if failed and not written and request.parts is None:
             raise LLMOutputError("; ".join(f"{k}: {v}" for k, v in list(failed.items())[:3]))
         template = self._template.write_email(request, brand).copy if failed else base
@@ -443,16 +570,61 @@ class OpenAIWriter:
             fallback_parts=failed,
             brief="\n".join(briefs),
             example=EXAMPLE_NAMES,
+            draws=draws,
+            unscreened=tuple(unscreened),
         )
 
 
-def part_schema(most: int) -> dict[str, Any]:
-    """The JSON schema of one part's answer: ``{"text": "..."}``, no longer than the part may be."""
-    return {
-        "type": "object",
-        "properties": {"text": {"type": "string", "minLength": 1, "maxLength": most}},
-        "required": ["text"],
-    }
+def _passes(screen: Screen, part: str, text: str, copy: EmailCopy, brief: str) -> bool:
+    """The screen's answer; a screen that fails (a store it reads is down) passes nothing. It only chooses
+    among draws: the email's own check decides, and fails closed, after it."""
+    try:
+        return screen(part, text, copy, brief)
+    except Exception:  # a chooser that fails chooses nothing; the email is not lost
+        return False
+
+
+def part_schema(most: int, pattern: str | None = None) -> dict[str, Any]:
+    """The JSON schema of one part's answer: ``{"text": "..."}``, no longer than the part may be, and of
+    the shape ``pattern`` holds it to (``part_pattern``) when there is one."""
+    text: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": most}
+    if pattern is not None:
+        text["pattern"] = pattern
+    return {"type": "object", "properties": {"text": text}, "required": ["text"]}
+
+
+# What no part may hold, whoever reads it: brackets and braces (a blank: "[Product]", "{first_name}"),
+# parentheses (the data as given: "Mug (Kitchen)"), markup, quotes, a line break. Backslash and the double
+# quote would also have to be escaped in JSON.
+_NOT_COPY = r"\[\]{}()<>#*_|\\\"\n"
+# A name the pattern may spell out as it is: letters, with a hyphen, an apostrophe or a space inside.
+_PLAIN_NAME = re.compile(r"[A-Za-z]+(?:['\- ][A-Za-z]+)*")
+
+
+def part_pattern(kind: str, first_name: str, most: int) -> str:
+    """The shape a part's text must have, as a regular expression a grammar can hold a model to (llama.cpp
+    turns it into one): one sentence ending in a full stop (a subject without one), with no blank, markup
+    or line break; no number
+    outside a reason (prices, dates and codes are never the model's to write); the subject opens with the
+    customer's first name and the intro greets them and speaks as the shop ("Hello Ana, we ..."), the two
+    ways the small models went wrong most (a name of the example's, "I hope you are well"). The length is
+    counted in the pattern, as a grammar built from one ignores ``maxLength``."""
+    name = first_name.strip() if _PLAIN_NAME.fullmatch(first_name.strip()) else ""
+    digits = "" if kind == "reason" else "0-9"
+    if kind == "subject":
+        head = f"{name}, " if name and most - len(name) - 3 >= 16 else ""
+        body = f"[^{_NOT_COPY}{digits}.!?]"
+        room = most - len(head) - 1
+        return f"^{head}[a-zA-Z]{body}{{8,{max(room, 8)}}}$"
+    if kind == "intro":
+        # Counted on the longer greeting as written, and the closing full stop; a name too long to leave
+        # room for a sentence is not spelled out.
+        room = most - len(f"Hello {name}, we ") - 1
+        if not name or room < 24:
+            return f"^[A-Z][^{_NOT_COPY}{digits}.!?]{{12,{max(most - 2, 12)}}}[.]$"
+        return f"^(Hello|Hi) {name}, we [^{_NOT_COPY}{digits}.!?]{{12,{room}}}[.]$"
+    room = most - 2
+    return f"^[A-Z][^{_NOT_COPY}{digits}.!?]{{12,{max(room, 12)}}}[.]$"
 
 
 def parse_part(content: str, most: int) -> str:
@@ -482,7 +654,9 @@ class ScriptedWriter:
     name: str = "scripted"
     calls: list[CopyRequest] = field(default_factory=list)
 
-    def write_email(self, request: CopyRequest, brand: BrandConfig) -> WriteResult:
+    def write_email(
+        self, request: CopyRequest, brand: BrandConfig, screen: Screen | None = None
+    ) -> WriteResult:
         self.calls.append(request)
         if not self.script:
             raise AssertionError(f"ScriptedWriter ran out of script after {len(self.calls) - 1} calls")

@@ -156,7 +156,9 @@ def gate_failures(out: EmailOutcome, deps: AgentDeps) -> list[str]:
     return bad
 
 
-def llm_run(deps: AgentDeps, ids: list[str], emails: int, model: str, samples: Path | None) -> None:
+def llm_run(
+    deps: AgentDeps, ids: list[str], emails: int, model: str, samples: Path | None, draws: int = 1
+) -> None:
     from tests.llm_server import llm_server
 
     with llm_server(model=model) as server:
@@ -169,6 +171,7 @@ def llm_run(deps: AgentDeps, ids: list[str], emails: int, model: str, samples: P
                 "llm_max_retries": 0,
                 "llm_max_tokens": 200,
                 "llm_json_schema": True,
+                "llm_draws": draws,
             }
         )
         deps.writer = OpenAIWriter(settings)
@@ -179,8 +182,15 @@ def llm_run(deps: AgentDeps, ids: list[str], emails: int, model: str, samples: P
         minutes = (time.perf_counter() - start) / 60
     sent = [o for o in outcomes if o.email is not None]
     whole = sum(1 for o in sent if o.email is not None and o.email.writer == "openai")
+    asked = sum(
+        sum(r.get("draws", {}).values())
+        for o in outcomes
+        for r in o.audit
+        if r["node"] in ("generate", "revise")
+    )
     print(
-        f"llama.cpp {server.model}, {emails} emails: {emails / minutes:5.1f} emails/minute, {len(sent)} sent"
+        f"llama.cpp {server.model}, {emails} emails, {draws} draw(s) a part: {emails / minutes:5.1f}"
+        f" emails/minute, {len(sent)} sent, {asked / max(emails, 1):.1f} model answers an email"
     )
     if sent:
         print(f"  fully model-written: {whole}/{len(sent)} sent emails ({whole / len(sent):.0%})")
@@ -284,6 +294,12 @@ def main() -> None:
     parser.add_argument(
         "--offset", type=int, default=0, help="start the --llm emails at this consenting customer"
     )
+    parser.add_argument(
+        "--draws",
+        type=int,
+        default=1,
+        help="answers drawn per part at each try, the first its rails pass kept (TAILOR_LLM_DRAWS)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -303,7 +319,7 @@ def main() -> None:
                 ids[args.offset :] + ids[: args.offset]
             )  # a later run's customers, not the first ones again
             for model in args.model.split(","):
-                llm_run(deps, later, args.llm, model.strip(), args.samples)
+                llm_run(deps, later, args.llm, model.strip(), args.samples, args.draws)
 
 
 if __name__ == "__main__":

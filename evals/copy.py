@@ -5,8 +5,9 @@ Two parts, one report:
 
 - **The labelled set** (``evals/data/copy_parts.jsonl``): email parts written by hand in the voice of two
   retailers, good and bad (placeholders, echoes, names only, vague subjects, no reasons, not a sentence,
-  third person, repeats), and parts written by the local models, each labelled by a person. The rail's
-  precision and recall on the bad parts, its false-positive rate on the good ones, and each kind's recall.
+  third person, repeats), and parts written by the local models (before any rail, and drawn until the rails
+  passed one), each labelled by a person. The rail's precision and recall on the bad parts, its
+  false-positive rate on the good ones, and each kind's recall.
 - **Writers on real customers** (``deps``): the share of parts accepted, the share of emails fully written
   by the writer (no part fell back), emails per minute, and the emails themselves side by side with the
   template writer's for the same customers, for a person to judge. The template writer always runs; a
@@ -44,6 +45,10 @@ HELDOUT = DATA / "copy_parts_heldout.jsonl"
 # Parts the two local models wrote for demo customers (before any rail), each labelled by a person as a
 # marketer would judge it; the brief and the worked example they were shown are in each sample's context.
 MODEL_PARTS = DATA / "copy_parts_models.jsonl"
+# Every answer the two local models drew with the grammar, the per-occasion examples and ``llm_draws`` 3
+# (demo customers the rules were not built on), each labelled by a person after the rail's last change:
+# the figures a retailer gets from drawing until the rails pass, where what they miss is chosen for.
+DRAWN_PARTS = DATA / "copy_parts_drawn.jsonl"
 MODEL_EMAILS = DATA / "model_emails.jsonl"
 BRANDS: Mapping[str, Path] = {
     "hearth": DEFAULT_BRAND,
@@ -114,6 +119,7 @@ class CopyQualityEval:
         labelled: Path = LABELLED,
         heldout: Path | None = HELDOUT,
         model_parts: Path | None = MODEL_PARTS,
+        drawn_parts: Path | None = DRAWN_PARTS,
         model_emails: Path = MODEL_EMAILS,
         similarity: Any = None,
     ) -> None:
@@ -123,6 +129,7 @@ class CopyQualityEval:
         self.labelled = labelled
         self.heldout = heldout
         self.model_parts = model_parts
+        self.drawn_parts = drawn_parts
         self.model_emails = model_emails
         self.similarity = similarity
         self._brands = {k: load_brand(p) for k, p in BRANDS.items()}
@@ -270,7 +277,11 @@ class CopyQualityEval:
     def run(self) -> dict[str, float]:
         self._missed, self._false_alarms, self._emails, self._rail_ms = [], [], [], []
         out = self._labelled(self.labelled, "labelled")
-        for path, key in ((self.heldout, "heldout"), (self.model_parts, "models")):
+        for path, key in (
+            (self.heldout, "heldout"),
+            (self.model_parts, "models"),
+            (self.drawn_parts, "drawn"),
+        ):
             if path is not None and path.exists():
                 out.update(self._labelled(path, key))
         return {**out, **self._writers()}

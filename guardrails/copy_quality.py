@@ -12,7 +12,11 @@ preheader, intro, one reason per product) to what a marketer would sign, and nam
 - ``no_reason``: a reason that gives no reason tied to the product's evidence;
 - ``not_a_sentence``: an intro that is not a sentence to the customer;
 - ``third_person``: a part that speaks of the customer instead of to them ("They might be running low");
-- ``repeated``: a part that says again what another part of the same email says.
+- ``repeated``: a part that says again what another part of the same email says;
+- ``wrong_count``: a reason whose count of purchases is not its product's ("bought this bag 15 times" of one
+  bought 7 times);
+- ``garbled``: text no person types: a run of dashes or marks ("bought ------"), words strung with slashes
+  ("red/black/white/green"), a symbol, fraction or ligature ("⅕ cake tins", "ﬂat"), outside a product's name.
 
 A support agent's talking point (``part="support_point"``) is read in its own register: an agent may say "I
 am sorry" and speak as "I". It is held to being a sentence an agent can say (``not_a_sentence``: not a
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import re
 import time
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 
@@ -92,7 +97,7 @@ _ECHO = re.compile(
     r"|marketing emails?|write only|free text|fix them|one sentence on why|do not (?:write|use)"
     r"|under \d+ characters|capital[- ]letter|product descriptions?"
     r"|the (?:facts|evidence|category) (?:is|are|says?)"
-    r"|(?:this|the) reason (?:for|is|why)|no catalog|worked example|example (?:email|answer)"
+    r"|(?:this|the) reason (?:for|is|why)|no catalog|worked example|example (?:email|answer)|why line"
     r"|^\s*(?:sure|certainly|of course|okay|ok|as requested|as asked)\b[^.\n]{0,40}[:!]"
     r"|here(?:'s| is) (?:a|an|the|your) (?:subject|preheader|preview|intro|opening|reason|sentence|line)\b"
     r"|\bone sentence\b|subject line|\bpreheader\b|\bgoes here\b|\b[a-z]+_[a-z_]+\b"
@@ -295,6 +300,9 @@ _CITED = re.compile(
 )
 
 
+_VAGUE_CITED = _bag("set pack one bag box two three four five six several both all these those them it")
+
+
 def _cites_itself(text: str, evidence: Sequence[Evidence], context: RailContext, item_id: str) -> bool:
     """A reason that gives as what the customer bought ("shoppers who chose X, as you did…") the product
     itself, or something its evidence does not name: the customer did not buy it, or the evidence says
@@ -309,8 +317,8 @@ def _cites_itself(text: str, evidence: Sequence[Evidence], context: RailContext,
         cited = {_stem(w) for w in _content(_words(what))}
         if not cited or any(what in summary for summary in summaries):
             continue  # it names what the evidence names
-        if not cited - _GENERIC - {"set", "pack", "one", "bag", "box"}:
-            return True  # "shoppers who bought the set, as you did": which set?
+        if not cited - _GENERIC - _VAGUE_CITED:
+            return True  # "shoppers who bought the set, as you did", "these three items": which?
         # "Shoppers who chose <this very product>, as you did, often buy it too" says nothing.
         if len(cited & own) * 2 >= len(cited) and len(cited & named) < len(cited & own):
             return True
@@ -403,6 +411,46 @@ def _support_point(text: str, context: RailContext) -> list[Finding]:
     return [Finding(f.rule, f.message, f.start, f.end, f.severity, "support_point") for f in found]
 
 
+# Marks in a row (spaces between them or not): "------", "- - - -", "...?!". Within a product's name they
+# are its name's; in the copy they are a model that lost its way.
+_MARK_RUN = re.compile(r"(?:[-–—‐‑‒―_~=*/\\|.,;:!?]\s*){3,}")
+# Anchored at a word's start: unanchored, a search retries every position of a long word (quadratic).
+_SLASHED = re.compile(r"(?<!\w)[^\W\d_]+(?:\s*/\s*[^\W\d_]+){2,}")
+# What copy may hold beyond letters, digits and spaces: the punctuation a sentence uses, and currency.
+_PLAIN_MARKS = frozenset("'’‘\"“”.…,;:!?-‐‑‒–—―&%()/£€$+•°")
+
+
+def _quoted_names(context: RailContext) -> tuple[str, ...]:
+    """The plan's product names and those its evidence quotes ("also bought Amber Glass/Shell Necklace"):
+    a name is written as the catalog spells it, slashes and all."""
+    quoted = [
+        piece.strip()
+        for ev in context.product_evidence.values()
+        for e in ev
+        for piece in re.split(r",\s*|:\s*|\balso bought\s+|\bsimilar to\s+", e.summary)
+        if len(piece.strip()) >= 4
+    ]
+    return tuple(sorted({*_titles(context), *quoted}, key=len, reverse=True))
+
+
+def _garbled(text: str, context: RailContext) -> str:
+    """What in the text no person would type, outside product names, or ``""``."""
+    text = unicodedata.normalize("NFC", text)
+    pattern = _title_pattern(_quoted_names(context))
+    # Each product name stands as one plain word: a list of names ("A, B, C") is no run of commas.
+    rest = pattern.sub("name", text) if pattern is not None else text
+    for m in (_MARK_RUN.search(rest), _SLASHED.search(rest)):
+        if m is not None and not re.fullmatch(r"[.…]{3}\s*[?!]?\s*", m.group()):
+            return m.group().strip()
+    for ch in rest:
+        if ch.isspace() or ch in _PLAIN_MARKS:
+            continue
+        # A symbol, a fraction, a ligature or a full-width letter: NFKC folds the last three to plain text.
+        if not ch.isalnum() or unicodedata.normalize("NFKC", ch) != ch:
+            return ch
+    return ""
+
+
 def check(text: str, context: RailContext, *, part: str | None = None) -> Verdict:
     start = time.perf_counter()
     if part == "support_point":
@@ -425,6 +473,10 @@ def check(text: str, context: RailContext, *, part: str | None = None) -> Verdic
         f for f in _echo_spans(text, context, part) if f.start < 0 or not _inside(f.start, f.end, names)
     )
     findings.extend(_voice(text, context, kind))
+    if stripped and kind in _PARTS:
+        odd = _garbled(text, context)
+        if odd:
+            findings.append(Finding("garbled", f"holds what no person would type: {odd!r}"))
     if not stripped:
         findings.append(Finding("empty", f"the {kind} is empty"))
     elif kind in ("subject", "preheader", "intro", "reason"):
@@ -461,12 +513,22 @@ def check(text: str, context: RailContext, *, part: str | None = None) -> Verdic
                 findings.append(
                     Finding("no_reason", "the reason gives no reason tied to the product's evidence")
                 )
-            elif _cites_itself(text, evidence, context, item_id):
-                findings.append(
-                    Finding(
-                        "no_reason", "the reason cites as bought what its evidence does not say was bought"
+            else:
+                count = _wrong_count(text, evidence)
+                if count:
+                    findings.append(Finding("wrong_count", f"says {count} times; its facts do not"))
+                misnamed = _misnamed(text, context, item_id)
+                if misnamed:
+                    findings.append(
+                        Finding("unknown_product", f"calls the product what it is not: {misnamed!r}")
                     )
-                )
+                if not (count or misnamed) and _cites_itself(text, evidence, context, item_id):
+                    findings.append(
+                        Finding(
+                            "no_reason",
+                            "the reason cites as bought what its evidence does not say was bought",
+                        )
+                    )
     if stripped and kind in _PARTS and _third_person(text, context):
         findings.append(Finding("third_person", f"the {kind} speaks of the customer, not to them"))
     if stripped and kind in ("subject", "preheader", "intro"):
@@ -594,7 +656,7 @@ def _names_something(text: str, context: RailContext) -> bool:
 
 # A letter from the shop is written as "we"; a model often writes as "I" and tells a story of its own.
 _FIRST_PERSON = re.compile(
-    r"\b(?:I|I'm|I've|I'll|I'd|I’m|I’ve|I’ll|I’d)\b|\b(?:my|me|myself)\b", re.IGNORECASE
+    r"\b(?:I|I'm|I've|I'll|I'd|I’m|I’ve|I’ll|I’d)\b|\b(?:my|me|mine|myself)\b", re.IGNORECASE
 )
 # History the evidence cannot hold: years, always, a life.
 _INVENTED = re.compile(
@@ -603,7 +665,7 @@ _INVENTED = re.compile(
     r"|been with you for|you(?:'ve| have) been wearing"
     r"|since (?:the day|we opened|the (?:very )?(?:start|beginning))"
     r"|(?:as you did |you did |bought (?:it )?)?(?:last (?:month|week|night)|yesterday|this morning)"
-    r"|as you (?:mentioned|said|told us|asked|requested|wished)"
+    r"|as you (?:mentioned|said|told us|asked|requested|wished)|you (?:mentioned|told us)|the other day"
     r"|your new (?:life|home|house|flat|job|baby|partner))\b",
     re.IGNORECASE,
 )
@@ -656,13 +718,21 @@ _NOT_NAMES = _bag(
 )
 
 
+# Where what is offered ends: a clause, a pronoun, a verb ("a bag everyone is talking about").
+_OFFER_ENDS = (
+    "to|for|that|which|who|with|from|you|in|on|as|and|or|so|our|your|their|his|her|its|everyone|everybody"
+    "|people|is|are|was|were|be|been|keep|keeps|again|before|now|today|this|these|those|we|they|it"
+)
 _OFFERED = re.compile(
-    r"\b(?:found|picked|chosen|chose|brought|got|have|saved)\s+(?:you\s+)?(?:a|an|the|some)\s+"
-    r"(?P<what>[a-z][\w'-]*(?:\s+[a-z][\w'-]*){0,3})",
+    r"\b(?:(?:found|picked|chosen|chose|brought|got|have|saved)\s+(?:you\s+)?(?:a|an|the|some)"
+    r"|(?:stock up on|know about|restock|reorder)\s+(?:your|our|the|a|an|some))\s+"
+    r"(?:(?:new|few|little|lovely|small|big|large)\s+)?(?:(?:set|pack|box|bag|pair|collection)\s+of\s+)?"
+    r"(?P<what>[a-z][\w'-]*(?:\s+(?!(?:" + _OFFER_ENDS + r")\b)[a-z][\w'-]*){0,4})",
     re.IGNORECASE,
 )
 _GENERIC = _bag(
     "few couple things thing ideas idea selection something pick picks favourite favourites items item range "
+    "essentials everyday basics "
     "reminder look little lot new more treat gift gifts one ones way while piece pieces christmas winter "
     "summer spring autumn season seasonal holiday holidays"
 )
@@ -673,14 +743,82 @@ def _generic_stems() -> frozenset[str]:
     return frozenset(_stem(w) for w in _GENERIC)
 
 
+# "You have bought this <X> 5 times": what a reason calls its product, up to the count, a time or the
+# clause's end ("this twice", "these in the last four weeks" name nothing).
+_AFTER_NAME = (
+    "to|for|that|which|with|from|you|in|on|at|by|as|and|or|so|but|because|when|again|before|times?|twice|once"
+    "|back|last|most|already|recently|here|now|often|every|each|ago|since|during|over|all|it|is|are|was|were"
+    "|this|these|one|ones|too|also|as well"
+)
+_THIS_ONE = re.compile(
+    r"\b(?:bought|ordered|chose|chosen|picked|love|like)\s+(?:this|these)\s+"
+    r"(?P<what>(?!(?:%s)\b)[a-z][\w'-]*(?:\s+(?!(?:%s)\b)[a-z][\w'-]*){0,4})" % ((_AFTER_NAME,) * 2),
+    re.IGNORECASE,
+)
+
+
+# Words that may stand between "this" and what it names, or for it, without naming anything else.
+_NOT_A_NAME = _bag(
+    "many much same exact very quite handy little lovely year after design style look colour color pattern "
+    "print shape size kind sort type version choice pick favourite favorite one ones item items product "
+    "products piece pieces set pack up out off down away around"
+)
+
+
+def _misnamed(text: str, context: RailContext, item_id: str) -> str:
+    """What a reason calls its product when that is not the product ("you have bought this ketchup" of a
+    paper chain kit), or ``""``. The word that names (the last of the phrase) must be of the product's own
+    name or category, or of its evidence, or plain ("one", "design"); an adverb names nothing."""
+    item = context.catalog.get(item_id)
+    if item is None:
+        return ""
+    said = " ".join(
+        [item.title, item.category, *(e.summary for e in context.product_evidence.get(item_id, ()))]
+    )
+    own = {_stem(w) for w in _words(said)}
+    plain = _generic_stems() | {_stem(w) for w in _NOT_A_NAME | _VAGUE_CITED}
+    for m in _THIS_ONE.finditer(text):
+        words = [w for w in _words(m.group("what")) if not w.isdigit() and not w.endswith("ly")]
+        if not words:
+            continue
+        head = words[-1]
+        forms = {
+            _stem(head),
+            _stem(head[:-2]) if head.endswith("es") else "",
+            _stem(head[:-3] + "f") if head.endswith("ves") else "",
+        } - {""}
+        if not forms & (own | plain):
+            return m.group("what")
+    return ""
+
+
+# "7 times": a count of purchases ("at once", "think twice" are not one).
+_TIMES = re.compile(r"\b(\d+)\s*times?\b", re.IGNORECASE)
+
+
+def _wrong_count(text: str, evidence: Sequence[Evidence]) -> str:
+    """A count of purchases the reason gives ("bought this bag 15 times") that its product's evidence does
+    not ("bought 7 times"), or ``""``. Only counts said as times: a date or a pack size is no count."""
+
+    def counts(said: str) -> list[str]:
+        return [m.group(1) for m in _TIMES.finditer(said)]
+
+    known = {n for e in evidence for n in counts(e.summary)}
+    wrong = [n for n in counts(text) if n not in known]
+    return wrong[0] if wrong else ""
+
+
 def _unknown_product(text: str, context: RailContext) -> str:
     """What the text says the shop found for the customer when that is none of the email's products (a
-    model inventing "an Easter egg" for a customer sent a cakestand), or ``""``."""
+    model inventing "an Easter egg" for a customer sent a cakestand, "a set of baby bedding" for one sent
+    napkins), or ``""``. A thing described mostly in words none of the products' names or categories use is
+    not one of them, whichever of its words ("set", "silver") it shares."""
     known = {_stem(w) for w in _interest_words(context)}
     for m in _OFFERED.finditer(text):
         words = [_stem(w) for w in _content(_words(m.group("what")))]
         concrete = [w for w in words if w not in _GENERIC and _stem(w) not in _generic_stems() and len(w) > 2]
-        if concrete and not set(concrete) & known:
+        unknown = [w for w in concrete if w not in known]
+        if concrete and len(unknown) * 2 > len(concrete):
             return m.group("what")
     return ""
 
@@ -708,7 +846,12 @@ def _unfinished(text: str, kind: str) -> bool:
     """A part cut off by a length limit: a sentence part that does not end a sentence, or any part that
     ends on a joining word or a dash."""
     stripped = text.rstrip()
-    if re.search(r"(?:[-–—,;:]|\b(?:and|or|to|the|a|an|of|with|for|your|but))$", stripped, re.IGNORECASE):
+    if re.search(
+        r"(?:[-–—,;:]|\w['’]s|\b(?:and|or|to|the|a|an|of|with|for|your|but|as|at|by|into|than|which"
+        r"|our|their))$",
+        stripped,
+        re.IGNORECASE,
+    ):
         return True
     if kind in ("preheader", "intro", "reason") and not _SENTENCE_END.search(stripped):
         return True

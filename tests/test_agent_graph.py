@@ -583,3 +583,25 @@ def test_model_sentences_that_pass_alone_but_not_together_give_way_to_the_templa
         assert out == template and out.text.count("!") <= deps.brand.max_exclamation_marks
     else:
         assert out.text.count("!") <= deps.brand.max_exclamation_marks
+
+
+def test_a_part_is_drawn_again_until_its_rails_pass_and_only_then_revised(
+    deps: AgentDeps, sendable: list[str]
+) -> None:
+    """With ``llm_draws`` 2, a subject that the rails would stop (a blank) is drawn once more in the same
+    try, and the second draw, which passes, is what goes out: no revision, the model's own subject, and
+    the audit counts the draws. A part whose draws all fail goes to the revise loop as before."""
+    cid = _first_sent(deps, sendable)
+    good, _ = _template_copy(deps, cid)
+    replies = copy_replies(good)
+    with scripted_endpoint() as ep:
+        ep.script.append(chat(json.dumps({"text": "{first_name}, picked for you"})))
+        ep.script.extend(replies)
+        deps.writer = OpenAIWriter(_llm_settings(ep.url, "fallback").model_copy(update={"llm_draws": 2}))
+        out = run_email_sync(deps, cid)
+        assert ep.overruns == 0 and not ep.script
+    assert out.email is not None and out.email.writer == "openai" and out.email.subject == good.subject
+    assert [a["node"] for a in out.audit if a["node"] in ("revise", "fallback")] == []
+    generate = next(a for a in out.audit if a["node"] == "generate")
+    assert generate["draws"]["subject"] == 2 and generate["draws"]["preheader"] == 1
+    assert generate["unscreened"] == [] and ep.requests[1].get("seed") == 1

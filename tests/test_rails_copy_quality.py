@@ -247,6 +247,11 @@ def test_the_template_writers_copy_always_passes_it_is_the_fallback(retailer: Re
                 ("similar_customers", f"often bought by customers who also bought {base[0][0].title}"),
                 ("similar_customers", f"often bought by customers who also bought {base[0][0].title}"),
                 ("text_similarity", f"similar to {base[0][0].title} you bought"),
+                # A name the catalog spells with slashes, quoted from the evidence: no garbled run.
+                (
+                    "similar_customers",
+                    "often bought by customers who also bought Amber Glass/Shell/Pearl Necklace",
+                ),
                 ("trending", "bought by 37 customers in the last 4 weeks"),
                 ("popular", "popular with the store's customers: 640 have bought it"),
                 ("popular", "popular with the store's customers: 640 have bought it"),
@@ -490,3 +495,97 @@ def test_a_talking_point_that_repeats_the_question_is_an_echo(retailer: Retailer
     ctx = context(retailer, question=question)
     said = "She wants to know why her parcel from the winter sale has still not arrived."
     assert "echo" in rules(said, ctx, "support_point")
+
+
+# What Gemma 3 270M wrote when its parts were drawn again until the rails passed one (``llm_draws``): what
+# slipped through before these rules was text no person types, and things the email does not hold.
+@pytest.mark.parametrize(
+    ("part", "text", "rule"),
+    [
+        (
+            "preheader",
+            "A set of bags, for the occasion you may be running low on, bought ----------.",
+            "garbled",
+        ),
+        ("preheader", "A bag you bought - - - - - - - a set of them.", "garbled"),
+        ("preheader", "A red/black/white/green/blue/yellow bag for you.", "garbled"),
+        ("subject", "Hannah, a set of ⅕ bags and ⅒ jars for your kitchen", "garbled"),
+        ("subject", "Hannah, a ﬂat-bottomed bag to go with your others", "garbled"),
+        ("intro", "Hello Hannah, we found a set of ©fancy bags for you.", "garbled"),
+        ("intro", "Hello Hannah, we found a set of icky baby bedding.", "unknown_product"),
+        (
+            "intro",
+            "Hello Hannah, we found you a new set of kitchen spices and jam making containers.",
+            "unknown_product",
+        ),
+        (
+            "intro",
+            "Hello Hannah, we found a green antique lamp stand to go with your order.",
+            "unknown_product",
+        ),
+        (
+            "reason",
+            "Shoppers who bought these three items, as you did, often add it to their cart.",
+            "no_reason",
+        ),
+        ("reason", "You have bought this bag 3 times, from its Why line.", "echo"),
+        ("reason", "You have bought this ketchup 7 times, so we have one ready for you.", "unknown_product"),
+        ("reason", "You have bought this, and it's a favorite of mine.", "first_person"),
+        ("preheader", "The bag you mentioned, a great choice for your home.", "invented_history"),
+        ("subject", "Hannah, time to stock up on your cooking knife", "unknown_product"),
+        ("subject", "Hannah, a new collection of bags with a pink trim, as", "unfinished"),
+        ("subject", "Hannah, when you're making your way home to a family's", "unfinished"),
+    ],
+)
+def test_what_a_model_drawn_until_the_rails_passed_wrote_is_stopped(
+    retailer: Retailer, part: str, text: str, rule: str
+) -> None:
+    name = f"reason:{ids(retailer)[1]}" if part == "reason" else part
+    assert rule in rules(text, context(retailer), name)
+
+
+def test_a_reason_gives_its_own_products_count_or_none(retailer: Retailer) -> None:
+    """The product bought 3 (or 5) times, as its evidence says, is not bought 15 times; "at once", "twice
+    as much" and a pack's size are no count; a product whose evidence holds no count may be given none."""
+    ctx, own, other = context(retailer), f"reason:{ids(retailer)[0]}", f"reason:{ids(retailer)[1]}"
+    assert "wrong_count" in rules("You have bought this 15 times, so here it is again.", ctx, own)
+    times = CATALOGS[retailer.key][0][1][0].summary.split()[1]  # "bought 3 times, ..."
+    assert "wrong_count" not in rules(f"You have bought this {times} times, so here it is again.", ctx, own)
+    assert "wrong_count" not in rules("You have bought it before, so here are three at once.", ctx, own)
+    assert "wrong_count" not in rules("No need to think twice: it holds twice as much.", ctx, own)
+    assert "wrong_count" in rules(
+        "Shoppers who bought it 9 times, as you did, often buy this too.", ctx, other
+    )
+
+
+def test_product_names_and_plain_punctuation_are_not_garbled(retailer: Retailer) -> None:
+    """A product's own name may hold slashes, dashes and symbols ("Set/6 Plates", "T-Light"); the copy
+    may hold the punctuation a sentence uses, an ellipsis and a date."""
+    odd = Item(
+        id="odd", title="Set/3 Pink/White/Red Cups – Ⅱ", category="Cups", price=1.0, url="https://shop.test/p"
+    )
+    rows = CATALOGS[retailer.key]
+    ctx = RailContext(
+        customer=CUSTOMER,
+        catalog={odd.id: odd, **{item.id: item for item, _ in rows}},
+        brand=retailer.brand,
+        plan_item_ids=(odd.id, *(item.id for item, _ in rows)),
+        action="recommend",
+        product_evidence={odd.id: rows[0][1], **{item.id: evidence for item, evidence in rows}},
+    )
+    assert "garbled" not in rules("Hannah, the Set/3 Pink/White/Red Cups – Ⅱ are back", ctx, "subject")
+    own = f"reason:{ids(retailer)[0]}"
+    title = titles(retailer)[0]
+    # What a reason calls its product may be its name, a word of it, or nothing at all.
+    for text in (
+        f"You have bought this {title} 3 times.",
+        "You have bought this twice, so here it is again.",
+    ):
+        assert "unknown_product" not in rules(text, ctx, own), text
+    listed = ", ".join(titles(retailer))
+    for text in (
+        f"Customers who bought {listed}, as you did, often buy it too!",
+        "You have bought it 3 times, last on 2011-11-02… and here it is again.",
+        "Hello Hannah, we picked a few things: the ones you buy again & again (and one more).",
+    ):
+        assert "garbled" not in rules(text, ctx, "intro" if text.startswith("Hello") else f"reason:{odd.id}")

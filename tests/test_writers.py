@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
@@ -23,6 +24,7 @@ from agent.writers import (
     TemplateWriter,
     Writer,
     hints_for,
+    part_pattern,
 )
 from retrieval.recommender import HybridRecommender
 from tailor.core.brand import BrandConfig
@@ -350,3 +352,94 @@ def test_openai_writer_records_what_it_defused_in_the_catalog_data(
     assert result.neutralized == ("85123A:title:override",)
     assert write_fields(result, None)["neutralized"] == ["85123A:title:override"]
     assert _writer(url).write_email(REQUEST, retailer.brand).neutralized == ()
+
+
+def test_openai_writer_keeps_the_first_draw_its_screen_passes(brand: BrandConfig) -> None:
+    """With a screen and ``llm_draws``, a part is drawn again until its screen passes it; every draw after
+    the first is warmer and seeded by its number (a run draws the same again). A part none of whose draws
+    passes keeps its first usable one, named in ``unscreened`` for the rails after it to decide."""
+    answers = [
+        *["Ada, a bad one", "Ada, a bad two", "Ada, a good pick"],  # subject: the third passes
+        "A good line for you.",  # preheader: the first passes
+        *["Hello Ada, bad a.", "Hello Ada, bad b.", "Hello Ada, bad c."],  # intro: none passes
+        *["no JSON at all", "A good reason to buy it again."],  # reason: an unusable answer, then one
+    ]
+    screened: list[tuple[str, str]] = []
+
+    def screen(part: str, text: str, copy: EmailCopy, brief: str) -> bool:
+        assert copy.part(part) == text and "Never write prices" in brief
+        screened.append((part, text))
+        return "good" in text
+
+    with scripted_endpoint() as ep:
+        ep.script.extend(chat(a if a.startswith("no JSON") else json.dumps({"text": a})) for a in answers)
+        result = _writer(ep.url, llm_draws=3).write_email(REQUEST, brand, screen)
+        assert not ep.script and ep.overruns == 0
+    assert result.copy.subject == "Ada, a good pick" and result.copy.preheader == "A good line for you."
+    assert result.copy.intro == "Hello Ada, bad a." and result.unscreened == ("intro",)
+    assert result.copy.reasons == {"85123A": "A good reason to buy it again."} and not result.fallback_parts
+    assert result.draws == {"subject": 3, "preheader": 1, "intro": 3, "reason:85123A": 2}
+    assert len(screened) == 8  # every usable draw, none of the unusable one
+    assert [r.get("seed") for r in ep.requests[:4]] == [None, 1, 2, None]
+    assert [r["temperature"] for r in ep.requests[:4]] == [0.2, 0.8, 0.8, 0.2]
+    assert write_fields(result, None)["draws"]["intro"] == 3
+
+
+def test_openai_writer_draws_once_without_a_screen(
+    endpoint: tuple[str, list[Reply]], brand: BrandConfig
+) -> None:
+    """Draws are chosen among by a screen; with none there is nothing to choose by, so one answer a part
+    (the endpoint's script holds four: a fifth request would overrun it and fail the test)."""
+    url, script = endpoint
+    script.extend(copy_replies(GOOD))
+    result = _writer(url, llm_draws=5).write_email(REQUEST, brand)
+    assert result.copy == GOOD and set(result.draws.values()) == {1} and result.unscreened == ()
+
+
+GOOD_PARTS = {
+    "subject": "Ada, a heart holder to light up the evenings again",
+    "preheader": "The heart holder you keep coming back to, ready when you are.",
+    "intro": "Hello Ada, we thought you might be running low on a few favourites.",
+    "reason": "You have bought it 4 times, last on 2011-11-02, so here it is again.",
+}
+BAD_PARTS = [
+    ("subject", "Sam, an enamel mug to go with your tea towel"),  # the example's name
+    ("subject", "Ada, [Product] for you"),
+    ("subject", "Ada, 20 off today"),
+    ("subject", "Products"),
+    ("preheader", "Your Name"),
+    ("preheader", "A line that never ends"),
+    ("preheader", "Two sentences here. And here."),
+    ("intro", "Hello Ada, I hope you are well and happy."),
+    ("intro", "Dear {first_name}, we picked these for you."),
+    ("intro", "Hello Ada, we have <b>news</b> for you today."),
+    ("reason", 'It is "the best" you can buy.'),
+    ("reason", "Bought before.\nBuy again."),
+]
+
+
+def test_part_pattern_holds_each_part_to_one_plain_sentence_in_the_shops_voice() -> None:
+    for kind, text in GOOD_PARTS.items():
+        assert re.fullmatch(part_pattern(kind, "Ada", 150)[1:-1], text), (kind, text)
+    for kind, text in BAD_PARTS:
+        assert not re.fullmatch(part_pattern(kind, "Ada", 150)[1:-1], text), (kind, text)
+    # The length is in the pattern (a grammar made from it ignores maxLength), the whole part counted.
+    assert not re.fullmatch(part_pattern("reason", "Ada", 40)[1:-1], GOOD_PARTS["reason"])
+    # A name the pattern cannot spell out plainly is not spelled: the rest of the shape holds.
+    odd = part_pattern("intro", "Zoë (Jo)", 150)
+    assert "Zoë" not in odd and re.fullmatch(odd[1:-1], "Welcome back, we kept a few things for you.")
+
+
+@pytest.mark.slow
+@pytest.mark.llm
+def test_llama_server_holds_each_part_to_its_pattern(llama: Settings, brand: BrandConfig) -> None:
+    """The pattern is a grammar on the real server, not a wish: whatever SmolLM2 would write, each answer
+    is one sentence of the part's shape."""
+    writer = OpenAIWriter(llama)
+    for part in ("subject", "preheader", "intro", "reason:85123A"):
+        kind = part.split(":")[0]
+        most = writer._max_chars(kind, brand)
+        pattern = part_pattern(kind, REQUEST.first_name, most)
+        content, *_ = writer._ask_model(writer.messages(part, REQUEST, brand), most, pattern)
+        text = json.loads(content)["text"]
+        assert re.fullmatch(pattern[1:-1], text), (part, text)

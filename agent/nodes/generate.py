@@ -1,14 +1,19 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from langgraph.runtime import Runtime
 
 from agent.audit import record, write_fields
+from agent.compose import other_customers, rail_context
 from agent.context import AgentDeps
 from agent.state import EmailState, Plan
-from agent.writers import CopyRequest, ProductFacts, Writer, WriteResult
+from agent.writers import EXAMPLE_NAMES, CopyRequest, EmailCopy, ProductFacts, Screen, Writer, WriteResult
+from guardrails import failed
+from guardrails.runner import check_part, part_kind
 from tailor.core.errors import LLMError, LLMOutputError
 
 
@@ -40,7 +45,40 @@ def copy_request(
     )
 
 
-def write(writer: Writer, request: CopyRequest, deps: AgentDeps) -> tuple[WriteResult | None, str | None]:
+def part_screen(state: EmailState, plan: Plan, deps: AgentDeps, findings: Sequence[str] = ()) -> Screen:
+    """A drawn part held to its own row of rails (``guardrails.runner.RAILS_BY_PART``), in the context the
+    check node builds, with the parts before it as the copy stands: what lets a writer keep the first of its
+    draws that would pass, instead of the first it drew. What only the assembled body shows (the subject
+    held to the body) is checked after, by the check node."""
+    customer = state.customer
+    assert customer is not None
+
+    def screen(part: str, text: str, copy: EmailCopy, brief: str) -> bool:
+        others = other_customers(deps.store, customer, [text], deps.catalog, state.events)
+        context = rail_context(
+            customer,
+            plan,
+            deps.catalog,
+            deps.brand,
+            state.events,
+            deps.now,
+            others=others,
+            instructions=brief,
+            example=EXAMPLE_NAMES,
+            findings=findings,
+            similarity=deps.similarity,
+        )
+        parts = {"subject": copy.subject, "preheader": copy.preheader, "intro": copy.intro}
+        parts.update({f"reason:{k}": v for k, v in copy.reasons.items()})
+        context = replace(context, extra={**context.extra, **{f"part:{k}": v for k, v in parts.items()}})
+        return not failed(check_part(part_kind(part), text, context, part=part))
+
+    return screen
+
+
+def write(
+    writer: Writer, request: CopyRequest, deps: AgentDeps, screen: Screen | None = None
+) -> tuple[WriteResult | None, str | None]:
     """The writer's copy, or why there is none.
 
     An unreachable, failing or silent endpoint (the client has already retried, boundedly) is raised when
@@ -48,7 +86,7 @@ def write(writer: Writer, request: CopyRequest, deps: AgentDeps) -> tuple[WriteR
     answer that is unusable (``LLMOutputError``) means the model is up: that always falls back.
     """
     try:
-        return writer.write_email(request, deps.brand), None
+        return writer.write_email(request, deps.brand, screen), None
     except LLMOutputError as exc:
         return None, str(exc)
     except LLMError as exc:
@@ -62,7 +100,8 @@ async def generate(state: EmailState, runtime: Runtime[AgentDeps]) -> dict[str, 
     start = time.perf_counter()
     deps = runtime.context
     assert state.plan is not None
-    result, error = write(deps.writer, copy_request(state, state.plan, deps), deps)
+    screen = part_screen(state, state.plan, deps)
+    result, error = write(deps.writer, copy_request(state, state.plan, deps), deps, screen)
     return {
         "copy": result.copy if result else None,
         "writer_error": error,

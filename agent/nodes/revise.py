@@ -7,10 +7,10 @@ from langgraph.runtime import Runtime
 
 from agent.audit import record, write_fields
 from agent.context import AgentDeps
-from agent.nodes.generate import copy_request, write
+from agent.nodes.generate import copy_request, part_screen, write
 from agent.state import EmailState
 from agent.writers import hints_for
-from guardrails import Verdict
+from guardrails import Verdict, failed
 
 _BODIES = ("body_text", "body_html")
 
@@ -58,7 +58,9 @@ async def revise(state: EmailState, runtime: Runtime[AgentDeps]) -> dict[str, An
     failing = failing_parts(state.verdicts, model_parts)
     hints = {p: hints_for(rules) for p, rules in failing.items()}
     request = copy_request(state, state.plan, deps, parts=tuple(failing), hints=hints)
-    result, error = write(deps.writer, request, deps)
+    # The findings the draft was held to: written back into a new draw, they are an echo.
+    screen = part_screen(state, state.plan, deps, [f.message for f in failed(state.verdicts)])
+    result, error = write(deps.writer, request, deps, screen)
     copy = state.copy
     if result is not None:
         # Whatever the writer answered, only the parts asked for are taken from it.

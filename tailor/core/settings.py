@@ -42,6 +42,16 @@ class Settings(BaseSettings):
     llm_json_schema: bool = Field(
         False, description="Send the reply's JSON schema as response_format (llama.cpp makes it a grammar)."
     )
+    llm_draws: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="Answers drawn for each part of an email at each try; the first that the part's own"
+        " rails pass is kept (1: one answer, as asked).",
+    )
+    llm_draw_temperature: float = Field(
+        0.8, ge=0, le=2, description="The sampling temperature of every draw after a part's first."
+    )
     llm_unavailable: Literal["fallback", "defer"] = Field(
         "fallback", description="When the model endpoint is down: use the template writer, or defer the job."
     )
