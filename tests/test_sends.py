@@ -10,6 +10,7 @@ from markupsafe import escape
 from tailor.app.service import Tailor
 from tailor.core.sends import SEND_PARAM, job_send_id, send_of_link, send_token, tag_email, tag_link
 from tailor.core.settings import Settings
+from tests.retailers import Retailer
 from tests.server import seed_store
 
 NOW = "2011-12-10T10:00:00+00:00"
@@ -50,10 +51,14 @@ def test_only_whole_links_are_tagged_in_the_bodies() -> None:
     assert email["products"][0]["url"] == a, "the email given is not changed"
 
 
-def test_the_real_services_email_has_every_product_link_tagged_in_both_bodies(tmp_path: Path) -> None:
+def test_the_real_services_email_has_every_product_link_tagged_in_both_bodies(
+    tmp_path: Path, retailer: Retailer
+) -> None:
+    """Under each retailer's configuration: its own domain, its own currency, its own email templates."""
     data_dir = tmp_path / "data"
-    ids = seed_store(data_dir, n_customers=12)
-    with Tailor.open(Settings(data_dir=data_dir, now=NOW)) as tailor:
+    ids = seed_store(data_dir, n_customers=12, domain=retailer.domain, currency=retailer.brand.currency)
+    settings = Settings(data_dir=data_dir, now=NOW, brand_config=retailer.path)
+    with Tailor.open(settings) as tailor:
         tailor.index()
         made = [o.email for o in (tailor.email(c) for c in ids) if o.email is not None]
     assert made, "the seeded store gets emails"
@@ -62,7 +67,9 @@ def test_the_real_services_email_has_every_product_link_tagged_in_both_bodies(tm
         token = send_token(b"secret", "j", email.customer_id)
         out = tag_email(body, token)
         for before, after in zip(body["products"], out["products"], strict=True):
-            assert send_of_link(after["url"]) == token
+            assert send_of_link(after["url"]) == token and after["url"].startswith(
+                f"https://{retailer.domain}/"
+            )
             # Wherever the email showed the link, it shows the tagged one, as many times.
             n_text, n_html = body["body_text"].count(before["url"]), body["body_html"].count(before["url"])
             assert n_text + n_html >= 1

@@ -8,7 +8,8 @@ the store since. One fit runs at a time (``Refits``), and a server's refit runs 
 
 A ranker saved by another process on the same data dir (another replica's refit or forget, or `tailor refit`
 run beside a server) is loaded at the next look (``TAILOR_RANKER_RELOAD_S``, 30 s by default), not at a
-restart: the saved files' modification times tell it, and a save half done is not read.
+restart: the saved files' inodes and modification times tell it (a save replaces both files, under one save
+id that a load checks), and a save half done is not read.
 """
 
 from __future__ import annotations
