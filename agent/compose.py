@@ -13,7 +13,7 @@ from tailor.core.brand import BrandConfig
 from tailor.core.models import Customer, Email, EmailProduct, Event, Item
 from tailor.data.store import Store
 
-__all__ = ["assemble", "email_parts", "other_customers", "overall_writer", "rail_context"]
+__all__ = ["assemble", "copy_parts", "email_parts", "other_customers", "overall_writer", "rail_context"]
 
 _MAX_CANDIDATES = 64
 
@@ -91,9 +91,15 @@ def overall_writer(part_writers: Mapping[str, str]) -> str:
     return "+".join([*(w for w in writers if w != TEMPLATE), TEMPLATE])
 
 
-def email_parts(copy: EmailCopy, email: Email) -> dict[str, str]:
+def copy_parts(copy: EmailCopy) -> dict[str, str]:
+    """The free-text parts by name, in reading order: subject, preheader, intro, ``reason:ITEM``."""
     parts = {"subject": copy.subject, "preheader": copy.preheader, "intro": copy.intro}
     parts.update({f"reason:{k}": v for k, v in copy.reasons.items()})
+    return parts
+
+
+def email_parts(copy: EmailCopy, email: Email) -> dict[str, str]:
+    parts = copy_parts(copy)
     parts["body_text"] = email.body_text
     parts["body_html"] = email.body_html
     return parts

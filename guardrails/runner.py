@@ -23,6 +23,7 @@ __all__ = [
     "check_all",
     "check_email",
     "check_part",
+    "email_context",
     "failed",
     "part_kind",
     "summary",
@@ -223,14 +224,21 @@ def check_email(parts: Mapping[str, str], context: RailContext, *, budget_ms: fl
     The bodies travel in ``context.extra`` (``body_text``, ``body_html``), so the subject can be held to
     what the body says, and so does every free-text part (``part:NAME``, in reading order), so the
     copy-quality rail can see a part repeat an earlier one."""
-    bodies = {k: parts[k] for k in ("body_text", "body_html") if k in parts}
-    free = {f"part:{k}": v for k, v in parts.items() if k not in ("body_text", "body_html")}
-    if bodies or free:
-        context = replace(context, extra={**context.extra, **bodies, **free})
+    context = email_context(parts, context)
     verdicts = check_part("email", "", context, budget_ms=budget_ms)
     for part, text in parts.items():
         verdicts.extend(check_part(part_kind(part), text, context, part=part, budget_ms=budget_ms))
     return _merge(verdicts)
+
+
+def email_context(parts: Mapping[str, str], context: RailContext) -> RailContext:
+    """``context`` with an email's parts in ``extra``, as ``check_email`` hands them to every rail: the
+    bodies by name, each free-text part as ``part:NAME`` in reading order."""
+    bodies = {k: parts[k] for k in ("body_text", "body_html") if k in parts}
+    free = {f"part:{k}": v for k, v in parts.items() if k not in ("body_text", "body_html")}
+    if not bodies and not free:
+        return context
+    return replace(context, extra={**context.extra, **bodies, **free})
 
 
 def failed(verdicts: Sequence[Verdict]) -> list[Finding]:

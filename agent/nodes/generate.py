@@ -2,18 +2,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from langgraph.runtime import Runtime
 
 from agent.audit import record, write_fields
-from agent.compose import other_customers, rail_context
+from agent.compose import copy_parts, other_customers, rail_context
 from agent.context import AgentDeps
 from agent.state import EmailState, Plan
 from agent.writers import EXAMPLE_NAMES, CopyRequest, EmailCopy, ProductFacts, Screen, Writer, WriteResult
 from guardrails import failed
-from guardrails.runner import check_part, part_kind
+from guardrails.runner import check_part, email_context, part_kind
 from tailor.core.errors import LLMError, LLMOutputError
 
 
@@ -68,9 +67,8 @@ def part_screen(state: EmailState, plan: Plan, deps: AgentDeps, findings: Sequen
             findings=findings,
             similarity=deps.similarity,
         )
-        parts = {"subject": copy.subject, "preheader": copy.preheader, "intro": copy.intro}
-        parts.update({f"reason:{k}": v for k, v in copy.reasons.items()})
-        context = replace(context, extra={**context.extra, **{f"part:{k}": v for k, v in parts.items()}})
+        # As the check node's ``check_email`` reads the parts; the bodies are not assembled yet.
+        context = email_context(copy_parts(copy), context)
         return not failed(check_part(part_kind(part), text, context, part=part))
 
     return screen
