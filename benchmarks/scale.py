@@ -14,8 +14,9 @@ that its peak memory is its own:
 
 Each figure on the embedded default (the store and the ops database in SQLite files), then, with
 ``--postgres``, all of it again with the store and the ops tables in one PostgreSQL database (a throwaway
-cluster, ``tests/postgres.py``, on this machine). The vectors and the fitted ranker stay in the data dir on
-both. Peak memory is the process's so far, so the second engine's is at least the first's.
+cluster, ``tests/postgres.py``, on this machine). The vectors stay in the data dir on both; on PostgreSQL the
+fitted ranker is also published in the database (``TAILOR_RANKER_STORE``'s default there), inside the index
+time. Peak memory is the process's so far, so the second engine's is at least the first's.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/scale.py [--sizes 10000,100000,300000] [--postgres]
         [--campaign 300] [--keep DIR]
@@ -92,7 +93,7 @@ def one_size(customers: int, work: Path, campaign: int, postgres: bool) -> dict[
         with postgres_cluster() as cluster:
             url = cluster.database("scale")
             # The same retailer with its store and its ops tables in one PostgreSQL database (the vectors
-            # and the fitted ranker stay in the data dir, as on any replica's machine).
+            # stay in the data dir; the fitted ranker is published in the database as well).
             settings = Settings(data_dir=work / "data-pg", now=now, brand_config=brand, database_url=url)
             _one_engine(settings, url, campaign, out, "_pg")
     out["peak_mb"] = round(_peak_mb())

@@ -433,6 +433,8 @@ class Ranker:
         self.history_days = 0  # whole days from the first purchase fitted on to now
         # What each variant serves (see ``SCORERS``) and the validation figures that chose it.
         self.serving: dict[str, str] = {"all": "trees", "new": "trees"}
+        # The id of the save this ranker was last saved as or loaded from (``save``), None before either.
+        self.save_id: str | None = None
         self.validation: dict[str, Any] = {}
         self._history: History | None = None
         self._items: ItemStats | None = None
@@ -950,6 +952,7 @@ class Ranker:
             json_tmp.write_text(json.dumps(meta))
             os.replace(npz_tmp, base.with_suffix(".npz"))
             os.replace(json_tmp, base.with_suffix(".json"))
+            self.save_id = save_id
         except OSError as exc:
             raise DataError(f"cannot save the ranker to {base}: {exc}", hint="check the data dir") from exc
         finally:
@@ -958,18 +961,28 @@ class Ranker:
         return base.with_suffix(".npz")
 
     @staticmethod
-    def saved_customer_ids(path: Path | str) -> list[str]:
-        """The customers a saved ranker holds rows of (none when nothing is saved there)."""
+    def _saved_meta(path: Path | str) -> dict[str, Any]:
         meta_path = Path(path).with_suffix("").with_suffix(".json")
         try:
-            meta = json.loads(meta_path.read_text())
+            meta: dict[str, Any] = json.loads(meta_path.read_text())
         except FileNotFoundError:
-            return []
+            return {}
         except (OSError, ValueError) as exc:
             raise DataError(
                 f"cannot read the ranker at {meta_path}: {exc}", hint="fit and save it again"
             ) from exc
-        return [str(c) for c in meta.get("customer_ids", [])]
+        return meta
+
+    @staticmethod
+    def saved_customer_ids(path: Path | str) -> list[str]:
+        """The customers a saved ranker holds rows of (none when nothing is saved there)."""
+        return [str(c) for c in Ranker._saved_meta(path).get("customer_ids", [])]
+
+    @staticmethod
+    def saved_id(path: Path | str) -> str | None:
+        """The save id of the ranker saved at ``path`` (None when nothing is, or a save from before ids)."""
+        value = Ranker._saved_meta(path).get("save_id")
+        return str(value) if value else None
 
     @classmethod
     def load(cls, path: Path | str) -> Ranker:
@@ -996,6 +1009,7 @@ class Ranker:
             )
         # Saved before the popular candidate source: served as it was fitted, without it.
         ranker = cls(**{"n_popular": 0, **meta["params"]})
+        ranker.save_id = saved_as or None
         ranker.item_ids = list(meta["item_ids"])
         ranker.item_index = {x: i for i, x in enumerate(ranker.item_ids)}
         ranker.customer_ids = list(meta["customer_ids"])

@@ -351,3 +351,61 @@ def test_a_ranker_saved_by_another_process_is_loaded_at_the_next_look(
     other.install(first)
     Ranker.load(tailor.model.path).save(tailor.model.path)
     assert other.recommender is first
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_replicas_sharing_the_database_but_no_volume_share_the_ranker_through_it(
+    engine: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """TAILOR_RANKER_STORE=database (the default with TAILOR_DATABASE_URL): two processes on one database,
+    each with a data dir of its own. The second never fits: it fetches what the first fitted; a forget on
+    one publishes the purged ranker and the other loads it; a refit on either reaches the other."""
+    import uuid
+
+    if engine == "sqlite":
+        url = f"sqlite:///{tmp_path / 'shared.db'}"
+    else:
+        url = request.getfixturevalue("pg_cluster").database(f"shelf_{uuid.uuid4().hex[:12]}")
+    ids = seed_store(tmp_path / "a", n_customers=12, database_url=url)
+
+    def settings(name: str, **more: object) -> Settings:
+        return Settings(data_dir=tmp_path / name, now=NOW, database_url=url, ranker_reload_s=0.0, **more)
+
+    assert settings("a").ranker_published and not settings("a", ranker_store="files").ranker_published
+    assert Settings(data_dir=tmp_path / "x", ranker_store="database").ranker_published
+    assert not Settings(data_dir=tmp_path / "x").ranker_published
+    with Tailor.open(settings("a")) as a, Tailor.open(settings("b")) as b:
+        assert a.index()["ranker"] == "fitted"
+        published = a.store.ranker_save_id()
+        assert published is not None and published == Ranker.saved_id(a.model.path)
+
+        assert not (tmp_path / "b" / "ranker.npz").exists()
+        assert b.model_status()["fitted"], "the status looks in the database, not only in its own data dir"
+        assert b.model.recommender.ranker.save_id == published
+        assert b.model.refits.done == 0, "fetched, not fitted again"
+        # Its own embedded Qdrant is indexed without a fit (replicas on several machines share one by URL).
+        assert b.index()["ranker"] == "unchanged" and b.model.refits.done == 0
+        cid = ids[0]
+        assert [r.item.id for r in b.model.recommender.recommend(cid, 4, now=a.now())] == [
+            r.item.id for r in a.model.recommender.recommend(cid, 4, now=a.now())
+        ]
+
+        # A forget on one: the purged ranker is published, and the other loads it at its next look.
+        victim = ids[3]
+        a.forget(victim)
+        assert a.store.ranker_save_id() not in (None, published)
+        assert victim not in b.model.recommender.ranker.customer_index
+        assert b.model.recommender.ranker.save_id == a.store.ranker_save_id()
+        fetched = tmp_path / "fetched"
+        assert a.store.fetch_ranker(a.store.ranker_save_id() or "", {"json": fetched.with_suffix(".json")})
+        assert victim not in json.loads(fetched.with_suffix(".json").read_text())["customer_ids"]
+
+        # A refit on the other reaches the first.
+        b.model.fit()
+        assert a.model.recommender.ranker.save_id == b.store.ranker_save_id()
+        assert b.store.ranker_save_id() == b.model.recommender.ranker.save_id
+        assert victim not in a.model.recommender.ranker.customer_index
+    # A third, with the ranker kept in files, publishes nothing: it fits its own.
+    with Tailor.open(settings("c", ranker_store="files")) as c:
+        shared = c.store.ranker_save_id()
+        assert c.index()["ranker"] == "fitted" and c.store.ranker_save_id() == shared

@@ -341,7 +341,8 @@ def test_a_store_file_written_before_migrations_is_read_whole_after_the_upgrade(
         assert store.impressions("c1") == [("A", datetime(2011, 1, 2, tzinfo=UTC))]
         assert not store.record_send("job:j:c1", "c1", ["A"], datetime(2011, 1, 2, tzinfo=UTC)), "spent"
         # Adopted, not rebuilt: now at the newest revision, and written to as before.
-        assert store._query("SELECT version_num FROM alembic_version_store") == [("0002",)]
+        assert store._query("SELECT version_num FROM alembic_version_store") == [("0003",)]
+        assert store.ranker_save_id() is None  # 0003's tables, empty
         assert event.send_id is None  # 0002's column, empty for the rows before it
         store.add_events(
             [
@@ -466,3 +467,44 @@ def test_a_writer_of_this_process_waits_its_turn_then_is_told_the_file_is_busy(t
         db.execute(sa.text("INSERT INTO t VALUES (1)"))
     holder.close()
     waiter.close()
+
+
+def test_a_published_ranker_save_is_fetched_whole_and_the_next_replaces_it_whole(
+    fresh_store: Store, tmp_path: Path
+) -> None:
+    store = fresh_store
+    npz, meta = tmp_path / "ranker.npz", tmp_path / "ranker.json"
+    npz.write_bytes(bytes(range(256)) * 10)  # 2,560 bytes: three chunks of 1,000
+    meta.write_text('{"save_id": "s1"}')
+    files = {"npz": npz, "json": meta}
+    out = {"npz": tmp_path / "out.npz", "json": tmp_path / "out.json"}
+    assert store.ranker_save_id() is None
+    assert not store.fetch_ranker("s1", out), "nothing published: nothing fetched"
+    store.publish_ranker("s1", files, chunk=1000)
+    assert store.ranker_save_id() == "s1"
+    assert store.fetch_ranker("s1", out)
+    assert out["npz"].read_bytes() == npz.read_bytes() and out["json"].read_text() == '{"save_id": "s1"}'
+
+    # The next save replaces it in one transaction: no row of the one before is left.
+    npz.write_bytes(b"second save")
+    meta.write_text('{"save_id": "s2"}')
+    store.publish_ranker("s2", files, chunk=1000)
+    assert store.ranker_save_id() == "s2"
+    assert not store.fetch_ranker("s1", {"npz": tmp_path / "old.npz"}), "a replaced save is not fetched"
+    with store.transaction() as db:
+        left = {r[0] for r in db.execute(sa.text("SELECT save_id FROM ranker_chunks"))}
+        saves = [r[0] for r in db.execute(sa.text("SELECT save_id FROM ranker_saves"))]
+    assert left == {"s2"} and saves == ["s2"]
+    assert not store.fetch_ranker("s2", {"trees": tmp_path / "trees"}), "a file the save lacks"
+    assert store.fetch_ranker("s2", out) and out["npz"].read_bytes() == b"second save"
+
+    # A file that cannot be read publishes nothing: the save before stands.
+    with pytest.raises(DataError, match="cannot read the ranker's npz file"):
+        store.publish_ranker("s3", {"json": meta, "npz": tmp_path / "missing.npz"})
+    assert store.ranker_save_id() == "s2" and store.fetch_ranker("s2", out)
+
+    # A chunk that does not add up to its record is refused by name.
+    with store.transaction() as db:
+        db.execute(sa.text("UPDATE ranker_chunks SET data=:d WHERE name='npz'"), {"d": b"second savE"})
+    with pytest.raises(DataError, match="s2's npz file does not match its record"):
+        store.fetch_ranker("s2", out)

@@ -10,6 +10,12 @@ A ranker saved by another process on the same data dir (another replica's refit 
 run beside a server) is loaded at the next look (``TAILOR_RANKER_RELOAD_S``, 30 s by default), not at a
 restart: the saved files' inodes and modification times tell it (a save replaces both files, under one save
 id that a load checks), and a save half done is not read.
+
+Replicas that share the database but no volume (``TAILOR_RANKER_STORE``: by default whenever
+``TAILOR_DATABASE_URL`` is set) share the ranker through the database: every save here (a fit, a forget) is
+also published there, replacing the one before, and at the next look a replica fetches a save it has not seen
+into its own data dir, where the look above loads it. A ranker loaded from anywhere is purged of every
+customer the store no longer holds.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Literal, TypedDict
 
 import numpy as np
 import numpy.typing as npt
+import sqlalchemy as sa
 
 from retrieval.embeddings import Embedder
 from retrieval.ranker import Ranker
@@ -210,6 +217,9 @@ class RankerModel:
         self._stamp: Stamp = _UNKNOWN
         self._installed = False
         self._looked = time.monotonic()
+        # The save published in the database (``settings.ranker_published``) that this process last fetched
+        # or published: another one there is fetched at the next look.
+        self._published: str | None = None
 
     @property
     def path(self) -> Path:
@@ -235,8 +245,51 @@ class RankerModel:
         if self._installed or time.monotonic() - self._looked < self.settings.ranker_reload_s:
             return False
         self._looked = time.monotonic()
+        self._fetch_published()
         saved = self._saved_stamp()
         return saved is not None and saved != self._stamp
+
+    def _fetch_published(self) -> None:
+        """With the ranker published in the database: the save published last, when this process has not
+        seen it, written into the data dir (the npz first, as a save writes them), for the look at the files
+        to load as any other process's save. A database that cannot be read now leaves the loaded ranker
+        answering until the next look."""
+        if not self.settings.ranker_published:
+            return
+        base = self.path
+        try:
+            latest = self.store.ranker_save_id()
+            if latest is None or latest == self._published:
+                return
+            if Ranker.saved_id(base) == latest:
+                self._published = latest  # here already: saved on this data dir, or fetched before a restart
+                return
+            writer = f"{os.getpid()}-{threading.get_ident()}"
+            fetched = {name: base.with_suffix(f".{name}.{writer}.fetch") for name in ("npz", "json")}
+            base.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                if not self.store.fetch_ranker(latest, fetched):
+                    return  # replaced while it was read: the next look fetches the newer one
+                os.replace(fetched["npz"], base.with_suffix(".npz"))
+                os.replace(fetched["json"], base.with_suffix(".json"))
+            finally:
+                for path in fetched.values():
+                    path.unlink(missing_ok=True)
+            self._published = latest
+            log.info("fetched the ranker save %s published in the database", latest)
+        except (TailorError, OSError, sa.exc.SQLAlchemyError) as exc:
+            log.warning("cannot fetch the ranker published in the database: %s", describe(exc))
+
+    def _publish(self, ranker: Ranker) -> None:
+        """This process's save of ``ranker``, published in the database when the ranker lives there too; a
+        save another process made over it on this data dir meanwhile is that process's to publish."""
+        if not self.settings.ranker_published or ranker.save_id is None:
+            return
+        if Ranker.saved_id(self.path) != ranker.save_id:
+            return
+        files = {"npz": self.path.with_suffix(".npz"), "json": self.path.with_suffix(".json")}
+        self.store.publish_ranker(ranker.save_id, files)
+        self._published = ranker.save_id
 
     def _own_save(self) -> None:
         # What this process just saved is what it holds: nothing to load again.
@@ -279,12 +332,14 @@ class RankerModel:
             impressions=self.store.impressions,
         )
 
-    def _purge_gone(self, recommender: HybridRecommender) -> None:
+    def _purge_gone(self, recommender: HybridRecommender) -> int:
         """A customer forgotten after the ranker was saved (here or by another replica) is not brought back
-        by loading it."""
+        by loading it. Returns how many were purged."""
         present = set(self.store.customer_ids())
-        for customer_id in [c for c in recommender.ranker.customer_ids if c not in present]:
+        gone = [c for c in recommender.ranker.customer_ids if c not in present]
+        for customer_id in gone:
             recommender.forget(customer_id)
+        return len(gone)
 
     def close(self) -> None:
         self.refits.close()
@@ -295,6 +350,7 @@ class RankerModel:
         ``forgotten_since_fit`` > 0 means the item-level aggregates (neighbours, factors, trees, Qdrant's
         collaborative vectors) still hold a share learned from a forgotten customer's purchases. Their
         rows and ids went at once; that share goes with the next refit."""
+        self._fetch_published()
         fitted = self.store.get_meta(_FITTED) or {}
         saved = self.path.with_suffix(".npz").exists()
         seen = fitted.get("changes", {}) if saved else {}
@@ -370,6 +426,7 @@ class RankerModel:
                 recommender.adopt_caches(self.loaded)
                 recommender.recommend(ranker.customer_ids[0], 10, now=self._now())
             ranker.save(self.path)
+            self._publish(ranker)
             collab = ranker.collab_vectors()
             vector_store = self._vectors()
             known = vector_store.item_ids()
@@ -451,6 +508,7 @@ class RankerModel:
         with self.refits.exclusive():
             if self.loaded is None:
                 self.store.require_data()
+                self._fetch_published()
                 if not self.path.with_suffix(".npz").exists():
                     with self.refits.tracking():
                         self._fit_and_swap()
@@ -458,10 +516,19 @@ class RankerModel:
                     stamp = self._saved_stamp()
                     recommender = self._build()
                     with self.lock:
-                        self._purge_gone(recommender)
+                        purged = self._purge_gone(recommender)
                         self.loaded = recommender
                     # Unknown if it was saved again meanwhile: the next look loads the newer one.
                     self._stamp = stamp if stamp is not None and self._saved_stamp() == stamp else _UNKNOWN
+                    if self.settings.ranker_published and self.store.ranker_save_id() is None:
+                        # Saved here before the ranker was published in the database (a store moved to
+                        # PostgreSQL with its data dir): published now, so no replica fits its own.
+                        ranker = recommender.ranker
+                        if purged or ranker.save_id is None:
+                            with self.lock:
+                                ranker.save(self.path)
+                                self._own_save()
+                        self._publish(ranker)
             assert self.loaded is not None  # set by the fit or the load above
             return self.loaded
 
@@ -479,7 +546,11 @@ class RankerModel:
         """Purge the customer from the fitted ranker (in memory, if loaded) and from its saved files.
 
         When another process saved a newer ranker, that one is loaded first and the customer purged from it:
-        saving the older one over it would undo that refit, and bring back whoever was forgotten there."""
+        saving the older one over it would undo that refit, and bring back whoever was forgotten there. With
+        the ranker published in the database, the save published last is fetched first and the purged one
+        published over it, so no replica loads the customer back."""
+        if not self._installed:
+            self._fetch_published()
         if self.loaded is not None and not self._installed and self._saved_stamp() not in (None, self._stamp):
             self._reload()
             if self._saved_stamp() not in (None, self._stamp):
@@ -490,6 +561,7 @@ class RankerModel:
                     on_disk = Ranker.load(self.path)
                     on_disk.forget(customer_id)
                     on_disk.save(self.path)
+                    self._publish(on_disk)
                 return apart
         saved = customer_id in Ranker.saved_customer_ids(self.path)
         if self.loaded is not None:
@@ -503,6 +575,7 @@ class RankerModel:
         # Also when memory was purged already (an earlier forget failed before the write).
         if counts["ranker_rows"] or saved:
             ranker.save(self.path)
+            self._publish(ranker)
             if self.loaded is not None and self.loaded.ranker is ranker:
                 self._own_save()
         return counts

@@ -157,6 +157,12 @@ class Settings(BaseSettings):
         " process (another replica's refit or forget on the same data dir, or `tailor refit`), and loads it"
         " if so. 0: at every request.",
     )
+    ranker_store: Literal["auto", "files", "database"] = Field(
+        "auto",
+        description="Where a fitted ranker is shared with other processes: files (the data dir alone) or"
+        " database (also published in the store's database at every save, so replicas that share the"
+        " database but no volume load it); auto, the database when TAILOR_DATABASE_URL is set.",
+    )
     shadow_eval_hours: float = Field(
         24.0,
         ge=0.0,
@@ -222,6 +228,13 @@ class Settings(BaseSettings):
     def store_exists(self) -> bool:
         """Whether there is a store to open (a database by URL always is; it may be empty)."""
         return self.database_url is not None or self.store_path.exists()
+
+    @property
+    def ranker_published(self) -> bool:
+        """Whether every save of the ranker is also published in the store's database
+        (``TAILOR_RANKER_STORE``)."""
+        auto = self.ranker_store == "auto" and self.database_url is not None
+        return self.ranker_store == "database" or auto
 
     @cached_property
     def ops_path(self) -> Path:

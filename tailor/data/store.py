@@ -17,7 +17,7 @@ import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,8 @@ def event_id(event: Event) -> str:
 
 
 _CHANGES = "changes:"
+# A published ranker file's rows: far below any engine's limit on one value, few enough rows for any size.
+_RANKER_CHUNK = 8 << 20
 
 
 def _count_change(db: Connection, kind: str, n: int) -> None:
@@ -822,6 +824,86 @@ class Store:
                 ),
                 {"key": key, "value": json.dumps(value)},
             )
+
+    # -- the ranker's published save ---------------------------------------------------------------
+    def ranker_save_id(self) -> str | None:
+        """The id of the ranker save published last (``publish_ranker``), or None."""
+        rows = self._query("SELECT save_id FROM ranker_saves")
+        return str(rows[0][0]) if rows else None
+
+    def publish_ranker(self, save_id: str, files: Mapping[str, Path], *, chunk: int = _RANKER_CHUNK) -> None:
+        """A fitted ranker's saved files, by name, for processes that share this database but no volume
+        (replicas on several machines), in one transaction that removes the save before: a forgotten
+        customer's rows must not outlive the save that purged them. Each file goes in ``chunk``-byte rows,
+        read from disk a chunk at a time."""
+        with self.transaction() as db:
+            if self.dialect == "postgresql":
+                # Two replicas publishing at once: one after the other, the later one's save standing.
+                db.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('tailor.publish_ranker'))"))
+            db.execute(sa.text("DELETE FROM ranker_chunks"))
+            db.execute(sa.text("DELETE FROM ranker_saves"))
+            insert = sa.text(
+                "INSERT INTO ranker_chunks (save_id, name, part, data) VALUES (:save_id, :name, :part, :data)"
+            )
+            described: dict[str, dict[str, Any]] = {}
+            for name, path in files.items():
+                digest, size = hashlib.sha256(), 0
+                try:
+                    with path.open("rb") as fh:
+                        part = 0
+                        while data := fh.read(chunk):
+                            db.execute(insert, {"save_id": save_id, "name": name, "part": part, "data": data})
+                            digest.update(data)
+                            size += len(data)
+                            part += 1
+                except OSError as exc:
+                    raise DataError(f"cannot read the ranker's {name} file {path}: {exc}") from exc
+                described[name] = {"bytes": size, "sha256": digest.hexdigest()}
+            db.execute(
+                sa.text("INSERT INTO ranker_saves (save_id, saved_at, files) VALUES (:save_id, :at, :files)"),
+                {"save_id": save_id, "at": datetime.now(UTC).isoformat(), "files": json.dumps(described)},
+            )
+
+    def fetch_ranker(self, save_id: str, files: Mapping[str, Path]) -> bool:
+        """Write the published save ``save_id``'s files to ``files`` (by name), streamed from one snapshot of
+        the database. False, with nothing kept, when that save is no longer the published one (replaced
+        since it was named) or lacks a file asked for; a chunk that does not add up is refused by name."""
+        options: dict[str, Any] = {"tailor_read": True, "stream_results": True, "yield_per": 4}
+        if self.dialect == "postgresql":
+            options["isolation_level"] = "REPEATABLE READ"
+            options["postgresql_readonly"] = True
+        with self._db.engine.connect() as conn:
+            conn = conn.execution_options(**options)
+            row = conn.execute(
+                sa.text("SELECT files FROM ranker_saves WHERE save_id=:save_id"), {"save_id": save_id}
+            ).first()
+            described = json.loads(row[0]) if row is not None else {}
+            if not set(files) <= set(described):
+                conn.rollback()
+                return False
+            for name, path in files.items():
+                digest, size = hashlib.sha256(), 0
+                result = conn.execute(
+                    sa.text(
+                        "SELECT data FROM ranker_chunks WHERE save_id=:save_id AND name=:name ORDER BY part"
+                    ),
+                    {"save_id": save_id, "name": name},
+                )
+                with path.open("wb") as fh:
+                    for (data,) in result:
+                        fh.write(data)
+                        digest.update(data)
+                        size += len(data)
+                want = described[name]
+                if (size, digest.hexdigest()) != (want["bytes"], want["sha256"]):
+                    conn.rollback()
+                    raise DataError(
+                        f"the published ranker save {save_id}'s {name} file does not match its record: "
+                        f"{size} bytes read of {want['bytes']}",
+                        hint="run `tailor refit` to fit and publish it again",
+                    )
+            conn.rollback()
+        return True
 
     def copy_into(self, dest: Store, *, chunk: int = 20_000) -> dict[str, int]:
         """Every row of this store into ``dest``, an empty store on any engine (an SQLite file moving to
