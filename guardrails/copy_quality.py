@@ -312,12 +312,14 @@ def _cites_itself(text: str, evidence: Sequence[Evidence], context: RailContext,
     named = {_stem(w) for e in evidence for w in _content(_words(e.summary))} - own
     bought_it = any(e.kind == "repeat_purchase" for e in evidence)
     summaries = [e.summary.lower() for e in evidence]
+    # Stemmed as what a reason cites is: "the essentials", "these boxes" are as vague as "the set".
+    vague = _generic_stems() | {_stem(w) for w in _VAGUE_CITED}
     for m in _CITED.finditer(text):
         what = m.group("what").strip().lower()
         cited = {_stem(w) for w in _content(_words(what))}
         if not cited or any(what in summary for summary in summaries):
             continue  # it names what the evidence names
-        if not cited - _GENERIC - _VAGUE_CITED:
+        if not cited - vague:
             return True  # "shoppers who bought the set, as you did", "these three items": which?
         # "Shoppers who chose <this very product>, as you did, often buy it too" says nothing.
         if len(cited & own) * 2 >= len(cited) and len(cited & named) < len(cited & own):
