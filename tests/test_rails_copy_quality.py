@@ -529,7 +529,11 @@ def test_a_talking_point_that_repeats_the_question_is_an_echo(retailer: Retailer
             "no_reason",
         ),
         # Cited as bought, in words as vague as "these three items" once stemmed: which?
-        ("reason", "Shoppers who bought the everyday essentials, as you did, often add this too.", "no_reason"),
+        (
+            "reason",
+            "Shoppers who bought the everyday essentials, as you did, often add this too.",
+            "no_reason",
+        ),
         ("reason", "You have bought this bag 3 times, from its Why line.", "echo"),
         ("reason", "You have bought this ketchup 7 times, so we have one ready for you.", "unknown_product"),
         ("reason", "You have bought this, and it's a favorite of mine.", "first_person"),

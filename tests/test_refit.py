@@ -404,7 +404,46 @@ def test_replicas_sharing_the_database_but_no_volume_share_the_ranker_through_it
         b.model.fit()
         assert a.model.recommender.ranker.save_id == b.store.ranker_save_id()
         assert b.store.ranker_save_id() == b.model.recommender.ranker.save_id
-        assert victim not in a.model.recommender.ranker.customer_index
+
+        # A fit elsewhere that raced a forget published a ranker holding the forgotten customer: the next
+        # replica to load it purges them, in memory and in the database.
+        raced = Ranker.load(b.model.path)
+        gone = ids[5]
+        b.store.delete_customer(gone)  # as a forget's last step, after the ranker was saved with them
+        raced.save(tmp_path / "raced" / "ranker")
+        raced_files = {n: (tmp_path / "raced" / "ranker").with_suffix(f".{n}") for n in ("npz", "json")}
+        assert raced.save_id and a.store.publish_ranker(raced.save_id, raced_files)
+        assert gone not in a.model.recommender.ranker.customer_index
+        republished = a.store.ranker_save_id()
+        assert republished not in (None, raced.save_id)
+        assert a.store.fetch_ranker(republished or "", {"json": fetched.with_suffix(".json")})
+        assert gone not in json.loads(fetched.with_suffix(".json").read_text())["customer_ids"]
+
+        # A publish that fails: the fit fails, the ranker before keeps answering here and stays published,
+        # and nothing of the failed fit is left in the data dir.
+        before = a.store.ranker_save_id()
+        serving = a.model.recommender
+        publish = a.store.publish_ranker
+
+        def down(*args: object, **kwargs: object) -> bool:
+            raise DataError("cannot publish the ranker in the database: connection refused")
+
+        a.store.publish_ranker = down  # type: ignore[method-assign]
+        with pytest.raises(DataError, match="cannot publish"):
+            a.model.fit()
+        assert a.model.recommender is serving and a.store.ranker_save_id() == before
+        assert Ranker.saved_id(a.model.path) == before
+
+        # A forget whose publish fails fails, and run again once the database answers, it is done in full.
+        other = ids[6]
+        with pytest.raises(DataError, match="cannot publish"):
+            a.model.forget(other)
+        assert other in Ranker.saved_customer_ids(a.model.path), "not kept here either"
+        a.store.publish_ranker = publish  # type: ignore[method-assign]
+        a.forget(other)
+        assert a.store.fetch_ranker(a.store.ranker_save_id() or "", {"json": fetched.with_suffix(".json")})
+        assert other not in json.loads(fetched.with_suffix(".json").read_text())["customer_ids"]
+        assert other not in b.model.recommender.ranker.customer_index
     # A third, with the ranker kept in files, publishes nothing: it fits its own.
     with Tailor.open(settings("c", ranker_store="files")) as c:
         shared = c.store.ranker_save_id()

@@ -480,7 +480,12 @@ def test_a_published_ranker_save_is_fetched_whole_and_the_next_replaces_it_whole
     out = {"npz": tmp_path / "out.npz", "json": tmp_path / "out.json"}
     assert store.ranker_save_id() is None
     assert not store.fetch_ranker("s1", out), "nothing published: nothing fetched"
-    store.publish_ranker("s1", files, chunk=1000)
+    assert store.publish_ranker("s1", files, chunk=1000)
+    assert store.ranker_save_id() == "s1"
+    with store.transaction() as db:
+        parts = [r[0] for r in db.execute(sa.text("SELECT part FROM ranker_chunks WHERE name='npz'"))]
+    assert sorted(parts) == [0, 1, 2]
+    assert not store.publish_ranker("s0", files, unless_published=True), "one is published: kept"
     assert store.ranker_save_id() == "s1"
     assert store.fetch_ranker("s1", out)
     assert out["npz"].read_bytes() == npz.read_bytes() and out["json"].read_text() == '{"save_id": "s1"}'
@@ -506,5 +511,7 @@ def test_a_published_ranker_save_is_fetched_whole_and_the_next_replaces_it_whole
     # A chunk that does not add up to its record is refused by name.
     with store.transaction() as db:
         db.execute(sa.text("UPDATE ranker_chunks SET data=:d WHERE name='npz'"), {"d": b"second savE"})
-    with pytest.raises(DataError, match="s2's npz file does not match its record"):
+    out["npz"].unlink()
+    with pytest.raises(DataError, match="s2's npz file does not match its record: its SHA-256 differs"):
         store.fetch_ranker("s2", out)
+    assert not out["npz"].exists(), "a file that does not add up is not left behind"

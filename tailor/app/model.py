@@ -12,10 +12,12 @@ restart: the saved files' inodes and modification times tell it (a save replaces
 id that a load checks), and a save half done is not read.
 
 Replicas that share the database but no volume (``TAILOR_RANKER_STORE``: by default whenever
-``TAILOR_DATABASE_URL`` is set) share the ranker through the database: every save here (a fit, a forget) is
-also published there, replacing the one before, and at the next look a replica fetches a save it has not seen
-into its own data dir, where the look above loads it. A ranker loaded from anywhere is purged of every
-customer the store no longer holds.
+``TAILOR_DATABASE_URL`` is set) share the ranker through the database, which then holds the one that counts:
+every save here (a fit, a forget) is published there first, replacing the one before, from files of this
+process's own, and only then put in place in the data dir; at the next look a replica whose data dir holds
+another save fetches the published one, and the look above loads it. A ranker loaded from anywhere is purged
+of every customer the store no longer holds, and, when it held any (a fit elsewhere that raced their forget),
+the purged one is published over it.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ from typing import Literal, TypedDict
 
 import numpy as np
 import numpy.typing as npt
-import sqlalchemy as sa
 
 from retrieval.embeddings import Embedder
 from retrieval.ranker import Ranker
@@ -217,9 +218,8 @@ class RankerModel:
         self._stamp: Stamp = _UNKNOWN
         self._installed = False
         self._looked = time.monotonic()
-        # The save published in the database (``settings.ranker_published``) that this process last fetched
-        # or published: another one there is fetched at the next look.
-        self._published: str | None = None
+        # The save id of the files in the data dir, by their stamp: read again only when they change.
+        self._local: tuple[Stamp | None, str | None] = (None, None)
 
     @property
     def path(self) -> Path:
@@ -250,8 +250,8 @@ class RankerModel:
         return saved is not None and saved != self._stamp
 
     def _fetch_published(self) -> None:
-        """With the ranker published in the database: the save published last, when this process has not
-        seen it, written into the data dir (the npz first, as a save writes them), for the look at the files
+        """With the ranker published in the database: the save published last, when the data dir holds
+        another, written into the data dir (the npz first, as a save writes them), for the look at the files
         to load as any other process's save. A database that cannot be read now leaves the loaded ranker
         answering until the next look."""
         if not self.settings.ranker_published:
@@ -259,10 +259,7 @@ class RankerModel:
         base = self.path
         try:
             latest = self.store.ranker_save_id()
-            if latest is None or latest == self._published:
-                return
-            if Ranker.saved_id(base) == latest:
-                self._published = latest  # here already: saved on this data dir, or fetched before a restart
+            if latest is None or latest == self._local_save_id():
                 return
             writer = f"{os.getpid()}-{threading.get_ident()}"
             fetched = {name: base.with_suffix(f".{name}.{writer}.fetch") for name in ("npz", "json")}
@@ -275,21 +272,53 @@ class RankerModel:
             finally:
                 for path in fetched.values():
                     path.unlink(missing_ok=True)
-            self._published = latest
             log.info("fetched the ranker save %s published in the database", latest)
-        except (TailorError, OSError, sa.exc.SQLAlchemyError) as exc:
+        except (TailorError, OSError) as exc:
             log.warning("cannot fetch the ranker published in the database: %s", describe(exc))
 
-    def _publish(self, ranker: Ranker) -> None:
-        """This process's save of ``ranker``, published in the database when the ranker lives there too; a
-        save another process made over it on this data dir meanwhile is that process's to publish."""
-        if not self.settings.ranker_published or ranker.save_id is None:
+    def _local_save_id(self) -> str | None:
+        stamp = self._saved_stamp()
+        if stamp is None:
+            return None
+        if self._local[0] != stamp:
+            self._local = (stamp, Ranker.saved_id(self.path))
+        return self._local[1]
+
+    def _save(self, ranker: Ranker, *, unless_published: bool = False) -> bool:
+        """Save ``ranker`` as the data dir's. With the ranker published in the database it is published
+        there first, from files this process wrote for it alone, and put in place here only then: what is
+        published is exactly what was saved, and a save that could not be published is not kept here
+        either (a forget that failed there is done again in full when retried). ``unless_published``: only
+        if the database holds no save yet, decided in the publishing transaction (False when one was)."""
+        if not self.settings.ranker_published:
+            ranker.save(self.path)
+            return True
+        base = self.path
+        base.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="publish-", dir=base.parent) as tmp:
+            own = Path(tmp) / "ranker"
+            ranker.save(own)
+            assert ranker.save_id is not None  # set by the save
+            files = {"npz": own.with_suffix(".npz"), "json": own.with_suffix(".json")}
+            if not self.store.publish_ranker(ranker.save_id, files, unless_published=unless_published):
+                return False
+            os.replace(files["npz"], base.with_suffix(".npz"))
+            os.replace(files["json"], base.with_suffix(".json"))
+        return True
+
+    def _republish_purged(self, ranker: Ranker, purged: int) -> None:
+        """A ranker loaded holding customers the store has forgotten since was purged of them in memory;
+        published in the database, the purged one is published over it, so their rows go from there too.
+        On the request path: a failure is logged, and the next load tries again."""
+        if not purged or not self.settings.ranker_published:
             return
-        if Ranker.saved_id(self.path) != ranker.save_id:
-            return
-        files = {"npz": self.path.with_suffix(".npz"), "json": self.path.with_suffix(".json")}
-        self.store.publish_ranker(ranker.save_id, files)
-        self._published = ranker.save_id
+        try:
+            self._save(ranker)
+            self._own_save()
+        except (TailorError, OSError) as exc:
+            log.warning(
+                "cannot publish the ranker purged of %d forgotten customers: %s", purged, describe(exc)
+            )
 
     def _own_save(self) -> None:
         # What this process just saved is what it holds: nothing to load again.
@@ -317,9 +346,10 @@ class RankerModel:
             # Saved again while it was read: its npz and json may be of two saves. The next look loads it.
             return
         with self.lock:
-            self._purge_gone(recommender)
+            purged = self._purge_gone(recommender)
             recommender.adopt_caches(self.loaded)
             self.loaded, self._stamp = recommender, stamp
+            self._republish_purged(recommender.ranker, purged)
         log.info("loaded the ranker saved by another process (fitted %s)", recommender.ranker.fitted_at)
 
     def _build(self) -> HybridRecommender:
@@ -425,8 +455,7 @@ class RankerModel:
                 # `tailor demo`) nobody is kept waiting, and warming would only raise the peak memory.
                 recommender.adopt_caches(self.loaded)
                 recommender.recommend(ranker.customer_ids[0], 10, now=self._now())
-            ranker.save(self.path)
-            self._publish(ranker)
+            self._save(ranker)
             collab = ranker.collab_vectors()
             vector_store = self._vectors()
             known = vector_store.item_ids()
@@ -520,17 +549,25 @@ class RankerModel:
                         self.loaded = recommender
                     # Unknown if it was saved again meanwhile: the next look loads the newer one.
                     self._stamp = stamp if stamp is not None and self._saved_stamp() == stamp else _UNKNOWN
-                    if self.settings.ranker_published and self.store.ranker_save_id() is None:
-                        # Saved here before the ranker was published in the database (a store moved to
-                        # PostgreSQL with its data dir): published now, so no replica fits its own.
-                        ranker = recommender.ranker
-                        if purged or ranker.save_id is None:
-                            with self.lock:
-                                ranker.save(self.path)
-                                self._own_save()
-                        self._publish(ranker)
+                    if purged:
+                        with self.lock:
+                            self._republish_purged(recommender.ranker, purged)
+                    elif self.settings.ranker_published:
+                        self._publish_first(recommender.ranker)
             assert self.loaded is not None  # set by the fit or the load above
             return self.loaded
+
+    def _publish_first(self, ranker: Ranker) -> None:
+        """Saved here before the ranker was published in the database (a store moved to PostgreSQL with its
+        data dir): published now unless another replica published one meanwhile, so that no replica fits
+        its own. A failure is logged; the ranker loaded answers all the same."""
+        try:
+            if self.store.ranker_save_id() is None:
+                with self.lock:
+                    if self._save(ranker, unless_published=True):
+                        self._own_save()
+        except (TailorError, OSError) as exc:
+            log.warning("cannot publish the ranker saved here: %s", describe(exc))
 
     def install(self, recommender: HybridRecommender) -> None:
         """Answer with a recommender built elsewhere (a test's, or one fitted on other terms); what is saved
@@ -560,8 +597,7 @@ class RankerModel:
                 if customer_id in Ranker.saved_customer_ids(self.path):
                     on_disk = Ranker.load(self.path)
                     on_disk.forget(customer_id)
-                    on_disk.save(self.path)
-                    self._publish(on_disk)
+                    self._save(on_disk)
                 return apart
         saved = customer_id in Ranker.saved_customer_ids(self.path)
         if self.loaded is not None:
@@ -574,8 +610,7 @@ class RankerModel:
             return {"ranker_rows": 0}
         # Also when memory was purged already (an earlier forget failed before the write).
         if counts["ranker_rows"] or saved:
-            ranker.save(self.path)
-            self._publish(ranker)
+            self._save(ranker)
             if self.loaded is not None and self.loaded.ranker is ranker:
                 self._own_save()
         return counts

@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection
 from tailor.core.errors import ConflictError, DataError, NotFoundError
 from tailor.core.models import FROM_STORE, Customer, Event, EventKind, Item
 from tailor.core.utc import as_utc
-from tailor.data.db import Database, Dialect, migrate
+from tailor.data.db import Database, Dialect, _short, migrate
 
 __all__ = ["CustomerFacts", "EventsWritten", "Store"]
 
@@ -831,78 +831,116 @@ class Store:
         rows = self._query("SELECT save_id FROM ranker_saves")
         return str(rows[0][0]) if rows else None
 
-    def publish_ranker(self, save_id: str, files: Mapping[str, Path], *, chunk: int = _RANKER_CHUNK) -> None:
+    def publish_ranker(
+        self,
+        save_id: str,
+        files: Mapping[str, Path],
+        *,
+        chunk: int = _RANKER_CHUNK,
+        unless_published: bool = False,
+    ) -> bool:
         """A fitted ranker's saved files, by name, for processes that share this database but no volume
         (replicas on several machines), in one transaction that removes the save before: a forgotten
         customer's rows must not outlive the save that purged them. Each file goes in ``chunk``-byte rows,
-        read from disk a chunk at a time."""
-        with self.transaction() as db:
-            if self.dialect == "postgresql":
-                # Two replicas publishing at once: one after the other, the later one's save standing.
-                db.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('tailor.publish_ranker'))"))
-            db.execute(sa.text("DELETE FROM ranker_chunks"))
-            db.execute(sa.text("DELETE FROM ranker_saves"))
-            insert = sa.text(
-                "INSERT INTO ranker_chunks (save_id, name, part, data) VALUES (:save_id, :name, :part, :data)"
-            )
-            described: dict[str, dict[str, Any]] = {}
-            for name, path in files.items():
-                digest, size = hashlib.sha256(), 0
-                try:
-                    with path.open("rb") as fh:
-                        part = 0
-                        while data := fh.read(chunk):
-                            db.execute(insert, {"save_id": save_id, "name": name, "part": part, "data": data})
-                            digest.update(data)
-                            size += len(data)
-                            part += 1
-                except OSError as exc:
-                    raise DataError(f"cannot read the ranker's {name} file {path}: {exc}") from exc
-                described[name] = {"bytes": size, "sha256": digest.hexdigest()}
-            db.execute(
-                sa.text("INSERT INTO ranker_saves (save_id, saved_at, files) VALUES (:save_id, :at, :files)"),
-                {"save_id": save_id, "at": datetime.now(UTC).isoformat(), "files": json.dumps(described)},
-            )
+        read from disk a chunk at a time. ``unless_published``: only if no save is published yet, decided
+        inside the transaction (two replicas at once: one publishes); False when one was."""
+        try:
+            with self.transaction() as db:
+                if self.dialect == "postgresql":
+                    # Two replicas publishing at once: one after the other, the later one's save standing.
+                    db.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('tailor.publish_ranker'))"))
+                if unless_published and db.execute(sa.text("SELECT 1 FROM ranker_saves")).first():
+                    return False
+                db.execute(sa.text("DELETE FROM ranker_chunks"))
+                db.execute(sa.text("DELETE FROM ranker_saves"))
+                insert = sa.text(
+                    "INSERT INTO ranker_chunks (save_id, name, part, data)"
+                    " VALUES (:save_id, :name, :part, :data)"
+                )
+                described: dict[str, dict[str, Any]] = {}
+                for name, path in files.items():
+                    digest, size, part = hashlib.sha256(), 0, 0
+                    try:
+                        with path.open("rb") as fh:
+                            while data := fh.read(chunk):
+                                db.execute(
+                                    insert, {"save_id": save_id, "name": name, "part": part, "data": data}
+                                )
+                                digest.update(data)
+                                size += len(data)
+                                part += 1
+                    except OSError as exc:
+                        raise DataError(f"cannot read the ranker's {name} file {path}: {exc}") from exc
+                    described[name] = {"bytes": size, "sha256": digest.hexdigest()}
+                db.execute(
+                    sa.text(
+                        "INSERT INTO ranker_saves (save_id, saved_at, files) VALUES (:save_id, :at, :files)"
+                    ),
+                    {"save_id": save_id, "at": datetime.now(UTC).isoformat(), "files": json.dumps(described)},
+                )
+        except sa.exc.SQLAlchemyError as exc:
+            raise DataError(
+                f"cannot publish the ranker in the database {self.where}: {_short(exc)}",
+                hint="the save before stands; the fit or forget can be run again once the database answers",
+            ) from exc
+        return True
 
     def fetch_ranker(self, save_id: str, files: Mapping[str, Path]) -> bool:
         """Write the published save ``save_id``'s files to ``files`` (by name), streamed from one snapshot of
-        the database. False, with nothing kept, when that save is no longer the published one (replaced
-        since it was named) or lacks a file asked for; a chunk that does not add up is refused by name."""
+        the database. False, with nothing written, when that save is no longer the published one (replaced
+        since it was named) or lacks a file asked for; a file that does not add up to its record is refused
+        by name, and removed."""
         options: dict[str, Any] = {"tailor_read": True, "stream_results": True, "yield_per": 4}
         if self.dialect == "postgresql":
             options["isolation_level"] = "REPEATABLE READ"
             options["postgresql_readonly"] = True
-        with self._db.engine.connect() as conn:
-            conn = conn.execution_options(**options)
-            row = conn.execute(
-                sa.text("SELECT files FROM ranker_saves WHERE save_id=:save_id"), {"save_id": save_id}
-            ).first()
-            described = json.loads(row[0]) if row is not None else {}
-            if not set(files) <= set(described):
-                conn.rollback()
-                return False
-            for name, path in files.items():
-                digest, size = hashlib.sha256(), 0
-                result = conn.execute(
-                    sa.text(
-                        "SELECT data FROM ranker_chunks WHERE save_id=:save_id AND name=:name ORDER BY part"
-                    ),
-                    {"save_id": save_id, "name": name},
-                )
-                with path.open("wb") as fh:
-                    for (data,) in result:
-                        fh.write(data)
-                        digest.update(data)
-                        size += len(data)
-                want = described[name]
-                if (size, digest.hexdigest()) != (want["bytes"], want["sha256"]):
+        written: list[Path] = []
+        try:
+            with self._db.engine.connect() as conn:
+                conn = conn.execution_options(**options)
+                row = conn.execute(
+                    sa.text("SELECT files FROM ranker_saves WHERE save_id=:save_id"), {"save_id": save_id}
+                ).first()
+                described = json.loads(row[0]) if row is not None else {}
+                if not set(files) <= set(described):
                     conn.rollback()
-                    raise DataError(
-                        f"the published ranker save {save_id}'s {name} file does not match its record: "
-                        f"{size} bytes read of {want['bytes']}",
-                        hint="run `tailor refit` to fit and publish it again",
+                    return False
+                for name, path in files.items():
+                    digest, size = hashlib.sha256(), 0
+                    result = conn.execute(
+                        sa.text(
+                            "SELECT data FROM ranker_chunks"
+                            " WHERE save_id=:save_id AND name=:name ORDER BY part"
+                        ),
+                        {"save_id": save_id, "name": name},
                     )
-            conn.rollback()
+                    written.append(path)
+                    with path.open("wb") as fh:
+                        for (data,) in result:
+                            fh.write(data)
+                            digest.update(data)
+                            size += len(data)
+                    want = described[name]
+                    if size != want["bytes"] or digest.hexdigest() != want["sha256"]:
+                        what = (
+                            f"{size} bytes of {want['bytes']}"
+                            if size != want["bytes"]
+                            else "its SHA-256 differs"
+                        )
+                        raise DataError(
+                            f"the published ranker save {save_id}'s {name} file does not match its"
+                            f" record: {what}",
+                            hint="run `tailor refit` to fit and publish it again",
+                        )
+                conn.rollback()
+        except sa.exc.SQLAlchemyError as exc:
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise DataError(f"cannot fetch the ranker from the database {self.where}: {_short(exc)}") from exc
+        except (DataError, OSError):
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
         return True
 
     def copy_into(self, dest: Store, *, chunk: int = 20_000) -> dict[str, int]:
