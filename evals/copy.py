@@ -14,6 +14,11 @@ Two parts, one report:
   model writer runs when the service is configured with one (``TAILOR_WRITER=openai``), and the emails the
   local models wrote when last measured (``evals/data/model_emails.jsonl``, from
   ``benchmarks/agent_bench.py --llm``) are shown beside them.
+- **What was sent, judged** (``evals/data/model_emails_judged.jsonl``): every email the local models wrote
+  in the last large run (both models, both retailers), as it went out, each model-written part labelled by
+  a person as a marketer would judge it. Per model: emails sent with a placeholder, an echo or a
+  names-only part (the gate: none), the share fully model-written, the share of model parts judged good,
+  and the share of emails a marketer would sign as they are; the bad parts that went out, in a table.
 """
 
 from __future__ import annotations
@@ -50,6 +55,9 @@ MODEL_PARTS = DATA / "copy_parts_models.jsonl"
 # the figures a retailer gets from drawing until the rails pass, where what they miss is chosen for.
 DRAWN_PARTS = DATA / "copy_parts_drawn.jsonl"
 MODEL_EMAILS = DATA / "model_emails.jsonl"
+SENT_JUDGED = DATA / "model_emails_judged.jsonl"
+# What must never reach a customer, whatever else a part gets wrong.
+GATE_KINDS = frozenset({"placeholder", "echo", "names_only"})
 BRANDS: Mapping[str, Path] = {
     "hearth": DEFAULT_BRAND,
     "harbour": Path(__file__).resolve().parents[1] / "examples" / "brands" / "harbour_lane.toml",
@@ -121,6 +129,7 @@ class CopyQualityEval:
         model_parts: Path | None = MODEL_PARTS,
         drawn_parts: Path | None = DRAWN_PARTS,
         model_emails: Path = MODEL_EMAILS,
+        sent_judged: Path | None = SENT_JUDGED,
         similarity: Any = None,
     ) -> None:
         self.deps = deps
@@ -131,12 +140,14 @@ class CopyQualityEval:
         self.model_parts = model_parts
         self.drawn_parts = drawn_parts
         self.model_emails = model_emails
+        self.sent_judged = sent_judged
         self.similarity = similarity
         self._brands = {k: load_brand(p) for k, p in BRANDS.items()}
         self._missed: list[dict[str, Any]] = []
         self._false_alarms: list[dict[str, Any]] = []
         self._emails: list[dict[str, Any]] = []
         self._rail_ms: list[float] = []
+        self._sent_bad: list[list[str]] = []
 
     # -- the labelled set ------------------------------------------------------------------------------
     def _labelled(self, path: Path, key: str) -> dict[str, float]:
@@ -274,8 +285,62 @@ class CopyQualityEval:
                 self._emails.append({**row, "writer": f"{row['model']} (recorded)"})
         return out
 
+    def _sent(self, path: Path) -> dict[str, float]:
+        """``copy.sent.<model>.*`` and ``copy.sent.all.*`` from the judged emails as they were sent."""
+        emails: list[Mapping[str, Any]] = list(read_jsonl(path))
+        groups: dict[str, list[Mapping[str, Any]]] = {"all": emails}
+        for e in emails:
+            groups.setdefault(str(e["model_key"]), []).append(e)
+        out: dict[str, float] = {}
+        for key, group in groups.items():
+            parts = [p for e in group for p in e["parts"] if p["writer"] != "template"]
+            for p in parts:
+                label = p.get("label")
+                if not isinstance(label, Mapping) or label.get("verdict") not in ("good", "bad"):
+                    raise DataError(
+                        f"{path}: a model-written part has no good or bad label: {p.get('text')!r}",
+                        hint='label it {"verdict": "good"} or {"verdict": "bad", "kind": "..."}',
+                    )
+
+            def bad(e: Mapping[str, Any], kinds: frozenset[str] | None = None) -> bool:
+                return any(
+                    p["writer"] != "template"
+                    and p["label"]["verdict"] == "bad"
+                    and (kinds is None or p["label"].get("kind") in kinds)
+                    for p in e["parts"]
+                )
+
+            n = max(len(group), 1)
+            out[f"copy.sent.{key}.emails"] = float(len(group))
+            out[f"copy.sent.{key}.gate_violations"] = float(sum(bad(e, GATE_KINDS) for e in group))
+            out[f"copy.sent.{key}.fully_model_written"] = (
+                sum(bool(e["fully_model_written"]) for e in group) / n
+            )
+            out[f"copy.sent.{key}.model_parts"] = float(len(parts))
+            out[f"copy.sent.{key}.model_parts_good"] = sum(
+                p["label"]["verdict"] == "good" for p in parts
+            ) / max(len(parts), 1)
+            out[f"copy.sent.{key}.signed"] = sum(not bad(e) for e in group) / n
+            out[f"copy.sent.{key}.fully_model_written_and_signed"] = (
+                sum(bool(e["fully_model_written"]) and not bad(e) for e in group) / n
+            )
+        self._sent_bad = [
+            [
+                str(e["model_key"]),
+                str(e["brand"]),
+                p["part"].split(":")[0],
+                p["text"],
+                p["label"].get("kind", ""),
+            ]
+            for e in emails
+            for p in e["parts"]
+            if p["writer"] != "template" and p["label"]["verdict"] == "bad"
+        ]
+        return out
+
     def run(self) -> dict[str, float]:
         self._missed, self._false_alarms, self._emails, self._rail_ms = [], [], [], []
+        self._sent_bad = []
         out = self._labelled(self.labelled, "labelled")
         for path, key in (
             (self.heldout, "heldout"),
@@ -284,6 +349,8 @@ class CopyQualityEval:
         ):
             if path is not None and path.exists():
                 out.update(self._labelled(path, key))
+        if self.sent_judged is not None and self.sent_judged.exists():
+            out.update(self._sent(self.sent_judged))
         return {**out, **self._writers()}
 
     def artifacts(self) -> dict[str, Artifact]:
@@ -296,6 +363,13 @@ class CopyQualityEval:
                 + [["stopped", f["part"], f["text"], ", ".join(f["rules"])] for f in self._false_alarms],
             }
         }
+        if self._sent_bad:
+            arts["copy_sent_bad"] = {
+                "kind": "table",
+                "title": "Sent by the local models: model parts a person judged a marketer would strike",
+                "columns": ["model", "retailer", "part", "text", "what is wrong"],
+                "rows": self._sent_bad,
+            }
         if self._emails:
             arts["copy_emails"] = {
                 "kind": "emails",

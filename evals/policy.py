@@ -311,6 +311,7 @@ class PolicyEval:
         *,
         log: Sequence[Decision] | None = None,
         own: OwnLog | None = None,
+        own_clicks: OwnLog | None = None,
         n: int = 3000,
         seed: int = 0,
         policies: Mapping[str, Policy] | None = None,
@@ -323,6 +324,8 @@ class PolicyEval:
         self.purchases = purchases
         self.log = list(log) if log is not None else None
         self.own = own
+        # The same decisions rewarded by engagement: a click on the email the decision made.
+        self.own_clicks = own_clicks
         self.simulations = simulations
         self.n = n
         self.seed = seed
@@ -386,6 +389,8 @@ class PolicyEval:
         if self.own is not None:
             out.update(self._own("policy.own", self.own))
             out.update({f"policy.own.{name}.unjudged": 1.0 for name in self.unjudged})
+        if self.own_clicks is not None:
+            out.update(self._own("policy.own_clicks", self.own_clicks))
         # The estimators Tailor's own log is judged by, checked on every run, a log or not (a few seconds).
         out.update(self._own_check())
         return out
@@ -455,6 +460,10 @@ class PolicyEval:
             "policy.synthetic": ("policy_values", "Policy value by replay (SYNTHETIC log)"),
             "policy.logged": ("policy_values_logged", "Policy value by replay (logged sends)"),
             "policy.own": ("policy_values_own", "Policy value on Tailor's own decision log"),
+            "policy.own_clicks": (
+                "policy_values_own_clicks",
+                "Policy value on Tailor's own decision log, rewarded by a click on the email it made",
+            ),
         }
         out: dict[str, Artifact] = {
             titles[prefix][0]: {

@@ -22,6 +22,7 @@ from tailor.app.service import Tailor
 from tailor.core.errors import DataError, NotFoundError, RecordError, VectorStoreError
 from tailor.core.logs import describe
 from tailor.core.models import Consent, Customer, Email, Event, EventKind, Refusal
+from tailor.core.sends import send_token
 from tailor.core.settings import Settings
 from tailor.data.segment import from_segment, is_segment
 from tailor.data.store import Store
@@ -701,11 +702,37 @@ def test_a_campaign_that_explores_logs_exact_probabilities_and_the_policy_suite_
             )
         ]
     )
+    held = [d for d in log if d["detail"]["group"] == "holdout"]
+    targeted = [d for d in log if d["detail"]["group"] == "targeted"]
+    # Clicks on the emails of every other emailed customer, each naming its own send; and a click naming
+    # another customer's send (a forwarded email), which is not hers.
+    secret = ops.secret("send")
+    emailed = [d["customer_id"] for d in targeted if d["action"] != "nothing"]
+    clickers = set(emailed[::2])
+    assert clickers and len(emailed) > 1
+    forwarded_to = next(c for c in customers if c not in clickers and c != emailed[1])
+    tailor.store.add_events(
+        [
+            Event(
+                customer_id=c,
+                kind=EventKind.EMAIL_CLICK,
+                timestamp=datetime(2011, 12, 11, 9, tzinfo=UTC),
+                send_id=send_token(secret, job, c),
+            )
+            for c in clickers
+        ]
+        + [
+            Event(
+                customer_id=forwarded_to,
+                kind=EventKind.EMAIL_CLICK,
+                timestamp=datetime(2011, 12, 11, 10, tzinfo=UTC),
+                send_id=send_token(secret, job, emailed[1]),
+            )
+        ]
+    )
     report: Report = run_suites(tailor.settings, ["policy"], tmp_path / "out", True)
     m = report.metrics
     assert m["policy.own.decisions"] == len(customers)
-    held = [d for d in log if d["detail"]["group"] == "holdout"]
-    targeted = [d for d in log if d["detail"]["group"] == "targeted"]
     if held:
         assert m["policy.own.send_nothing.ips"] == pytest.approx(
             sum(d["customer_id"] in buyers for d in held) / len(held)
@@ -717,6 +744,16 @@ def test_a_campaign_that_explores_logs_exact_probabilities_and_the_policy_suite_
         if d["action"] == (d["detail"]["greedy"] or "nothing")
     ) / len(targeted)
     assert m["policy.own.served.ips"] == pytest.approx(by_hand)
+    # Rewarded by a click on the email the decision made: nothing sent, nothing clicked.
+    clicked_by_hand = sum(
+        (d["customer_id"] in clickers) / d["detail"]["action_propensity"]
+        for d in targeted
+        if d["action"] == (d["detail"]["greedy"] or "nothing") and d["action"] != "nothing"
+    ) / len(targeted)
+    assert m["policy.own_clicks.served.ips"] == pytest.approx(clicked_by_hand) and clicked_by_hand > 0
+    assert m["policy.own_clicks.logging.value"] == pytest.approx(len(clickers) / len(customers))
+    if held:
+        assert m["policy.own_clicks.send_nothing.ips"] == 0.0
     assert m["policy.own_simulated.ips_coverage"] >= 0.9 and m["policy.own_simulated.dr_coverage"] >= 0.9
     assert m["policy.own.explored"] == explored
     assert all(a in ACTIONS for a in (d["action"] for d in log))

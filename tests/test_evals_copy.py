@@ -104,3 +104,48 @@ def test_writers_on_real_customers_and_their_emails_side_by_side(slice_store: St
     assert writers == {"template", "smollm2-135m-instruct (recorded)"}
     html = render_html(Report(metrics=metrics, artifacts=arts, meta={"suites": ["copy"]}))
     assert "Ann, more lanterns for the garden" in html and "template wrote: intro" in html
+
+
+def _judged(
+    model: str, brand: str, labels: list[dict[str, str] | None], *, template: int = 0
+) -> dict[str, object]:
+    parts: list[dict[str, object]] = [
+        {"part": "subject", "writer": "openai", "text": "Ann, a kettle for your kitchen", "label": labels[0]},
+        {"part": "intro", "writer": "openai", "text": "Hello Ann, we found a kettle.", "label": labels[1]},
+    ]
+    parts += [{"part": "reason:K1", "writer": "template", "text": "You bought a teapot."}] * template
+    return {"model_key": model, "brand": brand, "fully_model_written": not template, "parts": parts}
+
+
+def test_what_the_models_sent_is_counted_as_a_person_judged_it(tmp_path: Path) -> None:
+    good, vague, echo = (
+        {"verdict": "good"},
+        {"verdict": "bad", "kind": "vague_subject"},
+        {
+            "verdict": "bad",
+            "kind": "echo",
+        },
+    )
+    rows = [
+        _judged("small", "hearth", [good, good]),
+        _judged("small", "harbour", [vague, good], template=1),
+        _judged("other", "harbour", [good, echo]),
+    ]
+    judged = tmp_path / "judged.jsonl"
+    judged.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ev = CopyQualityEval(None, heldout=None, model_parts=None, drawn_parts=None, sent_judged=judged)
+    out = ev.run()
+    assert out["copy.sent.all.emails"] == 3 and out["copy.sent.all.gate_violations"] == 1
+    assert out["copy.sent.small.gate_violations"] == 0 and out["copy.sent.other.gate_violations"] == 1
+    assert out["copy.sent.small.fully_model_written"] == 0.5 and out["copy.sent.small.signed"] == 0.5
+    assert out["copy.sent.small.model_parts_good"] == 0.75
+    assert out["copy.sent.all.fully_model_written_and_signed"] == pytest.approx(1 / 3)
+    table = ev.artifacts()["copy_sent_bad"]
+    assert table["rows"] == [  # type: ignore[typeddict-item]
+        ["small", "harbour", "subject", "Ann, a kettle for your kitchen", "vague_subject"],
+        ["other", "harbour", "intro", "Hello Ann, we found a kettle.", "echo"],
+    ]
+    # A model part nobody labelled is refused by name, not counted as good.
+    judged.write_text(json.dumps(_judged("small", "hearth", [good, None])) + "\n")
+    with pytest.raises(DataError, match="a model-written part has no good or bad label: 'Hello Ann"):
+        ev.run()

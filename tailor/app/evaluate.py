@@ -40,6 +40,7 @@ from tailor.app.ops import Ops
 from tailor.app.service import Tailor
 from tailor.core.errors import ConfigError, DataError, TailorError
 from tailor.core.models import EventKind, JsonObject
+from tailor.core.sends import send_token
 from tailor.core.settings import Settings
 from tailor.core.utc import utc_timestamp
 from tailor.data.frame import purchases_from_store, purchases_from_uci
@@ -327,13 +328,16 @@ def _policy(inp: SuiteInput) -> Eval:
             f"policy: no logged sends ({path} is absent): values come from a SYNTHETIC logged-feedback log "
             "built on real purchases"
         )
-    own = _own_log(inp)
-    return PolicyEval(inp.purchases, log=log, own=own, n=n, seed=inp.seed, simulations=200)
+    own, clicks = _own_log(inp)
+    return PolicyEval(inp.purchases, log=log, own=own, own_clicks=clicks, n=n, seed=inp.seed, simulations=200)
 
 
-def _own_log(inp: SuiteInput) -> OwnLog | None:
+def _own_log(inp: SuiteInput) -> tuple[OwnLog | None, OwnLog | None]:
     """Tailor's own decision log (the ops database), each decision rewarded 1 when the customer bought
-    within ``TAILOR_ATTRIBUTION_DAYS`` of it (``tailor.app.attribution``'s rule); None when there is none.
+    within ``TAILOR_ATTRIBUTION_DAYS`` of it (``tailor.app.attribution``'s rule); and the same decisions
+    rewarded by engagement: 1 when the customer clicked a link of the email the decision made (its send
+    token, ``tailor.core.sends``: the click, or the CRM's Email Link Clicked, names it), 0 for a decision
+    that made none. (None, None) when there is no log.
 
     One policy's decisions only, the one with the most (its holdout and exploration shares are in its
     name): pooled across shares, the holdout and the targeted would no longer be draws of one audience.
@@ -341,18 +345,25 @@ def _own_log(inp: SuiteInput) -> OwnLog | None:
     is left out."""
     settings = inp.settings
     if not settings.ops_exists or not settings.store_exists:
-        return None
+        return None, None
     ops = Ops(settings.ops_database)
     try:
         rows = ops.all_decisions()
+        secret = ops.secret("send")
     finally:
         ops.close()
     if not rows:
         inp.notes.append("policy: Tailor's decision log is empty: no policy.own.* figures")
-        return None
+        return None, None
+    sends = {
+        send_token(secret, str(r["job_id"]), str(r["customer_id"])): str(r["customer_id"])
+        for r in rows
+        if r["action"] != "nothing"
+    }
     store = Store(settings.store_database)
     try:
         bought = store.events_frame(kinds=(EventKind.PURCHASE,))
+        engaged = store.email_engagement(sends)
     finally:
         store.close()
     policies = Counter(str(r["policy"]) for r in rows)
@@ -378,11 +389,20 @@ def _own_log(inp: SuiteInput) -> OwnLog | None:
         f" ({other} under other policies and {open_windows} whose {settings.attribution_days}-day window"
         " is still open left out); reward: a purchase within the window; intervals clustered by"
         " customer (a customer in several campaigns is one draw, not several); policy.own_simulated.* and"
-        " policy.own_simulated_repeat.* check the estimators on simulated logs whose true values are known"
+        " policy.own_simulated_repeat.* check the estimators on simulated logs whose true values are known;"
+        " policy.own_clicks.*: the same decisions rewarded by a click on the email each made"
     )
     if not kept:
-        return None
-    return OwnLog.from_rows(kept, rewards)
+        return None, None
+    clicks = [
+        float(
+            r["action"] != "nothing"
+            and EventKind.EMAIL_CLICK
+            in engaged.get(send_token(secret, str(r["job_id"]), str(r["customer_id"])), set())
+        )
+        for r in kept
+    ]
+    return OwnLog.from_rows(kept, rewards), OwnLog.from_rows(kept, clicks)
 
 
 DEFAULT_FACTORIES: Mapping[str, EvalFactory] = {
