@@ -128,3 +128,33 @@ def test_the_gauges_follow_each_evaluation_and_a_failure_changes_none(tmp_path: 
         assert "tailor_model_drift_item_mix_psi " not in text and "tailor_model_shadow_customers 0" in text
     finally:
         ops.close()
+
+
+def test_a_customer_forgotten_while_it_runs_is_left_out_not_an_error(
+    slice_store: Store, fitted: Ranker
+) -> None:
+    """The forget lands between the window's read and the ranking (it holds the model lock, and purges the
+    ranker first): she is not ranked, and the rest are judged as before."""
+    import copy
+    import threading
+
+    ranker = copy.deepcopy(fitted)
+    whole = shadow_eval(slice_store, ranker, NOW, days=31, stale_ratio=0.9)
+    after = {e.customer_id for e in slice_store.events(kinds=[EventKind.PURCHASE], since=CUT, until=NOW)}
+    victim = sorted(c for c in after if c in ranker.customer_index)[0]
+
+    class ForgetOnEnter:
+        def __init__(self) -> None:
+            self.lock = threading.RLock()
+
+        def __enter__(self) -> object:
+            self.lock.acquire()
+            ranker.forget(victim)  # what a forget does under the model lock
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.lock.release()
+
+    report = shadow_eval(slice_store, ranker, NOW, days=31, stale_ratio=0.9, lock=ForgetOnEnter())
+    assert report["customers"] == whole["customers"] - 1
+    assert victim not in ranker.customer_index and 0 <= report["recall@10"]["served"] <= 1

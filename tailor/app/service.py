@@ -182,6 +182,7 @@ class Tailor:
             self.now(),
             days=self.settings.shadow_days,
             stale_ratio=self.settings.shadow_stale_ratio,
+            lock=self.model.lock,
         )
 
     def refit(self, *, isolated: bool = False) -> FitResult:

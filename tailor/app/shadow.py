@@ -16,6 +16,9 @@ since it was fitted, against reference rankers kept up to date, and the drift of
   the index noise: ``None``).
 
 A store the ranker has seen nothing after says so (``customers`` 0) and marks nothing.
+
+A customer forgotten while it runs is left out: the ranking is done under ``lock`` (the service's model lock,
+which a forget holds while it purges the ranker), of the customers the ranker still holds then.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timedelta
 
 import pandas as pd
@@ -80,6 +84,7 @@ def shadow_eval(
     stale_ratio: float,
     most: int = 2000,
     seed: int = 0,
+    lock: AbstractContextManager[object] | None = None,
 ) -> JsonObject:
     # The fit's clock, to the microsecond (it is kept as a day count, whose float has nanoseconds).
     fitted = ranker.fitted_at.round("us").to_pydatetime()
@@ -111,8 +116,12 @@ def shadow_eval(
         "rankable_share": round(rankable, 4) if rankable is not None else None,
     }
     recall: dict[str, float] = {}
+    with lock if lock is not None else nullcontext():
+        # A forget since the window was read purged the ranker first: she is judged on nothing.
+        customers = [c for c in customers if c in ranker.customer_index]
+        served = ranker.rank(customers, k=_K) if customers else []
+    report["customers"] = len(customers)
     if customers:
-        served = ranker.rank(customers, k=_K)
         repeat = _fresh_repeat(store, customers, since)
         popular = list(
             before.groupby("item_id")["customer_id"].nunique().sort_values(ascending=False).index[:_K]
