@@ -521,6 +521,9 @@ class OpenAIWriter:
         most_draws = self.settings.llm_draws if screen is not None else 1
         for part in request.wanted:
             kind = "reason" if part.startswith("reason:") else part
+            if kind not in self.settings.llm_parts:
+                failed[part] = "kept to the template's copy (TAILOR_LLM_PARTS)"
+                continue
             messages, part_refs, part_changed, brief = self._messages(part, request, brand)
             refs.update(dict.fromkeys(part_refs))
             changed.update(dict.fromkeys(part_changed))
@@ -555,7 +558,7 @@ class OpenAIWriter:
                     written[part] = first
                     if screen is not None:
                         unscreened.append(part)
-        if failed and not written and request.parts is None:
+        if failed and not written and request.parts is None and draws:
             raise LLMOutputError("; ".join(f"{k}: {v}" for k, v in list(failed.items())[:3]))
         template = self._template.write_email(request, brand).copy if failed else base
         copy = base.with_parts({**{k: template.part(k) for k in failed}, **written})

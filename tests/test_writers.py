@@ -443,3 +443,24 @@ def test_llama_server_holds_each_part_to_its_pattern(llama: Settings, brand: Bra
         content, *_ = writer._ask_model(writer.messages(part, REQUEST, brand), most, pattern)
         text = json.loads(content)["text"]
         assert re.fullmatch(pattern[1:-1], text), (part, text)
+
+
+def test_openai_writer_leaves_the_parts_it_is_not_given_to_the_templates_approved_copy(
+    endpoint: tuple[str, list[Reply]], brand: BrandConfig
+) -> None:
+    """``TAILOR_LLM_PARTS``: a retailer whose model gets its reasons wrong keeps them to the template. The
+    model is asked for the other parts only, and the kept ones are named as the template's."""
+    url, script = endpoint
+    replies = copy_replies(GOOD)
+    script.extend(replies[:3])  # subject, preheader, intro: no reason is asked for
+    result = _writer(url, llm_parts=("subject", "preheader", "intro")).write_email(REQUEST, brand)
+    template = TemplateWriter().write_email(REQUEST, brand).copy
+    assert (result.copy.subject, result.copy.intro) == (GOOD.subject, GOOD.intro)
+    assert result.copy.reasons == template.reasons
+    assert list(result.fallback_parts) == ["reason:85123A"]
+    assert "TAILOR_LLM_PARTS" in result.fallback_parts["reason:85123A"]
+    assert result.draws == {"subject": 1, "preheader": 1, "intro": 1}
+    with pytest.raises(ValueError, match="llm_parts"):
+        Settings(llm_parts=("subject", "signature"))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="llm_parts"):
+        Settings(llm_parts=())

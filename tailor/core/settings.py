@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     llm_draw_temperature: float = Field(
         0.8, ge=0, le=2, description="The sampling temperature of every draw after a part's first."
     )
+    llm_parts: tuple[Literal["subject", "preheader", "intro", "reason"], ...] = Field(
+        ("subject", "preheader", "intro", "reason"),
+        min_length=1,
+        description="The parts of an email the model writes (JSON list); the others are the template's"
+        " approved copy: a retailer keeps the parts its model gets wrong (the copy eval's copy.sent.* by"
+        " part tells which) to the template.",
+    )
     llm_unavailable: Literal["fallback", "defer"] = Field(
         "fallback", description="When the model endpoint is down: use the template writer, or defer the job."
     )
