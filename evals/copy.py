@@ -321,6 +321,12 @@ class CopyQualityEval:
                 p["label"]["verdict"] == "good" for p in parts
             ) / max(len(parts), 1)
             out[f"copy.sent.{key}.signed"] = sum(not bad(e) for e in group) / n
+            # By part: what this model gets right, and what to keep to the template (TAILOR_LLM_PARTS).
+            for kind in _PARTS:
+                of_kind = [p for p in parts if p["part"].split(":")[0] == kind]
+                if of_kind:
+                    good = sum(p["label"]["verdict"] == "good" for p in of_kind)
+                    out[f"copy.sent.{key}.good.{kind}"] = good / len(of_kind)
             out[f"copy.sent.{key}.fully_model_written_and_signed"] = (
                 sum(bool(e["fully_model_written"]) and not bad(e) for e in group) / n
             )

@@ -139,6 +139,8 @@ def test_what_the_models_sent_is_counted_as_a_person_judged_it(tmp_path: Path) -
     assert out["copy.sent.small.gate_violations"] == 0 and out["copy.sent.other.gate_violations"] == 1
     assert out["copy.sent.small.fully_model_written"] == 0.5 and out["copy.sent.small.signed"] == 0.5
     assert out["copy.sent.small.model_parts_good"] == 0.75
+    assert out["copy.sent.small.good.subject"] == 0.5 and out["copy.sent.small.good.intro"] == 1.0
+    assert "copy.sent.small.good.reason" not in out  # the template wrote them
     assert out["copy.sent.all.fully_model_written_and_signed"] == pytest.approx(1 / 3)
     table = ev.artifacts()["copy_sent_bad"]
     assert table["rows"] == [  # type: ignore[typeddict-item]
