@@ -300,6 +300,7 @@ _HINTS = {
     "unknown_product": "Mention only the products given.",
     "garbled": "Write plain words only: no runs of dashes, no slashes, no symbols.",
     "wrong_count": "Give the number of times exactly as the facts say it, or none.",
+    "profanity": "Write as a shop writes to a customer: polite, plain words.",
 }
 _RAIL_HINTS = {
     "grounding": "State only the facts given: no numbers, prices, dates or products of your own.",

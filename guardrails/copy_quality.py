@@ -265,8 +265,29 @@ def _shared_run(words: Sequence[str], source: Sequence[str], n: int, own: set[st
     return ""
 
 
+# The products an evidence summary names ("often bought by customers who also bought A, B, C").
+_NAMED_IN_SUMMARY = re.compile(
+    r"\b(?:also bought|bought together with|alongside)\s+(?P<names>.+)$", re.IGNORECASE
+)
+
+
+def _evidence_names(context: RailContext) -> tuple[str, ...]:
+    names: set[str] = set()
+    for evidence in context.product_evidence.values():
+        for e in evidence:
+            m = _NAMED_IN_SUMMARY.search(e.summary)
+            if m:
+                names.update(n.strip() for n in re.split(r",\s*|\s+and\s+", m.group("names")) if n.strip())
+    return tuple(sorted(names, key=len, reverse=True))
+
+
 def _names_only(text: str, context: RailContext, kind: str) -> Finding | None:
-    rest = _content(_words(_SEPARATORS.sub(" ", _without_names(text, context))))
+    rest_text = _without_names(text, context)
+    # A list of the products the evidence names is a list of names too.
+    others = _title_pattern(_evidence_names(context))
+    if others is not None:
+        rest_text = others.sub(" ", rest_text)
+    rest = _content(_words(_SEPARATORS.sub(" ", rest_text)))
     if rest:
         return None
     titles = _titles(context)
@@ -453,10 +474,39 @@ def _garbled(text: str, context: RailContext) -> str:
     return ""
 
 
+# Words no shop puts in front of a customer; a product's own name may hold one ("Cocktail" does not).
+_PROFANE = re.compile(
+    r"\b(?:shit\w*|bullshit|fuck\w*|crap|crappy|bitch\w*|bastard\w*|arse(?:hole)?s?|asshole\w*|piss\w*|"
+    r"cunt\w*|dick(?:head)?s?|cock(?:s|sucker\w*)?|bollocks|wank\w*|twat\w*|prick\w*|slut\w*|whore\w*|"
+    r"damn\w*|goddamn\w*|retard\w*)\b",
+    re.IGNORECASE,
+)
+# A reason that argues against the product it is there to recommend ("so we can't recommend it to you");
+# "we can't recommend it enough" is praise.
+_AGAINST = re.compile(
+    r"\b(?:can['’]?t|cannot|can not|won['’]?t|don['’]?t|do not|would not|wouldn['’]?t)\s+"
+    r"(?:recommend|suggest|advise)\b",
+    re.IGNORECASE,
+)
+
+
+def _profane(text: str, context: RailContext) -> Finding | None:
+    names = _title_spans(text, context)
+    for m in _PROFANE.finditer(text):
+        if not _inside(m.start(), m.end(), names):
+            return Finding(
+                "profanity", f"a word no shop writes to a customer: {m.group()!r}", m.start(), m.end()
+            )
+    return None
+
+
 def check(text: str, context: RailContext, *, part: str | None = None) -> Verdict:
     start = time.perf_counter()
     if part == "support_point":
         findings_ = _support_point(text, context)
+        swear = _profane(text, context)
+        if swear is not None:
+            findings_ = [*findings_, swear]
         return Verdict(name, not findings_, tuple(findings_), (time.perf_counter() - start) * 1000)
     kind = _part_kind(part)
     findings: list[Finding] = []
@@ -475,6 +525,9 @@ def check(text: str, context: RailContext, *, part: str | None = None) -> Verdic
         f for f in _echo_spans(text, context, part) if f.start < 0 or not _inside(f.start, f.end, names)
     )
     findings.extend(_voice(text, context, kind))
+    swear = _profane(text, context)
+    if swear is not None:
+        findings.append(swear)
     if stripped and kind in _PARTS:
         odd = _garbled(text, context)
         if odd:
@@ -515,6 +568,8 @@ def check(text: str, context: RailContext, *, part: str | None = None) -> Verdic
                 findings.append(
                     Finding("no_reason", "the reason gives no reason tied to the product's evidence")
                 )
+            elif _AGAINST.search(text) and not re.search(r"\benough\b|\bhighly\b", text, re.IGNORECASE):
+                findings.append(Finding("no_reason", "the reason argues against the product it recommends"))
             else:
                 count = _wrong_count(text, evidence)
                 if count:
@@ -853,6 +908,11 @@ def _unfinished(text: str, kind: str) -> bool:
         r"|our|their))$",
         stripped,
         re.IGNORECASE,
+    ):
+        return True
+    # A grammar that must end a part with a full stop ends a cut-off one there: "…, a .", "… with your."
+    if re.search(
+        r"(?:\s|[-–—,;:]|\b(?:and|or|the|a|an|of|with|your|but|than|which|our|their))[.!?]$", stripped, re.I
     ):
         return True
     if kind in ("preheader", "intro", "reason") and not _SENTENCE_END.search(stripped):

@@ -595,3 +595,43 @@ def test_product_names_and_plain_punctuation_are_not_garbled(retailer: Retailer)
         "Hello Hannah, we picked a few things: the ones you buy again & again (and one more).",
     ):
         assert "garbled" not in rules(text, ctx, "intro" if text.startswith("Hello") else f"reason:{odd.id}")
+
+
+# Other products the evidence names (not in the email): a list of them is still a list of names.
+ALSO_BOUGHT = {"hearth": "Lunch Bag Vintage Doily", "harbour": "Green Tea Powder 100g"}
+
+
+def test_what_got_past_the_rails_in_the_large_smollm2_run_is_stopped_now(retailer: Retailer) -> None:
+    """Sent in the 200-email run (judged by a person): a preview line of names the evidence lists, cut off
+    on a full stop; a swear word; a reason arguing against its own product."""
+    rows = CATALOGS[retailer.key]
+    named = ALSO_BOUGHT[retailer.key]
+    evidence = {item.id: ev for item, ev in rows}
+    last = rows[-1][0].id
+    evidence[last] = (
+        *evidence[last],
+        Evidence(kind="similar_customers", summary=f"often bought by customers who also bought {named}"),
+    )
+    ctx = RailContext(
+        customer=CUSTOMER,
+        catalog={item.id: item for item, _ in rows},
+        brand=retailer.brand,
+        plan_item_ids=tuple(item.id for item, _ in rows),
+        action="recommend",
+        product_evidence=evidence,
+    )
+    first = titles(retailer)[0]
+    assert "names_only" in rules(f"A {first}, a {named}, a {named}, a {named}, a .", ctx, "preheader")
+    assert "unfinished" in rules(f"A {first} for the shelf, and a {named} to go with your.", ctx, "preheader")
+    assert "unfinished" in rules(f"Hello Hannah, we found a {first} to sit beside the .", ctx, "intro")
+    assert "profanity" in rules(f"The shit you keep in the cupboard, and a {first} for it.", ctx, "preheader")
+    reason = f"reason:{ids(retailer)[0]}"
+    against = "You have bought this 3 times, so we can't recommend it to you."
+    praise = "You have bought this 3 times, so we can't recommend it enough."
+    if retailer.key == "harbour":
+        against, praise = against.replace("3 times", "5 times"), praise.replace("3 times", "5 times")
+    assert "no_reason" in rules(against, ctx, reason)
+    assert rules(praise, ctx, reason) == []
+    # What a shop writes is not stopped by any of these: names in a sentence, a full stop after a word.
+    fine = f"Hello Hannah, we found a {first} to sit beside the one you have."
+    assert rules(fine, ctx, "intro") == []
