@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 
 from retrieval.ranker import Ranker
 from retrieval.recommender import item_text_vectors
@@ -448,3 +449,16 @@ def test_replicas_sharing_the_database_but_no_volume_share_the_ranker_through_it
     with Tailor.open(settings("c", ranker_store="files")) as c:
         shared = c.store.ranker_save_id()
         assert c.index()["ranker"] == "fitted" and c.store.ranker_save_id() == shared
+        own = Ranker.load(c.model.path)
+        assert own.save_id not in (None, shared)
+        # As a store moved to a database that holds no ranker yet: nothing published.
+        with c.store.transaction() as db:
+            db.execute(sa.text("DELETE FROM ranker_chunks"))
+            db.execute(sa.text("DELETE FROM ranker_saves"))
+    # Opened on the database with the ranker it has in its data dir: that one is published at its first
+    # load, not fitted again.
+    with Tailor.open(settings("c")) as d:
+        ranker = d.model.recommender.ranker
+        assert d.store.ranker_save_id() == ranker.save_id == Ranker.saved_id(d.model.path)
+        assert ranker.fitted_at == own.fitted_at and ranker.customer_ids == own.customer_ids
+        assert d.model.refits.done == 0
