@@ -560,7 +560,8 @@ class OpenAIWriter:
                     if screen is not None:
                         unscreened.append(part)
         if failed and not written and request.parts is None and draws:
-            raise LLMOutputError("; ".join(f"{k}: {v}" for k, v in list(failed.items())[:3]))
+            tried = [(k, v) for k, v in failed.items() if k in draws]  # not the parts kept to the template
+            raise LLMOutputError("; ".join(f"{k}: {v}" for k, v in tried[:3]))
         template = self._template.write_email(request, brand).copy if failed else base
         copy = base.with_parts({**{k: template.part(k) for k in failed}, **written})
         return WriteResult(

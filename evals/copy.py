@@ -58,6 +58,27 @@ MODEL_EMAILS = DATA / "model_emails.jsonl"
 SENT_JUDGED = DATA / "model_emails_judged.jsonl"
 # What must never reach a customer, whatever else a part gets wrong.
 GATE_KINDS = frozenset({"placeholder", "echo", "names_only"})
+# What a person may call a bad part (the labelled sets' kinds, and "other" with a why).
+KINDS = GATE_KINDS | frozenset(
+    [
+        "vague_subject",
+        "vague_preheader",
+        "no_reason",
+        "not_a_sentence",
+        "third_person",
+        "repeated",
+        "unknown_product",
+        "false_fact",
+        "invented_history",
+        "unfinished",
+        "first_person",
+        "garbled",
+        "puffery",
+        "profanity",
+        "wrong_name",
+        "other",
+    ]
+)
 BRANDS: Mapping[str, Path] = {
     "hearth": DEFAULT_BRAND,
     "harbour": Path(__file__).resolve().parents[1] / "examples" / "brands" / "harbour_lane.toml",
@@ -288,7 +309,7 @@ class CopyQualityEval:
     def _sent(self, path: Path) -> dict[str, float]:
         """``copy.sent.<model>.*`` and ``copy.sent.all.*`` from the judged emails as they were sent."""
         emails: list[Mapping[str, Any]] = list(read_jsonl(path))
-        groups: dict[str, list[Mapping[str, Any]]] = {"all": emails}
+        groups: dict[str, list[Mapping[str, Any]]] = {"all": list(emails)}
         for e in emails:
             groups.setdefault(str(e["model_key"]), []).append(e)
         out: dict[str, float] = {}
@@ -296,6 +317,15 @@ class CopyQualityEval:
             parts = [p for e in group for p in e["parts"] if p["writer"] != "template"]
             for p in parts:
                 label = p.get("label")
+                if (
+                    isinstance(label, Mapping)
+                    and label.get("verdict") == "bad"
+                    and label.get("kind") not in KINDS
+                ):
+                    raise DataError(
+                        f"{path}: a part's kind {label.get('kind')!r} is not one of the labelled kinds",
+                        hint=f"use one of {', '.join(sorted(KINDS))}",
+                    )
                 if not isinstance(label, Mapping) or label.get("verdict") not in ("good", "bad"):
                     raise DataError(
                         f"{path}: a model-written part has no good or bad label: {p.get('text')!r}",

@@ -635,3 +635,53 @@ def test_what_got_past_the_rails_in_the_large_smollm2_run_is_stopped_now(retaile
     # What a shop writes is not stopped by any of these: names in a sentence, a full stop after a word.
     fine = f"Hello Hannah, we found a {first} to sit beside the one you have."
     assert rules(fine, ctx, "intro") == []
+
+
+def test_the_new_rules_leave_innocent_words_names_and_endings_alone(retailer: Retailer) -> None:
+    """From the review of the rules above: a customer called Dick, words that begin like a swear word, a
+    sentence ending on a preposition, praise that says "can't recommend it enough", and a name the evidence
+    gives with "and" inside it."""
+    ctx = context(retailer)
+    dick = RailContext(
+        customer=CUSTOMER.model_copy(update={"first_name": "Dick"}),
+        catalog=ctx.catalog,
+        brand=ctx.brand,
+        plan_item_ids=ctx.plan_item_ids,
+        action="recommend",
+        product_evidence=ctx.product_evidence,
+    )
+    first = titles(retailer)[0]
+    for action in ("recommend", "replenishment", "win_back"):
+        _assert_template_copy_passes(retailer, CATALOGS[retailer.key], action, dick.customer)
+    assert "profanity" not in rules(
+        "Hello Dick, we found something prickly and a Pissarro print.", dick, "intro"
+    )
+    assert "profanity" not in rules("Hello Hannah, we found a flame retardant throw for you.", ctx, "intro")
+    assert "unfinished" not in rules(f"A {first}, one of the things you'll want more of.", ctx, "preheader")
+    reason = f"reason:{ids(retailer)[0]}"
+    count = "3 times" if retailer.key == "hearth" else "5 times"
+    for praise in ("we can't recommend it more", "we couldn't suggest a better match"):
+        assert "no_reason" not in rules(f"You have bought this {count}, so {praise}.", ctx, reason)
+    assert "no_reason" in rules(
+        f"You have bought this {count}, but we would never recommend it.", ctx, reason
+    )
+    # "Black and White Paisley Mug" is one name the evidence gives: "black" alone is a word of a sentence.
+    rows = CATALOGS[retailer.key]
+    paisley = {
+        **ctx.product_evidence,
+        rows[0][0].id: (
+            Evidence(
+                kind="similar_customers",
+                summary="often bought by customers who also bought Black and White Paisley Mug",
+            ),
+        ),
+    }
+    ctx2 = RailContext(
+        customer=CUSTOMER,
+        catalog=ctx.catalog,
+        brand=ctx.brand,
+        plan_item_ids=ctx.plan_item_ids,
+        action="recommend",
+        product_evidence=paisley,
+    )
+    assert "names_only" not in rules(f"A {first} in black.", ctx2, "preheader")
