@@ -96,7 +96,7 @@ _ECHO = re.compile(
     r"|(?:address|addressing) the customer|the customer(?:'s)?\b"
     r"|marketing emails?|write only|free text|fix them|one sentence on why|do not (?:write|use)"
     r"|under \d+ characters|capital[- ]letter|product descriptions?"
-    r"|the (?:facts|evidence|category) (?:is|are|says?)"
+    r"|the (?:facts|evidence|category) (?:is|are|says?)|\bthe facts about\b|\bwe(?:'re| are) talking about\b"
     r"|(?:this|the) reason (?:for|is|why)|no catalog|worked example|example (?:email|answer)|why line"
     r"|^\s*(?:sure|certainly|of course|okay|ok|as requested|as asked)\b[^.\n]{0,40}[:!]"
     r"|here(?:'s| is) (?:a|an|the|your) (?:subject|preheader|preview|intro|opening|reason|sentence|line)\b"
@@ -290,7 +290,37 @@ def _whole_names(names: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile(r"(?<!\w)(?:" + "|".join(re.escape(n) for n in names) + r")(?!\w)", re.IGNORECASE)
 
 
+# Words that make a string of phrases a sentence to someone: a person spoken to or for, or a verb.
+_SENTENCE_WORDS = _bag(
+    "you your yours we our us is are was were be been have has had bought buy get got make makes made keep "
+    "kept go goes love loves like likes need needs want wants find found bring brings add adds pair pairs "
+    "sit sits look looks feel feels work works fit fits come comes shop stock ready try enjoy give gives "
+    "thought think know hope"
+)
+
+
+def _bare_list(text: str, context: RailContext, kind: str) -> bool:
+    """A string of noun phrases and nothing said: three or more (or two of the products' and categories'
+    own words) between commas or semicolons, with no one spoken to and no verb ("A set of plates, a set of
+    platters, a set of paper."; "The Jumbo Bag Red Retrospot, Bags.")."""
+    segments = [s.strip() for s in re.split(r"[,;]", text.strip().rstrip(".!?")) if s.strip()]
+    if kind == "subject" and segments and segments[0].lower() == context.customer.first_name.lower():
+        segments = segments[1:]
+    if len(segments) >= 3 and len({seg.lower() for seg in segments}) < len(segments):
+        return True  # a name said twice in a list of three is a list, whatever words its names hold
+    if len(segments) < 2 or set(_words(text)) & _SENTENCE_WORDS:
+        return False
+    if len(segments) >= 3:
+        return True
+    own = {_stem(w) for w in _interest_words(context)} | {
+        _stem(w) for name in _evidence_names(context) for w in _words(name)
+    }
+    return all({_stem(w) for w in _content(_words(seg))} <= own for seg in segments)
+
+
 def _names_only(text: str, context: RailContext, kind: str) -> Finding | None:
+    if kind in _PARTS and _bare_list(text, context, kind):
+        return Finding("names_only", f"the {kind} is a list of names, with nothing said about them")
     rest_text = _without_names(text, context)
     # A list of the products the evidence names is a list of names too.
     others = _whole_names(_evidence_names(context))

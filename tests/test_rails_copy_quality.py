@@ -685,3 +685,30 @@ def test_the_new_rules_leave_innocent_words_names_and_endings_alone(retailer: Re
         product_evidence=paisley,
     )
     assert "names_only" not in rules(f"A {first} in black.", ctx2, "preheader")
+
+
+def test_a_bare_list_of_names_and_an_echo_of_the_facts_are_stopped_as_sent_in_the_large_run(
+    retailer: Retailer,
+) -> None:
+    """The gate's kinds that went out in the 200-email run (judged by a person): preview lines that list
+    names (three or more, or a name said twice, or a title and its category) and intros echoing the brief's
+    "facts". A list inside a sentence to the customer, and a short line with a comma, still pass."""
+    ctx = context(retailer)
+    first, second = titles(retailer)[0], titles(retailer)[1]
+    category = ctx.catalog[ids(retailer)[0]].category
+    for text in (
+        f"A {first}, a {second}, a {first}.",
+        f"The {first}, Love Building Block Word, Love Building Block Word, Love Ft.",
+        f"The {first}, {category}.",
+    ):
+        assert "names_only" in rules(text, ctx, "preheader"), text
+    for text in (
+        "Hello Hannah, we thought you might want to know the facts about us.",
+        "Hello Hannah, we thought you might like the product we are talking about.",
+    ):
+        assert "echo" in rules(text, ctx, "intro"), text
+    for text in (
+        f"A {first} and a {second}, both ready for your next order.",
+        f"The {first}, fresh in this week.",
+    ):
+        assert "names_only" not in rules(text, ctx, "preheader"), text
