@@ -151,3 +151,21 @@ def test_what_the_models_sent_is_counted_as_a_person_judged_it(tmp_path: Path) -
     judged.write_text(json.dumps(_judged("small", "hearth", [good, None])) + "\n")
     with pytest.raises(DataError, match="a model-written part has no good or bad label: 'Hello Ann"):
         ev.run()
+
+
+def test_the_judged_large_run_covers_both_models_and_both_retailers_and_is_read_whole() -> None:
+    """evals/data/model_emails_judged.jsonl: the 200-email run of issue #19, each model part labelled."""
+    from evals.copy import SENT_JUDGED
+
+    rows = list(read_jsonl(SENT_JUDGED))
+    assert len(rows) >= 199
+    assert {(r["model_key"], r["brand"]) for r in rows} == {
+        (m, b) for m in ("smollm2_3draws", "gemma3_1draw") for b in ("hearth", "harbour")
+    }
+    out = CopyQualityEval(None, heldout=None, model_parts=None, drawn_parts=None).run()
+    by_hand = sum(
+        any(p["writer"] != "template" and p["label"].get("kind") in ("placeholder", "echo", "names_only")
+            for p in r["parts"])
+        for r in rows
+    )  # fmt: skip
+    assert out["copy.sent.all.emails"] == len(rows) and out["copy.sent.all.gate_violations"] == by_hand
