@@ -57,13 +57,25 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def open_store(path: str | None, customers: int, work: Path) -> Store:
+def open_store(path: str | None, customers: int, work: Path, brand: Path | None = None) -> Store:
+    """An imported store, or a slice of the demo store built here; with ``brand``, its catalog sold by that
+    retailer (its currency, links on its own domain), as the tests' second retailer sells it."""
     if path:
         return Store(Path(path))
     canonical = work / "canonical"
     convert(REPO / "data" / "raw" / "online_retail.parquet", canonical, customers_limit=customers)
     store = Store(work / "tailor.db")
-    import_dir(store, canonical)
+    if brand is None:
+        import_dir(store, canonical)
+        return store
+    from tests.retailers import Retailer, rebrand_catalog
+
+    retailer = Retailer("bench", load_brand(brand), brand)
+    import_dir(
+        store,
+        rebrand_catalog(canonical, work / "canonical-rebranded", retailer),
+        currency=retailer.brand.currency,
+    )
     return store
 
 
@@ -203,17 +215,43 @@ def llm_run(
         samples.parent.mkdir(parents=True, exist_ok=True)
         with samples.open("a", encoding="utf-8") as fh:
             for o in sent:
-                assert o.email is not None
-                row = {
-                    "model": server.model,
-                    "customer_id": o.email.customer_id,
-                    "writer": o.email.writer,
-                    "part_writers": o.email.part_writers,
-                    "subject": o.email.subject,
-                    "preheader": o.email.preheader,
-                    "body_text": o.email.body_text,
-                }
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                fh.write(json.dumps(sample_row(o, deps, server.model, draws), ensure_ascii=False) + "\n")
+
+
+def sample_row(out: EmailOutcome, deps: AgentDeps, model: str, draws: int) -> dict[str, Any]:
+    """A sent email as a person judges it (the form of ``evals/data/model_emails_judged.jsonl`` before its
+    labels): each part with who wrote it, and each product with the evidence its reason may draw on."""
+    email, plan = out.email, out.plan
+    assert email is not None and plan is not None
+    customer = deps.store.get_customer(email.customer_id)
+    evidence = {p.item_id: p.evidence for p in plan.products}
+    texts = {
+        "subject": email.subject,
+        "preheader": email.preheader,
+        "intro": email.body_text.split("\n\n")[0],
+    }
+    texts.update({f"reason:{p.item_id}": p.reason for p in email.products})
+    return {
+        "model": model,
+        "draws": draws,
+        "brand": deps.brand.name,
+        "customer_id": email.customer_id,
+        "first_name": customer.first_name,
+        "action": email.action,
+        "writer": email.writer,
+        "fully_model_written": "template" not in email.part_writers.values(),
+        "products": [
+            {
+                "id": p.item_id,
+                "title": p.title,
+                "category": deps.catalog[p.item_id].category,
+                "evidence": [{"kind": e.kind, "summary": e.summary} for e in evidence.get(p.item_id, ())],
+            }
+            for p in email.products
+        ],
+        "parts": [{"part": k, "writer": email.part_writers.get(k), "text": v} for k, v in texts.items()],
+        "body_text": email.body_text,
+    }
 
 
 def _part_type(part: str) -> str:
@@ -277,7 +315,11 @@ def main() -> None:
     parser.add_argument("--store", help="an imported tailor.db (default: a 40-customer slice, built here)")
     parser.add_argument("--customers", type=int, default=40)
     parser.add_argument(
-        "--brand", type=Path, default=None, help="a retailer configuration TOML (default: the bundled one)"
+        "--brand",
+        type=Path,
+        default=None,
+        help="a retailer configuration TOML (default: the bundled one); the built slice's catalog is sold"
+        " in its currency, on its link domain",
     )
     parser.add_argument("--emails", type=int, default=200)
     parser.add_argument(
@@ -303,7 +345,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        store = open_store(args.store, args.customers, work)
+        store = open_store(args.store, args.customers, work, args.brand)
         settings = Settings(data_dir=work / "data", now=NOW.isoformat())
         recommender = HybridRecommender.build(store, settings)
         deps = AgentDeps(
