@@ -1135,6 +1135,15 @@ def test_a_campaign_with_a_holdout_logs_its_decisions_and_measures_its_uplift(tm
             422,
             "invalid_request",
         )
+        # The rule is the configured one unless the request names another; an unknown one is refused.
+        assert uplift["rule"] == "last_send" and uplift["windows_closed_by_a_later_send"] == 0
+        every = client.get(f"/v1/jobs/{job_id}/uplift", headers=crm, params={"rule": "every_window"}).json()
+        assert every["rule"] == "every_window" and every["groups"] == uplift["groups"]
+        _error(
+            client.get(f"/v1/jobs/{job_id}/uplift", headers=crm, params={"rule": "first_touch"}),
+            422,
+            "invalid_request",
+        )
 
         log = client.get(f"/v1/jobs/{job_id}/decisions", headers=crm).json()["decisions"]
         assert sorted(d["customer_id"] for d in log) == sorted(ids)

@@ -2,8 +2,11 @@
 
 The rules, as the report states them:
 - A customer's window opens at the decision for them (an email made, or held back: the item's
-  ``decided_at``, on the service's clock) and lasts ``TAILOR_ATTRIBUTION_DAYS``; a purchase in it counts
-  toward this campaign (the same purchase may count toward another campaign whose window it is in too).
+  ``decided_at``, on the service's clock) and lasts ``TAILOR_ATTRIBUTION_DAYS``. Under the ``last_send`` rule
+  (``TAILOR_ATTRIBUTION_RULE``, the default) a purchase is the last send's: the window closes early at the
+  customer's next email from anywhere else (another campaign, a direct send; ``Store.sends_of``), so one
+  purchase counts toward one campaign. Held-out customers' windows close the same way, so both groups are
+  measured alike. Under ``every_window`` it counts toward every campaign whose window holds it.
 - The comparison is by assignment (intention to treat): **targeted** is every customer decided for and not
   held out (an email made, or refused for consent, the frequency cap or nothing worth sending), **holdout**
   those refused as ``holdout``. Both are a random split of the audience (``tailor.core.holdout``), so the
@@ -19,25 +22,63 @@ The rules, as the report states them:
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Literal
 
 from evals.uplift import conversion_uplift, revenue_uplift
 from tailor.app.ops import Ops
+from tailor.core.errors import DataError
 from tailor.core.models import EventKind, JsonObject
-from tailor.core.sends import send_token
+from tailor.core.sends import job_send_id, send_token
 from tailor.data.store import Store
 
-__all__ = ["campaign_uplift"]
+__all__ = ["ATTRIBUTION_RULES", "AttributionRule", "campaign_uplift", "window_end"]
+
+AttributionRule = Literal["last_send", "every_window"]
+ATTRIBUTION_RULES: tuple[AttributionRule, ...] = ("last_send", "every_window")
 
 
-def campaign_uplift(store: Store, ops: Ops, job_id: str, *, window_days: int, now: datetime) -> JsonObject:
+def window_end(
+    start: datetime,
+    window: timedelta,
+    sends: list[tuple[str, datetime]],
+    own: str | None,
+    rule: AttributionRule,
+) -> tuple[datetime, bool]:
+    """Where a customer's window that opened at ``start`` closes: ``start + window``, or under ``last_send``
+    at their first send after ``start`` that is not ``own`` (the decision's own email), when that comes
+    first. Also whether such a send closed it."""
+    end = start + window
+    if rule == "last_send":
+        later = [when for send_id, when in sends if send_id != own and start < when < end]
+        if later:
+            return min(later), True
+    return end, False
+
+
+def campaign_uplift(
+    store: Store,
+    ops: Ops,
+    job_id: str,
+    *,
+    window_days: int,
+    now: datetime,
+    rule: AttributionRule = "last_send",
+) -> JsonObject:
+    if rule not in ATTRIBUTION_RULES:
+        raise DataError(
+            f"unknown attribution rule {rule!r}", hint=f"use one of {', '.join(ATTRIBUTION_RULES)}"
+        )
     # Per customer: whether they bought in their window, and for how much.
     groups: dict[str, list[tuple[bool, float]]] = {"targeted": [], "holdout": []}
     left_out: dict[str, int] = {}
     open_windows = 0
+    handed_on = 0  # windows a later send closed early
     window = timedelta(days=window_days)
     sends: dict[str, str] = {}  # each email's send token: its customer
     secret = ops.secret("send")
-    for item in ops.job_items(job_id):
+    items = ops.job_items(job_id)
+    every_send = store.sends_of([item.customer_id for item in items]) if rule == "last_send" else {}
+    for item in items:
         result = item.result or {}
         decided = result.get("decided_at") if isinstance(result, dict) else None
         why_not = None
@@ -51,9 +92,12 @@ def campaign_uplift(store: Store, ops: Ops, job_id: str, *, window_days: int, no
             left_out[why_not] = left_out.get(why_not, 0) + 1
             continue
         start = datetime.fromisoformat(str(decided))
-        if start + window > now:
+        own = job_send_id(job_id, item.customer_id) if item.status == "done" else None
+        end, cut = window_end(start, window, every_send.get(item.customer_id, []), own, rule)
+        handed_on += cut
+        if end > now:
             open_windows += 1
-        bought = store.events(item.customer_id, kinds=[EventKind.PURCHASE], since=start, until=start + window)
+        bought = store.events(item.customer_id, kinds=[EventKind.PURCHASE], since=start, until=end)
         revenue = float(sum(e.value or 0.0 for e in bought))
         group = "holdout" if item.reason == "holdout" else "targeted"
         groups[group].append((bool(bought), revenue))
@@ -90,13 +134,22 @@ def campaign_uplift(store: Store, ops: Ops, job_id: str, *, window_days: int, no
     return {
         "job_id": job_id,
         "window_days": window_days,
+        "rule": rule,
+        "windows_closed_by_a_later_send": handed_on,
         "engagement": engagement,
         "windows_still_open": open_windows,
         "groups": {"targeted": summary(targeted), "holdout": summary(holdout)},
         "uplift": {"conversion": conv.as_dict(), "revenue_per_customer": rev.as_dict()},
         "left_out": dict(sorted(left_out.items())),
         "rules": (
-            f"a purchase within {window_days} days after the decision for a customer counts; targeted (every"
+            f"a purchase within {window_days} days after the decision for a customer counts"
+            + (
+                ", unless another email was sent to the customer between the decision and the purchase"
+                " (the last send's)"
+                if rule == "last_send"
+                else ", whatever other emails the customer got meanwhile (it may count for several campaigns)"
+            )
+            + "; targeted (every"
             " customer decided for and not held out, whether emailed or refused) against the holdout; 95%"
             " intervals: Newcombe's hybrid score for conversion, Welch's t for revenue per customer; an email"
             " is opened (clicked) when an email_open (email_click) event names its send id"

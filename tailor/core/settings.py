@@ -195,6 +195,12 @@ class Settings(BaseSettings):
         description="A purchase counts toward a campaign when made within this many days after the decision"
         " for that customer (an email made, or held back for the holdout).",
     )
+    attribution_rule: Literal["last_send", "every_window"] = Field(
+        "last_send",
+        description="last_send: a purchase counts toward the last email sent to the customer before it (a"
+        " campaign's window closes at the customer's next email from anywhere else); every_window: toward"
+        " every campaign whose window holds it.",
+    )
     console_session_hours: float = Field(
         8.0, gt=0, le=24 * 30, description="How long a console login lasts before the key is asked for again."
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -555,6 +555,25 @@ class Store:
             for send_id, customer_id, kind in rows:
                 if sends.get(str(send_id)) == customer_id:
                     out.setdefault(str(send_id), set()).add(EventKind(kind))
+        return out
+
+    def sends_of(
+        self, customer_ids: Collection[str], channel: str = "email"
+    ) -> dict[str, list[tuple[str, datetime]]]:
+        """Each of these customers' recorded sends (``record_send``), as (send id, when), oldest first; a
+        customer with none is absent. Asked in IN batches of ``_IN_BATCH``."""
+        out: dict[str, list[tuple[str, datetime]]] = {}
+        ids = list(dict.fromkeys(customer_ids))
+        for start in range(0, len(ids), _IN_BATCH):
+            rows = self._query(
+                _in(
+                    "SELECT customer_id, id, ts FROM sends WHERE customer_id IN :ids AND channel=:channel"
+                    " ORDER BY ts, id"
+                ),
+                {"ids": ids[start : start + _IN_BATCH], "channel": channel},
+            )
+            for customer_id, send_id, ts in rows:
+                out.setdefault(str(customer_id), []).append((str(send_id), datetime.fromisoformat(ts)))
         return out
 
     def get_events(self, ids: Sequence[str]) -> list[Event]:

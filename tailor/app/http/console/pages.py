@@ -376,6 +376,7 @@ async def campaign(st: AppState, request: Request, job_id: str) -> Response:
             job.id,
             window_days=st.settings.attribution_days,
             now=st.facade.now(),
+            rule=st.settings.attribution_rule,
         )
     return page(
         "campaign.html",

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from tailor.app.attribution import campaign_uplift
+from tailor.app.attribution import AttributionRule, campaign_uplift
 from tailor.app.facade import RefitStart
 from tailor.app.http.actions import (
     PREVIEW_SIZE,
@@ -225,13 +225,21 @@ async def get_job_uplift(
     key: Crm,
     job_id: str,
     window_days: Annotated[int | None, Query(ge=1, le=90)] = None,
+    rule: AttributionRule | None = None,
 ) -> JsonObject:
     """What the campaign did: purchases of its targeted customers against its holdout, within the window
-    after each decision, with 95% intervals (the rules are in the answer)."""
+    after each decision, with 95% intervals (the rules are in the answer; ``rule`` and ``window_days``
+    override ``TAILOR_ATTRIBUTION_RULE`` and ``TAILOR_ATTRIBUTION_DAYS`` for this answer)."""
     own_job(st, key, job_id)
     days = window_days or st.settings.attribution_days
     return await run_in_threadpool(
-        campaign_uplift, st.facade.store, st.ops, job_id, window_days=days, now=st.facade.now()
+        campaign_uplift,
+        st.facade.store,
+        st.ops,
+        job_id,
+        window_days=days,
+        now=st.facade.now(),
+        rule=rule or st.settings.attribution_rule,
     )
 
 
