@@ -49,6 +49,8 @@ class EmailOutcome:
     plan: Plan | None
     verdicts: list[Verdict] = field(default_factory=list)
     audit: list[dict[str, Any]] = field(default_factory=list)
+    # The token a sent email's links carry (``tailor.core.sends``); None for a preview.
+    send_id: str | None = None
 
 
 async def run_email(deps: AgentDeps, customer_id: str, trigger: Trigger | None = None) -> EmailOutcome:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from tailor.app.ops import Ops
+from tailor.core.models import Event, EventKind
+from tailor.core.sends import send_of_link, token_of
 from tailor.core.settings import Settings
 from tailor.data.store import Store
 from tests.postgres import PostgresCluster
@@ -114,13 +118,33 @@ def test_email_send_records_the_contact_and_the_impressions(
     assert tailor("index", data_dir=tmp_path).returncode == 0
     sent = tailor("email", "100", "--send", "--json", data_dir=tmp_path)
     assert sent.returncode == 0, sent.stderr
-    products = [p["item_id"] for p in json.loads(sent.stdout)["email"]["products"]]
+    answer = json.loads(sent.stdout)
+    products = [p["item_id"] for p in answer["email"]["products"]]
+    # Its links carry the send's token, as a job's do: the text body's links are the products' own.
+    token = answer["send_id"]
+    assert re.fullmatch(r"s_[0-9a-f]{24}", token), token
+    links = [p["url"] for p in answer["email"]["products"]]
+    assert links and all(send_of_link(u) == token for u in links)
+    assert all(u in answer["email"]["body_text"] for u in links)
+    ops = Ops(tmp_path / "ops.db")
     store = Store(tmp_path / "tailor.db")
     try:
         assert len(store.contacts("100")) == 1 and products
         assert sorted(i for i, _ in store.impressions("100")) == sorted(products)
+        # The token is the recorded send's, under the ops database's secret: a click naming it is hers.
+        [(send_id, _)] = store.sends_of(["100"])["100"]
+        assert send_id.startswith("direct:") and token_of(ops.secret("send"), send_id) == token
+        click = Event(
+            customer_id="100",
+            kind=EventKind.EMAIL_CLICK,
+            timestamp=datetime(2011, 12, 10, 11, tzinfo=UTC),
+            send_id=token,
+        )
+        store.add_events([click])
+        assert store.email_engagement({token: "100"}) == {token: {EventKind.EMAIL_CLICK}}
     finally:
         store.close()
+        ops.close()
     # A preview counts toward neither cap, and is itself held back by the send's frequency cap.
     preview = json.loads(tailor("email", "100", "--json", data_dir=tmp_path).stdout)
     assert preview["refusal"]["reason"] == "frequency_cap"

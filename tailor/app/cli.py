@@ -226,7 +226,9 @@ def email(
         typer.Option(
             "--send",
             help="Record it as sent: the contact (frequency cap) and its products' impressions (30-day"
-            " cap), as the HTTP service's jobs do. Without it, a preview that counts toward neither.",
+            " cap), as the HTTP service's jobs do, and tag its product links with the send's token, so a"
+            " click comes back tied to it (the token is the answer's send_id). Without it, a preview that"
+            " counts toward neither.",
         ),
     ] = False,
 ) -> None:
@@ -234,7 +236,18 @@ def email(
 
     def body() -> None:
         with _tailor(data_dir) as t:
-            outcome = t.email(customer, trigger=trigger, send=send)
+            secret = None
+            if send:
+                from tailor.app.ops import Ops
+
+                # The ops database's send secret, as the service's jobs sign with (made if absent): a
+                # click on this email names its send on every replica.
+                ops = Ops(t.settings.ops_database)
+                try:
+                    secret = ops.secret("send")
+                finally:
+                    ops.close()
+            outcome = t.email(customer, trigger=trigger, send=send, send_secret=secret)
 
         if as_json:
             _dump(outcome_dict(outcome))

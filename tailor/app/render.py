@@ -87,6 +87,8 @@ def outcome_dict(outcome: EmailOutcome) -> JsonObject:
         "email": outcome.email.model_dump(mode="json") if outcome.email else None,
         "refusal": outcome.refusal.model_dump(mode="json") if outcome.refusal else None,
     }
+    if outcome.send_id is not None:
+        data["send_id"] = outcome.send_id
     if outcome.plan is not None:
         data["plan"] = outcome.plan.model_dump(mode="json")
     data["audit"] = outcome.audit

@@ -7,6 +7,7 @@ lazily, on first use; the ranker's life (fits, refits, swaps) is ``tailor.app.mo
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -39,7 +40,17 @@ from tailor.app.llm_endpoint import llm_endpoint_up
 from tailor.app.model import FitResult, ModelStatus, RankerModel, RefitStart
 from tailor.core.brand import BrandConfig, load_brand
 from tailor.core.errors import ConsentError, DataError, NotFoundError
-from tailor.core.models import Consent, Customer, Event, EventKind, Explanation, JsonObject, Recommendation
+from tailor.core.models import (
+    Consent,
+    Customer,
+    Email,
+    Event,
+    EventKind,
+    Explanation,
+    JsonObject,
+    Recommendation,
+)
+from tailor.core.sends import tag_email, token_of
 from tailor.core.settings import Settings
 from tailor.data import sources
 from tailor.data.importer import ImportReport
@@ -260,11 +271,14 @@ class Tailor:
         writer: Writer | None = None,
         send: bool = False,
         decision_key: str = "",
+        send_secret: bytes | None = None,
     ) -> EmailOutcome:
         """An email that passed every rail, or a refusal; both with the audit trace.
 
         ``send=True`` records the contact, so the frequency cap holds the next one back; a preview
-        (the default) is capped by earlier sends but does not count as one."""
+        (the default) is capped by earlier sends but does not count as one. With ``send_secret`` (the ops
+        database's, ``Ops.secret("send")``) a sent email's product links carry its send's token, as a job's
+        do, and the outcome's ``send_id`` is that token: a click on one comes back tied to this send."""
         if isinstance(trigger, str):
             if trigger not in TRIGGER_KINDS:
                 raise DataError(f"unknown trigger {trigger!r}", hint=f"use one of {', '.join(TRIGGER_KINDS)}")
@@ -280,12 +294,13 @@ class Tailor:
             # A sent email shows its products to the customer: they count toward the 30-day impression
             # cap. A preview is seen by staff only, so it does not. The job runner records its sends the
             # same way, under the job item's id.
-            self.store.record_send(
-                "direct:" + uuid.uuid4().hex,
-                customer_id,
-                [p.item_id for p in outcome.email.products],
-                self.now(),
-            )
+            send_id = "direct:" + uuid.uuid4().hex
+            shown = [p.item_id for p in outcome.email.products]
+            if send_secret is not None:
+                token = token_of(send_secret, send_id)
+                tagged = Email.model_validate(tag_email(outcome.email.model_dump(mode="json"), token))
+                outcome = dataclasses.replace(outcome, email=tagged, send_id=token)
+            self.store.record_send(send_id, customer_id, shown, self.now())
         return outcome
 
     def why(self, customer_id: str, item_id: str) -> Explanation:

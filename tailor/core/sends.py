@@ -4,7 +4,8 @@ A job's email is sent under ``job_send_id`` (the id ``Store.record_send`` keeps 
 email carries is not that id, which names the customer, but ``send_token``: an HMAC of it under a secret of
 the ops database (``Ops.secret``), the same on every replica. The job result's ``send_id`` is the token, and
 every product link of the email the job returns carries it as ``tailor_send=`` (``tag_email``), as an email
-platform's click tracking would; so a click on it, and the CRM's Email Opened and Email Link Clicked events
+platform's click tracking would (a direct send, ``tailor email --send``, likewise: ``token_of`` its
+``direct:`` id); so a click on it, and the CRM's Email Opened and Email Link Clicked events
 (``tailor.data.segment``), name the send they belong to (``Event.send_id``) without the customer's id
 travelling in a link.
 """
@@ -20,7 +21,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from markupsafe import escape
 
-__all__ = ["SEND_PARAM", "job_send_id", "send_of_link", "send_token", "tag_email", "tag_link"]
+__all__ = ["SEND_PARAM", "job_send_id", "send_of_link", "send_token", "tag_email", "tag_link", "token_of"]
 
 SEND_PARAM = "tailor_send"
 # A link followed by one of these is part of a longer one (a path, a query, a fragment, a file name); a full
@@ -36,8 +37,13 @@ def job_send_id(job_id: str, customer_id: str) -> str:
 
 
 def send_token(secret: bytes, job_id: str, customer_id: str) -> str:
-    """What the email carries for its send: opaque, and the same for the same send on every replica."""
-    digest = hmac.new(secret, job_send_id(job_id, customer_id).encode(), hashlib.sha256).hexdigest()
+    """What a job's email carries for its send: opaque, and the same for the same send on every replica."""
+    return token_of(secret, job_send_id(job_id, customer_id))
+
+
+def token_of(secret: bytes, send_id: str) -> str:
+    """The token of any recorded send (a job's, or a direct one's ``direct:<id>``)."""
+    digest = hmac.new(secret, send_id.encode(), hashlib.sha256).hexdigest()
     return "s_" + digest[:24]
 
 
