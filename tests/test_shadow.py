@@ -11,6 +11,7 @@ import pytest
 from evals.protocol import recall_at
 from retrieval.ranker import Ranker
 from tailor.app.shadow import MIN_CUSTOMERS, psi, shadow_eval
+from tailor.core.errors import BackendError
 from tailor.core.models import EventKind
 from tailor.data.frame import purchases_from_store
 from tailor.data.store import Store
@@ -158,3 +159,59 @@ def test_a_customer_forgotten_while_it_runs_is_left_out_not_an_error(
     report = shadow_eval(slice_store, ranker, NOW, days=31, stale_ratio=0.9, lock=ForgetOnEnter())
     assert report["customers"] == whole["customers"] - 1
     assert victim not in ranker.customer_index and 0 <= report["recall@10"]["served"] <= 1
+
+
+def test_a_ranker_replaced_while_it_runs_is_not_reported_the_served_one_is(
+    slice_store: Store, fitted: Ranker
+) -> None:
+    """A refit lands between the lookup and the ranking (it swaps the served ranker under the model lock):
+    the one served now is judged, not the one looked up before."""
+    import copy
+    import threading
+
+    before = copy.deepcopy(fitted)
+    whole = shadow_eval(slice_store, before, NOW, days=31, stale_ratio=0.9)
+    after = {e.customer_id for e in slice_store.events(kinds=[EventKind.PURCHASE], since=CUT, until=NOW)}
+    victim = sorted(c for c in after if c in before.customer_index)[0]
+    refitted = copy.deepcopy(fitted)
+    refitted.forget(victim)  # a ranker that differs in what it can judge
+    serving = {"now": before}
+
+    class RefitOnEnter:
+        def __init__(self) -> None:
+            self.lock = threading.RLock()
+            self.entered = 0
+
+        def __enter__(self) -> object:
+            self.lock.acquire()
+            self.entered += 1
+            serving["now"] = refitted  # what a refit's swap does under the model lock
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.lock.release()
+
+    lock = RefitOnEnter()
+    report = shadow_eval(
+        slice_store, before, NOW, days=31, stale_ratio=0.9, lock=lock, served=lambda: serving["now"]
+    )
+    assert lock.entered == 2, "judged again, on the ranker served now"
+    assert victim in before.customer_index, "the replaced ranker is left as it was"
+    assert report["customers"] == whole["customers"] - 1
+
+    class RefitEveryTime(RefitOnEnter):
+        def __enter__(self) -> object:
+            self.lock.acquire()
+            serving["now"] = copy.copy(refitted)  # a new ranker at every look
+            return self
+
+    with pytest.raises(BackendError, match="kept changing"):
+        shadow_eval(
+            slice_store,
+            before,
+            NOW,
+            days=31,
+            stale_ratio=0.9,
+            lock=RefitEveryTime(),
+            served=lambda: serving["now"],
+        )

@@ -33,6 +33,7 @@ from agent.support_model import make_support_model
 from agent.writers import TemplateWriter, Writer
 from retrieval.embeddings import Embedder
 from retrieval.indexer import index_catalog, index_history, update_customer
+from retrieval.ranker import Ranker
 from retrieval.recommender import HybridRecommender
 from retrieval.search import CatalogHit, ask_catalog
 from retrieval.vector_store import HistoryHit, VectorStore
@@ -194,7 +195,14 @@ class Tailor:
             days=self.settings.shadow_days,
             stale_ratio=self.settings.shadow_stale_ratio,
             lock=self.model.lock,
+            served=self._served_ranker,
         )
+
+    def _served_ranker(self) -> Ranker | None:
+        # What answers now, as loaded: no reload or fetch here, since this is asked under the model lock,
+        # which a reload may take after the refits' gate (the order every other path takes them in).
+        loaded = self.model.loaded
+        return loaded.ranker if loaded is not None else None
 
     def refit(self, *, isolated: bool = False) -> FitResult:
         return self.model.fit(isolated=isolated)

@@ -18,14 +18,16 @@ since it was fitted, against reference rankers kept up to date, and the drift of
 A store the ranker has seen nothing after says so (``customers`` 0) and marks nothing.
 
 A customer forgotten while it runs is left out: the ranking is done under ``lock`` (the service's model lock,
-which a forget holds while it purges the ranker), of the customers the ranker still holds then.
+which a forget holds while it purges the ranker), of the customers the ranker still holds then. A ranker
+replaced meanwhile (``served``, asked under the lock, names another: a refit landed) is not reported on: the
+one served now is judged instead.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timedelta
 
@@ -33,6 +35,7 @@ import pandas as pd
 
 from evals.protocol import recall_at
 from retrieval.ranker import Ranker
+from tailor.core.errors import BackendError
 from tailor.core.models import EventKind, JsonObject
 from tailor.data.store import Store
 
@@ -85,6 +88,8 @@ def shadow_eval(
     most: int = 2000,
     seed: int = 0,
     lock: AbstractContextManager[object] | None = None,
+    served: Callable[[], Ranker | None] | None = None,
+    _tries: int = 3,
 ) -> JsonObject:
     # The fit's clock, to the microsecond (it is kept as a day count, whose float has nanoseconds).
     fitted = ranker.fitted_at.round("us").to_pydatetime()
@@ -117,16 +122,28 @@ def shadow_eval(
     }
     recall: dict[str, float] = {}
     with lock if lock is not None else nullcontext():
-        # A forget since the window was read purged the ranker first: she is judged on nothing.
-        customers = [c for c in customers if c in ranker.customer_index]
-        served = ranker.rank(customers, k=_K) if customers else []
+        now_served = served() if served is not None else None
+        serving = now_served if now_served is not None else ranker
+        if serving is ranker:
+            # A forget since the window was read purged the ranker first: she is judged on nothing.
+            customers = [c for c in customers if c in ranker.customer_index]
+            ranked = ranker.rank(customers, k=_K) if customers else []
+    if serving is not ranker:
+        # A refit (or another replica's save) swapped the ranker since this one was looked up: what is
+        # served now is judged, on its own window, and the one replaced is not reported.
+        if _tries <= 1:
+            raise BackendError("the served ranker kept changing while it was judged", hint="ask again")
+        return shadow_eval(
+            store, serving, now, days=days, stale_ratio=stale_ratio, most=most, seed=seed, lock=lock,
+            served=served, _tries=_tries - 1,
+        )  # fmt: skip
     report["customers"] = len(customers)
     if customers:
         repeat = _fresh_repeat(store, customers, since)
         popular = list(
             before.groupby("item_id")["customer_id"].nunique().sort_values(ascending=False).index[:_K]
         )
-        for name, lists in (("served", served), ("repeat", [repeat[c] for c in customers])):
+        for name, lists in (("served", ranked), ("repeat", [repeat[c] for c in customers])):
             recall[name] = _mean_recall(customers, lists, bought)
         recall["popularity"] = _mean_recall(customers, [popular] * len(customers), bought)
     best_ref = max((recall[r] for r in ("repeat", "popularity") if r in recall), default=0.0)
