@@ -30,7 +30,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, TypedDict
@@ -267,8 +267,7 @@ class RankerModel:
             try:
                 if not self.store.fetch_ranker(latest, fetched):
                     return  # replaced while it was read: the next look fetches the newer one
-                os.replace(fetched["npz"], base.with_suffix(".npz"))
-                os.replace(fetched["json"], base.with_suffix(".json"))
+                _put_in_place(fetched, base)
             finally:
                 for path in fetched.values():
                     path.unlink(missing_ok=True)
@@ -302,8 +301,7 @@ class RankerModel:
             files = {"npz": own.with_suffix(".npz"), "json": own.with_suffix(".json")}
             if not self.store.publish_ranker(ranker.save_id, files, unless_published=unless_published):
                 return False
-            os.replace(files["npz"], base.with_suffix(".npz"))
-            os.replace(files["json"], base.with_suffix(".json"))
+            _put_in_place(files, base)
         return True
 
     def _republish_purged(self, ranker: Ranker, purged: int) -> None:
@@ -619,3 +617,9 @@ class RankerModel:
         """The loaded recommender's caches of the customer, once more after the store rows went: a request
         in between may have cached them anew."""
         return self.loaded.forget(customer_id) if self.loaded is not None else {}
+
+
+def _put_in_place(files: Mapping[str, Path], base: Path) -> None:
+    """A save's two files (``npz``, ``json``), written apart, renamed over the data dir's ranker."""
+    os.replace(files["npz"], base.with_suffix(".npz"))
+    os.replace(files["json"], base.with_suffix(".json"))

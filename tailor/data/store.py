@@ -904,15 +904,22 @@ class Store:
             ) from exc
         return True
 
+    def _snapshot_options(self, *, yield_per: int) -> dict[str, Any]:
+        """A connection's options for reading one snapshot of the store, ``yield_per`` rows at a time: on
+        PostgreSQL a read-only REPEATABLE READ transaction; on SQLite the deferred transaction its reads
+        already hold."""
+        options: dict[str, Any] = {"tailor_read": True, "stream_results": True, "yield_per": yield_per}
+        if self.dialect == "postgresql":
+            options["isolation_level"] = "REPEATABLE READ"
+            options["postgresql_readonly"] = True
+        return options
+
     def fetch_ranker(self, save_id: str, files: Mapping[str, Path]) -> bool:
         """Write the published save ``save_id``'s files to ``files`` (by name), streamed from one snapshot of
         the database. False, with nothing written, when that save is no longer the published one (replaced
         since it was named) or lacks a file asked for; a file that does not add up to its record is refused
         by name, and removed."""
-        options: dict[str, Any] = {"tailor_read": True, "stream_results": True, "yield_per": 4}
-        if self.dialect == "postgresql":
-            options["isolation_level"] = "REPEATABLE READ"
-            options["postgresql_readonly"] = True
+        options = self._snapshot_options(yield_per=4)
         written: list[Path] = []
         try:
             with self._db.engine.connect() as conn:
@@ -977,11 +984,7 @@ class Store:
                     hint="copy into a new database (or a new file); nothing was written",
                 )
             # One snapshot of the source, whatever writes it meanwhile (SQLite: a deferred transaction).
-            options: dict[str, Any] = {"tailor_read": True, "stream_results": True, "yield_per": chunk}
-            if self.dialect == "postgresql":
-                options["isolation_level"] = "REPEATABLE READ"
-                options["postgresql_readonly"] = True
-            source = source.execution_options(**options)
+            source = source.execution_options(**self._snapshot_options(yield_per=chunk))
             for table, columns in _TABLES.items():
                 names, marks = ", ".join(columns), ", ".join(":" + c for c in columns)
                 insert = sa.text(f"INSERT INTO {table} ({names}) VALUES ({marks})")
