@@ -25,6 +25,7 @@ from tailor.core.settings import Settings
 
 __all__ = [
     "EXAMPLE_NAMES",
+    "KEPT_TO_TEMPLATE",
     "CopyRequest",
     "EmailCopy",
     "OpenAIWriter",
@@ -39,6 +40,10 @@ __all__ = [
     "part_pattern",
     "part_schema",
 ]
+
+# Why a part is the template's by the retailer's choice (``TAILOR_LLM_PARTS``), not the model's failure: the
+# metrics count such parts apart from fallbacks.
+KEPT_TO_TEMPLATE = "kept to the template's copy (TAILOR_LLM_PARTS)"
 
 
 class ProductFacts(BaseModel):
@@ -523,7 +528,7 @@ class OpenAIWriter:
         for part in request.wanted:
             kind = "reason" if part.startswith("reason:") else part
             if kind not in self.settings.llm_parts:
-                failed[part] = "kept to the template's copy (TAILOR_LLM_PARTS)"
+                failed[part] = KEPT_TO_TEMPLATE
                 continue
             messages, part_refs, part_changed, brief = self._messages(part, request, brand)
             refs.update(dict.fromkeys(part_refs))

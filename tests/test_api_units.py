@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.audit import check_fields, record, write_fields
-from agent.writers import EmailCopy, ScriptedWriter, WriteResult
+from agent.writers import KEPT_TO_TEMPLATE, EmailCopy, ScriptedWriter, WriteResult
 from guardrails.base import Finding, Verdict
 from prompts import PromptRef
 from retrieval.recommender import HybridRecommender
@@ -274,13 +274,22 @@ def test_metrics_text_exposition() -> None:
     m.observe("tailor_http_request_duration_seconds", 3.0, {"route": "/v1/x"})
     # The trace as the agent writes it (agent.audit), from real verdicts and a real writer result.
     blocked = Verdict("brand", False, (Finding("shouting", "caps", part="subject"),))
-    result = WriteResult(GOOD_COPY, (PromptRef("llm.email_copy", 1),), "m", 15, 10, 5)
+    # The retailer keeps preheaders to the template (TAILOR_LLM_PARTS): not a fallback of the model's.
+    result = WriteResult(
+        GOOD_COPY,
+        (PromptRef("llm.email_copy", 1),),
+        "m",
+        15,
+        10,
+        5,
+        fallback_parts={"preheader": KEPT_TO_TEMPLATE},
+    )
     audit = [
         *record("generate", time.perf_counter(), writer="openai", **write_fields(result, None)),
         *record("check", time.perf_counter(), **check_fields([blocked, Verdict("privacy", True)])),
         *record("revise", time.perf_counter(), writer="openai", **write_fields(None, "timed out")),
     ]
-    record_outcome(m, audit, ("reason:I1", "subject"))
+    record_outcome(m, audit, ("reason:I1", "subject", "preheader"))
     text = m.render()
     assert 'tailor_http_requests_total{method="GET",route="/v1/x",status="200"} 2' in text
     assert 'tailor_http_request_duration_seconds_bucket{route="/v1/x",le="0.05"} 1' in text
@@ -290,6 +299,8 @@ def test_metrics_text_exposition() -> None:
     assert 'tailor_llm_tokens_total{kind="prompt"} 10' in text
     assert 'tailor_llm_tokens_total{kind="completion"} 5' in text
     assert 'tailor_fallbacks_total{part="reason"} 1' in text
+    assert 'tailor_template_parts_kept_total{part="preheader"} 1' in text
+    assert 'tailor_fallbacks_total{part="preheader"}' not in text
     assert "# TYPE tailor_http_request_duration_seconds histogram" in text
 
 

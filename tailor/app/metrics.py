@@ -11,6 +11,8 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import ClassVar
 
+from agent.writers import KEPT_TO_TEMPLATE
+
 __all__ = ["LATENCY_BUCKETS", "Metrics", "record_outcome"]
 
 LATENCY_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -166,7 +168,9 @@ _WRITER_NODES = ("generate", "revise")
 
 
 def record_outcome(metrics: Metrics, audit: Iterable[object], fallback_parts: Iterable[str] = ()) -> None:
-    """Count guardrail blocks, fallbacks and LLM tokens from an agent outcome's audit trace.
+    """Count guardrail blocks, fallbacks and LLM tokens from an agent outcome's audit trace; the parts the
+    retailer keeps to the template (``TAILOR_LLM_PARTS``: a writer record's ``unwritten`` says so) are
+    counted apart from fallbacks, in ``tailor_template_parts_kept_total``.
 
     The trace is the agent's, one record per node, built by ``agent.audit``: a ``check`` record names the
     rails that failed in ``blocked`` (one block per rail per check, so a draft that was revised counts
@@ -187,5 +191,14 @@ def record_outcome(metrics: Metrics, audit: Iterable[object], fallback_parts: It
                 n = entry.get(f"{kind}_tokens")
                 if isinstance(n, int | float) and not isinstance(n, bool) and n > 0:
                     metrics.inc("tailor_llm_tokens_total", {"kind": kind}, float(n))
+    kept = {
+        part
+        for entry in audit
+        if isinstance(entry, Mapping) and entry.get("node") in _WRITER_NODES
+        for part, why in (entry.get("unwritten") or {}).items()
+        if why == KEPT_TO_TEMPLATE
+    }
     for part in fallback_parts:
-        metrics.inc("tailor_fallbacks_total", {"part": part.split(":", 1)[0]})
+        # A part the retailer keeps to the template (TAILOR_LLM_PARTS) is its choice, not a model's failure.
+        name = "tailor_template_parts_kept_total" if part in kept else "tailor_fallbacks_total"
+        metrics.inc(name, {"part": part.split(":", 1)[0]})
