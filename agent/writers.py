@@ -25,7 +25,6 @@ from tailor.core.settings import Settings
 
 __all__ = [
     "EXAMPLE_NAMES",
-    "KEPT_TO_TEMPLATE",
     "CopyRequest",
     "EmailCopy",
     "OpenAIWriter",
@@ -41,8 +40,7 @@ __all__ = [
     "part_schema",
 ]
 
-# Why a part is the template's by the retailer's choice (``TAILOR_LLM_PARTS``), not the model's failure: the
-# metrics count such parts apart from fallbacks.
+# Why a part is the template's by the retailer's choice (``TAILOR_LLM_PARTS``), not the model's failure.
 KEPT_TO_TEMPLATE = "kept to the template's copy (TAILOR_LLM_PARTS)"
 
 

@@ -40,6 +40,7 @@ from agent import AgentDeps, EmailOutcome, OpenAIWriter, TemplateWriter, run_ema
 from agent.compose import assemble  # noqa: E402
 from agent.nodes.generate import copy_request  # noqa: E402
 from agent.state import EmailState, Plan  # noqa: E402
+from evals.copy import BRANDS  # noqa: E402
 from retrieval.embeddings import Embedder  # noqa: E402
 from retrieval.recommender import HybridRecommender  # noqa: E402
 from tailor.core.brand import load_brand  # noqa: E402
@@ -219,8 +220,10 @@ def llm_run(
 
 
 def sample_row(out: EmailOutcome, deps: AgentDeps, model: str, draws: int) -> dict[str, Any]:
-    """A sent email as a person judges it (the form of ``evals/data/model_emails_judged.jsonl`` before its
-    labels): each part with who wrote it, and each product with the evidence its reason may draw on."""
+    """A sent email as a person judges it (the fields of ``evals/data/model_emails_judged.jsonl`` but its id,
+    model key and labels; the brand by its key there when it is one of the eval's): each part with who wrote
+    it, and each product with the evidence its reason may draw on. The intro is the body's first paragraph,
+    as the email shows it."""
     email, plan = out.email, out.plan
     assert email is not None and plan is not None
     customer = deps.store.get_customer(email.customer_id)
@@ -234,7 +237,9 @@ def sample_row(out: EmailOutcome, deps: AgentDeps, model: str, draws: int) -> di
     return {
         "model": model,
         "draws": draws,
-        "brand": deps.brand.name,
+        "brand": next(
+            (key for key, path in BRANDS.items() if load_brand(path).name == deps.brand.name), deps.brand.name
+        ),
         "customer_id": email.customer_id,
         "first_name": customer.first_name,
         "action": email.action,

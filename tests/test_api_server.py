@@ -1135,10 +1135,12 @@ def test_a_campaign_with_a_holdout_logs_its_decisions_and_measures_its_uplift(tm
             422,
             "invalid_request",
         )
-        # The rule is the configured one unless the request names another; an unknown one is refused.
-        assert uplift["rule"] == "last_send" and uplift["windows_closed_by_a_later_send"] == 0
+        # Credit goes by the configured rule unless the request names another; an unknown one is refused.
+        credit = uplift["credit"]
+        assert credit["rule"] == "last_send" and credit["windows_closed_by_a_later_send"] == 0
+        assert credit["emails"] == job["done"] and credit["converted"] == job["done"]
         every = client.get(f"/v1/jobs/{job_id}/uplift", headers=crm, params={"rule": "every_window"}).json()
-        assert every["rule"] == "every_window" and every["groups"] == uplift["groups"]
+        assert every["credit"]["rule"] == "every_window" and every["groups"] == uplift["groups"]
         _error(
             client.get(f"/v1/jobs/{job_id}/uplift", headers=crm, params={"rule": "first_touch"}),
             422,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.audit import check_fields, record, write_fields
-from agent.writers import KEPT_TO_TEMPLATE, EmailCopy, ScriptedWriter, WriteResult
+from agent.writers import EmailCopy, ScriptedWriter, WriteResult
 from guardrails.base import Finding, Verdict
 from prompts import PromptRef
 from retrieval.recommender import HybridRecommender
@@ -274,22 +274,17 @@ def test_metrics_text_exposition() -> None:
     m.observe("tailor_http_request_duration_seconds", 3.0, {"route": "/v1/x"})
     # The trace as the agent writes it (agent.audit), from real verdicts and a real writer result.
     blocked = Verdict("brand", False, (Finding("shouting", "caps", part="subject"),))
-    # The retailer keeps preheaders to the template (TAILOR_LLM_PARTS): not a fallback of the model's.
-    result = WriteResult(
-        GOOD_COPY,
-        (PromptRef("llm.email_copy", 1),),
-        "m",
-        15,
-        10,
-        5,
-        fallback_parts={"preheader": KEPT_TO_TEMPLATE},
-    )
+    result = WriteResult(GOOD_COPY, (PromptRef("llm.email_copy", 1),), "m", 15, 10, 5)
     audit = [
         *record("generate", time.perf_counter(), writer="openai", **write_fields(result, None)),
         *record("check", time.perf_counter(), **check_fields([blocked, Verdict("privacy", True)])),
         *record("revise", time.perf_counter(), writer="openai", **write_fields(None, "timed out")),
     ]
-    record_outcome(m, audit, ("reason:I1", "subject", "preheader"))
+    # The retailer keeps preheaders to the template (TAILOR_LLM_PARTS): not a fallback of the model's, even
+    # where the model gave nothing at all (the revise above timed out).
+    record_outcome(
+        m, audit, ("reason:I1", "subject", "preheader"), model_parts=("subject", "intro", "reason")
+    )
     text = m.render()
     assert 'tailor_http_requests_total{method="GET",route="/v1/x",status="200"} 2' in text
     assert 'tailor_http_request_duration_seconds_bucket{route="/v1/x",le="0.05"} 1' in text
@@ -715,15 +710,16 @@ def test_a_campaign_that_explores_logs_exact_probabilities_and_the_policy_suite_
     )
     held = [d for d in log if d["detail"]["group"] == "holdout"]
     targeted = [d for d in log if d["detail"]["group"] == "targeted"]
-    # One buyer got another email (a direct send) between the campaign and her purchase: under the
-    # last-send rule (the default) the purchase is that email's, and her decision here earns nothing.
+    # One buyer got another email (a direct send) between the campaign and her purchase. Her decision is
+    # still rewarded: policies are judged over whole windows, as the campaign comparison counts them (a
+    # later email, which the frequency cap keeps from the emailed only, must not decide the reward).
     handed_on = next(
         d["customer_id"]
         for d in targeted
         if d["customer_id"] in buyers and d["action"] == (d["detail"]["greedy"] or "nothing")
     )
     assert tailor.store.record_send("direct:between", handed_on, [], datetime(2011, 12, 11, 9, tzinfo=UTC))
-    credited = set(buyers) - {handed_on}
+    credited = set(buyers)
     # Clicks on the emails of every other emailed customer, each naming its own send; and a click naming
     # another customer's send (a forwarded email), which is not hers.
     secret = ops.secret("send")

@@ -1,8 +1,9 @@
-"""A campaign's attribution window against the customer's other emails, on both store engines."""
+"""A campaign's comparison and its emails' credit against the customer's other emails, on both store
+engines."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -30,12 +31,17 @@ def _buy(customer_id: str, day: float) -> Event:
     )
 
 
-def test_a_purchase_is_the_last_sends_and_both_groups_are_cut_alike(any_store: Store, tmp_path: Path) -> None:
-    """Campaign A decides for a, b, c (c held out) at T0 and emails a and b. Then campaign B emails a on day
-    2, a direct send reaches c on day 1, and b gets another email on day 10, after A's 7-day window. All
-    three buy on day 3 or 4. Under last_send a's and c's purchases belong to the later emails; b's is A's
-    (her own email from A does not close her window, nor does an email after it). Under every_window
-    all three count toward A."""
+def test_the_groups_count_whole_windows_and_credit_goes_to_the_last_send(
+    any_store: Store, tmp_path: Path
+) -> None:
+    """Campaign A decides for a, b, d and holds c out at T0 (stamped in UTC+2, as a service clock in that zone
+    stamps it), and emails a, b and d (b's send recorded a second late). Then campaign B emails a on day 2, a
+    direct send reaches c on day 1, and b gets another email on day 10, after A's 7-day window. a and b buy
+    on day 3, c on day 4, d half an hour after the decision.
+
+    The comparison counts whole windows, whatever else was sent: targeted 3 of 3, holdout 1 of 1. Credit
+    under last_send: a's purchase is B's email's; b's and d's are A's (an email's own send, early or late,
+    does not close its window, nor does an email after the window). Under every_window all three are A's."""
     item = Item(
         id="I1", title="Lantern", category="lighting", price=10.0, currency="GBP", url="https://x.test/p/I1"
     )
@@ -47,36 +53,53 @@ def test_a_purchase_is_the_last_sends_and_both_groups_are_cut_alike(any_store: S
             country="France",
             consent=Consent(marketing_email=True),
         )
-        for c in ("a", "b", "c")
+        for c in ("a", "b", "c", "d")
     ]
-    any_store.import_all([item], people, [_buy("a", 3), _buy("b", 3), _buy("c", 4)])
+    buys = [_buy("a", 3), _buy("b", 3), _buy("c", 4), _buy("d", 1 / 48)]
+    any_store.import_all([item], people, buys)
     ops = Ops(tmp_path / "ops.db")
     try:
-        job = ops.create_job("campaign", ["a", "b", "c"], {}).job_id
+        job = ops.create_job("campaign", ["a", "b", "c", "d"], {}).job_id
         other = ops.create_job("campaign", ["a"], {}).job_id
-        decided = {"decided_at": T0.isoformat()}
-        for c in ("a", "b"):
+        decided = {"decided_at": T0.astimezone(timezone(timedelta(hours=2))).isoformat()}
+        assert decided["decided_at"].endswith("+02:00")
+        for c, late in (("a", 0), ("b", 1), ("d", 0)):
             assert ops.finish_item(job, c, "done", decided)
-            assert any_store.record_send(job_send_id(job, c), c, ["I1"], T0)
+            assert any_store.record_send(job_send_id(job, c), c, ["I1"], T0 + timedelta(seconds=late))
         assert ops.finish_item(job, "c", "refused", decided, "holdout")
         assert any_store.record_send(job_send_id(other, "a"), "a", ["I1"], T0 + timedelta(days=2))
         assert any_store.record_send("direct:1", "c", [], T0 + timedelta(days=1))
         assert any_store.record_send("direct:2", "b", [], T0 + timedelta(days=10))
 
         last = campaign_uplift(any_store, ops, job, window_days=7, now=LATER)
-        assert last["rule"] == "last_send" and last["windows_closed_by_a_later_send"] == 2
-        assert last["groups"]["targeted"]["converted"] == 1 and last["groups"]["targeted"]["revenue"] == 10.0
-        assert last["groups"]["holdout"]["converted"] == 0
-        assert "unless another email was sent" in str(last["rules"])
-
+        for answer in (
+            last,
+            campaign_uplift(any_store, ops, job, window_days=7, now=LATER, rule="every_window"),
+        ):
+            assert (
+                answer["groups"]["targeted"]["converted"] == 3
+                and answer["groups"]["targeted"]["revenue"] == 30.0
+            )
+            assert answer["groups"]["holdout"]["converted"] == 1
+        assert last["credit"] == {
+            "rule": "last_send",
+            "emails": 3,
+            "converted": 2,
+            "revenue": 20.0,
+            "windows_closed_by_a_later_send": 1,
+        }
+        assert "credited to the last email the customer was sent before it" in str(last["rules"])
         every = campaign_uplift(any_store, ops, job, window_days=7, now=LATER, rule="every_window")
-        assert every["rule"] == "every_window" and every["windows_closed_by_a_later_send"] == 0
-        assert every["groups"]["targeted"]["converted"] == 2 and every["groups"]["holdout"]["converted"] == 1
-        assert "may count for several campaigns" in str(every["rules"])
+        assert every["credit"]["converted"] == 3 and every["credit"]["windows_closed_by_a_later_send"] == 0
+        assert "credited to every email whose window holds it" in str(every["rules"])
 
-        # A window closed early by a send is closed: it is no longer counted as open.
-        early = campaign_uplift(any_store, ops, job, window_days=7, now=T0 + timedelta(days=5))
-        assert early["windows_still_open"] == 1  # b's; a's and c's closed on days 2 and 1
+        # Whole windows: on day 5 all four are still open.
+        assert (
+            campaign_uplift(any_store, ops, job, window_days=7, now=T0 + timedelta(days=5))[
+                "windows_still_open"
+            ]
+            == 4
+        )
         with pytest.raises(DataError, match="unknown attribution rule 'first_touch'"):
             campaign_uplift(any_store, ops, job, window_days=7, now=LATER, rule="first_touch")  # type: ignore[arg-type]
     finally:

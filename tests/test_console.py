@@ -253,6 +253,9 @@ def test_a_campaign_waits_for_approval_shows_its_preview_and_runs_once_approved(
     # Engagement needs no holdout: none opened or clicked yet, of the five emails made.
     engagement = browser.find_element(By.ID, "engagement").text
     assert engagement.startswith("Of 5 emails made: 0 opened (0.0%), 0 clicked"), engagement
+    # Credit needs none either: nobody has bought since, so none of the five emails is credited yet.
+    credit = browser.find_element(By.ID, "credit").text
+    assert credit.startswith("Credited to its 5 emails (last send): 0 bought, 0.00 in revenue"), credit
     assert console["keys"]["crm"].split("_")[1] in browser.find_element(By.TAG_NAME, "main").text
     _shot(browser, "campaign-done", retailer)
     store = Store(console["data_dir"] / "tailor.db")

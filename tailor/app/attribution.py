@@ -1,16 +1,22 @@
-"""What a campaign did: its customers' purchases after each decision, the targeted against the holdout.
+"""What a campaign did: its customers' purchases after each decision, the targeted against the holdout, and
+the purchases credited to the emails it sent.
 
 The rules, as the report states them:
 - A customer's window opens at the decision for them (an email made, or held back: the item's
-  ``decided_at``, on the service's clock) and lasts ``TAILOR_ATTRIBUTION_DAYS``. Under the ``last_send`` rule
-  (``TAILOR_ATTRIBUTION_RULE``, the default) a purchase is the last send's: the window closes early at the
-  customer's next email from anywhere else (another campaign, a direct send; ``Store.sends_of``), so one
-  purchase counts toward one campaign. Held-out customers' windows close the same way, so both groups are
-  measured alike. Under ``every_window`` it counts toward every campaign whose window holds it.
-- The comparison is by assignment (intention to treat): **targeted** is every customer decided for and not
-  held out (an email made, or refused for consent, the frequency cap or nothing worth sending), **holdout**
-  those refused as ``holdout``. Both are a random split of the audience (``tailor.core.holdout``), so the
-  difference is what the campaign, with its refusals, did.
+  ``decided_at``, on the service's clock) and lasts ``TAILOR_ATTRIBUTION_DAYS``.
+- The comparison is by assignment (intention to treat), over whole windows: **targeted** is every customer
+  decided for and not held out (an email made, or refused for consent, the frequency cap or nothing worth
+  sending), **holdout** those refused as ``holdout``. Both are a random split of the audience
+  (``tailor.core.holdout``), so the difference is what the campaign, with its refusals, did. Whole windows,
+  whatever else the customer was sent: what happens after the split must not decide what is counted, and
+  other campaigns' emails do not reach the two groups alike (the frequency cap holds them back from the
+  emailed customers only), so cutting windows at them would favour the campaign.
+- **Credit**, of the emails the campaign sent: under ``last_send`` (``TAILOR_ATTRIBUTION_RULE``, the
+  default) a purchase is credited to the last email the customer was sent before it, so an email's window
+  closes early at the customer's next email from anywhere else (another campaign, a direct send;
+  ``Store.sends_of``) and a purchase is credited to at most one email; under ``every_window`` to every email
+  whose window holds it. Credit says which send a purchase followed, not what the send caused: that is
+  the comparison's.
 - Failed, cancelled and forgotten customers' items are left out, and counted.
 - Engagement, of the emails the campaign made: an email counts as opened (clicked) when an email_open
   (email_click) event of its customer names its send (``Event.send_id``, the send token: the CRM's Email
@@ -70,14 +76,16 @@ def campaign_uplift(
         )
     # Per customer: whether they bought in their window, and for how much.
     groups: dict[str, list[tuple[bool, float]]] = {"targeted": [], "holdout": []}
+    credited: list[tuple[bool, float]] = []  # per email sent: under ``rule``
     left_out: dict[str, int] = {}
     open_windows = 0
-    handed_on = 0  # windows a later send closed early
+    handed_on = 0  # emails' windows a later send closed early
     window = timedelta(days=window_days)
     sends: dict[str, str] = {}  # each email's send token: its customer
     secret = ops.secret("send")
     items = ops.job_items(job_id)
-    every_send = store.sends_of([item.customer_id for item in items]) if rule == "last_send" else {}
+    emailed = [item.customer_id for item in items if item.status == "done"]
+    every_send = store.sends_of(emailed) if rule == "last_send" else {}
     for item in items:
         result = item.result or {}
         decided = result.get("decided_at") if isinstance(result, dict) else None
@@ -92,17 +100,18 @@ def campaign_uplift(
             left_out[why_not] = left_out.get(why_not, 0) + 1
             continue
         start = datetime.fromisoformat(str(decided))
-        own = job_send_id(job_id, item.customer_id) if item.status == "done" else None
-        end, cut = window_end(start, window, every_send.get(item.customer_id, []), own, rule)
-        handed_on += cut
-        if end > now:
+        if start + window > now:
             open_windows += 1
-        bought = store.events(item.customer_id, kinds=[EventKind.PURCHASE], since=start, until=end)
-        revenue = float(sum(e.value or 0.0 for e in bought))
+        bought = store.events(item.customer_id, kinds=[EventKind.PURCHASE], since=start, until=start + window)
         group = "holdout" if item.reason == "holdout" else "targeted"
-        groups[group].append((bool(bought), revenue))
+        groups[group].append((bool(bought), float(sum(e.value or 0.0 for e in bought))))
         if item.status == "done":
             sends[send_token(secret, job_id, item.customer_id)] = item.customer_id
+            own = job_send_id(job_id, item.customer_id)
+            end, cut = window_end(start, window, every_send.get(item.customer_id, []), own, rule)
+            handed_on += cut
+            mine = [e for e in bought if e.timestamp < end]
+            credited.append((bool(mine), float(sum(e.value or 0.0 for e in mine))))
     targeted, holdout = groups["targeted"], groups["holdout"]
     conv = conversion_uplift(
         sum(b for b, _ in targeted), len(targeted), sum(b for b, _ in holdout), len(holdout)
@@ -134,24 +143,29 @@ def campaign_uplift(
     return {
         "job_id": job_id,
         "window_days": window_days,
-        "rule": rule,
-        "windows_closed_by_a_later_send": handed_on,
         "engagement": engagement,
         "windows_still_open": open_windows,
         "groups": {"targeted": summary(targeted), "holdout": summary(holdout)},
         "uplift": {"conversion": conv.as_dict(), "revenue_per_customer": rev.as_dict()},
+        "credit": {
+            "rule": rule,
+            "emails": len(credited),
+            "converted": sum(b for b, _ in credited),
+            "revenue": round(sum(r for _, r in credited), 2),
+            "windows_closed_by_a_later_send": handed_on,
+        },
         "left_out": dict(sorted(left_out.items())),
         "rules": (
-            f"a purchase within {window_days} days after the decision for a customer counts"
+            f"a purchase within {window_days} days after the decision for a customer counts; targeted (every"
+            " customer decided for and not held out, whether emailed or refused) against the holdout, over"
+            " whole windows; 95% intervals: Newcombe's hybrid score for conversion, Welch's t for revenue per"
+            " customer; credit: "
             + (
-                ", unless another email was sent to the customer between the decision and the purchase"
-                " (the last send's)"
+                "a purchase is credited to the last email the customer was sent before it (an email's window"
+                " closes at the customer's next email from anywhere else)"
                 if rule == "last_send"
-                else ", whatever other emails the customer got meanwhile (it may count for several campaigns)"
+                else "a purchase is credited to every email whose window holds it"
             )
-            + "; targeted (every"
-            " customer decided for and not held out, whether emailed or refused) against the holdout; 95%"
-            " intervals: Newcombe's hybrid score for conversion, Welch's t for revenue per customer; an email"
-            " is opened (clicked) when an email_open (email_click) event names its send id"
+            + "; an email is opened (clicked) when an email_open (email_click) event names its send id"
         ),
     }

@@ -36,12 +36,11 @@ from evals.support import HELDOUT as SUPPORT_HELDOUT
 from evals.support import SupportEval
 from retrieval.embeddings import Embedder
 from retrieval.recommender import item_text_vectors
-from tailor.app.attribution import AttributionRule, window_end
 from tailor.app.ops import Ops
 from tailor.app.service import Tailor
 from tailor.core.errors import ConfigError, DataError, TailorError
 from tailor.core.models import EventKind, JsonObject
-from tailor.core.sends import job_send_id, send_token
+from tailor.core.sends import send_token
 from tailor.core.settings import Settings
 from tailor.core.utc import utc_timestamp
 from tailor.data.frame import purchases_from_store, purchases_from_uci
@@ -333,26 +332,11 @@ def _policy(inp: SuiteInput) -> Eval:
     return PolicyEval(inp.purchases, log=log, own=own, own_clicks=clicks, n=n, seed=inp.seed, simulations=200)
 
 
-def _windows(
-    rows: list[JsonObject],
-    sends_to: Mapping[str, list[tuple[str, datetime]]],
-    window: pd.Timedelta,
-    rule: AttributionRule,
-) -> list[pd.Timedelta]:
-    """How long each decision's window lasts under ``rule`` (``tailor.app.attribution.window_end``)."""
-    spans = []
-    for row in rows:
-        customer, start = str(row["customer_id"]), utc_timestamp(str(row["decided_at"])).to_pydatetime()
-        own = job_send_id(str(row["job_id"]), customer) if row["action"] != "nothing" else None
-        end, _ = window_end(start, window.to_pytimedelta(), sends_to.get(customer, []), own, rule)
-        spans.append(pd.Timedelta(end - start))
-    return spans
-
-
 def _own_log(inp: SuiteInput) -> tuple[OwnLog | None, OwnLog | None]:
     """Tailor's own decision log (the ops database), each decision rewarded 1 when the customer bought
-    within ``TAILOR_ATTRIBUTION_DAYS`` of it, under ``TAILOR_ATTRIBUTION_RULE`` (``tailor.app.attribution``'s
-    rules: by default a window closes at the customer's next email from elsewhere); and the same decisions
+    within ``TAILOR_ATTRIBUTION_DAYS`` of it, over the whole window as the campaign comparison counts it
+    (``tailor.app.attribution``: not cut at a later email, which the frequency cap keeps from the emailed and
+    not from the held out, so a cut would bias "send nothing" against sending); and the same decisions
     rewarded by engagement: 1 when the customer clicked a link of the email the decision made (its send
     token, ``tailor.core.sends``: the click, or the CRM's Email Link Clicked, names it), 0 for a decision
     that made none. (None, None) when there is no log.
@@ -382,7 +366,6 @@ def _own_log(inp: SuiteInput) -> tuple[OwnLog | None, OwnLog | None]:
     try:
         bought = store.events_frame(kinds=(EventKind.PURCHASE,))
         engaged = store.email_engagement(sends)
-        sends_to = store.sends_of({str(r["customer_id"]) for r in rows})
     finally:
         store.close()
     policies = Counter(str(r["policy"]) for r in rows)
@@ -398,8 +381,8 @@ def _own_log(inp: SuiteInput) -> tuple[OwnLog | None, OwnLog | None]:
     ]
     times = event_times(bought)
     rewards = [
-        bought_within(times, str(row["customer_id"]), utc_timestamp(str(row["decided_at"])), span)
-        for row, span in zip(kept, _windows(kept, sends_to, window, settings.attribution_rule), strict=True)
+        bought_within(times, str(row["customer_id"]), utc_timestamp(str(row["decided_at"])), window)
+        for row in kept
     ]
     other = sum(n for p, n in policies.items() if p != policy)
     open_windows = sum(1 for r in rows if r["policy"] == policy) - len(kept)

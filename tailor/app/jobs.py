@@ -371,6 +371,7 @@ class JobRunner:
             self.metrics,
             audit,
             outcome.email.fallback_parts if outcome.email is not None else (),
+            model_parts=self.settings.llm_parts,
         )
         decision = self._decision(spec, outcome, decided_at)
         if not self._finish(item, status, result, reason, audit=audit, contact_at=sent_at, decision=decision):

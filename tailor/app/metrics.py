@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import ClassVar
-
-from agent.writers import KEPT_TO_TEMPLATE
 
 __all__ = ["LATENCY_BUCKETS", "Metrics", "record_outcome"]
 
@@ -36,6 +34,11 @@ class Metrics:
         "tailor_http_request_duration_seconds": ("histogram", "HTTP request latency by route."),
         "tailor_guardrail_blocks_total": ("counter", "Outputs blocked, by guardrail rail."),
         "tailor_fallbacks_total": ("counter", "Email parts written by the template writer as a fallback."),
+        "tailor_template_parts_kept_total": (
+            "counter",
+            "Email parts the template writes because the retailer keeps them from the model"
+            " (TAILOR_LLM_PARTS).",
+        ),
         "tailor_llm_tokens_total": ("counter", "LLM tokens used, by kind (prompt, completion)."),
         "tailor_jobs_items_total": ("counter", "Job items finished, by status."),
         "tailor_rate_limited_total": ("counter", "Requests refused by the rate limiter."),
@@ -167,10 +170,17 @@ class Metrics:
 _WRITER_NODES = ("generate", "revise")
 
 
-def record_outcome(metrics: Metrics, audit: Iterable[object], fallback_parts: Iterable[str] = ()) -> None:
-    """Count guardrail blocks, fallbacks and LLM tokens from an agent outcome's audit trace; the parts the
-    retailer keeps to the template (``TAILOR_LLM_PARTS``: a writer record's ``unwritten`` says so) are
-    counted apart from fallbacks, in ``tailor_template_parts_kept_total``.
+def record_outcome(
+    metrics: Metrics,
+    audit: Iterable[object],
+    fallback_parts: Iterable[str] = (),
+    *,
+    model_parts: Collection[str] | None = None,
+) -> None:
+    """Count guardrail blocks, fallbacks and LLM tokens from an agent outcome's audit trace. With
+    ``model_parts`` (the kinds of part the model is asked for, ``Settings.llm_parts``), a template part of
+    another kind is one the retailer keeps to the template, counted in ``tailor_template_parts_kept_total``
+    and not as a fallback.
 
     The trace is the agent's, one record per node, built by ``agent.audit``: a ``check`` record names the
     rails that failed in ``blocked`` (one block per rail per check, so a draft that was revised counts
@@ -191,14 +201,10 @@ def record_outcome(metrics: Metrics, audit: Iterable[object], fallback_parts: It
                 n = entry.get(f"{kind}_tokens")
                 if isinstance(n, int | float) and not isinstance(n, bool) and n > 0:
                     metrics.inc("tailor_llm_tokens_total", {"kind": kind}, float(n))
-    kept = {
-        part
-        for entry in audit
-        if isinstance(entry, Mapping) and entry.get("node") in _WRITER_NODES
-        for part, why in (entry.get("unwritten") or {}).items()
-        if why == KEPT_TO_TEMPLATE
-    }
     for part in fallback_parts:
-        # A part the retailer keeps to the template (TAILOR_LLM_PARTS) is its choice, not a model's failure.
-        name = "tailor_template_parts_kept_total" if part in kept else "tailor_fallbacks_total"
+        # A part the retailer keeps to the template (TAILOR_LLM_PARTS) is its choice, not a model's failure,
+        # whether or not the model answered at all.
+        kind = part.split(":", 1)[0]
+        kept = model_parts is not None and kind not in model_parts
+        name = "tailor_template_parts_kept_total" if kept else "tailor_fallbacks_total"
         metrics.inc(name, {"part": part.split(":", 1)[0]})

@@ -133,8 +133,10 @@ def shadow_eval(
         # served now is judged, on its own window, and the one replaced is not reported.
         if _tries <= 1:
             raise BackendError("the served ranker kept changing while it was judged", hint="ask again")
+        # Fitted on a later clock than this evaluation's: judged from its fit on, on what it has seen since.
+        later = max(now, serving.fitted_at.round("us").to_pydatetime())
         return shadow_eval(
-            store, serving, now, days=days, stale_ratio=stale_ratio, most=most, seed=seed, lock=lock,
+            store, serving, later, days=days, stale_ratio=stale_ratio, most=most, seed=seed, lock=lock,
             served=served, _tries=_tries - 1,
         )  # fmt: skip
     report["customers"] = len(customers)

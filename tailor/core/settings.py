@@ -197,9 +197,10 @@ class Settings(BaseSettings):
     )
     attribution_rule: Literal["last_send", "every_window"] = Field(
         "last_send",
-        description="last_send: a purchase counts toward the last email sent to the customer before it (a"
-        " campaign's window closes at the customer's next email from anywhere else); every_window: toward"
-        " every campaign whose window holds it.",
+        description="How a campaign's purchases are credited to its emails (the uplift answer's credit):"
+        " last_send, to the last email the customer was sent before the purchase; every_window, to every"
+        " email whose window holds it. The targeted-against-holdout comparison counts whole windows either"
+        " way.",
     )
     console_session_hours: float = Field(
         8.0, gt=0, le=24 * 30, description="How long a console login lasts before the key is asked for again."

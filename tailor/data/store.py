@@ -638,12 +638,13 @@ class Store:
         if kinds is not None:
             clauses.append("kind IN :kinds")
             params["kinds"] = [k.value for k in kinds]
+        # Stored times are UTC ISO text, compared as text: a bound in another zone is put in UTC first.
         if since is not None:
             clauses.append("ts>=:since")
-            params["since"] = since.isoformat()
+            params["since"] = as_utc(since).isoformat()
         if until is not None:
             clauses.append("ts<:until")
-            params["until"] = until.isoformat()
+            params["until"] = as_utc(until).isoformat()
         return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 
     @staticmethod

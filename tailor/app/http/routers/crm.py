@@ -228,8 +228,9 @@ async def get_job_uplift(
     rule: AttributionRule | None = None,
 ) -> JsonObject:
     """What the campaign did: purchases of its targeted customers against its holdout, within the window
-    after each decision, with 95% intervals (the rules are in the answer; ``rule`` and ``window_days``
-    override ``TAILOR_ATTRIBUTION_RULE`` and ``TAILOR_ATTRIBUTION_DAYS`` for this answer)."""
+    after each decision, with 95% intervals, and the purchases credited to its emails (the rules are in the
+    answer; ``rule`` and ``window_days`` override ``TAILOR_ATTRIBUTION_RULE`` and ``TAILOR_ATTRIBUTION_DAYS``
+    for this answer)."""
     own_job(st, key, job_id)
     days = window_days or st.settings.attribution_days
     return await run_in_threadpool(
