@@ -19,6 +19,7 @@ fitted ranker is also published in the database (``TAILOR_RANKER_STORE``'s defau
 time. Peak memory is the process's so far, so the second engine's is at least the first's.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/scale.py [--sizes 10000,100000,300000] [--postgres]
+        [--engines sqlite,postgres]
         [--campaign 300] [--keep DIR]
 
 Each size runs alone; figures of one run compare, figures across runs on a shared 2-core machine do not.
@@ -59,7 +60,7 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def one_size(customers: int, work: Path, campaign: int, postgres: bool) -> dict[str, Any]:
+def one_size(customers: int, work: Path, campaign: int, engines: tuple[str, ...]) -> dict[str, Any]:
     from tailor.core.brand import DEFAULT_BRAND
     from tailor.core.settings import Settings
     from tailor.data.synthetic import SyntheticStore, write_canonical
@@ -84,10 +85,10 @@ def one_size(customers: int, work: Path, campaign: int, postgres: bool) -> dict[
     )
     # Noon after the store's last day: after everything it holds, and outside customers' quiet hours.
     now = "2024-01-01T12:00:00+00:00"
-    _one_engine(
-        Settings(data_dir=work / "data", now=now, brand_config=brand), work / "ops.db", campaign, out, ""
-    )
-    if postgres:
+    if "sqlite" in engines:
+        settings = Settings(data_dir=work / "data", now=now, brand_config=brand)
+        _one_engine(settings, work / "ops.db", campaign, out, "")
+    if "postgres" in engines:
         from tests.postgres import postgres_cluster
 
         with postgres_cluster() as cluster:
@@ -188,12 +189,26 @@ def main() -> None:
     parser.add_argument(
         "--postgres", action="store_true", help="each size again with the store and ops on PostgreSQL"
     )
+    parser.add_argument(
+        "--engines",
+        default=None,
+        help="sqlite, postgres or both, comma-separated (default: sqlite; both with --postgres); one engine"
+        " alone has the size's peak memory to itself",
+    )
     parser.add_argument("--keep", type=Path, default=None, help="keep each size's data under this folder")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    engines = tuple(
+        e.strip() for e in (args.engines or ("sqlite,postgres" if args.postgres else "sqlite")).split(",")
+    )
+    unknown = sorted(set(engines) - {"sqlite", "postgres"})
+    if unknown or not engines:
+        parser.error(
+            f"--engines: unknown engine(s) {', '.join(unknown) or '(none)'}; use sqlite and/or postgres"
+        )
     if args.one is not None:
-        print(json.dumps(one_size(args.one, args.work, args.campaign, args.postgres)))
+        print(json.dumps(one_size(args.one, args.work, args.campaign, engines)))
         return
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     results: list[dict[str, Any]] = []
@@ -201,7 +216,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(dir=args.keep) as tmp:
             work = Path(tmp)
             cmd = [sys.executable, __file__, "--one", str(size), "--work", str(work), "--campaign",
-                   str(args.campaign), *(["--postgres"] if args.postgres else [])]  # fmt: skip
+                   str(args.campaign), "--engines", ",".join(engines)]  # fmt: skip
             done = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 print(f"size {size} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
