@@ -510,7 +510,25 @@ def _garbled(text: str, context: RailContext) -> str:
         # A symbol, a fraction, a ligature or a full-width letter: NFKC folds the last three to plain text.
         if not ch.isalnum() or unicodedata.normalize("NFKC", ch) != ch:
             return ch
+    # A word in a writing system the shop does not write in ("a lunch bag design for the эталями"): the
+    # shop's are Latin, the copy's own, and those of its own words, the products' names and the customer's.
+    own = _scripts(
+        " ".join(
+            (context.brand.name, context.brand.description, context.brand.sign_off, *context.brand.tone,
+             context.customer.first_name, *_quoted_names(context))
+        )
+    )  # fmt: skip
+    for m in re.finditer(r"[^\W\d_]+", rest):
+        foreign = _scripts(m.group()) - own - {"LATIN"}
+        if foreign:
+            return m.group()
     return ""
+
+
+def _scripts(text: str) -> set[str]:
+    """The writing systems of the text's letters, by the first word of each letter's Unicode name (LATIN,
+    CYRILLIC, GREEK, CJK, HIRAGANA, ...)."""
+    return {unicodedata.name(ch, "?").split(" ", 1)[0] for ch in text if ch.isalpha()}
 
 
 # Words no shop puts in front of a customer; a product's own name may hold one ("Cocktail" does not).

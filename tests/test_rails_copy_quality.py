@@ -4,6 +4,7 @@ template writer's own copy, which is the fallback and so must always pass."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import pytest
@@ -512,6 +513,8 @@ def test_a_talking_point_that_repeats_the_question_is_an_echo(retailer: Retailer
         ("subject", "Hannah, a set of ⅕ bags and ⅒ jars for your kitchen", "garbled"),
         ("subject", "Hannah, a ﬂat-bottomed bag to go with your others", "garbled"),
         ("intro", "Hello Hannah, we found a set of ©fancy bags for you.", "garbled"),
+        # What SmolLM2 sent in the 200-email run before this rule: a word in a script the shop does not use.
+        ("subject", "Hannah, a lunch bag design for the эталями", "garbled"),
         ("intro", "Hello Hannah, we found a set of icky baby bedding.", "unknown_product"),
         (
             "intro",
@@ -595,6 +598,24 @@ def test_product_names_and_plain_punctuation_are_not_garbled(retailer: Retailer)
         "Hello Hannah, we picked a few things: the ones you buy again & again (and one more).",
     ):
         assert "garbled" not in rules(text, ctx, "intro" if text.startswith("Hello") else f"reason:{odd.id}")
+
+
+def test_a_script_is_garbled_only_where_neither_the_shop_nor_its_names_write_in_it(
+    retailer: Retailer,
+) -> None:
+    """Latin and the scripts of the shop's own words, the products' names and the customer's name are the
+    shop's; a word in another ("эталями" in an English email) is garbled. A shop whose sign-off is in Greek
+    writes in Greek too, and a customer called Юлия is greeted by her name."""
+    ctx = context(retailer)
+    assert "garbled" in rules("Hannah, a lunch bag design for the эталями", ctx, "subject")
+    assert "garbled" in rules("Hannah, a λαμπερό lunch bag to go with yours", ctx, "subject")
+    assert "garbled" not in rules("Hannah, a café-style lunch bag, naïve and bright", ctx, "subject")
+    greek = retailer.brand.model_copy(update={"sign_off": "Με αγάπη, η ομάδα"})
+    ctx_greek = dataclasses.replace(ctx, brand=greek)
+    assert "garbled" not in rules("Hannah, a λαμπερό lunch bag to go with yours", ctx_greek, "subject")
+    yulia = CUSTOMER.model_copy(update={"first_name": "Юлия"})
+    ctx_yulia = dataclasses.replace(ctx, customer=yulia)
+    assert "garbled" not in rules("Юлия, a lunch bag to go with yours", ctx_yulia, "subject")
 
 
 # Other products the evidence names (not in the email): a list of them is still a list of names.
