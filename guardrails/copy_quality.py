@@ -889,15 +889,30 @@ _NOT_A_NAME = _bag(
 )
 
 
+# The kinds of evidence whose summary names other products than the one it supports.
+_NAMES_OTHERS = frozenset({"similar_customers", "text_similarity", "recent_view"})
+
+
 def _misnamed(text: str, context: RailContext, item_id: str) -> str:
     """What a reason calls its product when that is not the product ("you have bought this ketchup" of a
     paper chain kit), or ``""``. The word that names (the last of the phrase) must be of the product's own
-    name or category, or of its evidence, or plain ("one", "design"); an adverb names nothing."""
+    name or category, or of its own evidence (not the other products a fact names), or plain ("one",
+    "design"); an adverb names nothing."""
     item = context.catalog.get(item_id)
     if item is None:
         return ""
+    # Its own evidence only: a fact that names other products ("often bought by customers who also bought
+    # ... Mug") lends the product none of their names (SmolLM2 sent "this mug" of a pack of tissues).
     said = " ".join(
-        [item.title, item.category, *(e.summary for e in context.product_evidence.get(item_id, ()))]
+        [
+            item.title,
+            item.category,
+            *(
+                e.summary
+                for e in context.product_evidence.get(item_id, ())
+                if e.kind not in _NAMES_OTHERS and set(e.item_ids) <= {item_id}
+            ),
+        ]
     )
     own = {_stem(w) for w in _words(said)}
     plain = _generic_stems() | {_stem(w) for w in _NOT_A_NAME | _VAGUE_CITED}

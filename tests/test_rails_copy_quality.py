@@ -600,6 +600,42 @@ def test_product_names_and_plain_punctuation_are_not_garbled(retailer: Retailer)
         assert "garbled" not in rules(text, ctx, "intro" if text.startswith("Hello") else f"reason:{odd.id}")
 
 
+def test_a_reason_may_not_call_its_product_by_another_products_name_from_its_evidence(
+    retailer: Retailer,
+) -> None:
+    """SmolLM2 sent "You have bought this mug 4 times" of a pack of tissues whose evidence named a mug among
+    the other products its buyers bought: those names are not the product's. Its own facts still are."""
+    tissues = Item(
+        id="T1",
+        title="Pack Of 12 London Tissues",
+        category="Party & Gifts",
+        price=0.4,
+        url="https://shop.test/p",
+    )
+    evidence = (
+        Evidence(kind="repeat_purchase", summary="bought 4 times, last on 2011-10-02", item_ids=("T1",)),
+        Evidence(
+            kind="similar_customers",
+            summary="often bought by customers who also bought Mug Red Retrospot, Doormat Union Flag",
+            item_ids=("M1", "D1"),
+        ),
+    )
+    ctx = RailContext(
+        customer=CUSTOMER,
+        catalog={"T1": tissues},
+        brand=retailer.brand,
+        plan_item_ids=("T1",),
+        action="replenishment",
+        product_evidence={"T1": evidence},
+    )
+    for wrong in ("mug", "doormat", "flag"):
+        text = f"You have bought this {wrong} 4 times, so we have one ready for your next order."
+        assert "unknown_product" in rules(text, ctx, "reason:T1"), text
+    for right in ("pack", "tissue pack", "pack of tissues"):
+        text = f"You have bought this {right} 4 times, so we have one ready for your next order."
+        assert "unknown_product" not in rules(text, ctx, "reason:T1"), text
+
+
 def test_a_script_is_garbled_only_where_neither_the_shop_nor_its_names_write_in_it(
     retailer: Retailer,
 ) -> None:
