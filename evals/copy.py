@@ -134,6 +134,39 @@ def sample_context(sample: Mapping[str, Any], brand: BrandConfig) -> tuple[str, 
     return part, context
 
 
+def _sent_samples(emails: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Every model-written part of judged sent emails as a labelled sample (``sample_context``'s form), with
+    the parts before it in its email."""
+    samples: list[dict[str, Any]] = []
+    for e in emails:
+        earlier: dict[str, str] = {}
+        for p in e["parts"]:
+            kind, _, item = str(p["part"]).partition(":")
+            if p["writer"] != "template":
+                label = p["label"]
+                context = {
+                    "first_name": e["first_name"],
+                    "action": e["action"],
+                    "products": e["products"],
+                    "earlier": dict(earlier),
+                    **({"item": item} if kind == "reason" else {}),
+                }
+                samples.append(
+                    {
+                        "id": f"{e['id']}-{p['part']}",
+                        "brand": e["brand"],
+                        "part": kind,
+                        "text": p["text"],
+                        "label": label["verdict"],
+                        "kind": label.get("kind", "good") if label["verdict"] == "bad" else "good",
+                        "source": str(e["model_key"]),
+                        "context": context,
+                    }
+                )
+            earlier[str(p["part"])] = str(p["text"])
+    return samples
+
+
 class CopyQualityEval:
     """``run()`` → ``copy.*``: the rail on the labelled set, and each writer on ``n`` seeded customers."""
 
@@ -172,7 +205,13 @@ class CopyQualityEval:
 
     # -- the labelled set ------------------------------------------------------------------------------
     def _labelled(self, path: Path, key: str) -> dict[str, float]:
-        samples = list(read_jsonl(path))
+        return self._judge_parts(list(read_jsonl(path)), key, path)
+
+    def _judge_parts(
+        self, samples: Sequence[Mapping[str, Any]], key: str, path: Path, *, list_misses: bool = True
+    ) -> dict[str, float]:
+        """``copy.<key>.*``: the rails on labelled parts (``sample_context``'s form). Good parts stopped go to
+        the report's table; bad parts let through too, unless ``list_misses`` is off."""
         self._rail_ms = []
         if len(samples) < 2:
             raise DataError(f"{path} holds {len(samples)} labelled parts; the suite needs some of each")
@@ -205,7 +244,7 @@ class CopyQualityEval:
                 caught[s["kind"]] += flagged
                 tp += flagged
                 fn += not flagged
-                if not flagged:
+                if not flagged and list_misses:
                     self._missed.append(
                         {"id": s["id"], "kind": s["kind"], "part": s["part"], "text": s["text"]}
                     )
@@ -360,6 +399,10 @@ class CopyQualityEval:
             out[f"copy.sent.{key}.fully_model_written_and_signed"] = (
                 sum(bool(e["fully_model_written"]) and not bad(e) for e in group) / n
             )
+        # The rails as they stand now on every model-written part that went out: how many of the bad ones they
+        # stop since (recall), and how many of the good ones they would have stopped (false positives).
+        # (The bad ones let through are in the sent table already.)
+        out.update(self._judge_parts(_sent_samples(emails), "sent_parts", path, list_misses=False))
         self._sent_bad = [
             [
                 str(e["model_key"]),

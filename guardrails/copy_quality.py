@@ -901,23 +901,20 @@ def _misnamed(text: str, context: RailContext, item_id: str) -> str:
     item = context.catalog.get(item_id)
     if item is None:
         return ""
-    # Its own evidence only: a fact that names other products ("often bought by customers who also bought
-    # ... Mug") lends the product none of their names (SmolLM2 sent "this mug" of a pack of tissues).
-    said = " ".join(
-        [
-            item.title,
-            item.category,
-            *(
-                e.summary
-                for e in context.product_evidence.get(item_id, ())
-                if e.kind not in _NAMES_OTHERS and set(e.item_ids) <= {item_id}
-            ),
-        ]
-    )
-    own = {_stem(w) for w in _words(said)}
+    evidence = context.product_evidence.get(item_id, ())
+    # Its own evidence: a fact that names other products ("often bought by customers who also bought ... Mug")
+    # lends the product none of their names alone (SmolLM2 sent "this mug" of a pack of tissues); a word of
+    # theirs with a word of its own name beside it is a fair description ("this t-light holder" of a hanging
+    # t-light).
+    mine = [e.summary for e in evidence if e.kind not in _NAMES_OTHERS and set(e.item_ids) <= {item_id}]
+    own_name = {_stem(w) for w in _words(f"{item.title} {item.category}")}
+    own = own_name | {_stem(w) for w in _words(" ".join(mine))}
+    others = {_stem(w) for w in _words(" ".join(e.summary for e in evidence if e.summary not in mine))}
     plain = _generic_stems() | {_stem(w) for w in _NOT_A_NAME | _VAGUE_CITED}
     for m in _THIS_ONE.finditer(text):
-        words = [w for w in _words(m.group("what")) if not w.isdigit() and not w.endswith("ly")]
+        # "this set of 6 red spotty plates": what names it is before the "of" ("set").
+        phrase = re.split(r"\s+of\b", m.group("what"), maxsplit=1, flags=re.IGNORECASE)[0]
+        words = [w for w in _words(phrase) if not w.isdigit() and not w.endswith("ly")]
         if not words:
             continue
         head = words[-1]
@@ -926,8 +923,11 @@ def _misnamed(text: str, context: RailContext, item_id: str) -> str:
             _stem(head[:-2]) if head.endswith("es") else "",
             _stem(head[:-3] + "f") if head.endswith("ves") else "",
         } - {""}
-        if not forms & (own | plain):
-            return m.group("what")
+        if forms & (own | plain):
+            continue
+        if forms & others and any(_stem(w) in own_name - plain for w in words[:-1]):
+            continue
+        return m.group("what")
     return ""
 
 

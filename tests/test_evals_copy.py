@@ -107,14 +107,34 @@ def test_writers_on_real_customers_and_their_emails_side_by_side(slice_store: St
 
 
 def _judged(
-    model: str, brand: str, labels: list[dict[str, str] | None], *, template: int = 0
+    model: str, brand: str, labels: list[dict[str, str] | None], *, template: int = 0, intro: str = ""
 ) -> dict[str, object]:
     parts: list[dict[str, object]] = [
         {"part": "subject", "writer": "openai", "text": "Ann, a kettle for your kitchen", "label": labels[0]},
-        {"part": "intro", "writer": "openai", "text": "Hello Ann, we found a kettle.", "label": labels[1]},
+        {
+            "part": "intro",
+            "writer": "openai",
+            "text": intro or "Hello Ann, we found a kettle.",
+            "label": labels[1],
+        },
     ]
     parts += [{"part": "reason:K1", "writer": "template", "text": "You bought a teapot."}] * template
-    return {"model_key": model, "brand": brand, "fully_model_written": not template, "parts": parts}
+    kettle = {
+        "id": "K1",
+        "title": "Enamel Kettle",
+        "category": "Kitchen",
+        "evidence": [{"kind": "repeat_purchase", "summary": "bought 3 times, last on 2011-10-02"}],
+    }
+    return {
+        "id": f"{model}-{brand}-{template}",
+        "model_key": model,
+        "brand": brand,
+        "first_name": "Ann",
+        "action": "replenishment",
+        "products": [kettle],
+        "fully_model_written": not template,
+        "parts": parts,
+    }
 
 
 def test_what_the_models_sent_is_counted_as_a_person_judged_it(tmp_path: Path) -> None:
@@ -129,7 +149,7 @@ def test_what_the_models_sent_is_counted_as_a_person_judged_it(tmp_path: Path) -
     rows = [
         _judged("small", "hearth", [good, good]),
         _judged("small", "harbour", [vague, good], template=1),
-        _judged("other", "harbour", [good, echo]),
+        _judged("other", "harbour", [good, echo], intro="Hello Ann, we found a kettle, from its Why line."),
     ]
     judged = tmp_path / "judged.jsonl"
     judged.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -145,8 +165,15 @@ def test_what_the_models_sent_is_counted_as_a_person_judged_it(tmp_path: Path) -
     table = ev.artifacts()["copy_sent_bad"]
     assert table["rows"] == [  # type: ignore[typeddict-item]
         ["small", "harbour", "subject", "Ann, a kettle for your kitchen", "vague_subject"],
-        ["other", "harbour", "intro", "Hello Ann, we found a kettle.", "echo"],
+        ["other", "harbour", "intro", "Hello Ann, we found a kettle, from its Why line.", "echo"],
     ]
+    # The rails as they stand on every model part sent: the echo is stopped now, the good parts are not.
+    assert (out["copy.sent_parts.parts"], out["copy.sent_parts.bad"], out["copy.sent_parts.good"]) == (
+        6,
+        2,
+        4,
+    )
+    assert out["copy.sent_parts.recall.echo"] == 1.0 and out["copy.sent_parts.false_positive_rate"] == 0.0
     # A model part nobody labelled is refused by name, not counted as good.
     judged.write_text(json.dumps(_judged("small", "hearth", [good, None])) + "\n")
     with pytest.raises(DataError, match="a model-written part has no good or bad label: 'Hello Ann"):

@@ -631,9 +631,28 @@ def test_a_reason_may_not_call_its_product_by_another_products_name_from_its_evi
     for wrong in ("mug", "doormat", "flag"):
         text = f"You have bought this {wrong} 4 times, so we have one ready for your next order."
         assert "unknown_product" in rules(text, ctx, "reason:T1"), text
-    for right in ("pack", "tissue pack", "pack of tissues"):
+    for right in ("pack", "tissue pack", "pack of tissues", "set of 12 mugs"):
         text = f"You have bought this {right} 4 times, so we have one ready for your next order."
         assert "unknown_product" not in rules(text, ctx, "reason:T1"), text
+    # A word of the other products' names beside a word of its own is a fair description of it.
+    light = Item(
+        id="L1",
+        title="Victorian Glass Hanging T-Light",
+        category="Candles",
+        price=1.0,
+        url="https://shop.test/p",
+    )
+    named = Evidence(
+        kind="similar_customers",
+        summary="often bought by customers who also bought Hanging Heart Jar T-Light Holder, Party Bunting",
+    )
+    ctx_light = dataclasses.replace(
+        ctx, catalog={"L1": light}, plan_item_ids=("L1",), product_evidence={"L1": (named,)}
+    )
+    said = "You have bought this t-light holder, so we have one ready for your next order."
+    assert "unknown_product" not in rules(said, ctx_light, "reason:L1")
+    said = "You have bought this bunting, so we have one ready for your next order."
+    assert "unknown_product" in rules(said, ctx_light, "reason:L1")
 
 
 def test_a_script_is_garbled_only_where_neither_the_shop_nor_its_names_write_in_it(
