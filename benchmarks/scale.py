@@ -235,8 +235,10 @@ def main() -> None:
         first, last = results[0], results[-1]
         grew = last["customers"] / first["customers"]
         print(f"\ngrowth from {first['customers']:,} to {last['customers']:,} customers (x{grew:.0f}):")
-        for key in ("import_events_per_s", "index_s", "fit_s", "index_peak_mb", "recommend_warm_p95_ms"):
-            if key in first and key in last and first[key]:
+        for base in ("import_events_per_s", "index_s", "fit_s", "index_peak_mb", "recommend_warm_p95_ms"):
+            for key in (base, f"{base}_pg"):
+                if not (key in first and key in last and first[key]):
+                    continue
                 ratio = last[key] / first[key]
                 print(f"  {key:<28} x{ratio:.1f}" + ("  (more than linear)" if ratio > grew * 1.1 else ""))
 

@@ -33,6 +33,7 @@ import numpy as np
 
 import agent
 from agent import AgentDeps, TemplateWriter
+from agent.writers import EXAMPLE_NAMES
 from evals.base import Artifact, read_jsonl
 from guardrails import copy_quality
 from guardrails.base import RailContext
@@ -149,6 +150,8 @@ def _sent_samples(emails: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                     "action": e["action"],
                     "products": e["products"],
                     "earlier": dict(earlier),
+                    # The worked example's names every model request shows (its brief is not recorded).
+                    "example": EXAMPLE_NAMES,
                     **({"item": item} if kind == "reason" else {}),
                 }
                 samples.append(

@@ -308,7 +308,12 @@ def _bare_list(text: str, context: RailContext, kind: str) -> bool:
         segments = segments[1:]
     if len(segments) >= 3 and len({seg.lower() for seg in segments}) < len(segments):
         return True  # a name said twice in a list of three is a list, whatever words its names hold
-    if len(segments) < 2 or set(_words(text)) & _SENTENCE_WORDS:
+    # A verb inside a name says nothing ("Love Building Block Word"): the names are left out first.
+    said = _without_names(text, context)
+    others = _whole_names(_evidence_names(context))
+    if others is not None:
+        said = others.sub(" ", said)
+    if len(segments) < 2 or set(_words(said)) & _SENTENCE_WORDS:
         return False
     if len(segments) >= 3:
         return True
@@ -498,7 +503,8 @@ def _quoted_names(context: RailContext) -> tuple[str, ...]:
 def _garbled(text: str, context: RailContext) -> str:
     """What in the text no person would type, outside product names, or ``""``."""
     text = unicodedata.normalize("NFC", text)
-    pattern = _title_pattern(_quoted_names(context))
+    names = _quoted_names(context)
+    pattern = _title_pattern(names)
     # Each product name stands as one plain word: a list of names ("A, B, C") is no run of commas.
     rest = pattern.sub("name", text) if pattern is not None else text
     for m in (_MARK_RUN.search(rest), _SLASHED.search(rest)):
@@ -511,24 +517,45 @@ def _garbled(text: str, context: RailContext) -> str:
         if not ch.isalnum() or unicodedata.normalize("NFKC", ch) != ch:
             return ch
     # A word in a writing system the shop does not write in ("a lunch bag design for the эталями"): the
-    # shop's are Latin, the copy's own, and those of its own words, the products' names and the customer's.
+    # shop's are Latin, the copy's own, and those of its own words, its products' names and categories and
+    # the customer's name. A lone letter ("50μm", "π") is a sign, not a word.
+    if rest.isascii():
+        return ""
+    words = [str(w) for w in re.findall(r"[^\W\d_]+", rest) if not w.isascii()]
+    foreign = [(w, _scripts(w) - {"LATIN"}) for w in words]
+    foreign = [(w, f) for w, f in foreign if f and sum(_script(ch) in f for ch in w) >= 2]
+    if not foreign:
+        return ""
+    brand = context.brand
     own = _scripts(
         " ".join(
-            (context.brand.name, context.brand.description, context.brand.sign_off, *context.brand.tone,
-             context.customer.first_name, *_quoted_names(context))
+            (brand.name, brand.description, brand.sign_off, *brand.tone, *brand.allowed_offers,
+             *brand.allowed_claims, context.customer.first_name, *names,
+             *(item.category for item in context.catalog.values()))
         )
     )  # fmt: skip
-    for m in re.finditer(r"[^\W\d_]+", rest):
-        foreign = _scripts(m.group()) - own - {"LATIN"}
-        if foreign:
-            return m.group()
+    for word, scripts in foreign:
+        if scripts - own:
+            return word
     return ""
 
 
+# Japanese writes in three scripts at once, with its own marks (ー, 々): one writing system here.
+_SAME_SCRIPT = {"HIRAGANA": "CJK", "KATAKANA": "CJK", "KATAKANA-HIRAGANA": "CJK", "IDEOGRAPHIC": "CJK"}
+
+
+def _script(ch: str) -> str:
+    """A letter's writing system, by the first word of its Unicode name; the modifier letters that stand
+    for an apostrophe (ʼ, ʻ) are Latin."""
+    if ch in "ʼʻ":
+        return "LATIN"
+    first = unicodedata.name(ch, "?").split(" ", 1)[0]
+    return _SAME_SCRIPT.get(first, first)
+
+
 def _scripts(text: str) -> set[str]:
-    """The writing systems of the text's letters, by the first word of each letter's Unicode name (LATIN,
-    CYRILLIC, GREEK, CJK, HIRAGANA, ...)."""
-    return {unicodedata.name(ch, "?").split(" ", 1)[0] for ch in text if ch.isalpha()}
+    """The writing systems of the text's letters (``_script``)."""
+    return {_script(ch) for ch in text if ch.isalpha()}
 
 
 # Words no shop puts in front of a customer; a product's own name may hold one ("Cocktail" does not).
@@ -876,7 +903,7 @@ _AFTER_NAME = (
 )
 _THIS_ONE = re.compile(
     r"\b(?:bought|ordered|chose|chosen|picked|love|like)\s+(?:this|these)\s+"
-    r"(?P<what>(?!(?:%s)\b)[a-z][\w'-]*(?:\s+(?!(?:%s)\b)[a-z][\w'-]*){0,4})" % ((_AFTER_NAME,) * 2),
+    r"(?P<what>(?!(?:%s)\b)[a-z][\w'’-]*(?:\s+(?!(?:%s)\b)[a-z][\w'’-]*){0,4})" % ((_AFTER_NAME,) * 2),
     re.IGNORECASE,
 )
 
@@ -893,11 +920,28 @@ _NOT_A_NAME = _bag(
 _NAMES_OTHERS = frozenset({"similar_customers", "text_similarity", "recent_view"})
 
 
+# What holds or counts a product, before "of" ("this pair of gloves", "this jar of honey"): the product is
+# named after it, if at all ("this set of three" names nothing).
+_CONTAINERS = _bag(
+    "pair pairs bundle bundles bottle bottles jar jars tin tins packet packets pack packs roll rolls trio "
+    "duo collection collections box boxes bag bags set sets selection case cases carton cartons bunch "
+    "bunches pot pots tub tubs sack sacks bar bars can cans cup cups dozen couple lot lots range variety "
+    "assortment"
+)
+# A number said in words, which a count after "of" may be ("this set of three").
+_NUMBER_WORDS = _bag("two three four five six seven eight nine ten eleven twelve twenty thirty forty fifty")
+# The words after "this ... of": up to four, to the clause's end or a word that ends a name.
+_AFTER_OF = re.compile(
+    r"\s+of\s+(?P<rest>(?:(?:\d+|(?!(?:" + _AFTER_NAME + r")\b)[a-z][\w'’-]*)\s*){1,4})", re.IGNORECASE
+)
+
+
 def _misnamed(text: str, context: RailContext, item_id: str) -> str:
     """What a reason calls its product when that is not the product ("you have bought this ketchup" of a
-    paper chain kit), or ``""``. The word that names (the last of the phrase) must be of the product's own
-    name or category, or of its own evidence (not the other products a fact names), or plain ("one",
-    "design"); an adverb names nothing."""
+    paper chain kit), or ``""``. The word that names must be of the product's own name or category, or of
+    its own evidence (not the other products a fact names), or plain ("one", "design"); an adverb names
+    nothing. That word is the last of the phrase; before "of", the one after it when the one before holds
+    or counts ("this pair of gloves": gloves), and either may name it ("this cup of tea" of a teacup)."""
     item = context.catalog.get(item_id)
     if item is None:
         return ""
@@ -911,23 +955,37 @@ def _misnamed(text: str, context: RailContext, item_id: str) -> str:
     own = own_name | {_stem(w) for w in _words(" ".join(mine))}
     others = {_stem(w) for w in _words(" ".join(e.summary for e in evidence if e.summary not in mine))}
     plain = _generic_stems() | {_stem(w) for w in _NOT_A_NAME | _VAGUE_CITED}
+
+    def forms(word: str) -> set[str]:
+        return {
+            _stem(word),
+            _stem(word[:-2]) if word.endswith("es") else "",
+            _stem(word[:-3] + "f") if word.endswith("ves") else "",
+        } - {""}
+
+    def names_it(words: list[str], allowed: set[str]) -> bool:
+        head = forms(words[-1])
+        if head & allowed:
+            return True
+        return bool(head & others) and any(_stem(w) in own_name - plain for w in words[:-1])
+
     for m in _THIS_ONE.finditer(text):
-        # "this set of 6 red spotty plates": what names it is before the "of" ("set").
-        phrase = re.split(r"\s+of\b", m.group("what"), maxsplit=1, flags=re.IGNORECASE)[0]
-        words = [w for w in _words(phrase) if not w.isdigit() and not w.endswith("ly")]
+        split = re.split(r"\s+of\b", m.group("what"), maxsplit=1, flags=re.IGNORECASE)
+        words = [w for w in _words(split[0]) if not w.isdigit() and not w.endswith("ly")]
         if not words:
             continue
-        head = words[-1]
-        forms = {
-            _stem(head),
-            _stem(head[:-2]) if head.endswith("es") else "",
-            _stem(head[:-3] + "f") if head.endswith("ves") else "",
-        } - {""}
-        if forms & (own | plain):
+        after: list[str] = []
+        if len(split) > 1:
+            rest = _AFTER_OF.match(text, m.start("what") + len(split[0]))
+            if rest is not None:
+                after = [w for w in _words(rest.group("rest")) if not w.isdigit() and w not in _NUMBER_WORDS]
+        if len(split) > 1 and words[-1] in _CONTAINERS:
+            # "this set of three" is a count; "this pair of gloves" is named after the "of".
+            if not after or names_it(words, own) or names_it(after, own | plain):
+                continue
+        elif names_it(words, own | plain) or (after and names_it(after, own | plain)):
             continue
-        if forms & others and any(_stem(w) in own_name - plain for w in words[:-1]):
-            continue
-        return m.group("what")
+        return " ".join([m.group("what"), *after]) if after else m.group("what")
     return ""
 
 

@@ -628,10 +628,17 @@ def test_a_reason_may_not_call_its_product_by_another_products_name_from_its_evi
         action="replenishment",
         product_evidence={"T1": evidence},
     )
-    for wrong in ("mug", "doormat", "flag"):
+    for wrong in ("mug", "doormat", "flag", "set of 12 mugs", "box of mugs"):
         text = f"You have bought this {wrong} 4 times, so we have one ready for your next order."
         assert "unknown_product" in rules(text, ctx, "reason:T1"), text
-    for right in ("pack", "tissue pack", "pack of tissues", "set of 12 mugs"):
+    for right in (
+        "pack",
+        "tissue pack",
+        "pack of tissues",
+        "box of 12 tissues",
+        "set of three",
+        "pack of 12",
+    ):
         text = f"You have bought this {right} 4 times, so we have one ready for your next order."
         assert "unknown_product" not in rules(text, ctx, "reason:T1"), text
     # A word of the other products' names beside a word of its own is a fair description of it.
@@ -655,6 +662,69 @@ def test_a_reason_may_not_call_its_product_by_another_products_name_from_its_evi
     assert "unknown_product" in rules(said, ctx_light, "reason:L1")
 
 
+@pytest.mark.parametrize(
+    ("title", "said"),
+    [
+        ("Red Wool Gloves", "this pair of gloves"),
+        ("Red Wool Gloves", "this lovely pair of gloves"),
+        ("Pack Of 6 Scented Candles", "this bundle of candles"),
+        ("Extra Virgin Olive Oil 500ml", "this bottle of olive oil"),
+        ("Wildflower Honey", "this jar of honey"),
+        ("English Breakfast Tea", "this tin of tea"),
+        ("Christmas Gift Wrap", "this roll of gift wrap"),
+        ("Paper Chain Kit", "this trio of chains"),
+        ("Scented Soy Candles Set", "this collection of candles"),
+        ("Lunch Bag Red Retrospot", "this kid’s lunch bag"),
+    ],
+)
+def test_what_holds_or_counts_a_product_names_it_by_what_follows(
+    retailer: Retailer, title: str, said: str
+) -> None:
+    """A reason may call its product by what holds or counts it ("this pair of gloves"): the name is what
+    comes after the "of"."""
+    item = Item(id="P1", title=title, category="Gifts", price=1.0, url="https://shop.test/p")
+    ctx = RailContext(
+        customer=CUSTOMER,
+        catalog={"P1": item},
+        brand=retailer.brand,
+        plan_item_ids=("P1",),
+        action="replenishment",
+        product_evidence={
+            "P1": (Evidence(kind="repeat_purchase", summary="bought 3 times, last on 2011-10-02"),)
+        },
+    )
+    text = f"You have bought {said} 3 times, so we have one ready for your next order."
+    assert "unknown_product" not in rules(text, ctx, "reason:P1"), text
+
+
+def test_a_verb_inside_a_name_does_not_make_a_list_of_names_a_sentence(retailer: Retailer) -> None:
+    """SmolLM2 sent the preview line "The doormat garden building block word, Love Building Block Word,
+    Doormat house of cards.": "Love" is a name's, not a verb said to the customer."""
+    word = Item(
+        id="W1", title="Home Building Block Word", category="Other", price=1.0, url="https://shop.test/p"
+    )
+    facts = (
+        Evidence(kind="repeat_purchase", summary="bought 4 times, last on 2011-03-06"),
+        Evidence(
+            kind="similar_customers",
+            summary="often bought by customers who also bought Love Building Block Word, Bath Building Block"
+            " Word",
+        ),
+    )
+    ctx = RailContext(
+        customer=CUSTOMER,
+        catalog={"W1": word},
+        brand=retailer.brand,
+        plan_item_ids=("W1",),
+        action="replenishment",
+        product_evidence={"W1": facts},
+    )
+    listed = "The doormat garden building block word, Love Building Block Word, Doormat house of cards."
+    assert "names_only" in rules(listed, ctx, "preheader")
+    said = "The building block words you love, ready for your next order."
+    assert "names_only" not in rules(said, ctx, "preheader")
+
+
 def test_a_script_is_garbled_only_where_neither_the_shop_nor_its_names_write_in_it(
     retailer: Retailer,
 ) -> None:
@@ -665,6 +735,11 @@ def test_a_script_is_garbled_only_where_neither_the_shop_nor_its_names_write_in_
     assert "garbled" in rules("Hannah, a lunch bag design for the эталями", ctx, "subject")
     assert "garbled" in rules("Hannah, a λαμπερό lunch bag to go with yours", ctx, "subject")
     assert "garbled" not in rules("Hannah, a café-style lunch bag, naïve and bright", ctx, "subject")
+    # A lone letter is a sign ("50μm"), a modifier apostrophe is an apostrophe, and Japanese is one writing
+    # system in three scripts.
+    assert "garbled" not in rules("Hannah, a 50μm-thin lunch bag weʼve kept for you", ctx, "subject")
+    sakura = dataclasses.replace(ctx, customer=CUSTOMER.model_copy(update={"first_name": "さくら"}))
+    assert "garbled" not in rules("さくら様, a lunch bag to go with yours", sakura, "subject")
     greek = retailer.brand.model_copy(update={"sign_off": "Με αγάπη, η ομάδα"})
     ctx_greek = dataclasses.replace(ctx, brand=greek)
     assert "garbled" not in rules("Hannah, a λαμπερό lunch bag to go with yours", ctx_greek, "subject")
