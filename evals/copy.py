@@ -18,7 +18,10 @@ Two parts, one report:
   in the last large run (both models, both retailers), as it went out, each model-written part labelled by
   a person as a marketer would judge it. Per model: emails sent with a placeholder, an echo or a
   names-only part (the gate: none), the share fully model-written, the share of model parts judged good,
-  and the share of emails a marketer would sign as they are; the bad parts that went out, in a table.
+  and the share of emails a marketer would sign as they are; the bad parts that went out, in a table. And
+  the rails as they stand on every model part of that run and the one before it
+  (``model_emails_judged_earlier.jsonl``): how many of the bad parts that went out they stop now, and how
+  many of the good ones they would stop (``copy.sent_parts.*``).
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ MODEL_PARTS = DATA / "copy_parts_models.jsonl"
 DRAWN_PARTS = DATA / "copy_parts_drawn.jsonl"
 MODEL_EMAILS = DATA / "model_emails.jsonl"
 SENT_JUDGED = DATA / "model_emails_judged.jsonl"
+# The run before it, judged the same way; the rules since were written on reading it (and on part of the
+# latest): its parts count toward ``copy.sent_parts.*`` beside the latest run's.
+SENT_EARLIER = DATA / "model_emails_judged_earlier.jsonl"
 # What must never reach a customer, whatever else a part gets wrong.
 GATE_KINDS = frozenset({"placeholder", "echo", "names_only"})
 # What a person may call a bad part (the labelled sets' kinds, and "other" with a why).
@@ -187,6 +193,7 @@ class CopyQualityEval:
         drawn_parts: Path | None = DRAWN_PARTS,
         model_emails: Path = MODEL_EMAILS,
         sent_judged: Path | None = SENT_JUDGED,
+        sent_earlier: Path | None = SENT_EARLIER,
         similarity: Any = None,
     ) -> None:
         self.deps = deps
@@ -198,6 +205,7 @@ class CopyQualityEval:
         self.drawn_parts = drawn_parts
         self.model_emails = model_emails
         self.sent_judged = sent_judged
+        self.sent_earlier = sent_earlier
         self.similarity = similarity
         self._brands = {k: load_brand(p) for k, p in BRANDS.items()}
         self._missed: list[dict[str, Any]] = []
@@ -404,8 +412,12 @@ class CopyQualityEval:
             )
         # The rails as they stand now on every model-written part that went out: how many of the bad ones they
         # stop since (recall), and how many of the good ones they would have stopped (false positives).
-        # (The bad ones let through are in the sent table already.)
-        out.update(self._judge_parts(_sent_samples(emails), "sent_parts", path, list_misses=False))
+        # (The bad ones let through are in the sent table already.) The earlier run's parts count too.
+        earlier: list[Mapping[str, Any]] = []
+        if self.sent_earlier is not None and self.sent_earlier.exists():
+            earlier = [{**e, "model_key": f"{e['model_key']}_earlier"} for e in read_jsonl(self.sent_earlier)]
+        samples = _sent_samples([*emails, *earlier])
+        out.update(self._judge_parts(samples, "sent_parts", path, list_misses=False))
         self._sent_bad = [
             [
                 str(e["model_key"]),

@@ -967,6 +967,9 @@ def _misnamed(text: str, context: RailContext, item_id: str) -> str:
         head = forms(words[-1])
         if head & allowed:
             return True
+        # Two words of one the name writes as one ("this cake stand" of a cakestand).
+        if len(words) > 1 and forms(words[-2] + words[-1]) & allowed:
+            return True
         return bool(head & others) and any(_stem(w) in own_name - plain for w in words[:-1])
 
     for m in _THIS_ONE.finditer(text):

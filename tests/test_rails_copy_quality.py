@@ -675,6 +675,7 @@ def test_a_reason_may_not_call_its_product_by_another_products_name_from_its_evi
         ("Paper Chain Kit", "this trio of chains"),
         ("Scented Soy Candles Set", "this collection of candles"),
         ("Lunch Bag Red Retrospot", "this kid’s lunch bag"),
+        ("Regency Cakestand 3 Tier", "this cake stand"),
     ],
 )
 def test_what_holds_or_counts_a_product_names_it_by_what_follows(
