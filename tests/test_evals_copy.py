@@ -153,7 +153,9 @@ def test_what_the_models_sent_is_counted_as_a_person_judged_it(tmp_path: Path) -
     ]
     judged = tmp_path / "judged.jsonl"
     judged.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    ev = CopyQualityEval(None, heldout=None, model_parts=None, drawn_parts=None, sent_judged=judged)
+    ev = CopyQualityEval(
+        None, heldout=None, model_parts=None, drawn_parts=None, sent_judged=judged, sent_earlier=None
+    )
     out = ev.run()
     assert out["copy.sent.all.emails"] == 3 and out["copy.sent.all.gate_violations"] == 1
     assert out["copy.sent.small.gate_violations"] == 0 and out["copy.sent.other.gate_violations"] == 1
@@ -181,14 +183,18 @@ def test_what_the_models_sent_is_counted_as_a_person_judged_it(tmp_path: Path) -
 
 
 def test_the_judged_large_run_covers_both_models_and_both_retailers_and_is_read_whole() -> None:
-    """evals/data/model_emails_judged.jsonl: the 200-email run of issue #19, each model part labelled."""
-    from evals.copy import SENT_JUDGED
+    """evals/data/model_emails_judged.jsonl and ..._earlier.jsonl: the two 200-email runs of issue #19, each
+    model part labelled; the latest is counted as sent, and both runs' parts judge the rails as they stand."""
+    from evals.copy import SENT_EARLIER, SENT_JUDGED
 
     rows = list(read_jsonl(SENT_JUDGED))
-    assert len(rows) >= 199
-    assert {(r["model_key"], r["brand"]) for r in rows} == {
-        (m, b) for m in ("smollm2_3draws", "gemma3_1draw") for b in ("hearth", "harbour")
-    }
+    earlier = list(read_jsonl(SENT_EARLIER))
+    assert len(rows) >= 195 and len(earlier) >= 195
+    for run in (rows, earlier):
+        assert {(r["model_key"], r["brand"]) for r in run} == {
+            (m, b) for m in ("smollm2_3draws", "gemma3_1draw") for b in ("hearth", "harbour")
+        }
+    assert not {r["id"] for r in rows} & {r["id"] for r in earlier}
     out = CopyQualityEval(None, heldout=None, model_parts=None, drawn_parts=None).run()
     by_hand = sum(
         any(p["writer"] != "template" and p["label"].get("kind") in ("placeholder", "echo", "names_only")
@@ -196,3 +202,5 @@ def test_the_judged_large_run_covers_both_models_and_both_retailers_and_is_read_
         for r in rows
     )  # fmt: skip
     assert out["copy.sent.all.emails"] == len(rows) and out["copy.sent.all.gate_violations"] == by_hand
+    model_parts = sum(p["writer"] != "template" for r in (*rows, *earlier) for p in r["parts"])
+    assert out["copy.sent_parts.parts"] == model_parts
