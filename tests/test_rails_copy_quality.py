@@ -600,6 +600,18 @@ def test_product_names_and_plain_punctuation_are_not_garbled(retailer: Retailer)
         assert "garbled" not in rules(text, ctx, "intro" if text.startswith("Hello") else f"reason:{odd.id}")
 
 
+def _one_product(retailer: Retailer, item: Item, evidence: tuple[Evidence, ...]) -> RailContext:
+    """A replenishment email of one product with these facts, under the retailer's brand."""
+    return RailContext(
+        customer=CUSTOMER,
+        catalog={item.id: item},
+        brand=retailer.brand,
+        plan_item_ids=(item.id,),
+        action="replenishment",
+        product_evidence={item.id: evidence},
+    )
+
+
 def test_a_reason_may_not_call_its_product_by_another_products_name_from_its_evidence(
     retailer: Retailer,
 ) -> None:
@@ -620,14 +632,7 @@ def test_a_reason_may_not_call_its_product_by_another_products_name_from_its_evi
             item_ids=("M1", "D1"),
         ),
     )
-    ctx = RailContext(
-        customer=CUSTOMER,
-        catalog={"T1": tissues},
-        brand=retailer.brand,
-        plan_item_ids=("T1",),
-        action="replenishment",
-        product_evidence={"T1": evidence},
-    )
+    ctx = _one_product(retailer, tissues, evidence)
     for wrong in ("mug", "doormat", "flag", "set of 12 mugs", "box of mugs"):
         text = f"You have bought this {wrong} 4 times, so we have one ready for your next order."
         assert "unknown_product" in rules(text, ctx, "reason:T1"), text
@@ -712,14 +717,7 @@ def test_a_verb_inside_a_name_does_not_make_a_list_of_names_a_sentence(retailer:
             " Word",
         ),
     )
-    ctx = RailContext(
-        customer=CUSTOMER,
-        catalog={"W1": word},
-        brand=retailer.brand,
-        plan_item_ids=("W1",),
-        action="replenishment",
-        product_evidence={"W1": facts},
-    )
+    ctx = _one_product(retailer, word, facts)
     listed = "The doormat garden building block word, Love Building Block Word, Doormat house of cards."
     assert "names_only" in rules(listed, ctx, "preheader")
     said = "The building block words you love, ready for your next order."
