@@ -299,6 +299,14 @@ _SENTENCE_WORDS = _bag(
 )
 
 
+def _without_any_names(text: str, context: RailContext) -> str:
+    """``_without_names``, and the other products the evidence names cut out too (a list of them is a list
+    of names as well)."""
+    rest = _without_names(text, context)
+    others = _whole_names(_evidence_names(context))
+    return others.sub(" ", rest) if others is not None else rest
+
+
 def _bare_list(text: str, context: RailContext, kind: str) -> bool:
     """A string of noun phrases and nothing said: three or more (or two of the products' and categories'
     own words) between commas or semicolons, with no one spoken to and no verb ("A set of plates, a set of
@@ -309,11 +317,7 @@ def _bare_list(text: str, context: RailContext, kind: str) -> bool:
     if len(segments) >= 3 and len({seg.lower() for seg in segments}) < len(segments):
         return True  # a name said twice in a list of three is a list, whatever words its names hold
     # A verb inside a name says nothing ("Love Building Block Word"): the names are left out first.
-    said = _without_names(text, context)
-    others = _whole_names(_evidence_names(context))
-    if others is not None:
-        said = others.sub(" ", said)
-    if len(segments) < 2 or set(_words(said)) & _SENTENCE_WORDS:
+    if len(segments) < 2 or set(_words(_without_any_names(text, context))) & _SENTENCE_WORDS:
         return False
     if len(segments) >= 3:
         return True
@@ -326,12 +330,7 @@ def _bare_list(text: str, context: RailContext, kind: str) -> bool:
 def _names_only(text: str, context: RailContext, kind: str) -> Finding | None:
     if kind in _PARTS and _bare_list(text, context, kind):
         return Finding("names_only", f"the {kind} is a list of names, with nothing said about them")
-    rest_text = _without_names(text, context)
-    # A list of the products the evidence names is a list of names too.
-    others = _whole_names(_evidence_names(context))
-    if others is not None:
-        rest_text = others.sub(" ", rest_text)
-    rest = _content(_words(_SEPARATORS.sub(" ", rest_text)))
+    rest = _content(_words(_SEPARATORS.sub(" ", _without_any_names(text, context))))
     if rest:
         return None
     titles = _titles(context)
@@ -941,7 +940,7 @@ def _misnamed(text: str, context: RailContext, item_id: str) -> str:
     paper chain kit), or ``""``. The word that names must be of the product's own name or category, or of
     its own evidence (not the other products a fact names), or plain ("one", "design"); an adverb names
     nothing. That word is the last of the phrase; before "of", the one after it when the one before holds
-    or counts ("this pair of gloves": gloves), and either may name it ("this cup of tea" of a teacup)."""
+    or counts ("this pair of gloves": gloves; "this set of three" names nothing), else either may name it."""
     item = context.catalog.get(item_id)
     if item is None:
         return ""

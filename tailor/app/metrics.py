@@ -207,4 +207,4 @@ def record_outcome(
         kind = part.split(":", 1)[0]
         kept = model_parts is not None and kind not in model_parts
         name = "tailor_template_parts_kept_total" if kept else "tailor_fallbacks_total"
-        metrics.inc(name, {"part": part.split(":", 1)[0]})
+        metrics.inc(name, {"part": kind})
