@@ -43,6 +43,7 @@ __all__ = [
     "Split",
     "Variant",
     "evaluate",
+    "evaluate_each",
     "hit_at",
     "holdout_cut",
     "holdout_split",
@@ -210,6 +211,17 @@ def evaluate(
     Under ``new-only`` the items a customer bought in train are dropped from the ranking before the cut-off,
     whatever the ranker returned, so no ranker can score by repeating.
     """
+    each = evaluate_each(split, rank, variant, ks=ks)
+    out = {key: sum(values) / len(values) for key, values in each.items()}
+    out["customers"] = float(len(split.evaluated(variant)))
+    return out
+
+
+def evaluate_each(
+    split: Split, rank: RankFn, variant: Variant, *, ks: Sequence[int] = DEFAULT_KS
+) -> dict[str, list[float]]:
+    """``evaluate``'s metrics customer by customer, in the order of ``split.evaluated(variant)``: what a
+    paired comparison of two rankers on the same customers needs."""
     customers = split.evaluated(variant)
     if not customers:
         raise DataError(f"no customer to evaluate under {variant!r}", hint="the test period has no purchases")
@@ -217,7 +229,7 @@ def evaluate(
     lists = rank(customers, variant == "new-only")
     if len(lists) != len(customers):
         raise DataError(f"the ranker returned {len(lists)} lists for {len(customers)} customers")
-    sums = {f"{m}@{k}": 0.0 for m in ("recall", "ndcg", "hitrate", "mrr") for k in ks}
+    each: dict[str, list[float]] = {f"{m}@{k}": [] for m in ("recall", "ndcg", "hitrate", "mrr") for k in ks}
     for cid, ranked in zip(customers, lists, strict=True):
         seen = split.seen.get(cid, frozenset())
         allowed = [x for x in dict.fromkeys(ranked) if x in split.catalog]
@@ -226,10 +238,8 @@ def evaluate(
         allowed = allowed[:kmax]
         rel = split.relevant(cid, variant)
         for k in ks:
-            sums[f"recall@{k}"] += recall_at(allowed, rel, k)
-            sums[f"ndcg@{k}"] += ndcg_at(allowed, rel, k)
-            sums[f"hitrate@{k}"] += hit_at(allowed, rel, k)
-            sums[f"mrr@{k}"] += mrr_at(allowed, rel, k)
-    out = {key: value / len(customers) for key, value in sums.items()}
-    out["customers"] = float(len(customers))
-    return out
+            each[f"recall@{k}"].append(recall_at(allowed, rel, k))
+            each[f"ndcg@{k}"].append(ndcg_at(allowed, rel, k))
+            each[f"hitrate@{k}"].append(hit_at(allowed, rel, k))
+            each[f"mrr@{k}"].append(mrr_at(allowed, rel, k))
+    return each

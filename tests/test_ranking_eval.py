@@ -13,6 +13,7 @@ import pytest
 
 from evals.protocol import (
     evaluate,
+    evaluate_each,
     holdout_cut,
     holdout_split,
     mrr_at,
@@ -26,6 +27,7 @@ from evals.ranking import (
     RankingEval,
     _ease,
     ease_items,
+    ratio_interval,
     rebuy_by_recency,
     reference_rankers,
 )
@@ -245,6 +247,15 @@ def test_ranking_eval_on_online_retail_beats_its_references() -> None:
     assert out["ranking.tailor.new-only.recall@10"] > out["ranking.itemknn.new-only.recall@10"]
     assert 0 < out["ranking.tailor.all.coverage@10"] <= 1
     assert out["ranking.customers.all"] > 1000
+    for variant in ("all", "new-only"):
+        for metric in ("recall@10", "ndcg@10"):
+            at = f"ranking.tailor_vs_best.{variant}.{metric}"
+            best = out[f"ranking.best_reference.{variant}.{metric}"]
+            ratio = out[f"ranking.tailor.{variant}.{metric}"] / best
+            assert out[f"{at}.ratio"] == pytest.approx(ratio)
+            assert out[f"{at}.low"] <= ratio <= out[f"{at}.high"]
+            # Only a list the same as the reference's for every customer leaves nothing to vary.
+            assert (out[f"{at}.low"] < out[f"{at}.high"]) == (out[f"{at}.paired_se"] > 0)
 
 
 def test_ease_reference_follows_the_peer_definition(tiny: pd.DataFrame) -> None:
@@ -441,3 +452,45 @@ def test_ranking_eval_learns_from_the_earlier_year_and_beats_repeat_over_it() ->
     assert out["ranking.tailor.all.ndcg@10"] > out["ranking.repeat_full.all.ndcg@10"]
     # Under the same rule (nothing the customer ever bought is new), EASE over the same history trails Tailor.
     assert out["ranking.tailor.new-only.recall@10"] > out["ranking.ease_full.new-only.recall@10"]
+
+
+def test_evaluate_each_is_evaluate_customer_by_customer(tiny: pd.DataFrame) -> None:
+    split = temporal_split(tiny, CUT)
+
+    def rank(customers: Sequence[str], new_only: bool) -> list[list[str]]:
+        return [["z", "y", "x"] for _ in customers]
+
+    for variant in ("all", "new-only"):
+        each = evaluate_each(split, rank, variant, ks=(1, 2))
+        means = evaluate(split, rank, variant, ks=(1, 2))
+        assert {k: sum(v) / len(v) for k, v in each.items()} == {k: means[k] for k in each}
+        assert all(len(v) == len(split.evaluated(variant)) for v in each.values())
+
+
+def test_the_ratio_to_the_best_reference_gets_a_paired_interval() -> None:
+    rng = np.random.default_rng(3)
+    base = rng.random(4000) * 0.2
+    noise = rng.normal(0, 0.05, 4000)
+    metrics = {
+        "ranking.tailor.new-only.ndcg@10": float(base.mean()),
+        "ranking.popularity.new-only.ndcg@10": float((base + noise).mean()),
+        "ranking.ease.new-only.ndcg@10": float((base * 0.5).mean()),
+        "ranking.tailor.all.ndcg@10": float((base * 1.3).mean()),
+        "ranking.ease.all.ndcg@10": float(base.mean()),
+    }
+    each = {
+        "tailor": {"new-only.ndcg@10": base, "all.ndcg@10": base * 1.3},
+        "popularity": {"new-only.ndcg@10": base + noise},
+        "ease": {"new-only.ndcg@10": base * 0.5, "all.ndcg@10": base},
+    }
+    out = ratio_interval(metrics, each, seed=0)
+    tie = "ranking.tailor_vs_best.new-only.ndcg@10"
+    # Against popularity, the better reference: a tie whose interval holds 1 on both sides.
+    assert out[f"{tie}.ratio"] == pytest.approx(base.mean() / (base + noise).mean())
+    assert out[f"{tie}.low"] < 1 < out[f"{tie}.high"]
+    assert out[f"{tie}.paired_se"] == pytest.approx(noise.std(ddof=1) / np.sqrt(4000))
+    lead = "ranking.tailor_vs_best.all.ndcg@10"
+    assert out[f"{lead}.ratio"] == pytest.approx(1.3)
+    assert 1 < out[f"{lead}.low"] <= 1.3 <= out[f"{lead}.high"]
+    assert ratio_interval(metrics, each, seed=0) == out  # seeded
+    assert out[f"{tie}.low"] != ratio_interval(metrics, each, seed=1)[f"{tie}.low"]

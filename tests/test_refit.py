@@ -462,3 +462,35 @@ def test_replicas_sharing_the_database_but_no_volume_share_the_ranker_through_it
         assert d.store.ranker_save_id() == ranker.save_id == Ranker.saved_id(d.model.path)
         assert ranker.fitted_at == own.fitted_at and ranker.customer_ids == own.customer_ids
         assert d.model.refits.done == 0
+
+
+def test_the_status_asks_the_database_for_the_published_ranker_at_most_once_a_reload_period(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The metrics scrape and GET /v1/model ask for the status every few seconds: the published save is
+    looked up at the first call, then no more often than a request looks (``ranker_reload_s``)."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    seed_store(tmp_path / "a", n_customers=12, database_url=url)
+
+    def settings(name: str) -> Settings:
+        return Settings(data_dir=tmp_path / name, now=NOW, database_url=url, ranker_reload_s=600.0)
+
+    with Tailor.open(settings("a")) as a, Tailor.open(settings("b")) as b:
+        assert a.index()["ranker"] == "fitted"
+        asked: list[str | None] = []
+        real = b.store.ranker_save_id
+
+        def counted() -> str | None:
+            asked.append(real())
+            return asked[-1]
+
+        monkeypatch.setattr(b.store, "ranker_save_id", counted)
+        assert b.model_status()["fitted"], "the first status fetches what the database holds"
+        assert len(asked) == 1
+        for _ in range(5):
+            assert b.model_status()["fitted"]
+        assert len(asked) == 1, "within the reload period the status does not ask again"
+        assert b.model._status_fetched is not None
+        b.model._status_fetched -= 600.0  # the period has passed
+        b.model_status()
+        assert len(asked) == 2

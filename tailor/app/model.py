@@ -218,6 +218,8 @@ class RankerModel:
         self._stamp: Stamp = _UNKNOWN
         self._installed = False
         self._looked = time.monotonic()
+        # When ``status`` last asked the database for the published save (None: never, so the first asks).
+        self._status_fetched: float | None = None
         # The save id of the files in the data dir, by their stamp: read again only when they change.
         self._local: tuple[Stamp | None, str | None] = (None, None)
 
@@ -377,8 +379,15 @@ class RankerModel:
 
         ``forgotten_since_fit`` > 0 means the item-level aggregates (neighbours, factors, trees, Qdrant's
         collaborative vectors) still hold a share learned from a forgotten customer's purchases. Their
-        rows and ids went at once; that share goes with the next refit."""
-        self._fetch_published()
+        rows and ids went at once; that share goes with the next refit.
+
+        The published ranker is fetched at the first call and then at most once every
+        ``settings.ranker_reload_s``, as a request looks: the metrics scrape and ``GET /v1/model`` call this
+        every few seconds, and each fetch is a database query (a ranker's bytes, when there is a new save)."""
+        last = self._status_fetched
+        if last is None or time.monotonic() - last >= self.settings.ranker_reload_s:
+            self._status_fetched = time.monotonic()
+            self._fetch_published()
         fitted = self.store.get_meta(_FITTED) or {}
         saved = self.path.with_suffix(".npz").exists()
         seen = fitted.get("changes", {}) if saved else {}
