@@ -915,6 +915,18 @@ _NOT_A_NAME = _bag(
 )
 
 
+# Words that say how a product looks (its colour, size or print), never what it is: a reason that calls its
+# product by one ("you have bought this cream 5 times" of a cream jug, "this red", "this small") names
+# nothing, whatever the product's name holds. A shop whose category is named by one ("Creams") may call its
+# products so. A print that is also a product ("doily": a bag's print, or a pack of paper doilies) is not one.
+_DESCRIBES = _bag(
+    "red pink blue green yellow white black ivory cream beige brown grey gray purple violet turquoise teal "
+    "navy aqua lilac magenta scarlet crimson pinkish bluish reddish greenish "
+    "small large mini jumbo big medium tiny giant "
+    "retrospot polkadot polkadots spotty spot spots dotty stripe stripes striped stripey paisley "
+    "floral tartan gingham vintage retro regency"
+)
+_ONE_NEXT = re.compile(r"\s+ones?\b", re.IGNORECASE)
 # The kinds of evidence whose summary names other products than the one it supports.
 _NAMES_OTHERS = frozenset({"similar_customers", "text_similarity", "recent_view"})
 
@@ -971,9 +983,16 @@ def _misnamed(text: str, context: RailContext, item_id: str) -> str:
             return True
         return bool(head & others) and any(_stem(w) in own_name - plain for w in words[:-1])
 
+    category = {_stem(w) for w in _words(item.category)}
     for m in _THIS_ONE.finditer(text):
         split = re.split(r"\s+of\b", m.group("what"), maxsplit=1, flags=re.IGNORECASE)
-        words = [w for w in _words(split[0]) if not w.isdigit() and not w.endswith("ly")]
+        said = [w for w in _words(split[0]) if not w.isdigit()]
+        # One such word alone names nothing; two together are a print's name ("this pink polkadot", as a
+        # person reads it), and in "this small one" it describes the one.
+        alone = len(said) == 1 and said[0] in _DESCRIBES and not _ONE_NEXT.match(text, m.end())
+        if alone and not forms(said[0]) & category:
+            return m.group("what")
+        words = [w for w in said if not w.endswith("ly")]
         if not words:
             continue
         after: list[str] = []

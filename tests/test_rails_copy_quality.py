@@ -703,6 +703,40 @@ def test_what_holds_or_counts_a_product_names_it_by_what_follows(
     assert "unknown_product" not in rules(text, ctx, "reason:P1"), text
 
 
+@pytest.mark.parametrize(
+    ("title", "category", "said", "names_it"),
+    [
+        # SmolLM2 sent each of these four of the shop's products. The people who judged the sent emails
+        # struck "this cream" and "this small", struck "this red" once and passed it once, and passed "this
+        # polkadot": the rule holds that a colour or a print alone names nothing.
+        ("Enamel Flower Jug Cream", "Kitchen & Dining", "this cream", False),
+        ("Wrap Red Apples", "Gift Wrap", "this red", False),
+        ("Small Heart Flowers Hook", "Home Decor", "this small", False),
+        ("Lunch Bag Pink Polkadot", "Bags", "this polkadot", False),
+        # What it is, with or without how it looks; a print's name of two words; "one" it describes.
+        ("Enamel Flower Jug Cream", "Kitchen & Dining", "this cream jug", True),
+        ("Lunch Bag Pink Polkadot", "Bags", "this pink polkadot", True),
+        ("Lunch Bag Pink Polkadot", "Bags", "this pink polkadot bag", True),
+        ("Small Heart Flowers Hook", "Home Decor", "this small one", True),
+        # A shop whose category is named by the word sells things that are that word; a doily may be a
+        # print or the product.
+        ("Rose Hand Cream", "Creams & Lotions", "this cream", True),
+        ("Set Of 72 Pink Heart Paper Doilies", "Stationery & Cards", "this doily", True),
+    ],
+)
+def test_a_word_that_says_how_a_product_looks_does_not_name_it_alone(
+    retailer: Retailer, title: str, category: str, said: str, names_it: bool
+) -> None:
+    """A colour, a size or a print is how a product looks, not what it is: "you have bought this cream 5
+    times" of a cream jug names nothing, whatever the product's name holds."""
+    item = Item(id="P1", title=title, category=category, price=1.0, url="https://shop.test/p")
+    ctx = _one_product(
+        retailer, item, (Evidence(kind="repeat_purchase", summary="bought 5 times, last on 2011-10-02"),)
+    )
+    text = f"You have bought {said} 5 times, so we have one ready for your next order."
+    assert ("unknown_product" not in rules(text, ctx, "reason:P1")) is names_it, text
+
+
 def test_a_verb_inside_a_name_does_not_make_a_list_of_names_a_sentence(retailer: Retailer) -> None:
     """SmolLM2 sent the preview line "The doormat garden building block word, Love Building Block Word,
     Doormat house of cards.": "Love" is a name's, not a verb said to the customer."""
