@@ -1026,17 +1026,37 @@ def _wrong_count(text: str, evidence: Sequence[Evidence]) -> str:
     return wrong[0] if wrong else ""
 
 
+# What a shop's things are called together ("your party supplies", "our garden tools"): a kind of thing,
+# which says which by the words before it.
+_KINDS_OF_THINGS = frozenset(
+    _stem(w)
+    for w in _bag("supplies supply decorations decoration decor accessories tools kit kits bits goodies")
+)
+
+
 def _unknown_product(text: str, context: RailContext) -> str:
     """What the text says the shop found for the customer when that is none of the email's products (a
     model inventing "an Easter egg" for a customer sent a cakestand, "a set of baby bedding" for one sent
     napkins), or ``""``. A thing described mostly in words none of the products' names or categories use is
     not one of them, whichever of its words ("set", "silver") it shares."""
     known = {_stem(w) for w in _interest_words(context)}
+
+    def unknown(word: str) -> bool:
+        bare = word.removesuffix("'s").removesuffix("'")
+        return not {_stem(bare), _stem(bare[:-2]) if bare.endswith("es") else ""} & known
+
     for m in _OFFERED.finditer(text):
-        words = [_stem(w) for w in _content(_words(m.group("what")))]
-        concrete = [w for w in words if w not in _GENERIC and _stem(w) not in _generic_stems() and len(w) > 2]
-        unknown = [w for w in concrete if w not in known]
-        if concrete and len(unknown) * 2 > len(concrete):
+        said = _words(m.group("what"))
+        content = _content(said)
+        # In the order said: the last is what the thing is ("party hats"), the others say which.
+        words = [w for w in dict.fromkeys(said) if w in content]
+        concrete = [
+            w
+            for w in words
+            if w not in _GENERIC and _stem(w) not in _generic_stems() | _KINDS_OF_THINGS and len(w) > 2
+        ]
+        strange = [w for w in concrete if unknown(w)]
+        if concrete and (len(strange) * 2 > len(concrete) or concrete[-1] in strange):
             return m.group("what")
     return ""
 

@@ -737,6 +737,31 @@ def test_a_word_that_says_how_a_product_looks_does_not_name_it_alone(
     assert ("unknown_product" not in rules(text, ctx, "reason:P1")) is names_it, text
 
 
+@pytest.mark.parametrize(
+    ("title", "said", "offers_it"),
+    [
+        # SmolLM2 sent the first two; a person judged both bad: the emails held bunting and a lunch bag.
+        ("Party Bunting", "Finn, time to stock up on your party hats", False),
+        ("Lunch Bag Black Skull", "Alice, time to stock up on your lunch box", False),
+        ("Party Bunting", "Finn, time to stock up on your party bunting", True),
+        ("Party Bunting", "Finn, time to stock up on your party supplies", True),
+        ("Lunch Box I Love London", "Hello Lucas, you may want to know about our lunch boxes.", True),
+        ("Childrens Cutlery Retrospot Red", "Freya, time to stock up on your children's cutlery", True),
+    ],
+)
+def test_what_an_offered_thing_is_comes_last_and_must_be_one_of_the_products(
+    retailer: Retailer, title: str, said: str, offers_it: bool
+) -> None:
+    """ "Your party hats" are hats, whichever party they are for: the last word of what a part offers says
+    what it is, and it must be a word of the email's products (or a kind of thing: "your party supplies")."""
+    item = Item(id="P1", title=title, category="Gifts", price=1.0, url="https://shop.test/p")
+    ctx = _one_product(
+        retailer, item, (Evidence(kind="repeat_purchase", summary="bought 5 times, last on 2011-10-02"),)
+    )
+    part = "intro" if said.startswith("Hello") else "subject"
+    assert ("unknown_product" not in rules(said, ctx, part)) is offers_it, said
+
+
 def test_a_verb_inside_a_name_does_not_make_a_list_of_names_a_sentence(retailer: Retailer) -> None:
     """SmolLM2 sent the preview line "The doormat garden building block word, Love Building Block Word,
     Doormat house of cards.": "Love" is a name's, not a verb said to the customer."""
