@@ -872,12 +872,18 @@ _NOT_NAMES = _bag(
 _OFFER_ENDS = (
     "to|for|that|which|who|with|from|you|in|on|as|and|or|so|our|your|their|his|her|its|everyone|everybody"
     "|people|is|are|was|were|be|been|keep|keeps|again|before|now|today|this|these|those|we|they|it"
+    # What may follow the thing without naming it ("the lunch bag back in stock", "a tea set made for
+    # sharing", "your bunting while stocks last"): the thing's last word must be its own.
+    "|of|the|a|an|at|by|while|back|ahead|ready|perfect|ideal|waiting|made|fit|just|still|here|there|too"
+    "|also|right|out|up|off|into|over|like|since|until|when|if|but|all|every|each|more|once"
 )
 _OFFERED = re.compile(
     r"\b(?:(?:found|picked|chosen|chose|brought|got|have|saved)\s+(?:you\s+)?(?:a|an|the|some)"
     r"|(?:stock up on|know about|restock|reorder)\s+(?:your|our|the|a|an|some))\s+"
-    r"(?:(?:new|few|little|lovely|small|big|large)\s+)?(?:(?:set|pack|box|bag|pair|collection)\s+of\s+)?"
-    r"(?P<what>[a-z][\w'-]*(?:\s+(?!(?:" + _OFFER_ENDS + r")\b)[a-z][\w'-]*){0,4})",
+    r"(?:(?:new|few|little|lovely|small|big|large)\s+)?"
+    r"(?:(?:set|pack|box|bag|pair|collection|assortment|selection|range|variety|bundle|bunch|jar|tin|bottle"
+    r"|packet)\s+of\s+)?"
+    r"(?P<what>[a-z][\w'’-]*(?:\s+(?!(?:" + _OFFER_ENDS + r")\b)[a-z][\w'’-]*){0,4})",
     re.IGNORECASE,
 )
 _GENERIC = _bag(
@@ -916,15 +922,16 @@ _NOT_A_NAME = _bag(
 
 
 # Words that say how a product looks (its colour, size or print), never what it is: a reason that calls its
-# product by one ("you have bought this cream 5 times" of a cream jug, "this red", "this small") names
-# nothing, whatever the product's name holds. A shop whose category is named by one ("Creams") may call its
-# products so. A print that is also a product ("doily": a bag's print, or a pack of paper doilies) is not one.
+# product by one ("you have bought this pink 5 times" of pink cutlery, "this red", "this small") names
+# nothing, whatever the product's name holds. A shop whose category is named by one ("Red Wine") may call
+# its products so. A word that is also a product is not one: "cream" (a jug's colour, or hand cream),
+# "vintage" (a print, or a port), "doily" (a bag's print, or a pack of paper doilies).
 _DESCRIBES = _bag(
-    "red pink blue green yellow white black ivory cream beige brown grey gray purple violet turquoise teal "
+    "red pink blue green yellow white black ivory beige brown grey gray purple violet turquoise teal "
     "navy aqua lilac magenta scarlet crimson pinkish bluish reddish greenish "
     "small large mini jumbo big medium tiny giant "
     "retrospot polkadot polkadots spotty spot spots dotty stripe stripes striped stripey paisley "
-    "floral tartan gingham vintage retro regency"
+    "floral tartan gingham retro regency"
 )
 _ONE_NEXT = re.compile(r"\s+ones?\b", re.IGNORECASE)
 # The kinds of evidence whose summary names other products than the one it supports.
@@ -989,7 +996,9 @@ def _misnamed(text: str, context: RailContext, item_id: str) -> str:
         said = [w for w in _words(split[0]) if not w.isdigit()]
         # One such word alone names nothing; two together are a print's name ("this pink polkadot", as a
         # person reads it), and in "this small one" it describes the one.
-        alone = len(said) == 1 and said[0] in _DESCRIBES and not _ONE_NEXT.match(text, m.end())
+        # Only without an "of": "this red of the season" names what follows.
+        alone = len(split) == 1 and len(said) == 1 and said[0] in _DESCRIBES
+        alone = alone and not _ONE_NEXT.match(text, m.end())
         if alone and not forms(said[0]) & category:
             return m.group("what")
         words = [w for w in said if not w.endswith("ly")]
@@ -1030,7 +1039,10 @@ def _wrong_count(text: str, evidence: Sequence[Evidence]) -> str:
 # which says which by the words before it.
 _KINDS_OF_THINGS = frozenset(
     _stem(w)
-    for w in _bag("supplies supply decorations decoration decor accessories tools kit kits bits goodies")
+    for w in _bag(
+        "supplies supply decorations decoration decor accessories tools kit kits bits goodies staples gear"
+        " stuff needs"
+    )
 )
 
 
@@ -1043,7 +1055,13 @@ def _unknown_product(text: str, context: RailContext) -> str:
 
     def unknown(word: str) -> bool:
         bare = word.removesuffix("'s").removesuffix("'")
-        return not {_stem(bare), _stem(bare[:-2]) if bare.endswith("es") else ""} & known
+        plural = {
+            _stem(bare),
+            _stem(bare[:-2]) if bare.endswith("es") else "",
+            _stem(bare[:-3] + "f") if bare.endswith("ves") else "",
+            _stem(bare[:-3] + "fe") if bare.endswith("ves") else "",
+        }
+        return not plural & known
 
     for m in _OFFERED.finditer(text):
         said = _words(m.group("what"))

@@ -706,10 +706,9 @@ def test_what_holds_or_counts_a_product_names_it_by_what_follows(
 @pytest.mark.parametrize(
     ("title", "category", "said", "names_it"),
     [
-        # SmolLM2 sent each of these four of the shop's products. The people who judged the sent emails
-        # struck "this cream" and "this small", struck "this red" once and passed it once, and passed "this
-        # polkadot": the rule holds that a colour or a print alone names nothing.
-        ("Enamel Flower Jug Cream", "Kitchen & Dining", "this cream", False),
+        # SmolLM2 sent each of these three of the shop's products. The people who judged the sent emails
+        # struck "this small", struck "this red" once and passed it once, and passed "this polkadot": the rule
+        # holds that a colour or a print alone names nothing.
         ("Wrap Red Apples", "Gift Wrap", "this red", False),
         ("Small Heart Flowers Hook", "Home Decor", "this small", False),
         ("Lunch Bag Pink Polkadot", "Bags", "this polkadot", False),
@@ -720,8 +719,13 @@ def test_what_holds_or_counts_a_product_names_it_by_what_follows(
         ("Small Heart Flowers Hook", "Home Decor", "this small one", True),
         # A shop whose category is named by the word sells things that are that word; a doily may be a
         # print or the product.
-        ("Rose Hand Cream", "Creams & Lotions", "this cream", True),
+        ("Rioja Reserva", "Red Wine", "this red", True),
+        ("Cream Of Tomato Soup", "Soups", "this cream of tomato soup", True),
+        # A word that is a product too: a cream jug's colour or hand cream, a paper doily or a bag's print.
+        ("Rose Hand Cream", "Skincare", "this cream", True),
+        ("Enamel Flower Jug Cream", "Kitchen & Dining", "this cream", True),
         ("Set Of 72 Pink Heart Paper Doilies", "Stationery & Cards", "this doily", True),
+        ("Vintage Port 2011", "Fortified Wine", "this vintage", True),
     ],
 )
 def test_a_word_that_says_how_a_product_looks_does_not_name_it_alone(
@@ -747,6 +751,15 @@ def test_a_word_that_says_how_a_product_looks_does_not_name_it_alone(
         ("Party Bunting", "Finn, time to stock up on your party supplies", True),
         ("Lunch Box I Love London", "Hello Lucas, you may want to know about our lunch boxes.", True),
         ("Childrens Cutlery Retrospot Red", "Freya, time to stock up on your children's cutlery", True),
+        ("Childrens Cutlery Retrospot Red", "Freya, time to stock up on your kids’ cutlery", True),
+        # What follows the thing says nothing of what it is.
+        ("Lunch Bag Red Retrospot", "Hello Ann, we have the lunch bag back in stock for you.", True),
+        ("Lunch Bag Red Retrospot", "Hello Ann, we found you a lunch bag perfect for school.", True),
+        ("Regency Tea Set", "Hello Ann, we found you a tea set made for sharing.", True),
+        ("Party Bunting", "Finn, stock up on your party bunting while stocks last", True),
+        ("Kitchen Knife Set", "Ann, time to stock up on your kitchen knives", True),
+        ("Wooden Shelf", "Hello Ann, we found you some wooden shelves.", True),
+        ("Party Bunting", "Finn, time to stock up on your party gear", True),
     ],
 )
 def test_what_an_offered_thing_is_comes_last_and_must_be_one_of_the_products(

@@ -494,3 +494,52 @@ def test_the_status_asks_the_database_for_the_published_ranker_at_most_once_a_re
         b.model._status_fetched -= 600.0  # the period has passed
         b.model_status()
         assert len(asked) == 2
+
+
+def test_a_fit_saves_before_it_locks_so_ingests_do_not_wait_and_a_forget_meanwhile_is_purged(
+    indexed: tuple[Tailor, list[str]],
+) -> None:
+    """Between the save (a publish, on a shared database) and the swap the fit holds no lock: an ingest goes
+    through at once, and a customer forgotten then is purged from the new ranker under the lock and the
+    ranker saved again, so neither memory nor the files hold them."""
+    tailor, ids = indexed
+    victim = ids[6]
+    bought = Event(
+        customer_id=ids[0],
+        kind=EventKind.PURCHASE,
+        item_id="I4",
+        quantity=1,
+        value=6.5,
+        timestamp=datetime(2011, 12, 6, tzinfo=UTC),
+        order_id="O-during-save",
+    )
+    done: dict[str, object] = {}
+
+    def between_save_and_swap(point: str) -> None:
+        if point != "saved":
+            return
+        saved = Ranker.saved_id(tailor.model.path)
+        workers = [
+            threading.Thread(target=lambda: done.update(ingest=tailor.ingest([bought]))),
+            threading.Thread(target=lambda: done.update(forget=tailor.forget(victim))),
+        ]
+        for worker in workers:
+            worker.start()
+            worker.join(60)
+            assert not worker.is_alive(), "an ingest or a forget waited for the fit"
+        done["saved_before"] = saved
+
+    tailor.model.refits.on_checkpoint = between_save_and_swap
+    try:
+        report = tailor.refit()
+    finally:
+        tailor.model.refits.on_checkpoint = None
+    assert done["ingest"]["events"] == 1  # type: ignore[index]
+    assert done["forget"]
+    assert report["purged_during_fit"] == 1
+    ranker = tailor.recommender.ranker
+    assert victim not in ranker.customer_index
+    assert victim not in Ranker.saved_customer_ids(tailor.model.path)
+    # What is saved is what answers: the save after the purge, not the fit's first nor the forget's.
+    assert Ranker.saved_id(tailor.model.path) == ranker.save_id != done["saved_before"]
+    assert tailor.model_status()["purchases_since_fit"] == 1

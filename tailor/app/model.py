@@ -211,6 +211,10 @@ class RankerModel:
         self.refits = Refits()
         # Held by a swap, an ingest and a forget: none of them may see the recommender half replaced.
         self.lock = threading.RLock()
+        # Held by every save of the ranker (a fit's, a forget's, a purge's): two saves at once could put one's
+        # npz beside the other's json. A fit saves before it takes ``lock``, so ingests do not wait for its
+        # publish; a forget takes this one inside ``lock`` (that order, never the other).
+        self._saving = threading.Lock()
         self.loaded: HybridRecommender | None = None
         # The saved files' stamp (``_saved_stamp``) when the loaded ranker was loaded or saved here
         # (``_UNKNOWN`` when it could not be read then: the next look loads what is saved); one installed from
@@ -291,6 +295,10 @@ class RankerModel:
         published is exactly what was saved, and a save that could not be published is not kept here
         either (a forget that failed there is done again in full when retried). ``unless_published``: only
         if the database holds no save yet, decided in the publishing transaction (False when one was)."""
+        with self._saving:
+            return self._save_now(ranker, unless_published=unless_published)
+
+    def _save_now(self, ranker: Ranker, *, unless_published: bool) -> bool:
         if not self.settings.ranker_published:
             ranker.save(self.path)
             return True
@@ -374,7 +382,7 @@ class RankerModel:
     def close(self) -> None:
         self.refits.close()
 
-    def status(self) -> ModelStatus:
+    def status(self, *, fresh: bool = False) -> ModelStatus:
         """What changed in the store since the ranker was fitted.
 
         ``forgotten_since_fit`` > 0 means the item-level aggregates (neighbours, factors, trees, Qdrant's
@@ -383,9 +391,10 @@ class RankerModel:
 
         The published ranker is fetched at the first call and then at most once every
         ``settings.ranker_reload_s``, as a request looks: the metrics scrape and ``GET /v1/model`` call this
-        every few seconds, and each fetch is a database query (a ranker's bytes, when there is a new save)."""
+        every few seconds, and each fetch is a database query (a ranker's bytes, when there is a new save).
+        ``fresh`` fetches now, for a caller that acts on the answer (``tailor index`` refits a stale one)."""
         last = self._status_fetched
-        if last is None or time.monotonic() - last >= self.settings.ranker_reload_s:
+        if fresh or last is None or time.monotonic() - last >= self.settings.ranker_reload_s:
             self._status_fetched = time.monotonic()
             self._fetch_published()
         fitted = self.store.get_meta(_FITTED) or {}
@@ -442,11 +451,21 @@ class RankerModel:
         ranker = self._fit_in_child(vectors) if isolated else self._fit_here(vectors)
         seconds = round(time.perf_counter() - started, 2)
         self.refits.checkpoint("fitted")
+        # Saved (and published) before the swap takes the lock, so ingests and forgets do not wait for it: the
+        # new ranker is this fit's alone until then. Whoever the store forgets meanwhile is purged under the
+        # lock and the ranker saved again, as it is when a forget saved the old one over it meanwhile.
+        purged = self._purge_gone_from(ranker)
+        if self.loaded is not None and ranker.customer_ids:
+            # Replacing a ranker that answers requests: one that cannot answer is neither saved nor swapped
+            # in, and its own caches (float64 copies, item blocks) are built here, outside the lock, rather
+            # than in the first request. A first fit (`tailor demo`) keeps nobody waiting, and warming
+            # would only raise its peak memory.
+            ranker.rank(ranker.customer_ids[:1], k=10)
+        self._save(ranker)
+        self.refits.checkpoint("saved")
         with self.lock:
-            present = set(self.store.customer_ids())
-            purged = [c for c in list(ranker.customer_ids) if c not in present]
-            for customer_id in purged:
-                ranker.forget(customer_id)
+            late = self._purge_gone_from(ranker)
+            purged += late
             recommender = HybridRecommender(
                 self.store,
                 ranker,
@@ -456,13 +475,12 @@ class RankerModel:
             )
             if self.loaded is not None and ranker.customer_ids:
                 # Swapping over a recommender that is answering requests: take over its per-customer caches
-                # (under the lock that forget takes, so no forgotten customer's), and build the ranker's own
-                # caches (float64 copies, item blocks) here rather than in the first request after the swap.
-                # A ranker that cannot answer is not swapped in. With nothing loaded yet (a first fit, as in
-                # `tailor demo`) nobody is kept waiting, and warming would only raise the peak memory.
+                # (under the lock that forget takes, so no forgotten customer's), and answer once through the
+                # whole recommender: one that cannot is not swapped in.
                 recommender.adopt_caches(self.loaded)
                 recommender.recommend(ranker.customer_ids[0], 10, now=self._now())
-            self._save(ranker)
+            if late or self._local_save_id() != ranker.save_id:
+                self._save(ranker)
             collab = ranker.collab_vectors()
             vector_store = self._vectors()
             known = vector_store.item_ids()
@@ -491,6 +509,14 @@ class RankerModel:
             "purged_during_fit": len(purged),
             "fit": ranker.fit_report,
         }
+
+    def _purge_gone_from(self, ranker: Ranker) -> list[str]:
+        """The customers of a ranker not yet swapped in whom the store no longer holds, forgotten from it."""
+        present = set(self.store.customer_ids())
+        gone = [c for c in list(ranker.customer_ids) if c not in present]
+        for customer_id in gone:
+            ranker.forget(customer_id)
+        return gone
 
     def _fit_here(self, vectors: Vectors) -> Ranker:
         ranker = Ranker().fit(purchases_from_store(self.store), vectors or None, now=self._now())

@@ -158,7 +158,7 @@ class Tailor:
         catalog = index_catalog(
             self.store, self.vectors, self.embedder, progress=stage("embedding catalog"), force=force
         )
-        stale = force or self.model.status()["stale"]
+        stale = force or self.model.status(fresh=True)["stale"]
         if progress:
             progress("fitting ranker", 0, 1)
         if stale:
