@@ -479,12 +479,13 @@ def test_the_status_asks_the_database_for_the_published_ranker_at_most_once_a_re
         assert a.index()["ranker"] == "fitted"
         asked: list[str | None] = []
         real = b.store.ranker_save_id
+        fetch = b.model._fetch_published
 
-        def counted() -> str | None:
+        def looked() -> None:
             asked.append(real())
-            return asked[-1]
+            fetch()
 
-        monkeypatch.setattr(b.store, "ranker_save_id", counted)
+        monkeypatch.setattr(b.model, "_fetch_published", looked)
         assert b.model_status()["fitted"], "the first status fetches what the database holds"
         assert len(asked) == 1
         for _ in range(5):
@@ -543,3 +544,52 @@ def test_a_fit_saves_before_it_locks_so_ingests_do_not_wait_and_a_forget_meanwhi
     # What is saved is what answers: the save after the purge, not the fit's first nor the forget's.
     assert Ranker.saved_id(tailor.model.path) == ranker.save_id != done["saved_before"]
     assert tailor.model_status()["purchases_since_fit"] == 1
+
+
+def test_a_fit_that_fails_after_its_save_puts_back_the_ranker_that_answers(
+    indexed: tuple[Tailor, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fit saves before it swaps; a swap that fails (Qdrant down as the collaborative vectors are
+    written) must not leave the refused ranker saved, where the next look, or another replica, would load
+    it."""
+    tailor, _ = indexed
+    served = tailor.recommender.ranker
+    vectors = tailor.model._vectors()
+
+    class Down:
+        def item_ids(self) -> set[str]:
+            raise BackendError("the vector store is down")
+
+    monkeypatch.setattr(tailor.model, "_vectors", lambda: Down())
+    with pytest.raises(BackendError, match="down"):
+        tailor.refit()
+    monkeypatch.setattr(tailor.model, "_vectors", lambda: vectors)
+    assert tailor.recommender.ranker is served
+    # Saved back under a new save id (its bytes are the served one's), and this process holds that save: its
+    # next look loads nothing.
+    assert Ranker.saved_id(tailor.model.path) == served.save_id
+    assert tailor.model._saved_stamp() == tailor.model._stamp
+
+
+def test_a_ranker_found_holding_a_forgotten_customer_is_saved_again_without_them(
+    tmp_path: Path, indexed: tuple[Tailor, list[str]]
+) -> None:
+    """A fit that saved before a forget and died before saving again leaves the customer's rows in the
+    files: the next load purges them in memory and saves the purged ranker over the files."""
+    tailor, ids = indexed
+    victim = ids[4]
+    path = tailor.model.path
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    for suffix in (".npz", ".json"):
+        (kept / f"ranker{suffix}").write_bytes(path.with_suffix(suffix).read_bytes())
+    tailor.forget(victim)
+    assert victim not in Ranker.saved_customer_ids(path)
+    settings = tailor.settings
+    tailor.close()
+    for suffix in (".npz", ".json"):  # as the dead fit left them
+        path.with_suffix(suffix).write_bytes((kept / f"ranker{suffix}").read_bytes())
+    assert victim in Ranker.saved_customer_ids(path)
+    with Tailor.open(settings) as again:
+        assert victim not in again.recommender.ranker.customer_index
+        assert victim not in Ranker.saved_customer_ids(path)

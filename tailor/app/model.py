@@ -273,7 +273,11 @@ class RankerModel:
             try:
                 if not self.store.fetch_ranker(latest, fetched):
                     return  # replaced while it was read: the next look fetches the newer one
-                _put_in_place(fetched, base)
+                with self._saving:
+                    # A save here since (a fit's, a forget's) published a newer one: it is not put back.
+                    if self.store.ranker_save_id() != latest:
+                        return
+                    _put_in_place(fetched, base)
             finally:
                 for path in fetched.values():
                     path.unlink(missing_ok=True)
@@ -315,10 +319,12 @@ class RankerModel:
         return True
 
     def _republish_purged(self, ranker: Ranker, purged: int) -> None:
-        """A ranker loaded holding customers the store has forgotten since was purged of them in memory;
-        published in the database, the purged one is published over it, so their rows go from there too.
-        On the request path: a failure is logged, and the next load tries again."""
-        if not purged or not self.settings.ranker_published:
+        """A ranker loaded holding customers the store has forgotten since was purged of them in memory; the
+        purged one is saved over it (and published, with the ranker in the database), so their rows go from
+        the files and the database too: a fit that saved before a forget and failed before saving again, or
+        a process killed between the two, leaves them there. On the request path: a failure is logged, and
+        the next load tries again."""
+        if not purged:
             return
         try:
             self._save(ranker)
@@ -464,51 +470,81 @@ class RankerModel:
         self._save(ranker)
         self.refits.checkpoint("saved")
         with self.lock:
-            late = self._purge_gone_from(ranker)
-            purged += late
-            recommender = HybridRecommender(
-                self.store,
-                ranker,
-                settings=self.settings,
-                text_vectors=vectors,
-                impressions=self.store.impressions,
-            )
-            if self.loaded is not None and ranker.customer_ids:
-                # Swapping over a recommender that is answering requests: take over its per-customer caches
-                # (under the lock that forget takes, so no forgotten customer's), and answer once through the
-                # whole recommender: one that cannot is not swapped in.
-                recommender.adopt_caches(self.loaded)
-                recommender.recommend(ranker.customer_ids[0], 10, now=self._now())
-            if late or self._local_save_id() != ranker.save_id:
-                self._save(ranker)
-            collab = ranker.collab_vectors()
-            vector_store = self._vectors()
-            known = vector_store.item_ids()
-            ids = [i for i in collab if i in known]
-            if ids:
-                vector_store.ensure_collections(collab_dim=len(collab[ids[0]]))
-                vector_store.set_collab_vectors(ids, [collab[i] for i in ids])
-            self.loaded = recommender
-            # Only once it is swapped in: had the swap failed, the next look would load what was saved.
-            self._own_save()
-            self._installed = False
-            self.store.set_meta("ranker_fingerprint", fingerprint)
-            self.store.set_meta(
-                _FITTED,
-                {
-                    "changes": seen,
-                    "fitted_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                    "seconds": seconds,
-                    "customers": len(ranker.customer_ids),
-                    "fit": ranker.fit_report,
-                },
-            )
+            try:
+                return self._swap(ranker, vectors, purged, seconds, seen, fingerprint)
+            except BaseException:
+                self._put_back_served()
+                raise
+
+    def _swap(
+        self,
+        ranker: Ranker,
+        vectors: Vectors,
+        purged: list[str],
+        seconds: float,
+        seen: dict[str, int],
+        fingerprint: object,
+    ) -> FitResult:
+        """Under the model lock: the fitted ranker, saved already, purged of whoever was forgotten since and
+        saved again first (before anything that may fail), then swapped in."""
+        late = self._purge_gone_from(ranker)
+        purged = [*purged, *late]
+        if late or self._local_save_id() != ranker.save_id:
+            self._save(ranker)
+        recommender = HybridRecommender(
+            self.store,
+            ranker,
+            settings=self.settings,
+            text_vectors=vectors,
+            impressions=self.store.impressions,
+        )
+        if self.loaded is not None and ranker.customer_ids:
+            # Swapping over a recommender that is answering requests: take over its per-customer caches
+            # (under the lock that forget takes, so no forgotten customer's), and answer once through the
+            # whole recommender: one that cannot is not swapped in, and the one that answers is saved back.
+            recommender.adopt_caches(self.loaded)
+            recommender.recommend(ranker.customer_ids[0], 10, now=self._now())
+        collab = ranker.collab_vectors()
+        vector_store = self._vectors()
+        known = vector_store.item_ids()
+        ids = [i for i in collab if i in known]
+        if ids:
+            vector_store.ensure_collections(collab_dim=len(collab[ids[0]]))
+            vector_store.set_collab_vectors(ids, [collab[i] for i in ids])
+        self.loaded = recommender
+        # Only once it is swapped in: had the swap failed, the next look would load what was saved.
+        self._own_save()
+        self._installed = False
+        self.store.set_meta("ranker_fingerprint", fingerprint)
+        self.store.set_meta(
+            _FITTED,
+            {
+                "changes": seen,
+                "fitted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "seconds": seconds,
+                "customers": len(ranker.customer_ids),
+                "fit": ranker.fit_report,
+            },
+        )
         return {
             "seconds": seconds,
             "customers": len(ranker.customer_ids),
             "purged_during_fit": len(purged),
             "fit": ranker.fit_report,
         }
+
+    def _put_back_served(self) -> None:
+        """A fit that failed after it saved: the ranker that answers is saved back, so that neither this
+        process's next look nor another replica loads the one refused. A failure here is logged: the next
+        look then loads the refused one, as the first load would."""
+        served = self.loaded
+        if served is None or self._installed:
+            return
+        try:
+            self._save(served.ranker)
+            self._own_save()
+        except (TailorError, OSError) as exc:
+            log.warning("cannot save back the ranker that answers after a failed fit: %s", describe(exc))
 
     def _purge_gone_from(self, ranker: Ranker) -> list[str]:
         """The customers of a ranker not yet swapped in whom the store no longer holds, forgotten from it."""
