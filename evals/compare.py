@@ -53,6 +53,8 @@ _DIRECTIONS: tuple[tuple[str, Direction], ...] = (
     (r"\.refusals\.guardrail_blocked$", "lower"),
     # Higher is better: accuracy, quality and safety catches.
     (r"\.(recall|ndcg|hitrate|mrr)@\d+$", "higher"),
+    (r"^ranking\.tailor_vs_best\..*\.(ratio|low|high)$", "higher"),
+    (r"^ranking\.tailor_vs_best\..*\.paired_se$", "lower"),
     (r"\.(coverage|diversity|novelty)@\d+$", "higher"),
     (r"pass_rate$", "higher"),
     (r"detection_rate$", "higher"),

@@ -250,6 +250,10 @@ def test_compare_colours_by_each_metrics_direction() -> None:
     assert direction("safety.injection_success_rate") == "lower"
     assert direction("policy.synthetic.always_repeat.ips") == "higher"
     assert direction("safety.grounding.detection_rate") == "higher"
+    # Tailor's ratio to the best reference and its interval's ends: higher is better; the error, lower.
+    assert direction("ranking.tailor_vs_best.new-only.ndcg@10.low") == "higher"
+    assert direction("ranking.tailor_vs_best.all.recall@10.ratio") == "higher"
+    assert direction("ranking.tailor_vs_best.all.recall@10.paired_se") == "lower"
     html = to_html(compare(old, new))
     row = next(r for r in html.split("<tr") if "violation_rate" in r)
     assert "class='worse'" in row and "lower" in row
