@@ -717,8 +717,8 @@ def test_what_holds_or_counts_a_product_names_it_by_what_follows(
         ("Lunch Bag Pink Polkadot", "Bags", "this pink polkadot", True),
         ("Lunch Bag Pink Polkadot", "Bags", "this pink polkadot bag", True),
         ("Small Heart Flowers Hook", "Home Decor", "this small one", True),
-        # A shop whose category is named by the word sells things that are that word; a doily may be a
-        # print or the product.
+        # A shop whose category is named by the word sells things that are that word; before an "of", what
+        # follows names it.
         ("Rioja Reserva", "Red Wine", "this red", True),
         ("Cream Of Tomato Soup", "Soups", "this cream of tomato soup", True),
         # A word that is a product too: a cream jug's colour or hand cream, a paper doily or a bag's print.
@@ -731,8 +731,8 @@ def test_what_holds_or_counts_a_product_names_it_by_what_follows(
 def test_a_word_that_says_how_a_product_looks_does_not_name_it_alone(
     retailer: Retailer, title: str, category: str, said: str, names_it: bool
 ) -> None:
-    """A colour, a size or a print is how a product looks, not what it is: "you have bought this cream 5
-    times" of a cream jug names nothing, whatever the product's name holds."""
+    """A colour, a size or a print is how a product looks, not what it is: "you have bought this pink 5
+    times" of pink cutlery names nothing, whatever the product's name holds."""
     item = Item(id="P1", title=title, category=category, price=1.0, url="https://shop.test/p")
     ctx = _one_product(
         retailer, item, (Evidence(kind="repeat_purchase", summary="bought 5 times, last on 2011-10-02"),)

@@ -112,17 +112,22 @@ def test_a_customer_forgotten_during_a_fit_is_purged_before_the_swap(
     assert tailor.model_status()["forgotten_since_fit"] == 0
 
 
-def test_new_events_make_the_ranker_stale_until_index_refits(indexed: tuple[Tailor, list[str]]) -> None:
-    tailor, ids = indexed
-    bought = Event(
-        customer_id=ids[0],
+def _bought(customer_id: str, order_id: str, when: datetime, quantity: int = 1) -> Event:
+    """A purchase of the seeded store's item I4 (6.50 each)."""
+    return Event(
+        customer_id=customer_id,
         kind=EventKind.PURCHASE,
         item_id="I4",
-        quantity=2,
-        value=13.0,
-        timestamp=datetime(2011, 12, 5, tzinfo=UTC),
-        order_id="O-new",
+        quantity=quantity,
+        value=6.5 * quantity,
+        timestamp=when,
+        order_id=order_id,
     )
+
+
+def test_new_events_make_the_ranker_stale_until_index_refits(indexed: tuple[Tailor, list[str]]) -> None:
+    tailor, ids = indexed
+    bought = _bought(ids[0], "O-new", datetime(2011, 12, 5, tzinfo=UTC), quantity=2)
     tailor.ingest([bought])
     status = tailor.model_status()
     assert status["purchases_since_fit"] == 1 and status["stale"]
@@ -505,15 +510,7 @@ def test_a_fit_saves_before_it_locks_so_ingests_do_not_wait_and_a_forget_meanwhi
     ranker saved again, so neither memory nor the files hold them."""
     tailor, ids = indexed
     victim = ids[6]
-    bought = Event(
-        customer_id=ids[0],
-        kind=EventKind.PURCHASE,
-        item_id="I4",
-        quantity=1,
-        value=6.5,
-        timestamp=datetime(2011, 12, 6, tzinfo=UTC),
-        order_id="O-during-save",
-    )
+    bought = _bought(ids[0], "O-during-save", datetime(2011, 12, 6, tzinfo=UTC))
     done: dict[str, object] = {}
 
     def between_save_and_swap(point: str) -> None:
