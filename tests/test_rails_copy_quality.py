@@ -759,6 +759,9 @@ def test_a_word_that_says_how_a_product_looks_does_not_name_it_alone(
         ("Party Bunting", "Finn, stock up on your party bunting while stocks last", True),
         ("Kitchen Knife Set", "Ann, time to stock up on your kitchen knives", True),
         ("Wooden Shelf", "Hello Ann, we found you some wooden shelves.", True),
+        # What holds or counts the thing is read past ("an assortment of" what is named after it).
+        ("Assorted Colour Bird Ornament", "Hello Ruby, we have an assortment of bird ornaments.", True),
+        ("Assorted Colour Bird Ornament", "Hello Ruby, we have an assortment of party hats.", False),
         ("Party Bunting", "Finn, time to stock up on your party gear", True),
     ],
 )
