@@ -23,7 +23,11 @@ from typing import Any
 import httpx
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -155,6 +159,11 @@ def _text(driver: WebDriver, element_id: str) -> str:
         return str(driver.find_element(By.ID, element_id).text)
     except (NoSuchElementException, StaleElementReferenceException):
         return ""
+    except WebDriverException as exc:
+        # chromedriver's own word for a stale element, when the node goes between finding it and reading it.
+        if "does not belong to the document" in str(exc.msg):
+            return ""
+        raise
 
 
 def _session_cookies(driver: WebDriver) -> dict[str, str]:
