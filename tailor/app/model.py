@@ -376,11 +376,16 @@ class RankerModel:
             impressions=self.store.impressions,
         )
 
-    def _purge_gone(self, recommender: HybridRecommender) -> int:
-        """A customer forgotten after the ranker was saved (here or by another replica) is not brought back
-        by loading it. Returns how many were purged."""
+    def _gone(self, ranker: Ranker) -> list[str]:
+        """The ranker's customers whom the store no longer holds: forgotten after it was saved (here or by
+        another replica), or while it was fitted."""
         present = set(self.store.customer_ids())
-        gone = [c for c in recommender.ranker.customer_ids if c not in present]
+        return [c for c in ranker.customer_ids if c not in present]
+
+    def _purge_gone(self, recommender: HybridRecommender) -> int:
+        """A customer forgotten after the ranker was saved is not brought back by loading it: forgotten from
+        the recommender (its caches and its ranker). Returns how many were purged."""
+        gone = self._gone(recommender.ranker)
         for customer_id in gone:
             recommender.forget(customer_id)
         return len(gone)
@@ -548,8 +553,7 @@ class RankerModel:
 
     def _purge_gone_from(self, ranker: Ranker) -> list[str]:
         """The customers of a ranker not yet swapped in whom the store no longer holds, forgotten from it."""
-        present = set(self.store.customer_ids())
-        gone = [c for c in list(ranker.customer_ids) if c not in present]
+        gone = self._gone(ranker)
         for customer_id in gone:
             ranker.forget(customer_id)
         return gone
