@@ -68,11 +68,11 @@ _STOP = _bag(
     "just also all any one ones few lot lots"
 )
 
-# A blank left in the copy: brackets or braces around a word, template syntax, or the stock words of a
-# form that was never filled in.
+# A blank left in the copy: brackets or braces around a word, template syntax ("$name", not a price as
+# "NT$350" writes it), or the stock words of a form that was never filled in.
 _PLACEHOLDER = re.compile(
     r"\[[^\]\n]{1,40}\]|\{\{?[^{}\n]{1,40}\}?\}|<(?!/?(?:b|i|em|strong|br)\b)[A-Za-z_][\w ]{0,30}>"
-    r"|%\(?\w+\)?[sd]|\$\{?\w+\}?|\bX{3,}\b|\blorem ipsum\b|\bTBD\b|\bTODO\b|\bN/A\b"
+    r"|%\(?\w+\)?[sd]|\$\{?(?!\d)\w+\}?|\bX{3,}\b|\blorem ipsum\b|\bTBD\b|\bTODO\b|\bN/A\b"
     r"|\b(?:insert|enter) (?:the |your )?"
     r"(?:name|product|text|here)\b|\bplaceholder\b"
     r"|\b(?:your|first|last|customer(?:'s)?|product|item|brand|company|shop|store|recipient|user)[ _]name\b"
@@ -311,7 +311,9 @@ def _bare_list(text: str, context: RailContext, kind: str) -> bool:
     """A string of noun phrases and nothing said: three or more (or two of the products' and categories'
     own words) between commas or semicolons, with no one spoken to and no verb ("A set of plates, a set of
     platters, a set of paper."; "The Jumbo Bag Red Retrospot, Bags.")."""
-    segments = [s.strip() for s in re.split(r"[,;]", text.strip().rstrip(".!?")) if s.strip()]
+    # Names are joined by commas, or by an ampersand or a plus with spaces around it ("Tomato Coaster Set &
+    # Carrot Coaster Set"); one inside a name has none ("Charlie&Lola").
+    segments = [s.strip() for s in re.split(r"[,;]|\s[&+]\s", text.strip().rstrip(".!?")) if s.strip()]
     if kind == "subject" and segments and segments[0].lower() == context.customer.first_name.lower():
         segments = segments[1:]
     if len(segments) >= 3 and len({seg.lower() for seg in segments}) < len(segments):
@@ -486,6 +488,17 @@ _SLASHED = re.compile(r"(?<!\w)[^\W\d_]+(?:\s*/\s*[^\W\d_]+){2,}")
 _PLAIN_MARKS = frozenset("'’‘\"“”.…,;:!?-‐‑‒–—―&%()/£€$+•°")
 
 
+def _blank_price(text: str) -> tuple[int, int] | None:
+    """Where a currency sign stands with no amount beside it ("candles is $ $ $ $ $"): a price the model was
+    to fill in. An amount, where there is one, is the grounding rail's to check."""
+    for at, ch in enumerate(text):
+        if unicodedata.category(ch) == "Sc":
+            before, after = text[:at].rstrip(), text[at + 1 :].lstrip()
+            if not (before[-1:].isdigit() or after[:1].isdigit()):
+                return at, at + 1
+    return None
+
+
 def _quoted_names(context: RailContext) -> tuple[str, ...]:
     """The plan's product names and those its evidence quotes ("also bought Amber Glass/Shell Necklace"):
     a name is written as the catalog spells it, slashes and all."""
@@ -614,6 +627,10 @@ def check(text: str, context: RailContext, *, part: str | None = None) -> Verdic
             findings.append(
                 Finding("placeholder", f"a blank left to fill: {m.group()!r}", m.start(), m.end())
             )
+    blank = _blank_price(text)
+    if blank is not None and not _inside(*blank, names):
+        at = blank[0]
+        findings.append(Finding("placeholder", f"a price left blank: {text[at : at + 12]!r}", *blank))
     findings.extend(
         f for f in _echo_spans(text, context, part) if f.start < 0 or not _inside(f.start, f.end, names)
     )

@@ -937,3 +937,51 @@ def test_a_bare_list_of_names_and_an_echo_of_the_facts_are_stopped_as_sent_in_th
         f"The {first}, fresh in this week.",
     ):
         assert "names_only" not in rules(text, ctx, "preheader"), text
+
+
+def test_a_currency_sign_with_no_amount_is_a_blank_and_names_joined_by_ampersands_are_a_list(
+    retailer: Retailer,
+) -> None:
+    """Two preview lines SmolLM2 sent in the third 200-email run: "... candles is $ $ $ $ $, ..." (a price
+    it was to fill in) and three names joined by "&" (a list, as one joined by commas is)."""
+    candles = Item(
+        id="C1", title="Set Of 4 Vanilla Botanical Candles", category="Candles", price=3.0,
+        url="https://shop.test/p",
+    )  # fmt: skip
+    ctx = _one_product(
+        retailer, candles, (Evidence(kind="repeat_purchase", summary="bought 3 times, last on 2011-09-01"),)
+    )
+    blank = (
+        "The price of set of four Vanilla botanical candles is $ $ $ $ $,"
+        " however you have to purchase them in."
+    )
+    assert "placeholder" in rules(blank, ctx, "preheader")
+    assert "placeholder" in rules("Your vanilla candles, now only £ for a set of four.", ctx, "preheader")
+    for priced in ("£3.29", "NT$ 350", "NT$350", "5 €", "$12"):
+        said = f"Your vanilla candles, {priced} for a set of four, ready for your next order."
+        assert "placeholder" not in rules(said, ctx, "preheader"), said
+    coasters = Item(
+        id="T1",
+        title="Tomato Charlie+Lola Coaster Set",
+        category="Kitchen",
+        price=2.0,
+        url="https://shop.test/p",
+    )
+    facts = (
+        Evidence(kind="repeat_purchase", summary="bought 2 times, last on 2011-09-01"),
+        Evidence(
+            kind="similar_customers",
+            summary="often bought by customers who also bought Carrot Charlie&Lola Coaster Set",
+        ),
+    )
+    ctx = _one_product(retailer, coasters, facts)
+    listed = (
+        "Tomato Charlie+lola Coaster Set & Carrot Charlie&lola Coaster Set & Tomato Charlie+lola Coaster Set"
+        " & Carv."
+    )
+    assert "names_only" in rules(listed, ctx, "preheader")
+    for said in (
+        "Your Charlie & Lola coasters, ready for your next order.",
+        "Tomato & carrot coasters for your table, back in stock for you.",
+    ):
+        assert "names_only" not in rules(said, ctx, "preheader"), said
