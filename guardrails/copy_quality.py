@@ -709,7 +709,7 @@ def check(text: str, context: RailContext, *, part: str | None = None) -> Verdic
         stripped
         and kind in _PARTS
         and not any(f.rule == "names_only" for f in findings)
-        and _unfinished(text, kind)
+        and (_unfinished(text, kind) or _cut_to_a_letter(text, context))
     ):
         findings.append(Finding("unfinished", f"the {kind} stops mid-sentence"))
     if part is not None and stripped:
@@ -1133,6 +1133,20 @@ def _unfinished(text: str, kind: str) -> bool:
     if kind in ("preheader", "intro", "reason") and not _SENTENCE_END.search(stripped):
         return True
     return _garbled_as_you_did(stripped)
+
+
+# One letter alone at the end, but "I" and "a": "..., Mint Kitchen Scales, Black Kitchen S.".
+_LAST_LETTER = re.compile(r"(?<![\w'’.&+-])(?![aAI])[^\W\d_][.!?…]?$")
+
+
+def _cut_to_a_letter(text: str, context: RailContext) -> bool:
+    """A last word cut to its first letter by a length limit. Outside the products' names, which may end
+    in one ("Wooden Letter B", "Vitamin C")."""
+    return bool(
+        _LAST_LETTER.search(text.rstrip())
+        # A name's plural leaves its "s" behind when the name is cut out ("our t-light holders.").
+        and _LAST_LETTER.search(_without_any_names(text, context).rstrip())
+    )
 
 
 def _occasion(context: RailContext) -> frozenset[str]:

@@ -985,3 +985,40 @@ def test_a_currency_sign_with_no_amount_is_a_blank_and_names_joined_by_ampersand
         "Tomato & carrot coasters for your table, back in stock for you.",
     ):
         assert "names_only" not in rules(said, ctx, "preheader"), said
+
+
+def test_a_last_word_cut_to_one_letter_is_unfinished_but_a_name_ending_in_one_is_not(
+    retailer: Retailer,
+) -> None:
+    """SmolLM2 sent "An ivory kitchen scales that goes with the Red Kitchen Scales, Mint Kitchen Scales, Black
+    Kitchen S." in the third 200-email run: a length limit cut the last word to its first letter."""
+    scales = Item(
+        id="K1", title="Ivory Kitchen Scales", category="Kitchen", price=8.0, url="https://shop.test/p"
+    )
+    facts = (
+        Evidence(kind="repeat_purchase", summary="bought 2 times, last on 2011-09-01"),
+        Evidence(
+            kind="similar_customers",
+            summary="often bought by customers who also bought Red Kitchen Scales, Mint Kitchen Scales,"
+            " Black Kitchen Scales",
+        ),
+    )
+    ctx = _one_product(retailer, scales, facts)
+    cut = (
+        "An ivory kitchen scales that goes with the Red Kitchen Scales, Mint Kitchen Scales, Black Kitchen S."
+    )
+    assert "unfinished" in rules(cut, ctx, "preheader")
+    assert "unfinished" in rules(
+        "Ella, time to stock up on your kitchen scales in ivory and b", ctx, "subject"
+    )
+    letter = Item(id="L1", title="Wooden Letter B", category="Toys", price=1.0, url="https://shop.test/p")
+    for ctx_, said, part in (
+        (ctx, "Your ivory kitchen scales, ready for when you and I.", "preheader"),
+        (ctx, "Hello Hannah, we thought you might want to know about our ivory kitchen scales.", "intro"),
+        (
+            _one_product(retailer, letter, facts[:1]),
+            "Hannah, time to stock up on your Wooden Letter B",
+            "subject",
+        ),
+    ):
+        assert "unfinished" not in rules(said, ctx_, part), said
