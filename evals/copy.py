@@ -19,7 +19,7 @@ Two parts, one report:
   a person as a marketer would judge it. Per model: emails sent with a placeholder, an echo or a
   names-only part (the gate: none), the share fully model-written, the share of model parts judged good,
   and the share of emails a marketer would sign as they are; the bad parts that went out, in a table. And
-  the rails as they stand on every model part of that run and the one before it
+  the rails as they stand on every model part of that run and the runs before it
   (``model_emails_judged_earlier.jsonl``): how many of the bad parts that went out they stop now, and how
   many of the good ones they would stop (``copy.sent_parts.*``).
 """
@@ -60,8 +60,9 @@ MODEL_PARTS = DATA / "copy_parts_models.jsonl"
 DRAWN_PARTS = DATA / "copy_parts_drawn.jsonl"
 MODEL_EMAILS = DATA / "model_emails.jsonl"
 SENT_JUDGED = DATA / "model_emails_judged.jsonl"
-# The run before it, judged the same way; the rules since were written on reading it (and on part of the
-# latest): its parts count toward ``copy.sent_parts.*`` beside the latest run's.
+# The runs before it, judged the same way (their ids say which: ``sh-001`` the first, ``r2-sh-001`` the
+# second); the rules since were written on reading them (and on part of the latest): their parts count
+# toward ``copy.sent_parts.*`` beside the latest run's.
 SENT_EARLIER = DATA / "model_emails_judged_earlier.jsonl"
 # What must never reach a customer, whatever else a part gets wrong.
 GATE_KINDS = frozenset({"placeholder", "echo", "names_only"})
@@ -412,7 +413,7 @@ class CopyQualityEval:
             )
         # The rails as they stand now on every model-written part that went out: how many of the bad ones they
         # stop since (recall), and how many of the good ones they would have stopped (false positives).
-        # (The bad ones let through are in the sent table already.) The earlier run's parts count too.
+        # (The bad ones let through are in the sent table already.) The earlier runs' parts count too.
         earlier: list[Mapping[str, Any]] = []
         if self.sent_earlier is not None and self.sent_earlier.exists():
             earlier = [{**e, "model_key": f"{e['model_key']}_earlier"} for e in read_jsonl(self.sent_earlier)]
