@@ -184,7 +184,7 @@ def test_what_the_models_sent_is_counted_as_a_person_judged_it(tmp_path: Path) -
 
 def test_the_judged_large_run_covers_both_models_and_both_retailers_and_is_read_whole() -> None:
     """evals/data/model_emails_judged.jsonl and ..._earlier.jsonl: the 200-email runs of issue #19, each
-    model part labelled; the latest is counted as sent, and every run's parts judge the rails as they stand."""
+    model part labelled; the latest is counted as sent, and every run's parts judge the rails now."""
     from evals.copy import SENT_EARLIER, SENT_JUDGED
 
     rows = list(read_jsonl(SENT_JUDGED))
