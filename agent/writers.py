@@ -174,7 +174,9 @@ _JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
 # What each action is, said to the model as the occasion of the email, in the words the email speaks to the
 # customer in: a model given "they may be running low" writes "They might be running low" to the customer.
 _OCCASIONS = {
-    "recommend": "a few new things for you, picked from what you have bought before",
+    # Not "new things": Gemma wrote the occasion back word for word, as the preview line of emails whose
+    # products the customer had all bought before.
+    "recommend": "a few things picked for you, from what you have bought before",
     "abandoned_cart": "you left these in your basket",
     "replenishment": "you may be running low on things you buy regularly",
     "win_back": "you have not shopped with us for a while",

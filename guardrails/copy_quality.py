@@ -311,15 +311,17 @@ def _bare_list(text: str, context: RailContext, kind: str) -> bool:
     """A string of noun phrases and nothing said: three or more (or two of the products' and categories'
     own words) between commas or semicolons, with no one spoken to and no verb ("A set of plates, a set of
     platters, a set of paper."; "The Jumbo Bag Red Retrospot, Bags.")."""
-    # Names are joined by commas, or by an ampersand or a plus with spaces around it ("Tomato Coaster Set &
-    # Carrot Coaster Set"); one inside a name has none ("Charlie&Lola").
-    segments = [s.strip() for s in re.split(r"[,;]|\s[&+]\s", text.strip().rstrip(".!?")) if s.strip()]
+    segments = [s.strip() for s in re.split(r"[,;]", text.strip().rstrip(".!?")) if s.strip()]
     if kind == "subject" and segments and segments[0].lower() == context.customer.first_name.lower():
         segments = segments[1:]
     if len(segments) >= 3 and len({seg.lower() for seg in segments}) < len(segments):
         return True  # a name said twice in a list of three is a list, whatever words its names hold
     # A verb inside a name says nothing ("Love Building Block Word"): the names are left out first.
-    if len(segments) < 2 or set(_words(_without_any_names(text, context))) & _SENTENCE_WORDS:
+    if set(_words(_without_any_names(text, context))) & _SENTENCE_WORDS:
+        return False
+    if len(segments) == 1 and len(_joined(text, context)) >= 3:
+        return True
+    if len(segments) < 2:
         return False
     if len(segments) >= 3:
         return True
@@ -327,6 +329,15 @@ def _bare_list(text: str, context: RailContext, kind: str) -> bool:
         _stem(w) for name in _evidence_names(context) for w in _words(name)
     }
     return all({_stem(w) for w in _content(_words(seg))} <= own for seg in segments)
+
+
+def _joined(text: str, context: RailContext) -> list[str]:
+    """The pieces of a text joined by an ampersand or a plus with spaces around it ("Tomato Coaster Set &
+    Carrot Coaster Set & ..."), the names' own left whole ("Blue & White Breakfast Tray")."""
+    pattern = _title_pattern(_quoted_names(context))
+    if pattern is not None:
+        text = pattern.sub(lambda m: re.sub(r"\s*([&+])\s*", r"\1", m.group()), text)
+    return [s.strip() for s in re.split(r"\s[&+]\s", text.strip().rstrip(".!?")) if s.strip()]
 
 
 def _names_only(text: str, context: RailContext, kind: str) -> Finding | None:
@@ -488,15 +499,16 @@ _SLASHED = re.compile(r"(?<!\w)[^\W\d_]+(?:\s*/\s*[^\W\d_]+){2,}")
 _PLAIN_MARKS = frozenset("'’‘\"“”.…,;:!?-‐‑‒–—―&%()/£€$+•°")
 
 
+# Currency signs with only spaces between them ("is $ $ $ $ $"), or one before a blank ("£__", "$XX", "£?"):
+# a price the model was to fill in. A currency named alone ("prices in NT$ include tax", "Save £££") is not.
 def _blank_price(text: str) -> tuple[int, int] | None:
-    """Where a currency sign stands with no amount beside it ("candles is $ $ $ $ $"): a price the model was
-    to fill in. An amount, where there is one, is the grounding rail's to check."""
-    for at, ch in enumerate(text):
-        if unicodedata.category(ch) == "Sc":
-            before, after = text[:at].rstrip(), text[at + 1 :].lstrip()
-            if not (before[-1:].isdigit() or after[:1].isdigit()):
-                return at, at + 1
-    return None
+    """Where a price was left blank, or None. An amount, where there is one, is the grounding rail's."""
+    signs = "".join(sorted({ch for ch in text if unicodedata.category(ch) == "Sc"}))
+    if not signs:
+        return None
+    sign = "[" + re.escape(signs) + "]"
+    m = re.search(sign + r"(?:\s+" + sign + r")+|" + sign + r"\s*(?:_+|X{2,}|\?+)(?!\w)", text)
+    return (m.start(), m.end()) if m is not None else None
 
 
 def _quoted_names(context: RailContext) -> tuple[str, ...]:
@@ -702,6 +714,8 @@ def check(text: str, context: RailContext, *, part: str | None = None) -> Verdic
         invented = _unknown_product(text, context)
         if invented:
             findings.append(Finding("unknown_product", f"offers what the email does not hold: {invented!r}"))
+    if stripped and kind in _PARTS and _bought_called_new(text, context):
+        findings.append(Finding("false_fact", "calls new what the customer has bought before"))
     if stripped and kind in _PARTS and _puffery(text):
         findings.append(Finding("puffery", f"the {kind} praises instead of saying something true"))
     # A bare product name does not end a sentence either; it is names_only, said once.
@@ -1135,17 +1149,46 @@ def _unfinished(text: str, kind: str) -> bool:
     return _garbled_as_you_did(stripped)
 
 
-# One letter alone at the end, but "I" and "a": "..., Mint Kitchen Scales, Black Kitchen S.".
-_LAST_LETTER = re.compile(r"(?<![\w'’.&+-])(?![aAI])[^\W\d_][.!?…]?$")
+# One lower-case letter alone at the end, but "a" and "i": "... you can't t.", "... running low on p.".
+_LAST_LETTER = re.compile(r"(?<![\w'’.&+-])(?![ai])([a-z])[.!?…]?$")
+# One capital letter alone at the end, and the two words before it.
+_LAST_CAPITAL = re.compile(r"(?:^|\s)([^\W\d_][\w'’-]*\s+[^\W\d_][\w'’-]*\s+[A-Z])[.!?…]?$")
 
 
 def _cut_to_a_letter(text: str, context: RailContext) -> bool:
-    """A last word cut to its first letter by a length limit. Outside the products' names, which may end
-    in one ("Wooden Letter B", "Vitamin C")."""
-    return bool(
-        _LAST_LETTER.search(text.rstrip())
-        # A name's plural leaves its "s" behind when the name is cut out ("our t-light holders.").
-        and _LAST_LETTER.search(_without_any_names(text, context).rstrip())
+    """A last word cut to its first letter by a length limit: a lower-case letter ("you can't t."), or a
+    capital that cuts a product's name short ("..., Mint Kitchen Scales, Black Kitchen S."). Not "plan B",
+    "from A to Z" or a name that ends in a letter ("Wooden Letter B"). A name's plural leaves its "s" behind
+    when the name is cut out ("our t-light holders."): the text must end so with and without its names."""
+    stripped = text.rstrip()
+    if _LAST_LETTER.search(stripped) and _LAST_LETTER.search(_without_any_names(text, context).rstrip()):
+        return True
+    m = _LAST_CAPITAL.search(stripped)
+    if m is None:
+        return False
+    tail = " " + m.group(1).lower()
+    for name in _quoted_names(context):
+        at = (" " + name.lower()).find(tail)
+        end = at + len(tail)
+        if at >= 0 and end < len(name) + 1 and (" " + name.lower())[end].isalpha():
+            return True
+    return False
+
+
+# Things called new as a whole: "a few new things", "our new home decor", "new stock" ("a new one" of a
+# product bought before is a fresh one of it, and may be said).
+_NEW_THINGS = re.compile(
+    r"\bnew (?:things|items|arrivals|products|stock|pieces|finds|additions|home ?decor\w*)\b", re.IGNORECASE
+)
+
+
+def _bought_called_new(text: str, context: RailContext) -> bool:
+    """The email's products called new where the customer has bought every one of them before."""
+    evidence = context.product_evidence
+    return (
+        bool(context.plan_item_ids)
+        and all(any(e.kind == "repeat_purchase" for e in evidence.get(i, ())) for i in context.plan_item_ids)
+        and _NEW_THINGS.search(text) is not None
     )
 
 

@@ -956,7 +956,18 @@ def test_a_currency_sign_with_no_amount_is_a_blank_and_names_joined_by_ampersand
         " however you have to purchase them in."
     )
     assert "placeholder" in rules(blank, ctx, "preheader")
-    assert "placeholder" in rules("Your vanilla candles, now only £ for a set of four.", ctx, "preheader")
+    for blank in ("Your vanilla candles, now only £__ for a set of four.", "Vanilla candles at $XX a set."):
+        assert "placeholder" in rules(blank, ctx, "preheader"), blank
+    # A currency named with no amount is no blank (a review's cases).
+    for said in (
+        "Your vanilla candles are back; prices in NT$ include tax.",
+        "Hello Hannah, your vanilla candles are back, and prices are in £ as always.",
+        "Your vanilla candles, 180 NT$ a set, ready for your next shop.",
+        "Save £££ on the vanilla candles you buy again and again.",
+    ):
+        assert "placeholder" not in rules(said, ctx, "intro" if said.startswith("Hello") else "preheader"), (
+            said
+        )
     for priced in ("£3.29", "NT$ 350", "NT$350", "5 €", "$12"):
         said = f"Your vanilla candles, {priced} for a set of four, ready for your next order."
         assert "placeholder" not in rules(said, ctx, "preheader"), said
@@ -983,8 +994,25 @@ def test_a_currency_sign_with_no_amount_is_a_blank_and_names_joined_by_ampersand
     for said in (
         "Your Charlie & Lola coasters, ready for your next order.",
         "Tomato & carrot coasters for your table, back in stock for you.",
+        # No one spoken to and no verb, but a comma: a line, not three names joined (a review's cases).
+        "Warm toes and cosy nights, from Charlie + Lola.",
+        "Coasters, tea & biscuits: winter nights sorted.",
     ):
         assert "names_only" not in rules(said, ctx, "preheader"), said
+    # A name's own ampersand joins nothing: "Blue & White Breakfast Tray" is one name.
+    tray = Item(
+        id="B1", title="Blue & White Breakfast Tray", category="Kitchen", price=2.0, url="https://shop.test/p"
+    )
+    both = (
+        facts[0],
+        Evidence(
+            kind="similar_customers", summary="often bought by customers who also bought Pink & White Tray"
+        ),
+    )
+    said = "Blue & White Breakfast Tray & Pink & White Tray & tea"
+    assert "names_only" in rules(said, _one_product(retailer, tray, both), "preheader")
+    said = "The Blue & White Breakfast Tray & Pink & White Tray: made for slow breakfasts."
+    assert "names_only" not in rules(said, _one_product(retailer, tray, both), "preheader")
 
 
 def test_a_last_word_cut_to_one_letter_is_unfinished_but_a_name_ending_in_one_is_not(
@@ -1011,9 +1039,13 @@ def test_a_last_word_cut_to_one_letter_is_unfinished_but_a_name_ending_in_one_is
     assert "unfinished" in rules(
         "Ella, time to stock up on your kitchen scales in ivory and b", ctx, "subject"
     )
+    assert "unfinished" in rules("Your ivory kitchen scales, for those who want to d.", ctx, "preheader")
     letter = Item(id="L1", title="Wooden Letter B", category="Toys", price=1.0, url="https://shop.test/p")
     for ctx_, said, part in (
         (ctx, "Your ivory kitchen scales, ready for when you and I.", "preheader"),
+        # A capital that cuts no name short (a review's cases).
+        (ctx, "Kitchen scales for every bake, from A to Z.", "preheader"),
+        (ctx, "Your ivory kitchen scales, in case you need a plan B.", "preheader"),
         (ctx, "Hello Hannah, we thought you might want to know about our ivory kitchen scales.", "intro"),
         (
             _one_product(retailer, letter, facts[:1]),
@@ -1022,3 +1054,23 @@ def test_a_last_word_cut_to_one_letter_is_unfinished_but_a_name_ending_in_one_is
         ),
     ):
         assert "unfinished" not in rules(said, ctx_, part), said
+
+
+def test_products_the_customer_has_all_bought_before_are_not_new_things(retailer: Retailer) -> None:
+    """Gemma sent "A few new things for you, picked from what you have bought before." as the preview line of
+    8 emails of the third 200-email run, each of products the customer had all bought (the writer's brief
+    said "new things" then). "A new one" of a product bought before is a fresh one of it, and may be said."""
+    jug = Item(
+        id="J1", title="Enamel Flower Jug Cream", category="Kitchen", price=3.0, url="https://shop.test/p"
+    )
+    bought = (Evidence(kind="repeat_purchase", summary="bought 4 times, last on 2011-09-01"),)
+    said = "A few new things for you, picked from what you have bought before."
+    assert "false_fact" in rules(said, _one_product(retailer, jug, bought), "preheader")
+    assert "false_fact" in rules("Hello Hannah, we thought you might want to know about our new home decor.",
+                                 _one_product(retailer, jug, bought), "intro")  # fmt: skip
+    liked = (
+        Evidence(kind="similar_customers", summary="often bought by customers who also bought Tea Towel"),
+    )
+    assert "false_fact" not in rules(said, _one_product(retailer, jug, liked), "preheader")
+    fresh = "You have bought this jug 4 times, so a new one may be due for your next order."
+    assert "false_fact" not in rules(fresh, _one_product(retailer, jug, bought), "reason:J1")
