@@ -612,6 +612,18 @@ def _one_product(retailer: Retailer, item: Item, evidence: tuple[Evidence, ...])
     )
 
 
+def _bought_with(retailer: Retailer, item: Item, times: int, others: str) -> RailContext:
+    """``_one_product`` of an item bought ``times`` times, whose buyers also bought ``others``."""
+    return _one_product(
+        retailer,
+        item,
+        (
+            Evidence(kind="repeat_purchase", summary=f"bought {times} times, last on 2011-09-01"),
+            Evidence(kind="similar_customers", summary=f"often bought by customers who also bought {others}"),
+        ),
+    )
+
+
 def test_a_reason_may_not_call_its_product_by_another_products_name_from_its_evidence(
     retailer: Retailer,
 ) -> None:
@@ -784,15 +796,7 @@ def test_a_verb_inside_a_name_does_not_make_a_list_of_names_a_sentence(retailer:
     word = Item(
         id="W1", title="Home Building Block Word", category="Other", price=1.0, url="https://shop.test/p"
     )
-    facts = (
-        Evidence(kind="repeat_purchase", summary="bought 4 times, last on 2011-03-06"),
-        Evidence(
-            kind="similar_customers",
-            summary="often bought by customers who also bought Love Building Block Word, Bath Building Block"
-            " Word",
-        ),
-    )
-    ctx = _one_product(retailer, word, facts)
+    ctx = _bought_with(retailer, word, 4, "Love Building Block Word, Bath Building Block Word")
     listed = "The doormat garden building block word, Love Building Block Word, Doormat house of cards."
     assert "names_only" in rules(listed, ctx, "preheader")
     said = "The building block words you love, ready for your next order."
@@ -1023,15 +1027,7 @@ def test_a_last_word_cut_to_one_letter_is_unfinished_but_a_name_ending_in_one_is
     scales = Item(
         id="K1", title="Ivory Kitchen Scales", category="Kitchen", price=8.0, url="https://shop.test/p"
     )
-    facts = (
-        Evidence(kind="repeat_purchase", summary="bought 2 times, last on 2011-09-01"),
-        Evidence(
-            kind="similar_customers",
-            summary="often bought by customers who also bought Red Kitchen Scales, Mint Kitchen Scales,"
-            " Black Kitchen Scales",
-        ),
-    )
-    ctx = _one_product(retailer, scales, facts)
+    ctx = _bought_with(retailer, scales, 2, "Red Kitchen Scales, Mint Kitchen Scales, Black Kitchen Scales")
     cut = (
         "An ivory kitchen scales that goes with the Red Kitchen Scales, Mint Kitchen Scales, Black Kitchen S."
     )
@@ -1048,7 +1044,7 @@ def test_a_last_word_cut_to_one_letter_is_unfinished_but_a_name_ending_in_one_is
         (ctx, "Your ivory kitchen scales, in case you need a plan B.", "preheader"),
         (ctx, "Hello Hannah, we thought you might want to know about our ivory kitchen scales.", "intro"),
         (
-            _one_product(retailer, letter, facts[:1]),
+            _bought_with(retailer, letter, 2, "Wooden Letter A"),
             "Hannah, time to stock up on your Wooden Letter B",
             "subject",
         ),
