@@ -316,19 +316,22 @@ def _bare_list(text: str, context: RailContext, kind: str) -> bool:
         segments = segments[1:]
     if len(segments) >= 3 and len({seg.lower() for seg in segments}) < len(segments):
         return True  # a name said twice in a list of three is a list, whatever words its names hold
+    # One piece between commas is a list only when three or more are joined by "&" or "+"; the costlier
+    # reading of names below is left to the texts that may be one.
+    if len(segments) < 2 and not (_JOINS.search(text) and len(_joined(text, context)) >= 3):
+        return False
     # A verb inside a name says nothing ("Love Building Block Word"): the names are left out first.
     if set(_words(_without_any_names(text, context))) & _SENTENCE_WORDS:
         return False
-    if len(segments) == 1 and len(_joined(text, context)) >= 3:
-        return True
-    if len(segments) < 2:
-        return False
-    if len(segments) >= 3:
+    if len(segments) < 2 or len(segments) >= 3:
         return True
     own = {_stem(w) for w in _interest_words(context)} | {
         _stem(w) for name in _evidence_names(context) for w in _words(name)
     }
     return all({_stem(w) for w in _content(_words(seg))} <= own for seg in segments)
+
+
+_JOINS = re.compile(r"\s[&+]\s")
 
 
 def _joined(text: str, context: RailContext) -> list[str]:
@@ -337,7 +340,7 @@ def _joined(text: str, context: RailContext) -> list[str]:
     pattern = _title_pattern(_quoted_names(context))
     if pattern is not None:
         text = pattern.sub(lambda m: re.sub(r"\s*([&+])\s*", r"\1", m.group()), text)
-    return [s.strip() for s in re.split(r"\s[&+]\s", text.strip().rstrip(".!?")) if s.strip()]
+    return [s.strip() for s in _JOINS.split(text.strip().rstrip(".!?")) if s.strip()]
 
 
 def _names_only(text: str, context: RailContext, kind: str) -> Finding | None:
